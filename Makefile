@@ -1,0 +1,46 @@
+# flocknode: two commands do everything on a fresh machine:
+#   make demo   set-up if needed, then a local cluster
+#   make test   set-up if needed, then the whole test suite (what .ci/run calls)
+SHELL := /bin/bash
+PY    := .venv/bin/python
+PIP   := .venv/bin/pip
+STAMP := .venv/.flocknode-setup
+
+.PHONY: setup demo test test-fast lint contracts bench clean
+
+setup: $(STAMP) node_modules/.flocknode-setup
+
+# Python side: a virtualenv with the package installed editable and its dev
+# extras; torch pinned to the CPU build through constraints.txt.
+$(STAMP): pyproject.toml constraints.txt
+	@command -v python3 >/dev/null || { echo "python3 (3.11+) is required"; exit 1; }
+	@[ -x $(PY) ] || python3 -m venv .venv
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	@touch $@
+
+# Chain toolchain: anvil and solcjs, pinned in package-lock.json.
+node_modules/.flocknode-setup: package.json package-lock.json
+	@command -v npm >/dev/null || { echo "npm (Node 20+) is required"; exit 1; }
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+demo: setup
+	$(PY) -m flocknode.demo
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: setup
+	.venv/bin/ruff check flocknode tests bench
+	.venv/bin/ruff format --check flocknode tests bench
+	.venv/bin/mypy flocknode
+
+contracts: node_modules/.flocknode-setup
+	node contracts/build.mjs
+
+bench: setup
+	$(PY) bench/gas.py --json
+
+clean:
+	rm -rf .venv node_modules .pytest_cache .mypy_cache .ruff_cache
