@@ -1,0 +1,1 @@
+"""Chain access: web3 client, contract bindings, the role-draw mirror, events."""
