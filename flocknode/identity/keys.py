@@ -98,9 +98,7 @@ def read_secret(path: Path, what: str) -> bytes:
     except OSError as e:
         raise KeyFileError(str(path), "", f"cannot read {what} file: {e.strerror}") from None
     if len(data) != SECRET_LEN:
-        raise KeyFileError(
-            str(path), "", f"{what} file is malformed (expected {SECRET_LEN} bytes)"
-        )
+        raise KeyFileError(str(path), "", f"{what} file is malformed (expected {SECRET_LEN} bytes)")
     return data
 
 

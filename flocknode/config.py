@@ -1,0 +1,239 @@
+"""NodeConfig: defaults -> TOML file -> environment (FLOCKNODE_...) -> flags.
+
+Validated at the edge: an unknown key, a wrong type, a malformed RPC URL or task
+address is one ``ConfigError`` naming the file (or variable, or flag) and the key.
+Paths in the file are relative to the file's directory.
+
+The wallet is loaded here too (``load_wallet``): an encrypted keystore with a
+password from a file or ``FLOCKNODE_WALLET_PASSWORD``; a raw hex key only from
+``FLOCKNODE_PRIVATE_KEY`` and only when the config says the chain is a local one.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+from eth_utils import is_hex_address, to_checksum_address
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from flocknode.errors import ConfigError
+
+LOCAL_CHAIN_ID = 31337
+ENV_PREFIX = "FLOCKNODE_"
+ENV_PASSWORD = "FLOCKNODE_WALLET_PASSWORD"
+ENV_PRIVATE_KEY = "FLOCKNODE_PRIVATE_KEY"
+# Variables that are not config keys (read directly where they are needed).
+_NON_KEY_ENV = {ENV_PASSWORD, ENV_PRIVATE_KEY, "FLOCKNODE_CONFIG"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ChainConfig(_Section):
+    rpc_url: str = "http://127.0.0.1:8545"
+    chain_id: int = Field(default=LOCAL_CHAIN_ID, gt=0)
+    task: str = ""
+    keystore: str = "keys/wallet.json"
+    password_file: str = ""
+    confirmations: int = Field(default=0, ge=0, le=64)
+
+    @field_validator("rpc_url")
+    @classmethod
+    def _check_rpc(cls, v: str) -> str:
+        u = urlparse(v)
+        if u.scheme not in ("http", "https") or not u.hostname:
+            raise ValueError(f"not an http(s) URL: {v!r}")
+        try:
+            u.port  # noqa: B018 - raises on a malformed port
+        except ValueError:
+            raise ValueError(f"malformed port in {v!r}") from None
+        return v
+
+    @field_validator("task")
+    @classmethod
+    def _check_task(cls, v: str) -> str:
+        if v == "":
+            return v
+        if not is_hex_address(v):
+            raise ValueError(f"not a contract address (0x + 40 hex digits): {v!r}")
+        return to_checksum_address(v)
+
+
+class P2PConfig(_Section):
+    listen: list[str] = Field(default_factory=lambda: ["/ip4/0.0.0.0/tcp/4001"])
+    announce: list[str] = Field(default_factory=list)
+    bootstrap: list[str] = Field(default_factory=list)
+
+    @field_validator("listen", "announce", "bootstrap")
+    @classmethod
+    def _check_multiaddrs(cls, v: list[str]) -> list[str]:
+        from multiaddr import Multiaddr
+
+        for a in v:
+            try:
+                Multiaddr(a)
+            except Exception:
+                raise ValueError(f"not a multiaddr: {a!r}") from None
+        return v
+
+
+class DataConfig(_Section):
+    """Where this participant's private data is and which part of it is theirs."""
+
+    dataset: str = "digits"
+    path: str = ""
+    node_index: int = Field(default=0, ge=0)
+    num_nodes: int = Field(default=1, ge=1)
+    split: Literal["iid", "dirichlet"] = "iid"
+    alpha: float = Field(default=0.5, gt=0)
+    seed: int = 0
+
+
+class HttpConfig(_Section):
+    listen: str = "127.0.0.1:9100"
+    enabled: bool = True
+
+
+class LogConfig(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class NodeConfig(_Section):
+    data_dir: str = "."
+    chain: ChainConfig = Field(default_factory=ChainConfig)
+    p2p: P2PConfig = Field(default_factory=P2PConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+
+    # Where the config came from; relative paths are resolved against base_dir.
+    source: str = Field(default="<defaults>", exclude=True)
+    base_dir: str = Field(default=".", exclude=True)
+
+    def path(self, p: str) -> Path:
+        """A path from the config, resolved against the config file's directory."""
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else Path(self.base_dir) / q
+
+    @property
+    def data_path(self) -> Path:
+        return self.path(self.data_dir)
+
+    @property
+    def is_local_chain(self) -> bool:
+        return self.chain.chain_id == LOCAL_CHAIN_ID
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+_SECTIONS: dict[str, type[_Section]] = {
+    "chain": ChainConfig,
+    "p2p": P2PConfig,
+    "data": DataConfig,
+    "http": HttpConfig,
+    "log": LogConfig,
+}
+
+
+def _env_layer(environ: Mapping[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """FLOCKNODE_CHAIN_RPC_URL=... -> {"chain": {"rpc_url": ...}}.
+
+    String settings take the value as it is; others parse it as a TOML value
+    (``31337``, ``true``, ``["/ip4/..."]``).
+    """
+    layer: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in _NON_KEY_ENV:
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        if rest == "data_dir":
+            layer["data_dir"] = raw
+            names["data_dir"] = name
+            continue
+        section = next((s for s in _SECTIONS if rest.startswith(s + "_")), None)
+        key = rest[len(section) + 1 :] if section else ""
+        if section is None or key not in _SECTIONS[section].model_fields:
+            raise ConfigError(name, "", "unknown setting in environment (no such config key)")
+        is_str = _SECTIONS[section].model_fields[key].annotation is str
+        layer.setdefault(section, {})[key] = raw if is_str else _parse_env_value(raw)
+        names[f"{section}.{key}"] = name
+    return layer, names
+
+
+def _parse_env_value(raw: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return raw  # let validation name the key and the expected type
+
+
+def _validate(data: dict[str, Any], source: str, env_names: Mapping[str, str]) -> NodeConfig:
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        where = env_names.get(key, source)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+            if key.split(".")[-1] in ("private_key", "privkey", "key"):
+                msg += (
+                    f" (a raw private key is never read from a file: use a keystore, or "
+                    f"{ENV_PRIVATE_KEY} on a local chain)"
+                )
+        raise ConfigError(where, key, msg) from None
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    flag_names: Mapping[str, str] | None = None,
+) -> NodeConfig:
+    """Load defaults -> TOML -> environment -> flags (``overrides``, nested dicts).
+
+    ``flag_names`` maps a dotted key (``chain.rpc_url``) to the flag that set it
+    (``--rpc``), so an error names the flag rather than the file.
+    """
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    base_dir = Path.cwd()
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise ConfigError(source, "", "config file not found") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(source, "", f"cannot read config file: {e}") from None
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(source, "", f"not valid TOML: {e}") from None
+        base_dir = p.resolve().parent
+    env_layer, env_names = _env_layer(environ)
+    data = _merge(data, env_layer)
+    if overrides:
+        data = _merge(data, overrides)
+    data["source"] = source
+    data["base_dir"] = str(base_dir)
+    return _validate(data, source, {**env_names, **(flag_names or {})})
