@@ -1,0 +1,242 @@
+"""Start and stop a local anvil chain (the pinned binary from node_modules).
+
+Used by the test fixtures and by the local cluster launcher::
+
+    with run_anvil(AnvilOptions(block_time=1, mixed_mining=True)) as chain:
+        w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
+        key = chain.private_keys[0]
+
+anvil listens on 127.0.0.1 only, on a port the OS picks (``--port 0``; the
+port is read back from anvil's own start-up line, so there is no race for a
+"free" port). The dev accounts are anvil's default mnemonic accounts; their
+keys come from ``--config-out``. The process is always terminated (then killed
+if it lingers) when the context exits, also on errors and KeyboardInterrupt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eth_utils import to_checksum_address
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ANVIL_RELATIVE = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
+LOCAL_CHAIN_ID = 31337
+_LISTENING = re.compile(r"Listening on 127\.0\.0\.1:(\d+)")
+
+
+class AnvilError(RuntimeError):
+    """anvil is missing, did not start, or stopped answering."""
+
+
+@dataclass(frozen=True)
+class AnvilOptions:
+    """How to run anvil. The default is plain automine (one block per tx).
+
+    ``block_time`` (seconds) with ``mixed_mining`` mines transactions at once and
+    also keeps producing blocks: what a cluster needs, since automine alone never
+    mines the seed block of a round.
+    """
+
+    block_time: float | None = None
+    mixed_mining: bool = False
+    accounts: int = 10
+    balance_ether: int = 10_000
+    chain_id: int = LOCAL_CHAIN_ID
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.block_time is not None and self.block_time <= 0:
+            raise ValueError("block_time must be > 0")
+        if self.mixed_mining and self.block_time is None:
+            raise ValueError("mixed_mining needs a block_time")
+        if not 1 <= self.accounts <= 1000:
+            raise ValueError("accounts must be in 1..1000")
+
+
+@dataclass(frozen=True)
+class AnvilChain:
+    """A running anvil: where to reach it and the funded dev accounts."""
+
+    rpc_url: str
+    port: int
+    chain_id: int
+    pid: int
+    accounts: tuple[str, ...]
+    private_keys: tuple[str, ...] = field(repr=False)
+
+
+def anvil_binary(repo_root: Path = REPO_ROOT) -> Path:
+    """The pinned anvil binary, or AnvilError telling how to install it."""
+    path = repo_root / ANVIL_RELATIVE
+    if not (path.is_file() and os.access(path, os.X_OK)):
+        raise AnvilError(f"anvil not found at {path}: run make setup")
+    return path
+
+
+def anvil_command(binary: Path, options: AnvilOptions, config_out: Path) -> list[str]:
+    cmd = [
+        str(binary),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--accounts",
+        str(options.accounts),
+        "--balance",
+        str(options.balance_ether),
+        "--chain-id",
+        str(options.chain_id),
+        "--config-out",
+        str(config_out),
+    ]
+    if options.block_time is not None:
+        cmd += ["--block-time", _format_seconds(options.block_time)]
+    if options.mixed_mining:
+        cmd.append("--mixed-mining")
+    cmd += list(options.extra_args)
+    return cmd
+
+
+def _format_seconds(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else repr(float(seconds))
+
+
+def rpc_request(
+    url: str, method: str, params: list[object] | None = None, timeout: float = 5.0
+) -> object:
+    """One JSON-RPC call with the standard library (no web3 needed)."""
+    body = json.dumps(
+        {"jsonrpc": "2.0", "id": 1, "method": method, "params": params or []}
+    ).encode()
+    req = urllib.request.Request(url, body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        reply = json.loads(resp.read())
+    if not isinstance(reply, dict):
+        raise AnvilError(f"{method}: malformed reply")
+    if "error" in reply:
+        raise AnvilError(f"{method}: {reply['error']}")
+    return reply.get("result")
+
+
+@contextmanager
+def run_anvil(
+    options: AnvilOptions | None = None,
+    *,
+    startup_timeout: float = 15.0,
+    log_path: Path | None = None,
+    repo_root: Path = REPO_ROOT,
+) -> Iterator[AnvilChain]:
+    """Run anvil for the duration of the ``with`` block and yield how to reach it.
+
+    anvil's output goes to ``log_path`` if given, else to a temporary file that
+    is removed afterwards.
+    """
+    options = options or AnvilOptions()
+    binary = anvil_binary(repo_root)
+    workdir = Path(tempfile.mkdtemp(prefix="flocknode-anvil-"))
+    config_out = workdir / "anvil.json"
+    out_path = log_path or workdir / "anvil.log"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with open(out_path, "wb") as out:
+            proc = subprocess.Popen(
+                anvil_command(binary, options, config_out),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a Ctrl-C in the terminal is ours to forward
+            )
+        chain = _wait_ready(proc, out_path, config_out, options, startup_timeout)
+        log.info("anvil started pid=%d url=%s", proc.pid, chain.rpc_url)
+        yield chain
+    finally:
+        if proc is not None:
+            _stop(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_ready(
+    proc: subprocess.Popen[bytes],
+    out_path: Path,
+    config_out: Path,
+    options: AnvilOptions,
+    timeout: float,
+) -> AnvilChain:
+    deadline = time.monotonic() + timeout
+    port: int | None = None
+    while time.monotonic() < deadline:
+        code = proc.poll()
+        if code is not None:
+            raise AnvilError(f"anvil exited with code {code} at start: {_tail(out_path)}")
+        if port is None:
+            match = _LISTENING.search(out_path.read_text(errors="replace"))
+            if match:
+                port = int(match.group(1))
+        if port is not None and config_out.exists():
+            url = f"http://127.0.0.1:{port}"
+            try:
+                chain_id = int(str(rpc_request(url, "eth_chainId", timeout=1.0)), 16)
+                keys = _read_keys(config_out)
+            except (OSError, ValueError, AnvilError, urllib.error.URLError):
+                time.sleep(0.05)
+                continue
+            if chain_id != options.chain_id:
+                raise AnvilError(
+                    f"anvil answered with chain id {chain_id}, expected {options.chain_id}"
+                )
+            return AnvilChain(
+                rpc_url=url,
+                port=port,
+                chain_id=chain_id,
+                pid=proc.pid,
+                accounts=tuple(to_checksum_address(a) for a, _ in keys),
+                private_keys=tuple(k for _, k in keys),
+            )
+        time.sleep(0.05)
+    raise AnvilError(f"anvil did not answer within {timeout:.0f} s: {_tail(out_path)}")
+
+
+def _read_keys(config_out: Path) -> list[tuple[str, str]]:
+    data = json.loads(config_out.read_text())
+    accounts = data["available_accounts"]
+    keys = data["private_keys"]
+    if not accounts or len(accounts) != len(keys):
+        raise ValueError("anvil config-out without accounts")
+    return list(zip(accounts, keys, strict=True))
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no output)"
+    return " | ".join(text[-lines:]) or "(no output)"
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+    log.info("anvil stopped pid=%d", proc.pid)
