@@ -1,0 +1,392 @@
+"""Typed bindings of FlockTask and FlockToken: a sync core and its trio face.
+
+``TaskClient`` (sync) is what CLI commands use; ``AsyncTaskClient`` runs the
+very same methods in a worker thread (``trio.to_thread.run_sync``) for the
+node. Views return frozen dataclasses (types.py); transactions return a
+:class:`TxResult` with the events they emitted; reverts raise
+:class:`~flocknode.chain.errors.ContractRevert` with a sentence.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Concatenate, ParamSpec, TypeVar
+
+import trio
+from eth_utils import to_checksum_address
+
+from flocknode.chain.contracts import ChainConnection
+from flocknode.chain.events import ChainEvent, EventDecoder, RoundOpened, of_type
+from flocknode.chain.registry import Registry, RegistryReader
+from flocknode.chain.txsend import Receipt
+from flocknode.chain.types import ParticipantView, Phase, RoundView, TaskParams, from_abi
+from flocknode.identity import BoxKey, PeerKey, sign_registration
+
+MAX_LOG_RANGE = 2_000  # blocks per eth_getLogs request (public RPCs cap the range)
+
+
+@dataclass(frozen=True)
+class TxResult:
+    tx_hash: bytes
+    block_number: int
+    gas_used: int
+    events: tuple[ChainEvent, ...]
+
+
+class TokenClient:
+    """FlockToken (a plain ERC-20 with a deployer-only ``mint``)."""
+
+    def __init__(self, conn: ChainConnection, address: str) -> None:
+        self.conn = conn
+        self.address = to_checksum_address(address)
+        self._c = conn.contract("FlockToken", self.address)
+
+    def balance_of(self, wallet: str) -> int:
+        fn = self._c.functions.balanceOf(to_checksum_address(wallet))
+        return int(self.conn.view(fn, "balanceOf"))
+
+    def allowance(self, owner: str, spender: str) -> int:
+        fn = self._c.functions.allowance(to_checksum_address(owner), to_checksum_address(spender))
+        return int(self.conn.view(fn, "allowance"))
+
+    def total_supply(self) -> int:
+        return int(self.conn.view(self._c.functions.totalSupply(), "totalSupply"))
+
+    def mint(self, to: str, amount: int) -> Receipt:
+        fn = self._c.functions.mint(to_checksum_address(to), amount)
+        return self.conn.transact(fn, "mint")
+
+    def approve(self, spender: str, amount: int) -> Receipt:
+        fn = self._c.functions.approve(to_checksum_address(spender), amount)
+        return self.conn.transact(fn, "approve")
+
+    def transfer(self, to: str, amount: int) -> Receipt:
+        fn = self._c.functions.transfer(to_checksum_address(to), amount)
+        return self.conn.transact(fn, "transfer")
+
+
+class TaskClient:
+    """FlockTask for one wallet (or read-only without one). Blocking; see AsyncTaskClient."""
+
+    def __init__(self, conn: ChainConnection, address: str) -> None:
+        self.conn = conn
+        self.address = to_checksum_address(address)
+        self._c = conn.contract("FlockTask", self.address)
+        self.events_decoder = EventDecoder(
+            conn.artifact("FlockTask").abi, self.address, conn.rpc.w3.codec
+        )
+        self._params: TaskParams | None = None
+        self._token: TokenClient | None = None
+
+    @property
+    def wallet(self) -> str:
+        return self.conn.address
+
+    def check(self) -> None:
+        """Fail early with a sentence when the address holds no contract on this chain."""
+        self.conn.require_code("FlockTask", self.address)
+
+    # -- views ----------------------------------------------------------------
+
+    def params(self) -> TaskParams:
+        if self._params is None:  # immutable after deployment
+            raw = self.conn.view(self._c.functions.taskParams(), "taskParams")
+            self._params = from_abi(TaskParams, raw)
+        return self._params
+
+    def token(self) -> TokenClient:
+        if self._token is None:
+            self._token = TokenClient(self.conn, self.params().token)
+        return self._token
+
+    def current_round(self) -> int:
+        return int(self.conn.view(self._c.functions.currentRound(), "currentRound"))
+
+    def finalized_rounds(self) -> int:
+        return int(self.conn.view(self._c.functions.finalizedRounds(), "finalizedRounds"))
+
+    def global_model_hash(self) -> bytes:
+        return bytes(self.conn.view(self._c.functions.globalModelHash(), "globalModelHash"))
+
+    def global_model_round(self) -> int:
+        return int(self.conn.view(self._c.functions.globalModelRound(), "globalModelRound"))
+
+    def reward_pool(self) -> int:
+        return int(self.conn.view(self._c.functions.rewardPool(), "rewardPool"))
+
+    def participant_count(self) -> int:
+        return int(self.conn.view(self._c.functions.participantCount(), "participantCount"))
+
+    def eligible_count(self) -> int:
+        """Wallets whose stake counts as eligible from the next openRound."""
+        return int(self.conn.view(self._c.functions.eligibleCount(), "eligibleCount"))
+
+    def participants(self, offset: int = 0, limit: int = 100) -> list[ParticipantView]:
+        raw = self.conn.view(self._c.functions.participants(offset, limit), "participants")
+        return [from_abi(ParticipantView, p) for p in raw]
+
+    def all_participants(self, page: int = 100) -> list[ParticipantView]:
+        total = self.participant_count()
+        out: list[ParticipantView] = []
+        while len(out) < total:
+            batch = self.participants(len(out), page)
+            if not batch:
+                break
+            out.extend(batch)
+        return out
+
+    def participant(self, wallet: str | None = None) -> ParticipantView:
+        w = to_checksum_address(wallet or self.wallet)
+        return from_abi(
+            ParticipantView, self.conn.view(self._c.functions.participant(w), "participant")
+        )
+
+    def registry_reader(self) -> RegistryReader:
+        """A reader that remembers whom it warned about; a node keeps one."""
+        return RegistryReader(self.conn.chain_id, self.address)
+
+    def registry(self, reader: RegistryReader | None = None) -> Registry:
+        """Participants with verified peer signatures (failures dropped and counted)."""
+        reader = reader or self.registry_reader()
+        return reader.build(self.all_participants(), self.params().min_stake)
+
+    def is_eligible(self, wallet: str | None = None) -> bool:
+        w = to_checksum_address(wallet or self.wallet)
+        return bool(self.conn.view(self._c.functions.isEligible(w), "isEligible"))
+
+    def get_round(self, round: int) -> RoundView:
+        return from_abi(
+            RoundView, self.conn.view(self._c.functions.getRound(round), f"getRound({round})")
+        )
+
+    def phase(self, round: int) -> Phase:
+        return Phase(int(self.conn.view(self._c.functions.phase(round), f"phase({round})")))
+
+    def vote_commitment(
+        self,
+        round: int,
+        voter: str,
+        aggregate_hash: bytes,
+        included_bits: int,
+        rejected_bits: int,
+        flag_bits: int,
+        score: int,
+        salt: bytes,
+    ) -> bytes:
+        fn = self._c.functions.voteCommitment(
+            round,
+            to_checksum_address(voter),
+            aggregate_hash,
+            included_bits,
+            rejected_bits,
+            flag_bits,
+            score,
+            salt,
+        )
+        return bytes(self.conn.view(fn, "voteCommitment"))
+
+    def draw_seats(self, seed: bytes, stakes: Sequence[int], seats: int) -> list[int]:
+        fn = self._c.functions.drawSeats(seed, list(stakes), seats)
+        return [int(i) for i in self.conn.view(fn, "drawSeats")]
+
+    # -- transactions ---------------------------------------------------------
+
+    def _tx(self, fn: Any, action: str) -> TxResult:
+        r = self.conn.transact(fn, action)
+        events = tuple(self.events_decoder.decode_all(r.logs))
+        return TxResult(r.tx_hash, r.block_number, r.gas_used, events)
+
+    def register(
+        self, peer_id: bytes, box_public_key: bytes, multiaddrs: Sequence[str], peer_sig: bytes
+    ) -> TxResult:
+        fn = self._c.functions.register(peer_id, box_public_key, list(multiaddrs), peer_sig)
+        return self._tx(fn, "register")
+
+    def register_node(
+        self, peer_key: PeerKey, box_key: BoxKey, multiaddrs: Sequence[str]
+    ) -> TxResult:
+        """Register this wallet with the node's keys, signing the binding with the peer key."""
+        box = box_key.public_bytes
+        sig = sign_registration(peer_key, self.conn.chain_id, self.address, self.wallet, box)
+        return self.register(peer_key.peer_id.to_bytes(), box, multiaddrs, sig)
+
+    def update_multiaddrs(self, multiaddrs: Sequence[str]) -> TxResult:
+        return self._tx(self._c.functions.updateMultiaddrs(list(multiaddrs)), "updateMultiaddrs")
+
+    def _ensure_allowance(self, amount: int) -> None:
+        token = self.token()
+        if token.allowance(self.wallet, self.address) < amount:
+            token.approve(self.address, amount)
+
+    def stake(self, amount: int, *, approve: bool = True) -> TxResult:
+        """Stake ``amount`` tokens (approving the task first when the allowance is short)."""
+        if approve and amount > 0:
+            self._ensure_allowance(amount)
+        return self._tx(self._c.functions.stake(amount), "stake")
+
+    def request_unstake(self, amount: int) -> TxResult:
+        return self._tx(self._c.functions.requestUnstake(amount), "requestUnstake")
+
+    def withdraw(self) -> TxResult:
+        return self._tx(self._c.functions.withdraw(), "withdraw")
+
+    def claim_rewards(self) -> TxResult:
+        return self._tx(self._c.functions.claimRewards(), "claimRewards")
+
+    def fund_rewards(self, amount: int, *, approve: bool = True) -> TxResult:
+        if approve and amount > 0:
+            self._ensure_allowance(amount)
+        return self._tx(self._c.functions.fundRewards(amount), "fundRewards")
+
+    def open_round(self) -> TxResult:
+        """Open the next round (finalizing or voiding the previous one if due)."""
+        return self._tx(self._c.functions.openRound(), "openRound")
+
+    def elect_roles(self, round: int) -> TxResult:
+        return self._tx(self._c.functions.electRoles(round), f"electRoles({round})")
+
+    def submit_update(self, round: int, update_hash: bytes, blob_id: bytes, size: int) -> TxResult:
+        fn = self._c.functions.submitUpdate(round, update_hash, blob_id, size)
+        return self._tx(fn, f"submitUpdate({round})")
+
+    def commit_vote(self, round: int, commitment: bytes) -> TxResult:
+        return self._tx(self._c.functions.commitVote(round, commitment), f"commitVote({round})")
+
+    def reveal_vote(
+        self,
+        round: int,
+        aggregate_hash: bytes,
+        included_bits: int,
+        rejected_bits: int,
+        flag_bits: int,
+        score: int,
+        salt: bytes,
+    ) -> TxResult:
+        fn = self._c.functions.revealVote(
+            round, aggregate_hash, included_bits, rejected_bits, flag_bits, score, salt
+        )
+        return self._tx(fn, f"revealVote({round})")
+
+    def finalize_round(self, round: int) -> TxResult:
+        return self._tx(self._c.functions.finalizeRound(round), f"finalizeRound({round})")
+
+    # -- events ---------------------------------------------------------------
+
+    def events(self, from_block: int, to_block: int | None = None) -> list[ChainEvent]:
+        """Typed events of this task in [from_block, to_block] (latest when None)."""
+        last = self.conn.rpc.block_number() if to_block is None else to_block
+        out: list[ChainEvent] = []
+        start = max(0, from_block)
+        while start <= last:
+            end = min(last, start + MAX_LOG_RANGE - 1)
+            flt = {
+                "address": self.address,
+                "fromBlock": start,
+                "toBlock": end,
+                "topics": [["0x" + t.hex() for t in self.events_decoder.topics()]],
+            }
+            logs = self.conn.rpc.request(
+                f"eth_getLogs({start}..{end})",
+                lambda flt=flt: self.conn.rpc.w3.eth.get_logs(flt),  # type: ignore[misc]
+            )
+            out.extend(self.events_decoder.decode_all(logs))
+            start = end + 1
+        return out
+
+
+def opened_round(result: TxResult) -> int | None:
+    """The round an ``open_round`` transaction opened (None if it only closed one)."""
+    opened = of_type(result.events, RoundOpened)
+    return opened[-1].round if opened else None
+
+
+# -- deployment -----------------------------------------------------------------
+
+
+def deploy_token(conn: ChainConnection) -> TokenClient:
+    """Deploy a FlockToken from the connection's wallet (which becomes its minter)."""
+    r = conn.transact(conn.factory("FlockToken").constructor(), "deploy FlockToken")
+    assert r.contract_address is not None
+    return TokenClient(conn, r.contract_address)
+
+
+def deploy_task(conn: ChainConnection, params: TaskParams) -> TaskClient:
+    """Deploy a FlockTask; invalid parameters raise a sentence naming the field."""
+    ctor = conn.factory("FlockTask").constructor(params.to_abi())
+    r = conn.transact(ctor, "deploy FlockTask")
+    assert r.contract_address is not None
+    return TaskClient(conn, r.contract_address)
+
+
+# -- the trio face ----------------------------------------------------------------
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _off_thread(
+    fn: Callable[Concatenate[TaskClient, P], R],
+) -> Callable[Concatenate[AsyncTaskClient, P], Awaitable[R]]:
+    @functools.wraps(fn)
+    async def run(self: AsyncTaskClient, *args: P.args, **kwargs: P.kwargs) -> R:
+        return await trio.to_thread.run_sync(functools.partial(fn, self.sync, *args, **kwargs))
+
+    return run
+
+
+class AsyncTaskClient:
+    """The node's face of a TaskClient: every call runs in a worker thread.
+
+    Calls may run concurrently from many trio tasks; the wallet's nonce lock
+    in the shared Sender keeps their transactions in order.
+    """
+
+    def __init__(self, sync: TaskClient) -> None:
+        self.sync = sync
+
+    @property
+    def address(self) -> str:
+        return self.sync.address
+
+    @property
+    def wallet(self) -> str:
+        return self.sync.wallet
+
+    check = _off_thread(TaskClient.check)
+    params = _off_thread(TaskClient.params)
+    current_round = _off_thread(TaskClient.current_round)
+    finalized_rounds = _off_thread(TaskClient.finalized_rounds)
+    global_model_hash = _off_thread(TaskClient.global_model_hash)
+    global_model_round = _off_thread(TaskClient.global_model_round)
+    reward_pool = _off_thread(TaskClient.reward_pool)
+    participant_count = _off_thread(TaskClient.participant_count)
+    eligible_count = _off_thread(TaskClient.eligible_count)
+    participants = _off_thread(TaskClient.participants)
+    all_participants = _off_thread(TaskClient.all_participants)
+    participant = _off_thread(TaskClient.participant)
+    is_eligible = _off_thread(TaskClient.is_eligible)
+    registry = _off_thread(TaskClient.registry)
+    get_round = _off_thread(TaskClient.get_round)
+    phase = _off_thread(TaskClient.phase)
+    vote_commitment = _off_thread(TaskClient.vote_commitment)
+    draw_seats = _off_thread(TaskClient.draw_seats)
+    register = _off_thread(TaskClient.register)
+    register_node = _off_thread(TaskClient.register_node)
+    update_multiaddrs = _off_thread(TaskClient.update_multiaddrs)
+    stake = _off_thread(TaskClient.stake)
+    request_unstake = _off_thread(TaskClient.request_unstake)
+    withdraw = _off_thread(TaskClient.withdraw)
+    claim_rewards = _off_thread(TaskClient.claim_rewards)
+    fund_rewards = _off_thread(TaskClient.fund_rewards)
+    open_round = _off_thread(TaskClient.open_round)
+    elect_roles = _off_thread(TaskClient.elect_roles)
+    submit_update = _off_thread(TaskClient.submit_update)
+    commit_vote = _off_thread(TaskClient.commit_vote)
+    reveal_vote = _off_thread(TaskClient.reveal_vote)
+    finalize_round = _off_thread(TaskClient.finalize_round)
+    events = _off_thread(TaskClient.events)
+
+    async def block_number(self) -> int:
+        return await trio.to_thread.run_sync(self.sync.conn.rpc.block_number)
