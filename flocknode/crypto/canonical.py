@@ -1,0 +1,310 @@
+"""Canonical bytes of named float32 tensors (a model or a model update).
+
+One set of tensors has exactly one byte string, so its SHA-256 is a content id
+(``updateHash`` on chain, ``aggregateHash`` of a model). Layout, integers
+little-endian::
+
+    offset  size  field
+    0       4     magic b"FLCT"
+    4       1     format version (1)
+    5       1     dtype code (1 = float32, little-endian)
+    6       2     reserved, zero
+    8       4     tensor count n (1 .. MAX_TENSORS)
+    12      4     table length L: the n entries below, exactly
+    16      L     n entries, names in strictly increasing UTF-8 byte order:
+                    u16 name length (1 .. MAX_NAME_BYTES), the UTF-8 name
+                    (printable), u8 ndim (0 .. MAX_NDIM), ndim x u32 dims
+    16+L    4*N   every tensor's elements in the same order, C order, float32 LE
+
+Encoding (trusted input: a ``TypeError``/``ValueError`` on misuse):
+    ``canonical_size(t)``, ``iter_canonical(t)`` (zero-copy pieces: the header,
+    then a memoryview of each tensor's data), ``update_hash(t)`` (sha256 of the
+    canonical bytes, streamed), ``canonical_bytes(t)`` (one bytes object; for
+    small models and tests).
+Decoding (untrusted input: only :class:`CanonicalError`):
+    ``CanonicalReader`` takes bytes in pieces of any size (``feed``) and writes
+    them straight into freshly allocated output tensors; ``finish()`` returns
+    them. ``parse_canonical(data)`` does both at once.
+
+Tensors are ``torch.Tensor`` or ``numpy.ndarray`` of dtype float32 (any
+device/stride; CPU contiguous little-endian data is never copied). Decoded
+tensors are float32 CPU ``torch.Tensor`` in canonical (sorted) order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from flocknode.crypto.errors import CanonicalError
+
+MAGIC = b"FLCT"
+FORMAT_VERSION = 1
+DTYPE_FLOAT32_LE = 1
+MAX_TENSORS = 65_536
+MAX_NAME_BYTES = 1024
+MAX_NDIM = 16
+MAX_DIM = 2**32 - 1
+MAX_TABLE_BYTES = 8 * 1024 * 1024
+DEFAULT_MAX_BYTES = 4 * 1024**3
+
+_PREFIX = struct.Struct("<4sBBHII")
+PREFIX_LEN = _PREFIX.size
+_LITTLE = sys.byteorder == "little"
+
+TensorLike = torch.Tensor | np.ndarray
+Tensors = Mapping[str, TensorLike]
+Shapes = Mapping[str, Sequence[int]]
+
+
+def _as_f32_le(name: str, value: TensorLike) -> np.ndarray:
+    """A 1-d C-contiguous little-endian float32 view (a copy only when unavoidable)."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype != torch.float32:
+            raise TypeError(f"tensor {name!r} is {value.dtype}, expected torch.float32")
+        t = value.detach()
+        if t.device.type != "cpu":
+            t = t.cpu()
+        arr = t.resolve_conj().resolve_neg().contiguous().numpy()
+    elif isinstance(value, np.ndarray):
+        if value.dtype.kind != "f" or value.dtype.itemsize != 4:
+            raise TypeError(f"array {name!r} is {value.dtype}, expected float32")
+        arr = value
+    else:
+        raise TypeError(f"{name!r} is {type(value).__name__}, expected a tensor or array")
+    return np.ascontiguousarray(arr, dtype="<f4").reshape(-1)
+
+
+def _prepare(tensors: Tensors) -> tuple[bytes, list[memoryview]]:
+    """The header bytes and the data views, in canonical order."""
+    if not isinstance(tensors, Mapping):
+        raise TypeError("tensors must be a mapping of name -> tensor")
+    if not 1 <= len(tensors) <= MAX_TENSORS:
+        raise ValueError(f"need 1..{MAX_TENSORS} tensors, got {len(tensors)}")
+    entries: list[tuple[bytes, str]] = []
+    for name in tensors:
+        if not isinstance(name, str):
+            raise TypeError(f"tensor name {name!r} is not a str")
+        raw = name.encode("utf-8")
+        if not 1 <= len(raw) <= MAX_NAME_BYTES or not name.isprintable():
+            raise ValueError(f"tensor name {name!r} is empty, too long or not printable")
+        entries.append((raw, name))
+    entries.sort()
+    table = bytearray()
+    views: list[memoryview] = []
+    for raw, name in entries:
+        value = tensors[name]
+        data = _as_f32_le(name, value)
+        shape = tuple(int(d) for d in value.shape)
+        if len(shape) > MAX_NDIM or any(not 0 <= d <= MAX_DIM for d in shape):
+            raise ValueError(f"tensor {name!r} has an unsupported shape {shape}")
+        table += struct.pack(f"<H{len(raw)}sB{len(shape)}I", len(raw), raw, len(shape), *shape)
+        views.append(data.data.cast("B"))
+    if len(table) > MAX_TABLE_BYTES:
+        raise ValueError("tensor table too large")
+    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, DTYPE_FLOAT32_LE, 0, len(entries), len(table))
+    return prefix + bytes(table), views
+
+
+def iter_canonical(tensors: Tensors) -> Iterator[memoryview]:
+    """The canonical bytes as pieces: the header, then each tensor's data (no copies)."""
+    header, views = _prepare(tensors)
+    yield memoryview(header)
+    for view in views:
+        if view.nbytes:
+            yield view
+
+
+def canonical_size(tensors: Tensors) -> int:
+    header, views = _prepare(tensors)
+    return len(header) + sum(v.nbytes for v in views)
+
+
+def canonical_bytes(tensors: Tensors) -> bytes:
+    """All canonical bytes in one object (a full copy: for small models and tests)."""
+    return b"".join(iter_canonical(tensors))
+
+
+def update_hash(tensors: Tensors) -> bytes:
+    """sha256 of the canonical bytes, streamed without building them."""
+    h = hashlib.sha256()
+    for piece in iter_canonical(tensors):
+        h.update(piece)
+    return h.digest()
+
+
+def _parse_table(
+    table: bytes, count: int, max_bytes: int, expected: Shapes | None
+) -> list[tuple[str, tuple[int, ...]]]:
+    entries: list[tuple[str, tuple[int, ...]]] = []
+    pos = 0
+    prev = b""
+    total = PREFIX_LEN + len(table)
+    for _ in range(count):
+        if pos + 2 > len(table):
+            raise CanonicalError("tensor table truncated")
+        (nlen,) = struct.unpack_from("<H", table, pos)
+        raw = table[pos + 2 : pos + 2 + nlen]
+        pos += 2 + nlen
+        if not 1 <= nlen <= MAX_NAME_BYTES or len(raw) != nlen or pos + 1 > len(table):
+            raise CanonicalError("tensor name length out of bounds")
+        if raw <= prev:
+            raise CanonicalError("tensor names not in strictly increasing order")
+        prev = raw
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CanonicalError("tensor name is not UTF-8") from None
+        if not name.isprintable():
+            raise CanonicalError("tensor name is not printable")
+        ndim = table[pos]
+        pos += 1
+        if ndim > MAX_NDIM or pos + 4 * ndim > len(table):
+            raise CanonicalError("tensor rank out of bounds")
+        shape = struct.unpack_from(f"<{ndim}I", table, pos)
+        pos += 4 * ndim
+        total += 4 * int(np.prod(shape, dtype=object))
+        if total > max_bytes:
+            raise CanonicalError(f"tensors larger than the limit of {max_bytes} bytes")
+        entries.append((name, tuple(shape)))
+    if pos != len(table):
+        raise CanonicalError("tensor table length does not match its entries")
+    if expected is not None:
+        want = {n: tuple(int(d) for d in s) for n, s in expected.items()}
+        if dict(entries) != want:
+            raise CanonicalError("tensor names or shapes differ from the expected ones")
+    return entries
+
+
+class CanonicalReader:
+    """Incremental, bounded parser of canonical bytes into torch tensors.
+
+    Output tensors are allocated once the header is parsed and validated (so
+    an allocation never exceeds ``max_bytes``); later bytes are copied straight
+    into them. With ``require_finite`` every value is checked as it arrives.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        expected_shapes: Shapes | None = None,
+        require_finite: bool = True,
+    ) -> None:
+        self._max_bytes = max_bytes
+        self._expected = expected_shapes
+        self._finite = require_finite
+        self._buf = bytearray()
+        self._need = PREFIX_LEN  # header bytes wanted before the next parse step
+        self._count = 0
+        self._in_header = True
+        self._names: list[str] = []
+        self._tensors: list[torch.Tensor] = []
+        self._idx = 0  # current tensor while reading data
+        self._off = 0  # bytes of it received
+        self._checked = 0  # elements of it checked for finiteness
+        self._bytes: memoryview | None = None
+        self._flat: np.ndarray | None = None
+        self.total_size: int | None = None  # known once the header is parsed
+
+    @property
+    def complete(self) -> bool:
+        return not self._in_header and self._idx == len(self._tensors)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        mv = memoryview(data).cast("B")
+        while mv.nbytes:
+            if self._in_header:
+                take = min(self._need - len(self._buf), mv.nbytes)
+                self._buf += mv[:take]
+                mv = mv[take:]
+                if len(self._buf) == self._need:
+                    self._header_step()
+            elif self._idx == len(self._tensors):
+                raise CanonicalError("bytes after the end of the tensor data")
+            else:
+                mv = self._data_step(mv)
+
+    def finish(self) -> dict[str, torch.Tensor]:
+        if not self.complete:
+            raise CanonicalError("canonical bytes truncated")
+        if not _LITTLE:  # pragma: no cover - big-endian hosts only
+            for t in self._tensors:
+                t.numpy().byteswap(inplace=True)
+                if self._finite and not bool(torch.isfinite(t).all()):
+                    raise CanonicalError("non-finite value in the tensors")
+        return dict(zip(self._names, self._tensors, strict=True))
+
+    def _header_step(self) -> None:
+        if self._need == PREFIX_LEN:
+            magic, version, dtype, reserved, count, tlen = _PREFIX.unpack(self._buf)
+            if magic != MAGIC or version != FORMAT_VERSION:
+                raise CanonicalError("not canonical tensor bytes of a known version")
+            if dtype != DTYPE_FLOAT32_LE or reserved != 0:
+                raise CanonicalError("unknown dtype or non-zero reserved field")
+            if not 1 <= count <= MAX_TENSORS or not 4 * count <= tlen <= MAX_TABLE_BYTES:
+                raise CanonicalError("tensor count or table length out of bounds")
+            if PREFIX_LEN + tlen > self._max_bytes:
+                raise CanonicalError("header larger than the limit")
+            self._count = count
+            self._need = PREFIX_LEN + tlen
+            if len(self._buf) < self._need:
+                return
+        table = bytes(self._buf[PREFIX_LEN:])
+        entries = _parse_table(table, self._count, self._max_bytes, self._expected)
+        self._names = [name for name, _ in entries]
+        try:
+            self._tensors = [torch.empty(shape, dtype=torch.float32) for _, shape in entries]
+        except (RuntimeError, MemoryError):
+            raise CanonicalError("cannot allocate the tensors the header declares") from None
+        self.total_size = PREFIX_LEN + len(table) + sum(4 * t.numel() for t in self._tensors)
+        self._buf = bytearray()
+        self._in_header = False
+        self._idx = -1
+        self._next_tensor()
+
+    def _next_tensor(self) -> None:
+        self._idx += 1
+        while self._idx < len(self._tensors) and self._tensors[self._idx].numel() == 0:
+            self._idx += 1
+        self._off = self._checked = 0
+        if self._idx < len(self._tensors):
+            self._flat = self._tensors[self._idx].numpy().reshape(-1)
+            self._bytes = self._flat.data.cast("B")
+        else:
+            self._flat = self._bytes = None
+
+    def _data_step(self, mv: memoryview) -> memoryview:
+        dst, flat = self._bytes, self._flat
+        assert dst is not None and flat is not None
+        take = min(dst.nbytes - self._off, mv.nbytes)
+        dst[self._off : self._off + take] = mv[:take]
+        self._off += take
+        if self._finite and _LITTLE:
+            done = self._off // 4
+            if not np.isfinite(flat[self._checked : done]).all():
+                raise CanonicalError(f"non-finite value in tensor {self._names[self._idx]!r}")
+            self._checked = done
+        if self._off == dst.nbytes:
+            self._next_tensor()
+        return mv[take:]
+
+
+def parse_canonical(
+    data: bytes | bytearray | memoryview,
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    expected_shapes: Shapes | None = None,
+    require_finite: bool = True,
+) -> dict[str, torch.Tensor]:
+    """Decode complete canonical bytes; raises only :class:`CanonicalError`."""
+    reader = CanonicalReader(
+        max_bytes=max_bytes, expected_shapes=expected_shapes, require_finite=require_finite
+    )
+    reader.feed(data)
+    return reader.finish()
