@@ -173,7 +173,10 @@ class RevertDecoder:
                     action=action,
                     data=data,
                 )
-            values = decode(list(err.arg_types), body)
+            values = tuple(
+                to_checksum_address(v) if t == "address" else v
+                for t, v in zip(err.arg_types, decode(list(err.arg_types), body), strict=True)
+            )
         except Exception:  # malformed revert data from the node: still one sentence
             return ContractRevert(
                 f"the contract refused{_for(action)} with malformed error data 0x{data[:68].hex()}",

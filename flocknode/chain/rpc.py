@@ -184,6 +184,15 @@ class Rpc:
             )
         )
 
+    def transaction_count(self, address: str, block: BlockIdentifier = "latest") -> int:
+        """Transactions sent by ``address`` up to ``block`` (its next nonce)."""
+        wallet = Web3.to_checksum_address(address)
+        return int(
+            self.request(
+                "eth_getTransactionCount", lambda: self.w3.eth.get_transaction_count(wallet, block)
+            )
+        )
+
     def has_code(self, address: str) -> bool:
         code = self.request(
             "eth_getCode", lambda: self.w3.eth.get_code(Web3.to_checksum_address(address))

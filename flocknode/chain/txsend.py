@@ -143,12 +143,7 @@ class Sender:
 
     def _nonce(self) -> int:
         if self._next_nonce is None:
-            self._next_nonce = int(
-                self.rpc.request(
-                    "eth_getTransactionCount",
-                    lambda: self.rpc.w3.eth.get_transaction_count(self.address, "pending"),
-                )
-            )
+            self._next_nonce = self.rpc.transaction_count(self.address, "pending")
             self.nonce_refreshes += 1
         return self._next_nonce
 
