@@ -18,11 +18,12 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import to_checksum_address
+from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractLogicError
 
 from flocknode.chain.errors import ChainError, WrongChain
-from flocknode.chain.revert import RevertDecoder
+from flocknode.chain.revert import RevertDecoder, revert_data_from
 from flocknode.chain.rpc import RetryPolicy, Rpc
 from flocknode.chain.txsend import Receipt, Sender
 
@@ -52,6 +53,22 @@ def default_decoder(directory: Path = ARTIFACTS_DIR) -> RevertDecoder:
     return RevertDecoder(
         [load_artifact("FlockTask", directory).abi, load_artifact("FlockToken", directory).abi]
     )
+
+
+@dataclass(frozen=True)
+class EthTransfer:
+    """A plain ETH payment, shaped like a web3 contract call for ``Sender.send``."""
+
+    w3: Web3
+    to: str
+    value: int
+
+    def estimate_gas(self, tx: Mapping[str, Any]) -> int:
+        call = {**tx, "to": self.to, "value": self.value}
+        return int(self.w3.eth.estimate_gas(call))  # type: ignore[arg-type]
+
+    def build_transaction(self, tx: Mapping[str, Any]) -> dict[str, Any]:
+        return {**tx, "to": self.to, "value": self.value, "data": b""}
 
 
 class ChainConnection:
@@ -121,14 +138,17 @@ class ChainConnection:
         try:
             return self.rpc.request(what, fn.call)
         except ContractLogicError as exc:
-            from flocknode.chain.revert import revert_data_from
-
             data = revert_data_from(exc.data)
             raise self.decoder.decode(data or b"", what) from None
 
     def transact(self, fn: Any, action: str) -> Receipt:
         _ = self.chain_id
         return self._sender().send(fn, action)
+
+    def send_eth(self, to: str, wei: int) -> Receipt:
+        """Pay ETH from the wallet (e.g. gas money for local test wallets)."""
+        transfer = EthTransfer(self.rpc.w3, to_checksum_address(to), wei)
+        return self.transact(transfer, f"send {wei} wei to {transfer.to}")
 
     def eth_balance(self, address: str | None = None) -> int:
         return self.rpc.balance(address or self.address)

@@ -234,11 +234,16 @@ class Sender:
         raise self._explain_failure(receipt, tx, action)
 
     def _explain_failure(self, receipt: Receipt, tx: dict[str, Any], action: str) -> ChainError:
-        """Replay a mined-but-reverted tx on the parent block to learn the reason."""
+        """Replay a mined-but-reverted tx to learn the reason.
+
+        The replay runs on the state at the end of its block: whatever made it
+        fail (another party's transaction earlier in the same block, a
+        deadline passed) is in that state, and the failed tx changed nothing.
+        """
         call = {k: tx[k] for k in ("from", "to", "data", "value", "gas") if k in tx}
         replay: Callable[[], Any] = lambda: self.rpc.w3.eth.call(  # noqa: E731
             call,  # type: ignore[arg-type]
-            block_identifier=receipt.block_number - 1,
+            block_identifier=receipt.block_number,
         )
         try:
             self.rpc.retrying("eth_call(replay)", replay)
