@@ -20,7 +20,7 @@ from eth_utils import to_checksum_address
 from flocknode.chain.contracts import ChainConnection
 from flocknode.chain.events import ChainEvent, EventDecoder, RoundOpened, of_type
 from flocknode.chain.registry import Registry, RegistryReader
-from flocknode.chain.txsend import Receipt
+from flocknode.chain.token import TokenClient
 from flocknode.chain.types import ParticipantView, Phase, RoundView, TaskParams, from_abi
 from flocknode.identity import BoxKey, PeerKey, sign_registration
 
@@ -33,38 +33,6 @@ class TxResult:
     block_number: int
     gas_used: int
     events: tuple[ChainEvent, ...]
-
-
-class TokenClient:
-    """FlockToken (a plain ERC-20 with a deployer-only ``mint``)."""
-
-    def __init__(self, conn: ChainConnection, address: str) -> None:
-        self.conn = conn
-        self.address = to_checksum_address(address)
-        self._c = conn.contract("FlockToken", self.address)
-
-    def balance_of(self, wallet: str) -> int:
-        fn = self._c.functions.balanceOf(to_checksum_address(wallet))
-        return int(self.conn.view(fn, "balanceOf"))
-
-    def allowance(self, owner: str, spender: str) -> int:
-        fn = self._c.functions.allowance(to_checksum_address(owner), to_checksum_address(spender))
-        return int(self.conn.view(fn, "allowance"))
-
-    def total_supply(self) -> int:
-        return int(self.conn.view(self._c.functions.totalSupply(), "totalSupply"))
-
-    def mint(self, to: str, amount: int) -> Receipt:
-        fn = self._c.functions.mint(to_checksum_address(to), amount)
-        return self.conn.transact(fn, "mint")
-
-    def approve(self, spender: str, amount: int) -> Receipt:
-        fn = self._c.functions.approve(to_checksum_address(spender), amount)
-        return self.conn.transact(fn, "approve")
-
-    def transfer(self, to: str, amount: int) -> Receipt:
-        fn = self._c.functions.transfer(to_checksum_address(to), amount)
-        return self.conn.transact(fn, "transfer")
 
 
 class TaskClient:
@@ -302,38 +270,39 @@ def opened_round(result: TxResult) -> int | None:
     return opened[-1].round if opened else None
 
 
-# -- deployment -----------------------------------------------------------------
-
-
-def deploy_token(conn: ChainConnection) -> TokenClient:
-    """Deploy a FlockToken from the connection's wallet (which becomes its minter)."""
-    r = conn.transact(conn.factory("FlockToken").constructor(), "deploy FlockToken")
-    assert r.contract_address is not None
-    return TokenClient(conn, r.contract_address)
-
-
-def deploy_task(conn: ChainConnection, params: TaskParams) -> TaskClient:
-    """Deploy a FlockTask; invalid parameters raise a sentence naming the field."""
-    ctor = conn.factory("FlockTask").constructor(params.to_abi())
-    r = conn.transact(ctor, "deploy FlockTask")
-    assert r.contract_address is not None
-    return TaskClient(conn, r.contract_address)
-
-
 # -- the trio face ----------------------------------------------------------------
 
 P = ParamSpec("P")
 R = TypeVar("R")
 
+# trio.to_thread.run_sync, untyped here: the stale trio-stubs that trio-typing
+# installs do not know trio 0.35's ``abandon_on_cancel``.
+_to_thread: Any = trio.to_thread.run_sync
+
 
 def _off_thread(
-    fn: Callable[Concatenate[TaskClient, P], R],
+    fn: Callable[Concatenate[TaskClient, P], R], *, abandon_on_cancel: bool = False
 ) -> Callable[Concatenate[AsyncTaskClient, P], Awaitable[R]]:
+    """Run a TaskClient method in a worker thread.
+
+    Views may be abandoned on cancellation (nothing depends on their result).
+    Transactions are not: a cancelled caller waits until the send finished,
+    so the wallet's nonce counter never loses track of a transaction.
+    """
+
     @functools.wraps(fn)
     async def run(self: AsyncTaskClient, *args: P.args, **kwargs: P.kwargs) -> R:
-        return await trio.to_thread.run_sync(functools.partial(fn, self.sync, *args, **kwargs))
+        call = functools.partial(fn, self.sync, *args, **kwargs)
+        result: R = await _to_thread(call, abandon_on_cancel=abandon_on_cancel)
+        return result
 
     return run
+
+
+def _view(
+    fn: Callable[Concatenate[TaskClient, P], R],
+) -> Callable[Concatenate[AsyncTaskClient, P], Awaitable[R]]:
+    return _off_thread(fn, abandon_on_cancel=True)
 
 
 class AsyncTaskClient:
@@ -354,24 +323,24 @@ class AsyncTaskClient:
     def wallet(self) -> str:
         return self.sync.wallet
 
-    check = _off_thread(TaskClient.check)
-    params = _off_thread(TaskClient.params)
-    current_round = _off_thread(TaskClient.current_round)
-    finalized_rounds = _off_thread(TaskClient.finalized_rounds)
-    global_model_hash = _off_thread(TaskClient.global_model_hash)
-    global_model_round = _off_thread(TaskClient.global_model_round)
-    reward_pool = _off_thread(TaskClient.reward_pool)
-    participant_count = _off_thread(TaskClient.participant_count)
-    eligible_count = _off_thread(TaskClient.eligible_count)
-    participants = _off_thread(TaskClient.participants)
-    all_participants = _off_thread(TaskClient.all_participants)
-    participant = _off_thread(TaskClient.participant)
-    is_eligible = _off_thread(TaskClient.is_eligible)
-    registry = _off_thread(TaskClient.registry)
-    get_round = _off_thread(TaskClient.get_round)
-    phase = _off_thread(TaskClient.phase)
-    vote_commitment = _off_thread(TaskClient.vote_commitment)
-    draw_seats = _off_thread(TaskClient.draw_seats)
+    check = _view(TaskClient.check)
+    params = _view(TaskClient.params)
+    current_round = _view(TaskClient.current_round)
+    finalized_rounds = _view(TaskClient.finalized_rounds)
+    global_model_hash = _view(TaskClient.global_model_hash)
+    global_model_round = _view(TaskClient.global_model_round)
+    reward_pool = _view(TaskClient.reward_pool)
+    participant_count = _view(TaskClient.participant_count)
+    eligible_count = _view(TaskClient.eligible_count)
+    participants = _view(TaskClient.participants)
+    all_participants = _view(TaskClient.all_participants)
+    participant = _view(TaskClient.participant)
+    is_eligible = _view(TaskClient.is_eligible)
+    registry = _view(TaskClient.registry)
+    get_round = _view(TaskClient.get_round)
+    phase = _view(TaskClient.phase)
+    vote_commitment = _view(TaskClient.vote_commitment)
+    draw_seats = _view(TaskClient.draw_seats)
     register = _off_thread(TaskClient.register)
     register_node = _off_thread(TaskClient.register_node)
     update_multiaddrs = _off_thread(TaskClient.update_multiaddrs)
@@ -386,7 +355,8 @@ class AsyncTaskClient:
     commit_vote = _off_thread(TaskClient.commit_vote)
     reveal_vote = _off_thread(TaskClient.reveal_vote)
     finalize_round = _off_thread(TaskClient.finalize_round)
-    events = _off_thread(TaskClient.events)
+    events = _view(TaskClient.events)
 
     async def block_number(self) -> int:
-        return await trio.to_thread.run_sync(self.sync.conn.rpc.block_number)
+        rpc = self.sync.conn.rpc
+        return int(await _to_thread(rpc.block_number, abandon_on_cancel=True))

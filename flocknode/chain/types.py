@@ -16,7 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from eth_utils import to_checksum_address
+from eth_utils import is_address, to_checksum_address
+
+from flocknode.chain.errors import ChainError
 
 
 class Phase(enum.IntEnum):
@@ -35,6 +37,29 @@ class Phase(enum.IntEnum):
 
 
 Address = str  # checksum address
+
+
+class InvalidTaskParams(ChainError):
+    """A task parameter that cannot even be encoded (the contract checks the rest)."""
+
+
+# Solidity widths of the integer fields of TaskParams (docs/contracts.md).
+_PARAM_BITS = {
+    "total_rounds": 32,
+    "proposers_per_round": 16,
+    "voters_per_round": 16,
+    "max_participants": 16,
+    "min_stake": 256,
+    "train_seconds": 32,
+    "commit_seconds": 32,
+    "reveal_seconds": 32,
+    "quorum_bps": 16,
+    "slash_bps": 16,
+    "idle_slash_bps": 16,
+    "reward_per_round": 256,
+    "proposer_share_bps": 16,
+    "seed_delay": 16,
+}
 
 
 @dataclass(frozen=True)
@@ -57,6 +82,22 @@ class TaskParams:
     reward_per_round: int = 10**18
     proposer_share_bps: int = 5000
     seed_delay: int = 2
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "token":
+                if not is_address(value):
+                    raise InvalidTaskParams(f"token: {value!r} is not an address")
+            elif f.name.endswith("_hash"):
+                if not isinstance(value, bytes) or len(value) != 32:
+                    raise InvalidTaskParams(f"{f.name}: must be 32 bytes")
+            else:
+                bits = _PARAM_BITS[f.name]
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise InvalidTaskParams(f"{f.name}: must be an integer")
+                if not 0 <= value < 2**bits:
+                    raise InvalidTaskParams(f"{f.name}: {value} is outside 0..{2**bits - 1}")
 
     def to_abi(self) -> tuple[Any, ...]:
         """The constructor's struct argument, fields in declaration order."""

@@ -8,9 +8,11 @@ from typing import Any
 from eth_account import Account
 
 from flocknode.chain.anvil import AnvilChain, rpc_request
-from flocknode.chain.client import TaskClient, TokenClient, deploy_task, deploy_token
+from flocknode.chain.client import TaskClient
 from flocknode.chain.contracts import ChainConnection
+from flocknode.chain.deploy import deploy_task, deploy_token
 from flocknode.chain.rpc import RetryPolicy
+from flocknode.chain.token import TokenClient
 from flocknode.chain.types import TaskParams
 from flocknode.identity import BoxKey, PeerKey
 

@@ -10,8 +10,9 @@ from eth_account import Account
 from eth_utils import keccak
 
 from flocknode.chain.anvil import AnvilChain, rpc_request
-from flocknode.chain.client import AsyncTaskClient, TaskClient, deploy_task, opened_round
+from flocknode.chain.client import AsyncTaskClient, TaskClient, opened_round
 from flocknode.chain.contracts import ChainConnection
+from flocknode.chain.deploy import deploy_task
 from flocknode.chain.errors import ContractRevert, NoGasMoney, WrongChain
 from flocknode.chain.events import EVENT_TYPES, ChainEvent
 from flocknode.chain.types import Phase, TaskParams

@@ -15,7 +15,16 @@ from web3.exceptions import ContractCustomError, Web3RPCError
 from flocknode.chain.contracts import load_artifact
 from flocknode.chain.events import EventDecoder, RoundOpened, Slashed
 from flocknode.chain.rpc import RetryPolicy, is_transient
-from flocknode.chain.types import ParticipantView, Phase, RoundView, UpdateView, camel, from_abi
+from flocknode.chain.types import (
+    InvalidTaskParams,
+    ParticipantView,
+    Phase,
+    RoundView,
+    TaskParams,
+    UpdateView,
+    camel,
+    from_abi,
+)
 
 TASK = to_checksum_address("0x" + "12" * 20)
 WALLET = to_checksum_address("0x" + "34" * 20)
@@ -127,3 +136,18 @@ def test_backoff_grows_and_is_capped() -> None:
     assert 0.08 <= delays[0] <= 0.12
     assert all(d <= 1.2 for d in delays)
     assert delays[3] > delays[0]
+
+
+def test_task_params_that_cannot_be_encoded_are_refused() -> None:
+    ok: dict[str, Any] = {"token": WALLET, "model_spec_hash": b"\x01" * 32}
+    ok |= {"config_hash": b"\x02" * 32}
+    ok |= {"initial_model_hash": b"\x03" * 32, "total_rounds": 5}
+    assert TaskParams(**ok).to_abi()[:5] == (WALLET, b"\x01" * 32, b"\x02" * 32, b"\x03" * 32, 5)
+    with pytest.raises(InvalidTaskParams, match="config_hash: must be 32 bytes"):
+        TaskParams(**{**ok, "config_hash": b"\x02" * 31})
+    with pytest.raises(InvalidTaskParams, match=r"quorum_bps: 70000 is outside 0\.\.65535"):
+        TaskParams(**ok, quorum_bps=70_000)
+    with pytest.raises(InvalidTaskParams, match="token"):
+        TaskParams(**{**ok, "token": "not an address"})
+    with pytest.raises(InvalidTaskParams, match="min_stake: must be an integer"):
+        TaskParams(**ok, min_stake=1.5)  # type: ignore[arg-type]
