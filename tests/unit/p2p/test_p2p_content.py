@@ -1,0 +1,48 @@
+"""Sinks and the directory blob source (real files in tmp_path)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from flocknode.p2p.content import DirectoryBlobSource, FileSink, MemorySink
+
+
+def test_directory_source(tmp_path: Path) -> None:
+    cid = hashlib.sha256(b"x").digest()
+    (tmp_path / cid.hex()).write_bytes(b"x")
+    src = DirectoryBlobSource(tmp_path)
+    assert src.path(cid) == tmp_path / cid.hex()
+    assert src.path(b"\x00" * 32) is None and src.path(b"short") is None
+
+
+def test_memory_sink_holds_exactly_the_announced_size() -> None:
+    s = MemorySink()
+    s.begin(5)
+    s.write(b"abc")
+    with pytest.raises(ValueError):
+        s.write(b"def")
+    s.write(b"de")
+    s.commit()
+    assert s.data == bytearray(b"abcde")
+    s.begin(3)
+    s.abort()
+    assert s.data == bytearray(b"abcde")
+
+
+def test_file_sink_commit_and_abort(tmp_path: Path) -> None:
+    target = tmp_path / "d" / "obj"
+    s = FileSink(target)
+    s.begin(4)
+    s.write(b"ab")
+    s.abort()  # a failed attempt leaves nothing behind
+    assert not target.parent.exists() or list(target.parent.iterdir()) == []
+    s.begin(4)
+    s.write(b"abcd")
+    with pytest.raises(ValueError):
+        s.write(b"e")
+    s.commit()
+    assert target.read_bytes() == b"abcd"
+    assert [p.name for p in target.parent.iterdir()] == ["obj"]

@@ -1,0 +1,69 @@
+"""Byte layout of the content streams (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flocknode.p2p.framing import (
+    MAX_FRAME,
+    REQUEST,
+    FramingError,
+    RefuseReason,
+    Request,
+    Status,
+    decode_frame_header,
+    decode_ok,
+    decode_request,
+    encode_frame_header,
+    encode_not_found,
+    encode_ok,
+    encode_refused,
+    encode_request,
+)
+
+
+@given(st.binary(min_size=32, max_size=32), st.integers(0, (1 << 64) - 1))
+def test_request_round_trip(cid: bytes, rnd: int) -> None:
+    data = encode_request(Request(cid, rnd))
+    assert len(data) == REQUEST.size == 41
+    assert decode_request(data) == Request(cid, rnd)
+
+
+@given(st.binary(max_size=64))
+@settings(max_examples=300)
+def test_decode_request_raises_only_framing_error(data: bytes) -> None:
+    try:
+        req = decode_request(data)
+    except FramingError:
+        return
+    assert len(req.content_id) == 32 and data[0] == 1
+
+
+def test_request_rejections() -> None:
+    with pytest.raises(FramingError):
+        decode_request(b"\x02" + b"\x00" * 40)  # unknown version
+    with pytest.raises(ValueError):
+        encode_request(Request(b"short"))
+
+
+def test_response_headers() -> None:
+    ok = encode_ok(123, b"\x07" * 32)
+    assert ok[0] == Status.OK and decode_ok(ok[1:]) == (123, b"\x07" * 32)
+    assert encode_refused(RefuseReason.NOT_VOTER) == bytes([Status.REFUSED, 2])
+    assert encode_not_found() == bytes([Status.NOT_FOUND])
+    assert RefuseReason.label(3) == "busy" and RefuseReason.label(200) == "code_200"
+    with pytest.raises(FramingError):
+        decode_ok(ok[1:-1])
+
+
+def test_frame_header_bounds() -> None:
+    assert decode_frame_header(encode_frame_header(MAX_FRAME), MAX_FRAME) == MAX_FRAME
+    assert decode_frame_header(encode_frame_header(5), 10) == 5
+    for length, remaining in ((0, 10), (MAX_FRAME + 1, 1 << 30), (11, 10)):
+        with pytest.raises(FramingError):
+            decode_frame_header(length.to_bytes(4, "big"), remaining)
+    for bad in (0, MAX_FRAME + 1):
+        with pytest.raises(ValueError):
+            encode_frame_header(bad)
