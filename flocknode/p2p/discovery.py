@@ -1,0 +1,183 @@
+"""Keep connections to the task's members: dial from the registry, redial with backoff.
+
+Addresses come from ``Membership.addrs`` (the multiaddrs each participant
+registered on chain) plus the optional bootstrap list from the config (full
+multiaddrs with ``/p2p/<id>``), which adds addresses for members whose
+registered ones are unreachable from here. Only members are dialed: a bootstrap
+entry for a peer that is not a member is ignored until it becomes one (the host
+would close the connection anyway).
+
+A peer that is not connected is dialed when due; each failed dial doubles its
+delay (``Backoff``), a successful one resets it; a disconnect wakes the loop so
+a dropped member is redialed after ``Backoff.base``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import trio
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
+from multiaddr import Multiaddr
+
+from flocknode.p2p.membership import Membership
+from flocknode.p2p.metrics import DIAL, P2PMetrics
+
+log = logging.getLogger(__name__)
+
+ADDR_TTL = 3600.0  # seconds the peerstore keeps registry addresses
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff with jitter: base, 2*base, 4*base, ... capped at ``cap``."""
+
+    base: float = 1.0
+    cap: float = 60.0
+    jitter: float = 0.2  # +-20 %
+
+    def delay(self, failures: int, rand: Callable[[], float] = random.random) -> float:
+        if failures <= 0:
+            return 0.0
+        raw = min(self.cap, self.base * (2 ** min(failures - 1, 32)))
+        return raw * (1.0 + self.jitter * (2.0 * rand() - 1.0))
+
+
+@dataclass
+class _PeerState:
+    failures: int = 0
+    next_at: float = 0.0
+    in_flight: bool = False
+    last_error: str = field(default="", repr=False)
+
+
+def parse_bootstrap(entries: Iterable[str]) -> dict[ID, list[Multiaddr]]:
+    """Bootstrap multiaddrs grouped by peer id. Raises ValueError naming a bad entry."""
+    out: dict[ID, list[Multiaddr]] = {}
+    for entry in entries:
+        try:
+            info = info_from_p2p_addr(Multiaddr(entry))
+        except Exception as e:
+            raise ValueError(
+                f"bootstrap entry {entry!r} is not a multiaddr with /p2p/<id>: {e}"
+            ) from None
+        out.setdefault(info.peer_id, []).extend(info.addrs)
+    return out
+
+
+class PeerDialer:
+    """The discovery loop of one host (run inside the host service's nursery)."""
+
+    def __init__(
+        self,
+        host: IHost,
+        membership: Membership,
+        metrics: P2PMetrics,
+        bootstrap: dict[ID, list[Multiaddr]] | None = None,
+        backoff: Backoff | None = None,
+        interval: float = 5.0,
+        dial_timeout: float = 10.0,
+        max_parallel: int = 8,
+    ) -> None:
+        self._host = host
+        self._membership = membership
+        self._metrics = metrics
+        self._bootstrap = bootstrap or {}
+        self._backoff = backoff or Backoff()
+        self._interval = interval
+        self._dial_timeout = dial_timeout
+        self._limiter = trio.CapacityLimiter(max_parallel)
+        self._state: dict[ID, _PeerState] = {}
+        self._wake = trio.Event()
+
+    def wake(self) -> None:
+        """Re-check now (a peer disconnected, or membership changed)."""
+        self._wake.set()
+
+    def connected(self, peer_id: ID) -> None:
+        """A connection exists (dialed by either side): forget past failures."""
+        st = self._state.get(peer_id)
+        if st is not None:
+            st.failures, st.last_error = 0, ""
+
+    def failures(self, peer_id: ID) -> int:
+        st = self._state.get(peer_id)
+        return st.failures if st else 0
+
+    def addrs_for(self, peer_id: ID) -> list[Multiaddr]:
+        seen: dict[str, Multiaddr] = {}
+        for a in [*self._membership.addrs(peer_id), *self._bootstrap.get(peer_id, ())]:
+            seen.setdefault(str(a), a)
+        return list(seen.values())
+
+    def _due(self, now: float) -> list[ID]:
+        me = self._host.get_id()
+        connected = set(self._host.get_connected_peers())
+        due = []
+        for peer in self._membership.members():
+            if peer == me or peer in connected:
+                continue
+            st = self._state.setdefault(peer, _PeerState())
+            if not st.in_flight and now >= st.next_at:
+                due.append(peer)
+        return due
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            while True:
+                for peer in self._due(trio.current_time()):
+                    self._state[peer].in_flight = True
+                    nursery.start_soon(self._dial, peer)
+                self._wake = trio.Event()
+                with trio.move_on_after(self._interval):
+                    await self._wake.wait()
+                # let the disconnect settle before looking again
+                await trio.sleep(min(self._backoff.base, self._interval) / 4)
+
+    async def _dial(self, peer: ID) -> None:
+        st = self._state[peer]
+        try:
+            addrs = self.addrs_for(peer)
+            if not addrs:
+                ok, err = False, "no_addrs"
+            else:
+                async with self._limiter:
+                    ok, err = await self._connect(peer, addrs)
+        finally:
+            st.in_flight = False
+        now = trio.current_time()
+        if ok:
+            st.failures, st.next_at = 0, now + self._backoff.base
+            self._metrics.inc(DIAL, "ok")
+            log.debug("dialed peer=%s", peer)
+        else:
+            st.failures += 1
+            st.next_at = now + self._backoff.delay(st.failures)
+            st.last_error = err
+            self._metrics.inc(DIAL, "failed")
+            log.debug("dial failed peer=%s failures=%d error=%s", peer, st.failures, err)
+
+    async def _connect(self, peer: ID, addrs: list[Multiaddr]) -> tuple[bool, str]:
+        self._host.get_peerstore().add_addrs(peer, addrs, int(ADDR_TTL))
+        _forget_failed_dial(self._host, peer)  # our backoff governs retries, not libp2p's cache
+        with trio.move_on_after(self._dial_timeout):
+            try:
+                await self._host.connect(PeerInfo(peer, addrs))
+            except Exception as e:
+                return False, type(e).__name__
+            return True, ""
+        return False, "timeout"
+
+
+def _forget_failed_dial(host: IHost, peer: ID) -> None:
+    """py-libp2p's swarm refuses to redial a peer for 60 s after a failed dial."""
+    cache = getattr(host.get_network(), "_negative_peer_cache", None)
+    if cache is not None:
+        with contextlib.suppress(Exception):
+            cache.evict(str(peer))

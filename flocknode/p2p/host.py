@@ -1,0 +1,274 @@
+"""The libp2p host service: transport, pubsub router, membership gate, discovery.
+
+One ``P2PHost`` per node. ``run()`` listens, starts GossipSub and the dialer,
+reports the bound addresses through ``task_status`` and ``started``, and on
+``stop()`` (or cancellation) closes everything in reverse, the listener
+included. Configuration follows LIBRARIES.md: Noise only (py-libp2p's default
+also accepts plaintext and secio), yamux, one connection per peer, GossipSub
+heartbeat 1 s, strict signing, no mDNS.
+
+Only members talk to us: a connection from a peer that is not a member is
+closed as soon as the Noise handshake has told us who it is, every stream
+handler checks the peer again, and a periodic sweep drops peers that stopped
+being members.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.config import ConnectionConfig
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.tools.anyio_service import background_trio_service
+from multiaddr import Multiaddr
+
+from flocknode.identity.keys import PeerKey
+from flocknode.p2p.discovery import Backoff, PeerDialer, parse_bootstrap
+from flocknode.p2p.membership import Membership
+from flocknode.p2p.metrics import CONN_REFUSED, P2PMetrics
+from flocknode.p2p.pubsub_guard import install_pubsub_guard
+
+if TYPE_CHECKING:  # trio-typing's stubs shadow trio's own TaskStatus for mypy
+    from trio_typing import TaskStatus
+
+log = logging.getLogger(__name__)
+
+StreamHandler = Callable[[INetStream], Awaitable[None]]
+GOSSIP_PROTOCOLS = (PROTOCOL_ID_V11, PROTOCOL_ID)
+CLOSE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Network settings of a node (the ``[p2p]`` section of node.toml)."""
+
+    listen_addrs: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4040",)
+    announce_addrs: tuple[str, ...] = ()  # what peers should dial, if not the listen addrs
+    bootstrap: tuple[str, ...] = ()  # "/ip4/../tcp/../p2p/<id>" of member nodes
+    dial_timeout: float = 10.0
+    redial_base: float = 1.0
+    redial_cap: float = 60.0
+    discovery_interval: float = 5.0
+    max_connections: int = 600
+    gossip_degree: int = 6
+    gossip_degree_low: int = 4
+    gossip_degree_high: int = 12
+
+
+def build_host(peer_key: PeerKey, config: HostConfig) -> IHost:
+    """A py-libp2p host with Noise only, yamux, one connection per peer."""
+    kp = peer_key.keypair
+    noise = NoiseTransport(kp, noise_privkey=new_x25519_key_pair().private_key)
+    conn_config = ConnectionConfig(
+        max_connections_per_peer=1,
+        max_connections=config.max_connections,
+        high_watermark=config.max_connections,
+        dial_timeout=config.dial_timeout,
+    )
+    return new_host(
+        key_pair=kp,
+        sec_opt={NOISE_PROTOCOL_ID: noise},
+        muxer_preference="YAMUX",
+        connection_config=conn_config,
+        listen_addrs=[Multiaddr(a) for a in config.listen_addrs],
+        announce_addrs=[Multiaddr(a) for a in config.announce_addrs] or None,
+        enable_mDNS=False,
+        enable_upnp=False,
+    )
+
+
+class _MembershipNotifee(INotifee):
+    """Closes connections of non-members; wakes the dialer when a peer drops."""
+
+    def __init__(self, service: P2PHost) -> None:
+        self._service = service
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._service._on_connected(conn.muxed_conn.peer_id)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._service._on_disconnected(conn.muxed_conn.peer_id)
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def listen(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: Multiaddr) -> None:
+        return None
+
+
+class P2PHost:
+    """The node's libp2p host as a service with a visible lifecycle."""
+
+    def __init__(
+        self,
+        peer_key: PeerKey,
+        membership: Membership,
+        config: HostConfig | None = None,
+        metrics: P2PMetrics | None = None,
+    ) -> None:
+        self.config = config or HostConfig()
+        self.membership = membership
+        self.metrics = metrics or P2PMetrics()
+        self.host = build_host(peer_key, self.config)
+        self.peer_id: ID = self.host.get_id()
+        _disable_auto_connector(self.host)
+        self.router = GossipSub(
+            protocols=list(GOSSIP_PROTOCOLS),
+            degree=self.config.gossip_degree,
+            degree_low=self.config.gossip_degree_low,
+            degree_high=self.config.gossip_degree_high,
+            heartbeat_interval=1,
+        )
+        self.pubsub = Pubsub(self.host, self.router, strict_signing=True)
+        install_pubsub_guard(self.pubsub, membership, self.metrics)
+        self.dialer = PeerDialer(
+            self.host,
+            membership,
+            self.metrics,
+            bootstrap=parse_bootstrap(self.config.bootstrap),
+            backoff=Backoff(self.config.redial_base, self.config.redial_cap),
+            interval=self.config.discovery_interval,
+            dial_timeout=self.config.dial_timeout,
+        )
+        self.host.get_network().register_notifee(_MembershipNotifee(self))
+        self.started = trio.Event()
+        self.stopped = trio.Event()
+        self._stop = trio.Event()
+        self._nursery: trio.Nursery | None = None
+
+    # -- lifecycle -------------------------------------------------------
+    async def run(
+        self, *, task_status: TaskStatus[list[Multiaddr]] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        listen = [Multiaddr(a) for a in self.config.listen_addrs]
+        try:
+            async with self.host.run(listen):
+                try:
+                    async with (
+                        background_trio_service(self.pubsub),
+                        background_trio_service(self.router),
+                        trio.open_nursery() as nursery,
+                    ):
+                        self._nursery = nursery
+                        nursery.start_soon(self.dialer.run)
+                        nursery.start_soon(self._sweep_non_members)
+                        addrs = self.listen_addrs()
+                        log.info("p2p host listening peer=%s addrs=%s", self.peer_id, addrs)
+                        self.started.set()
+                        task_status.started(addrs)
+                        await self._stop.wait()
+                        nursery.cancel_scope.cancel()
+                finally:
+                    self._nursery = None
+                    with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
+                        await self.host.close()
+        finally:
+            self.stopped.set()
+            log.info("p2p host stopped peer=%s", self.peer_id)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> trio.Event:
+        """Set once ``stop()`` was called; dependent services end on it."""
+        return self._stop
+
+    def listen_addrs(self) -> list[Multiaddr]:
+        """The bound listen addresses (port 0 resolved) with ``/p2p/<id>``."""
+        suffix = Multiaddr(f"/p2p/{self.peer_id}")
+        return [a.encapsulate(suffix) for a in self.host.get_transport_addrs()]
+
+    def announce_addrs(self) -> list[Multiaddr]:
+        """What to register on chain: announce addrs if configured, else the bound ones."""
+        if self.config.announce_addrs:
+            return [Multiaddr(a) for a in self.config.announce_addrs]
+        return list(self.host.get_transport_addrs())
+
+    # -- connections and streams ----------------------------------------
+    def connected_peers(self) -> list[ID]:
+        return self.host.get_connected_peers()
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        """Register ``handler``; anything it raises is logged and the stream reset.
+
+        (An exception escaping a stream handler ends the swarm in py-libp2p 0.8.1.)
+        """
+
+        async def guarded(stream: INetStream) -> None:
+            try:
+                await handler(stream)
+            except Exception as e:
+                log.warning("stream handler failed protocol=%s error=%r", protocol, e)
+                with contextlib.suppress(Exception):
+                    await stream.reset()
+
+        self.host.set_stream_handler(TProtocol(protocol), guarded)
+
+    async def open_stream(self, peer_id: ID, protocols: Sequence[str]) -> INetStream:
+        """A new stream to a member, dialing it first from its known addresses."""
+        if peer_id not in self.host.get_connected_peers():
+            addrs = self.dialer.addrs_for(peer_id)
+            if addrs:
+                self.host.get_peerstore().add_addrs(peer_id, addrs, 3600)
+        return await self.host.new_stream(peer_id, [TProtocol(p) for p in protocols])
+
+    # -- membership gate -------------------------------------------------
+    def _on_connected(self, peer_id: ID) -> None:
+        if self.membership.is_member(peer_id):
+            self.dialer.connected(peer_id)
+            return
+        self.metrics.inc(CONN_REFUSED, "not_member")
+        log.info("closing connection from non-member peer=%s", peer_id)
+        if self._nursery is not None:
+            self._nursery.start_soon(self._close_peer, peer_id)
+
+    def _on_disconnected(self, peer_id: ID) -> None:
+        self.dialer.wake()
+
+    async def _close_peer(self, peer_id: ID) -> None:
+        try:
+            await self.host.get_network().close_peer(peer_id)
+        except Exception as e:
+            log.debug("close_peer failed peer=%s error=%r", peer_id, e)
+
+    async def _sweep_non_members(self) -> None:
+        """Drop peers whose membership ended (unstaked, deregistered)."""
+        while True:
+            await trio.sleep(self.config.discovery_interval)
+            for peer in self.host.get_connected_peers():
+                if not self.membership.is_member(peer):
+                    self.metrics.inc(CONN_REFUSED, "membership_ended")
+                    await self._close_peer(peer)
+
+
+def _disable_auto_connector(host: IHost) -> None:
+    """py-libp2p's auto-connector dials any peer in the peerstore to keep 100+
+    connections; our dialer decides whom to dial (members only)."""
+    connector = getattr(host.get_network(), "auto_connector", None)
+    if connector is None:
+        return
+
+    async def _no_auto_connect() -> None:
+        return None
+
+    connector.maybe_connect = _no_auto_connect
