@@ -1,0 +1,117 @@
+"""Where served content comes from and where fetched content goes.
+
+``BlobSource`` is what the stream server reads: ``path(content_id)`` of a file
+whose bytes hash to ``content_id`` (SHA-256), or None. The content store
+(``flocknode.store.ContentStore``) has exactly this method, so it plugs in as
+is; ``DirectoryBlobSource`` is the same thing for tests and benchmarks.
+
+A ``Sink`` receives one fetch attempt. The fetcher calls its methods from a
+worker thread (they may block): ``begin(size)`` once the server announced a
+size the caller accepts, ``write`` for every piece in order, then ``commit()``
+after the hash checked out, or ``abort()`` (the next holder may follow with a
+fresh ``begin``). A sink never holds more than the announced size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+from flocknode.fsutil import fsync_dir
+
+
+class BlobSource(Protocol):
+    def path(self, content_id: bytes) -> Path | None:
+        """A file holding the content whose SHA-256 is ``content_id``, or None."""
+        ...
+
+
+class DirectoryBlobSource:
+    """Content files named by the hex SHA-256 in one directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def path(self, content_id: bytes) -> Path | None:
+        if len(content_id) != 32:
+            return None
+        p = self.root / content_id.hex()
+        return p if p.is_file() else None
+
+
+class Sink(Protocol):
+    def begin(self, size: int) -> None: ...
+    def write(self, data: bytes) -> None: ...
+    def commit(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class MemorySink:
+    """Collects the content in one buffer of exactly the announced size."""
+
+    def __init__(self) -> None:
+        self._buf: bytearray | None = None
+        self._pos = 0
+        self.data: bytes | bytearray | None = None  # set by commit()
+
+    def begin(self, size: int) -> None:
+        self._buf = bytearray(size)
+        self._pos = 0
+
+    def write(self, data: bytes) -> None:
+        assert self._buf is not None
+        end = self._pos + len(data)
+        if end > len(self._buf):
+            raise ValueError("write past the announced size")
+        self._buf[self._pos : end] = data
+        self._pos = end
+
+    def commit(self) -> None:
+        self.data, self._buf = self._buf, None
+
+    def abort(self) -> None:
+        self._buf = None
+
+
+class FileSink:
+    """Writes to a temp file next to ``path``; commit fsyncs and renames it into place."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._f: BinaryIO | None = None
+        self._tmp: Path | None = None
+        self._size = 0
+        self._written = 0
+
+    def begin(self, size: int) -> None:
+        self.abort()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        self._tmp, self._f = Path(tmp), os.fdopen(fd, "wb", buffering=0)
+        self._size, self._written = size, 0
+
+    def write(self, data: bytes) -> None:
+        assert self._f is not None
+        if self._written + len(data) > self._size:
+            raise ValueError("write past the announced size")
+        self._f.write(data)
+        self._written += len(data)
+
+    def commit(self) -> None:
+        assert self._f is not None and self._tmp is not None
+        os.fsync(self._f.fileno())
+        self._f.close()
+        os.replace(self._tmp, self.path)
+        fsync_dir(self.path.parent)
+        self._f = self._tmp = None
+
+    def abort(self) -> None:
+        if self._f is not None:
+            self._f.close()
+        if self._tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._tmp.unlink()
+        self._f = self._tmp = None

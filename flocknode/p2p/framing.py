@@ -1,0 +1,118 @@
+"""Byte layout of the content streams ``/flock/blob/1`` and ``/flock/model/1``.
+
+Pure encode/decode, no I/O. All integers big-endian.
+
+Request (requester -> server), fixed 41 bytes::
+
+    u8 version (1) | 32 bytes content id (SHA-256) | u64 round (blob: the round
+    whose voters may fetch it; model: 0)
+
+Response (server -> requester), first byte is the status::
+
+    OK         u8 0 | u64 total size | 32 bytes SHA-256 of the content
+               then frames  u32 length (1..MAX_FRAME) | length bytes
+               until ``total size`` bytes were sent; then the server closes.
+    REFUSED    u8 1 | u8 reason (RefuseReason)
+    NOT_FOUND  u8 2
+
+The SHA-256 up front must equal the content id; the requester checks size and
+hash while it streams (a sender killed mid-transfer looks like a clean close).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+
+PROTOCOL_BLOB = "/flock/blob/1"
+PROTOCOL_MODEL = "/flock/model/1"
+REQUEST_VERSION = 1
+HASH_LEN = 32
+MAX_FRAME = 1 << 20
+
+REQUEST = struct.Struct(">B32sQ")
+OK_HEADER = struct.Struct(">Q32s")  # after the status byte
+FRAME_HEADER = struct.Struct(">I")
+
+
+class Status(IntEnum):
+    OK = 0
+    REFUSED = 1
+    NOT_FOUND = 2
+
+
+class RefuseReason(IntEnum):
+    NOT_MEMBER = 1
+    NOT_VOTER = 2
+    BUSY = 3
+    BAD_REQUEST = 4
+    INTERNAL = 5
+
+    @classmethod
+    def label(cls, code: int) -> str:
+        try:
+            return cls(code).name.lower()
+        except ValueError:
+            return f"code_{code}"
+
+
+class FramingError(Exception):
+    """Bytes that do not follow the layout above."""
+
+
+@dataclass(frozen=True)
+class Request:
+    content_id: bytes
+    round: int = 0
+
+
+def encode_request(req: Request) -> bytes:
+    if len(req.content_id) != HASH_LEN:
+        raise ValueError("content id must be 32 bytes")
+    return REQUEST.pack(REQUEST_VERSION, req.content_id, req.round)
+
+
+def decode_request(data: bytes) -> Request:
+    if len(data) != REQUEST.size:
+        raise FramingError(f"request must be {REQUEST.size} bytes, got {len(data)}")
+    version, cid, rnd = REQUEST.unpack(data)
+    if version != REQUEST_VERSION:
+        raise FramingError(f"unknown request version {version}")
+    return Request(cid, rnd)
+
+
+def encode_ok(size: int, sha256: bytes) -> bytes:
+    return bytes([Status.OK]) + OK_HEADER.pack(size, sha256)
+
+
+def decode_ok(data: bytes) -> tuple[int, bytes]:
+    """(size, sha256) from the 40 bytes after an OK status byte."""
+    if len(data) != OK_HEADER.size:
+        raise FramingError("short OK header")
+    size, digest = OK_HEADER.unpack(data)
+    return size, digest
+
+
+def encode_refused(reason: RefuseReason) -> bytes:
+    return bytes([Status.REFUSED, reason])
+
+
+def encode_not_found() -> bytes:
+    return bytes([Status.NOT_FOUND])
+
+
+def encode_frame_header(length: int) -> bytes:
+    if not 0 < length <= MAX_FRAME:
+        raise ValueError(f"frame length {length} out of range")
+    return FRAME_HEADER.pack(length)
+
+
+def decode_frame_header(data: bytes, remaining: int) -> int:
+    """The frame length; it must be 1..MAX_FRAME and not exceed what is left."""
+    (length,) = FRAME_HEADER.unpack(data)
+    if length == 0 or length > MAX_FRAME:
+        raise FramingError(f"frame length {length} out of range")
+    if length > remaining:
+        raise FramingError(f"frame of {length} bytes with {remaining} left")
+    return length
