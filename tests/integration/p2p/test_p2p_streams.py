@@ -1,0 +1,291 @@
+"""/flock/blob/1 and /flock/model/1 between real hosts on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+from libp2p.abc import INetStream
+
+from flocknode.p2p.content import DirectoryBlobSource, FileSink, MemorySink
+from flocknode.p2p.framing import (
+    MAX_FRAME,
+    PROTOCOL_BLOB,
+    PROTOCOL_MODEL,
+    REQUEST,
+    encode_frame_header,
+    encode_ok,
+)
+from flocknode.p2p.membership import StaticMembership
+from flocknode.p2p.metrics import FETCH_ATTEMPT_FAILED, STREAM_REFUSED
+from flocknode.p2p.streams import Attempt, ContentServer, FetchFailed, StreamLimits, fetch
+from tests.integration.p2p.p2p_helpers import (
+    LOOPBACK,
+    Node,
+    RecordingSink,
+    running_nodes,
+    wait_connected,
+    write_blob,
+)
+
+FAST = StreamLimits(read_timeout=1.0, open_timeout=5.0, request_timeout=2.0, write_timeout=5.0)
+
+
+async def test_100mb_blob_moves_between_two_nodes_and_verifies(tmp_path: Path) -> None:
+    size = 100_000_003  # not a multiple of the frame size
+    cid = write_blob(tmp_path / "src", size)
+    membership = StaticMembership(round_number=3)
+    async with running_nodes(2, membership) as (server, voter):
+        membership.set_voters(3, [voter.peer_id])
+        source = DirectoryBlobSource(tmp_path / "src")
+        ContentServer(server.p2p, source, source).install()
+        out = tmp_path / "dst" / cid.hex()
+        result = await fetch(
+            voter.p2p,
+            PROTOCOL_BLOB,
+            cid,
+            [server.peer_id],
+            FileSink(out),
+            max_size=size,
+            expected_size=size,
+            round_number=3,
+        )
+        assert result.holder == server.peer_id and result.size == size
+        assert result.failed_attempts == ()
+        h = hashlib.sha256()
+        with open(out, "rb") as f:
+            while chunk := f.read(1 << 22):
+                h.update(chunk)
+        assert h.digest() == cid and out.stat().st_size == size
+        assert [p.name for p in out.parent.iterdir()] == [cid.hex()]  # no temp files left
+
+
+# -- a deliberately misbehaving server ------------------------------------------
+Behaviour = Callable[[INetStream, bytes, bytes], Awaitable[None]]
+
+
+def _frames(data: bytes) -> bytes:
+    return b"".join(
+        encode_frame_header(len(data[i : i + MAX_FRAME])) + data[i : i + MAX_FRAME]
+        for i in range(0, len(data), MAX_FRAME)
+    )
+
+
+async def _truncated(stream: INetStream, cid: bytes, data: bytes) -> None:
+    await stream.write(encode_ok(len(data), cid))
+    half = len(data) // 2
+    await stream.write(encode_frame_header(half) + data[:half])
+    await stream.close()
+
+
+async def _corrupted(stream: INetStream, cid: bytes, data: bytes) -> None:
+    bad = bytearray(data)
+    bad[len(bad) // 3] ^= 0x01
+    await stream.write(encode_ok(len(data), cid))
+    await stream.write(_frames(bytes(bad)))
+    await stream.close()
+
+
+async def _wrong_announced_hash(stream: INetStream, cid: bytes, data: bytes) -> None:
+    await stream.write(encode_ok(len(data), hashlib.sha256(b"other").digest()))
+    await stream.write(_frames(data))
+    await stream.close()
+
+
+async def _oversized_announce(stream: INetStream, cid: bytes, data: bytes) -> None:
+    await stream.write(encode_ok(len(data) + 1, cid))
+    await stream.write(_frames(data + b"!"))
+    await stream.close()
+
+
+async def _huge_announce(stream: INetStream, cid: bytes, data: bytes) -> None:
+    await stream.write(encode_ok(1 << 40, cid))  # 1 TiB
+    await trio.sleep(5)
+
+
+async def _oversized_frame(stream: INetStream, cid: bytes, data: bytes) -> None:
+    await stream.write(encode_ok(len(data), cid))
+    await stream.write(bytes.fromhex("%08x" % (MAX_FRAME + 1)) + data)
+    await stream.close()
+
+
+async def _frame_past_end(stream: INetStream, cid: bytes, data: bytes) -> None:
+    await stream.write(encode_ok(len(data), cid))
+    last = len(data) - MAX_FRAME  # the second frame claims 10 bytes more than are left
+    await stream.write(encode_frame_header(MAX_FRAME) + data[:MAX_FRAME])
+    await stream.write(encode_frame_header(last + 10) + data[MAX_FRAME:] + b"0123456789")
+    await stream.close()
+
+
+async def _stall(stream: INetStream, cid: bytes, data: bytes) -> None:
+    await stream.write(encode_ok(len(data), cid))
+    await stream.write(encode_frame_header(MAX_FRAME)[:2])
+    await trio.sleep(10)
+
+
+async def _silent(stream: INetStream, cid: bytes, data: bytes) -> None:
+    await trio.sleep(10)
+
+
+CASES: list[tuple[str, Behaviour, str]] = [
+    ("truncated", _truncated, "truncated"),
+    ("corrupted", _corrupted, "wrong_hash"),
+    ("wrong_announced_hash", _wrong_announced_hash, "wrong_announced_hash"),
+    ("oversized_announce", _oversized_announce, "wrong_size"),
+    ("oversized_frame", _oversized_frame, "bad_frame"),
+    ("frame_past_end", _frame_past_end, "bad_frame"),
+    ("stall", _stall, "timeout"),
+    ("silent", _silent, "timeout"),
+]
+
+
+async def test_bad_transfers_are_rejected_and_fetched_from_the_next_holder(tmp_path: Path) -> None:
+    data = hashlib.sha256(b"seed").digest() * 40_000  # 1.28 MB: two frames
+    cid = hashlib.sha256(data).digest()
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / cid.hex()).write_bytes(data)
+    membership = StaticMembership(round_number=1)
+    behaviour: list[Behaviour] = []
+
+    async def misbehave(stream: INetStream) -> None:
+        await stream.read(REQUEST.size)
+        await behaviour[0](stream, cid, data)
+
+    async with running_nodes(3, membership) as (bad, good, voter):
+        membership.set_voters(1, [voter.peer_id])
+        await wait_connected([bad, good, voter])
+        bad.p2p.set_stream_handler(PROTOCOL_BLOB, misbehave)
+        source = DirectoryBlobSource(tmp_path / "src")
+        ContentServer(good.p2p, source, source).install()
+        for name, fn, reason in CASES:
+            behaviour[:] = [fn]
+            sink = RecordingSink()
+            with trio.fail_after(10):
+                result = await fetch(
+                    voter.p2p,
+                    PROTOCOL_BLOB,
+                    cid,
+                    [bad.peer_id, good.peer_id],
+                    sink,
+                    max_size=10 << 20,
+                    expected_size=len(data),
+                    round_number=1,
+                    limits=FAST,
+                )
+            assert result.failed_attempts == (Attempt(bad.peer_id, reason),), name
+            assert result.holder == good.peer_id, name
+            assert sink.data == data, name
+            assert all(n == len(data) for n in sink.begins), name  # never allocated more
+
+        # no expected size given: a huge announcement is refused before any allocation
+        behaviour[:] = [_huge_announce]
+        sink = RecordingSink()
+        result = await fetch(
+            voter.p2p,
+            PROTOCOL_BLOB,
+            cid,
+            [bad.peer_id, good.peer_id],
+            sink,
+            max_size=10 << 20,
+            round_number=1,
+            limits=FAST,
+        )
+        assert result.failed_attempts == (Attempt(bad.peer_id, "too_large"),)
+        assert sink.begins == [len(data)] and sink.data == data
+        counted = voter.p2p.metrics.reasons(FETCH_ATTEMPT_FAILED)
+        assert sum(counted.values()) == len(CASES) + 1
+
+        # every holder bad: one clear error naming each attempt
+        behaviour[:] = [_corrupted]
+        with pytest.raises(FetchFailed) as err:
+            await fetch(
+                voter.p2p,
+                PROTOCOL_BLOB,
+                cid,
+                [bad.peer_id],
+                MemorySink(),
+                max_size=10 << 20,
+                round_number=1,
+                limits=FAST,
+            )
+        assert err.value.attempts == (Attempt(bad.peer_id, "wrong_hash"),)
+
+
+async def test_blobs_only_to_voters_models_to_members_not_found(tmp_path: Path) -> None:
+    cid = write_blob(tmp_path / "src", 300_000)
+    missing = hashlib.sha256(b"nobody has this").digest()
+    membership = StaticMembership(round_number=2)
+    quiet = replace(LOOPBACK, discovery_interval=60.0)  # no membership sweep mid-test
+    async with running_nodes(3, membership, config=quiet) as (server, voter, member):
+        membership.set_voters(2, [voter.peer_id])
+        await wait_connected([server, voter, member])
+        source = DirectoryBlobSource(tmp_path / "src")
+        ContentServer(server.p2p, source, source).install()
+
+        async def attempt(node: Node, protocol: str, content: bytes, rnd: int = 2) -> str:
+            try:
+                await fetch(
+                    node.p2p,
+                    protocol,
+                    content,
+                    [server.peer_id],
+                    MemorySink(),
+                    max_size=1 << 20,
+                    round_number=rnd,
+                    limits=FAST,
+                )
+            except FetchFailed as e:
+                return e.attempts[0].reason
+            return "ok"
+
+        assert await attempt(voter, PROTOCOL_BLOB, cid) == "ok"
+        assert await attempt(voter, PROTOCOL_BLOB, cid, rnd=1) == "refused_not_voter"
+        assert await attempt(member, PROTOCOL_BLOB, cid) == "refused_not_voter"
+        assert await attempt(member, PROTOCOL_MODEL, cid) == "ok"
+        assert await attempt(voter, PROTOCOL_MODEL, missing) == "not_found"
+
+        # a peer that stops being a member is refused on both protocols
+        membership.remove(voter.peer_id)
+        assert await attempt(voter, PROTOCOL_BLOB, cid) == "refused_not_member"
+        assert await attempt(voter, PROTOCOL_MODEL, cid) == "refused_not_member"
+        assert server.p2p.metrics.reasons(STREAM_REFUSED) == {
+            "not_voter": 2,
+            "not_found": 1,
+            "not_member": 2,
+        }
+
+
+async def test_per_peer_stream_limit_refuses_the_excess(tmp_path: Path) -> None:
+    cid = write_blob(tmp_path / "src", 4 << 20)
+    membership = StaticMembership(round_number=1)
+    async with running_nodes(2, membership) as (server, member):
+        await wait_connected([server, member])
+        source = DirectoryBlobSource(tmp_path / "src")
+        limits = StreamLimits(max_streams_per_peer=2, request_timeout=3.0)
+        ContentServer(server.p2p, source, source, limits).install()
+        # two streams that never send their request hold both slots
+        held = [await member.p2p.open_stream(server.peer_id, [PROTOCOL_MODEL]) for _ in range(2)]
+        await trio.sleep(0.2)
+        with pytest.raises(FetchFailed) as err:
+            await fetch(
+                member.p2p,
+                PROTOCOL_MODEL,
+                cid,
+                [server.peer_id],
+                MemorySink(),
+                max_size=8 << 20,
+                limits=FAST,
+            )
+        assert err.value.attempts[0].reason == "refused_busy"
+        # a stalled requester is cut off after request_timeout; the slots free up
+        await trio.sleep(limits.request_timeout + 0.5)
+        sink = MemorySink()
+        await fetch(member.p2p, PROTOCOL_MODEL, cid, [server.peer_id], sink, max_size=8 << 20)
+        assert sink.data is not None and hashlib.sha256(sink.data).digest() == cid
+        assert server.p2p.metrics.reasons(STREAM_REFUSED) == {"busy": 1, "bad_request": 2}
+        for s in held:
+            await s.reset()
