@@ -1,0 +1,312 @@
+"""Blob transfer through /flock/blob/1 against a bare py-libp2p stream, two processes.
+
+Not part of the test suite. Starts two node processes on 127.0.0.1 (same host
+config as the daemon: Noise only, yamux, one connection per peer):
+
+- the server holds a random blob of ``--mib`` MiB (default 256) in a
+  ``DirectoryBlobSource`` and serves /flock/blob/1, plus a bare protocol that
+  writes the same number of bytes in 1 MiB writes from memory;
+- the receiver, an elected voter, fetches the blob (size and SHA-256 checked,
+  1 MiB frames) into a file (``FileSink``: temp file, fsync, rename, as the
+  node stores content) and into memory (``MemorySink``), and reads the bare
+  stream into nothing.
+
+Each measurement runs ``--reps`` times, interleaved; the medians are reported.
+``transfer_mb_s`` is the file-sink fetch, ``transfer_ratio`` = transfer_mb_s /
+bare_stream_mb_s (target >= 0.8). ``peak_rss_ratio`` is the receiver's peak RSS
+above its idle RSS during a fetch, divided by the blob size, the worst of both
+sinks (target <= 2.5); RSS is sampled every 5 ms from /proc/self/statm.
+
+    .venv/bin/python bench/transfer.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+BARE_PROTOCOL = "/flock/bench/bare/1"
+MIB = 1 << 20
+
+
+# -- shared node set-up --------------------------------------------------------
+def _node(seed_hex: str, members: dict[str, list[str]], voters: list[str]) -> Any:
+    from libp2p.peer.id import ID
+
+    from flocknode.identity.keys import PeerKey
+    from flocknode.p2p.host import HostConfig, P2PHost
+    from flocknode.p2p.membership import StaticMembership
+
+    membership = StaticMembership(round_number=1)
+    for pid, addrs in members.items():
+        membership.add(ID.from_base58(pid), addrs)
+    membership.set_voters(1, [ID.from_base58(v) for v in voters])
+    cfg = HostConfig(listen_addrs=("/ip4/127.0.0.1/tcp/0",), discovery_interval=3600)
+    return P2PHost(PeerKey.from_seed(bytes.fromhex(seed_hex)), membership, cfg)
+
+
+def _emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+# -- server process ------------------------------------------------------------
+def serve(args: dict[str, Any]) -> None:
+    import trio
+
+    from flocknode.p2p.content import DirectoryBlobSource
+    from flocknode.p2p.streams import ContentServer
+
+    size = args["size"]
+    payload = bytes(MIB)
+
+    async def bare(stream: Any) -> None:
+        await stream.read(1)
+        sent = 0
+        while sent < size:
+            n = min(MIB, size - sent)
+            await stream.write(payload if n == MIB else payload[:n])
+            sent += n
+        await stream.close()
+
+    async def main() -> None:
+        p2p = _node(args["seed"], args["members"], args["voters"])
+        source = DirectoryBlobSource(Path(args["dir"]))
+        async with trio.open_nursery() as nursery:
+            addrs = await nursery.start(p2p.run)
+            ContentServer(p2p, source, source).install()
+            p2p.set_stream_handler(BARE_PROTOCOL, bare)
+            _emit({"addrs": [str(a).split("/p2p/")[0] for a in addrs]})
+            await trio.to_thread.run_sync(sys.stdin.readline)  # until the coordinator says stop
+            p2p.stop()
+
+    trio.run(main)
+
+
+# -- receiver process ----------------------------------------------------------
+class RssSampler:
+    """Peak resident set size of this process while active (from /proc/self/statm)."""
+
+    def __init__(self) -> None:
+        self._page = os.sysconf("SC_PAGE_SIZE")
+        self._stop = threading.Event()
+        self.peak = 0
+        self._thread: threading.Thread | None = None
+
+    def rss(self) -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self._page
+
+    def __enter__(self) -> RssSampler:
+        self.peak = self.rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self.rss())
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        assert self._thread is not None
+        self._thread.join()
+        self.peak = max(self.peak, self.rss())
+
+
+def receive(args: dict[str, Any]) -> None:
+    import gc
+
+    import trio
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.id import ID
+    from libp2p.peer.peerinfo import PeerInfo
+
+    from flocknode.p2p.content import FileSink, MemorySink
+    from flocknode.p2p.framing import PROTOCOL_BLOB
+    from flocknode.p2p.streams import fetch
+
+    size, cid = args["size"], bytes.fromhex(args["cid"])
+    server = ID.from_base58(args["server"])
+    out = Path(args["dir"]) / "received.bin"
+
+    async def bare(p2p: Any) -> float:
+        t0 = time.perf_counter()
+        stream = await p2p.host.new_stream(server, [TProtocol(BARE_PROTOCOL)])
+        await stream.write(b"g")
+        got = 0
+        while got < size:
+            got += len(await stream.read(MIB))
+        await stream.close()
+        return time.perf_counter() - t0
+
+    async def blob(p2p: Any, sink_kind: str) -> tuple[float, int]:
+        sink = FileSink(out) if sink_kind == "file" else MemorySink()
+        gc.collect()
+        with RssSampler() as rss:
+            idle = rss.peak
+            t0 = time.perf_counter()
+            await fetch(
+                p2p,
+                PROTOCOL_BLOB,
+                cid,
+                [server],
+                sink,
+                max_size=size,
+                expected_size=size,
+                round_number=1,
+            )
+            dt = time.perf_counter() - t0
+        if isinstance(sink, MemorySink):
+            assert sink.data is not None and len(sink.data) == size
+            sink.data = None
+        else:
+            out.unlink()
+        return dt, rss.peak - idle
+
+    async def main() -> None:
+        p2p = _node(args["seed"], args["members"], args["voters"])
+        async with trio.open_nursery() as nursery:
+            await nursery.start(p2p.run)
+            await p2p.host.connect(PeerInfo(server, p2p.membership.addrs(server)))
+            results: dict[str, list[float]] = {"bare": [], "file": [], "mem": []}
+            peaks: list[int] = []
+            for _ in range(args["reps"]):
+                results["bare"].append(await bare(p2p))
+                for kind in ("file", "mem"):
+                    dt, peak = await blob(p2p, kind)
+                    results[kind].append(dt)
+                    peaks.append(peak)
+            _emit({"seconds": results, "peak_rss_above_idle": peaks})
+            p2p.stop()
+
+    trio.run(main)
+
+
+# -- coordinator ---------------------------------------------------------------
+def _spawn(role: str, args: dict[str, Any]) -> subprocess.Popen[str]:
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--role", role],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(args) + "\n")
+    proc.stdin.flush()
+    return proc
+
+
+def _read_json(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"bench process exited with {proc.wait()}")
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+def coordinate(mib: int, reps: int) -> dict[str, Any]:
+    from flocknode.identity.keys import PeerKey
+
+    size = mib * MIB
+    with tempfile.TemporaryDirectory(prefix="flock-bench-") as tmp:
+        src, dst = Path(tmp, "server"), Path(tmp, "receiver")
+        src.mkdir()
+        dst.mkdir()
+        h = hashlib.sha256()
+        tmp_blob = src / "incoming"
+        with open(tmp_blob, "wb") as f:
+            for _ in range(mib):
+                chunk = os.urandom(MIB)
+                h.update(chunk)
+                f.write(chunk)
+        cid = h.digest()
+        tmp_blob.rename(src / cid.hex())
+        k_srv, k_rcv = PeerKey.generate(), PeerKey.generate()
+        srv_id, rcv_id = str(k_srv.peer_id), str(k_rcv.peer_id)
+        server = _spawn(
+            "server",
+            {
+                "seed": k_srv.seed().hex(),
+                "size": size,
+                "dir": str(src),
+                "members": {srv_id: [], rcv_id: []},
+                "voters": [rcv_id],
+            },
+        )
+        try:
+            addrs = _read_json(server)["addrs"]
+            receiver = _spawn(
+                "receiver",
+                {
+                    "seed": k_rcv.seed().hex(),
+                    "size": size,
+                    "dir": str(dst),
+                    "cid": cid.hex(),
+                    "server": srv_id,
+                    "reps": reps,
+                    "members": {srv_id: addrs, rcv_id: []},
+                    "voters": [rcv_id],
+                },
+            )
+            res = _read_json(receiver)
+            receiver.wait(timeout=60)
+        finally:
+            if server.stdin is not None:
+                server.stdin.close()
+            try:
+                server.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                server.kill()
+    secs = res["seconds"]
+    mb = size / 1e6
+
+    def rate(key: str) -> float:
+        return round(mb / statistics.median(secs[key]), 1)
+
+    bare, file_rate, mem_rate = rate("bare"), rate("file"), rate("mem")
+    return {
+        "blob_mib": mib,
+        "reps": reps,
+        "transfer_mb_s": file_rate,
+        "transfer_memory_sink_mb_s": mem_rate,
+        "bare_stream_mb_s": bare,
+        "transfer_ratio": round(file_rate / bare, 3),
+        "transfer_memory_sink_ratio": round(mem_rate / bare, 3),
+        "peak_rss_ratio": round(max(res["peak_rss_above_idle"]) / size, 3),
+        "runs_mb_s": {k: [round(mb / s, 1) for s in v] for k, v in secs.items()},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--mib", type=int, default=256, help="blob size in MiB")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--role", choices=["server", "receiver"], help=argparse.SUPPRESS)
+    ns = ap.parse_args()
+    if ns.role:
+        args = json.loads(sys.stdin.readline())
+        (serve if ns.role == "server" else receive)(args)
+        return
+    result = coordinate(ns.mib, ns.reps)
+    if ns.json:
+        print(json.dumps(result))
+    else:
+        for k, v in result.items():
+            print(f"{k:28} {v}")
+
+
+if __name__ == "__main__":
+    main()
