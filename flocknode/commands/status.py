@@ -1,0 +1,86 @@
+"""``flocknode status``: this node's standing in its task, read from the chain."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flocknode.chain.client import TaskClient
+from flocknode.chain.errors import ContractRevert
+from flocknode.commands.common import format_amount
+
+
+def collect_status(client: TaskClient, wallet: str) -> dict[str, Any]:
+    params = client.params()
+    rnd = client.current_round()
+    out: dict[str, Any] = {
+        "task": client.address,
+        "chain_id": client.conn.chain_id,
+        "block": client.conn.rpc.block_number(),
+        "wallet": wallet,
+        "round": rnd,
+        "total_rounds": params.total_rounds,
+        "phase": "none",
+        "role": None,
+        "global_model_hash": "0x" + client.global_model_hash().hex(),
+        "global_model_round": client.global_model_round(),
+        "reward_pool": client.reward_pool(),
+        "participants": client.participant_count(),
+        "eligible": client.eligible_count(),
+    }
+    if rnd:
+        view = client.get_round(rnd)
+        out["phase"] = view.phase.label
+        role = view.role_of(wallet)
+        out["role"] = f"{role[0]} (seat {role[1]})" if role else None
+    try:
+        p = client.participant(wallet)
+    except ContractRevert:
+        out["registered"] = False
+        return out
+    out.update(
+        registered=True,
+        peer_id=_peer_id_text(p.peer_id),
+        multiaddrs=list(p.multiaddrs),
+        stake=p.stake,
+        pending_unstake=p.pending_unstake,
+        rewards=p.rewards,
+        slashed=p.slashed,
+        eligible_now=client.is_eligible(wallet),
+        last_elected_round=p.last_elected_round,
+        min_stake=params.min_stake,
+    )
+    return out
+
+
+def _peer_id_text(raw: bytes) -> str:
+    from libp2p.peer.id import ID
+
+    try:
+        return ID(raw).to_base58()
+    except Exception:
+        return "0x" + raw.hex()
+
+
+def format_status(s: dict[str, Any]) -> str:
+    lines = [
+        f"task          {s['task']} on chain {s['chain_id']} (block {s['block']})",
+        f"round         {s['round']} of {s['total_rounds']}, phase {s['phase']}",
+        f"global model  {s['global_model_hash']} (from round {s['global_model_round']})",
+        f"participants  {s['participants']} registered, {s['eligible']} eligible",
+        f"reward pool   {format_amount(s['reward_pool'])}",
+        f"wallet        {s['wallet']}",
+    ]
+    if not s.get("registered"):
+        lines.append("registered    no  (run: flocknode register -c node.toml)")
+        return "\n".join(lines)
+    lines += [
+        f"peer id       {s['peer_id']}",
+        f"addresses     {', '.join(s['multiaddrs'])}",
+        f"role          {s['role'] or 'not elected this round'}",
+        f"stake         {format_amount(s['stake'])} (minimum {format_amount(s['min_stake'])}); "
+        f"{'eligible' if s['eligible_now'] else 'NOT eligible'}",
+        f"unstaking     {format_amount(s['pending_unstake'])}",
+        f"rewards       {format_amount(s['rewards'])} claimable",
+        f"slashed       {format_amount(s['slashed'])}",
+    ]
+    return "\n".join(lines)

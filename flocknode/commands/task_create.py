@@ -1,0 +1,146 @@
+"""``flocknode task create``: deploy a token (or reuse one) and a FlockTask.
+
+The task's training and aggregation settings are written once in canonical
+form; its SHA-256 is the task's ``configHash``. The initial model comes from the
+model factory and the init seed; its hash is the task's initial model hash.
+On a local chain the command can also mint tokens and send gas money to given
+wallets, and fill the reward pool.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flocknode.chain.client import TaskClient
+from flocknode.chain.contracts import ChainConnection
+from flocknode.chain.deploy import deploy_task, deploy_token
+from flocknode.chain.token import TokenClient
+from flocknode.chain.types import TaskParams
+from flocknode.commands.common import format_amount, progress, report_tx
+from flocknode.config import LOCAL_CHAIN_ID
+from flocknode.errors import ConfigError
+from flocknode.fsutil import atomic_write_bytes
+from flocknode.learning.models import initial_state, load_model_factory, model_hash
+from flocknode.learning.settings import TaskSettings
+
+
+def model_spec_hash(factory_spec: str, state: dict[str, Any]) -> bytes:
+    """SHA-256 of the model's identity: factory name and tensor names and shapes."""
+    spec = {
+        "factory": factory_spec,
+        "tensors": [[name, list(t.shape), "float32"] for name, t in state.items()],
+    }
+    return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).digest()
+
+
+@dataclass(frozen=True)
+class Funding:
+    wallet: str
+    tokens: int
+    wei: int
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """Everything ``create_task`` needs besides the deployer's connection."""
+
+    params: dict[str, int]  # TaskParams fields other than token and the three hashes
+    settings: TaskSettings
+    token: str | None = None
+    fund: Sequence[Funding] = ()
+    reward_pool: int = 0
+    settings_out: Path | None = None
+
+
+@dataclass(frozen=True)
+class CreatedTask:
+    chain_id: int
+    rpc_url: str
+    token: str
+    task: str
+    config_hash: bytes
+    initial_model_hash: bytes
+    model_spec_hash: bytes
+    settings_json: bytes
+    funded: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "chain_id": self.chain_id,
+            "rpc_url": self.rpc_url,
+            "token": self.token,
+            "task": self.task,
+            "config_hash": "0x" + self.config_hash.hex(),
+            "initial_model_hash": "0x" + self.initial_model_hash.hex(),
+            "model_spec_hash": "0x" + self.model_spec_hash.hex(),
+            "settings": json.loads(self.settings_json),
+            "funded": self.funded,
+        }
+
+
+def create_task(conn: ChainConnection, plan: TaskPlan) -> CreatedTask:
+    chain_id = conn.chain_id
+    if (plan.fund or (plan.reward_pool and not plan.token)) and chain_id != LOCAL_CHAIN_ID:
+        raise ConfigError(
+            "--fund", "", f"minting and funding wallets is for local chains only (chain {chain_id})"
+        )
+    tspec = plan.settings.training.model_factory
+    factory = load_model_factory(tspec)
+    state = initial_state(factory, plan.settings.training.init_seed)
+    init_hash = model_hash(state)
+    spec_hash = model_spec_hash(tspec, state)
+    settings_json = plan.settings.canonical_json()
+
+    if plan.token:
+        token = TokenClient(conn, plan.token)
+        conn.require_code("FlockToken", token.address)
+    else:
+        progress("deploying FlockToken ...")
+        token = deploy_token(conn)
+        progress(f"  token at {token.address}")
+    params = TaskParams(
+        token=token.address,
+        model_spec_hash=spec_hash,
+        config_hash=plan.settings.config_hash(),
+        initial_model_hash=init_hash,
+        **plan.params,
+    )
+    progress("deploying FlockTask ...")
+    task = deploy_task(conn, params)
+    progress(f"  task at {task.address}")
+
+    funded: list[str] = []
+    for f in plan.fund:
+        progress(f"funding {f.wallet}: {format_amount(f.tokens)} tokens, {f.wei / 1e18:g} ETH")
+        token.mint(f.wallet, f.tokens)
+        if f.wei:
+            conn.send_eth(f.wallet, f.wei)
+        funded.append(f.wallet)
+    if plan.reward_pool:
+        _fill_pool(task, token, plan.reward_pool, mint=not plan.token)
+    if plan.settings_out is not None:
+        atomic_write_bytes(plan.settings_out, settings_json)
+        progress(f"task settings written to {plan.settings_out}")
+    return CreatedTask(
+        chain_id=chain_id,
+        rpc_url=conn.url,
+        token=token.address,
+        task=task.address,
+        config_hash=params.config_hash,
+        initial_model_hash=init_hash,
+        model_spec_hash=spec_hash,
+        settings_json=settings_json,
+        funded=funded,
+    )
+
+
+def _fill_pool(task: TaskClient, token: TokenClient, amount: int, mint: bool) -> None:
+    progress(f"filling the reward pool with {format_amount(amount)} tokens ...")
+    if mint:
+        token.mint(task.wallet, amount)
+    report_tx("fundRewards", task.fund_rewards(amount))
