@@ -1,0 +1,1 @@
+from tests.fixtures.anvil import anvil_chain  # noqa: F401
