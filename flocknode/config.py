@@ -84,15 +84,26 @@ class P2PConfig(_Section):
 
 
 class DataConfig(_Section):
-    """Where this participant's private data is and which part of it is theirs."""
+    """Where this participant's private data is and which part of it is theirs.
 
-    dataset: str = "digits"
+    The data set and how it is split are task settings (hashed into configHash);
+    this section says which shard is this node's, and where a custom loader's
+    files are.
+    """
+
     path: str = ""
     node_index: int = Field(default=0, ge=0)
     num_nodes: int = Field(default=1, ge=1)
-    split: Literal["iid", "dirichlet"] = "iid"
-    alpha: float = Field(default=0.5, gt=0)
-    seed: int = 0
+
+
+class TaskConfig(_Section):
+    """The task's training and aggregation settings, as published by its creator.
+
+    Empty: the node reads the settings its creator published on chain. A file:
+    the node checks it against the chain and names any setting that differs.
+    """
+
+    settings: str = ""
 
 
 class HttpConfig(_Section):
@@ -110,6 +121,7 @@ class NodeConfig(_Section):
     chain: ChainConfig = Field(default_factory=ChainConfig)
     p2p: P2PConfig = Field(default_factory=P2PConfig)
     data: DataConfig = Field(default_factory=DataConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
@@ -130,6 +142,27 @@ class NodeConfig(_Section):
     def is_local_chain(self) -> bool:
         return self.chain.chain_id == LOCAL_CHAIN_ID
 
+    def announce_addrs(self) -> list[str]:
+        """The multiaddrs to register: ``p2p.announce``, or the listen addresses if concrete.
+
+        A wildcard listen address (0.0.0.0) cannot be dialled; on a local chain it
+        becomes 127.0.0.1, elsewhere the operator must say where the node is reachable.
+        """
+        if self.p2p.announce:
+            return list(self.p2p.announce)
+        out = []
+        for a in self.p2p.listen:
+            if "/ip4/0.0.0.0/" in a or "/ip6/::/" in a:
+                if not self.is_local_chain:
+                    raise ConfigError(
+                        self.source,
+                        "p2p.announce",
+                        "listen address is a wildcard; set the public address others dial",
+                    )
+                a = a.replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/").replace("/ip6/::/", "/ip6/::1/")
+            out.append(a)
+        return out
+
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(base)
@@ -145,6 +178,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "chain": ChainConfig,
     "p2p": P2PConfig,
     "data": DataConfig,
+    "task": TaskConfig,
     "http": HttpConfig,
     "log": LogConfig,
 }

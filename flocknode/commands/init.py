@@ -46,14 +46,18 @@ announce = []
 bootstrap = []
 
 [data]
-# Your private data: a built-in data set and which shard of it is yours.
-dataset = "digits"
+# Your private data. The task's settings name the data set and how it is split;
+# here you say which shard is yours (built-in data sets) or where your files are.
 path = ""
 node_index = 0
 num_nodes = 1
-split = "iid"       # or "dirichlet"
-alpha = 0.5         # Dirichlet concentration (non-IID-ness), for split = "dirichlet"
-seed = 0
+
+[task]
+# The task's training and aggregation settings (canonical JSON, as printed by
+# 'flocknode task create --settings-out'). Empty: use the copy published on
+# chain. Either way the node checks them against the task's configHash and
+# refuses to start, naming the setting, if they differ.
+settings = ""
 
 [http]
 # Status page, /metrics, /healthz and /readyz. Loopback by default.

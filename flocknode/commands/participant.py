@@ -5,37 +5,15 @@ from __future__ import annotations
 from flocknode.chain.client import TaskClient, TxResult
 from flocknode.commands.common import format_amount, progress, report_tx
 from flocknode.config import NodeConfig
-from flocknode.errors import ConfigError, FlockError
+from flocknode.errors import FlockError
 from flocknode.identity import DataDir, load_box_key, load_peer_key
-
-
-def announce_addrs(cfg: NodeConfig) -> list[str]:
-    """The multiaddrs to register: ``p2p.announce``, or the listen addresses if concrete.
-
-    A wildcard listen address (0.0.0.0) cannot be dialled; on a local chain it
-    becomes 127.0.0.1, elsewhere the operator must say where the node is reachable.
-    """
-    if cfg.p2p.announce:
-        return list(cfg.p2p.announce)
-    out = []
-    for a in cfg.p2p.listen:
-        if "/ip4/0.0.0.0/" in a or "/ip6/::/" in a:
-            if not cfg.is_local_chain:
-                raise ConfigError(
-                    cfg.source,
-                    "p2p.announce",
-                    "listen address is a wildcard; set the public address others dial",
-                )
-            a = a.replace("/ip4/0.0.0.0/", "/ip4/127.0.0.1/").replace("/ip6/::/", "/ip6/::1/")
-        out.append(a)
-    return out
 
 
 def register(client: TaskClient, cfg: NodeConfig) -> TxResult:
     layout = DataDir(cfg.data_path)
     peer = load_peer_key(layout.peer_key)
     box = load_box_key(layout.box_key)
-    addrs = announce_addrs(cfg)
+    addrs = cfg.announce_addrs()
     progress(f"registering wallet {client.wallet} as peer {peer.peer_id} at {', '.join(addrs)}")
     res = client.register_node(peer, box, addrs)
     report_tx("register", res)

@@ -71,7 +71,7 @@ class ContentStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        for stale in self.root.glob(".incoming.*"):  # left by a crash mid-write
+        for stale in self.root.glob(".*"):  # temp files left by a crash mid-write
             stale.unlink(missing_ok=True)
 
     def object_path(self, cid: bytes) -> Path:

@@ -51,7 +51,8 @@ def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
         ('[chain]\nrpc_url = "http://h:99999"\n', "chain.rpc_url", "port"),
         ('[chain]\ntask = "0x1234"\n', "chain.task", "not a contract address"),
         ('[p2p]\nlisten = ["/ip4/1.2.3.4/tcp/x"]\n', "p2p.listen", "not a multiaddr"),
-        ('[data]\nsplit = "random"\n', "data.split", "iid"),
+        ("[data]\nnode_index = -1\n", "data.node_index", "greater than or equal to 0"),
+        ('[data]\nsplit = "iid"\n', "data.split", "unknown key"),
         ('[log]\nformat = "xml"\n', "log.format", "text"),
     ],
 )
