@@ -53,14 +53,23 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from flocknode.config import load_config
+    from flocknode.logs import setup_logging
+    from flocknode.node import run_node
+
+    overrides = {"log": {"format": args.log_format}} if args.log_format else None
+    cfg = load_config(args.config, overrides=overrides, flag_names={"log.format": "--log-format"})
+    setup_logging(cfg.log.level, cfg.log.format)
+    return run_node(cfg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="flocknode",
         description="Peer-to-peer node for decentralized federated learning (FL Alliance).",
     )
-    sub = p.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
-    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     s = sub.add_parser("init", help="create keys and a commented node.toml in a data dir")
     s.add_argument("--data-dir", required=True, help="directory for keys, store and journal")
@@ -74,9 +83,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="print one JSON object")
     s.set_defaults(handler=_cmd_init)
 
+    s = sub.add_parser("run", help="run the node daemon (what a system service runs)")
+    s.add_argument("-c", "--config", required=True, help="the node's node.toml")
+    s.add_argument("--log-format", choices=["text", "json"], help="overrides log.format")
+    s.set_defaults(handler=_cmd_run)
+
     from flocknode.commands import register_chain_commands
 
     register_chain_commands(sub)
+    from flocknode.cluster.commands import register as register_cluster
+
+    register_cluster(sub)
     return p
 
 

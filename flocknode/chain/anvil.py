@@ -148,28 +148,49 @@ def run_anvil(
     is removed afterwards.
     """
     options = options or AnvilOptions()
-    binary = anvil_binary(repo_root)
     workdir = Path(tempfile.mkdtemp(prefix="flocknode-anvil-"))
-    config_out = workdir / "anvil.json"
-    out_path = log_path or workdir / "anvil.log"
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     proc: subprocess.Popen[bytes] | None = None
     try:
-        with open(out_path, "wb") as out:
-            proc = subprocess.Popen(
-                anvil_command(binary, options, config_out),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # a Ctrl-C in the terminal is ours to forward
-            )
-        chain = _wait_ready(proc, out_path, config_out, options, startup_timeout)
-        log.info("anvil started pid=%d url=%s", proc.pid, chain.rpc_url)
+        proc, chain = spawn_anvil(
+            options, workdir, log_path or workdir / "anvil.log", startup_timeout, repo_root
+        )
         yield chain
     finally:
         if proc is not None:
             _stop(proc)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def spawn_anvil(
+    options: AnvilOptions,
+    workdir: Path,
+    log_path: Path,
+    startup_timeout: float = 15.0,
+    repo_root: Path = REPO_ROOT,
+) -> tuple[subprocess.Popen[bytes], AnvilChain]:
+    """Start anvil in its own session and wait until it answers; the caller stops it.
+
+    For a chain that outlives the caller (``flocknode cluster up --keep``).
+    """
+    binary = anvil_binary(repo_root)
+    workdir.mkdir(parents=True, exist_ok=True)
+    config_out = workdir / "anvil.json"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            anvil_command(binary, options, config_out),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the terminal is ours to forward
+        )
+    try:
+        chain = _wait_ready(proc, log_path, config_out, options, startup_timeout)
+    except BaseException:
+        _stop(proc)
+        raise
+    log.info("anvil started pid=%d url=%s", proc.pid, chain.rpc_url)
+    return proc, chain
 
 
 def _wait_ready(

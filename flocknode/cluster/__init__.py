@@ -1,0 +1,1 @@
+"""Local clusters for testers: ``flocknode cluster up|status|down|kill|start|logs``."""

@@ -1,0 +1,201 @@
+"""The ``flocknode cluster`` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from flocknode.cluster.launcher import (
+    ClusterSpec,
+    ClusterState,
+    create_cluster,
+    down,
+    kill_node,
+    node_status,
+    parse_byzantine,
+    start_node,
+)
+from flocknode.cluster.monitor import Monitor
+
+DEFAULT_DIR = "run/cluster"
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    spec = ClusterSpec(
+        nodes=args.nodes,
+        rounds=args.rounds,
+        rule=args.rule,
+        byzantine=tuple(parse_byzantine(args.byzantine)),
+        proposers=args.proposers,
+        voters=args.voters,
+    )
+    progress = _err if args.json else print
+    t0 = time.monotonic()
+    state = create_cluster(Path(args.dir), spec, progress)
+    try:
+        for n in state.nodes:
+            start_node(state, n.name)
+        cheaters = [f"{n.name}={n.behaviour}" for n in state.nodes if n.behaviour != "honest"]
+        progress(
+            f"started {len(state.nodes)} nodes in {state.directory}"
+            + (f" (byzantine: {', '.join(cheaters)})" if cheaters else "")
+        )
+        per_round = 60 + 3 * (spec.train_seconds + spec.commit_seconds + spec.reveal_seconds)
+        monitor = Monitor(state, progress)
+        finished = monitor.run(timeout=90 + per_round * spec.rounds)
+        summary = _summary(state, monitor, finished)
+        summary["seconds"] = round(time.monotonic() - t0, 1)
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            _print_summary(summary)
+        return 0 if summary["ok"] else 1
+    except KeyboardInterrupt:
+        progress("interrupted")
+        return 130
+    finally:
+        if not args.keep:
+            down(state)
+        else:
+            progress(f"cluster left running; stop it with: flocknode cluster down --dir {args.dir}")
+
+
+def _summary(state: ClusterState, monitor: Monitor, finished: bool) -> dict[str, Any]:
+    honest_live = [n for n in state.nodes if n.behaviour == "honest" and node_status(n)["alive"]]
+    rounds = [r for r in monitor.rounds if not r.voided]
+    ok = finished and all(
+        all(r.node_hashes.get(n.name) == r.aggregate_hash for n in honest_live) for r in rounds[-1:]
+    )
+    return {
+        "ok": ok,
+        "byzantine": [n.wallet for n in state.nodes if n.behaviour != "honest"],
+        "byzantine_nodes": {n.name: n.behaviour for n in state.nodes if n.behaviour != "honest"},
+        "initial_accuracy": monitor.initial_accuracy,
+        "rounds": [r.to_json() for r in monitor.rounds],
+        "task": state.task,
+        "rpc_url": state.rpc_url,
+        "directory": state.directory,
+    }
+
+
+def _print_summary(s: dict[str, Any]) -> None:
+    print()
+    print("round  accepted  accuracy  model       seconds  slashed")
+    for r in s["rounds"]:
+        acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "  n/a"
+        accepted = "void" if r["voided"] else ("yes" if r["accepted"] else "no")
+        print(
+            f"{r['round']:>5}  {accepted:<8}  {acc:>8}  {r['aggregate_hash'][:10]:<10}  "
+            f"{r['seconds']:>7.1f}  {', '.join(r['slashed']) or '-'}"
+        )
+    print()
+    print(
+        "OK: every round finalized and every live honest node holds the final model"
+        if s["ok"]
+        else "NOT OK: see the node logs (flocknode cluster logs NODE)"
+    )
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    state = ClusterState.load(Path(args.dir))
+    rows = []
+    for n in state.nodes:
+        st = node_status(n)
+        rows.append(
+            {
+                "node": n.name,
+                "wallet": n.wallet,
+                "pid": n.pid,
+                "behaviour": n.behaviour,
+                **{
+                    k: st.get(k)
+                    for k in ("alive", "round", "phase", "role", "peers", "global_model_hash")
+                },
+            }
+        )
+    if args.json:
+        print(json.dumps({"task": state.task, "rpc_url": state.rpc_url, "nodes": rows}))
+        return 0
+    print(f"task {state.task} on {state.rpc_url}")
+    for r in rows:
+        peers = len(r["peers"] or [])
+        print(
+            f"{r['node']:<8} {'up  ' if r['alive'] else 'DOWN'} round {r['round']} "
+            f"{r['phase'] or '-':<11} {r['role'] or '-':<9} peers {peers}  {r['behaviour']}"
+        )
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    down(ClusterState.load(Path(args.dir)))
+    print("cluster stopped")
+    return 0
+
+
+def cmd_kill(args: argparse.Namespace) -> int:
+    n = kill_node(ClusterState.load(Path(args.dir)), args.node)
+    print(f"{n.name} killed (SIGKILL)")
+    return 0
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    n = start_node(ClusterState.load(Path(args.dir)), args.node)
+    print(f"{n.name} started (pid {n.pid})")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    n = ClusterState.load(Path(args.dir)).node(args.node)
+    lines = (Path(n.data_dir) / "node.log").read_text(errors="replace").splitlines()
+    print("\n".join(lines[-args.lines :]))
+    return 0
+
+
+def register(sub: Any) -> None:
+    c = sub.add_parser("cluster", help="local multi-node clusters for testing")
+    csub = c.add_subparsers(dest="cluster_command", required=True, metavar="SUBCOMMAND")
+
+    def add(name: str, help: str, handler: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = csub.add_parser(name, help=help)
+        p.add_argument("--dir", default=DEFAULT_DIR, help=f"cluster directory ({DEFAULT_DIR})")
+        p.set_defaults(handler=handler)
+        return p
+
+    p = add("up", "start anvil, deploy a task and run N nodes for R rounds", cmd_up)
+    p.add_argument("--nodes", type=int, default=5)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument(
+        "--rule",
+        default="fedavg",
+        choices=["fedavg", "median", "trimmed_mean", "multi_krum", "centered_clip"],
+    )
+    p.add_argument(
+        "--byzantine",
+        action="append",
+        default=[],
+        metavar="K:BEHAVIOUR",
+        help="K cheating nodes: sign_flip, label_flip, gaussian_noise, wrong_hash, "
+        "no_reveal (repeatable)",
+    )
+    p.add_argument("--proposers", type=int, help="proposers per round (default: half the nodes)")
+    p.add_argument("--voters", type=int, help="voters per round (default: half the nodes)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary at the end")
+    p.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
+    p = add("status", "show the nodes of a running cluster", cmd_status)
+    p.add_argument("--json", action="store_true")
+    add("down", "stop every node and the chain", cmd_down)
+    p = add("kill", "SIGKILL one node", cmd_kill)
+    p.add_argument("node")
+    p = add("start", "start (or restart) one node", cmd_start)
+    p.add_argument("node")
+    p = add("logs", "print a node's log", cmd_logs)
+    p.add_argument("node")
+    p.add_argument("-n", "--lines", type=int, default=50)

@@ -1,0 +1,364 @@
+"""A local cluster for testers: anvil + token + task + N ``flocknode run`` processes.
+
+``Cluster.create`` lays out a cluster directory (anvil log, task settings, one
+data dir per node), deploys the task, and funds, registers and stakes every
+node; ``start_node``/``kill_node`` drive the node processes. The directory's
+``cluster.json`` records pids and addresses, so ``flocknode cluster status``,
+``down``, ``kill`` and ``logs`` work from another shell.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+
+from flocknode.chain.anvil import AnvilOptions, spawn_anvil
+from flocknode.chain.client import TaskClient
+from flocknode.chain.contracts import ChainConnection
+from flocknode.commands.init import init_data_dir
+from flocknode.commands.task_create import Funding, TaskPlan, create_task
+from flocknode.config import ENV_PRIVATE_KEY, load_config
+from flocknode.errors import FlockError
+from flocknode.fsutil import atomic_write_text
+from flocknode.identity import DataDir, load_box_key, load_peer_key
+from flocknode.learning.settings import TaskSettings
+from flocknode.rounds.byzantine import ENV_BYZANTINE, Behaviour
+
+STATE_FILE = "cluster.json"
+TOKENS = 10**18
+
+
+class ClusterError(FlockError):
+    pass
+
+
+@dataclass
+class NodeInfo:
+    name: str
+    index: int
+    wallet: str
+    key: str = field(repr=False)
+    port: int
+    data_dir: str
+    behaviour: str = "honest"
+    pid: int = 0
+
+
+@dataclass
+class ClusterState:
+    directory: str
+    rpc_url: str
+    chain_id: int
+    anvil_pid: int
+    task: str
+    token: str
+    rounds: int
+    rule: str
+    nodes: list[NodeInfo]
+    settings_file: str
+
+    def save(self) -> None:
+        atomic_write_text(Path(self.directory) / STATE_FILE, json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, directory: Path) -> ClusterState:
+        path = Path(directory) / STATE_FILE
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ClusterError(f"{path}: no cluster here (start one with: cluster up)") from None
+        nodes = [NodeInfo(**n) for n in doc.pop("nodes")]
+        return cls(nodes=nodes, **doc)
+
+    def node(self, name: str) -> NodeInfo:
+        for n in self.nodes:
+            if name in (n.name, str(n.index)):
+                return n
+        raise ClusterError(f"no node {name!r}; nodes: {', '.join(n.name for n in self.nodes)}")
+
+
+def parse_byzantine(specs: list[str]) -> list[Behaviour]:
+    """``["3:sign_flip", "1:no_reveal"]`` -> one behaviour per cheating node."""
+    out: list[Behaviour] = []
+    for spec in specs:
+        count, _, name = spec.partition(":")
+        try:
+            n = int(count)
+            b = Behaviour(name)
+            if n < 1 or b is Behaviour.HONEST:
+                raise ValueError
+        except ValueError:
+            raise ClusterError(
+                f"--byzantine {spec!r}: expected K:BEHAVIOUR with K >= 1 and BEHAVIOUR one of "
+                f"{', '.join(Behaviour.names())}"
+            ) from None
+        out += [b] * n
+    return out
+
+
+def free_ports(n: int) -> list[int]:
+    socks, ports = [], []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+        ports.append(s.getsockname()[1])
+    for s in socks:
+        s.close()
+    return ports
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    nodes: int = 5
+    rounds: int = 5
+    rule: str = "fedavg"
+    byzantine: tuple[Behaviour, ...] = ()
+    proposers: int | None = None
+    voters: int | None = None
+    train_seconds: int = 20
+    commit_seconds: int = 15
+    reveal_seconds: int = 10
+    block_time: float = 1.0
+    split: str = "dirichlet"
+    alpha: float = 0.5
+    settings_overrides: tuple[tuple[str, str, Any], ...] = ()  # (section, key, value)
+
+
+def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) -> ClusterState:
+    """Start anvil, deploy the task, lay out and fund/register/stake every node."""
+    directory = Path(directory).resolve()
+    if (directory / STATE_FILE).exists():
+        old = ClusterState.load(directory)
+        if _alive(old.anvil_pid):
+            raise ClusterError(f"{directory}: a cluster is running there (cluster down first)")
+    if spec.nodes < 2:
+        raise ClusterError("a cluster needs at least 2 nodes")
+    if len(spec.byzantine) > spec.nodes:
+        raise ClusterError("more byzantine nodes than nodes")
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("node-*"):
+        _rmtree(stale)
+    progress(f"starting anvil (block time {spec.block_time:g} s) ...")
+    opts = AnvilOptions(block_time=spec.block_time, mixed_mining=True, accounts=spec.nodes + 1)
+    proc, chain = spawn_anvil(opts, directory / "anvil", directory / "anvil.log")
+    try:
+        return _deploy(directory, spec, chain, proc.pid, progress)
+    except BaseException:
+        proc.terminate()
+        raise
+
+
+def _deploy(
+    directory: Path, spec: ClusterSpec, chain: Any, anvil_pid: int, progress: Any
+) -> ClusterState:
+    half = max(1, spec.nodes // 2)
+    proposers = spec.proposers or half
+    voters = spec.voters or max(1, spec.nodes - proposers if spec.nodes < 4 else half)
+    training: dict[str, Any] = {"split": spec.split, "alpha": spec.alpha}
+    aggregation: dict[str, Any] = {"rule": spec.rule}
+    extra: dict[str, Any] = {}
+    for section, key, value in spec.settings_overrides:
+        {"training": training, "aggregation": aggregation}.get(section, extra)[key] = value
+    settings = TaskSettings.from_dict({"training": training, "aggregation": aggregation, **extra})
+    deployer = Account.from_key(chain.private_keys[0])
+    conn = ChainConnection(chain.rpc_url, deployer, expected_chain_id=chain.chain_id)
+    keys = chain.private_keys[1 : spec.nodes + 1]
+    wallets = [Account.from_key(k).address for k in keys]
+    params = {
+        "total_rounds": spec.rounds,
+        "proposers_per_round": proposers,
+        "voters_per_round": voters,
+        "max_participants": 256,
+        "min_stake": 10 * TOKENS,
+        "train_seconds": spec.train_seconds,
+        "commit_seconds": spec.commit_seconds,
+        "reveal_seconds": spec.reveal_seconds,
+        "quorum_bps": 6666,
+        "slash_bps": 1000,
+        "idle_slash_bps": 100,
+        "reward_per_round": 10 * TOKENS,
+        "proposer_share_bps": 5000,
+        "seed_delay": 2,
+    }
+    settings_file = directory / "task-settings.json"
+    plan = TaskPlan(
+        params=params,
+        settings=settings,
+        fund=[Funding(w, 1000 * TOKENS, 0) for w in wallets],
+        reward_pool=10 * TOKENS * spec.rounds,
+        settings_out=settings_file,
+    )
+    progress(f"deploying the task: {proposers} proposers and {voters} voters per round ...")
+    created = create_task(conn, plan)
+    ports = free_ports(spec.nodes)
+    behaviours = list(spec.byzantine) + [Behaviour.HONEST] * (spec.nodes - len(spec.byzantine))
+    # cheaters are spread over the node list rather than being the first K
+    order = sorted(range(spec.nodes), key=lambda i: (i * 7) % spec.nodes)
+    nodes: list[NodeInfo] = []
+    for i in range(spec.nodes):
+        name = f"node-{i}"
+        d = directory / name
+        init_data_dir(
+            d,
+            rpc_url=chain.rpc_url,
+            chain_id=chain.chain_id,
+            task=created.task,
+            port=ports[i],
+            force=True,
+        )
+        cfg_path = d / "node.toml"
+        text = cfg_path.read_text()
+        text = text.replace("node_index = 0", f"node_index = {i}")
+        text = text.replace("num_nodes = 1", f"num_nodes = {spec.nodes}")
+        text = text.replace('settings = ""', f'settings = "{settings_file}"')
+        text = text.replace("enabled = true", "enabled = false")
+        text = text.replace(f"/ip4/0.0.0.0/tcp/{ports[i]}", f"/ip4/127.0.0.1/tcp/{ports[i]}")
+        atomic_write_text(cfg_path, text, mode=0o600)
+        nodes.append(
+            NodeInfo(
+                name, i, wallets[i], keys[i], ports[i], str(d), behaviours[order.index(i)].value
+            )
+        )
+    progress(f"registering and staking {spec.nodes} nodes ...")
+    for n in nodes:
+        cfg = load_config(Path(n.data_dir) / "node.toml", environ={})
+        layout = DataDir(Path(n.data_dir))
+        nconn = ChainConnection(
+            chain.rpc_url, Account.from_key(n.key), expected_chain_id=chain.chain_id
+        )
+        client = TaskClient(nconn, created.task)
+        client.register_node(
+            load_peer_key(layout.peer_key), load_box_key(layout.box_key), cfg.announce_addrs()
+        )
+        client.stake(100 * TOKENS)
+    state = ClusterState(
+        directory=str(directory),
+        rpc_url=chain.rpc_url,
+        chain_id=chain.chain_id,
+        anvil_pid=anvil_pid,
+        task=created.task,
+        token=created.token,
+        rounds=spec.rounds,
+        rule=spec.rule,
+        nodes=nodes,
+        settings_file=str(settings_file),
+    )
+    state.save()
+    return state
+
+
+def start_node(state: ClusterState, name: str) -> NodeInfo:
+    n = state.node(name)
+    if n.pid and _alive(n.pid):
+        raise ClusterError(f"{n.name} is already running (pid {n.pid})")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOCKNODE_")}
+    env[ENV_PRIVATE_KEY] = n.key
+    if n.behaviour != "honest":
+        env[ENV_BYZANTINE] = n.behaviour
+    env.setdefault("OMP_NUM_THREADS", "1")  # N nodes share the machine's cores
+    log = open(Path(n.data_dir) / "node.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flocknode.cli", "run", "-c", str(Path(n.data_dir) / "node.toml")],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    log.close()
+    n.pid = proc.pid
+    state.save()
+    return n
+
+
+def kill_node(state: ClusterState, name: str, sig: int = signal.SIGKILL) -> NodeInfo:
+    n = state.node(name)
+    if n.pid and _alive(n.pid):
+        os.kill(n.pid, sig)
+        _reap(n.pid, 10.0)
+    state.save()
+    return n
+
+
+def down(state: ClusterState, timeout: float = 10.0) -> None:
+    for n in state.nodes:
+        if n.pid and _alive(n.pid):
+            os.kill(n.pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for n in state.nodes:
+        if n.pid:
+            _reap(n.pid, max(0.1, deadline - time.monotonic()))
+            if _alive(n.pid):
+                os.kill(n.pid, signal.SIGKILL)
+                _reap(n.pid, 2.0)
+    if _alive(state.anvil_pid):
+        os.kill(state.anvil_pid, signal.SIGTERM)
+        _reap(state.anvil_pid, 5.0)
+
+
+def node_status(n: NodeInfo) -> dict[str, Any]:
+    try:
+        doc: dict[str, Any] = json.loads((Path(n.data_dir) / "status.json").read_text())
+    except (OSError, ValueError):
+        doc = {}
+    doc["alive"] = bool(n.pid) and _alive(n.pid)
+    return doc
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return True
+
+
+def _reap(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _rmtree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
+
+
+__all__ = [
+    "ClusterError",
+    "ClusterSpec",
+    "ClusterState",
+    "NodeInfo",
+    "create_cluster",
+    "down",
+    "kill_node",
+    "node_status",
+    "parse_byzantine",
+    "start_node",
+]

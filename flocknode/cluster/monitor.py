@@ -1,0 +1,184 @@
+"""Watching a local cluster: live progress lines and the end-of-run summary.
+
+Reads the chain (rounds, roles, finalization, slashes) and each node's
+``status.json`` (which global model it holds). Accuracy is the global model's
+on the held-out test split, evaluated here on the model a node stored.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flocknode.chain.client import TaskClient
+from flocknode.chain.contracts import ChainConnection
+from flocknode.chain.events import RoundVoided, Slashed
+from flocknode.chain.types import Phase
+from flocknode.cluster.launcher import ClusterState, node_status
+from flocknode.crypto import parse_canonical
+from flocknode.learning.learner import Learner
+from flocknode.learning.settings import TaskSettings
+
+
+@dataclass
+class RoundSummary:
+    round: int
+    accepted: bool
+    aggregate_hash: str
+    accuracy: float | None
+    node_hashes: dict[str, str]
+    slashed: list[str]
+    proposers: list[str]
+    voters: list[str]
+    seconds: float
+    voided: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "accepted": self.accepted,
+            "aggregate_hash": self.aggregate_hash,
+            "accuracy": self.accuracy,
+            "node_hashes": self.node_hashes,
+            "slashed": self.slashed,
+            "proposers": self.proposers,
+            "voters": self.voters,
+            "seconds": round(self.seconds, 2),
+            "voided": self.voided,
+        }
+
+
+@dataclass
+class Monitor:
+    state: ClusterState
+    progress: Any = print
+    rounds: list[RoundSummary] = field(default_factory=list)
+    initial_accuracy: float | None = None
+
+    def __post_init__(self) -> None:
+        conn = ChainConnection(self.state.rpc_url, None, expected_chain_id=self.state.chain_id)
+        self.client = TaskClient(conn, self.state.task)
+        settings = TaskSettings.from_canonical_json(Path(self.state.settings_file).read_bytes())
+        self.learner = Learner.from_settings(settings.training, 0, len(self.state.nodes))
+        self.names = {n.wallet.lower(): n.name for n in self.state.nodes}
+        self._seen_phase: dict[int, Phase] = {}
+        self._round_start: dict[int, float] = {}
+        self._events_from = 0
+
+    def name(self, wallet: str) -> str:
+        return self.names.get(wallet.lower(), wallet)
+
+    def accuracy_of(self, model_hash: bytes) -> float | None:
+        for n in self.state.nodes:
+            p = Path(n.data_dir) / "store" / model_hash.hex()
+            if p.exists():
+                try:
+                    state = parse_canonical(p.read_bytes())
+                except Exception:
+                    continue
+                return self.learner.evaluate(state, "test").accuracy
+        return None
+
+    def run(self, timeout: float, settle: float = 30.0) -> bool:
+        """Follow the rounds until the last is finalized; True if every round finalized."""
+        deadline = time.monotonic() + timeout
+        total = self.state.rounds
+        if self.initial_accuracy is None:
+            init = self.learner.initial_state()
+            self.initial_accuracy = self.learner.evaluate(init, "test").accuracy
+            self.progress(f"initial model: test accuracy {self.initial_accuracy:.3f}")
+        while time.monotonic() < deadline:
+            self._step()
+            if len([r for r in self.rounds if not r.voided]) >= total:
+                return True
+            time.sleep(0.25)
+        self.progress(f"timed out after {timeout:.0f} s")
+        return False
+
+    def _step(self) -> None:
+        cur = self.client.current_round()
+        if cur == 0:
+            return
+        done = {r.round for r in self.rounds}
+        for r in range(max(1, cur - 2), cur + 1):
+            if r in done:
+                continue
+            view = self.client.get_round(r)
+            prev = self._seen_phase.get(r)
+            if prev is None:
+                self._round_start[r] = time.monotonic()
+            if view.phase != prev:
+                self._seen_phase[r] = view.phase
+                if view.phase is Phase.TRAIN:
+                    self.progress(
+                        f"round {r}: train   proposers {', '.join(map(self.name, view.proposers))}"
+                        f" | voters {', '.join(map(self.name, view.voters))}"
+                    )
+                elif view.phase in (Phase.COMMIT, Phase.REVEAL):
+                    self.progress(f"round {r}: {view.phase.label}")
+            if view.phase is Phase.FINALIZED:
+                self._finalized(r, view)
+            elif view.phase is Phase.VOIDED:
+                self._voided(r)
+
+    def _slashes(self, r: int) -> tuple[list[str], list[str]]:
+        events = self.client.events(self._events_from)
+        slashed = [
+            self.name(e.wallet) + f" ({e.reason})"
+            for e in events
+            if isinstance(e, Slashed) and e.round == r
+        ]
+        return slashed, [e.reason for e in events if isinstance(e, RoundVoided) and e.round == r]
+
+    def _voided(self, r: int) -> None:
+        _, reasons = self._slashes(r)
+        self.progress(f"round {r}: VOIDED ({'; '.join(reasons) or 'no reason given'})")
+        self.rounds.append(
+            RoundSummary(r, False, "", None, {}, [], [], [], self._elapsed(r), voided=True)
+        )
+
+    def _finalized(self, r: int, view: Any) -> None:
+        slashed, _ = self._slashes(r)
+        h = view.global_model_hash_after
+        node_hashes = self._wait_nodes_hold(h, 20.0)
+        acc = self.accuracy_of(h)
+        summary = RoundSummary(
+            round=r,
+            accepted=view.accepted,
+            aggregate_hash="0x" + h.hex(),
+            accuracy=acc,
+            node_hashes=node_hashes,
+            slashed=[s.split(" ")[0] for s in slashed],
+            proposers=[self.name(p) for p in view.proposers],
+            voters=[self.name(v) for v in view.voters],
+            seconds=self._elapsed(r),
+        )
+        self.rounds.append(summary)
+        verdict = "accepted" if view.accepted else "NOT accepted (model stays)"
+        acc_text = f"{acc:.3f}" if acc is not None else "n/a"
+        held = sum(1 for v in node_hashes.values() if v == summary.aggregate_hash)
+        self.progress(
+            f"round {r}: {verdict}  accuracy {acc_text}  model {h.hex()[:10]}  "
+            f"held by {held}/{len(node_hashes)} live nodes  {summary.seconds:.1f} s"
+            + (f"  slashed: {', '.join(slashed)}" if slashed else "")
+        )
+
+    def _elapsed(self, r: int) -> float:
+        return time.monotonic() - self._round_start.get(r, time.monotonic())
+
+    def _wait_nodes_hold(self, h: bytes, timeout: float) -> dict[str, str]:
+        """Live nodes' global model hashes, waiting a little for stragglers."""
+        want = "0x" + h.hex()
+        deadline = time.monotonic() + timeout
+        while True:
+            hashes = {}
+            for n in self.state.nodes:
+                st = node_status(n)
+                if st["alive"]:
+                    held = st.get("global_model_hash") if st.get("holds_global_model") else None
+                    hashes[n.name] = held or ""
+            if all(v == want for v in hashes.values()) or time.monotonic() > deadline:
+                return hashes
+            time.sleep(0.25)

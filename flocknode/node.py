@@ -1,0 +1,290 @@
+"""FlockNode: the daemon. Checks everything it can before it starts, then runs the
+services in dependency order (p2p host, gossip, content server, round engine,
+status) and stops them in reverse on SIGTERM/SIGINT.
+
+Start-up refuses, with one line naming the cause, a node whose task settings or
+initial model differ from the task's, or whose wallet is not registered.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+from eth_account.signers.local import LocalAccount
+
+from flocknode.chain.client import AsyncTaskClient, TaskClient
+from flocknode.chain.contracts import ChainConnection
+from flocknode.chain.errors import ContractRevert
+from flocknode.config import NodeConfig
+from flocknode.errors import ConfigError, FlockError
+from flocknode.fsutil import atomic_write_text
+from flocknode.identity import DataDir, load_or_create_box_key, load_or_create_peer_key
+from flocknode.identity.wallet import load_wallet
+from flocknode.learning.learner import Learner
+from flocknode.learning.settings import TaskSettings, check_config
+from flocknode.p2p.gossip import TaskGossip, task_topic
+from flocknode.p2p.host import HostConfig, P2PHost
+from flocknode.p2p.metrics import P2PMetrics
+from flocknode.p2p.streams import ContentServer
+from flocknode.rounds.byzantine import Behaviour, behaviour_from_env
+from flocknode.rounds.context import RoundContext
+from flocknode.rounds.engine import RoundEngine
+from flocknode.rounds.inbox import Inbox
+from flocknode.rounds.membership import ChainMembership
+from flocknode.rounds.metrics import RoundMetrics
+from flocknode.rounds.models import ModelBook
+from flocknode.store import ContentStore, Journal
+
+log = logging.getLogger(__name__)
+
+STOP_TIMEOUT = 8.0  # SIGTERM to exit, within systemd's TimeoutStopSec
+
+
+class StartupError(FlockError):
+    exit_code = 2
+
+
+@dataclass
+class Prepared:
+    """Everything checked and loaded before any service starts."""
+
+    cfg: NodeConfig
+    layout: DataDir
+    account: LocalAccount
+    client: TaskClient
+    settings: TaskSettings
+    learner: Learner
+    store: ContentStore
+    journal: Journal
+    models: ModelBook
+    behaviour: Behaviour
+
+
+def load_task_settings(cfg: NodeConfig, client: TaskClient, config_hash: bytes) -> TaskSettings:
+    """The task's settings, checked against the on-chain configHash.
+
+    With ``task.settings`` set, that file is the node's settings and a mismatch
+    names the differing setting (using the copy published on chain); without it
+    the published copy is used.
+    """
+    published = client.published_settings() if hasattr(client, "published_settings") else None
+    if cfg.task.settings:
+        path = cfg.path(cfg.task.settings)
+        try:
+            raw = path.read_bytes()
+        except OSError as e:
+            raise ConfigError(cfg.source, "task.settings", f"cannot read {path}: {e.strerror}")
+        try:
+            local = TaskSettings.from_canonical_json(raw.strip())
+        except Exception as e:
+            raise ConfigError(str(path), "task.settings", str(e)) from None
+        check_config(local, config_hash, published)
+        return local
+    if published is None:
+        raise ConfigError(
+            cfg.source,
+            "task.settings",
+            "the task has no settings published on chain; set the path of its settings JSON",
+        )
+    return TaskSettings.from_canonical_json(published)
+
+
+def prepare(cfg: NodeConfig) -> Prepared:
+    """Blocking start-up checks; every failure is one clear line."""
+    layout = DataDir(cfg.data_path)
+    layout.create()
+    account = load_wallet(cfg)
+    conn = ChainConnection(cfg.chain.rpc_url, account, expected_chain_id=cfg.chain.chain_id)
+    if not cfg.chain.task:
+        raise ConfigError(cfg.source, "chain.task", "no task address set")
+    client = TaskClient(conn, cfg.chain.task)
+    client.check()
+    params = client.params()
+    settings = load_task_settings(cfg, client, params.config_hash)
+    behaviour = behaviour_from_env(cfg)
+    learner = Learner.from_settings(settings.training, cfg.data.node_index, cfg.data.num_nodes)
+    store = ContentStore(layout.store)
+    models = ModelBook(store, None)
+    init = learner.initial_state()
+    init_hash = models.put(init)
+    if init_hash != params.initial_model_hash:
+        raise StartupError(
+            f"the model factory {settings.training.model_factory!r} with init seed "
+            f"{settings.training.init_seed} gives initial model 0x{init_hash.hex()[:16]}..., "
+            f"the task's is 0x{params.initial_model_hash.hex()[:16]}..."
+        )
+    try:
+        client.participant(account.address)
+    except ContractRevert as e:
+        if e.name == "NotRegistered":
+            raise StartupError(
+                f"wallet {account.address} is not registered in task {client.address}; "
+                f"run: flocknode register -c {cfg.source}"
+            ) from None
+        raise
+    return Prepared(
+        cfg,
+        layout,
+        account,
+        client,
+        settings,
+        learner,
+        store,
+        Journal(layout.journal),
+        models,
+        behaviour,
+    )
+
+
+class FlockNode:
+    def __init__(self, prep: Prepared, poll: float = 0.3) -> None:
+        self.prep = prep
+        cfg = prep.cfg
+        self.peer_key = load_or_create_peer_key(prep.layout.peer_key)
+        self.box_key = load_or_create_box_key(prep.layout.box_key)
+        self.membership = ChainMembership()
+        self.p2p_metrics = P2PMetrics()
+        self.p2p = P2PHost(
+            self.peer_key,
+            self.membership,
+            HostConfig(
+                listen_addrs=tuple(cfg.p2p.listen),
+                announce_addrs=tuple(cfg.announce_addrs()),
+                bootstrap=tuple(cfg.p2p.bootstrap),
+            ),
+            self.p2p_metrics,
+        )
+        prep.models.p2p = self.p2p
+        self.client = AsyncTaskClient(prep.client)
+        self.gossip = TaskGossip(self.p2p, task_topic(cfg.chain.chain_id, prep.client.address))
+        self.server = ContentServer(self.p2p, prep.store, prep.store)
+        self.metrics = RoundMetrics()
+        self.ctx = RoundContext(
+            client=self.client,
+            params=prep.client.params(),
+            settings=prep.settings,
+            learner=prep.learner,
+            p2p=self.p2p,
+            gossip=self.gossip,
+            store=prep.store,
+            models=prep.models,
+            journal=prep.journal,
+            inbox=Inbox(self.box_key.public_bytes),
+            membership=self.membership,
+            box_key=self.box_key,
+            wallet=prep.account.address,
+            behaviour=prep.behaviour,
+            metrics=self.metrics,
+        )
+        self.engine = RoundEngine(self.ctx, poll=poll, on_tick=self._on_tick)
+        self.started_at = time.time()
+        self._status_written = 0.0
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        cfg = self.prep.cfg
+        if self.prep.behaviour is not Behaviour.HONEST:
+            log.warning("BYZANTINE TEST NODE behaviour=%s", self.prep.behaviour.value)
+        await self._sync_registration()
+        self.membership.update_registry(await self.client.registry())
+        async with trio.open_nursery() as nursery:
+            addrs = await nursery.start(self.p2p.run)
+            self.server.install()
+            await nursery.start(self.gossip.run)
+            await nursery.start(self.engine.run)
+            log.info(
+                "node started wallet=%s peer=%s task=%s addrs=%s",
+                self.ctx.wallet,
+                self.p2p.peer_id,
+                cfg.chain.task,
+                [str(a) for a in addrs],
+            )
+            task_status.started()
+            nursery.start_soon(self._wait_for_signal, nursery)
+
+    async def _wait_for_signal(self, nursery: trio.Nursery) -> None:
+        with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                log.info("stopping on %s", signal.Signals(signum).name)
+                break
+        await self.stop(nursery)
+
+    async def stop(self, nursery: trio.Nursery) -> None:
+        """Stop in reverse order of start; journal writes are atomic, so none is torn."""
+        self.engine.stop()
+        self.gossip.stop()
+        self.p2p.stop()
+        with trio.move_on_after(STOP_TIMEOUT):
+            await self.p2p.stopped.wait()
+        self._write_status()
+        nursery.cancel_scope.cancel()
+
+    async def _sync_registration(self) -> None:
+        """Register the configured addresses on chain when they changed."""
+        cfg = self.prep.cfg
+        me = await self.client.participant(self.ctx.wallet)
+        want = cfg.announce_addrs()
+        if list(me.multiaddrs) != want:
+            log.info("registered addresses changed old=%s new=%s", list(me.multiaddrs), want)
+            await self.client.update_multiaddrs(want)
+        if not await self.client.is_eligible(self.ctx.wallet):
+            log.warning(
+                "wallet stake is below the task minimum; stake with: flocknode stake -c %s AMOUNT",
+                cfg.source,
+            )
+
+    # -- status -------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        ctx, chain = self.ctx, self.ctx.chain
+        view = chain.rounds.get(chain.current)
+        role = view.role_of(ctx.wallet) if view else None
+        return {
+            "wallet": ctx.wallet,
+            "peer_id": str(self.p2p.peer_id),
+            "task": self.prep.client.address,
+            "uptime": time.time() - self.started_at,
+            "round": chain.current,
+            "phase": view.phase.label if view else "none",
+            "role": role[0] if role else None,
+            "seat": role[1] if role else None,
+            "block": chain.block,
+            "global_model_hash": "0x" + chain.global_model_hash.hex(),
+            "holds_global_model": self.engine.ready,
+            "complete": self.engine.complete,
+            "peers": [str(p) for p in self.p2p.connected_peers()],
+            "members": len(self.membership.members()),
+            "roles": ctx.metrics.roles[-50:],
+            "accuracy": {str(k): v for k, v in sorted(ctx.metrics.accuracy.items())},
+            "counters": dict(ctx.metrics.counters),
+            "p2p": self.p2p_metrics.snapshot(),
+            "last_error": self.engine.last_error,
+            "behaviour": self.prep.behaviour.value,
+        }
+
+    def _on_tick(self, engine: RoundEngine) -> None:
+        if time.monotonic() - self._status_written >= 1.0:
+            self._write_status()
+
+    def _write_status(self) -> None:
+        self._status_written = time.monotonic()
+        try:
+            atomic_write_text(self.status_path, json.dumps(self.status()))
+        except OSError as e:
+            log.warning("cannot write status file: %s", e)
+
+    @property
+    def status_path(self) -> Path:
+        return self.prep.layout.root / "status.json"
+
+
+def run_node(cfg: NodeConfig) -> int:
+    prep = prepare(cfg)
+    node = FlockNode(prep)
+    trio.run(node.run)
+    return 0

@@ -1,0 +1,1 @@
+"""The round state machine (PROTOCOL.md "A round"): keeper, proposer and voter paths."""

@@ -1,0 +1,247 @@
+"""The round engine: follows the chain, keeps the task alive, runs this node's roles.
+
+One service with a visible lifecycle (``run`` in a nursery, ``stop``). Every
+``poll`` seconds it reads the current round from the chain and then:
+- keeps the task moving (open, elect, finalize: ``keeper.keeper_call``);
+- starts the proposer or voter path when this node holds a seat;
+- makes sure the node holds the current global model (fetching it from the
+  winning voters or any node that announced it) and announces that it does.
+All state it needs after a crash is on the chain or in the journal.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from flocknode.chain.errors import ChainError, ContractRevert
+from flocknode.chain.types import Phase, RoundView
+from flocknode.p2p.messages import ModelAvailable
+from flocknode.rounds.context import RoundContext
+from flocknode.rounds.keeper import BENIGN_REVERTS, KeeperCall, keeper_call
+from flocknode.rounds.proposer import run_proposer
+from flocknode.rounds.voter import run_voter
+
+log = logging.getLogger(__name__)
+
+REGISTRY_REFRESH_SECONDS = 5.0
+MODEL_ANNOUNCE_SECONDS = 5.0
+
+
+class RoundEngine:
+    def __init__(
+        self,
+        ctx: RoundContext,
+        poll: float = 0.3,
+        on_tick: Callable[[RoundEngine], None] | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.poll = poll
+        self.on_tick = on_tick
+        self.started = trio.Event()
+        self.ready = False  # chain reachable and the global model held
+        self.last_error = ""
+        self.complete = False
+        self._stop = trio.Event()
+        self._running: set[tuple[int, str]] = set()
+        self._keeper_busy = False
+        self._registry_at = 0.0
+        self._fetching_model = False
+        self._announced_at = 0.0
+        self._evaluated: set[bytes] = set()
+        self._nursery: trio.Nursery | None = None
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._gossip_loop)
+            nursery.start_soon(self._chain_loop)
+            self.started.set()
+            task_status.started()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    # -- loops -------------------------------------------------------------
+    async def _gossip_loop(self) -> None:
+        async for received in self.ctx.gossip.messages:
+            self.ctx.inbox.on_message(received)
+
+    async def _chain_loop(self) -> None:
+        while True:
+            try:
+                await self._tick()
+                self.last_error = ""
+            except ChainError as e:
+                self.ready = False
+                self.last_error = str(e)
+                self.ctx.metrics.inc("chain_errors")
+                log.warning("chain unavailable: %s", e)
+                await trio.sleep(2.0)
+            if self.on_tick is not None:
+                self.on_tick(self)
+            await trio.sleep(self.poll)
+
+    async def _tick(self) -> None:
+        ctx, chain = self.ctx, self.ctx.chain
+        current = await ctx.client.current_round()
+        view = await ctx.client.get_round(current) if current else None
+        chain.current = current
+        chain.block = await ctx.client.block_number()
+        chain.global_model_hash = await ctx.client.global_model_hash()
+        if view is not None:
+            chain.rounds[current] = view
+            for r in [r for r in chain.rounds if r < current - 3]:
+                del chain.rounds[r]
+        if time.monotonic() - self._registry_at > REGISTRY_REFRESH_SECONDS or (
+            view is not None and view.round not in ctx.membership._seats
+        ):
+            ctx.membership.update_registry(await ctx.client.registry())
+            self._registry_at = time.monotonic()
+        if view is not None:
+            ctx.membership.update_round(view)
+        chain.publish()
+
+        self._keep_model()
+        self._keep_task(current, view, chain.block)
+        if view is not None:
+            self._take_role(view)
+        self.complete = bool(
+            view is not None
+            and view.phase is Phase.FINALIZED
+            and current >= ctx.params.total_rounds
+        )
+        self.ready = ctx.models.has(chain.global_model_hash)
+
+    # -- keeper ------------------------------------------------------------
+    def _keep_task(self, current: int, view: RoundView | None, block: int) -> None:
+        call = keeper_call(current, view, self.ctx.params, block)
+        if call is None or self._keeper_busy:
+            return
+        self._keeper_busy = True
+        self._spawn(self._keeper, call)
+
+    async def _keeper(self, call: KeeperCall) -> None:
+        try:
+            await trio.sleep(random.uniform(0, 0.15))  # spread the race a little
+            fn = {
+                "open": lambda: self.ctx.client.open_round(),
+                "elect": lambda: self.ctx.client.elect_roles(call.round),
+                "finalize": lambda: self.ctx.client.finalize_round(call.round),
+            }[call.action]
+            await fn()
+            self.ctx.metrics.inc(f"keeper_{call.action}")
+            log.info("keeper %s round=%d", call.action, call.round)
+        except ContractRevert as e:
+            if e.name not in BENIGN_REVERTS:
+                log.warning("keeper %s round=%d refused: %s", call.action, call.round, e)
+        except ChainError as e:
+            log.warning("keeper %s round=%d failed: %s", call.action, call.round, e)
+        finally:
+            self._keeper_busy = False
+
+    # -- roles -------------------------------------------------------------
+    def _take_role(self, view: RoundView) -> None:
+        if view.phase not in (Phase.TRAIN, Phase.COMMIT, Phase.REVEAL):
+            return
+        role = view.role_of(self.ctx.wallet)
+        if role is None:
+            return
+        name, seat = role
+        key = (view.round, name)
+        if key in self._running:
+            return
+        self._running = {k for k in self._running if k[0] >= view.round - 3}
+        self._running.add(key)
+        self.ctx.metrics.role(view.round, name, seat)
+        log.info("elected round=%d role=%s seat=%d", view.round, name, seat)
+        path = run_proposer if name == "proposer" else run_voter
+        self._spawn(self._role, path, view, seat)
+
+    async def _role(
+        self,
+        path: Callable[[RoundContext, RoundView, int], Awaitable[None]],
+        view: RoundView,
+        seat: int,
+    ) -> None:
+        try:
+            await path(self.ctx, view, seat)
+        except ChainError as e:  # transient: the next tick resumes from the journal
+            log.warning("round %d: chain error in role: %s", view.round, e)
+            self._running.discard((view.round, "proposer" if path is run_proposer else "voter"))
+        except Exception:
+            self.ctx.metrics.inc("role_errors")
+            log.exception("round %d: role failed", view.round)
+
+    # -- global model ------------------------------------------------------
+    def _keep_model(self) -> None:
+        h = self.ctx.chain.global_model_hash
+        if not self.ctx.models.has(h):
+            if not self._fetching_model:
+                self._fetching_model = True
+                self._spawn(self._fetch_model, h)
+            return
+        if h not in self._evaluated:
+            self._evaluated.add(h)
+            self._spawn(self._evaluate_model, h)
+        if time.monotonic() - self._announced_at > MODEL_ANNOUNCE_SECONDS:
+            self._announced_at = time.monotonic()
+            self._spawn(self._announce_model, h)
+
+    async def _fetch_model(self, h: bytes) -> None:
+        try:
+            holders = list(self.ctx.inbox.model_holders.get(h, ()))
+            holders += await self._winning_voters(h)
+            if await self.ctx.models.fetch(h, holders):
+                log.info("global model applied model=%s", h.hex()[:12])
+                self._announced_at = 0.0
+        except ChainError as e:
+            log.warning("model fetch: chain error %s", e)
+        finally:
+            self._fetching_model = False
+
+    async def _winning_voters(self, h: bytes) -> list[Any]:
+        r = await self.ctx.client.global_model_round()
+        if r == 0:
+            return []
+        view = self.ctx.chain.rounds.get(r) or await self.ctx.client.get_round(r)
+        peers = []
+        for wallet, vote in zip(view.voters, view.votes, strict=True):
+            if vote.revealed and vote.aggregate_hash == h:
+                p = self.ctx.membership.peer_of(wallet)
+                if p is not None:
+                    peers.append(p)
+        random.shuffle(peers)
+        return peers
+
+    async def _announce_model(self, h: bytes) -> None:
+        size = self.ctx.store.size(h)
+        if not size:
+            return
+        rnd = max(self.ctx.chain.current, 1)
+        try:
+            await self.ctx.gossip.publish(ModelAvailable(rnd, h, size))
+        except Exception as e:
+            log.debug("model announce failed: %r", e)
+
+    async def _evaluate_model(self, h: bytes) -> None:
+        """Test-split accuracy of each global model this node applies (status, plots)."""
+        try:
+            r = await self.ctx.client.global_model_round()
+            state = await self.ctx.models.load_async(h)
+            ev = await self.ctx.learner.evaluate_async(state, "test")
+            self.ctx.metrics.accuracy[r] = ev.accuracy
+            log.info("global model round=%d test_accuracy=%.4f", r, ev.accuracy)
+        except Exception as e:
+            log.warning("evaluating the global model failed: %r", e)
+
+    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(fn, *args)

@@ -1,0 +1,48 @@
+"""Keeping the task alive: open, elect and finalize rounds when they are due.
+
+Anyone may make these calls and every node does; racing nodes are normal. The
+decision is a pure function of the chain's state, and a call another node got
+in first (its revert says so) is dropped quietly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flocknode.chain.types import Phase, RoundView, TaskParams
+
+# Reverts that only mean "somebody else already did it" or "not yet".
+BENIGN_REVERTS = frozenset(
+    {
+        "AlreadyElected",
+        "AlreadyFinalized",
+        "RoundStillOpen",
+        "WrongPhase",
+        "SeedNotReady",
+        "TaskComplete",
+        "NoSuchRound",
+    }
+)
+
+
+@dataclass(frozen=True)
+class KeeperCall:
+    action: str  # "open", "elect", "finalize"
+    round: int
+
+
+def keeper_call(
+    current: int, view: RoundView | None, params: TaskParams, block: int
+) -> KeeperCall | None:
+    """The keeper transaction due now, if any."""
+    if current == 0 or view is None:
+        return KeeperCall("open", current + 1) if params.total_rounds > 0 else None
+    if view.phase is Phase.FINALIZABLE:
+        return KeeperCall("finalize", current)
+    if view.phase in (Phase.FINALIZED, Phase.VOIDED):
+        if view.phase is Phase.FINALIZED and current >= params.total_rounds:
+            return None  # the task is complete
+        return KeeperCall("open", current + 1)
+    if view.phase is Phase.SEEDING and block >= view.seed_block + 2:
+        return KeeperCall("elect", current)
+    return None

@@ -1,0 +1,67 @@
+"""The p2p layer's ``Membership`` over the chain: the task registry and round seats.
+
+The round engine refreshes it from the chain (``update_registry``,
+``update_round``); the p2p layer reads it on every message, so every method is
+a dictionary look-up that never blocks and never raises.
+"""
+
+from __future__ import annotations
+
+from libp2p.peer.id import ID
+from multiaddr import Multiaddr
+
+from flocknode.chain.registry import Member, Registry
+from flocknode.chain.types import RoundView
+from flocknode.p2p.membership import StaticMembership
+
+KEEP_ROUNDS = 4  # seat tables kept for rounds this far behind the current one
+
+
+class ChainMembership(StaticMembership):
+    """Members = registered participants with a valid peer signature and enough stake."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.registry = Registry((), 0)
+        self._by_wallet: dict[str, Member] = {}
+        self._seats: dict[int, RoundView] = {}
+
+    def update_registry(self, registry: Registry) -> None:
+        self.registry = registry
+        current = {m.peer_id for m in registry.members if m.eligible}
+        for pid in self.members():
+            if pid not in current:
+                self.remove(pid)
+        for m in registry.members:
+            if m.eligible:
+                self.add(m.peer_id, _parse_addrs(m.multiaddrs))
+        self._by_wallet = {m.wallet.lower(): m for m in registry.members}
+
+    def update_round(self, view: RoundView) -> None:
+        self.set_round(max(self.current_round(), view.round))
+        self._seats[view.round] = view
+        voters = [self.peer_of(w) for w in view.voters]
+        self.set_voters(view.round, [p for p in voters if p is not None])
+        for r in [r for r in self._seats if r < view.round - KEEP_ROUNDS]:
+            del self._seats[r]
+
+    def member_by_wallet(self, wallet: str) -> Member | None:
+        return self._by_wallet.get(wallet.lower())
+
+    def peer_of(self, wallet: str) -> ID | None:
+        m = self._by_wallet.get(wallet.lower())
+        return m.peer_id if m else None
+
+    def wallet_of(self, peer_id: ID) -> str | None:
+        m = self.registry.by_peer_id(peer_id)
+        return m.wallet if m else None
+
+
+def _parse_addrs(addrs: tuple[str, ...]) -> list[Multiaddr]:
+    out = []
+    for a in addrs:
+        try:
+            out.append(Multiaddr(a))
+        except Exception:
+            continue  # a malformed registered address is skipped, not fatal
+    return out
