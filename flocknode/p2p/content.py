@@ -44,7 +44,7 @@ class DirectoryBlobSource:
 
 class Sink(Protocol):
     def begin(self, size: int) -> None: ...
-    def write(self, data: bytes) -> None: ...
+    def write(self, data: bytes | memoryview) -> None: ...
     def commit(self) -> None: ...
     def abort(self) -> None: ...
 
@@ -61,7 +61,7 @@ class MemorySink:
         self._buf = bytearray(size)
         self._pos = 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         assert self._buf is not None
         end = self._pos + len(data)
         if end > len(self._buf):
@@ -93,7 +93,7 @@ class FileSink:
         self._tmp, self._f = Path(tmp), os.fdopen(fd, "wb", buffering=0)
         self._size, self._written = size, 0
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         assert self._f is not None
         if self._written + len(data) > self._size:
             raise ValueError("write past the announced size")

@@ -47,7 +47,6 @@ from flocknode.p2p.framing import (
     decode_frame_header,
     decode_ok,
     decode_request,
-    encode_frame_header,
     encode_not_found,
     encode_ok,
     encode_refused,
@@ -64,6 +63,9 @@ from flocknode.p2p.metrics import (
 )
 
 log = logging.getLogger(__name__)
+
+READ_MAX = 4 << 20  # the most a requester asks one stream read for
+PIPELINE_DEPTH = 4  # reads queued between the network and the disk (<= 16 MiB)
 
 
 @dataclass(frozen=True)
@@ -160,22 +162,40 @@ class ContentServer:
         try:
             size = os.fstat(f.fileno()).st_size
             await self._write(stream, encode_ok(size, req.content_id))
-            sent = 0
-            while sent < size:
-                chunk = await trio.to_thread.run_sync(f.read, min(MAX_FRAME, size - sent))
-                if not chunk:
-                    raise OSError("content file shrank while being served")
-                await self._write(stream, encode_frame_header(len(chunk)) + chunk)
-                sent += len(chunk)
+            await self._send_frames(stream, f, size)
         finally:
             f.close()
         await stream.close()
         self._p2p.metrics.inc(STREAM_SERVED, "ok")
         self._p2p.metrics.inc(BYTES_SERVED, n=size)
 
-    async def _write(self, stream: INetStream, data: bytes) -> None:
+    async def _send_frames(self, stream: INetStream, f: BinaryIO, size: int) -> None:
+        """Frames of up to MAX_FRAME; the next one is read from disk while one is sent."""
+        send, receive = trio.open_memory_channel[bytearray](1)
+
+        async def read_ahead() -> None:
+            async with send:
+                left = size
+                while left:
+                    frame = await trio.to_thread.run_sync(_read_frame, f, min(MAX_FRAME, left))
+                    await send.send(frame)
+                    left -= len(frame) - FRAME_HEADER.size
+
+        async def write_out() -> None:
+            async with receive:
+                async for frame in receive:
+                    await self._write(stream, frame)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_ahead)
+                nursery.start_soon(write_out)
+        except BaseExceptionGroup as group:
+            raise _first_error(group) from None
+
+    async def _write(self, stream: INetStream, data: bytes | bytearray) -> None:
         with trio.fail_after(self.limits.write_timeout):
-            await stream.write(data)
+            await stream.write(data)  # type: ignore[arg-type]  # yamux slices bytes-likes
 
     async def _refuse(self, stream: INetStream, reason: RefuseReason) -> None:
         self._p2p.metrics.inc(STREAM_REFUSED, RefuseReason.label(reason))
@@ -185,6 +205,20 @@ class ContentServer:
                 await stream.close()
         except Exception:
             await _reset(stream)
+
+
+def _read_frame(f: BinaryIO, length: int) -> bytearray:
+    """One frame (header + ``length`` bytes of the file), read straight into place."""
+    frame = bytearray(FRAME_HEADER.size + length)
+    FRAME_HEADER.pack_into(frame, 0, length)
+    view = memoryview(frame)[FRAME_HEADER.size :]
+    got = 0
+    while got < length:
+        n = f.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            raise OSError("content file shrank while being served")
+        got += n
+    return frame
 
 
 def _open_or_none(path: os.PathLike[str]) -> BinaryIO | None:
@@ -345,7 +379,7 @@ class _SinkError(Exception):
         self.error = error
 
 
-def _consume(hasher: hashlib._Hash, sink: Sink, pieces: list[bytes]) -> None:
+def _consume(hasher: hashlib._Hash, sink: Sink, pieces: list[memoryview]) -> None:
     try:
         for piece in pieces:
             hasher.update(piece)
@@ -354,26 +388,101 @@ def _consume(hasher: hashlib._Hash, sink: Sink, pieces: list[bytes]) -> None:
         raise _SinkError(e) from e
 
 
+class _FrameParser:
+    """Splits received bytes into frame bodies without copying them.
+
+    Reads may end anywhere, inside a frame header too. ``remaining`` counts the
+    content bytes still expected; a frame longer than that, or any byte after
+    the last one, is a ``FramingError``.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.remaining = size
+        self._body_left = 0
+        self._header = b""
+
+    def feed(self, data: bytes) -> list[memoryview]:
+        mv = memoryview(data)
+        pos, end = 0, len(data)
+        pieces: list[memoryview] = []
+        while pos < end:
+            if self._body_left == 0:
+                if self.remaining == 0:
+                    raise FramingError("bytes after the announced size")
+                need = FRAME_HEADER.size - len(self._header)
+                self._header += bytes(mv[pos : pos + need])
+                pos = min(end, pos + need)
+                if len(self._header) == FRAME_HEADER.size:
+                    self._body_left = decode_frame_header(self._header, self.remaining)
+                    self._header = b""
+                continue
+            take = min(self._body_left, end - pos)
+            pieces.append(mv[pos : pos + take])
+            pos += take
+            self._body_left -= take
+            self.remaining -= take
+        return pieces
+
+    def next_read_size(self) -> int:
+        """How much to ask for: the rest of the content and its frame headers, capped."""
+        headers = FRAME_HEADER.size * (self.remaining // MAX_FRAME + 1)
+        return min(READ_MAX, self.remaining + headers)
+
+
 async def _receive_frames(stream: INetStream, size: int, sink: Sink, timeout: float) -> bytes:
-    """Stream ``size`` bytes of frames into ``sink``; returns their SHA-256."""
+    """Stream ``size`` bytes of frames into ``sink``; returns their SHA-256.
+
+    Two tasks: the reader asks the stream for up to ``READ_MAX`` at a time
+    (fewer, larger reads are what make a py-libp2p stream fast) and splits the
+    frames; the writer hashes and writes them on a worker thread. At most
+    ``PIPELINE_DEPTH`` reads wait between the two, so the network keeps moving
+    while the disk works, with a bounded amount of memory.
+    """
     hasher = hashlib.sha256()
-    remaining = size
-    while remaining:
-        with trio.fail_after(timeout):
-            header = await _read_exact(stream, FRAME_HEADER.size)
-        length = decode_frame_header(header, remaining)
-        pieces: list[bytes] = []
-        got = 0
-        while got < length:
-            with trio.fail_after(timeout):
-                piece = await stream.read(length - got)
-            if not piece:
-                raise _Truncated()
-            pieces.append(piece)
-            got += len(piece)
-        await trio.to_thread.run_sync(_consume, hasher, sink, pieces)
-        remaining -= length
+    parser = _FrameParser(size)
+    send, receive = trio.open_memory_channel[list[memoryview]](PIPELINE_DEPTH)
+
+    async def write_out() -> None:
+        async with receive:
+            async for pieces in receive:
+                await trio.to_thread.run_sync(_consume, hasher, sink, pieces)
+
+    async def read_in() -> None:
+        async with send:
+            while parser.remaining:
+                with trio.fail_after(timeout):
+                    data = await stream.read(parser.next_read_size())
+                if not data:
+                    raise _Truncated()
+                pieces = parser.feed(data)
+                if pieces:
+                    await send.send(pieces)
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write_out)
+            nursery.start_soon(read_in)
+    except BaseExceptionGroup as group:
+        raise _first_error(group) from None
     return hasher.digest()
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that ended a two-task nursery (the other task was only cancelled)."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                walk(inner)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    for leaf in leaves:
+        if not isinstance(leaf, trio.Cancelled):
+            return leaf
+    return group
 
 
 async def _read_exact(stream: INetStream, n: int) -> bytes:

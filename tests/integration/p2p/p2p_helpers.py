@@ -154,7 +154,7 @@ class RecordingSink(MemorySink):
         self.written = 0
         super().begin(size)
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes | memoryview) -> None:
         super().write(data)
         self.written += len(data)
         if self._on_write is not None:

@@ -22,6 +22,7 @@ from flocknode.p2p.framing import (
     encode_refused,
     encode_request,
 )
+from flocknode.p2p.streams import READ_MAX, _FrameParser
 
 
 @given(st.binary(min_size=32, max_size=32), st.integers(0, (1 << 64) - 1))
@@ -67,3 +68,49 @@ def test_frame_header_bounds() -> None:
     for bad in (0, MAX_FRAME + 1):
         with pytest.raises(ValueError):
             encode_frame_header(bad)
+
+
+# -- the requester's frame splitter (reads may end anywhere) --------------------
+def _wire(body: bytes, frame_sizes: list[int]) -> bytes:
+    out, pos = b"", 0
+    for n in frame_sizes:
+        out += encode_frame_header(n) + body[pos : pos + n]
+        pos += n
+    return out
+
+
+@st.composite
+def framed(draw: st.DrawFn) -> tuple[bytes, bytes, list[int]]:
+    body = draw(st.binary(min_size=0, max_size=3000))
+    sizes, left = [], len(body)
+    while left:
+        n = draw(st.integers(1, min(left, 700)))
+        sizes.append(n)
+        left -= n
+    wire = _wire(body, sizes)
+    cuts = sorted(draw(st.lists(st.integers(0, len(wire)), max_size=12)))
+    return body, wire, cuts
+
+
+@given(framed())
+@settings(max_examples=300)
+def test_frame_parser_reassembles_across_any_read_boundaries(
+    case: tuple[bytes, bytes, list[int]],
+) -> None:
+    body, wire, cuts = case
+    parser = _FrameParser(len(body))
+    got = b""
+    for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True):
+        got += b"".join(bytes(p) for p in parser.feed(wire[a:b]))
+    assert got == body and parser.remaining == 0
+
+
+def test_frame_parser_rejects_bytes_past_the_end_and_long_frames() -> None:
+    parser = _FrameParser(4)
+    assert b"".join(parser.feed(_wire(b"abcd", [4]))) == b"abcd"
+    with pytest.raises(FramingError):
+        parser.feed(b"\x00")
+    with pytest.raises(FramingError):
+        _FrameParser(4).feed(encode_frame_header(5) + b"abcde")
+    assert _FrameParser(10 * MAX_FRAME).next_read_size() == READ_MAX
+    assert _FrameParser(10).next_read_size() == 14
