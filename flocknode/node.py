@@ -80,7 +80,8 @@ def load_task_settings(cfg: NodeConfig, client: TaskClient, config_hash: bytes) 
         try:
             raw = path.read_bytes()
         except OSError as e:
-            raise ConfigError(cfg.source, "task.settings", f"cannot read {path}: {e.strerror}")
+            msg = f"cannot read {path}: {e.strerror}"
+            raise ConfigError(cfg.source, "task.settings", msg) from None
         try:
             local = TaskSettings.from_canonical_json(raw.strip())
         except Exception as e:

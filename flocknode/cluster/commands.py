@@ -106,7 +106,7 @@ def _print_summary(s: dict[str, Any]) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     state = ClusterState.load(Path(args.dir))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for n in state.nodes:
         st = node_status(n)
         rows.append(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
+from typing import Any
 
 
-def register_chain_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register_chain_commands(sub: Any) -> None:
     """Subcommands that talk to the chain (task, register, stake, ..., status)."""
     from flocknode.commands import chain_cli
 

@@ -104,13 +104,14 @@ def _cmd_task_create(args: argparse.Namespace) -> int:
         overrides={"chain": {k: v for k, v in chain.items() if v is not None}},
         flag_names={"chain.rpc_url": "--rpc", "chain.chain_id": "--chain-id"},
     )
-    params = {}
+    params: dict[str, int] = {}
     for f in dataclasses.fields(TaskParams):
         if f.name in _COMPUTED:
             continue
         v = getattr(args, f"param_{f.name}")
         if v is None:
-            params[f.name] = _PARAM_DEFAULTS.get(f.name, f.default)
+            default: Any = _PARAM_DEFAULTS.get(f.name, f.default)
+            params[f.name] = int(default)
         elif f.name in _TOKEN_FIELDS:
             params[f.name] = parse_amount(v, _flag(f.name))
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 
 import trio
 from nacl.public import PublicKey
@@ -68,7 +69,11 @@ async def run_proposer(ctx: RoundContext, view: RoundView, seat: int) -> None:
                 log.info("key wraps released round=%d voters=%d", r, len(wraps.wraps))
         else:
             return
-        await ctx.chain.wait_for(r, lambda x, p=v.phase: x.phase is not p, REANNOUNCE_SECONDS)
+        await ctx.chain.wait_for(r, _phase_changed(v.phase), REANNOUNCE_SECONDS)
+
+
+def _phase_changed(phase: Phase) -> Callable[[RoundView], bool]:
+    return lambda view: view.phase is not phase
 
 
 async def _train_and_seal(ctx: RoundContext, view: RoundView, seat: int) -> bool:

@@ -139,16 +139,12 @@ async def _decide(ctx: RoundContext, view: RoundView, seat: int) -> VoteRecord |
         for s in seats:
             nursery.start_soon(_collect_seat, ctx, r, s, shapes)
     included = [s for s in seats if s.update is not None]
+    updates: list[State] = [s.update for s in included if s.update is not None]
     for s in seats:
         if s.update is None:
             log.info("seat left out round=%d seat=%d reason=%s", r, s.seat, s.failed or "timeout")
     result = await trio.to_thread.run_sync(
-        lambda: aggregate(
-            base,
-            [s.update for s in included],
-            ctx.settings.aggregation,  # type: ignore[misc]
-            seats=[s.seat for s in included],
-        )
+        lambda: aggregate(base, updates, ctx.settings.aggregation, seats=[s.seat for s in included])
     )
     agg_hash = await ctx.models.put_async(result.model)
     score, flags = await _score(ctx, base, result.model, included, set(result.rejected))
