@@ -35,6 +35,7 @@ from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.tools.anyio_service import background_trio_service
 from multiaddr import Multiaddr
 
+from flocknode.errors import FlockError
 from flocknode.identity.keys import PeerKey
 from flocknode.p2p.discovery import Backoff, PeerDialer, parse_bootstrap
 from flocknode.p2p.membership import Membership
@@ -51,11 +52,15 @@ GOSSIP_PROTOCOLS = (PROTOCOL_ID_V11, PROTOCOL_ID)
 CLOSE_TIMEOUT = 5.0
 
 
+class ListenError(FlockError):
+    """A configured listen address could not be bound (in use, not local...)."""
+
+
 @dataclass(frozen=True)
 class HostConfig:
     """Network settings of a node (the ``[p2p]`` section of node.toml)."""
 
-    listen_addrs: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4040",)
+    listen_addrs: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001",)
     announce_addrs: tuple[str, ...] = ()  # what peers should dial, if not the listen addrs
     bootstrap: tuple[str, ...] = ()  # "/ip4/../tcp/../p2p/<id>" of member nodes
     dial_timeout: float = 10.0
@@ -160,23 +165,19 @@ class P2PHost:
         self, *, task_status: TaskStatus[list[Multiaddr]] = trio.TASK_STATUS_IGNORED
     ) -> None:
         listen = [Multiaddr(a) for a in self.config.listen_addrs]
+        not_bound: ListenError | None = None
         try:
             async with self.host.run(listen):
                 try:
-                    async with (
-                        background_trio_service(self.pubsub),
-                        background_trio_service(self.router),
-                        trio.open_nursery() as nursery,
-                    ):
-                        self._nursery = nursery
-                        nursery.start_soon(self.dialer.run)
-                        nursery.start_soon(self._sweep_non_members)
-                        addrs = self.listen_addrs()
-                        log.info("p2p host listening peer=%s addrs=%s", self.peer_id, addrs)
-                        self.started.set()
-                        task_status.started(addrs)
-                        await self._stop.wait()
-                        nursery.cancel_scope.cancel()
+                    bound = self.host.get_transport_addrs()
+                    if len(bound) < len(listen):  # py-libp2p only logs a failed bind
+                        not_bound = ListenError(
+                            f"p2p.listen: could not listen on all of "
+                            f"{[str(a) for a in listen]} (bound: {[str(a) for a in bound]}); "
+                            "is the port in use or the address not on this machine?"
+                        )
+                    else:
+                        await self._serve(task_status)
                 finally:
                     self._nursery = None
                     with trio.CancelScope(shield=True), trio.move_on_after(CLOSE_TIMEOUT):
@@ -184,6 +185,24 @@ class P2PHost:
         finally:
             self.stopped.set()
             log.info("p2p host stopped peer=%s", self.peer_id)
+        if not_bound is not None:
+            raise not_bound
+
+    async def _serve(self, task_status: TaskStatus[list[Multiaddr]]) -> None:
+        async with (
+            background_trio_service(self.pubsub),
+            background_trio_service(self.router),
+            trio.open_nursery() as nursery,
+        ):
+            self._nursery = nursery
+            nursery.start_soon(self.dialer.run)
+            nursery.start_soon(self._sweep_non_members)
+            addrs = self.listen_addrs()
+            log.info("p2p host listening peer=%s addrs=%s", self.peer_id, addrs)
+            self.started.set()
+            task_status.started(addrs)
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
 
     def stop(self) -> None:
         self._stop.set()

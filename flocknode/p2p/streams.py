@@ -283,6 +283,10 @@ async def fetch(
     for holder in dict.fromkeys(holders):  # dedupe, keep order
         if holder == p2p.peer_id:
             continue
+        if not p2p.membership.is_member(holder):  # we never talk to non-members
+            attempts.append(Attempt(holder, "not_member"))
+            p2p.metrics.inc(FETCH_ATTEMPT_FAILED, "not_member")
+            continue
         try:
             size = await _fetch_from(
                 p2p, protocol, holder, request, content_id, sink, max_size, expected_size, limits

@@ -11,7 +11,7 @@ import trio
 from multiaddr import Multiaddr
 
 from flocknode.identity.keys import PeerKey
-from flocknode.p2p.host import P2PHost
+from flocknode.p2p.host import ListenError, P2PHost
 from flocknode.p2p.membership import StaticMembership
 from flocknode.p2p.metrics import CONN_REFUSED, DIAL
 from tests.integration.p2p.p2p_helpers import (
@@ -119,6 +119,18 @@ async def test_dropped_member_is_redialed_with_backoff_and_found_again() -> None
         assert a.dialer.failures(b2.peer_id) == 0
         a.stop()
         b2.stop()
+
+
+async def test_a_listen_address_in_use_is_one_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cfg = replace(LOOPBACK, listen_addrs=(f"/ip4/127.0.0.1/tcp/{port}",))
+        p2p = P2PHost(PeerKey.generate(), StaticMembership(), cfg)
+        with pytest.raises(ListenError, match=r"p2p\.listen"):
+            await p2p.run()
+        assert p2p.stopped.is_set() and not p2p.started.is_set()
 
 
 def test_bootstrap_entries_must_name_a_peer() -> None:

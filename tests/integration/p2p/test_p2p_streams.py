@@ -11,6 +11,7 @@ import pytest
 import trio
 from libp2p.abc import INetStream
 
+from flocknode.identity.keys import PeerKey
 from flocknode.p2p.content import DirectoryBlobSource, FileSink, MemorySink
 from flocknode.p2p.framing import (
     MAX_FRAME,
@@ -198,6 +199,23 @@ async def test_bad_transfers_are_rejected_and_fetched_from_the_next_holder(tmp_p
         assert sink.begins == [len(data)] and sink.data == data
         counted = voter.p2p.metrics.reasons(FETCH_ATTEMPT_FAILED)
         assert sum(counted.values()) == len(CASES) + 1
+        assert counted["timeout"] == 2 and counted["bad_frame"] == 2
+
+        # a holder that is not a member is skipped without being contacted
+        outsider = PeerKey.generate().peer_id
+        sink = RecordingSink()
+        result = await fetch(
+            voter.p2p,
+            PROTOCOL_BLOB,
+            cid,
+            [outsider, good.peer_id],
+            sink,
+            max_size=10 << 20,
+            round_number=1,
+            limits=FAST,
+        )
+        assert result.failed_attempts == (Attempt(outsider, "not_member"),)
+        assert outsider not in voter.p2p.connected_peers()
 
         # every holder bad: one clear error naming each attempt
         behaviour[:] = [_corrupted]
