@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 import trio
 from libp2p.abc import INetStream
-from libp2p.network.stream.exceptions import StreamEOF
+from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 from libp2p.peer.id import ID
 
 from flocknode.p2p.content import BlobSource, Sink
@@ -348,6 +348,8 @@ async def _fetch_from(
         raise _AttemptFailed("bad_frame") from None
     except _SinkError as e:
         raise e.error from None  # a local failure (disk full...), not the holder's fault
+    except StreamReset:
+        raise _AttemptFailed("reset") from None
     except Exception as e:
         raise _AttemptFailed("stream_error_" + type(e).__name__) from None
     finally:
