@@ -133,6 +133,8 @@ class ClusterSpec:
     split: str = "dirichlet"
     alpha: float = 0.5
     settings_overrides: tuple[tuple[str, str, Any], ...] = ()  # (section, key, value)
+    quorum_bps: int = 6666
+    stakes: tuple[int, ...] = ()  # tokens per node (tests steer the draw); default 100 each
 
 
 def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) -> ClusterState:
@@ -184,7 +186,7 @@ def _deploy(
         "train_seconds": spec.train_seconds,
         "commit_seconds": spec.commit_seconds,
         "reveal_seconds": spec.reveal_seconds,
-        "quorum_bps": 6666,
+        "quorum_bps": spec.quorum_bps,
         "slash_bps": 1000,
         "idle_slash_bps": 100,
         "reward_per_round": 10 * TOKENS,
@@ -195,7 +197,7 @@ def _deploy(
     plan = TaskPlan(
         params=params,
         settings=settings,
-        fund=[Funding(w, 1000 * TOKENS, 0) for w in wallets],
+        fund=[Funding(w, max(1000, *spec.stakes, 0) * TOKENS, 0) for w in wallets],
         reward_pool=10 * TOKENS * spec.rounds,
         settings_out=settings_file,
     )
@@ -203,8 +205,7 @@ def _deploy(
     created = create_task(conn, plan)
     ports = free_ports(spec.nodes)
     behaviours = list(spec.byzantine) + [Behaviour.HONEST] * (spec.nodes - len(spec.byzantine))
-    # cheaters are spread over the node list rather than being the first K
-    order = sorted(range(spec.nodes), key=lambda i: (i * 7) % spec.nodes)
+    # cheaters are the first K nodes (registration order does not favour anyone in the draw)
     nodes: list[NodeInfo] = []
     for i in range(spec.nodes):
         name = f"node-{i}"
@@ -227,11 +228,12 @@ def _deploy(
         atomic_write_text(cfg_path, text, mode=0o600)
         nodes.append(
             NodeInfo(
-                name, i, wallets[i], keys[i], ports[i], str(d), behaviours[order.index(i)].value
+                name, i, wallets[i], keys[i], ports[i], str(d), behaviours[i].value
             )
         )
     progress(f"registering and staking {spec.nodes} nodes ...")
-    for n in nodes:
+    for i, n in enumerate(nodes):
+        stake = spec.stakes[i] if i < len(spec.stakes) else 100
         cfg = load_config(Path(n.data_dir) / "node.toml", environ={})
         layout = DataDir(Path(n.data_dir))
         nconn = ChainConnection(
@@ -241,7 +243,7 @@ def _deploy(
         client.register_node(
             load_peer_key(layout.peer_key), load_box_key(layout.box_key), cfg.announce_addrs()
         )
-        client.stake(100 * TOKENS)
+        client.stake(stake * TOKENS)
     state = ClusterState(
         directory=str(directory),
         rpc_url=chain.rpc_url,

@@ -1,0 +1,155 @@
+"""Rounds end to end with real node processes on a real anvil (PROTOCOL.md "A round").
+
+Each test runs one local cluster; the draw is random, so the tests steer it
+with stake (a node with ten times the stake of the others almost always takes
+the first seats) and read what happened from the chain.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flocknode.chain.events import Rewarded, Slashed
+from flocknode.chain.types import Phase, RoundView
+from flocknode.cluster.launcher import ClusterSpec
+from flocknode.rounds.byzantine import Behaviour
+from tests.integration.rounds.harness import Harness, cluster
+
+pytestmark = pytest.mark.integration
+
+H = Behaviour.HONEST
+
+
+def winners(view: RoundView) -> list[int]:
+    return [
+        i for i, v in enumerate(view.votes) if v.revealed and v.aggregate_hash == view.winning_hash
+    ]
+
+
+def assert_honest_voters_agree(h: Harness, view: RoundView, honest: set[str]) -> None:
+    for wallet, vote in zip(view.voters, view.votes, strict=True):
+        if vote.revealed and h.by_wallet[wallet] in honest:
+            assert vote.aggregate_hash == view.winning_hash, f"round {view.round}: disagreement"
+
+
+def test_rounds_agree_survive_two_voters_down_and_catch_up_a_late_node(tmp_path: Path) -> None:
+    spec = ClusterSpec(
+        nodes=5, rounds=4, proposers=2, voters=3, commit_seconds=12, reveal_seconds=8
+    )
+    with cluster(tmp_path / "c", spec, start=False) as h:
+        everyone = [n.name for n in h.state.nodes]
+        h.start(*everyone[:4])  # node-4 joins late
+        v1 = h.wait_finalized(1)
+        v2 = h.wait_finalized(2)
+        h.start("node-4")
+
+        # Round 3: two of its three voters die right after the election.
+        v3 = h.wait_phase(3, {Phase.TRAIN})
+        victims = [h.by_wallet[w] for w in v3.voters[:2]]
+        for name in victims:
+            h.kill(name)
+        v3 = h.wait_finalized(3, timeout=90)
+        assert not v3.accepted and v3.winning_hash == bytes(32), "no quorum, no winner"
+        assert v3.global_model_hash_after == v2.global_model_hash_after, "the model stays"
+
+        h.start(*victims)
+        v4 = h.wait_finalized(4, timeout=150)
+        for v in (v1, v2, v4):
+            if v.winning_hash != bytes(32):
+                assert_honest_voters_agree(h, v, set(everyone))
+        assert v1.accepted, h.tails()
+        # every node, the late one and the restarted ones included, holds the final model
+        h.wait_all_hold(v4.global_model_hash_after, everyone)
+        acc0 = h.initial_accuracy()
+        acc1 = h.accuracy(v1.global_model_hash_after)
+        acc4 = h.accuracy(v4.global_model_hash_after)
+        assert acc1 > acc0 + 0.3, (acc0, acc1)
+        assert acc4 >= acc1 - 0.05, (acc1, acc4)
+
+
+def test_cheating_proposers_are_rejected_slashed_or_unrewarded(tmp_path: Path) -> None:
+    # node-4 has the largest honest update norm of 6 shards: its 4x sign flip stands out.
+    behaviours = (H, Behaviour.LABEL_FLIP, H, H, Behaviour.SIGN_FLIP, H)
+    spec = ClusterSpec(
+        nodes=6,
+        rounds=3,
+        proposers=3,
+        voters=3,
+        rule="median",
+        byzantine=behaviours,
+        stakes=(100, 1000, 100, 100, 1000, 100),
+    )
+    with cluster(tmp_path / "c", spec) as h:
+        final = h.wait_finalized(3, timeout=180)
+        sf, lf = h.wallet("node-4"), h.wallet("node-1")
+        sign_flip_rounds = label_flagged_rounds = 0
+        for r in (1, 2, 3):
+            v = h.client.get_round(r)
+            slashed = {(e.wallet, e.reason) for e in h.events(Slashed, r)}
+            rewarded = {e.wallet for e in h.events(Rewarded, r)}
+            win = winners(v)
+            if sf in v.proposers and v.updates[v.proposers.index(sf)].submitted and win:
+                seat = v.proposers.index(sf)
+                assert v.votes[win[0]].rejected_bits >> seat & 1, f"round {r}: not rejected"
+                assert any(w == sf and "norm" in why for w, why in slashed), (r, slashed)
+                sign_flip_rounds += 1
+            if lf in v.proposers and v.accepted and win:
+                seat = v.proposers.index(lf)
+                flags = sum(v.votes[i].flag_bits >> seat & 1 for i in win)
+                if flags * 10000 >= 6666 * len(v.voters):
+                    assert lf not in rewarded, f"round {r}: flagged label flipper rewarded"
+                    label_flagged_rounds += 1
+                assert not any(w == lf for w, _ in slashed), "flags never slash"
+            honest = {h.wallet(n) for n in ("node-0", "node-2", "node-3", "node-5")}
+            assert not any(w in honest and "norm" in why for w, why in slashed)
+        assert sign_flip_rounds >= 1, "the sign flipper never proposed"
+        assert label_flagged_rounds >= 1, "the label flipper was never flagged"
+        acc0 = h.initial_accuracy()
+        assert h.accuracy(final.global_model_hash_after) > acc0 + 0.3
+
+
+def test_cheating_voters_are_slashed_and_a_killed_voter_reveals_after_restart(
+    tmp_path: Path,
+) -> None:
+    # node-0 (10x stake) proposes; the other five vote. 3 of 5 seats make a quorum at 60%.
+    behaviours = (H, Behaviour.WRONG_HASH, Behaviour.NO_REVEAL, H, H, H)
+    spec = ClusterSpec(
+        nodes=6,
+        rounds=2,
+        proposers=1,
+        voters=5,
+        quorum_bps=6000,
+        byzantine=behaviours,
+        stakes=(1000, 100, 100, 100, 100, 100),
+        commit_seconds=15,
+        reveal_seconds=25,
+    )
+    with cluster(tmp_path / "c", spec) as h:
+        wh, nr = h.wallet("node-1"), h.wallet("node-2")
+        # Kill an honest voter of round 1 as soon as its commitment is on chain.
+        v = h.wait_phase(1, {Phase.TRAIN, Phase.COMMIT})
+        victim = next(w for w in v.voters if h.by_wallet[w] in ("node-3", "node-4", "node-5"))
+        seat = v.voters.index(victim)
+        h.wait(
+            "the victim's commitment",
+            lambda: (x := h.round_view(1)) is not None and x.votes[seat].committed,
+            90,
+            poll=0.02,
+        )
+        h.kill(h.by_wallet[victim])
+        h.start(h.by_wallet[victim])
+        v1 = h.wait_finalized(1, timeout=120)
+        assert v1.votes[seat].revealed, "the restarted voter revealed its journaled vote"
+        v2 = h.wait_finalized(2, timeout=120)
+        for view in (v1, v2):
+            r = view.round
+            assert view.winning_hash != bytes(32), f"round {r}: honest voters reach quorum"
+            slashed = {e.wallet: e.reason for e in h.events(Slashed, r)}
+            if wh in view.voters:
+                assert wh in slashed, f"round {r}: wrong-hash voter not slashed {slashed}"
+            if nr in view.voters:
+                assert nr in slashed, f"round {r}: non-revealer not slashed {slashed}"
+            assert victim not in slashed
+            assert_honest_voters_agree(h, view, {"node-0", "node-3", "node-4", "node-5"})
