@@ -15,14 +15,15 @@ config as the daemon: Noise only, yamux, one connection per peer):
 
 Each measurement runs ``--reps`` times, interleaved (the three bare reads, the
 file fetch, the memory fetch); rates are medians over the repetitions.
-``bare_stream_mb_s`` is the median of each repetition's fastest bare variant,
+``bare_stream_mb_s`` is the median of the fastest bare variant (by median),
 ``transfer_mb_s`` the file-sink fetch, and ``transfer_ratio`` the median over
-repetitions of file-fetch rate / that repetition's baseline (target >= 0.8):
-pairing neighbours in time keeps other load on the shared machine from
-deciding the ratio (``load_avg_1m`` shows how busy it was). ``peak_rss_ratio``
-is the receiver's peak RSS above its idle RSS during a fetch, divided by the
-blob size, the worst of both sinks (target <= 2.5); RSS is sampled every 5 ms
-from /proc/self/statm.
+repetitions of file-fetch rate / that variant's rate in the same repetition
+(target >= 0.8): pairing neighbours in time keeps other load on the shared
+machine from deciding the ratio (``load_avg_1m`` shows how busy it was,
+``cpu_ms_per_mib`` what each side spent, all threads). ``peak_rss_ratio`` is
+the receiver's peak RSS above its idle RSS during a fetch, divided by the blob
+size, the worst of both sinks (target <= 2.5); RSS is sampled every 5 ms from
+/proc/self/statm.
 
     .venv/bin/python bench/transfer.py --json
 """
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 BARE_PROTOCOL = "/flock/bench/bare/1"
+CPU_PROTOCOL = "/flock/bench/cpu/1"  # the server's CPU seconds so far, as text
 MIB = 1 << 20
 
 
@@ -60,6 +62,12 @@ def _node(seed_hex: str, members: dict[str, list[str]], voters: list[str]) -> An
     membership.set_voters(1, [ID.from_base58(v) for v in voters])
     cfg = HostConfig(listen_addrs=("/ip4/127.0.0.1/tcp/0",), discovery_interval=3600)
     return P2PHost(PeerKey.from_seed(bytes.fromhex(seed_hex)), membership, cfg)
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads."""
+    t = os.times()
+    return t.user + t.system
 
 
 def _emit(obj: dict[str, Any]) -> None:
@@ -86,6 +94,10 @@ def serve(args: dict[str, Any]) -> None:
             sent += n
         await stream.close()
 
+    async def cpu(stream: Any) -> None:
+        await stream.write(repr(_cpu_seconds()).encode())
+        await stream.close()
+
     async def main() -> None:
         p2p = _node(args["seed"], args["members"], args["voters"])
         source = DirectoryBlobSource(Path(args["dir"]))
@@ -93,6 +105,7 @@ def serve(args: dict[str, Any]) -> None:
             addrs = await nursery.start(p2p.run)
             ContentServer(p2p, source, source).install()
             p2p.set_stream_handler(BARE_PROTOCOL, bare)
+            p2p.set_stream_handler(CPU_PROTOCOL, cpu)
             _emit({"addrs": [str(a).split("/p2p/")[0] for a in addrs]})
             await trio.to_thread.run_sync(sys.stdin.readline)  # until the coordinator says stop
             p2p.stop()
@@ -189,14 +202,32 @@ def receive(args: dict[str, Any]) -> None:
             bares = {"bare_read_1mib": MIB, "bare_read_4mib": 4 * MIB, "bare_read_all": None}
             results: dict[str, list[float]] = {k: [] for k in [*bares, "file", "mem"]}
             peaks: list[int] = []
+            cpu: dict[str, list[tuple[float, float]]] = {k: [] for k in results}
+
+            async def server_cpu() -> float:
+                stream = await p2p.host.new_stream(server, [TProtocol(CPU_PROTOCOL)])
+                text = b""
+                while len(text) < 64:
+                    try:
+                        piece = await stream.read(64)
+                    except Exception:
+                        break
+                    if not piece:
+                        break
+                    text += piece
+                return float(text.decode())
+
             for _ in range(args["reps"]):
-                for name, read_size in bares.items():
-                    results[name].append(await bare(p2p, read_size))
-                for kind in ("file", "mem"):
-                    dt, peak = await blob(p2p, kind)
-                    results[kind].append(dt)
-                    peaks.append(peak)
-            _emit({"seconds": results, "peak_rss_above_idle": peaks})
+                for name in results:
+                    c_rcv, c_srv = _cpu_seconds(), await server_cpu()
+                    if name in bares:
+                        results[name].append(await bare(p2p, bares[name]))
+                    else:
+                        dt, peak = await blob(p2p, name)
+                        results[name].append(dt)
+                        peaks.append(peak)
+                    cpu[name].append((_cpu_seconds() - c_rcv, await server_cpu() - c_srv))
+            _emit({"seconds": results, "peak_rss_above_idle": peaks, "cpu": cpu})
             p2p.stop()
 
     trio.run(main)
@@ -281,11 +312,14 @@ def coordinate(mib: int, reps: int) -> dict[str, Any]:
     mb = size / 1e6
     rates = {k: [mb / t for t in v] for k, v in res["seconds"].items()}
     bare_keys = [k for k in rates if k.startswith("bare")]
-    # per repetition, the fastest bare variant measured just before is the baseline
-    baselines = [max(rates[k][i] for k in bare_keys) for i in range(reps)]
 
     def median_rate(key: str) -> float:
         return round(statistics.median(rates[key]), 1)
+
+    # the baseline is the bare variant with the best median; each repetition's
+    # fetch is compared with that variant's run of the same repetition
+    best_bare = max(bare_keys, key=median_rate)
+    baselines = rates[best_bare]
 
     def paired_ratio(key: str) -> float:
         pairs = zip(rates[key], baselines, strict=True)
@@ -296,12 +330,20 @@ def coordinate(mib: int, reps: int) -> dict[str, Any]:
         "reps": reps,
         "transfer_mb_s": median_rate("file"),
         "transfer_memory_sink_mb_s": median_rate("mem"),
-        "bare_stream_mb_s": round(statistics.median(baselines), 1),
+        "bare_stream_mb_s": median_rate(best_bare),
+        "bare_baseline": best_bare,
         "bare_variants_mb_s": {k: median_rate(k) for k in bare_keys},
         "transfer_ratio": paired_ratio("file"),
         "transfer_memory_sink_ratio": paired_ratio("mem"),
         "peak_rss_ratio": round(max(res["peak_rss_above_idle"]) / size, 3),
         "runs_mb_s": {k: [round(r, 1) for r in v] for k, v in rates.items()},
+        "cpu_ms_per_mib": {
+            k: {
+                "receiver": round(statistics.median(c[0] for c in v) * 1e3 / mib, 2),
+                "server": round(statistics.median(c[1] for c in v) * 1e3 / mib, 2),
+            }
+            for k, v in res["cpu"].items()
+        },
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
