@@ -36,7 +36,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -187,6 +187,9 @@ class CanonicalReader:
     Output tensors are allocated once the header is parsed and validated (so
     an allocation never exceeds ``max_bytes``); later bytes are copied straight
     into them. With ``require_finite`` every value is checked as it arrives.
+    ``on_span`` is called, in order, with views of the canonical bytes as they
+    land in memory that no longer changes (the header, then regions of the
+    output tensors), so a hash can run over them on another thread.
     """
 
     def __init__(
@@ -195,7 +198,9 @@ class CanonicalReader:
         max_bytes: int = DEFAULT_MAX_BYTES,
         expected_shapes: Shapes | None = None,
         require_finite: bool = True,
+        on_span: Callable[[memoryview], None] | None = None,
     ) -> None:
+        self._on_span = on_span
         self._max_bytes = max_bytes
         self._expected = expected_shapes
         self._finite = require_finite
@@ -263,6 +268,8 @@ class CanonicalReader:
         except (RuntimeError, MemoryError):
             raise CanonicalError("cannot allocate the tensors the header declares") from None
         self.total_size = PREFIX_LEN + len(table) + sum(4 * t.numel() for t in self._tensors)
+        if self._on_span is not None:
+            self._on_span(memoryview(bytes(self._buf)))
         self._buf = bytearray()
         self._in_header = False
         self._idx = -1
@@ -284,6 +291,8 @@ class CanonicalReader:
         assert dst is not None and flat is not None
         take = min(dst.nbytes - self._off, mv.nbytes)
         dst[self._off : self._off + take] = mv[:take]
+        if self._on_span is not None:
+            self._on_span(dst[self._off : self._off + take])
         self._off += take
         if self._finite and _LITTLE:
             done = self._off // 4

@@ -17,8 +17,11 @@ happens. The random 32-byte content key is wrapped for each recipient with NaCl
 Sealing and opening stream: they hold the input tensors (seal) or the output
 tensors (open) plus a few chunks, never a second copy of the whole update.
 Both are blocking; from trio call them via ``trio.to_thread.run_sync`` (see
-:mod:`flocknode.crypto.aio` for async sinks and sources). SHA-256 of the
-plaintext and ciphertext runs on a helper thread, overlapping encryption.
+:mod:`flocknode.crypto.aio` for async sinks and sources). The plaintext
+SHA-256 (updateHash) runs on a helper thread over memory that no longer
+changes (the input tensors when sealing, the filled output when opening), so
+it overlaps the AEAD on a second core; the blob SHA-256 runs inline on each
+ciphertext chunk while it is in cache.
 """
 
 from __future__ import annotations
@@ -40,12 +43,11 @@ from flocknode.crypto.canonical import (
     CanonicalReader,
     Shapes,
     Tensors,
-    canonical_size,
     iter_canonical,
 )
 from flocknode.crypto.errors import EnvelopeError
 from flocknode.crypto.streams import (
-    HashPipe,
+    BackgroundSha256,
     ReadFn,
     Sink,
     Source,
@@ -118,10 +120,10 @@ def _check_chunk_size(chunk_size: int) -> None:
         raise ValueError(f"chunk size must be {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE} bytes")
 
 
-def _plain_chunks(tensors: Tensors, chunk_size: int) -> Iterator[bytes]:
-    """The canonical bytes cut into pieces of exactly chunk_size (the last <=)."""
+def _plain_chunks(pieces: Sequence[memoryview], chunk_size: int) -> Iterator[bytes]:
+    """The concatenated pieces cut into exactly chunk_size bytes (the last <=)."""
     pending = bytearray()
-    for piece in iter_canonical(tensors):
+    for piece in pieces:
         pos = 0
         if pending:
             pos = min(chunk_size - len(pending), piece.nbytes)
@@ -157,26 +159,26 @@ def unwrap_key(wrap: KeyWrap, recipient: PrivateKey, sender: PublicKey) -> bytes
 
 def encrypt_chunks(
     chunks: Iterable[tuple[bytes, int]], sink: Sink, key: bytes, chunk_size: int
-) -> tuple[bytes, bytes, int]:
-    """Write the blob of ``(plaintext, tag)`` chunks; return (plaintext sha256,
-    blob sha256, blob size). The core of :func:`seal_update`; it trusts its
-    caller to cut the chunks and set the tags as the format says."""
+) -> tuple[bytes, int]:
+    """Write the blob of ``(plaintext, tag)`` chunks; return (blobId, size).
+
+    The core of :func:`seal_update`; it trusts its caller to cut the chunks
+    and set the tags as the format says (tests use it to forge bad streams).
+    """
     write = sink_writer(sink)
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     prefix = _PREFIX.pack(MAGIC, ENVELOPE_VERSION, bytes(3), chunk_size)
     head = prefix + sodium.crypto_secretstream_xchacha20poly1305_init_push(state, key)
-    plain_hash, blob_hash = sha256(), sha256()
-    blob_hash.update(head)
+    blob_hash = sha256(head)
     write(head)
     size = len(head)
-    with HashPipe() as pipe:
-        for i, (chunk, tag) in enumerate(chunks):
-            ad = prefix if i == 0 else None
-            ct = sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, ad, tag)
-            pipe.update((plain_hash, chunk), (blob_hash, ct))
-            write(ct)
-            size += len(ct)
-    return plain_hash.digest(), blob_hash.digest(), size
+    for i, (chunk, tag) in enumerate(chunks):
+        ad = prefix if i == 0 else None
+        ct = sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, ad, tag)
+        blob_hash.update(ct)
+        write(ct)
+        size += len(ct)
+    return blob_hash.digest(), size
 
 
 def seal_update(
@@ -188,17 +190,23 @@ def seal_update(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
 ) -> SealedUpdate:
     """Encrypt the canonical bytes of ``tensors`` into ``sink``; wrap the key for
-    each recipient. Blocking; the sink receives one write per chunk."""
+    each recipient. Blocking; the sink receives one write per chunk. The
+    updateHash is computed on a helper thread straight from the tensors."""
     _check_chunk_size(chunk_size)
     if not recipients or len({bytes(r) for r in recipients}) != len(recipients):
         raise ValueError("recipients must be a non-empty list of distinct public keys")
-    last = -(-canonical_size(tensors) // chunk_size) - 1
+    pieces = list(iter_canonical(tensors))
+    last = -(-sum(p.nbytes for p in pieces) // chunk_size) - 1
     tagged = (
         (chunk, _TAG_FINAL if i == last else _TAG_MESSAGE)
-        for i, chunk in enumerate(_plain_chunks(tensors, chunk_size))
+        for i, chunk in enumerate(_plain_chunks(pieces, chunk_size))
     )
     key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
-    update_hash, blob_id, size = encrypt_chunks(tagged, sink, key, chunk_size)
+    with BackgroundSha256() as plain_hash:
+        for piece in pieces:
+            plain_hash.add(piece)
+        blob_id, size = encrypt_chunks(tagged, sink, key, chunk_size)
+        update_hash = plain_hash.digest()
     wraps = tuple(wrap_key(key, sender, r) for r in recipients)
     return SealedUpdate(update_hash, blob_id, size, wraps)
 
@@ -243,11 +251,12 @@ def open_update(
     del key
     if blob_hash is not None:
         blob_hash.update(prefix + ss_header)
-    reader = CanonicalReader(max_bytes=max_bytes, expected_shapes=expected_shapes)
-    plain_hash = sha256()
     full = chunk_size + ABYTES
     index = 0
-    with HashPipe() as pipe:
+    with BackgroundSha256() as plain_hash:
+        reader = CanonicalReader(
+            max_bytes=max_bytes, expected_shapes=expected_shapes, on_span=plain_hash.add
+        )
         while True:
             ct = read_exact(read, full)
             if len(ct) <= ABYTES:
@@ -260,16 +269,18 @@ def open_update(
                 raise EnvelopeError(f"envelope chunk {index} fails authentication") from None
             if tag not in (_TAG_MESSAGE, _TAG_FINAL) or (tag != _TAG_FINAL and len(ct) < full):
                 raise EnvelopeError(f"envelope chunk {index} has a bad tag or length")
-            pipe.update((plain_hash, pt), *([(blob_hash, ct)] if blob_hash else []))
+            if blob_hash is not None:
+                blob_hash.update(ct)
             reader.feed(pt)
             index += 1
             if tag == _TAG_FINAL:
                 break
         if read_exact(read, 1):
             raise EnvelopeError("bytes after the final envelope chunk")
-    if not reader.complete:
-        raise EnvelopeError("envelope ends before the tensor data does")
-    if not hmac.compare_digest(plain_hash.digest(), update_hash):
+        if not reader.complete:
+            raise EnvelopeError("envelope ends before the tensor data does")
+        digest = plain_hash.digest()
+    if not hmac.compare_digest(digest, update_hash):
         raise EnvelopeError("decrypted update does not match its updateHash")
     if blob_hash is not None and not hmac.compare_digest(blob_hash.digest(), blob_id or b""):
         raise EnvelopeError("envelope bytes do not match the blobId")

@@ -8,9 +8,10 @@ returns at most ``n`` bytes and ``b""`` at the end.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -98,42 +99,74 @@ def read_exact(read: ReadFn, n: int) -> bytes:
     return b"".join(parts)
 
 
-class _Hash(Protocol):
-    def update(self, data: bytes, /) -> None: ...
+class BackgroundSha256:
+    """SHA-256 over spans of memory that no longer change (input tensors, filled
+    output tensors), computed on one helper thread while the caller goes on.
 
-
-def _run(jobs: tuple[tuple[_Hash, bytes], ...]) -> None:
-    for h, data in jobs:
-        h.update(data)
-
-
-class HashPipe:
-    """Feeds hash objects in order; moves the work to one helper thread once the
-    stream passes ``thread_after`` bytes (hashlib releases the GIL on large
-    buffers, so hashing then overlaps the caller's encryption). At most
-    ``depth`` jobs wait, so memory stays at a few chunks. Read the digests only
-    after the ``with`` block has ended.
+    hashlib releases the GIL on large buffers, so the hashing overlaps the
+    caller's encryption or decryption on a second core, and the caller never
+    waits for it except in :meth:`digest`. Until ``thread_after`` bytes have
+    been added the spans are hashed inline (small inputs start no thread). Use
+    as a context manager so an error stops the helper.
     """
 
-    def __init__(self, thread_after: int = 4 << 20, depth: int = 2) -> None:
+    def __init__(self, thread_after: int = 1 << 20) -> None:
+        self._hash = hashlib.sha256()
         self._thread_after = thread_after
-        self._depth = depth
-        self._seen = 0
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: deque[Future[None]] = deque()
+        self._added = 0
+        self._queue: deque[memoryview] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._abandoned = False
+        self._error: BaseException | None = None
 
-    def update(self, *jobs: tuple[_Hash, bytes]) -> None:
-        self._seen += sum(len(data) for _, data in jobs)
-        if self._pool is None:
-            if self._seen < self._thread_after:
-                _run(jobs)
+    def add(self, span: memoryview) -> None:
+        if self._thread is None:
+            self._added += span.nbytes
+            if self._added < self._thread_after:
+                self._hash.update(span)
                 return
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="flock-hash")
-        self._pending.append(self._pool.submit(_run, jobs))
-        while len(self._pending) > self._depth:
-            self._pending.popleft().result()
+            self._thread = threading.Thread(target=self._run, name="flock-sha256", daemon=True)
+            self._thread.start()
+        with self._cond:
+            self._queue.append(span)
+            self._cond.notify()
 
-    def __enter__(self) -> HashPipe:
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cond:
+                    while not self._queue and not self._closed:
+                        self._cond.wait()
+                    if not self._queue:
+                        return
+                    batch = list(self._queue)
+                    self._queue.clear()
+                for span in batch:
+                    if self._abandoned:
+                        return
+                    self._hash.update(span)
+        except BaseException as e:  # pragma: no cover - hashlib does not fail
+            self._error = e
+
+    def _stop(self, abandon: bool) -> None:
+        with self._cond:
+            if abandon:
+                self._abandoned = True
+                self._queue.clear()
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join()
+
+    def digest(self) -> bytes:
+        self._stop(abandon=False)
+        if self._error is not None:  # pragma: no cover
+            raise self._error
+        return self._hash.digest()
+
+    def __enter__(self) -> BackgroundSha256:
         return self
 
     def __exit__(
@@ -142,11 +175,4 @@ class HashPipe:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            while self._pending:
-                fut = self._pending.popleft()
-                if exc_type is None:
-                    fut.result()
-        finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
+        self._stop(abandon=exc_type is not None)

@@ -181,7 +181,8 @@ def craft(pieces: list[tuple[bytes, int]], chunk_size: int = CHUNK) -> tuple[byt
     """A blob from a malicious proposer that holds the key: any plaintext, any tags."""
     key = sodium.crypto_secretstream_xchacha20poly1305_keygen()
     sink = bytearray()
-    plain_hash, _, _ = encrypt_chunks(pieces, sink, key, chunk_size)
+    encrypt_chunks(pieces, sink, key, chunk_size)
+    plain_hash = hashlib.sha256(b"".join(p for p, _ in pieces)).digest()
     return bytes(sink), wrap_key(key, PROPOSER, VOTERS[0].public_key), plain_hash
 
 

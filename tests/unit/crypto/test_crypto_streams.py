@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -15,38 +14,30 @@ from nacl.public import PrivateKey
 
 from flocknode.crypto.aio import open_update_from, seal_update_to
 from flocknode.crypto.envelope import EnvelopeError, SealedUpdate
-from flocknode.crypto.streams import HashPipe, read_exact, sink_writer, source_reader
+from flocknode.crypto.streams import BackgroundSha256, read_exact, sink_writer, source_reader
 
 T = TypeVar("T")
 
 
-def test_hash_pipe_matches_hashlib_inline_and_threaded() -> None:
-    chunks = [bytes([i]) * (300_000 + i) for i in range(20)]
-    threads: set[str] = set()
-
-    class Spy:
-        def update(self, data: bytes) -> None:
-            threads.add(threading.current_thread().name)
-
+def test_background_sha256_inline_and_threaded() -> None:
+    spans = [memoryview(bytes([i]) * (300_000 + i)) for i in range(20)]
+    want = hashlib.sha256(b"".join(spans)).digest()
     for thread_after in (0, 1_000_000, 1 << 40):
-        a, b = hashlib.sha256(), hashlib.sha256()
-        threads.clear()
-
-        with HashPipe(thread_after=thread_after, depth=2) as pipe:
-            for c in chunks:
-                pipe.update((a, c), (b, c[::-1]), (Spy(), c))
-        assert a.digest() == hashlib.sha256(b"".join(chunks)).digest()
-        assert b.digest() == hashlib.sha256(b"".join(c[::-1] for c in chunks)).digest()
-        assert any(t.startswith("flock-hash") for t in threads) == (thread_after < 1 << 40)
+        with BackgroundSha256(thread_after=thread_after) as h:
+            for span in spans:
+                h.add(span)
+            threaded = h._thread is not None
+            assert h.digest() == want
+        assert threaded == (thread_after < 1 << 40)
 
 
-def test_hash_pipe_propagates_errors() -> None:
-    class Broken:
-        def update(self, data: bytes) -> None:
-            raise OSError("boom")
-
-    with pytest.raises(OSError, match="boom"), HashPipe(thread_after=0) as pipe:
-        pipe.update((Broken(), b"x"))
+def test_background_sha256_stops_on_error() -> None:
+    big = memoryview(bytes(8 << 20))
+    with pytest.raises(RuntimeError, match="stop"), BackgroundSha256(thread_after=0) as h:
+        for _ in range(50):
+            h.add(big)
+        raise RuntimeError("stop")
+    assert h._thread is not None and not h._thread.is_alive()
 
 
 def test_partial_writes_and_short_reads() -> None:
