@@ -8,8 +8,10 @@ entry for a peer that is not a member is ignored until it becomes one (the host
 would close the connection anyway).
 
 A peer that is not connected is dialed when due; each failed dial doubles its
-delay (``Backoff``), a successful one resets it; a disconnect wakes the loop so
-a dropped member is redialed after ``Backoff.base``.
+delay (``Backoff``). A connection that ends within ``stable_after`` seconds
+(refused by the other side, flapping) counts as a failure too; one that lasted
+resets the count. A disconnect wakes the loop, so a dropped member is redialed
+after ``Backoff.base`` the first time and later ever more slowly.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class _PeerState:
     failures: int = 0
     next_at: float = 0.0
     in_flight: bool = False
+    connected_at: float | None = None
     last_error: str = field(default="", repr=False)
 
 
@@ -84,6 +87,7 @@ class PeerDialer:
         interval: float = 5.0,
         dial_timeout: float = 10.0,
         max_parallel: int = 8,
+        stable_after: float = 10.0,
     ) -> None:
         self._host = host
         self._membership = membership
@@ -93,6 +97,7 @@ class PeerDialer:
         self._interval = interval
         self._dial_timeout = dial_timeout
         self._limiter = trio.CapacityLimiter(max_parallel)
+        self._stable_after = stable_after
         self._state: dict[ID, _PeerState] = {}
         self._wake = trio.Event()
 
@@ -101,10 +106,23 @@ class PeerDialer:
         self._wake.set()
 
     def connected(self, peer_id: ID) -> None:
-        """A connection exists (dialed by either side): forget past failures."""
+        """A connection to a member exists (dialed by either side)."""
+        self._state.setdefault(peer_id, _PeerState()).connected_at = trio.current_time()
+
+    def disconnected(self, peer_id: ID) -> None:
+        """A member's connection ended: short-lived ones count as failures."""
         st = self._state.get(peer_id)
-        if st is not None:
-            st.failures, st.last_error = 0, ""
+        if st is None or st.connected_at is None:
+            return
+        now = trio.current_time()
+        lived, st.connected_at = now - st.connected_at, None
+        if lived >= self._stable_after:
+            st.failures = 0
+            st.next_at = now + self._backoff.base
+        else:
+            st.failures += 1
+            st.next_at = now + self._backoff.delay(st.failures)
+        self.wake()
 
     def failures(self, peer_id: ID) -> int:
         st = self._state.get(peer_id)
@@ -152,8 +170,8 @@ class PeerDialer:
         finally:
             st.in_flight = False
         now = trio.current_time()
-        if ok:
-            st.failures, st.next_at = 0, now + self._backoff.base
+        if ok:  # the failure count is reset once the connection proved stable
+            st.next_at = now + self._backoff.base
             self._metrics.inc(DIAL, "ok")
             log.debug("dialed peer=%s", peer)
         else:

@@ -67,6 +67,7 @@ class HostConfig:
     redial_base: float = 1.0
     redial_cap: float = 60.0
     discovery_interval: float = 5.0
+    stable_after: float = 10.0  # a connection that ends sooner counts as a failed dial
     max_connections: int = 600
     gossip_degree: int = 6
     gossip_degree_low: int = 4
@@ -153,6 +154,7 @@ class P2PHost:
             backoff=Backoff(self.config.redial_base, self.config.redial_cap),
             interval=self.config.discovery_interval,
             dial_timeout=self.config.dial_timeout,
+            stable_after=self.config.stable_after,
         )
         self.host.get_network().register_notifee(_MembershipNotifee(self))
         self.started = trio.Event()
@@ -262,6 +264,7 @@ class P2PHost:
             self._nursery.start_soon(self._close_peer, peer_id)
 
     def _on_disconnected(self, peer_id: ID) -> None:
+        self.dialer.disconnected(peer_id)
         self.dialer.wake()
 
     async def _close_peer(self, peer_id: ID) -> None:

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flocknode.p2p.fetch import READ_MAX, _FrameParser
 from flocknode.p2p.framing import (
     MAX_FRAME,
     REQUEST,
@@ -22,7 +23,6 @@ from flocknode.p2p.framing import (
     encode_refused,
     encode_request,
 )
-from flocknode.p2p.streams import READ_MAX, _FrameParser
 
 
 @given(st.binary(min_size=32, max_size=32), st.integers(0, (1 << 64) - 1))

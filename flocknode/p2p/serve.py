@@ -1,0 +1,194 @@
+"""The content server: ``/flock/blob/1`` to the round's voters, ``/flock/model/1`` to members.
+
+Wire layout: ``flocknode.p2p.framing``. A server holds at most
+``max_streams_per_peer`` streams per peer and ``max_streams_total`` in all (more
+are refused as busy), waits at most ``request_timeout`` for the 41-byte request
+and ``write_timeout`` per frame, and reads the next frame from disk while the
+current one is sent. Content comes from a ``BlobSource`` (the content store).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from typing import BinaryIO
+
+import trio
+from libp2p.abc import INetStream
+from libp2p.peer.id import ID
+
+from flocknode.p2p.content import BlobSource
+from flocknode.p2p.framing import (
+    FRAME_HEADER,
+    MAX_FRAME,
+    PROTOCOL_BLOB,
+    PROTOCOL_MODEL,
+    REQUEST,
+    FramingError,
+    RefuseReason,
+    decode_request,
+    encode_not_found,
+    encode_ok,
+    encode_refused,
+)
+from flocknode.p2p.host import P2PHost
+from flocknode.p2p.metrics import BYTES_SERVED, STREAM_REFUSED, STREAM_SERVED
+from flocknode.p2p.stream_io import (
+    StreamLimits,
+    Truncated,
+    first_error,
+    read_exact,
+    reset_quietly,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _Slots:
+    """Per-peer and total counts of open server streams."""
+
+    def __init__(self, per_peer: int, total: int) -> None:
+        self._per_peer, self._total = per_peer, total
+        self._open: Counter[ID] = Counter()
+
+    def try_acquire(self, peer: ID) -> bool:
+        if self._open[peer] >= self._per_peer or sum(self._open.values()) >= self._total:
+            return False
+        self._open[peer] += 1
+        return True
+
+    def release(self, peer: ID) -> None:
+        self._open[peer] -= 1
+        if self._open[peer] <= 0:
+            del self._open[peer]
+
+
+class ContentServer:
+    """Serves blobs and models from ``BlobSource``s on a running ``P2PHost``."""
+
+    def __init__(
+        self,
+        p2p: P2PHost,
+        blobs: BlobSource,
+        models: BlobSource,
+        limits: StreamLimits | None = None,
+    ) -> None:
+        self._p2p = p2p
+        self._sources = {PROTOCOL_BLOB: blobs, PROTOCOL_MODEL: models}
+        self.limits = limits or StreamLimits()
+        self._slots = _Slots(self.limits.max_streams_per_peer, self.limits.max_streams_total)
+
+    def install(self) -> None:
+        async def blob(stream: INetStream) -> None:
+            await self._serve(stream, PROTOCOL_BLOB)
+
+        async def model(stream: INetStream) -> None:
+            await self._serve(stream, PROTOCOL_MODEL)
+
+        self._p2p.set_stream_handler(PROTOCOL_BLOB, blob)
+        self._p2p.set_stream_handler(PROTOCOL_MODEL, model)
+
+    async def _serve(self, stream: INetStream, protocol: str) -> None:
+        peer = stream.muxed_conn.peer_id
+        if not self._slots.try_acquire(peer):
+            await self._refuse(stream, RefuseReason.BUSY)
+            return
+        try:
+            await self._serve_one(stream, protocol, peer)
+        except Exception as e:
+            self._p2p.metrics.inc(STREAM_SERVED, "aborted")
+            log.info("serving aborted protocol=%s peer=%s error=%r", protocol, peer, e)
+            await reset_quietly(stream)
+        finally:
+            self._slots.release(peer)
+
+    async def _serve_one(self, stream: INetStream, protocol: str, peer: ID) -> None:
+        membership = self._p2p.membership
+        try:
+            with trio.fail_after(self.limits.request_timeout):
+                req = decode_request(await read_exact(stream, REQUEST.size))
+        except (FramingError, Truncated, trio.TooSlowError):
+            await self._refuse(stream, RefuseReason.BAD_REQUEST)
+            return
+        if not membership.is_member(peer):
+            await self._refuse(stream, RefuseReason.NOT_MEMBER)
+            return
+        if protocol == PROTOCOL_BLOB and not membership.is_voter(req.round, peer):
+            await self._refuse(stream, RefuseReason.NOT_VOTER)
+            return
+        path = self._sources[protocol].path(req.content_id)
+        f = await trio.to_thread.run_sync(_open_or_none, path) if path is not None else None
+        if f is None:
+            self._p2p.metrics.inc(STREAM_REFUSED, "not_found")
+            with trio.move_on_after(self.limits.write_timeout):
+                await stream.write(encode_not_found())
+                await stream.close()
+            return
+        try:
+            size = os.fstat(f.fileno()).st_size
+            await self._write(stream, encode_ok(size, req.content_id))
+            await self._send_frames(stream, f, size)
+        finally:
+            f.close()
+        await stream.close()
+        self._p2p.metrics.inc(STREAM_SERVED, "ok")
+        self._p2p.metrics.inc(BYTES_SERVED, n=size)
+
+    async def _send_frames(self, stream: INetStream, f: BinaryIO, size: int) -> None:
+        """Frames of up to MAX_FRAME; the next one is read from disk while one is sent."""
+        send, receive = trio.open_memory_channel[bytearray](1)
+
+        async def read_ahead() -> None:
+            async with send:
+                left = size
+                while left:
+                    frame = await trio.to_thread.run_sync(_read_frame, f, min(MAX_FRAME, left))
+                    await send.send(frame)
+                    left -= len(frame) - FRAME_HEADER.size
+
+        async def write_out() -> None:
+            async with receive:
+                async for frame in receive:
+                    await self._write(stream, frame)
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_ahead)
+                nursery.start_soon(write_out)
+        except BaseExceptionGroup as group:
+            raise first_error(group) from None
+
+    async def _write(self, stream: INetStream, data: bytes | bytearray) -> None:
+        with trio.fail_after(self.limits.write_timeout):
+            await stream.write(data)  # type: ignore[arg-type]  # yamux slices bytes-likes
+
+    async def _refuse(self, stream: INetStream, reason: RefuseReason) -> None:
+        self._p2p.metrics.inc(STREAM_REFUSED, RefuseReason.label(reason))
+        try:
+            with trio.move_on_after(self.limits.write_timeout):
+                await stream.write(encode_refused(reason))
+                await stream.close()
+        except Exception:
+            await reset_quietly(stream)
+
+
+def _read_frame(f: BinaryIO, length: int) -> bytearray:
+    """One frame (header + ``length`` bytes of the file), read straight into place."""
+    frame = bytearray(FRAME_HEADER.size + length)
+    FRAME_HEADER.pack_into(frame, 0, length)
+    view = memoryview(frame)[FRAME_HEADER.size :]
+    got = 0
+    while got < length:
+        n = f.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            raise OSError("content file shrank while being served")
+        got += n
+    return frame
+
+
+def _open_or_none(path: os.PathLike[str]) -> BinaryIO | None:
+    try:
+        return open(path, "rb", buffering=0)
+    except OSError:
+        return None

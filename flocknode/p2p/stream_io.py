@@ -1,0 +1,63 @@
+"""Helpers shared by the content server and the fetcher: limits, exact reads, resets."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import trio
+from libp2p.abc import INetStream
+from libp2p.network.stream.exceptions import StreamEOF
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    """Per-peer stream caps and timeouts of /flock/blob/1 and /flock/model/1."""
+
+    max_streams_per_peer: int = 4
+    max_streams_total: int = 64
+    request_timeout: float = 10.0  # server: to receive the 41-byte request
+    write_timeout: float = 30.0  # server: per frame
+    open_timeout: float = 10.0  # requester: dial and negotiate the stream
+    read_timeout: float = 10.0  # requester: per read without progress
+
+
+class Truncated(Exception):
+    """The stream ended before the bytes it must carry."""
+
+
+async def read_exact(stream: INetStream, n: int) -> bytes:
+    """Exactly ``n`` bytes (n is small: headers); Truncated at EOF."""
+    buf = b""
+    while len(buf) < n:
+        try:
+            piece = await stream.read(n - len(buf))
+        except StreamEOF:
+            raise Truncated() from None
+        if not piece:
+            raise Truncated()
+        buf += piece
+    return buf
+
+
+async def reset_quietly(stream: INetStream) -> None:
+    with contextlib.suppress(Exception):
+        await stream.reset()
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that ended a two-task nursery (the other task was only cancelled)."""
+    leaves: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for inner in e.exceptions:
+                walk(inner)
+        else:
+            leaves.append(e)
+
+    walk(group)
+    for leaf in leaves:
+        if not isinstance(leaf, trio.Cancelled):
+            return leaf
+    return group
