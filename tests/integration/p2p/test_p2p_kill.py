@@ -66,9 +66,8 @@ async def test_holder_killed_mid_transfer_fetch_moves_on(tmp_path: Path) -> None
             assert await trio.to_thread.run_sync(proc.wait) == -signal.SIGKILL
             assert result.holder == good.peer_id
             assert [a.holder for a in result.failed_attempts] == [victim_key.peer_id]
-            assert result.failed_attempts[0].reason in {"truncated", "timeout"} or (
-                result.failed_attempts[0].reason.startswith("stream_error")
-            )
+            # SIGKILL looks like a clean close (truncated) or a reset connection
+            assert result.failed_attempts[0].reason in {"truncated", "reset"}
             assert sink.data is not None and hashlib.sha256(sink.data).digest() == cid
 
             # the dead peer is redialed with growing delays; the survivors keep gossiping
