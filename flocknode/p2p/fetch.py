@@ -52,7 +52,8 @@ from flocknode.p2p.stream_io import (
 log = logging.getLogger(__name__)
 
 READ_MAX = 4 << 20  # the most a requester asks one stream read for
-PIPELINE_DEPTH = 4  # reads queued between the network and the disk (<= 16 MiB)
+BATCH_BYTES = 1 << 20  # content handed to the hashing/writing thread at a time
+PIPELINE_DEPTH = 4  # batches queued between the network and the disk
 
 
 @dataclass(frozen=True)
@@ -262,9 +263,10 @@ async def _receive_frames(stream: INetStream, size: int, sink: Sink, timeout: fl
 
     Two tasks: the reader asks the stream for up to ``READ_MAX`` at a time
     (fewer, larger reads are what make a py-libp2p stream fast) and splits the
-    frames; the writer hashes and writes them on a worker thread. At most
-    ``PIPELINE_DEPTH`` reads wait between the two, so the network keeps moving
-    while the disk works, with a bounded amount of memory.
+    frames; the writer hashes and writes them on a worker thread, about
+    ``BATCH_BYTES`` at a time. At most ``PIPELINE_DEPTH`` batches wait between the
+    two, so the network keeps moving while the disk works, in bounded memory
+    (a batch may hold the tail of one read: < BATCH_BYTES + READ_MAX each).
     """
     hasher = hashlib.sha256()
     parser = _FrameParser(size)
@@ -276,6 +278,8 @@ async def _receive_frames(stream: INetStream, size: int, sink: Sink, timeout: fl
                 await trio.to_thread.run_sync(_consume, hasher, sink, pieces)
 
     async def read_in() -> None:
+        batch: list[memoryview] = []
+        batched = 0
         async with send:
             while parser.remaining:
                 with trio.fail_after(timeout):
@@ -283,8 +287,13 @@ async def _receive_frames(stream: INetStream, size: int, sink: Sink, timeout: fl
                 if not data:
                     raise Truncated()
                 pieces = parser.feed(data)
-                if pieces:
-                    await send.send(pieces)
+                batch += pieces
+                batched += sum(len(p) for p in pieces)
+                # reads often return ~100 KiB; a thread hand-off per read costs more
+                # CPU than the hashing, so hand over about a MiB at a time
+                if batched >= BATCH_BYTES or (batch and not parser.remaining):
+                    await send.send(batch)
+                    batch, batched = [], 0
 
     try:
         async with trio.open_nursery() as nursery:
