@@ -1,0 +1,198 @@
+"""``aggregate``: the norm check, then the task's rule, then new = old + aggregate.
+
+Plain data in, plain data out, no I/O: a model or an update is an ordered
+mapping ``name -> float32 tensor``; the updates come as a list in proposer-seat
+order with their seat numbers. Every tensor is flattened in the global model's
+name order into one float64 vector (float32 -> float64 is exact), the rule runs
+on those vectors (see ``rules``), and the new global is rounded to float32 once.
+
+The norm check (PROTOCOL.md step 5) uses the *lower* median of the included
+updates' norms, ``sorted(norms)[(n - 1) // 2]``, the same convention as the
+median of voter scores in step 8. With ``norm_factor >= 1`` it can never
+reject every update (at least half have a norm <= the median). Its known
+weakness: if at least half of the included updates are tiny (for example all
+zero), honest updates are rejected; robust rules cannot help there either.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from flocknode.aggregation import rules
+from flocknode.aggregation.numeric import F64, l2_norm, lower_median
+from flocknode.aggregation.settings import AggregationSettings
+
+Model = Mapping[str, torch.Tensor]
+
+
+class AggregationInputError(ValueError):
+    """Updates that cannot be aggregated: names the seat and tensor at fault."""
+
+
+class NonFiniteUpdateError(AggregationInputError):
+    """An update (or the global model) holds NaN or infinity."""
+
+
+@dataclass(frozen=True)
+class AggregationResult:
+    """What a voter needs from step 5.
+
+    ``model`` is the new global model (float32, the global's name order).
+    ``included`` are the input seats, ``rejected`` those the norm check threw
+    out (slashable), ``used`` those that entered the rule, ``selected`` the
+    seats multi-Krum averaged (``None`` for other rules; the used seats that
+    are not selected are *not* rejected). ``norms`` holds each included
+    update's L2 norm in ``included`` order and ``median_norm`` their lower
+    median (``None`` with no updates).
+    """
+
+    model: dict[str, torch.Tensor]
+    rule: str
+    included: tuple[int, ...]
+    rejected: tuple[int, ...]
+    used: tuple[int, ...]
+    selected: tuple[int, ...] | None
+    norms: tuple[float, ...]
+    median_norm: float | None
+
+
+def norm_check(norms: Sequence[float], norm_factor: float) -> list[int]:
+    """Positions whose norm exceeds ``norm_factor`` x the lower median norm."""
+    if not norms:
+        return []
+    limit = norm_factor * lower_median(norms)
+    return [i for i, n in enumerate(norms) if n > limit]
+
+
+def aggregate(
+    global_model: Model,
+    updates: Sequence[Model],
+    settings: AggregationSettings,
+    seats: Sequence[int] | None = None,
+) -> AggregationResult:
+    """Apply the norm check and ``settings.rule`` to ``updates`` (in seat order).
+
+    ``seats`` are the proposer seat numbers of ``updates`` (strictly
+    increasing; default ``0 .. len - 1``). Raises ``AggregationInputError`` for
+    mismatched names, shapes or dtypes and ``NonFiniteUpdateError`` for NaN or
+    infinite values, before any arithmetic. No updates, or none left after the
+    norm check: the model stays (returned as a copy).
+    """
+    seat_list = list(range(len(updates))) if seats is None else [int(s) for s in seats]
+    if len(seat_list) != len(updates):
+        raise AggregationInputError(f"{len(updates)} updates but {len(seat_list)} seats")
+    if any(s < 0 for s in seat_list) or any(b <= a for a, b in itertools.pairwise(seat_list)):
+        raise AggregationInputError(f"seats must be increasing and >= 0: {seat_list}")
+
+    layout = _layout(global_model)
+    base = _flatten(global_model, layout, "global model")
+    vectors = [_flatten(u, layout, f"seat {s}") for s, u in zip(seat_list, updates, strict=True)]
+
+    norms = [l2_norm(v) for v in vectors]
+    bad = set(norm_check(norms, settings.norm_factor))
+    rejected = tuple(seat_list[i] for i in sorted(bad))
+    keep = [i for i in range(len(vectors)) if i not in bad]
+    used = tuple(seat_list[i] for i in keep)
+    kept = [vectors[i] for i in keep]
+
+    selected: tuple[int, ...] | None = None
+    if settings.rule == "multi_krum":
+        selected = ()
+    if not kept:
+        new = base
+    else:
+        delta, chosen = _run_rule(kept, settings)
+        if chosen is not None:
+            selected = tuple(used[i] for i in chosen)
+        new = base + delta
+    return AggregationResult(
+        model=_unflatten(new, layout),
+        rule=settings.rule,
+        included=tuple(seat_list),
+        rejected=rejected,
+        used=used,
+        selected=selected,
+        norms=tuple(norms),
+        median_norm=lower_median(norms) if norms else None,
+    )
+
+
+def apply_update(global_model: Model, update: Model) -> dict[str, torch.Tensor]:
+    """``global + update`` with the same float64-then-float32 arithmetic as ``aggregate``.
+
+    For a voter's "this update alone" evaluation (PROTOCOL.md step 6).
+    """
+    layout = _layout(global_model)
+    base = _flatten(global_model, layout, "global model")
+    return _unflatten(base + _flatten(update, layout, "update"), layout)
+
+
+def _run_rule(vectors: list[F64], s: AggregationSettings) -> tuple[F64, list[int] | None]:
+    if s.rule == "fedavg":
+        return rules.fedavg(vectors), None
+    if s.rule == "median":
+        return rules.median(vectors), None
+    if s.rule == "trimmed_mean":
+        return rules.trimmed_mean(vectors, s.trim_ratio), None
+    if s.rule == "multi_krum":
+        delta, chosen = rules.multi_krum(vectors, s.krum_f, s.krum_m)
+        return delta, chosen
+    if s.rule == "centered_clip":
+        return rules.centered_clip(vectors, s.clip_tau, s.clip_iterations), None
+    raise AssertionError(f"unhandled rule {s.rule!r}")  # settings validated the name
+
+
+_Layout = list[tuple[str, tuple[int, ...]]]
+
+
+def _layout(model: Model) -> _Layout:
+    if not model:
+        raise AggregationInputError("global model has no tensors")
+    return [(name, tuple(t.shape)) for name, t in model.items()]
+
+
+def _flatten(model: Model, layout: _Layout, who: str) -> F64:
+    if not isinstance(model, Mapping):
+        raise AggregationInputError(f"{who}: expected a mapping name -> tensor")
+    names = {name for name, _ in layout}
+    extra = sorted(set(model) - names)
+    if extra:
+        raise AggregationInputError(f"{who}: unexpected tensor {extra[0]!r}")
+    parts: list[F64] = []
+    for name, shape in layout:
+        t = model.get(name)
+        if t is None:
+            raise AggregationInputError(f"{who}: missing tensor {name!r}")
+        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
+            kind = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+            raise AggregationInputError(f"{who}: tensor {name!r} is {kind}, expected float32")
+        if tuple(t.shape) != shape:
+            raise AggregationInputError(
+                f"{who}: tensor {name!r} has shape {tuple(t.shape)}, expected {shape}"
+            )
+        a = t.detach().cpu().contiguous().numpy().reshape(-1)
+        if not np.isfinite(a).all():
+            raise NonFiniteUpdateError(f"{who}: tensor {name!r} holds NaN or infinity")
+        parts.append(a.astype(np.float64))
+    return np.concatenate(parts)
+
+
+def _unflatten(flat: F64, layout: _Layout) -> dict[str, torch.Tensor]:
+    with np.errstate(over="ignore"):
+        out32 = flat.astype(np.float32)  # one round-to-nearest-even per value
+    if not np.isfinite(out32).all():
+        # Only reachable when at least half the updates are near float32's range.
+        raise NonFiniteUpdateError("the aggregated model overflows float32")
+    model: dict[str, torch.Tensor] = {}
+    offset = 0
+    for name, shape in layout:
+        size = math.prod(shape)
+        model[name] = torch.from_numpy(out32[offset : offset + size].reshape(shape).copy())
+        offset += size
+    return model

@@ -1,0 +1,138 @@
+"""The aggregation rules on flat float64 vectors, one per update, in seat order.
+
+Each rule takes the updates that survived the norm check and returns the
+aggregate update (float64; the caller adds it to the old global and rounds to
+float32). Definitions, fixed here so that every voter computes the same bits:
+
+- ``fedavg``: the mean with equal weights, summed in seat order.
+- ``median``: coordinate-wise; for an even count the mean of the two middle
+  values, ``(lo + hi) / 2`` in float64.
+- ``trimmed_mean``: coordinate-wise; drop ``k = floor(trim_ratio * n)`` values
+  at each end (``k`` capped at ``(n - 1) // 2`` so one value is left), then the
+  mean of the rest summed in ascending order.
+- ``multi_krum``: score(i) = exact sum of the ``k`` smallest squared distances
+  from update i to the others, ``k = n - f - 2`` clamped to ``1 .. n - 1``;
+  the ``m`` lowest scores are selected (ties: lower seat first), ``m`` = the
+  task's ``krum_m`` or ``n - f``, clamped to ``1 .. n``; the aggregate is the
+  seat-order mean of the selected. Unselected updates are left out by design,
+  not rejected.
+- ``centered_clip``: start at the coordinate-wise median (a deterministic,
+  stateless start point), then ``clip_iterations`` times
+  ``v <- v + (1/n) * sum_i (x_i - v) * min(1, tau / ||x_i - v||)`` with the sum
+  in seat order and exact norms.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from flocknode.aggregation.numeric import (
+    F64,
+    SORT_BLOCK,
+    l2_norm,
+    seat_order_mean,
+    sorted_block,
+    sq_distance,
+)
+
+
+def fedavg(vectors: Sequence[F64]) -> F64:
+    return seat_order_mean(vectors)
+
+
+def median(vectors: Sequence[F64]) -> F64:
+    n = len(vectors)
+    if n == 0:
+        raise ValueError("median of no updates")
+    size = vectors[0].shape[0]
+    out = np.empty(size, dtype=np.float64)
+    for start in range(0, size, SORT_BLOCK):
+        stop = min(start + SORT_BLOCK, size)
+        block = sorted_block(vectors, start, stop)
+        if n % 2:
+            out[start:stop] = block[:, n // 2]
+        else:
+            out[start:stop] = (block[:, n // 2 - 1] + block[:, n // 2]) / 2.0
+    return out
+
+
+def trim_count(n: int, trim_ratio: float) -> int:
+    """Values dropped at each end of a coordinate for ``n`` updates."""
+    return min(math.floor(trim_ratio * n), (n - 1) // 2)
+
+
+def trimmed_mean(vectors: Sequence[F64], trim_ratio: float) -> F64:
+    n = len(vectors)
+    if n == 0:
+        raise ValueError("trimmed mean of no updates")
+    k = trim_count(n, trim_ratio)
+    kept = n - 2 * k
+    size = vectors[0].shape[0]
+    out = np.empty(size, dtype=np.float64)
+    for start in range(0, size, SORT_BLOCK):
+        stop = min(start + SORT_BLOCK, size)
+        block = sorted_block(vectors, start, stop)
+        acc = block[:, k].copy()
+        for j in range(k + 1, n - k):
+            acc += block[:, j]
+        out[start:stop] = acc / float(kept)
+    return out
+
+
+def krum_scores(vectors: Sequence[F64], f: int) -> list[float]:
+    """Each update's Krum score: the exact sum of its ``k`` smallest squared distances."""
+    n = len(vectors)
+    if n < 2:
+        return [0.0] * n
+    k = min(max(n - f - 2, 1), n - 1)
+    dist = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            dist[i][j] = dist[j][i] = sq_distance(vectors[i], vectors[j])
+    return [math.fsum(sorted(dist[i][j] for j in range(n) if j != i)[:k]) for i in range(n)]
+
+
+def krum_select(vectors: Sequence[F64], f: int, m: int | None) -> list[int]:
+    """Positions (ascending) of the updates multi-Krum averages."""
+    n = len(vectors)
+    if n == 0:
+        return []
+    scores = krum_scores(vectors, f)
+    count = min(max(m if m is not None else n - f, 1), n)
+    best = sorted(range(n), key=lambda i: (scores[i], i))[:count]
+    return sorted(best)
+
+
+def multi_krum(vectors: Sequence[F64], f: int, m: int | None) -> tuple[F64, list[int]]:
+    chosen = krum_select(vectors, f, m)
+    return seat_order_mean([vectors[i] for i in chosen]), chosen
+
+
+def centered_clip(vectors: Sequence[F64], tau: float, iterations: int) -> F64:
+    n = len(vectors)
+    v = median(vectors)
+    for _ in range(iterations):
+        acc = np.zeros_like(v)
+        for x in vectors:
+            d = x - v
+            norm = l2_norm(d)
+            if norm > tau:
+                d *= tau / norm
+            acc += d
+        v = v + acc / float(n)
+    return v
+
+
+__all__ = [
+    "centered_clip",
+    "fedavg",
+    "krum_scores",
+    "krum_select",
+    "median",
+    "multi_krum",
+    "trim_count",
+    "trimmed_mean",
+]

@@ -1,0 +1,109 @@
+"""The aggregation part of a task's settings: the rule, its parameters, the norm check.
+
+Plain frozen data with validation at construction, so a bad value is refused
+where it enters (a task file, a node config, the canonical JSON of a task) and
+never half-way through a round. ``to_dict``/``from_dict`` give the form that
+``flocknode.learning.settings`` puts into the task's canonical JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+RULES = ("fedavg", "median", "trimmed_mean", "multi_krum", "centered_clip")
+
+
+class SettingsError(ValueError):
+    """A setting with a value out of range or of the wrong type; names the setting."""
+
+    def __init__(self, name: str, message: str) -> None:
+        self.name = name
+        self.message = message
+        super().__init__(f"{name}: {message}")
+
+
+@dataclass(frozen=True)
+class AggregationSettings:
+    """How voters combine the included updates of a round (PROTOCOL.md step 5).
+
+    - ``rule``: one of ``RULES``.
+    - ``norm_factor``: an update whose L2 norm exceeds ``norm_factor`` times the
+      lower median norm of the included updates is rejected (>= 1).
+    - ``trim_ratio``: trimmed_mean drops ``floor(trim_ratio * n)`` values at each
+      end of every coordinate (capped so at least one value is left); in [0, 0.5).
+    - ``krum_f``: multi_krum's assumed number of Byzantine updates (>= 0).
+    - ``krum_m``: how many updates multi_krum averages; ``None`` means ``n - f``.
+    - ``clip_tau``: centered_clip's clipping radius (L2, > 0, in the units of
+      the update; the default suits the digits demo, whose honest updates lie
+      about 6.7 from their coordinate-wise median: bench/accuracy.py).
+    - ``clip_iterations``: centered_clip's fixed number of iterations (1..100).
+    """
+
+    rule: str = "fedavg"
+    norm_factor: float = 3.0
+    trim_ratio: float = 0.2
+    krum_f: int = 1
+    krum_m: int | None = None
+    clip_tau: float = 3.0
+    clip_iterations: int = 3
+
+    def __post_init__(self) -> None:
+        if self.rule not in RULES:
+            raise SettingsError("rule", f"unknown rule {self.rule!r}; one of {', '.join(RULES)}")
+        _check_float("norm_factor", self.norm_factor, low=1.0)
+        _check_float("trim_ratio", self.trim_ratio, low=0.0, below=0.5)
+        _check_int("krum_f", self.krum_f, low=0)
+        if self.krum_m is not None:
+            _check_int("krum_m", self.krum_m, low=1)
+        _check_float("clip_tau", self.clip_tau, above=0.0)
+        _check_int("clip_iterations", self.clip_iterations, low=1, high=100)
+        # Store floats as floats so 3 and 3.0 give one canonical form.
+        for name in ("norm_factor", "trim_ratio", "clip_tau"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "aggregation") -> AggregationSettings:
+        """Build from a mapping; an unknown key is an error, a missing key takes its default."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SettingsError(f"{where}.{unknown[0]}", "unknown setting")
+        try:
+            return cls(**dict(data))
+        except SettingsError as e:
+            raise SettingsError(f"{where}.{e.name}", e.message) from None
+
+
+def _check_float(
+    name: str,
+    value: object,
+    *,
+    low: float | None = None,
+    above: float | None = None,
+    below: float | None = None,
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SettingsError(name, f"expected a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise SettingsError(name, f"must be finite, got {value!r}")
+    if low is not None and v < low:
+        raise SettingsError(name, f"must be >= {low}, got {value!r}")
+    if above is not None and v <= above:
+        raise SettingsError(name, f"must be > {above}, got {value!r}")
+    if below is not None and v >= below:
+        raise SettingsError(name, f"must be < {below}, got {value!r}")
+
+
+def _check_int(name: str, value: object, *, low: int, high: int | None = None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SettingsError(name, f"expected an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f">= {low}" if high is None else f"in {low}..{high}"
+        raise SettingsError(name, f"must be {bound}, got {value!r}")
