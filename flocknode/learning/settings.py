@@ -1,0 +1,246 @@
+"""A task's training and aggregation settings, their canonical JSON and ``configHash``.
+
+Canonical form (version 1): the JSON object
+
+    {"aggregation": {...}, "flag_threshold_ppm": int, "training": {...}, "version": 1}
+
+with every setting present, keys sorted at every level, no whitespace
+(``separators=(",", ":")``), ASCII only, integers as integers and floats as
+Python's shortest round-trip ``repr`` (``0.05``, ``1e-05``). ``configHash`` is
+the SHA-256 of those UTF-8 bytes. Whoever creates a task publishes the
+canonical JSON next to the task address (the cluster launcher writes it into
+each node's directory); a node checks the published bytes against the on-chain
+``configHash`` before it uses them, and ``check_config`` compares a node's own
+settings with them so that a mismatch names the setting that differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from flocknode.aggregation.settings import AggregationSettings, SettingsError
+from flocknode.errors import FlockError
+
+CANONICAL_VERSION = 1
+DEFAULT_MODEL_FACTORY = "flocknode.learning.models:digits_mlp"
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Local training of a proposer and the data partition every node shares.
+
+    ``dataset``, ``split``, ``alpha``, ``data_seed``, ``test_fraction`` and
+    ``val_fraction`` decide the partition (see ``flocknode.learning.data``) and
+    must match each node's ``[data]`` config; ``init_seed`` makes the initial
+    model. Training: ``local_steps`` mini-batches of ``batch_size`` (the same
+    number for every proposer whatever its shard size, reshuffling after each
+    pass), or ``local_epochs`` full passes when ``local_steps`` is 0;
+    ``optimizer`` is ``adam`` (default betas) or ``sgd`` (with ``momentum``,
+    which Adam ignores).
+
+    The defaults come from bench/accuracy.py (10 nodes, Dirichlet(0.5), 5
+    proposers a round): a fixed step count and Adam keep honest update norms
+    within about 1.4x of their median, so the norm check (factor 3) leaves honest
+    proposers alone and catches updates scaled by 4; SGD by epochs reached a
+    similar accuracy but spread honest norms up to 5.9x and got honest
+    proposers rejected.
+    """
+
+    model_factory: str = DEFAULT_MODEL_FACTORY
+    dataset: str = "digits"
+    split: str = "dirichlet"
+    alpha: float = 0.5
+    data_seed: int = 0
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    init_seed: int = 0
+    optimizer: str = "adam"
+    local_steps: int = 100
+    local_epochs: int = 1
+    batch_size: int = 16
+    learning_rate: float = 0.02
+    momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        for name in ("model_factory", "dataset"):
+            v = getattr(self, name)
+            if not isinstance(v, str) or not v:
+                raise SettingsError(name, f"expected a non-empty string, got {v!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise SettingsError("optimizer", f"must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.split not in ("iid", "dirichlet"):
+            raise SettingsError("split", f"must be 'iid' or 'dirichlet', got {self.split!r}")
+        _number("alpha", self.alpha, lambda v: v > 0, "must be > 0")
+        _number("test_fraction", self.test_fraction, lambda v: 0 <= v < 1, "must be in [0, 1)")
+        _number("val_fraction", self.val_fraction, lambda v: 0 <= v < 1, "must be in [0, 1)")
+        _number("learning_rate", self.learning_rate, lambda v: v > 0, "must be > 0")
+        _number("momentum", self.momentum, lambda v: 0 <= v < 1, "must be in [0, 1)")
+        for name, low in (
+            ("data_seed", 0),
+            ("init_seed", 0),
+            ("local_epochs", 1),
+            ("batch_size", 1),
+        ):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise SettingsError(name, f"expected an integer >= {low}, got {v!r}")
+        for name in ("alpha", "test_fraction", "val_fraction", "learning_rate", "momentum"):
+            object.__setattr__(self, name, float(getattr(self, name)))
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """Everything ``configHash`` covers: training, aggregation and the flag threshold.
+
+    ``flag_threshold_ppm``: a voter flags an update whose validation accuracy
+    change (alone on the old global, parts per million) is below this value.
+    The default, -450000, is for the digits demo's Dirichlet(0.5) shards, where
+    one honest update alone costs another node's validation accuracy up to 67
+    points (5th percentile -42) and a label-flipped one 33 to 100 points (95th
+    percentile -45): bench/accuracy.py's ``update_probe``.
+    """
+
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    aggregation: AggregationSettings = field(default_factory=AggregationSettings)
+    flag_threshold_ppm: int = -450_000
+
+    def __post_init__(self) -> None:
+        v = self.flag_threshold_ppm
+        if isinstance(v, bool) or not isinstance(v, int) or not -1_000_000 <= v <= 1_000_000:
+            raise SettingsError("flag_threshold_ppm", f"expected an integer in +-1e6, got {v!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": CANONICAL_VERSION,
+            "training": {f.name: getattr(self.training, f.name) for f in fields(self.training)},
+            "aggregation": self.aggregation.to_dict(),
+            "flag_threshold_ppm": self.flag_threshold_ppm,
+        }
+
+    def canonical_json(self) -> bytes:
+        return json.dumps(
+            self.to_dict(),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=True,
+            allow_nan=False,
+        ).encode("ascii")
+
+    def config_hash(self) -> bytes:
+        """SHA-256 of the canonical JSON: the task's ``configHash`` (32 bytes)."""
+        return hashlib.sha256(self.canonical_json()).digest()
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TaskSettings:
+        """Strict: an unknown key or a bad value is a ``SettingsError`` naming it."""
+        if not isinstance(data, Mapping):
+            raise SettingsError("settings", "expected a JSON object")
+        unknown = sorted(set(data) - {"version", "training", "aggregation", "flag_threshold_ppm"})
+        if unknown:
+            raise SettingsError(unknown[0], "unknown setting")
+        if data.get("version", CANONICAL_VERSION) != CANONICAL_VERSION:
+            raise SettingsError("version", f"unsupported version {data.get('version')!r}")
+        training = data.get("training", {})
+        if not isinstance(training, Mapping):
+            raise SettingsError("training", "expected an object")
+        known = {f.name for f in fields(TrainingSettings)}
+        bad = sorted(set(training) - known)
+        if bad:
+            raise SettingsError(f"training.{bad[0]}", "unknown setting")
+        try:
+            t = TrainingSettings(**dict(training))
+        except SettingsError as e:
+            raise SettingsError(f"training.{e.name}", e.message) from None
+        agg = data.get("aggregation", {})
+        if not isinstance(agg, Mapping):
+            raise SettingsError("aggregation", "expected an object")
+        a = AggregationSettings.from_dict(agg)
+        return cls(t, a, data.get("flag_threshold_ppm", 0))
+
+    @classmethod
+    def from_canonical_json(cls, raw: bytes | str) -> TaskSettings:
+        """Parse published settings; they must be exactly in canonical form."""
+        data = raw.encode() if isinstance(raw, str) else bytes(raw)
+        try:
+            obj = json.loads(data, parse_constant=_refuse_constant)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise SettingsError("settings", f"not valid JSON: {e}") from None
+        settings = cls.from_dict(obj)
+        if settings.canonical_json() != data:
+            raise SettingsError("settings", "JSON is not in canonical form (see TaskSettings)")
+        return settings
+
+
+class ConfigMismatchError(FlockError):
+    """A node's settings do not hash to the task's ``configHash``.
+
+    ``differences`` lists ``(setting, task value, node value)`` when the task's
+    canonical JSON was available to compare with; empty otherwise.
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, differences: list[tuple[str, Any, Any]]) -> None:
+        self.differences = differences
+        super().__init__(message)
+
+
+def flat_settings(settings: TaskSettings) -> dict[str, Any]:
+    """``{"training.learning_rate": 0.1, ...}``: every setting under its dotted name."""
+    out: dict[str, Any] = {}
+    for key, value in settings.to_dict().items():
+        if isinstance(value, dict):
+            out.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            out[key] = value
+    return out
+
+
+def check_config(
+    local: TaskSettings, config_hash: bytes, published: bytes | str | None = None
+) -> None:
+    """Raise ``ConfigMismatchError`` unless ``local`` hashes to ``config_hash``.
+
+    ``published`` is the task's canonical JSON if the node has it: it must hash
+    to ``config_hash`` itself, and then the error names every setting that
+    differs (``training.learning_rate: task 0.05, node 0.1``). Without it the
+    error can only say that the hashes differ.
+    """
+    if local.config_hash() == bytes(config_hash):
+        return
+    want, have = bytes(config_hash).hex(), local.config_hash().hex()
+    if published is None:
+        raise ConfigMismatchError(
+            f"settings hash {have} differs from the task's configHash {want}; "
+            "give the task's published settings JSON to see which setting differs",
+            [],
+        )
+    raw = published.encode() if isinstance(published, str) else bytes(published)
+    if hashlib.sha256(raw).digest() != bytes(config_hash):
+        raise ConfigMismatchError(
+            f"the published task settings do not hash to the task's configHash {want}", []
+        )
+    task = flat_settings(TaskSettings.from_canonical_json(raw))
+    mine = flat_settings(local)
+    diffs = [(k, task[k], mine[k]) for k in sorted(task) if task[k] != mine[k]]
+    detail = "; ".join(f"{k}: task {t!r}, node {n!r}" for k, t, n in diffs)
+    if not diffs:
+        detail = "no single setting differs (a different canonical form or version?)"
+    raise ConfigMismatchError(f"settings differ from the task's: {detail}", diffs)
+
+
+def _number(name: str, value: object, ok: Any, rule: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise SettingsError(name, f"expected a number, got {value!r}")
+    if not (float(value) == float(value) and abs(float(value)) != float("inf")):
+        raise SettingsError(name, f"must be finite, got {value!r}")
+    if not ok(float(value)):
+        raise SettingsError(name, f"{rule}, got {value!r}")
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not allowed")

@@ -1,0 +1,147 @@
+"""Local training of a proposer and evaluation of a model on a split.
+
+Blocking torch code: call it through ``trio.to_thread.run_sync`` (``Learner``
+has async wrappers). Training is deterministic given the seed: the only
+randomness is the batch order, drawn from a private ``torch.Generator``; the
+process-wide torch RNG is neither used nor changed. Bit-identical updates also
+need the same torch build and thread count (matrix products may block
+differently), which is fine because only the proposer trains: voters check the
+update against its on-chain hash, never retrain it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from flocknode.learning.data import Split
+from flocknode.learning.models import ModelFactory, State, build_model
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """``update`` = trained minus global (float32, the global's names); wall seconds."""
+
+    update: State
+    seconds: float
+    samples: int
+    final_loss: float
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Correct predictions out of ``total``; ``ppm`` is exact integer arithmetic."""
+
+    correct: int
+    total: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.total if self.total else 0.0
+
+    @property
+    def ppm(self) -> int:
+        """Accuracy in parts per million, rounded half up with integers only."""
+        return (self.correct * 2_000_000 + self.total) // (2 * self.total) if self.total else 0
+
+
+def flipped_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """The label-flip attack's permutation: class c becomes ``num_classes - 1 - c``."""
+    return (num_classes - 1) - y
+
+
+def train_local(
+    factory: ModelFactory,
+    global_state: Mapping[str, torch.Tensor],
+    data: Split,
+    *,
+    steps: int,
+    epochs: int,
+    batch_size: int,
+    optimizer: str,
+    learning_rate: float,
+    momentum: float,
+    seed: int,
+    num_classes: int,
+    label_flip: bool = False,
+) -> TrainResult:
+    """Train from ``global_state`` on ``data``; returns the update and the wall time.
+
+    ``steps`` > 0: exactly that many mini-batches (a new random order after each
+    pass over the data); otherwise ``epochs`` full passes. ``optimizer`` is
+    ``"adam"`` or ``"sgd"`` (with ``momentum``). ``label_flip`` trains on
+    permuted labels (``flipped_labels``): the cheater behaviour of the test
+    cluster, off for honest nodes.
+    """
+    n = len(data)
+    if n == 0:
+        raise ValueError("no training samples")
+    start = time.perf_counter()
+    model = build_model(factory, global_state)
+    model.train()
+    x = torch.from_numpy(data.x)
+    y = torch.from_numpy(data.y)
+    if label_flip:
+        y = flipped_labels(y, num_classes)
+    opt: torch.optim.Optimizer
+    if optimizer == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    elif optimizer == "sgd":
+        opt = torch.optim.SGD(model.parameters(), lr=learning_rate, momentum=momentum)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}")
+    loss_fn = nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    loss = torch.zeros(())
+    for idx in _batches(n, batch_size, steps, epochs, gen):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x[idx]), y[idx])
+        loss.backward()
+        opt.step()
+    trained = model.state_dict()
+    update = {
+        name: (trained[name].detach() - g.detach()).to(torch.float32).contiguous()
+        for name, g in global_state.items()
+    }
+    return TrainResult(update, time.perf_counter() - start, n, float(loss.detach()))
+
+
+def _batches(
+    n: int, batch_size: int, steps: int, epochs: int, gen: torch.Generator
+) -> Iterator[torch.Tensor]:
+    """Index batches: ``steps`` of them if > 0 (cycling reshuffled passes), else ``epochs`` passes.
+
+    With a step count every batch is full (a pass ends early rather than
+    yielding a short tail), so each proposer's steps have the same size.
+    """
+    size = min(batch_size, n)
+    if steps <= 0:
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=gen)
+            for i in range(0, n, size):
+                yield order[i : i + size]
+        return
+    done = 0
+    while True:
+        order = torch.randperm(n, generator=gen)
+        for i in range(0, n - size + 1, size):
+            if done == steps:
+                return
+            yield order[i : i + size]
+            done += 1
+
+
+def evaluate(factory: ModelFactory, state: Mapping[str, torch.Tensor], data: Split) -> Evaluation:
+    """Accuracy of the model ``state`` on ``data`` (argmax of the outputs)."""
+    if len(data) == 0:
+        return Evaluation(0, 0)
+    model = build_model(factory, state)
+    model.eval()
+    with torch.no_grad():
+        pred = model(torch.from_numpy(data.x)).argmax(dim=1)
+    correct = int((pred == torch.from_numpy(data.y)).sum())
+    return Evaluation(correct, len(data))

@@ -1,0 +1,114 @@
+"""The task settings' canonical form, configHash, and the mismatch error."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from typing import Any
+
+import pytest
+
+from flocknode.aggregation import AggregationSettings, SettingsError
+from flocknode.learning import ConfigMismatchError, TaskSettings, TrainingSettings, check_config
+from flocknode.learning.settings import flat_settings
+
+
+def _changed(value: Any) -> Any:
+    """Another valid value of the same kind."""
+    if isinstance(value, bool):
+        raise AssertionError("no boolean settings expected")
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value / 2 if value > 0 else 0.1
+    if value is None:
+        return 3
+    swaps = {"digits": "my.data:loader", "dirichlet": "iid", "fedavg": "median", "adam": "sgd"}
+    return swaps.get(value, value + "x")
+
+
+def _with(settings: TaskSettings, dotted: str, value: Any) -> TaskSettings:
+    if "." not in dotted:
+        return dataclasses.replace(settings, **{dotted: value})
+    section, name = dotted.split(".")
+    inner = dataclasses.replace(getattr(settings, section), **{name: value})
+    return dataclasses.replace(settings, **{section: inner})
+
+
+def test_canonical_json_is_sorted_compact_and_round_trips() -> None:
+    s = TaskSettings()
+    raw = s.canonical_json()
+    obj = json.loads(raw)
+    assert raw == json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    assert obj["version"] == 1
+    assert set(obj) == {"version", "training", "aggregation", "flag_threshold_ppm"}
+    assert s.config_hash() == hashlib.sha256(raw).digest()
+    assert TaskSettings.from_canonical_json(raw) == s
+    # ints given for float settings normalise to one canonical form
+    assert (
+        _with(s, "training.learning_rate", 1).canonical_json()
+        == _with(s, "training.learning_rate", 1.0).canonical_json()
+    )
+
+
+def test_every_setting_changes_the_hash_and_is_named_in_the_error() -> None:
+    task = TaskSettings()
+    published = task.canonical_json()
+    names = list(flat_settings(task))
+    assert len(names) == 23  # version + 14 training + 7 aggregation + flag threshold
+    for name in names:
+        if name == "version":
+            continue
+        old = flat_settings(task)[name]
+        node = _with(task, name, _changed(old))
+        assert node.config_hash() != task.config_hash(), name
+        with pytest.raises(ConfigMismatchError) as e:
+            check_config(node, task.config_hash(), published)
+        assert [d[0] for d in e.value.differences] == [name]
+        assert name in str(e.value)
+
+
+def test_check_config_accepts_matching_settings_and_explains_mismatches() -> None:
+    task = TaskSettings(aggregation=AggregationSettings(rule="median"))
+    check_config(task, task.config_hash())
+    check_config(task, task.config_hash(), task.canonical_json())
+    node = TaskSettings(
+        training=TrainingSettings(learning_rate=0.5, local_epochs=9),
+        aggregation=AggregationSettings(rule="median"),
+    )
+    with pytest.raises(ConfigMismatchError, match="published settings JSON") as e:
+        check_config(node, task.config_hash())
+    assert e.value.differences == [] and e.value.exit_code == 2
+    with pytest.raises(ConfigMismatchError) as e:
+        check_config(node, task.config_hash(), task.canonical_json().decode())
+    assert e.value.differences == [
+        ("training.learning_rate", task.training.learning_rate, 0.5),
+        ("training.local_epochs", task.training.local_epochs, 9),
+    ]
+    assert "training.learning_rate: task 0.02, node 0.5" in str(e.value)
+    with pytest.raises(ConfigMismatchError, match="do not hash to"):
+        check_config(node, task.config_hash(), node.canonical_json())
+
+
+def test_published_settings_must_be_canonical_and_known() -> None:
+    raw = TaskSettings().canonical_json()
+    obj = json.loads(raw)
+    with pytest.raises(SettingsError, match="canonical form"):
+        TaskSettings.from_canonical_json(json.dumps(obj, sort_keys=True, indent=1))
+    for mutate, name in [
+        (lambda o: o["training"].update(bogus=1), "training.bogus"),
+        (lambda o: o["aggregation"].update(rule="mean"), "aggregation.rule"),
+        (lambda o: o["training"].update(batch_size=0), "training.batch_size"),
+        (lambda o: o["training"].update(local_epochs=2.0), "training.local_epochs"),
+        (lambda o: o.update(version=2), "version"),
+        (lambda o: o.update(extra={}), "extra"),
+    ]:
+        bad = json.loads(raw)
+        mutate(bad)
+        with pytest.raises(SettingsError) as e:
+            TaskSettings.from_canonical_json(json.dumps(bad, sort_keys=True, separators=(",", ":")))
+        assert e.value.name == name
+    for junk in (b"", b"[]", b"{", b'{"training":NaN}', b"\xff"):
+        with pytest.raises(SettingsError):
+            TaskSettings.from_canonical_json(junk)

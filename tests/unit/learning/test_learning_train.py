@@ -1,0 +1,176 @@
+"""Model factories, the initial model, local training and evaluation (real torch)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+
+from flocknode.aggregation import apply_update
+from flocknode.learning import (
+    Evaluation,
+    Learner,
+    PluginError,
+    TrainingSettings,
+    initial_state,
+    load_model_factory,
+    model_hash,
+)
+from flocknode.learning.models import digits_mlp
+
+SETTINGS = TrainingSettings()
+
+_HASH_SNIPPET = (
+    "import torch, sys; torch.set_num_threads(int(sys.argv[1])); torch.manual_seed(999);"
+    "from flocknode.learning import Learner, TrainingSettings, model_hash;"
+    "print(model_hash(Learner.from_settings(TrainingSettings(), 0, 1).initial_state()).hex())"
+)
+
+
+@pytest.fixture(scope="module")
+def learner() -> Learner:
+    return Learner.from_settings(SETTINGS, node_index=2, num_nodes=5)
+
+
+def test_initial_model_hash_is_stable_across_processes(learner: Learner, restore_threads) -> None:
+    here = model_hash(learner.initial_state()).hex()
+    env = {**os.environ, "PYTHONHASHSEED": "123"}
+    torch.set_num_threads(2)
+    there = subprocess.run(
+        [sys.executable, "-c", _HASH_SNIPPET, "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+        timeout=120,
+    ).stdout.strip()
+    assert there == here
+
+
+def test_initial_state_depends_on_the_seed_only_and_leaves_the_rng_alone() -> None:
+    torch.manual_seed(1)
+    a = initial_state(digits_mlp, 5)
+    marker = torch.rand(1)
+    torch.manual_seed(1)
+    torch.rand(3)
+    b = initial_state(digits_mlp, 5)
+    torch.manual_seed(1)
+    initial_state(digits_mlp, 5)
+    assert torch.equal(torch.rand(1), marker)  # the caller's RNG stream is untouched
+    assert model_hash(a) == model_hash(b)
+    assert model_hash(initial_state(digits_mlp, 6)) != model_hash(a)
+    assert all(t.dtype == torch.float32 for t in a.values())
+    assert sum(t.numel() for t in a.values()) == 64 * 64 + 64 + 64 * 10 + 10
+
+
+def test_training_improves_accuracy_on_the_shard(learner: Learner) -> None:
+    g = learner.initial_state()
+    before = learner.evaluate(g, "train")
+    result = learner.train(g, seed=1)
+    trained = apply_update(g, result.update)
+    after = learner.evaluate(trained, "train")
+    assert result.samples == len(learner.data.train) and result.seconds > 0
+    assert list(result.update) == list(g)
+    assert all(u.dtype == torch.float32 and u.shape == g[k].shape for k, u in result.update.items())
+    assert before.accuracy < 0.3
+    assert after.accuracy > before.accuracy + 0.4
+    assert learner.evaluate(trained, "test").accuracy > learner.evaluate(g, "test").accuracy
+
+
+def test_training_is_deterministic_given_the_seed(learner: Learner) -> None:
+    g = learner.initial_state()
+    a, b, c = (learner.train(g, seed=s).update for s in (3, 3, 4))
+    assert model_hash(a) == model_hash(b)
+    assert model_hash(a) != model_hash(c)
+
+
+def test_label_flip_trains_on_permuted_labels(learner: Learner) -> None:
+    g = learner.initial_state()
+    honest = apply_update(g, learner.train(g, seed=1).update)
+    flipped = apply_update(g, learner.train(g, seed=1, label_flip=True).update)
+    data = learner.data.train
+    assert (
+        learner.evaluate(flipped, "train").accuracy
+        < 0.5 * learner.evaluate(honest, "train").accuracy
+    )
+    with torch.no_grad():
+        m = digits_mlp()
+        m.load_state_dict(flipped)
+        pred = m(torch.from_numpy(data.x)).argmax(1)
+    flipped_acc = float((pred == 9 - torch.from_numpy(data.y)).float().mean())
+    assert flipped_acc > 0.6
+
+
+def test_evaluation_ppm_is_exact_integer_rounding() -> None:
+    assert Evaluation(1, 3).ppm == 333_333
+    assert Evaluation(2, 3).ppm == 666_667
+    assert Evaluation(1, 8).ppm == 125_000
+    assert Evaluation(0, 0).ppm == 0 and Evaluation(0, 0).accuracy == 0.0
+
+
+async def test_async_wrappers_run_in_a_thread(learner: Learner) -> None:
+    g = learner.initial_state()
+    result = await learner.train_async(g, seed=1)
+    assert model_hash(result.update) == model_hash(learner.train(g, seed=1).update)
+    ev = await learner.evaluate_async(g, "test")
+    assert ev == learner.evaluate(g, "test") and ev.total == 359
+
+
+def _float64_model() -> nn.Module:
+    return nn.Linear(2, 2).double()
+
+
+def _not_a_model() -> int:
+    return 3
+
+
+not_callable = 5
+
+
+def test_model_factory_errors_name_the_spec() -> None:
+    mod = __name__
+    assert load_model_factory("flocknode.learning.models:digits_mlp") is digits_mlp
+    for spec, message in [
+        ("no_colon", "expected 'module:function'"),
+        ("flocknode.nope:f", "cannot import module"),
+        ("flocknode.learning.models:nope", "has no 'nope'"),
+        (f"{mod}:not_callable", "is not callable"),
+        (f"{mod}:_not_a_model", "not a Module"),
+        (f"{mod}:_float64_model", "must be float32"),
+    ]:
+        with pytest.raises(PluginError, match=message) as e:
+            load_model_factory(spec)
+        assert spec in str(e.value) or "float32" in message
+
+
+def test_unknown_data_set_is_refused() -> None:
+    with pytest.raises(PluginError, match="not built in"):
+        Learner.from_settings(TrainingSettings(dataset="mnist"), 0, 1)
+    with pytest.raises(PluginError, match="cannot import"):
+        Learner.from_settings(TrainingSettings(dataset="nowhere.at_all:load"), 0, 1)
+
+
+def test_batches_by_steps_and_by_epochs() -> None:
+    from flocknode.learning.train import _batches
+
+    gen = torch.Generator().manual_seed(0)
+    by_steps = list(_batches(20, 6, steps=7, epochs=99, gen=gen))
+    assert len(by_steps) == 7 and all(len(b) == 6 for b in by_steps)
+    # each pass yields 3 full batches of distinct indices (the tail of 2 is skipped)
+    assert len(set(torch.cat(by_steps[:3]).tolist())) == 18
+    by_epochs = list(_batches(20, 6, steps=0, epochs=2, gen=gen))
+    assert [len(b) for b in by_epochs] == [6, 6, 6, 2] * 2
+    assert sorted(torch.cat(by_epochs).tolist()) == sorted(list(range(20)) * 2)
+    assert [len(b) for b in _batches(4, 16, steps=3, epochs=1, gen=gen)] == [4, 4, 4]
+
+
+def test_sgd_by_epochs_also_trains() -> None:
+    settings = TrainingSettings(optimizer="sgd", local_steps=0, local_epochs=3, learning_rate=0.1)
+    lr = Learner.from_settings(settings, node_index=0, num_nodes=3)
+    g = lr.initial_state()
+    after = lr.evaluate(apply_update(g, lr.train(g, seed=0).update), "train")
+    assert after.accuracy > lr.evaluate(g, "train").accuracy + 0.4
