@@ -125,6 +125,8 @@ class TaskGossip:
         """Sign and send ``message``. Raises ValueError if the validator would drop it."""
         if not self.started.is_set():
             raise RuntimeError("gossip is not running")
+        if not self._p2p.membership.is_member(self._p2p.peer_id):
+            raise ValueError("this node is not a member of the task: peers would drop it")
         reason = check_message(message, self._p2p.membership.current_round())
         if reason:
             raise ValueError(f"message not publishable now: {reason}")

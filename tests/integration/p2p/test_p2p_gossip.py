@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
@@ -82,6 +83,10 @@ async def test_validator_drops_and_counts_stale_future_and_malformed() -> None:
 async def test_validator_rejects_message_signed_by_non_member_and_never_raises() -> None:
     membership = StaticMembership(round_number=1)
     async with running_nodes(1, membership) as (a,):
+        membership.remove(a.peer_id)
+        with pytest.raises(ValueError, match="not a member"):
+            await a.gossip.publish(UpdateAnnounce(1, b"\x05" * 32, 3))
+        membership.add(a.peer_id, [])
         outsider = PeerKey.generate()
         data = encode_message(UpdateAnnounce(1, b"\x05" * 32, 3))
         forged = rpc_pb2.Message(
