@@ -147,7 +147,7 @@ async def _decide(ctx: RoundContext, view: RoundView, seat: int) -> VoteRecord |
         lambda: aggregate(base, updates, ctx.settings.aggregation, seats=[s.seat for s in included])
     )
     agg_hash = await ctx.models.put_async(result.model)
-    score, flags = await _score(ctx, base, result.model, included, set(result.rejected))
+    score, flags = await _score(ctx, base, result.model, included)
     vote = VoteRecord(
         aggregate_hash=tamper_hash(ctx.behaviour, agg_hash).hex(),
         included_bits=_bits(s.seat for s in included),
@@ -260,15 +260,15 @@ def _open(
 
 
 async def _score(
-    ctx: RoundContext, base: State, new: State, included: list[SeatInput], rejected: set[int]
+    ctx: RoundContext, base: State, new: State, included: list[SeatInput]
 ) -> tuple[int, list[int]]:
     """Accuracy change (ppm) of the new model on private validation data, and flags."""
     t0 = time.monotonic()
     before = (await ctx.learner.evaluate_async(base, "val")).ppm
     after = (await ctx.learner.evaluate_async(new, "val")).ppm
     flags = []
-    for s in included:
-        if s.seat in rejected or s.update is None:
+    for s in included:  # every included update is judged, rejected ones too
+        if s.update is None:
             continue
         alone = await trio.to_thread.run_sync(apply_update, base, s.update)
         gain = (await ctx.learner.evaluate_async(alone, "val")).ppm - before

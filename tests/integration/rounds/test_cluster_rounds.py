@@ -69,45 +69,65 @@ def test_rounds_agree_survive_two_voters_down_and_catch_up_a_late_node(tmp_path:
         assert acc4 >= acc1 - 0.05, (acc1, acc4)
 
 
-def test_cheating_proposers_are_rejected_slashed_or_unrewarded(tmp_path: Path) -> None:
-    # node-4 has the largest honest update norm of 6 shards: its 4x sign flip stands out.
-    behaviours = (H, Behaviour.LABEL_FLIP, H, H, Behaviour.SIGN_FLIP, H)
+def test_sign_flip_proposer_is_rejected_and_slashed_while_accuracy_rises(tmp_path: Path) -> None:
+    # node-3 has the largest honest update norm of the 5 shards, so its 4x sign flip
+    # stands out against any honest median; 10x stake makes it propose almost always.
     spec = ClusterSpec(
-        nodes=6,
+        nodes=5,
         rounds=3,
         proposers=3,
-        voters=3,
+        voters=2,
         rule="median",
-        byzantine=behaviours,
-        stakes=(100, 1000, 100, 100, 1000, 100),
+        byzantine=(H, H, H, Behaviour.SIGN_FLIP),
+        stakes=(100, 100, 100, 1000),
     )
     with cluster(tmp_path / "c", spec) as h:
         final = h.wait_finalized(3, timeout=180)
-        sf, lf = h.wallet("node-4"), h.wallet("node-1")
-        sign_flip_rounds = label_flagged_rounds = 0
+        sf = h.wallet("node-3")
+        caught = 0
         for r in (1, 2, 3):
             v = h.client.get_round(r)
             slashed = {(e.wallet, e.reason) for e in h.events(Slashed, r)}
-            rewarded = {e.wallet for e in h.events(Rewarded, r)}
+            assert not any(w != sf and "norm" in why for w, why in slashed), slashed
             win = winners(v)
             if sf in v.proposers and v.updates[v.proposers.index(sf)].submitted and win:
                 seat = v.proposers.index(sf)
                 assert v.votes[win[0]].rejected_bits >> seat & 1, f"round {r}: not rejected"
                 assert any(w == sf and "norm" in why for w, why in slashed), (r, slashed)
-                sign_flip_rounds += 1
-            if lf in v.proposers and v.accepted and win:
-                seat = v.proposers.index(lf)
-                flags = sum(v.votes[i].flag_bits >> seat & 1 for i in win)
-                if flags * 10000 >= 6666 * len(v.voters):
-                    assert lf not in rewarded, f"round {r}: flagged label flipper rewarded"
-                    label_flagged_rounds += 1
-                assert not any(w == lf for w, _ in slashed), "flags never slash"
-            honest = {h.wallet(n) for n in ("node-0", "node-2", "node-3", "node-5")}
-            assert not any(w in honest and "norm" in why for w, why in slashed)
-        assert sign_flip_rounds >= 1, "the sign flipper never proposed"
-        assert label_flagged_rounds >= 1, "the label flipper was never flagged"
-        acc0 = h.initial_accuracy()
-        assert h.accuracy(final.global_model_hash_after) > acc0 + 0.3
+                caught += 1
+        assert caught >= 1, "the sign flipper never proposed"
+        assert h.accuracy(final.global_model_hash_after) > h.initial_accuracy() + 0.3
+
+
+def test_label_flip_proposer_goes_unrewarded_when_flagged(tmp_path: Path) -> None:
+    spec = ClusterSpec(
+        nodes=5,
+        rounds=3,
+        proposers=3,
+        voters=2,
+        rule="median",
+        byzantine=(Behaviour.LABEL_FLIP,),
+        stakes=(1000, 100, 100, 100, 100),
+    )
+    with cluster(tmp_path / "c", spec) as h:
+        h.wait_finalized(3, timeout=180)
+        lf = h.wallet("node-0")
+        flagged = 0
+        for r in (1, 2, 3):
+            v = h.client.get_round(r)
+            slashed = {(e.wallet, e.reason) for e in h.events(Slashed, r)}
+            rewarded = {e.wallet for e in h.events(Rewarded, r)}
+            # flags withhold rewards but never slash (a norm rejection may)
+            assert not any(w == lf and "norm" not in why for w, why in slashed), slashed
+            win = winners(v)
+            if lf not in v.proposers or not win:
+                continue
+            seat = v.proposers.index(lf)
+            flags = sum(v.votes[i].flag_bits >> seat & 1 for i in win)
+            if flags * 10000 >= 6666 * len(v.voters):
+                assert lf not in rewarded, f"round {r}: flagged label flipper rewarded"
+                flagged += 1
+        assert flagged >= 1, "the label flipper was never flagged by a quorum"
 
 
 def test_cheating_voters_are_slashed_and_a_killed_voter_reveals_after_restart(
