@@ -106,14 +106,18 @@ class BackgroundSha256:
     hashlib releases the GIL on large buffers, so the hashing overlaps the
     caller's encryption or decryption on a second core, and the caller never
     waits for it except in :meth:`digest`. Until ``thread_after`` bytes have
-    been added the spans are hashed inline (small inputs start no thread). Use
-    as a context manager so an error stops the helper.
+    been added the spans are hashed inline (small inputs start no thread);
+    after that they are handed over in batches of ``batch`` bytes. Use as a
+    context manager so an error stops the helper.
     """
 
-    def __init__(self, thread_after: int = 1 << 20) -> None:
+    def __init__(self, thread_after: int = 1 << 20, batch: int = 4 << 20) -> None:
         self._hash = hashlib.sha256()
         self._thread_after = thread_after
+        self._batch = batch
         self._added = 0
+        self._local: list[memoryview] = []  # spans not yet handed over
+        self._local_bytes = 0
         self._queue: deque[memoryview] = deque()
         self._cond = threading.Condition()
         self._closed = False
@@ -129,9 +133,19 @@ class BackgroundSha256:
                 return
             self._thread = threading.Thread(target=self._run, name="flock-sha256", daemon=True)
             self._thread.start()
+        # Hand spans over in batches: each hand-over wakes the helper, and every
+        # wake-up is a GIL hand-off that can stall the caller.
+        self._local.append(span)
+        self._local_bytes += span.nbytes
+        if self._local_bytes >= self._batch:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
         with self._cond:
-            self._queue.append(span)
+            self._queue.extend(self._local)
             self._cond.notify()
+        self._local = []
+        self._local_bytes = 0
 
     def _run(self) -> None:
         try:
@@ -151,6 +165,8 @@ class BackgroundSha256:
             self._error = e
 
     def _stop(self, abandon: bool) -> None:
+        if not abandon and self._local:
+            self._hand_over()
         with self._cond:
             if abandon:
                 self._abandoned = True

@@ -37,7 +37,7 @@ SEALED = seal_update(
 )  # fmt: skip
 BLOB = bytes(_blob)
 FUZZ = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )  # fmt: skip
 
 
