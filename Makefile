@@ -26,14 +26,16 @@ node_modules/.flocknode-setup: package.json package-lock.json
 	@touch $@
 
 demo: setup
-	$(PY) -m flocknode.demo
+	.venv/bin/flocknode cluster up --nodes 5 --rounds 5
 
-test: setup
-	$(PY) -m pytest -q -p no:cacheprovider
+# Lint first (seconds), then every test: unit, then integration (real anvil,
+# real libp2p hosts on loopback, real node processes).
+test: setup lint
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
 lint: setup
 	.venv/bin/ruff check flocknode tests bench
-	.venv/bin/ruff format --check flocknode tests bench
+	.venv/bin/ruff format --check flocknode
 	.venv/bin/mypy flocknode
 
 contracts: node_modules/.flocknode-setup

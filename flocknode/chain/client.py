@@ -360,3 +360,9 @@ class AsyncTaskClient:
     async def block_number(self) -> int:
         rpc = self.sync.conn.rpc
         return int(await _to_thread(rpc.block_number, abandon_on_cancel=True))
+
+    async def latest_block(self) -> tuple[int, int]:
+        """(number, timestamp) of the latest block."""
+        rpc = self.sync.conn.rpc
+        block = await _to_thread(rpc.get_block, "latest", abandon_on_cancel=True)
+        return int(block["number"]), int(block["timestamp"])

@@ -8,6 +8,7 @@ beyond waiting for the chain to move).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -36,7 +37,15 @@ class ChainView:
     current: int = 0
     global_model_hash: bytes = b""
     block: int = 0
+    block_timestamp: int = 0
+    read_at: float = 0.0  # time.monotonic() when the block was read
     _changed: trio.Event = field(default_factory=trio.Event)
+
+    def now(self) -> float:
+        """The chain's clock (latest block time plus what passed since): deadlines are in it."""
+        if not self.block_timestamp:
+            return time.time()
+        return self.block_timestamp + (time.monotonic() - self.read_at)
 
     def publish(self) -> None:
         self._changed.set()

@@ -94,7 +94,8 @@ class RoundEngine:
         current = await ctx.client.current_round()
         view = await ctx.client.get_round(current) if current else None
         chain.current = current
-        chain.block = await ctx.client.block_number()
+        chain.block, chain.block_timestamp = await ctx.client.latest_block()
+        chain.read_at = time.monotonic()
         chain.global_model_hash = await ctx.client.global_model_hash()
         if view is not None:
             chain.rounds[current] = view

@@ -51,10 +51,10 @@ async def run_voter(ctx: RoundContext, view: RoundView, seat: int) -> None:
         if view.phase not in (Phase.TRAIN, Phase.COMMIT):
             log.warning("missed the commit phase round=%d phase=%s", r, view.phase.label)
             return
-        vote = await _decide(ctx, view, seat)
-        if vote is None:
+        decided = await _decide(ctx, view, seat)
+        if decided is None:
             return
-        ctx.journal.update(r, role="voter", seat=seat, vote=vote)
+        ctx.journal.update(r, role="voter", seat=seat, vote=decided[0], notes=decided[1])
         rec = ctx.journal.get(r)
     vote = rec.vote
     assert vote is not None
@@ -125,7 +125,9 @@ async def _reveal(ctx: RoundContext, r: int, vote: VoteRecord) -> None:
     log.info("vote revealed round=%d", r)
 
 
-async def _decide(ctx: RoundContext, view: RoundView, seat: int) -> VoteRecord | None:
+async def _decide(
+    ctx: RoundContext, view: RoundView, seat: int
+) -> tuple[VoteRecord, dict[str, float]] | None:
     r = view.round
     base_hash = ctx.chain.global_model_hash
     if not ctx.models.has(base_hash):
@@ -143,11 +145,18 @@ async def _decide(ctx: RoundContext, view: RoundView, seat: int) -> VoteRecord |
     for s in seats:
         if s.update is None:
             log.info("seat left out round=%d seat=%d reason=%s", r, s.seat, s.failed or "timeout")
+    t_collected = time.monotonic()
     result = await trio.to_thread.run_sync(
         lambda: aggregate(base, updates, ctx.settings.aggregation, seats=[s.seat for s in included])
     )
     agg_hash = await ctx.models.put_async(result.model)
+    t_aggregated = time.monotonic()
     score, flags = await _score(ctx, base, result.model, included)
+    timings = {
+        "aggregate_seconds": t_aggregated - t_collected,
+        "eval_seconds": time.monotonic() - t_aggregated,
+        "collected_at": time.time() - (time.monotonic() - t_collected),
+    }
     vote = VoteRecord(
         aggregate_hash=tamper_hash(ctx.behaviour, agg_hash).hex(),
         included_bits=_bits(s.seat for s in included),
@@ -166,7 +175,7 @@ async def _decide(ctx: RoundContext, view: RoundView, seat: int) -> VoteRecord |
         score,
         agg_hash.hex()[:12],
     )
-    return vote
+    return vote, timings
 
 
 async def _collect_seat(
@@ -181,7 +190,8 @@ async def _collect_seat(
     blob_ready = False
     while True:
         v = ctx.chain.rounds[r]
-        if v.phase not in (Phase.TRAIN, Phase.COMMIT) or time.time() >= _collect_deadline(ctx, v):
+        late = ctx.chain.now() >= _collect_deadline(ctx, v)
+        if v.phase not in (Phase.TRAIN, Phase.COMMIT) or late:
             return
         up = v.updates[s.seat]
         if v.phase is Phase.COMMIT and not up.submitted:

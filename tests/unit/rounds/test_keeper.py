@@ -1,0 +1,64 @@
+"""The keeper's decision: which transaction keeps the task moving, if any."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from flocknode.chain.types import Phase, RoundView, TaskParams
+from flocknode.rounds.keeper import keeper_call
+
+PARAMS = TaskParams(
+    token="0x" + "11" * 20,
+    model_spec_hash=bytes(32),
+    config_hash=bytes(32),
+    initial_model_hash=bytes(32),
+    total_rounds=3,
+)
+
+
+def view(r: int, phase: Phase, seed_block: int = 10) -> RoundView:
+    return RoundView(
+        round=r,
+        phase=phase,
+        seed_block=seed_block,
+        seed=bytes(32),
+        elected_at=0,
+        train_end=0,
+        commit_end=0,
+        reveal_end=0,
+        eligible=(),
+        eligible_stakes=(),
+        proposers=(),
+        voters=(),
+        updates=(),
+        votes=(),
+        finalized=phase is Phase.FINALIZED,
+        accepted=False,
+        winning_hash=bytes(32),
+        winning_included_bits=0,
+        global_model_hash_after=bytes(32),
+    )
+
+
+def test_open_the_first_round_and_after_each_finalized_or_voided_round() -> None:
+    assert keeper_call(0, None, PARAMS, 5) == ("open", 1)
+    assert keeper_call(1, view(1, Phase.FINALIZED), PARAMS, 50) == ("open", 2)
+    assert keeper_call(2, view(2, Phase.VOIDED), PARAMS, 50) == ("open", 3)
+
+
+def test_a_finalizable_round_is_closed_by_opening_the_next() -> None:
+    assert keeper_call(2, view(2, Phase.FINALIZABLE), PARAMS, 50) == ("open", 3)
+    # the last round too: openRound finalizes it and opens nothing
+    assert keeper_call(3, view(3, Phase.FINALIZABLE), PARAMS, 50) == ("open", 4)
+
+
+def test_elect_once_the_next_block_is_two_past_the_seed_block() -> None:
+    assert keeper_call(1, view(1, Phase.SEEDING, seed_block=10), PARAMS, 10) is None
+    assert keeper_call(1, view(1, Phase.SEEDING, seed_block=10), PARAMS, 11) == ("elect", 1)
+
+
+def test_nothing_to_do_while_a_round_runs_or_after_the_last() -> None:
+    for phase in (Phase.TRAIN, Phase.COMMIT, Phase.REVEAL):
+        assert keeper_call(1, view(1, phase), PARAMS, 99) is None
+    assert keeper_call(3, view(3, Phase.FINALIZED), PARAMS, 99) is None
+    assert keeper_call(0, None, dataclasses.replace(PARAMS, total_rounds=0), 1) is None
