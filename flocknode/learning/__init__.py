@@ -4,7 +4,8 @@ The task names a model factory (``module:function``) and training settings
 (``TrainingSettings``, part of ``TaskSettings`` whose canonical JSON hashes to
 the task's ``configHash``); the node's config names its part of the data
 (``node_index``, ``num_nodes``). ``Learner`` ties them together for the round
-engine. This package and ``flocknode.aggregation`` are the only torch users.
+engine. Training and evaluation block: the round engine calls them through
+``trio.to_thread`` (``Learner.train_async``/``evaluate_async``).
 """
 
 from flocknode.learning.data import DataError, NodeData, Split, load_digits_node, partition

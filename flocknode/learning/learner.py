@@ -2,6 +2,7 @@
 
 The round engine builds one per node (``Learner.from_settings``) and calls:
 
+    learner.warm_up()                            # optional: pay torch's lazy imports now
     learner.initial_state()                      # the task's initial global model
     learner.train(global_state, seed=...)        # proposer: TrainResult (update, seconds)
     learner.evaluate(state, "val")               # voter: Evaluation on private validation
@@ -73,6 +74,24 @@ class Learner:
         factory = load_model_factory(settings.model_factory)
         data = load_node_data(settings, node_index, num_nodes)
         return cls(settings, factory, data, node_index)
+
+    def warm_up(self) -> None:
+        """One throw-away training step: the first optimizer in a process costs about
+        1.3 s (torch imports lazily), which would otherwise land in round one's timing."""
+        s = self.settings
+        train_local(
+            self.factory,
+            self.initial_state(),
+            self.data.train,
+            steps=1,
+            epochs=1,
+            batch_size=s.batch_size,
+            optimizer=s.optimizer,
+            learning_rate=s.learning_rate,
+            momentum=s.momentum,
+            seed=0,
+            num_classes=self.data.num_classes,
+        )
 
     def initial_state(self) -> State:
         return initial_state(self.factory, self.settings.init_seed)

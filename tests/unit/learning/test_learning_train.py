@@ -68,6 +68,7 @@ def test_initial_state_depends_on_the_seed_only_and_leaves_the_rng_alone() -> No
 
 
 def test_training_improves_accuracy_on_the_shard(learner: Learner) -> None:
+    learner.warm_up()
     g = learner.initial_state()
     before = learner.evaluate(g, "train")
     result = learner.train(g, seed=1)

@@ -1,0 +1,326 @@
+"""Accuracy of the built-in digits task in an in-process simulation, and aggregation speed.
+
+Not part of the test suite. Simulates the protocol's learning path without the
+network or the chain: each round draws proposers and voters (``--proposers``
+of ``--nodes``; the rest vote), proposers train on their Dirichlet shards,
+the norm check and the rule aggregate, voters score the new model on their
+private validation splits and the round is accepted iff the lower median of
+the scores is >= 0 (PROTOCOL.md step 8). Scenarios:
+
+- ``fedavg_all``: every node proposes every round, no vote (plain FedAvg);
+- ``fedavg_half``: half the nodes propose, the other half vote;
+- ``<rule>_signflip``: as ``fedavg_half`` with ``--byzantine`` nodes whose
+  update is the honest one negated and scaled by 4.
+
+Also times each rule on 5 and 10 updates of the MLP's size and of about 100k
+parameters, as a ratio to a naive float32 ``torch.stack(...).mean(0)`` baseline
+measured in the same run, and reports update norms and the "update alone"
+validation change of honest and label-flipping proposers (inputs for the
+defaults of ``clip_tau`` and ``flag_threshold_ppm``).
+
+    .venv/bin/python bench/accuracy.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+
+from flocknode.aggregation import AggregationSettings, aggregate, apply_update
+from flocknode.learning import Learner, TrainingSettings
+
+SIGN_FLIP_SCALE = -4.0
+
+
+def simulate(
+    learners: list[Learner],
+    rule: AggregationSettings,
+    rounds: int,
+    proposers: int,
+    byzantine: set[int],
+    vote: bool,
+    seed: int,
+) -> dict[str, Any]:
+    n = len(learners)
+    state = learners[0].initial_state()
+    test = learners[0]
+    history: list[dict[str, Any]] = []
+    for r in range(1, rounds + 1):
+        order = random.Random(seed * 1_000_003 + r).sample(range(n), n)
+        props = sorted(order[:proposers])
+        voters = order[proposers:] if vote else []
+        updates, secs = [], []
+        for node in props:
+            res = learners[node].train(state, seed=seed * 100_003 + r * 1_000 + node)
+            secs.append(res.seconds)
+            up = res.update
+            if node in byzantine:
+                up = {k: v * SIGN_FLIP_SCALE for k, v in up.items()}
+            updates.append(up)
+        t0 = time.perf_counter()
+        result = aggregate(state, updates, rule, seats=list(range(len(props))))
+        agg_s = time.perf_counter() - t0
+        accepted = True
+        if voters:
+            scores = [
+                learners[v].evaluate(result.model, "val").ppm
+                - learners[v].evaluate(state, "val").ppm
+                for v in voters
+            ]
+            accepted = sorted(scores)[(len(scores) - 1) // 2] >= 0
+        if accepted:
+            state = result.model
+        history.append(
+            {
+                "round": r,
+                "accuracy": round(test.evaluate(state, "test").accuracy, 4),
+                "accepted": accepted,
+                "proposers": props,
+                "byzantine_proposers": [p for p in props if p in byzantine],
+                "rejected_nodes": [props[i] for i in result.rejected],
+                "selected_nodes": None
+                if result.selected is None
+                else [props[i] for i in result.selected],
+                "train_seconds_max": round(max(secs), 4),
+                "aggregate_seconds": round(agg_s, 4),
+            }
+        )
+    return {
+        "accuracy": [h["accuracy"] for h in history],
+        "rounds_not_accepted": sum(1 for h in history if not h["accepted"]),
+        "honest_rejected": sum(
+            1 for h in history for x in h["rejected_nodes"] if x not in byzantine
+        ),
+        "byzantine_proposals": sum(len(h["byzantine_proposers"]) for h in history),
+        "byzantine_rejected": sum(
+            1 for h in history for x in h["rejected_nodes"] if x in byzantine
+        ),
+        "train_seconds_max": max(h["train_seconds_max"] for h in history),
+        "rounds": history,
+    }
+
+
+def time_rules(sizes: dict[str, int], repeats: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    gen = torch.Generator().manual_seed(7)
+    for label, params in sizes.items():
+        g = {"w": torch.randn(params, generator=gen)}
+        for n in (5, 10):
+            ups = [{"w": torch.randn(params, generator=gen) * 0.01} for _ in range(n)]
+            base = _best(lambda ups=ups: torch.stack([u["w"] for u in ups]).mean(0), repeats)
+            row: dict[str, Any] = {"baseline_naive_mean_ms": round(base * 1e3, 3)}
+            for rule in ("fedavg", "median", "trimmed_mean", "multi_krum", "centered_clip"):
+                s = AggregationSettings(rule=rule, krum_f=2)
+                t = _best(lambda s=s, ups=ups, g=g: aggregate(g, ups, s), repeats)
+                row[rule] = {"ms": round(t * 1e3, 3), "ratio": round(t / base, 1)}
+            out[f"{label}_n{n}"] = row
+    return out
+
+
+def _best(fn: Any, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def probe_updates(learners: list[Learner], rounds_in: int, seed: int) -> dict[str, Any]:
+    """Honest vs label-flipped updates after ``rounds_in`` FedAvg rounds (all nodes).
+
+    Reports honest update norms (their spread is what the norm check relies
+    on), honest distances to the coordinate-wise median (the scale of
+    centered_clip's tau) and each update's "alone" validation change, in ppm,
+    on every other node's validation split (the input of the flag threshold).
+    """
+    state = learners[0].initial_state()
+    for r in range(rounds_in):
+        ups = [lr.train(state, seed=seed + r * 1000 + i).update for i, lr in enumerate(learners)]
+        state = aggregate(state, ups, AggregationSettings()).model
+    honest = [lr.train(state, seed=seed + 99_000 + i).update for i, lr in enumerate(learners)]
+    flipped = [
+        lr.train(state, seed=seed + 99_000 + i, label_flip=True).update
+        for i, lr in enumerate(learners)
+    ]
+    norms = [_norm(u) for u in honest]
+    med = aggregate(
+        {k: torch.zeros_like(v) for k, v in state.items()},
+        honest,
+        AggregationSettings(rule="median", norm_factor=1e9),
+    ).model
+    to_median = [_norm({k: u[k] - med[k] for k in u}) for u in honest]
+    before = [lr.evaluate(state, "val").ppm for lr in learners]
+    alone_h, alone_f = [], []
+    for i, (h, f) in enumerate(zip(honest, flipped, strict=True)):
+        with_h, with_f = apply_update(state, h), apply_update(state, f)
+        for j, voter in enumerate(learners):
+            if j != i:
+                alone_h.append(voter.evaluate(with_h, "val").ppm - before[j])
+                alone_f.append(voter.evaluate(with_f, "val").ppm - before[j])
+    return {
+        "after_rounds": rounds_in,
+        "honest_norm_median": round(statistics.median(norms), 4),
+        "honest_norm_max_over_median": round(max(norms) / statistics.median(norms), 3),
+        "honest_norm_min_over_median": round(min(norms) / statistics.median(norms), 3),
+        "honest_distance_to_median_median": round(statistics.median(to_median), 4),
+        "alone_ppm_honest_quantiles": _quantiles(alone_h),
+        "alone_ppm_label_flip_quantiles": _quantiles(alone_f),
+    }
+
+
+def _norm(m: dict[str, torch.Tensor]) -> float:
+    return math.sqrt(sum(float((t.double() ** 2).sum()) for t in m.values()))
+
+
+def _quantiles(xs: list[int]) -> dict[str, int]:
+    xs = sorted(xs)
+    pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]  # noqa: E731
+    return {"min": xs[0], "p05": pick(0.05), "p50": pick(0.5), "p95": pick(0.95), "max": xs[-1]}
+
+
+def scenario_list(nodes: int, half: int, byz: set[int]) -> dict[str, tuple[Any, ...]]:
+    """name -> (aggregation settings, proposers per round, byzantine nodes, vote)."""
+    out: dict[str, tuple[Any, ...]] = {
+        "fedavg_all": (AggregationSettings(), nodes, set(), False),
+        "fedavg_half": (AggregationSettings(), half, set(), True),
+        "fedavg_signflip": (AggregationSettings(), half, byz, True),
+    }
+    for rule in ("median", "multi_krum", "trimmed_mean", "centered_clip"):
+        out[f"{rule}_signflip"] = (AggregationSettings(rule=rule), half, byz, True)
+    for rule in ("median", "multi_krum"):
+        out[f"{rule}_signflip_no_normcheck"] = (
+            AggregationSettings(rule=rule, norm_factor=1e9),
+            half,
+            byz,
+            True,
+        )
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--nodes", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--proposers", type=int, default=0, help="default: half the nodes")
+    p.add_argument("--byzantine", type=int, default=3)
+    p.add_argument("--seeds", default="1,2,3,4,5,6", help="role-draw/training seeds, comma list")
+    p.add_argument("--steps", type=int, help="override local_steps")
+    p.add_argument("--epochs", type=int, help="override local_epochs")
+    p.add_argument("--optimizer", choices=["adam", "sgd"])
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--momentum", type=float)
+    p.add_argument("--val-fraction", type=float)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--detail", action="store_true", help="include every round's record")
+    p.add_argument("--skip-timing", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    overrides = {
+        "local_steps": args.steps,
+        "local_epochs": args.epochs,
+        "optimizer": args.optimizer,
+        "learning_rate": args.lr,
+        "batch_size": args.batch,
+        "momentum": args.momentum,
+        "val_fraction": args.val_fraction,
+    }
+    settings = dataclasses.replace(
+        TrainingSettings(), **{k: v for k, v in overrides.items() if v is not None}
+    )
+    learners = [Learner.from_settings(settings, i, args.nodes) for i in range(args.nodes)]
+    learners[0].train(learners[0].initial_state(), seed=0)  # warm torch up (first call ~1.5 s)
+    half = args.proposers or args.nodes // 2
+    byz = set(range(args.byzantine))
+    seeds = [int(x) for x in args.seeds.split(",")]
+    t0 = time.perf_counter()
+    scenarios: dict[str, Any] = {}
+    for name, (rule, props, bad, vote) in scenario_list(args.nodes, half, byz).items():
+        runs = [simulate(learners, rule, args.rounds, props, bad, vote, sd) for sd in seeds]
+        per_round = [statistics.mean(r["accuracy"][i] for r in runs) for i in range(args.rounds)]
+        scenarios[name] = {
+            "proposers_per_round": props,
+            "byzantine": sorted(bad),
+            "vote": vote,
+            "mean_accuracy_per_round": [round(a, 4) for a in per_round],
+            "accuracy_per_seed": {
+                str(sd): r["accuracy"] for sd, r in zip(seeds, runs, strict=True)
+            },
+            "min_round5": min(r["accuracy"][min(4, args.rounds - 1)] for r in runs),
+            "min_final": min(r["accuracy"][-1] for r in runs),
+            **{
+                k: sum(r[k] for r in runs)
+                for k in (
+                    "rounds_not_accepted",
+                    "honest_rejected",
+                    "byzantine_proposals",
+                    "byzantine_rejected",
+                )
+            },
+            "train_seconds_max": max(r["train_seconds_max"] for r in runs),
+        }
+        if args.detail:
+            scenarios[name]["rounds"] = {
+                str(sd): r["rounds"] for sd, r in zip(seeds, runs, strict=True)
+            }
+    report: dict[str, Any] = {
+        "settings": dataclasses.asdict(settings),
+        "nodes": args.nodes,
+        "rounds": args.rounds,
+        "seeds": seeds,
+        "torch_threads": args.threads,
+        "simulation_seconds": round(time.perf_counter() - t0, 2),
+        "summary": {
+            k: {
+                "mean_round5": v["mean_accuracy_per_round"][min(4, args.rounds - 1)],
+                "mean_final": v["mean_accuracy_per_round"][-1],
+                "min_round5": v["min_round5"],
+                "min_final": v["min_final"],
+            }
+            for k, v in scenarios.items()
+        },
+        "scenarios": scenarios,
+        "update_probe": [probe_updates(learners, n, seeds[0]) for n in (1, 3, 6)],
+    }
+    if not args.skip_timing:
+        report["aggregation_timing"] = time_rules(
+            {"mlp_4810": 4810, "p100k": 100_000}, args.repeats
+        )
+    if args.json:
+        json.dump(report, sys.stdout, separators=(",", ":"))
+        sys.stdout.write("\n")
+    else:
+        print(f"{'scenario':32s} {'mean r5':>8s} {'mean r10':>8s} {'min r5':>8s} {'min r10':>8s}")
+        for name, v in report["summary"].items():
+            print(
+                f"{name:32s} {v['mean_round5']:8.4f} {v['mean_final']:8.4f} "
+                f"{v['min_round5']:8.4f} {v['min_final']:8.4f}"
+            )
+        for name, v in scenarios.items():
+            print(
+                f"{name:32s} not accepted {v['rounds_not_accepted']:3d}  honest rejected "
+                f"{v['honest_rejected']:3d}  byzantine rejected {v['byzantine_rejected']}/"
+                f"{v['byzantine_proposals']}  train max {v['train_seconds_max']:.3f}s"
+            )
+        for probe in report["update_probe"]:
+            print(json.dumps(probe))
+        print(json.dumps(report.get("aggregation_timing", {}), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
