@@ -1,0 +1,105 @@
+"""Stake and rewards over time: the node samples its participant record from the chain.
+
+``StakeHistory.run`` is a service: every ``interval`` seconds it reads the
+wallet's participant record (a view, in a worker thread) and keeps a bounded
+history. A sample is kept when a value changed or ``keep_every`` seconds
+passed, so weeks of a steady node fit in ``maxlen`` points.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from flocknode.chain.client import AsyncTaskClient
+from flocknode.chain.errors import ChainError
+
+if TYPE_CHECKING:
+    from trio_typing import TaskStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StakeSample:
+    at: float  # unix time
+    round: int
+    stake: int  # base units
+    rewards: int  # claimable
+    slashed: int  # cumulative
+    pending_unstake: int
+
+    def same_values(self, other: StakeSample) -> bool:
+        return (self.stake, self.rewards, self.slashed, self.pending_unstake) == (
+            other.stake,
+            other.rewards,
+            other.slashed,
+            other.pending_unstake,
+        )
+
+
+class StakeHistory:
+    def __init__(
+        self,
+        client: AsyncTaskClient,
+        wallet: str,
+        current_round: Any = lambda: 0,
+        interval: float = 10.0,
+        keep_every: float = 600.0,
+        maxlen: int = 360,
+    ) -> None:
+        self._client = client
+        self._wallet = wallet
+        self._current_round = current_round
+        self.interval = interval
+        self.keep_every = keep_every
+        self.samples: deque[StakeSample] = deque(maxlen=maxlen)
+        self.latest: StakeSample | None = None
+        self.min_stake = 0
+        self._stop = trio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def record(self, sample: StakeSample) -> None:
+        """Keep ``sample`` if a value changed or the last kept one is old."""
+        self.latest = sample
+        last = self.samples[-1] if self.samples else None
+        if last is None or not sample.same_values(last) or sample.at - last.at >= self.keep_every:
+            self.samples.append(sample)
+
+    async def sample_once(self) -> None:
+        p = await self._client.participant(self._wallet)
+        if not self.min_stake:
+            self.min_stake = (await self._client.params()).min_stake
+        self.record(
+            StakeSample(
+                time.time(),
+                int(self._current_round()),
+                p.stake,
+                p.rewards,
+                p.slashed,
+                p.pending_unstake,
+            )
+        )
+
+    async def run(self, *, task_status: TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while not self._stop.is_set():
+            try:
+                await self.sample_once()
+            except ChainError as e:
+                log.debug("stake sample failed: %s", e)
+            with trio.move_on_after(self.interval):
+                await self._stop.wait()
+
+    def snapshot(self) -> dict[str, Any]:
+        latest = asdict(self.latest) if self.latest else None
+        if latest is not None:
+            latest["min_stake"] = self.min_stake
+        return {"latest": latest, "history": [asdict(s) for s in self.samples]}
