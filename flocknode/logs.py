@@ -2,16 +2,28 @@
 
 Messages use ``log.info("round opened", extra={"round": 3})``-style fields, which
 both formats print as key=value pairs / JSON members. Secrets registered with
-``redact()`` (passwords, raw keys) are masked wherever they would appear.
+``redact()`` / ``redact_bytes()`` (passwords, raw keys in their usual text
+forms) are masked wherever they would appear: in messages, fields, tracebacks,
+Python warnings and uncaught exceptions, which all pass through the formatters.
+
+Levels: one for everything (``[log] level``) and per logger name
+(``--log-module libp2p=debug``; a name covers its children).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import sys
 import time
+from collections.abc import Iterable
+from types import TracebackType
 from typing import Any
+
+LEVELS = ("debug", "info", "warning", "error")
+# Chatty at info: their warnings still come through unless a module level says otherwise.
+QUIET_LIBRARIES = ("libp2p", "web3", "urllib3", "multiaddr", "asyncio", "hypercorn.error")
 
 _STD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 _SECRETS: set[str] = set()
@@ -21,6 +33,21 @@ def redact(secret: str) -> None:
     """Never let ``secret`` reach a log line (masked as ***)."""
     if secret and len(secret) >= 4:
         _SECRETS.add(secret)
+
+
+def redact_bytes(secret: bytes) -> None:
+    """Mask a binary secret in the text forms it could be logged in (hex, base64)."""
+    if len(secret) < 4:
+        return
+    h = secret.hex()
+    for form in (
+        h,
+        h.upper(),
+        "0x" + h,
+        base64.b64encode(secret).decode().rstrip("="),
+        base64.urlsafe_b64encode(secret).decode().rstrip("="),
+    ):
+        redact(form)
 
 
 def _scrub(text: str) -> str:
@@ -66,6 +93,27 @@ class JsonFormatter(logging.Formatter):
         return _scrub(json.dumps(doc))
 
 
+def parse_module_levels(specs: Iterable[str]) -> dict[str, str]:
+    """``["libp2p=debug", "flocknode.p2p=warning"]`` -> {name: level} (ValueError if malformed)."""
+    out: dict[str, str] = {}
+    for spec in specs:
+        name, sep, level = spec.partition("=")
+        level = level.strip().lower()
+        if not sep or not name.strip() or level not in LEVELS:
+            raise ValueError(
+                f"{spec!r}: expected MODULE=LEVEL with LEVEL one of {', '.join(LEVELS)}"
+            )
+        out[name.strip()] = level
+    return out
+
+
+def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(kind, KeyboardInterrupt):
+        sys.__excepthook__(kind, exc, tb)
+        return
+    logging.getLogger("flocknode").critical("uncaught exception", exc_info=(kind, exc, tb))
+
+
 def setup_logging(
     level: str = "info", fmt: str = "text", module_levels: dict[str, str] | None = None
 ) -> None:
@@ -74,8 +122,9 @@ def setup_logging(
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # libp2p and web3 are chatty at info; their warnings still come through
-    for name in ("libp2p", "web3", "urllib3", "multiaddr", "asyncio"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     for name, lvl in (module_levels or {}).items():
         logging.getLogger(name).setLevel(lvl.upper())
+    logging.captureWarnings(True)  # warnings.warn output goes through the formatter too
+    sys.excepthook = _log_uncaught
