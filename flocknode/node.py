@@ -1,6 +1,6 @@
 """FlockNode: the daemon. Checks everything it can before it starts, then runs the
 services in dependency order (p2p host, gossip, content server, round engine,
-status) and stops them in reverse on SIGTERM/SIGINT.
+stake sampler, HTTP endpoint) and stops them in reverse on SIGTERM/SIGINT.
 
 Start-up refuses, with one line naming the cause, a node whose task settings or
 initial model differ from the task's, or whose wallet is not registered.
@@ -8,8 +8,10 @@ initial model differ from the task's, or whose wallet is not registered.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -22,15 +24,26 @@ from eth_account.signers.local import LocalAccount
 from flocknode.chain.client import AsyncTaskClient, TaskClient
 from flocknode.chain.contracts import ChainConnection
 from flocknode.chain.errors import ContractRevert
-from flocknode.config import NodeConfig
+from flocknode.config import ENV_PRIVATE_KEY, NodeConfig
 from flocknode.errors import ConfigError, FlockError
 from flocknode.fsutil import atomic_write_text
-from flocknode.identity import DataDir, load_or_create_box_key, load_or_create_peer_key
-from flocknode.identity.wallet import load_wallet
+from flocknode.http.app import build_app
+from flocknode.http.history import StakeHistory
+from flocknode.http.server import HttpService
+from flocknode.identity import (
+    BoxKey,
+    DataDir,
+    PeerKey,
+    load_or_create_box_key,
+    load_or_create_peer_key,
+)
+from flocknode.identity.wallet import load_wallet, read_password
 from flocknode.learning.learner import Learner
 from flocknode.learning.settings import TaskSettings, check_config
+from flocknode.logs import redact, redact_bytes
 from flocknode.p2p.gossip import TaskGossip, task_topic
 from flocknode.p2p.host import HostConfig, P2PHost
+from flocknode.p2p.messages import Message
 from flocknode.p2p.metrics import P2PMetrics
 from flocknode.p2p.streams import ContentServer
 from flocknode.rounds.byzantine import Behaviour, behaviour_from_env
@@ -38,13 +51,14 @@ from flocknode.rounds.context import RoundContext
 from flocknode.rounds.engine import RoundEngine
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.membership import ChainMembership
-from flocknode.rounds.metrics import RoundMetrics
+from flocknode.rounds.metrics import MeteredConnection, RoundMetrics
 from flocknode.rounds.models import ModelBook
 from flocknode.store import ContentStore, Journal
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT = 8.0  # SIGTERM to exit, within systemd's TimeoutStopSec
+GOSSIP_PUBLISHED = "gossip_published"  # P2PMetrics event: messages this node published
 
 
 class StartupError(FlockError):
@@ -65,6 +79,7 @@ class Prepared:
     journal: Journal
     models: ModelBook
     behaviour: Behaviour
+    metrics: RoundMetrics
 
 
 def load_task_settings(cfg: NodeConfig, client: TaskClient, config_hash: bytes) -> TaskSettings:
@@ -102,7 +117,10 @@ def prepare(cfg: NodeConfig) -> Prepared:
     layout = DataDir(cfg.data_path)
     layout.create()
     account = load_wallet(cfg)
-    conn = ChainConnection(cfg.chain.rpc_url, account, expected_chain_id=cfg.chain.chain_id)
+    metrics = RoundMetrics()
+    conn: ChainConnection = MeteredConnection(
+        cfg.chain.rpc_url, account, expected_chain_id=cfg.chain.chain_id, tx_stats=metrics.tx
+    )
     if not cfg.chain.task:
         raise ConfigError(cfg.source, "chain.task", "no task address set")
     client = TaskClient(conn, cfg.chain.task)
@@ -141,7 +159,34 @@ def prepare(cfg: NodeConfig) -> Prepared:
         Journal(layout.journal),
         models,
         behaviour,
+        metrics,
     )
+
+
+def redact_key_material(cfg: NodeConfig, account: LocalAccount, *keys: PeerKey | BoxKey) -> None:
+    """Mask the wallet key, its password and the node's keys in every log line."""
+    redact_bytes(bytes(account.key))
+    raw = os.environ.get(ENV_PRIVATE_KEY, "").strip()
+    if raw:
+        redact(raw)
+        redact(raw.removeprefix("0x"))
+    else:
+        with contextlib.suppress(FlockError):
+            redact(read_password(cfg))
+    for key in keys:
+        redact_bytes(key.seed() if isinstance(key, PeerKey) else key.secret())
+
+
+class CountingGossip(TaskGossip):
+    """TaskGossip that counts what this node publishes (gossip out), by message type."""
+
+    def __init__(self, p2p: P2PHost, topic: str, metrics: P2PMetrics) -> None:
+        super().__init__(p2p, topic)
+        self._metrics = metrics
+
+    async def publish(self, message: Message) -> None:
+        await super().publish(message)
+        self._metrics.inc(GOSSIP_PUBLISHED, type(message).__name__)
 
 
 class FlockNode:
@@ -150,6 +195,7 @@ class FlockNode:
         cfg = prep.cfg
         self.peer_key = load_or_create_peer_key(prep.layout.peer_key)
         self.box_key = load_or_create_box_key(prep.layout.box_key)
+        redact_key_material(cfg, prep.account, self.peer_key, self.box_key)
         self.membership = ChainMembership()
         self.p2p_metrics = P2PMetrics()
         self.p2p = P2PHost(
@@ -164,9 +210,10 @@ class FlockNode:
         )
         prep.models.p2p = self.p2p
         self.client = AsyncTaskClient(prep.client)
-        self.gossip = TaskGossip(self.p2p, task_topic(cfg.chain.chain_id, prep.client.address))
+        topic = task_topic(cfg.chain.chain_id, prep.client.address)
+        self.gossip = CountingGossip(self.p2p, topic, self.p2p_metrics)
         self.server = ContentServer(self.p2p, prep.store, prep.store)
-        self.metrics = RoundMetrics()
+        self.metrics = prep.metrics
         self.ctx = RoundContext(
             client=self.client,
             params=prep.client.params(),
@@ -185,6 +232,11 @@ class FlockNode:
             metrics=self.metrics,
         )
         self.engine = RoundEngine(self.ctx, poll=poll, on_tick=self._on_tick)
+        self.stake = StakeHistory(self.client, prep.account.address, lambda: self.ctx.chain.current)
+        self.http = (
+            HttpService(build_app(self.status), cfg.http.listen) if cfg.http.enabled else None
+        )
+        self.http_urls: list[str] = []
         self.started_at = time.time()
         self._status_written = 0.0
 
@@ -199,12 +251,16 @@ class FlockNode:
             self.server.install()
             await nursery.start(self.gossip.run)
             await nursery.start(self.engine.run)
+            await nursery.start(self.stake.run)
+            if self.http is not None:
+                self.http_urls = await nursery.start(self.http.run)
             log.info(
-                "node started wallet=%s peer=%s task=%s addrs=%s",
+                "node started wallet=%s peer=%s task=%s addrs=%s http=%s",
                 self.ctx.wallet,
                 self.p2p.peer_id,
                 cfg.chain.task,
                 [str(a) for a in addrs],
+                self.http_urls,
             )
             task_status.started()
             nursery.start_soon(self._wait_for_signal, nursery)
@@ -218,6 +274,9 @@ class FlockNode:
 
     async def stop(self, nursery: trio.Nursery) -> None:
         """Stop in reverse order of start; journal writes are atomic, so none is torn."""
+        if self.http is not None:
+            self.http.stop()
+        self.stake.stop()
         self.engine.stop()
         self.gossip.stop()
         self.p2p.stop()
@@ -242,6 +301,7 @@ class FlockNode:
 
     # -- status -------------------------------------------------------------
     def status(self) -> dict[str, Any]:
+        """The node's one snapshot: status.json, /status.json, /metrics, /readyz, the page."""
         ctx, chain = self.ctx, self.ctx.chain
         view = chain.rounds.get(chain.current)
         role = view.role_of(ctx.wallet) if view else None
@@ -251,6 +311,7 @@ class FlockNode:
             "task": self.prep.client.address,
             "uptime": time.time() - self.started_at,
             "round": chain.current,
+            "total_rounds": ctx.params.total_rounds,
             "phase": view.phase.label if view else "none",
             "role": role[0] if role else None,
             "seat": role[1] if role else None,
@@ -266,6 +327,13 @@ class FlockNode:
             "p2p": self.p2p_metrics.snapshot(),
             "last_error": self.engine.last_error,
             "behaviour": self.prep.behaviour.value,
+            "chain": {
+                "age_seconds": time.monotonic() - chain.read_at if chain.read_at else None,
+                "error": self.engine.last_error,
+            },
+            "stake": self.stake.snapshot(),
+            "timings": ctx.metrics.timings(),
+            "http": self.http_urls,
         }
 
     def _on_tick(self, engine: RoundEngine) -> None:
