@@ -52,6 +52,11 @@ class NodeInfo:
     data_dir: str
     behaviour: str = "honest"
     pid: int = 0
+    http_port: int = 0  # the node's status page, /metrics, /healthz, /readyz (0: disabled)
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}" if self.http_port else ""
 
 
 @dataclass
@@ -203,7 +208,8 @@ def _deploy(
     )
     progress(f"deploying the task: {proposers} proposers and {voters} voters per round ...")
     created = create_task(conn, plan)
-    ports = free_ports(spec.nodes)
+    ports = free_ports(2 * spec.nodes)  # libp2p ports, then HTTP ports
+    http_ports = ports[spec.nodes :]
     behaviours = list(spec.byzantine) + [Behaviour.HONEST] * (spec.nodes - len(spec.byzantine))
     # cheaters are the first K nodes (registration order does not favour anyone in the draw)
     nodes: list[NodeInfo] = []
@@ -223,12 +229,19 @@ def _deploy(
         text = text.replace("node_index = 0", f"node_index = {i}")
         text = text.replace("num_nodes = 1", f"num_nodes = {spec.nodes}")
         text = text.replace('settings = ""', f'settings = "{settings_file}"')
-        text = text.replace("enabled = true", "enabled = false")
+        text = text.replace('listen = "127.0.0.1:9100"', f'listen = "127.0.0.1:{http_ports[i]}"')
         text = text.replace(f"/ip4/0.0.0.0/tcp/{ports[i]}", f"/ip4/127.0.0.1/tcp/{ports[i]}")
         atomic_write_text(cfg_path, text, mode=0o600)
         nodes.append(
             NodeInfo(
-                name, i, wallets[i], keys[i], ports[i], str(d), behaviours[i].value
+                name,
+                i,
+                wallets[i],
+                keys[i],
+                ports[i],
+                str(d),
+                behaviours[i].value,
+                http_port=http_ports[i],
             )
         )
     progress(f"registering and staking {spec.nodes} nodes ...")
