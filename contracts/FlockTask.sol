@@ -711,14 +711,14 @@ contract FlockTask {
 
     /// @dev The seat draw: for seat i, x = keccak256(seed, i) mod W (W = remaining
     ///      stake); the first remaining entry whose running stake sum exceeds x is
-    ///      taken and removed (the rest keep their order).
+    ///      taken and removed (the rest keep their order). Removal zeroes the
+    ///      entry's stake in `stakes` (memory, caller's copy): a zero entry never
+    ///      makes the running sum exceed x, so this is the same as deleting it.
     function _draw(bytes32 seed, uint256[] memory stakes, uint256 seats) private pure returns (uint256[] memory picks) {
         uint256 n = stakes.length;
         if (seats > n) revert NotEnoughEligible(n, seats);
-        uint256[] memory remaining = new uint256[](n);
         uint256 total;
         for (uint256 i; i < n; ++i) {
-            remaining[i] = i;
             total += stakes[i];
         }
         picks = new uint256[](seats);
@@ -728,17 +728,15 @@ contract FlockTask {
             uint256 running;
             uint256 pos;
             unchecked {
+                // running <= total, and the loop stops at the latest at the last
+                // entry with stake: x < total = sum of the remaining stakes
                 for (; pos < n; ++pos) {
-                    running += stakes[remaining[pos]];
+                    running += stakes[pos];
                     if (running > x) break;
                 }
-                uint256 picked = remaining[pos];
-                picks[seat] = picked;
-                total -= stakes[picked];
-                --n;
-                for (uint256 j = pos; j < n; ++j) {
-                    remaining[j] = remaining[j + 1];
-                }
+                picks[seat] = pos;
+                total -= stakes[pos];
+                stakes[pos] = 0;
             }
         }
     }

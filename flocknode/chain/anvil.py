@@ -11,21 +11,29 @@ port is read back from anvil's own start-up line, so there is no race for a
 "free" port). The dev accounts are anvil's default mnemonic accounts; their
 keys come from ``--config-out``. The process is always terminated (then killed
 if it lingers) when the context exits, also on errors and KeyboardInterrupt.
+With ``run_anvil`` started from the main thread on Linux, anvil also gets
+SIGTERM if this process dies without cleaning up (SIGKILL, an unhandled
+SIGTERM), so no chain is left behind; from another thread that is not done,
+because Linux sends the signal when the starting *thread* ends.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -152,7 +160,12 @@ def run_anvil(
     proc: subprocess.Popen[bytes] | None = None
     try:
         proc, chain = spawn_anvil(
-            options, workdir, log_path or workdir / "anvil.log", startup_timeout, repo_root
+            options,
+            workdir,
+            log_path or workdir / "anvil.log",
+            startup_timeout,
+            repo_root,
+            die_with_parent=True,
         )
         yield chain
     finally:
@@ -167,10 +180,14 @@ def spawn_anvil(
     log_path: Path,
     startup_timeout: float = 15.0,
     repo_root: Path = REPO_ROOT,
+    *,
+    die_with_parent: bool = False,
 ) -> tuple[subprocess.Popen[bytes], AnvilChain]:
     """Start anvil in its own session and wait until it answers; the caller stops it.
 
     For a chain that outlives the caller (``flocknode cluster up --keep``).
+    ``die_with_parent`` (what ``run_anvil`` uses) makes Linux SIGTERM anvil when
+    this process dies without cleaning up.
     """
     binary = anvil_binary(repo_root)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -183,6 +200,7 @@ def spawn_anvil(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the terminal is ours to forward
+            preexec_fn=_parent_death_signal() if die_with_parent else None,
         )
     try:
         chain = _wait_ready(proc, log_path, config_out, options, startup_timeout)
@@ -191,6 +209,25 @@ def spawn_anvil(
         raise
     log.info("anvil started pid=%d url=%s", proc.pid, chain.rpc_url)
     return proc, chain
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child when this process dies."""
+    if (
+        not sys.platform.startswith("linux")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved before fork
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def set_signal() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+
+    return set_signal
 
 
 def _wait_ready(
