@@ -7,9 +7,10 @@ is; ``DirectoryBlobSource`` is the same thing for tests and benchmarks.
 
 A ``Sink`` receives one fetch attempt. The fetcher calls its methods from a
 worker thread (they may block): ``begin(size)`` once the server announced a
-size the caller accepts, ``write`` for every piece in order, then ``commit()``
-after the hash checked out, or ``abort()`` (the next holder may follow with a
-fresh ``begin``). A sink never holds more than the announced size.
+size the caller accepts, ``write(pieces)`` with the next pieces of the content
+in order (about a MiB at a time), then ``commit()`` after the hash checked out,
+or ``abort()`` (the next holder may follow with a fresh ``begin``). A sink never
+holds more than the announced size.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from flocknode.fsutil import fsync_dir
+
+Pieces = Sequence[bytes | memoryview]
 
 
 class BlobSource(Protocol):
@@ -44,7 +48,7 @@ class DirectoryBlobSource:
 
 class Sink(Protocol):
     def begin(self, size: int) -> None: ...
-    def write(self, data: bytes | memoryview) -> None: ...
+    def write(self, pieces: Pieces) -> None: ...
     def commit(self) -> None: ...
     def abort(self) -> None: ...
 
@@ -61,13 +65,14 @@ class MemorySink:
         self._buf = bytearray(size)
         self._pos = 0
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, pieces: Pieces) -> None:
         assert self._buf is not None
-        end = self._pos + len(data)
-        if end > len(self._buf):
-            raise ValueError("write past the announced size")
-        self._buf[self._pos : end] = data
-        self._pos = end
+        for data in pieces:
+            end = self._pos + len(data)
+            if end > len(self._buf):
+                raise ValueError("write past the announced size")
+            self._buf[self._pos : end] = data
+            self._pos = end
 
     def commit(self) -> None:
         self.data, self._buf = self._buf, None
@@ -93,12 +98,18 @@ class FileSink:
         self._tmp, self._f = Path(tmp), os.fdopen(fd, "wb", buffering=0)
         self._size, self._written = size, 0
 
-    def write(self, data: bytes | memoryview) -> None:
+    def write(self, pieces: Pieces) -> None:
         assert self._f is not None
-        if self._written + len(data) > self._size:
+        total = sum(len(p) for p in pieces)
+        if self._written + total > self._size:
             raise ValueError("write past the announced size")
-        self._f.write(data)
-        self._written += len(data)
+        fd = self._f.fileno()
+        done = os.writev(fd, pieces)  # one system call for the batch
+        if done < total:  # rare (a signal, nearly full disk): write the rest
+            rest = memoryview(b"".join(pieces))[done:]
+            while rest:
+                rest = rest[os.write(fd, rest) :]
+        self._written += total
 
     def commit(self) -> None:
         assert self._f is not None and self._tmp is not None

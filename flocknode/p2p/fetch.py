@@ -1,10 +1,11 @@
 """Fetching content by id from the holders that announced it, one after another.
 
 ``fetch`` tries the holders in turn (members only) and moves on at refusal, not
-found, a wrong announced hash or size, an oversized or short frame,
-truncation, a wrong hash at the end, or ``read_timeout`` without progress. It
-allocates nothing before the announced size passed the caller's
-``expected_size`` and ``max_size``, and never more than that size.
+found, a wrong announced hash or size, a frame of the wrong length,
+truncation, a wrong hash at the end, ``read_timeout`` without progress, or an
+average below ``min_rate``. It allocates nothing before the announced size
+passed the caller's ``expected_size`` and ``max_size``, and never more than
+that size.
 
 Throughput: reads of up to 4 MiB are split into frame bodies without copying;
 a second task hashes and writes them on a worker thread (hashlib releases the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 
 READ_MAX = 4 << 20  # the most a requester asks one stream read for
 BATCH_BYTES = 1 << 20  # content handed to the hashing/writing thread at a time
+BATCH_PIECES = 64  # ... or this many pieces (a sender dribbling tiny reads)
 PIPELINE_DEPTH = 4  # batches queued between the network and the disk
 
 
@@ -155,7 +158,11 @@ async def _fetch_from(
             raise _AttemptFailed("too_large")
         await trio.to_thread.run_sync(sink.begin, size)
         began = True
-        digest = await _receive_frames(stream, size, sink, limits.read_timeout)
+        # a holder that dribbles (one byte per read timeout) is dropped as well
+        with trio.move_on_after(limits.read_timeout + size / limits.min_rate) as whole:
+            digest = await _receive_frames(stream, size, sink, limits.read_timeout)
+        if whole.cancelled_caught:
+            raise _AttemptFailed("too_slow")
         if digest != content_id:
             raise _AttemptFailed("wrong_hash")
         await trio.to_thread.run_sync(sink.commit)
@@ -212,7 +219,7 @@ def _consume(hasher: hashlib._Hash, sink: Sink, pieces: list[memoryview]) -> Non
     try:
         for piece in pieces:
             hasher.update(piece)
-            sink.write(piece)
+        sink.write(pieces)
     except Exception as e:
         raise _SinkError(e) from e
 
@@ -280,20 +287,27 @@ async def _receive_frames(stream: INetStream, size: int, sink: Sink, timeout: fl
     async def read_in() -> None:
         batch: list[memoryview] = []
         batched = 0
-        async with send:
-            while parser.remaining:
-                with trio.fail_after(timeout):
+        # one deadline pushed forward after every read: cheaper than a scope per read
+        with trio.CancelScope(deadline=trio.current_time() + timeout) as progress:
+            async with send:
+                while parser.remaining:
                     data = await stream.read(parser.next_read_size())
-                if not data:
-                    raise Truncated()
-                pieces = parser.feed(data)
-                batch += pieces
-                batched += sum(len(p) for p in pieces)
-                # reads often return ~100 KiB; a thread hand-off per read costs more
-                # CPU than the hashing, so hand over about a MiB at a time
-                if batched >= BATCH_BYTES or (batch and not parser.remaining):
-                    await send.send(batch)
-                    batch, batched = [], 0
+                    progress.deadline = trio.current_time() + timeout
+                    if not data:
+                        raise Truncated()
+                    pieces = parser.feed(data)
+                    batch += pieces
+                    batched += sum(len(p) for p in pieces)
+                    # reads often return ~100 KiB; a thread hand-off per read costs
+                    # more CPU than the hashing, so hand over about a MiB at a time
+                    full = batched >= BATCH_BYTES or len(batch) >= BATCH_PIECES
+                    if full or (batch and not parser.remaining):
+                        progress.deadline = math.inf  # waiting for our disk is not the peer's fault
+                        await send.send(batch)
+                        progress.deadline = trio.current_time() + timeout
+                        batch, batched = [], 0
+        if progress.cancelled_caught:
+            raise trio.TooSlowError()
 
     try:
         async with trio.open_nursery() as nursery:

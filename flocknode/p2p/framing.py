@@ -10,8 +10,10 @@ Request (requester -> server), fixed 41 bytes::
 Response (server -> requester), first byte is the status::
 
     OK         u8 0 | u64 total size | 32 bytes SHA-256 of the content
-               then frames  u32 length (1..MAX_FRAME) | length bytes
-               until ``total size`` bytes were sent; then the server closes.
+               then frames  u32 length | length bytes, every frame MAX_FRAME
+               long except the last, which carries the rest; then the server
+               closes. (Full frames keep a sender from making the requester
+               track a million one-byte frames.)
     REFUSED    u8 1 | u8 reason (RefuseReason)
     NOT_FOUND  u8 2
 
@@ -109,10 +111,8 @@ def encode_frame_header(length: int) -> bytes:
 
 
 def decode_frame_header(data: bytes, remaining: int) -> int:
-    """The frame length; it must be 1..MAX_FRAME and not exceed what is left."""
+    """The frame length: MAX_FRAME, or exactly what is left for the last frame."""
     (length,) = FRAME_HEADER.unpack(data)
-    if length == 0 or length > MAX_FRAME:
-        raise FramingError(f"frame length {length} out of range")
-    if length > remaining:
+    if length != min(MAX_FRAME, remaining):
         raise FramingError(f"frame of {length} bytes with {remaining} left")
     return length

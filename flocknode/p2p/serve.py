@@ -44,6 +44,8 @@ from flocknode.p2p.stream_io import (
 
 log = logging.getLogger(__name__)
 
+READ_BLOCK = 4 * MAX_FRAME  # read from disk per worker-thread call (2 blocks per stream)
+
 
 class _Slots:
     """Per-peer and total counts of open server streams."""
@@ -136,21 +138,24 @@ class ContentServer:
         self._p2p.metrics.inc(BYTES_SERVED, n=size)
 
     async def _send_frames(self, stream: INetStream, f: BinaryIO, size: int) -> None:
-        """Frames of up to MAX_FRAME; the next one is read from disk while one is sent."""
-        send, receive = trio.open_memory_channel[bytearray](1)
+        """Frames of up to MAX_FRAME; the next block is read from disk while one is sent."""
+        send, receive = trio.open_memory_channel[bytes](1)
 
         async def read_ahead() -> None:
             async with send:
                 left = size
                 while left:
-                    frame = await trio.to_thread.run_sync(_read_frame, f, min(MAX_FRAME, left))
-                    await send.send(frame)
-                    left -= len(frame) - FRAME_HEADER.size
+                    block = await trio.to_thread.run_sync(_read_block, f, min(READ_BLOCK, left))
+                    await send.send(block)
+                    left -= len(block)
 
         async def write_out() -> None:
             async with receive:
-                async for frame in receive:
-                    await self._write(stream, frame)
+                async for block in receive:
+                    view = memoryview(block)
+                    for i in range(0, len(block), MAX_FRAME):
+                        body = view[i : i + MAX_FRAME]
+                        await self._write(stream, FRAME_HEADER.pack(len(body)) + body)
 
         try:
             async with trio.open_nursery() as nursery:
@@ -159,9 +164,9 @@ class ContentServer:
         except BaseExceptionGroup as group:
             raise first_error(group) from None
 
-    async def _write(self, stream: INetStream, data: bytes | bytearray) -> None:
+    async def _write(self, stream: INetStream, data: bytes) -> None:
         with trio.fail_after(self.limits.write_timeout):
-            await stream.write(data)  # type: ignore[arg-type]  # yamux slices bytes-likes
+            await stream.write(data)
 
     async def _refuse(self, stream: INetStream, reason: RefuseReason) -> None:
         self._p2p.metrics.inc(STREAM_REFUSED, RefuseReason.label(reason))
@@ -173,18 +178,15 @@ class ContentServer:
             await reset_quietly(stream)
 
 
-def _read_frame(f: BinaryIO, length: int) -> bytearray:
-    """One frame (header + ``length`` bytes of the file), read straight into place."""
-    frame = bytearray(FRAME_HEADER.size + length)
-    FRAME_HEADER.pack_into(frame, 0, length)
-    view = memoryview(frame)[FRAME_HEADER.size :]
-    got = 0
-    while got < length:
-        n = f.readinto(view[got:])  # type: ignore[attr-defined]
-        if not n:
+def _read_block(f: BinaryIO, length: int) -> bytes:
+    """Exactly ``length`` bytes of the file (it must not shrink while served)."""
+    block = f.read(length)
+    while len(block) < length:
+        more = f.read(length - len(block))
+        if not more:
             raise OSError("content file shrank while being served")
-        got += n
-    return frame
+        block += more
+    return block
 
 
 def _open_or_none(path: os.PathLike[str]) -> BinaryIO | None:

@@ -20,6 +20,7 @@ class StreamLimits:
     write_timeout: float = 30.0  # server: per frame
     open_timeout: float = 10.0  # requester: dial and negotiate the stream
     read_timeout: float = 10.0  # requester: per read without progress
+    min_rate: float = 1 << 20  # requester: bytes/s a holder must average (else "too_slow")
 
 
 class Truncated(Exception):

@@ -17,7 +17,7 @@ from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
 from flocknode.identity.keys import PeerKey
-from flocknode.p2p.content import MemorySink
+from flocknode.p2p.content import MemorySink, Pieces
 from flocknode.p2p.gossip import Received, TaskGossip, task_topic
 from flocknode.p2p.host import HostConfig, P2PHost
 from flocknode.p2p.membership import StaticMembership
@@ -154,9 +154,9 @@ class RecordingSink(MemorySink):
         self.written = 0
         super().begin(size)
 
-    def write(self, data: bytes | memoryview) -> None:
-        super().write(data)
-        self.written += len(data)
+    def write(self, pieces: Pieces) -> None:
+        super().write(pieces)
+        self.written += sum(len(p) for p in pieces)
         if self._on_write is not None:
             self._on_write(self.written)
 

@@ -33,7 +33,9 @@ from tests.integration.p2p.p2p_helpers import (
     write_blob,
 )
 
-FAST = StreamLimits(read_timeout=1.0, open_timeout=5.0, request_timeout=2.0, write_timeout=5.0)
+FAST = StreamLimits(
+    read_timeout=1.0, open_timeout=5.0, request_timeout=2.0, write_timeout=5.0, min_rate=2e6
+)
 
 
 async def test_100mb_blob_moves_between_two_nodes_and_verifies(tmp_path: Path) -> None:
@@ -78,9 +80,22 @@ def _frames(data: bytes) -> bytes:
 
 async def _truncated(stream: INetStream, cid: bytes, data: bytes) -> None:
     await stream.write(encode_ok(len(data), cid))
-    half = len(data) // 2
-    await stream.write(encode_frame_header(half) + data[:half])
+    await stream.write(encode_frame_header(MAX_FRAME) + data[:MAX_FRAME])
     await stream.close()
+
+
+async def _short_frame(stream: INetStream, cid: bytes, data: bytes) -> None:
+    await stream.write(encode_ok(len(data), cid))  # a short frame that is not the last
+    await stream.write(encode_frame_header(1000) + data[:1000])
+    await stream.close()
+
+
+async def _dribble(stream: INetStream, cid: bytes, data: bytes) -> None:
+    await stream.write(encode_ok(len(data), cid))  # progress, but far too slowly
+    wire = encode_frame_header(MAX_FRAME) + data[:MAX_FRAME]
+    for i in range(0, len(wire), 4096):
+        await stream.write(wire[i : i + 4096])
+        await trio.sleep(0.2)
 
 
 async def _corrupted(stream: INetStream, cid: bytes, data: bytes) -> None:
@@ -138,6 +153,8 @@ CASES: list[tuple[str, Behaviour, str]] = [
     ("wrong_announced_hash", _wrong_announced_hash, "wrong_announced_hash"),
     ("oversized_announce", _oversized_announce, "wrong_size"),
     ("oversized_frame", _oversized_frame, "bad_frame"),
+    ("short_frame", _short_frame, "bad_frame"),
+    ("dribble", _dribble, "too_slow"),
     ("frame_past_end", _frame_past_end, "bad_frame"),
     ("stall", _stall, "timeout"),
     ("silent", _silent, "timeout"),
@@ -199,7 +216,7 @@ async def test_bad_transfers_are_rejected_and_fetched_from_the_next_holder(tmp_p
         assert sink.begins == [len(data)] and sink.data == data
         counted = voter.p2p.metrics.reasons(FETCH_ATTEMPT_FAILED)
         assert sum(counted.values()) == len(CASES) + 1
-        assert counted["timeout"] == 2 and counted["bad_frame"] == 2
+        assert counted["timeout"] == 2 and counted["bad_frame"] == 3
 
         # a holder that is not a member is skipped without being contacted
         outsider = PeerKey.generate().peer_id

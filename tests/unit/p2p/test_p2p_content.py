@@ -21,10 +21,10 @@ def test_directory_source(tmp_path: Path) -> None:
 def test_memory_sink_holds_exactly_the_announced_size() -> None:
     s = MemorySink()
     s.begin(5)
-    s.write(b"abc")
+    s.write([b"ab", memoryview(b"c")])
     with pytest.raises(ValueError):
-        s.write(b"def")
-    s.write(b"de")
+        s.write([b"def"])
+    s.write([b"de"])
     s.commit()
     assert s.data == bytearray(b"abcde")
     s.begin(3)
@@ -36,13 +36,13 @@ def test_file_sink_commit_and_abort(tmp_path: Path) -> None:
     target = tmp_path / "d" / "obj"
     s = FileSink(target)
     s.begin(4)
-    s.write(b"ab")
+    s.write([b"ab"])
     s.abort()  # a failed attempt leaves nothing behind
     assert not target.parent.exists() or list(target.parent.iterdir()) == []
     s.begin(4)
-    s.write(b"abcd")
+    s.write([b"a", memoryview(b"bcd")])
     with pytest.raises(ValueError):
-        s.write(b"e")
+        s.write([b"e"])
     s.commit()
     assert target.read_bytes() == b"abcd"
     assert [p.name for p in target.parent.iterdir()] == ["obj"]
