@@ -53,15 +53,63 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _module_levels(args: argparse.Namespace) -> dict[str, str]:
+    from flocknode.errors import ConfigError
+    from flocknode.logs import parse_module_levels
+
+    try:
+        return parse_module_levels(getattr(args, "log_module", None) or [])
+    except ValueError as e:
+        raise ConfigError("--log-module", "", str(e)) from None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from flocknode.config import load_config
     from flocknode.logs import setup_logging
     from flocknode.node import run_node
 
-    overrides = {"log": {"format": args.log_format}} if args.log_format else None
-    cfg = load_config(args.config, overrides=overrides, flag_names={"log.format": "--log-format"})
-    setup_logging(cfg.log.level, cfg.log.format)
+    log: dict[str, str] = {}
+    if getattr(args, "log_format", None):
+        log["format"] = args.log_format
+    if getattr(args, "log_level", None):
+        log["level"] = args.log_level
+    cfg = load_config(
+        args.config,
+        overrides={"log": log} if log else None,
+        flag_names={"log.format": "--log-format", "log.level": "--log-level"},
+    )
+    modules = {**getattr(cfg.log, "modules", {}), **_module_levels(args)}
+    setup_logging(cfg.log.level, cfg.log.format, modules)
     return run_node(cfg)
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from flocknode.commands.doctor import run_doctor
+
+    return run_doctor(args.config, args.rounds, args.json, peer_timeout=args.peer_timeout)
+
+
+def _add_log_options(p: argparse.ArgumentParser, default: Any) -> None:
+    """--log-level/--log-format/--log-module, before or after the command."""
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        default=default,
+        help="log level (run: overrides log.level)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=default,
+        help="key=value text or one JSON object per line (run: overrides log.format)",
+    )
+    p.add_argument(
+        "--log-module",
+        action="append",
+        metavar="MODULE=LEVEL",
+        default=default,
+        help="level for one logger and its children, e.g. libp2p=debug (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flocknode",
         description="Peer-to-peer node for decentralized federated learning (FL Alliance).",
     )
+    _add_log_options(p, None)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     s = sub.add_parser("init", help="create keys and a commented node.toml in a data dir")
@@ -85,8 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("run", help="run the node daemon (what a system service runs)")
     s.add_argument("-c", "--config", required=True, help="the node's node.toml")
-    s.add_argument("--log-format", choices=["text", "json"], help="overrides log.format")
+    _add_log_options(s, argparse.SUPPRESS)
     s.set_defaults(handler=_cmd_run)
+
+    s = sub.add_parser("doctor", help="check that this node can run and earn; the fix for each")
+    s.add_argument("-c", "--config", required=True, help="the node's node.toml")
+    s.add_argument(
+        "--rounds",
+        type=int,
+        help="rounds the gas balance must cover (default: the task's remaining rounds, "
+        "at most 100)",
+    )
+    s.add_argument(
+        "--peer-timeout", type=float, default=15.0, help="seconds to wait for a peer to answer"
+    )
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    s.set_defaults(handler=_cmd_doctor)
 
     from flocknode.commands import register_chain_commands
 
@@ -102,6 +165,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
+        if handler is not _cmd_run:  # run configures logging from its config file
+            from flocknode.logs import setup_logging
+
+            setup_logging(
+                args.log_level or "warning", args.log_format or "text", _module_levels(args)
+            )
         return handler(args)
     except FlockError as e:
         print(f"flocknode: error: {e}", file=sys.stderr)

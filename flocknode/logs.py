@@ -117,6 +117,7 @@ def _log_uncaught(kind: type[BaseException], exc: BaseException, tb: TracebackTy
 def setup_logging(
     level: str = "info", fmt: str = "text", module_levels: dict[str, str] | None = None
 ) -> None:
+    _adopt_libp2p()  # before the levels: importing libp2p sets its own
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     root = logging.getLogger()
@@ -128,3 +129,18 @@ def setup_logging(
         logging.getLogger(name).setLevel(lvl.upper())
     logging.captureWarnings(True)  # warnings.warn output goes through the formatter too
     sys.excepthook = _log_uncaught
+
+
+def _adopt_libp2p() -> None:
+    """Route py-libp2p's records through our handler.
+
+    ``import libp2p`` detaches its logger (``propagate = False``, no handler)
+    unless LIBP2P_DEBUG is set, so its warnings and errors would reach stderr
+    through logging's last-resort handler: unformatted and unredacted. Import
+    it first (every command does anyway), then attach it to the root again.
+    """
+    import libp2p  # noqa: F401  (runs its logging set-up now, not later)
+
+    lib = logging.getLogger("libp2p")
+    lib.handlers.clear()
+    lib.propagate = True
