@@ -47,6 +47,10 @@ class ChainView:
             return time.time()
         return self.block_timestamp + (time.monotonic() - self.read_at)
 
+    async def changed(self) -> None:
+        """Return at the next refresh of the views."""
+        await self._changed.wait()
+
     def publish(self) -> None:
         self._changed.set()
         self._changed = trio.Event()

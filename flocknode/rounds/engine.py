@@ -30,6 +30,7 @@ from flocknode.rounds.voter import run_voter
 log = logging.getLogger(__name__)
 
 REGISTRY_REFRESH_SECONDS = 5.0
+FULL_READ_SECONDS = 3.0
 MODEL_ANNOUNCE_SECONDS = 5.0
 
 
@@ -37,7 +38,7 @@ class RoundEngine:
     def __init__(
         self,
         ctx: RoundContext,
-        poll: float = 0.3,
+        poll: float = 0.15,
         on_tick: Callable[[RoundEngine], None] | None = None,
     ) -> None:
         self.ctx = ctx
@@ -91,6 +92,11 @@ class RoundEngine:
 
     async def _tick(self) -> None:
         ctx, chain = self.ctx, self.ctx.chain
+        # The chain's state only changes with a new block: a cheap block-number
+        # poll decides whether the full read is needed (forced now and then).
+        block = await ctx.client.block_number()
+        if block == chain.block and time.monotonic() - chain.read_at < FULL_READ_SECONDS:
+            return
         current = await ctx.client.current_round()
         view = await ctx.client.get_round(current) if current else None
         chain.current = current

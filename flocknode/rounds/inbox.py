@@ -55,6 +55,9 @@ class Inbox:
     def holders(self, round: int, blob_id: bytes) -> set[ID]:
         return set(self.announced.get(round, {}).get(blob_id, ()))
 
+    async def changed(self) -> None:
+        await self._changed.wait()
+
     async def wait_changed(self, timeout: float) -> None:
         with trio.move_on_after(timeout):
             await self._changed.wait()

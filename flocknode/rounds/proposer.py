@@ -62,8 +62,8 @@ async def run_proposer(ctx: RoundContext, view: RoundView, seat: int) -> None:
         if v.phase is Phase.TRAIN:
             await _publish(ctx, announce)
         elif v.phase in (Phase.COMMIT, Phase.REVEAL):
+            await _publish(ctx, wraps)  # the voters wait on these: first
             await _publish(ctx, announce)
-            await _publish(ctx, wraps)
             if not ctx.journal.get(r).wraps_sent:
                 ctx.journal.update(r, wraps_sent=True)
                 log.info("key wraps released round=%d voters=%d", r, len(wraps.wraps))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import torch
@@ -215,7 +216,20 @@ async def _collect_seat(
                 except EnvelopeError as e:
                     s.failed = f"envelope: {e}"
                 return
-        await ctx.inbox.wait_changed(RETRY_SECONDS)
+        await _news(ctx, RETRY_SECONDS)
+
+
+async def _news(ctx: RoundContext, timeout: float) -> None:
+    """Wait for new gossip or a new view of the chain, at most ``timeout`` seconds."""
+    with trio.move_on_after(timeout):
+        async with trio.open_nursery() as nursery:
+
+            async def first(wait: Callable[[], Awaitable[None]]) -> None:
+                await wait()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(first, ctx.inbox.changed)
+            nursery.start_soon(first, ctx.chain.changed)
 
 
 def _collect_deadline(ctx: RoundContext, v: RoundView) -> float:
