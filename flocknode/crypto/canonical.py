@@ -181,6 +181,13 @@ def _parse_table(
     return entries
 
 
+def _all_finite(values: np.ndarray) -> bool:
+    """No NaN or infinity (min/max propagate NaN; no temporary array)."""
+    if values.size == 0:
+        return True
+    return bool(np.isfinite(values.min()) and np.isfinite(values.max()))
+
+
 class CanonicalReader:
     """Incremental, bounded parser of canonical bytes into torch tensors.
 
@@ -296,7 +303,7 @@ class CanonicalReader:
         self._off += take
         if self._finite and _LITTLE:
             done = self._off // 4
-            if not np.isfinite(flat[self._checked : done]).all():
+            if not _all_finite(flat[self._checked : done]):
                 raise CanonicalError(f"non-finite value in tensor {self._names[self._idx]!r}")
             self._checked = done
         if self._off == dst.nbytes:
