@@ -1,0 +1,37 @@
+"""The operator tests share one real cluster (package scope): see operators_cluster.py."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from flocknode.cluster.launcher import ClusterSpec, create_cluster, down
+from tests.integration.operators.operators_cluster import OperatorCluster
+
+# 1 proposer and 2 voters in 4 nodes: a round reaches quorum only if both voters
+# reveal, so a vote lost to a SIGTERM shows as a round without a winner. Phases
+# end early once everyone acted, so the long deadlines cost time only while a
+# node restarts (10-20 s here with 4 nodes on 2 cores).
+SPEC = ClusterSpec(
+    nodes=4,
+    rounds=3,
+    proposers=1,
+    voters=2,
+    train_seconds=30,
+    commit_seconds=45,
+    reveal_seconds=40,
+)
+
+
+@pytest.fixture(scope="package")
+def op_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorCluster]:
+    directory: Path = tmp_path_factory.mktemp("operators") / "cluster"
+    state = create_cluster(directory, SPEC, progress=lambda line: None)
+    h = OperatorCluster(state)
+    try:
+        h.start()
+        yield h
+    finally:
+        down(state)
