@@ -35,3 +35,13 @@ def op_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorClu
         yield h
     finally:
         down(state)
+
+
+@pytest.fixture(scope="package")
+def settled(op_cluster: OperatorCluster) -> OperatorCluster:
+    """The cluster after its last round: every node holds the final model and is ready."""
+    h = op_cluster
+    final = h.wait_finalized(SPEC.rounds, timeout=400)
+    names = [n.name for n in h.state.nodes]
+    h.wait_all_hold(final.global_model_hash_after, names, timeout=120)
+    return h
