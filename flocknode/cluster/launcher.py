@@ -169,9 +169,10 @@ def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) ->
 def _deploy(
     directory: Path, spec: ClusterSpec, chain: Any, anvil_pid: int, progress: Any
 ) -> ClusterState:
-    half = max(1, spec.nodes // 2)
-    proposers = spec.proposers or half
-    voters = spec.voters or max(1, spec.nodes - proposers if spec.nodes < 4 else half)
+    # half the nodes propose, the other half vote (an odd one out votes: an odd
+    # number of voters gives the score's median a middle)
+    proposers = spec.proposers or max(1, spec.nodes // 2)
+    voters = spec.voters or max(1, spec.nodes - proposers)
     training: dict[str, Any] = {"split": spec.split, "alpha": spec.alpha}
     aggregation: dict[str, Any] = {"rule": spec.rule}
     extra: dict[str, Any] = {}
