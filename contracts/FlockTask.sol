@@ -177,7 +177,7 @@ contract FlockTask {
     uint256 private constant BLOCKHASH_WINDOW = 256;
     uint256 private constant SEED_CONFIRMATIONS = 2;
     uint256 private constant MAX_PARTICIPANTS = 1024;
-    uint256 private constant MAX_SEATS = 256;
+    uint256 private constant MAX_SEATS = 64; // keeps electRoles < ~10M gas at 1024 participants
     uint256 private constant MAX_PEER_ID_BYTES = 128;
     uint256 private constant PEER_SIG_BYTES = 64;
     uint256 private constant MAX_MULTIADDRS = 8;
@@ -689,21 +689,30 @@ contract FlockTask {
 
     /// @dev Eligible participants of `round` in registration order with the stake
     ///      they count in that round. Exact while `round` is the current round.
+    ///      One SLOAD per participant: the loop reads the packed StakeEntry words
+    ///      directly (prior: bits 0-111, next: 112-223, changeRound: 224-255).
     function _snapshot(uint256 round) private view returns (uint256[] memory indices, uint256[] memory stakes) {
         uint256 n = _stakes.length;
         uint256 minStake = _params.minStake;
         indices = new uint256[](n);
         stakes = new uint256[](n);
         uint256 k;
-        for (uint256 i; i < n; ++i) {
-            uint256 s = _stakeAt(_stakes[i], round);
-            if (s >= minStake) {
-                indices[k] = i;
-                stakes[k] = s;
-                ++k;
-            }
-        }
         assembly ("memory-safe") {
+            mstore(0, _stakes.slot)
+            let first := keccak256(0, 32)
+            let mask := 0xffffffffffffffffffffffffffff // 112 bits
+            let idx := add(indices, 32)
+            let stk := add(stakes, 32)
+            for { let i := 0 } lt(i, n) { i := add(i, 1) } {
+                let word := sload(add(first, i))
+                let s := and(word, mask)
+                if iszero(lt(round, shr(224, word))) { s := and(shr(112, word), mask) }
+                if iszero(lt(s, minStake)) {
+                    mstore(add(idx, mul(k, 32)), i)
+                    mstore(add(stk, mul(k, 32)), s)
+                    k := add(k, 1)
+                }
+            }
             mstore(indices, k)
             mstore(stakes, k)
         }
@@ -725,15 +734,20 @@ contract FlockTask {
         for (uint256 seat; seat < seats; ++seat) {
             if (total == 0) revert NotEnoughEligible(seat, seats);
             uint256 x = uint256(keccak256(abi.encode(seed, seat))) % total;
-            uint256 running;
             uint256 pos;
-            unchecked {
-                // running <= total, and the loop stops at the latest at the last
-                // entry with stake: x < total = sum of the remaining stakes
-                for (; pos < n; ++pos) {
-                    running += stakes[pos];
-                    if (running > x) break;
+            assembly ("memory-safe") {
+                // walk: the first entry whose running stake sum exceeds x. It is
+                // found before the end because x < total = sum of the entries.
+                let base := add(stakes, 32)
+                let p := base
+                let running := 0
+                for {} 1 { p := add(p, 32) } {
+                    running := add(running, mload(p))
+                    if gt(running, x) { break }
                 }
+                pos := shr(5, sub(p, base))
+            }
+            unchecked {
                 picks[seat] = pos;
                 total -= stakes[pos];
                 stakes[pos] = 0;

@@ -245,9 +245,9 @@ def test_views_task_params_and_initial_model(h: Harness) -> None:
         ({"initialModelHash": b"\x00" * 32}, "initialModelHash"),
         ({"totalRounds": 0}, "totalRounds"),
         ({"proposersPerRound": 0}, "proposersPerRound"),
-        ({"proposersPerRound": 257, "maxParticipants": 600}, "proposersPerRound"),
+        ({"proposersPerRound": 65, "maxParticipants": 600}, "proposersPerRound"),
         ({"votersPerRound": 0}, "votersPerRound"),
-        ({"votersPerRound": 257, "maxParticipants": 600}, "votersPerRound"),
+        ({"votersPerRound": 65, "maxParticipants": 600}, "votersPerRound"),
         ({"maxParticipants": 5}, "maxParticipants"),
         ({"maxParticipants": 1025}, "maxParticipants"),
         ({"minStake": 0}, "minStake"),
@@ -276,3 +276,26 @@ def test_constructor_rejects_invalid_params(
         except Exception as exc:  # ContractCustomError from gas estimation
             raise h.decode_revert(exc) from None  # type: ignore[arg-type]
     assert (info.value.name, info.value.args_) == ("InvalidParams", (what,))
+
+
+def test_constructor_accepts_the_limits(h: Harness, w3: Web3) -> None:
+    edge = Harness.deploy(
+        w3,
+        h.deployer,
+        proposersPerRound=64,
+        votersPerRound=64,
+        maxParticipants=1024,
+        minStake=2**112 - 1,
+        quorumBps=10_000,
+        slashBps=10_000,
+        idleSlashBps=10_000,
+        proposerShareBps=10_000,
+        seedDelay=64,
+    )
+    p = edge.params()
+    assert (p.proposersPerRound, p.votersPerRound, p.maxParticipants, p.seedDelay) == (
+        64,
+        64,
+        1024,
+        64,
+    )
