@@ -78,12 +78,13 @@ def _cmd_claim(args: argparse.Namespace) -> int:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     from flocknode.commands.common import connect
-    from flocknode.commands.status import collect_status, format_status
+    from flocknode.commands.status import collect_status, format_status, node_snapshot
     from flocknode.identity.wallet import load_wallet
 
     cfg = _load(args)
     wallet = load_wallet(cfg).address
     status = collect_status(connect(cfg, with_wallet=False), wallet)
+    status["node"] = node_snapshot(cfg.data_path / "status.json")
     print(json.dumps(status) if args.json else format_status(status))
     return 0
 

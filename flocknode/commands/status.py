@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
 from typing import Any
 
 from flocknode.chain.client import TaskClient
@@ -52,6 +55,17 @@ def collect_status(client: TaskClient, wallet: str) -> dict[str, Any]:
     return out
 
 
+def node_snapshot(path: Path, max_age: float = 15.0) -> dict[str, Any] | None:
+    """What the running node last wrote to its status file (None if not running)."""
+    try:
+        if time.time() - path.stat().st_mtime > max_age:
+            return None
+        doc: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return doc
+
+
 def _peer_id_text(raw: bytes) -> str:
     from libp2p.peer.id import ID
 
@@ -70,6 +84,14 @@ def format_status(s: dict[str, Any]) -> str:
         f"reward pool   {format_amount(s['reward_pool'])}",
         f"wallet        {s['wallet']}",
     ]
+    node = s.get("node")
+    if node:
+        held = "holds it" if node.get("holds_global_model") else "fetching it"
+        lines.append(
+            f"node          running: {len(node.get('peers', []))} peers, global model {held}"
+        )
+    else:
+        lines.append("node          not running (no fresh status file in the data dir)")
     if not s.get("registered"):
         lines.append("registered    no  (run: flocknode register -c node.toml)")
         return "\n".join(lines)
