@@ -9,9 +9,10 @@ config as the daemon: Noise only, yamux, one connection per peer):
 - the receiver, an elected voter, fetches the blob (size and SHA-256 checked,
   1 MiB frames) into a file (``FileSink``: temp file, fsync, rename, as the
   node stores content) and into memory (``MemorySink``), and reads the bare
-  stream into nothing, three ways: ``read(1 MiB)``, ``read(4 MiB)`` and
-  ``read()`` (whatever is buffered). py-libp2p's yamux pays per read, so the
-  most eager reader is not always the fastest: the baseline is the best one.
+  stream into nothing, four ways: ``read(1 MiB)``, ``read(4 MiB)``, ``read()``
+  (whatever is buffered), and ``read(4 MiB)`` paced like the fetcher (1 ms
+  pause after a read under 256 KiB). py-libp2p's yamux pays per read, so the
+  most eager reader is not the fastest: the baseline is the best of the four.
 
 Each measurement runs ``--reps`` times, interleaved (the three bare reads, the
 file fetch, the memory fetch); rates are medians over the repetitions.
@@ -153,6 +154,7 @@ def receive(args: dict[str, Any]) -> None:
     from libp2p.peer.peerinfo import PeerInfo
 
     from flocknode.p2p.content import FileSink, MemorySink
+    from flocknode.p2p.fetch import LAZY_READ_BELOW, LAZY_READ_PAUSE
     from flocknode.p2p.framing import PROTOCOL_BLOB
     from flocknode.p2p.streams import fetch
 
@@ -160,19 +162,20 @@ def receive(args: dict[str, Any]) -> None:
     server = ID.from_base58(args["server"])
     out = Path(args["dir"]) / "received.bin"
 
-    async def bare(p2p: Any, read_size: int | None) -> float:
+    async def bare(p2p: Any, read_size: int | None, lazy: bool = False) -> float:
         t0 = time.perf_counter()
         stream = await p2p.host.new_stream(server, [TProtocol(BARE_PROTOCOL)])
         await stream.write(b"g")
         got = 0
         while got < size:
-            got += len(await stream.read(read_size))
+            n = len(await stream.read(read_size))
+            got += n
+            if lazy and n < LAZY_READ_BELOW and got < size:
+                await trio.sleep(LAZY_READ_PAUSE)  # the fetcher's own read pacing
         await stream.close()
         return time.perf_counter() - t0
 
-    async def blob(p2p: Any, sink_kind: str) -> tuple[float, int]:
-        sink = FileSink(out) if sink_kind == "file" else MemorySink()
-        gc.collect()
+    async def blob(p2p: Any, sink: FileSink | MemorySink) -> tuple[float, int]:
         with RssSampler() as rss:
             idle = rss.peak
             t0 = time.perf_counter()
@@ -187,19 +190,27 @@ def receive(args: dict[str, Any]) -> None:
                 round_number=1,
             )
             dt = time.perf_counter() - t0
+        return dt, rss.peak - idle
+
+    def check_and_drop(sink: FileSink | MemorySink) -> None:
         if isinstance(sink, MemorySink):
             assert sink.data is not None and len(sink.data) == size
             sink.data = None
         else:
+            assert out.stat().st_size == size
             out.unlink()
-        return dt, rss.peak - idle
 
     async def main() -> None:
         p2p = _node(args["seed"], args["members"], args["voters"])
         async with trio.open_nursery() as nursery:
             await nursery.start(p2p.run)
             await p2p.host.connect(PeerInfo(server, p2p.membership.addrs(server)))
-            bares = {"bare_read_1mib": MIB, "bare_read_4mib": 4 * MIB, "bare_read_all": None}
+            bares: dict[str, tuple[int | None, bool]] = {
+                "bare_read_1mib": (MIB, False),
+                "bare_read_4mib": (4 * MIB, False),
+                "bare_read_all": (None, False),
+                "bare_read_4mib_paced": (4 * MIB, True),
+            }
             results: dict[str, list[float]] = {k: [] for k in [*bares, "file", "mem"]}
             peaks: list[int] = []
             cpu: dict[str, list[tuple[float, float]]] = {k: [] for k in results}
@@ -219,14 +230,20 @@ def receive(args: dict[str, Any]) -> None:
 
             for _ in range(args["reps"]):
                 for name in results:
+                    sink = (
+                        None if name in bares else FileSink(out) if name == "file" else MemorySink()
+                    )
+                    gc.collect()  # outside the measured window, like the clean-up below
                     c_rcv, c_srv = _cpu_seconds(), await server_cpu()
-                    if name in bares:
-                        results[name].append(await bare(p2p, bares[name]))
+                    if sink is None:
+                        results[name].append(await bare(p2p, *bares[name]))
                     else:
-                        dt, peak = await blob(p2p, name)
+                        dt, peak = await blob(p2p, sink)
                         results[name].append(dt)
                         peaks.append(peak)
                     cpu[name].append((_cpu_seconds() - c_rcv, await server_cpu() - c_srv))
+                    if sink is not None:
+                        check_and_drop(sink)
             _emit({"seconds": results, "peak_rss_above_idle": peaks, "cpu": cpu})
             p2p.stop()
 
