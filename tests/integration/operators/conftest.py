@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flocknode.cluster.launcher import ClusterSpec, create_cluster, down
+from flocknode.cluster.launcher import ClusterSpec, create_cluster, down, node_status
 from tests.integration.operators.operators_cluster import OperatorCluster
 
 # 1 proposer and 2 voters in 4 nodes: a round reaches quorum only if both voters
@@ -44,4 +44,10 @@ def settled(op_cluster: OperatorCluster) -> OperatorCluster:
     final = h.wait_finalized(SPEC.rounds, timeout=400)
     names = [n.name for n in h.state.nodes]
     h.wait_all_hold(final.global_model_hash_after, names, timeout=120)
+
+    def all_see_the_end() -> bool:
+        docs = [node_status(n) for n in h.state.nodes]
+        return all(d.get("round") == SPEC.rounds and d.get("phase") == "finalized" for d in docs)
+
+    h.wait("every node to see the last round finalized", all_see_the_end, 60, poll=0.25)
     return h
