@@ -107,7 +107,12 @@ async def fetch(
     round_number: int = 0,
     limits: StreamLimits | None = None,
 ) -> FetchResult:
-    """Fetch ``content_id`` into ``sink`` from the first holder that delivers it."""
+    """Fetch ``content_id`` into ``sink`` from the first holder that delivers it.
+
+    Raises ``FetchFailed`` (with every attempt's reason) when no holder did. An
+    error of the sink itself (a full disk) is ours, not the holder's: it is
+    raised as is, after ``sink.abort()``.
+    """
     if protocol not in (PROTOCOL_BLOB, PROTOCOL_MODEL):
         raise ValueError(f"unknown content protocol {protocol}")
     limits = limits or StreamLimits()
