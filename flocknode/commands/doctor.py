@@ -178,7 +178,7 @@ class Doctor:
 
     def check_rpc(self) -> str:
         cfg = self._cfg()
-        retry = RetryPolicy(attempts=self.rpc_attempts)
+        retry = RetryPolicy(attempts=self.rpc_attempts, request_timeout=10.0)
         conn = ChainConnection(
             cfg.chain.rpc_url, self.s.account, expected_chain_id=cfg.chain.chain_id, retry=retry
         )
