@@ -1,0 +1,91 @@
+"""The round engine's gossip inbox and its chain-backed membership table."""
+
+from __future__ import annotations
+
+from libp2p.peer.id import ID
+
+from flocknode.chain.registry import Member, Registry
+from flocknode.chain.types import Phase, RoundView
+from flocknode.identity import PeerKey
+from flocknode.p2p.gossip import Received
+from flocknode.p2p.messages import KeyWrap, KeyWraps, ModelAvailable, UpdateAnnounce
+from flocknode.rounds.inbox import KEEP_MODELS, Inbox
+from flocknode.rounds.membership import ChainMembership
+
+ME = b"\x01" * 32
+OTHER = b"\x02" * 32
+
+
+def peer() -> ID:
+    return PeerKey.generate().peer_id
+
+
+def test_inbox_keeps_only_wraps_addressed_to_this_node() -> None:
+    inbox, p = Inbox(ME), peer()
+    blob = b"\xaa" * 32
+    wraps = (KeyWrap(OTHER, b"x" * 72), KeyWrap(ME, b"y" * 72))
+    inbox.on_message(Received(p, KeyWraps(3, blob, wraps)))
+    assert inbox.wrap_for(3, blob, p) == b"y" * 72
+    assert inbox.wrap_for(3, blob, peer()) is None  # another origin: not the proposer's
+    inbox.on_message(Received(p, KeyWraps(4, blob, (KeyWrap(OTHER, b"z" * 72),))))
+    assert inbox.wrap_for(4, blob, p) is None
+
+
+def test_inbox_tracks_holders_and_forgets_old_rounds_and_models() -> None:
+    inbox = Inbox(ME)
+    a, b = peer(), peer()
+    blob = b"\xbb" * 32
+    inbox.on_message(Received(a, UpdateAnnounce(1, blob, 10)))
+    inbox.on_message(Received(b, UpdateAnnounce(1, blob, 10)))
+    assert inbox.holders(1, blob) == {a, b}
+    inbox.on_message(Received(a, UpdateAnnounce(9, b"\xcc" * 32, 10)))
+    assert inbox.holders(1, blob) == set()  # pruned: too old
+    for i in range(KEEP_MODELS + 5):
+        inbox.on_message(Received(a, ModelAvailable(9, bytes([i]) * 32, 100)))
+    assert len(inbox.model_holders) == KEEP_MODELS
+    assert bytes([KEEP_MODELS + 4]) * 32 in inbox.model_holders
+
+
+def member(wallet: str, eligible: bool = True) -> Member:
+    return Member(
+        wallet, peer(), b"\x03" * 32, ("/ip4/127.0.0.1/tcp/4001", "garbage"), 10, eligible
+    )
+
+
+def round_view(r: int, voters: tuple[str, ...]) -> RoundView:
+    return RoundView(
+        round=r,
+        phase=Phase.TRAIN,
+        seed_block=1,
+        seed=bytes(32),
+        elected_at=0,
+        train_end=0,
+        commit_end=0,
+        reveal_end=0,
+        eligible=(),
+        eligible_stakes=(),
+        proposers=(),
+        voters=voters,
+        updates=(),
+        votes=(),
+        finalized=False,
+        accepted=False,
+        winning_hash=bytes(32),
+        winning_included_bits=0,
+        global_model_hash_after=bytes(32),
+    )
+
+
+def test_membership_follows_registry_stake_and_round_seats() -> None:
+    m = ChainMembership()
+    alice, bob, carol = member("0xA1"), member("0xB2"), member("0xC3", eligible=False)
+    m.update_registry(Registry((alice, bob, carol), 0))
+    assert m.is_member(alice.peer_id) and m.is_member(bob.peer_id)
+    assert not m.is_member(carol.peer_id)  # registered, stake below the minimum
+    assert [str(a) for a in m.addrs(alice.peer_id)] == ["/ip4/127.0.0.1/tcp/4001"]
+    assert m.wallet_of(bob.peer_id) == "0xB2" and m.peer_of("0xb2") == bob.peer_id
+    m.update_round(round_view(5, ("0xB2",)))
+    assert m.current_round() == 5
+    assert m.is_voter(5, bob.peer_id) and not m.is_voter(5, alice.peer_id)
+    m.update_registry(Registry((alice,), 0))  # bob unstaked and left
+    assert not m.is_member(bob.peer_id) and not m.is_voter(5, bob.peer_id)
