@@ -9,6 +9,8 @@ Measures, in one run and interleaved (so background load hits all alike):
                          hashes, encryption, parsing into fresh tensors, the
                          finiteness check (everything but the caller's I/O)
   seal_file_mb_s, open_file_mb_s   the same with a real file as sink/source
+  seal_serial_*, open_serial_*     seal/open with the hash helper thread off, to
+                         show what overlapping the plaintext hash buys
   peak_rss_ratio         (peak RSS - idle RSS) / update size, each case in a
                          fresh subprocess; idle is measured after the imports and
                          before the input tensors exist, so sealing counts its
@@ -42,7 +44,7 @@ import nacl.bindings as sodium
 import torch
 from nacl.public import PrivateKey, PublicKey
 
-from flocknode.crypto import KeyWrap, canonical_bytes, open_update, seal_update
+from flocknode.crypto import KeyWrap, canonical_bytes, open_update, seal_update, streams
 
 MiB = 1 << 20
 SEAL_OPEN_MIN_RATIO = 0.40
@@ -133,7 +135,9 @@ def measure_speed(size_mib: int, chunk_size: int, repeats: int, tmp: Path) -> di
             open_update(f, wrap, **kw)
 
     samples: dict[str, list[float]] = {k: [] for k in
-        ("raw_aead", "raw_aead_decrypt", "seal", "open", "seal_file", "open_file")}  # fmt: skip
+        ("raw_aead", "raw_aead_decrypt", "seal", "open", "seal_file", "open_file",
+         "seal_serial", "open_serial")}  # fmt: skip
+    default_thread_after = streams.THREAD_AFTER
     seal_file()
     open_mem()  # warm-up: first-touch costs of this process' heap
     for _ in range(repeats):
@@ -145,14 +149,18 @@ def measure_speed(size_mib: int, chunk_size: int, repeats: int, tmp: Path) -> di
         samples["open"].append(mb / _timed(open_mem))
         samples["seal_file"].append(mb / _timed(seal_file))
         samples["open_file"].append(mb / _timed(open_file))
+        streams.THREAD_AFTER = 1 << 62  # no helper thread: everything on one core
+        samples["seal_serial"].append(mb / _timed(seal_mem))
+        samples["open_serial"].append(mb / _timed(open_mem))
+        streams.THREAD_AFTER = default_thread_after
     path.unlink()
     blob_path.unlink()
     med = {k: round(statistics.median(v), 1) for k, v in samples.items()}
     raw = med["raw_aead"]
 
-    def paired(name: str) -> float:
+    def paired(name: str, base: str = "raw_aead") -> float:
         """Median of per-repeat ratios: each sample against the raw run just before it."""
-        pairs = zip(samples[name], samples["raw_aead"], strict=True)
+        pairs = zip(samples[name], samples[base], strict=True)
         return round(statistics.median(x / r for x, r in pairs), 3)
 
     return {
@@ -166,8 +174,11 @@ def measure_speed(size_mib: int, chunk_size: int, repeats: int, tmp: Path) -> di
         "open_file_mb_s": med["open_file"],
         "seal_vs_raw": paired("seal"),
         "open_vs_raw": paired("open"),
+        "open_vs_raw_decrypt": paired("open", "raw_aead_decrypt"),
         "seal_file_vs_raw": paired("seal_file"),
         "open_file_vs_raw": paired("open_file"),
+        "seal_serial_vs_raw": paired("seal_serial"),
+        "open_serial_vs_raw": paired("open_serial"),
         "samples_mb_s": {k: [round(x, 1) for x in v] for k, v in samples.items()},
     }
 

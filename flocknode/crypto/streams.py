@@ -99,6 +99,11 @@ def read_exact(read: ReadFn, n: int) -> bytes:
     return b"".join(parts)
 
 
+# Bytes hashed inline before BackgroundSha256 starts its thread (bench/envelope.py
+# raises it to measure the serial pipeline).
+THREAD_AFTER = 1 << 20
+
+
 class BackgroundSha256:
     """SHA-256 over spans of memory that no longer change (input tensors, filled
     output tensors), computed on one helper thread while the caller goes on.
@@ -111,9 +116,9 @@ class BackgroundSha256:
     context manager so an error stops the helper.
     """
 
-    def __init__(self, thread_after: int = 1 << 20, batch: int = 4 << 20) -> None:
+    def __init__(self, thread_after: int | None = None, batch: int = 4 << 20) -> None:
         self._hash = hashlib.sha256()
-        self._thread_after = thread_after
+        self._thread_after = THREAD_AFTER if thread_after is None else thread_after
         self._batch = batch
         self._added = 0
         self._local: list[memoryview] = []  # spans not yet handed over
