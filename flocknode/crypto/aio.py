@@ -5,8 +5,9 @@ which release the GIL), so it runs in a worker thread; these adaptors hand each
 chunk to the event loop with ``trio.from_thread.run``. ``send`` is any async
 function taking bytes (``trio.abc.SendStream.send_all``, py-libp2p
 ``INetStream.write``); ``receive`` is any async function taking a maximum size
-and returning at most that many bytes, ``b""`` at the end
-(``trio.abc.ReceiveStream.receive_some``, ``INetStream.read``).
+and returning at most that many bytes and ``b""`` at the end
+(``trio.abc.ReceiveStream.receive_some``). py-libp2p's ``INetStream.read``
+raises ``StreamEOF`` at the end instead: pass ``eof_errors=(StreamEOF,)``.
 """
 
 from __future__ import annotations
@@ -38,13 +39,27 @@ class AsyncSink:
 
 
 class AsyncSource:
-    """A blocking ``read`` for a worker thread that awaits ``receive`` on the loop."""
+    """A blocking ``read`` for a worker thread that awaits ``receive`` on the loop.
 
-    def __init__(self, receive: ReceiveFn) -> None:
+    An exception in ``eof_errors`` raised by ``receive`` counts as the end of
+    the stream (a short stream then fails as a truncated envelope).
+    """
+
+    def __init__(
+        self, receive: ReceiveFn, eof_errors: tuple[type[BaseException], ...] = ()
+    ) -> None:
         self._receive = receive
+        self._eof_errors = eof_errors
+        self._ended = False
 
     def read(self, n: int) -> bytes:
-        return trio.from_thread.run(self._receive, n)
+        if self._ended:
+            return b""
+        try:
+            return trio.from_thread.run(self._receive, n)
+        except self._eof_errors:
+            self._ended = True
+            return b""
 
 
 async def seal_update_to(
@@ -68,12 +83,16 @@ async def seal_update_to(
 
 
 async def open_update_from(
-    receive: ReceiveFn, wrap: KeyWrap, **kwargs: Any
+    receive: ReceiveFn,
+    wrap: KeyWrap,
+    *,
+    eof_errors: tuple[type[BaseException], ...] = (),
+    **kwargs: Any,
 ) -> dict[str, torch.Tensor]:
     """:func:`~flocknode.crypto.envelope.open_update` reading through ``receive``.
 
-    Keyword arguments are those of ``open_update`` (recipient, sender,
+    Other keyword arguments are those of ``open_update`` (recipient, sender,
     update_hash, expected_shapes, blob_id, max_bytes).
     """
-    job = functools.partial(open_update, AsyncSource(receive), wrap, **kwargs)
+    job = functools.partial(open_update, AsyncSource(receive, eof_errors), wrap, **kwargs)
     return await trio.to_thread.run_sync(job)

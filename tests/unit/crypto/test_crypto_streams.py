@@ -13,7 +13,7 @@ import trio.testing
 from nacl.public import PrivateKey
 
 from flocknode.crypto.aio import open_update_from, seal_update_to
-from flocknode.crypto.envelope import EnvelopeError, SealedUpdate
+from flocknode.crypto.envelope import HEAD_LEN, EnvelopeError, SealedUpdate
 from flocknode.crypto.streams import BackgroundSha256, read_exact, sink_writer, source_reader
 
 T = TypeVar("T")
@@ -137,3 +137,21 @@ async def test_seal_and_open_through_trio_streams() -> None:
     assert torch.equal(out["w"], tensors["w"]) and torch.equal(out["b"], tensors["b"])
     with pytest.raises(EnvelopeError):
         await _pipe_through(bytes(received[:-5]), open_from)
+
+    class Ended(Exception):
+        pass
+
+    async def open_raising_at_end(stream: trio.abc.ReceiveStream) -> dict[str, torch.Tensor]:
+        async def receive(n: int) -> bytes:  # like py-libp2p: an exception, not b""
+            data = await stream.receive_some(n)
+            if not data:
+                raise Ended
+            return data
+
+        return await open_update_from(receive, wrap, eof_errors=(Ended,), **kwargs)
+
+    out = await _pipe_through(bytes(received), open_raising_at_end)
+    assert torch.equal(out["w"], tensors["w"])
+    cut = HEAD_LEN + 6 * ((1 << 16) + 17)  # a chunk boundary
+    with pytest.raises(EnvelopeError, match="truncated at chunk 6"):
+        await _pipe_through(bytes(received[:cut]), open_raising_at_end)
