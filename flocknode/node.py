@@ -190,7 +190,7 @@ class CountingGossip(TaskGossip):
 
 
 class FlockNode:
-    def __init__(self, prep: Prepared, poll: float = 0.3) -> None:
+    def __init__(self, prep: Prepared, poll: float = 0.15) -> None:
         self.prep = prep
         cfg = prep.cfg
         self.peer_key = load_or_create_peer_key(prep.layout.peer_key)
@@ -355,5 +355,16 @@ class FlockNode:
 def run_node(cfg: NodeConfig) -> int:
     prep = prepare(cfg)
     node = FlockNode(prep)
-    trio.run(node.run)
+    try:
+        trio.run(node.run)
+    except BaseExceptionGroup as group:
+        # A service that cannot start (listen address taken, ...) raises a FlockError
+        # inside the nursery: the CLI prints it as one line with its exit code.
+        errors, rest = group.split(FlockError)
+        if errors is None or rest is not None:
+            raise
+        first: BaseException = errors
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
     return 0

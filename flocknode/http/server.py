@@ -57,10 +57,24 @@ class HttpService:
 
         try:
             await serve(self.app, config, shutdown_trigger=self._stop.wait, task_status=task_status)
-        except OSError as e:
-            raise HttpError(
+        except (OSError, ValueError) as e:
+            raise self._bind_error(e) from None
+        except BaseExceptionGroup as group:  # hypercorn binds inside its lifespan nursery
+            bind, rest = group.split((OSError, ValueError))
+            if bind is None or rest is not None:
+                raise
+            raise self._bind_error(_first_leaf(bind)) from None
+
+    def _bind_error(self, e: BaseException) -> HttpError:
+        if isinstance(e, OSError):
+            return HttpError(
                 f"http.listen: cannot listen on {self.listen} ({e.strerror or e}); set [http] "
                 "listen to a free HOST:PORT or enabled = false"
-            ) from None
-        except ValueError as e:
-            raise HttpError(f"http.listen: {self.listen!r} is not HOST:PORT ({e})") from None
+            )
+        return HttpError(f"http.listen: {self.listen!r} is not HOST:PORT ({e})")
+
+
+def _first_leaf(e: BaseException) -> BaseException:
+    while isinstance(e, BaseExceptionGroup):
+        e = e.exceptions[0]
+    return e

@@ -43,6 +43,7 @@ def value(families: dict[str, Any], name: str, sample: str = "", **labels: str) 
 def test_metrics_health_and_readiness_of_every_node(settled: OperatorCluster) -> None:
     h = settled
     elected_as: dict[str, set[str]] = {"proposer": set(), "voter": set()}
+    restarted = {name for name, _, _ in h.stop_seconds}
     for n in h.state.nodes:
         code, _, body = get(n.http_url + "/healthz")
         assert code == 200 and json.loads(body)["status"] == "alive"
@@ -62,7 +63,8 @@ def test_metrics_health_and_readiness_of_every_node(settled: OperatorCluster) ->
         assert m["flocknode_gossip_received"].type == "counter"
         assert value(m, "flocknode_gossip_received") > 0
         assert value(m, "flocknode_gossip_published") > 0  # every node announces the model
-        assert value(m, "flocknode_bytes_received") > 0  # every node fetched a global model
+        if n.name not in restarted:  # counters start at zero with each process
+            assert value(m, "flocknode_bytes_received") > 0  # it fetched a global model
         assert "flocknode_gossip_dropped" in m and "flocknode_chain_tx_failures" in m
         # stake and rewards as the chain has them
         me = h.client.participant(n.wallet)
