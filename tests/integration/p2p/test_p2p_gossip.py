@@ -24,6 +24,8 @@ from tests.integration.p2p.p2p_helpers import (
     wait_until,
 )
 
+pytestmark = pytest.mark.integration
+
 
 async def test_five_nodes_all_receive_each_others_announcements() -> None:
     membership = StaticMembership(round_number=1)

@@ -22,6 +22,8 @@ from tests.integration.p2p.p2p_helpers import (
     wait_until,
 )
 
+pytestmark = pytest.mark.integration
+
 
 def _port(addr: Multiaddr) -> int:
     return int(addr.value_for_protocol("tcp"))

@@ -7,6 +7,7 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
 import trio
 
 from flocknode.identity.keys import PeerKey
@@ -25,6 +26,8 @@ from tests.integration.p2p.p2p_helpers import (
     wait_until,
     write_blob,
 )
+
+pytestmark = pytest.mark.integration
 
 
 async def test_holder_killed_mid_transfer_fetch_moves_on(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ relay gossip both ways.
 
 from __future__ import annotations
 
+import pytest
 import trio
 from libp2p.custom_types import TProtocol
 from libp2p.peer.peerinfo import PeerInfo
@@ -30,6 +31,8 @@ from tests.integration.p2p.p2p_helpers import (
     wait_mesh,
     wait_until,
 )
+
+pytestmark = pytest.mark.integration
 
 GARBAGE = b"\xff\xff\xff\xff\x0f this is not protobuf \x00\x01"
 

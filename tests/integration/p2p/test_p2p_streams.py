@@ -33,6 +33,8 @@ from tests.integration.p2p.p2p_helpers import (
     write_blob,
 )
 
+pytestmark = pytest.mark.integration
+
 FAST = StreamLimits(
     read_timeout=1.0, open_timeout=5.0, request_timeout=2.0, write_timeout=5.0, min_rate=2e6
 )
