@@ -142,16 +142,17 @@ class NodeConfig(_Section):
     def is_local_chain(self) -> bool:
         return self.chain.chain_id == LOCAL_CHAIN_ID
 
-    def announce_addrs(self) -> list[str]:
+    def announce_addrs(self, bound: list[str] | None = None) -> list[str]:
         """The multiaddrs to register: ``p2p.announce``, or the listen addresses if concrete.
 
         A wildcard listen address (0.0.0.0) cannot be dialled; on a local chain it
         becomes 127.0.0.1, elsewhere the operator must say where the node is reachable.
+        ``bound``: the addresses the host actually bound (port 0 resolved).
         """
         if self.p2p.announce:
             return list(self.p2p.announce)
         out = []
-        for a in self.p2p.listen:
+        for a in bound if bound is not None else self.p2p.listen:
             if "/ip4/0.0.0.0/" in a or "/ip6/::/" in a:
                 if not self.is_local_chain:
                     raise ConfigError(

@@ -203,7 +203,7 @@ class FlockNode:
             self.membership,
             HostConfig(
                 listen_addrs=tuple(cfg.p2p.listen),
-                announce_addrs=tuple(cfg.announce_addrs()),
+                announce_addrs=tuple(cfg.p2p.announce),
                 bootstrap=tuple(cfg.p2p.bootstrap),
             ),
             self.p2p_metrics,
@@ -244,10 +244,10 @@ class FlockNode:
         cfg = self.prep.cfg
         if self.prep.behaviour is not Behaviour.HONEST:
             log.warning("BYZANTINE TEST NODE behaviour=%s", self.prep.behaviour.value)
-        await self._sync_registration()
         self.membership.update_registry(await self.client.registry())
         async with trio.open_nursery() as nursery:
             addrs = await nursery.start(self.p2p.run)
+            await self._sync_registration([str(a) for a in self.p2p.host.get_transport_addrs()])
             self.server.install()
             await nursery.start(self.gossip.run)
             await nursery.start(self.engine.run)
@@ -285,11 +285,11 @@ class FlockNode:
         self._write_status()
         nursery.cancel_scope.cancel()
 
-    async def _sync_registration(self) -> None:
-        """Register the configured addresses on chain when they changed."""
+    async def _sync_registration(self, bound: list[str]) -> None:
+        """Register the node's reachable addresses on chain when they changed."""
         cfg = self.prep.cfg
         me = await self.client.participant(self.ctx.wallet)
-        want = cfg.announce_addrs()
+        want = cfg.announce_addrs(bound)
         if list(me.multiaddrs) != want:
             log.info("registered addresses changed old=%s new=%s", list(me.multiaddrs), want)
             await self.client.update_multiaddrs(want)
