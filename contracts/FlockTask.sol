@@ -736,16 +736,20 @@ contract FlockTask {
             uint256 x = uint256(keccak256(abi.encode(seed, seat))) % total;
             uint256 pos;
             assembly ("memory-safe") {
-                // walk: the first entry whose running stake sum exceeds x. It is
-                // found before the end because x < total = sum of the entries.
+                // walk: the first entry whose running stake sum exceeds x (it
+                // exists: x < total = sum of the entries). The walk always runs to
+                // the end, so the gas of electRoles does not depend on the seed and
+                // eth_estimateGas (run in another block, with another prevrandao)
+                // gives what the transaction will use.
                 let base := add(stakes, 32)
-                let p := base
+                let end := add(base, shl(5, n))
+                let found := end
                 let running := 0
-                for {} 1 { p := add(p, 32) } {
+                for { let p := base } lt(p, end) { p := add(p, 32) } {
                     running := add(running, mload(p))
-                    if gt(running, x) { break }
+                    if and(gt(running, x), eq(found, end)) { found := p }
                 }
-                pos := shr(5, sub(p, base))
+                pos := shr(5, sub(found, base))
             }
             unchecked {
                 picks[seat] = pos;

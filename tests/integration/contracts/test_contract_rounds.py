@@ -365,3 +365,22 @@ def test_no_reveal_marker_is_commit_only(h: Harness) -> None:
         (False, False),
         (False, False),
     ]
+
+
+def test_elect_roles_gas_does_not_depend_on_the_seed(h: Harness) -> None:
+    """eth_estimateGas runs with another prevrandao than the mined block: the gas
+    must not depend on the seed, or estimates would run out."""
+    r = h.open_round()
+    seed_block = h.round(r).seedBlock
+    used, seeds, estimates = [], [], []
+    for extra in (0, 1, 5):
+        snap = h.snapshot()
+        h.mine(seed_block + 2 + extra - h.w3.eth.block_number)
+        estimates.append(h.task.functions.electRoles(r).estimate_gas({"from": h.deployer}))
+        receipt = h.send(h.task.functions.electRoles(r), h.deployer)
+        used.append(receipt["gasUsed"])
+        seeds.append(h.round(r).seed)
+        h.revert_to(snap)
+    assert len(set(seeds)) == 3
+    assert len(set(used)) == 1, used
+    assert all(0 <= e - used[0] <= 5_000 for e in estimates), (estimates, used)
