@@ -6,9 +6,23 @@ PY    := .venv/bin/python
 PIP   := .venv/bin/pip
 STAMP := .venv/.flocknode-setup
 
-.PHONY: setup demo test test-fast lint contracts bench clean
+.PHONY: setup system-deps demo test lint contracts bench clean
 
-setup: $(STAMP) node_modules/.flocknode-setup
+setup: system-deps $(STAMP) node_modules/.flocknode-setup
+
+# Debian packages: headless Chromium and its driver for the status-page test,
+# libgmp for fastecdsa (a libp2p dependency that builds from source).
+SYSTEM_PKGS := chromium chromium-driver libgmp-dev
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages: $$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "missing Debian packages: $$missing (run: sudo apt-get install $$missing)"; \
+	  fi; \
+	fi
 
 # Python side: a virtualenv with the package installed editable and its dev
 # extras; torch pinned to the CPU build through constraints.txt.
@@ -41,8 +55,13 @@ lint: setup
 contracts: node_modules/.flocknode-setup
 	node contracts/build.mjs
 
+# Benchmarks print one JSON object each; they are never part of the pass/fail suite.
 bench: setup
 	$(PY) bench/gas.py --json
+	$(PY) bench/envelope.py --json
+	$(PY) bench/transfer.py --json
+	$(PY) bench/accuracy.py --json
+	$(PY) bench/cluster.py --nodes 10 --rounds 10 --json
 
 clean:
 	rm -rf .venv node_modules .pytest_cache .mypy_cache .ruff_cache
