@@ -183,6 +183,7 @@ contract FlockTask {
     uint256 private constant MAX_MULTIADDRS = 8;
     uint256 private constant MAX_MULTIADDR_BYTES = 256;
     uint256 private constant MAX_SEED_DELAY = 64;
+    uint256 private constant DRAW_BLOCK = 16;
 
     // ------------------------------------------------------------------ state
 
@@ -720,15 +721,28 @@ contract FlockTask {
 
     /// @dev The seat draw: for seat i, x = keccak256(seed, i) mod W (W = remaining
     ///      stake); the first remaining entry whose running stake sum exceeds x is
-    ///      taken and removed (the rest keep their order). Removal zeroes the
-    ///      entry's stake in `stakes` (memory, caller's copy): a zero entry never
-    ///      makes the running sum exceed x, so this is the same as deleting it.
+    ///      taken and removed (the rest keep their order).
+    ///      Same result as that linear walk, found faster: entries sit in blocks
+    ///      of DRAW_BLOCK with block sums; a seat walks the block sums to the first
+    ///      block whose running sum exceeds x, then that block's entries. Removal
+    ///      zeroes the entry (a zero entry never makes the running sum exceed x)
+    ///      and lowers its block sum. Both walks always run to their end, so the
+    ///      gas does not depend on the seed: eth_estimateGas, run in another block
+    ///      with another prevrandao, gives what the transaction uses.
     function _draw(bytes32 seed, uint256[] memory stakes, uint256 seats) private pure returns (uint256[] memory picks) {
         uint256 n = stakes.length;
         if (seats > n) revert NotEnoughEligible(n, seats);
+        uint256 blocks = (n + DRAW_BLOCK - 1) / DRAW_BLOCK;
+        uint256[] memory entries = new uint256[](blocks * DRAW_BLOCK); // zero padded
+        uint256[] memory sums = new uint256[](blocks);
         uint256 total;
         for (uint256 i; i < n; ++i) {
-            total += stakes[i];
+            uint256 s = stakes[i];
+            total += s; // checked: a total above 2^256-1 reverts
+            unchecked {
+                entries[i] = s;
+                sums[i / DRAW_BLOCK] += s;
+            }
         }
         picks = new uint256[](seats);
         for (uint256 seat; seat < seats; ++seat) {
@@ -736,25 +750,38 @@ contract FlockTask {
             uint256 x = uint256(keccak256(abi.encode(seed, seat))) % total;
             uint256 pos;
             assembly ("memory-safe") {
-                // walk: the first entry whose running stake sum exceeds x (it
-                // exists: x < total = sum of the entries). The walk always runs to
-                // the end, so the gas of electRoles does not depend on the seed and
-                // eth_estimateGas (run in another block, with another prevrandao)
-                // gives what the transaction will use.
-                let base := add(stakes, 32)
-                let end := add(base, shl(5, n))
-                let found := end
+                // blocks: the first whose running sum exceeds x (x < total)
+                let first := add(sums, 32)
+                let last := add(first, shl(5, blocks))
+                let hit := last
+                let before := 0
                 let running := 0
-                for { let p := base } lt(p, end) { p := add(p, 32) } {
+                for { let p := first } lt(p, last) { p := add(p, 32) } {
+                    let next := add(running, mload(p))
+                    if and(gt(next, x), eq(hit, last)) {
+                        hit := p
+                        before := running
+                    }
+                    running := next
+                }
+                // entries of that block, running on from the blocks before it
+                let base := add(entries, 32)
+                let from := add(base, mul(shr(5, sub(hit, first)), mul(DRAW_BLOCK, 32)))
+                let to := add(from, mul(DRAW_BLOCK, 32))
+                let found := to
+                running := before
+                for { let p := from } lt(p, to) { p := add(p, 32) } {
                     running := add(running, mload(p))
-                    if and(gt(running, x), eq(found, end)) { found := p }
+                    if and(gt(running, x), eq(found, to)) { found := p }
                 }
                 pos := shr(5, sub(found, base))
             }
             unchecked {
+                uint256 s = entries[pos];
                 picks[seat] = pos;
-                total -= stakes[pos];
-                stakes[pos] = 0;
+                total -= s;
+                entries[pos] = 0;
+                sums[pos / DRAW_BLOCK] -= s;
             }
         }
     }
