@@ -238,6 +238,7 @@ class FlockNode:
         )
         self.http_urls: list[str] = []
         self.started_at = time.time()
+        self.stop_requested = time.monotonic()  # set again when a signal arrives
         self._status_written = 0.0
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -268,6 +269,7 @@ class FlockNode:
     async def _wait_for_signal(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
+                self.stop_requested = time.monotonic()
                 log.info("stopping on %s", signal.Signals(signum).name)
                 break
         await self.stop(nursery)
@@ -357,6 +359,7 @@ def run_node(cfg: NodeConfig) -> int:
     node = FlockNode(prep)
     try:
         trio.run(node.run)
+        log.info("node stopped in %.2f s after the signal", time.monotonic() - node.stop_requested)
     except BaseExceptionGroup as group:
         # A service that cannot start (listen address taken, ...) raises a FlockError
         # inside the nursery: the CLI prints it as one line with its exit code.

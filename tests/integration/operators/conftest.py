@@ -13,15 +13,20 @@ from tests.integration.operators.operators_cluster import OperatorCluster
 # 1 proposer and 2 voters in 4 nodes: a round reaches quorum only if both voters
 # reveal, so a vote lost to a SIGTERM shows as a round without a winner. Phases
 # end early once everyone acted, so the long deadlines cost time only while a
-# node restarts (10-20 s here with 4 nodes on 2 cores).
+# node restarts (10-35 s here with 4 nodes on 2 cores; a voter must be back
+# 0.4 * commit_seconds before the commit deadline to collect the updates).
+# Three SIGTERM cases each take a round that opened while every node was up:
+# at most rounds 1, 3 and 5. 3000 local steps make training last a few seconds,
+# so a SIGTERM can land in it.
 SPEC = ClusterSpec(
     nodes=4,
-    rounds=3,
+    rounds=5,
     proposers=1,
     voters=2,
-    train_seconds=30,
-    commit_seconds=45,
-    reveal_seconds=40,
+    train_seconds=60,
+    commit_seconds=60,
+    reveal_seconds=45,
+    settings_overrides=(("training", "local_steps", 3000),),
 )
 
 

@@ -106,6 +106,18 @@ class OperatorCluster(Harness):
         self.stop_seconds.append((name, phase, took))
         return took
 
+    def wait_up(self, name: str, since: float, timeout: float = 120) -> None:
+        """Wait until ``name`` (started at wall time ``since``) writes its status file."""
+        path = Path(self.state.node(name).data_dir) / "status.json"
+
+        def fresh() -> bool:
+            try:
+                return path.stat().st_mtime > since
+            except OSError:
+                return False
+
+        self.wait(f"{name} to come up", fresh, timeout, poll=0.25)
+
     def log_text(self, name: str) -> str:
         return (Path(self.state.node(name).data_dir) / "node.log").read_text(errors="replace")
 
