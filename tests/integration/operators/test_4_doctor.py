@@ -189,6 +189,7 @@ def test_listen_address_taken_and_addresses_changed(copy: Callable[..., Path]) -
     text = cfg.read_text()
     port = int(text.split("/tcp/")[1].split('"')[0])
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the node's old conns linger
         s.bind(("127.0.0.1", port))
         s.listen()
         checks = results(cfg)

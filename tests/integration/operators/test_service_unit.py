@@ -14,7 +14,12 @@ import pytest
 
 UNIT = Path(__file__).resolve().parents[3] / "config" / "flocknode.service"
 ANALYZE = shutil.which("systemd-analyze")
-pytestmark = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
+
+
+@pytest.fixture(autouse=True)
+def _needs_systemd_analyze() -> None:
+    if ANALYZE is None:
+        pytest.fail("systemd-analyze is needed (Debian package systemd: apt-get install systemd)")
 
 
 def installed_copy(tmp_path: Path) -> Path:
