@@ -2,12 +2,14 @@
 
     .venv/bin/python bench/gas.py          # a readable table
     .venv/bin/python bench/gas.py --json   # one JSON object
+    .venv/bin/python bench/gas.py --worst  # also 64 + 64 seats, 999 wallets (minutes)
 
 Deploys a fresh token + task per size on a fresh anvil (automine) and reads
 gasUsed from the receipts. Checks the limits of issue 2: electRoles with 100
 eligible and 10 roles under 2,000,000; finalizeRound with 5 proposers and 5
 voters under 1,000,000 (every finalize scenario below). Exit code 1 if a limit
-is missed.
+is missed. ``--worst`` adds the largest allowed round size against EIP-7825's
+per-transaction cap of 2^24 gas.
 """
 
 from __future__ import annotations
@@ -33,6 +35,8 @@ PROPOSERS = 5
 VOTERS = 5
 STAKE = 200 * ETHER
 LIMITS = {"electRoles@100": 2_000_000, "finalizeRound(max)": 1_000_000}
+EIP7825_TX_CAP = 2**24
+WORST = (64, 64, 999)  # proposers, voters, participants
 AGG = b"\xa1" * 32
 
 
@@ -141,6 +145,45 @@ def _elect(h: Harness, gas: dict[str, Any], r: int, label: str | None) -> None:
         gas[label] = int(receipt["gasUsed"])
 
 
+def measure_worst(w3: Web3, accounts: tuple[str, ...]) -> dict[str, int]:
+    """electRoles, getRound and finalizeRound at the largest allowed round size."""
+    n_p, n_v, n = WORST
+    h = Harness.deploy(
+        w3, accounts[0], proposersPerRound=n_p, votersPerRound=n_v, maxParticipants=1024
+    )
+    last = None
+    for wallet in accounts[1 : 1 + n]:  # fire and forget: automine keeps the order
+        p = h.make_participant(wallet)
+        calls = [
+            (h.deployer, h.token, h.token.encode_abi("mint", [wallet, STAKE])),
+            (wallet, h.token, h.token.encode_abi("approve", [h.task.address, 2**256 - 1])),
+            (
+                wallet,
+                h.task,
+                h.task.encode_abi("register", [p.peer_id, p.box_key, p.multiaddrs, p.peer_sig]),
+            ),
+            (wallet, h.task, h.task.encode_abi("stake", [STAKE])),
+        ]
+        for sender, contract, data in calls:
+            tx = {"from": sender, "to": contract.address, "data": data, "gas": 600_000}
+            last = w3.eth.send_transaction(tx)  # type: ignore[arg-type]
+    assert last is not None and w3.eth.wait_for_transaction_receipt(last)["status"] == 1
+    assert h.task.functions.eligibleCount().call() == n
+    r = h.open_round()
+    out = {"electRoles": int(h.elect(r)["gasUsed"])}
+    out["getRound (view)"] = int(h.task.functions.getRound(r).estimate_gas())
+    rv = h.round(r)
+    vote = Vote(AGG, (1 << n_p) - 1, score=1)
+    for proposer in rv.proposers:
+        h.submit(r, proposer)
+    for voter in rv.voters:
+        h.commit(r, voter, vote)
+    for voter in rv.voters:
+        h.reveal(r, voter, vote)
+    out["finalizeRound (all agree)"] = int(h.finalize(r)["gasUsed"])
+    return out
+
+
 def check_limits(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     elect100 = results["100"]["electRoles"]
     finalize_max = max(
@@ -196,6 +239,13 @@ def print_table(report: dict[str, Any]) -> None:
     print()
     for name, size in report["deployedBytes"].items():
         print(f"{name}: {size:,} bytes deployed (EIP-170 limit 24,576)")
+    if "worst" in report:
+        w = report["worst"]
+        print(
+            f"largest round ({w['proposers']} + {w['voters']} seats, {w['participants']} wallets): "
+            f"electRoles {w['electRoles']:,}, finalizeRound {w['finalizeRound (all agree)']:,}, "
+            f"getRound view {w['getRound (view)']:,}"
+        )
     for name, lim in report["limits"].items():
         print(f"limit {name}: {lim['gas']:,} < {lim['limit']:,}: {'ok' if lim['ok'] else 'MISSED'}")
 
@@ -203,15 +253,27 @@ def print_table(report: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--worst", action="store_true", help="also measure 64 + 64 seats, 999 wallets")
     args = ap.parse_args(argv)
     results: dict[str, dict[str, Any]] = {}
-    with anvil(accounts=max(SIZES) + 1) as chain:
+    worst: dict[str, int] = {}
+    accounts = WORST[2] + 1 if args.worst else max(SIZES) + 1
+    with anvil(accounts=accounts) as chain:
         w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
         for n in SIZES:
             snap = w3.provider.make_request("evm_snapshot", [])["result"]  # type: ignore[arg-type]
             results[str(n)] = measure(w3, chain.accounts, n)
             w3.provider.make_request("evm_revert", [snap])  # type: ignore[arg-type]
+        if args.worst:
+            worst = measure_worst(w3, chain.accounts)
     limits = check_limits(results)
+    if worst:
+        top = max(worst["electRoles"], worst["finalizeRound (all agree)"])
+        limits["worst(tx) < 2^24"] = {
+            "gas": top,
+            "limit": EIP7825_TX_CAP,
+            "ok": top < EIP7825_TX_CAP,
+        }
     report: dict[str, Any] = {
         "bench": "gas",
         "proposersPerRound": PROPOSERS,
@@ -220,6 +282,13 @@ def main(argv: list[str] | None = None) -> int:
         "deployedBytes": sizes_from_artifacts(),
         "limits": limits,
     }
+    if worst:
+        report["worst"] = {
+            "proposers": WORST[0],
+            "voters": WORST[1],
+            "participants": WORST[2],
+            **worst,
+        }
     if args.json:
         print(json.dumps(report, sort_keys=True))
     else:

@@ -177,7 +177,7 @@ contract FlockTask {
     uint256 private constant BLOCKHASH_WINDOW = 256;
     uint256 private constant SEED_CONFIRMATIONS = 2;
     uint256 private constant MAX_PARTICIPANTS = 1024;
-    uint256 private constant MAX_SEATS = 64; // keeps electRoles < ~10M gas at 1024 participants
+    uint256 private constant MAX_SEATS = 64; // electRoles at 64+64 seats, 999 wallets: 8.07M gas
     uint256 private constant MAX_PEER_ID_BYTES = 128;
     uint256 private constant PEER_SIG_BYTES = 64;
     uint256 private constant MAX_MULTIADDRS = 8;
