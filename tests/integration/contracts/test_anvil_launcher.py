@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 from web3 import Web3
+from web3.types import Wei
 
 from flocknode.chain.anvil import AnvilError, AnvilOptions, anvil_binary, rpc_request, run_anvil
 
@@ -38,10 +39,10 @@ def test_automine_chain_with_funded_dev_accounts() -> None:
         w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
         for addr, key in zip(chain.accounts, chain.private_keys, strict=True):
             assert Account.from_key(key).address == addr
-            assert w3.eth.get_balance(addr) == 10_000 * 10**18
+            assert w3.eth.get_balance(Web3.to_checksum_address(addr)) == 10_000 * 10**18
         start = w3.eth.block_number
         tx = w3.eth.send_transaction(
-            {"from": chain.accounts[0], "to": chain.accounts[1], "value": 1}
+            {"from": chain.accounts[0], "to": chain.accounts[1], "value": Wei(1)}
         )
         assert w3.eth.wait_for_transaction_receipt(tx)["blockNumber"] == start + 1
         pid = chain.pid
@@ -58,7 +59,7 @@ def test_mixed_mining_keeps_producing_blocks() -> None:
             time.sleep(0.2)
         assert w3.eth.block_number >= first + 2  # blocks came without any transaction
         tx = w3.eth.send_transaction(
-            {"from": chain.accounts[0], "to": chain.accounts[1], "value": 1}
+            {"from": chain.accounts[0], "to": chain.accounts[1], "value": Wei(1)}
         )
         assert w3.eth.wait_for_transaction_receipt(tx, timeout=10)["status"] == 1
 
