@@ -314,7 +314,7 @@ class Doctor:
                 "restore the box key this wallet registered (keys/box.key)",
             )
         want = cfg.announce_addrs()
-        if list(me.multiaddrs) != want:
+        if not _same_addrs(list(me.multiaddrs), want):
             raise Failed(
                 f"registered {list(me.multiaddrs)}, config announces {want}",
                 "start the node (flocknode run updates its registered addresses), or fix "
@@ -388,6 +388,18 @@ class Doctor:
     def _box_key(self) -> BoxKey:
         assert self.s.box_key is not None
         return self.s.box_key
+
+
+def _same_addrs(registered: list[str], want: list[str]) -> bool:
+    """Equal, where a configured port 0 (any free port) matches whatever port was bound."""
+    if len(registered) != len(want):
+        return False
+    for got, w in zip(registered, want, strict=True):
+        if w.endswith("/tcp/0") and got.rsplit("/", 1)[0] == w.rsplit("/", 1)[0]:
+            continue
+        if got != w:
+            return False
+    return True
 
 
 # -- helpers ------------------------------------------------------------------

@@ -16,8 +16,8 @@ from tests.integration.operators.operators_cluster import OperatorCluster
 # node restarts (10-35 s here with 4 nodes on 2 cores; a voter must be back
 # 0.4 * commit_seconds before the commit deadline to collect the updates).
 # Three SIGTERM cases each take a round that opened while every node was up:
-# at most rounds 1, 3 and 5. 3000 local steps make training last a few seconds,
-# so a SIGTERM can land in it.
+# at most rounds 1, 3 and 5. 8000 local steps make training last a few seconds,
+# so a SIGTERM can land in it (about 1 s per 3000 steps here).
 SPEC = ClusterSpec(
     nodes=4,
     rounds=5,
@@ -26,7 +26,7 @@ SPEC = ClusterSpec(
     train_seconds=60,
     commit_seconds=60,
     reveal_seconds=45,
-    settings_overrides=(("training", "local_steps", 3000),),
+    settings_overrides=(("training", "local_steps", 8000),),
 )
 
 
