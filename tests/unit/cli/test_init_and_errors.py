@@ -41,7 +41,9 @@ def test_init_new_wallet_needs_a_password(
     assert "needs a password" in capsys.readouterr().err
     pw = tmp_path / "pw"
     pw.write_text("correct horse\n")
-    rc = main(["init", "--data-dir", str(tmp_path / "b"), "--new-wallet", "--password-file", str(pw)])
+    rc = main(
+        ["init", "--data-dir", str(tmp_path / "b"), "--new-wallet", "--password-file", str(pw)]
+    )
     assert rc == 0
     ks = tmp_path / "b" / "keys" / "wallet.json"
     assert ks.stat().st_mode & 0o777 == 0o600

@@ -44,12 +44,12 @@ def test_wrong_password_missing_and_malformed_keystore(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="not an encrypted keystore"):
         load_wallet(cfg, environ={"FLOCKNODE_WALLET_PASSWORD": "x"})
     make_keystore(tmp_path / "w.json", "right-pw")
-    with pytest.raises(ConfigError, match="chain.password_file: wrong password"):
+    with pytest.raises(ConfigError, match=r"chain\.password_file: wrong password"):
         load_wallet(cfg, environ={"FLOCKNODE_WALLET_PASSWORD": "wrong"})
     with pytest.raises(ConfigError, match="no wallet password"):
         load_wallet(cfg, environ={})
     cfg = cfg_for(tmp_path, 'password_file = "missing-pw"\n')
-    with pytest.raises(ConfigError, match="chain.password_file: cannot read"):
+    with pytest.raises(ConfigError, match=r"chain\.password_file: cannot read"):
         load_wallet(cfg, environ={})
 
 
