@@ -48,7 +48,7 @@ GAS_COMMIT_VOTE = 88_363
 GAS_REVEAL_VOTE = 136_214
 GAS_SUBMIT_UPDATE = 112_282
 GAS_OPEN_ROUND = 510_867  # openRound that first finalizes the previous round
-GAS_ELECT_ROLES = 847_100  # at 100 eligible participants
+GAS_ELECT_ROLES = 738_463  # at 100 eligible participants (draw over block sums)
 GAS_PER_ROUND = max(GAS_COMMIT_VOTE + GAS_REVEAL_VOTE, GAS_SUBMIT_UPDATE) + (
     GAS_OPEN_ROUND + GAS_ELECT_ROLES
 )
