@@ -199,6 +199,8 @@ contract FlockTask {
     /// @notice Rounds finalized so far (voided rounds do not count); the task is
     ///         complete when this reaches totalRounds.
     uint256 public finalizedRounds;
+    /// @notice Block of the SettingsPublished event (0 until the settings are published).
+    uint64 public settingsBlock;
     /// @notice Hash of the current global model and the round that produced it.
     bytes32 public globalModelHash;
     uint256 public globalModelRound;
@@ -223,6 +225,7 @@ contract FlockTask {
     event VoteRevealed(uint256 indexed round, address indexed voter, bytes32 aggregateHash);
     event RoundFinalized(uint256 indexed round, bool accepted, bytes32 winningHash, bytes32 globalModelHash);
     event RoundVoided(uint256 indexed round, string reason);
+    event SettingsPublished(bytes settings);
     event Rewarded(uint256 indexed round, address indexed wallet, uint256 amount);
     event Slashed(uint256 indexed round, address indexed wallet, uint256 amount, string reason);
 
@@ -257,6 +260,8 @@ contract FlockTask {
     error TaskComplete();
     error InvalidParams(string what);
     error TransferFailed();
+    error SettingsMismatch();
+    error SettingsAlreadyPublished();
 
     // ------------------------------------------------------------ constructor
 
@@ -525,6 +530,16 @@ contract FlockTask {
     }
 
     // ------------------------------------------------------------------ views
+
+    /// @notice Publishes the task's canonical settings JSON, whose sha256 must be the
+    ///         configHash, so nodes can read them from the chain and name any setting
+    ///         they disagree on. Anyone may publish (the hash decides), once.
+    function publishSettings(bytes calldata settings) external {
+        if (settingsBlock != 0) revert SettingsAlreadyPublished();
+        if (sha256(settings) != _params.configHash) revert SettingsMismatch();
+        settingsBlock = uint64(block.number);
+        emit SettingsPublished(settings);
+    }
 
     function taskParams() external view returns (TaskParams memory) {
         return _params;

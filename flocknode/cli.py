@@ -165,11 +165,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        if handler is not _cmd_run:  # run configures logging from its config file
+        # run configures logging from its config file; one-shot commands print progress
+        # lines and one error line, so their log records are errors only by default
+        if handler is not _cmd_run:
             from flocknode.logs import setup_logging
 
             setup_logging(
-                args.log_level or "warning", args.log_format or "text", _module_levels(args)
+                args.log_level or "error", args.log_format or "text", _module_levels(args)
             )
         return handler(args)
     except FlockError as e:

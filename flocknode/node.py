@@ -89,7 +89,7 @@ def load_task_settings(cfg: NodeConfig, client: TaskClient, config_hash: bytes) 
     names the differing setting (using the copy published on chain); without it
     the published copy is used.
     """
-    published = client.published_settings() if hasattr(client, "published_settings") else None
+    published = client.published_settings()
     if cfg.task.settings:
         path = cfg.path(cfg.task.settings)
         try:

@@ -10,6 +10,7 @@ node. Views return frozen dataclasses (types.py); transactions return a
 from __future__ import annotations
 
 import functools
+import hashlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -71,6 +72,26 @@ class TaskClient:
 
     def current_round(self) -> int:
         return int(self.conn.view(self._c.functions.currentRound(), "currentRound"))
+
+    def published_settings(self) -> bytes | None:
+        """The canonical settings JSON published on chain, checked against configHash.
+
+        None when nobody published them. The contract itself refuses bytes whose
+        sha256 is not the configHash; the check here guards against a lying RPC.
+        """
+        block = int(self.conn.view(self._c.functions.settingsBlock(), "settingsBlock"))
+        if block == 0:
+            return None
+        logs = self.conn.rpc.request(
+            "eth_getLogs(SettingsPublished)",
+            lambda: self._c.events.SettingsPublished().get_logs(from_block=block, to_block=block),
+        )
+        want = self.params().config_hash
+        for entry in logs:
+            data = bytes(entry["args"]["settings"])
+            if hashlib.sha256(data).digest() == want:
+                return data
+        return None
 
     def finalized_rounds(self) -> int:
         return int(self.conn.view(self._c.functions.finalizedRounds(), "finalizedRounds"))
@@ -202,6 +223,9 @@ class TaskClient:
 
     def claim_rewards(self) -> TxResult:
         return self._tx(self._c.functions.claimRewards(), "claimRewards")
+
+    def publish_settings(self, settings: bytes) -> TxResult:
+        return self._tx(self._c.functions.publishSettings(settings), "publishSettings")
 
     def fund_rewards(self, amount: int, *, approve: bool = True) -> TxResult:
         if approve and amount > 0:

@@ -83,6 +83,10 @@ SENTENCES: dict[str, Callable[..., str]] = {
     "AlreadyFinalized": lambda r: f"round {r} is already finalized",
     "TaskComplete": lambda: "the task is complete: every round has run",
     "InvalidParams": lambda what: f"invalid task parameters: {what}",
+    "SettingsMismatch": lambda: (
+        "these settings do not hash to the task's configHash (sha256 of the canonical JSON)"
+    ),
+    "SettingsAlreadyPublished": lambda: "the task's settings are already published",
     "TransferFailed": lambda: (
         "the token transfer failed: check the wallet's token balance and its allowance for the task"
     ),

@@ -113,6 +113,7 @@ def create_task(conn: ChainConnection, plan: TaskPlan) -> CreatedTask:
     progress("deploying FlockTask ...")
     task = deploy_task(conn, params)
     progress(f"  task at {task.address}")
+    report_tx("publishSettings", task.publish_settings(settings_json))
 
     funded: list[str] = []
     for f in plan.fund:

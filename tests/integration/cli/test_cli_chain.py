@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from flocknode.chain.anvil import AnvilChain
+from flocknode.chain.client import TaskClient
+from flocknode.chain.contracts import ChainConnection
 from flocknode.cli import main
 from flocknode.learning.settings import TaskSettings
 
@@ -106,6 +108,21 @@ def test_participant_flow(
     assert rc == 0, err
     rc, out, _ = run(capsys, "status", "-c", str(cfg))
     assert "unstaking     5" in out
+    assert "node          not running" in out
+
+    # The settings are published on chain; a node whose copy differs refuses to
+    # start and names the setting.
+    client = TaskClient(ChainConnection(rpc, None), created["task"])
+    assert client.published_settings() == published
+    doc = json.loads(published)
+    doc["training"]["learning_rate"] = 0.5
+    mine = tmp_path / "my-settings.json"
+    mine.write_bytes(TaskSettings.from_dict(doc).canonical_json())
+    cfg.write_text(cfg.read_text().replace('settings = ""', f'settings = "{mine}"'))
+    rc, _, err = run(capsys, "run", "-c", str(cfg))
+    assert rc == 2
+    assert err.strip().splitlines()[-1].startswith("flocknode: error: settings differ")
+    assert "training.learning_rate: task 0.02, node 0.5" in err
 
 
 def test_wrong_chain_and_unreachable_rpc_are_one_line(
