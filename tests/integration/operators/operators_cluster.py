@@ -91,12 +91,18 @@ class OperatorCluster(Harness):
         n.pid = proc.pid
         self.state.save()
 
-    def terminate(self, name: str, phase: str, timeout: float) -> float:
+    def pause(self, name: str) -> None:
+        """SIGSTOP ``name`` (``terminate(..., resume=True)`` delivers SIGTERM and continues it)."""
+        os.kill(self.state.node(name).pid, signal.SIGSTOP)
+
+    def terminate(self, name: str, phase: str, timeout: float, resume: bool = False) -> float:
         """SIGTERM ``name``; the seconds until it exited (inf if it had to be killed)."""
         n = self.state.node(name)
         assert n.pid and _alive(n.pid), f"{name} is not running"
         t0 = time.monotonic()
         os.kill(n.pid, signal.SIGTERM)
+        if resume:
+            os.kill(n.pid, signal.SIGCONT)
         _reap(n.pid, timeout)
         took = time.monotonic() - t0
         if _alive(n.pid):

@@ -17,7 +17,7 @@ import pytest
 
 from flocknode.chain.types import Phase, RoundView
 from tests.integration.operators.conftest import SPEC
-from tests.integration.operators.operators_cluster import KEYSTORE_NODE, OperatorCluster
+from tests.integration.operators.operators_cluster import OperatorCluster
 
 pytestmark = pytest.mark.integration
 
@@ -31,34 +31,39 @@ def stop_timeout() -> float:
     return float(m.group(1))
 
 
-def _moment(h: OperatorCluster, r: int, phase: Phase) -> tuple[str, str, int]:
-    """Wait for the moment to stop a node in round ``r``; (node, role, seat) to stop.
+def _moment(h: OperatorCluster, r: int, phase: Phase) -> tuple[str, str, int, bool]:
+    """Wait for the moment to stop a node in round ``r``: (node, role, seat, paused).
 
     train: the proposer while the phase is open (it is training);
     commit: the first voter whose commitment is on chain;
-    reveal: a voter that has not revealed yet, once the phase is open.
+    reveal: the first voter whose commitment is on chain is paused (SIGSTOP) until
+    the reveal phase opens, so the SIGTERM lands in it before that voter revealed.
     """
-    elected = h.wait_phase(r, {Phase.TRAIN, Phase.COMMIT, Phase.REVEAL}, timeout=150)
-    names = [h.by_wallet[w] for w in elected.voters]
-    pick: list[tuple[str, str, int]] = []
+    h.wait_phase(r, {Phase.TRAIN, Phase.COMMIT, Phase.REVEAL}, timeout=150)
+    pick: list[tuple[str, str, int, bool]] = []
 
     def ready() -> bool:
         v = h.round_view(r)
         if v is None:
             return False
-        if phase is Phase.TRAIN and v.phase is Phase.TRAIN:
-            pick.append((h.by_wallet[v.proposers[0]], "proposer", 0))
-        elif phase is Phase.COMMIT:
-            committed = [i for i, vote in enumerate(v.votes) if vote.committed]
-            if committed:
-                pick.append((names[committed[0]], "voter", committed[0]))
-        elif phase is Phase.REVEAL and v.phase is Phase.REVEAL:
-            waiting = [i for i, vote in enumerate(v.votes) if not vote.revealed] or [0]
-            seat = next((i for i in waiting if names[i] == KEYSTORE_NODE), waiting[0])
-            pick.append((names[seat], "voter", seat))
-        return bool(pick)
+        if phase is Phase.TRAIN:
+            if v.phase is Phase.TRAIN:
+                pick.append((h.by_wallet[v.proposers[0]], "proposer", 0, False))
+            return bool(pick)
+        committed = [i for i, vote in enumerate(v.votes) if vote.committed]
+        if not committed:
+            return False
+        seat = committed[0]
+        name = h.by_wallet[v.voters[seat]]
+        paused = phase is Phase.REVEAL and v.phase is Phase.COMMIT
+        if paused:
+            h.pause(name)
+        pick.append((name, "voter", seat, paused))
+        return True
 
     h.wait(f"round {r}: the moment to stop a node ({phase.label})", ready, 150, poll=0.05)
+    if pick[0][3]:
+        h.wait_phase(r, {Phase.REVEAL, Phase.FINALIZABLE, Phase.FINALIZED}, timeout=120)
     return pick[0]
 
 
@@ -67,10 +72,10 @@ def test_sigterm_in_train_commit_and_reveal_loses_nothing(op_cluster: OperatorCl
     limit = stop_timeout()
     r = 1
     for phase in (Phase.TRAIN, Phase.COMMIT, Phase.REVEAL):
-        name, role, seat = _moment(h, r, phase)
+        name, role, seat, paused = _moment(h, r, phase)
         now: RoundView | None = h.round_view(r)
         assert now is not None
-        took = h.terminate(name, now.phase.label, limit)
+        took = h.terminate(name, now.phase.label, limit, resume=paused)
         assert took < limit, f"{name} did not exit within TimeoutStopSec={limit:.0f} s\n{h.tails()}"
         started = time.time()
         h.start(name)
