@@ -11,8 +11,9 @@ STAMP := .venv/.flocknode-setup
 setup: system-deps $(STAMP) node_modules/.flocknode-setup
 
 # Debian packages: headless Chromium and its driver for the status-page test,
-# libgmp for fastecdsa (a libp2p dependency that builds from source).
-SYSTEM_PKGS := chromium chromium-driver libgmp-dev
+# libgmp for fastecdsa (a libp2p dependency that builds from source), systemd
+# for systemd-analyze (the unit-file test).
+SYSTEM_PKGS := chromium chromium-driver libgmp-dev systemd
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -78,7 +78,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overrides={"log": log} if log else None,
         flag_names={"log.format": "--log-format", "log.level": "--log-level"},
     )
-    modules = {**getattr(cfg.log, "modules", {}), **_module_levels(args)}
+    modules = {**cfg.log.modules, **_module_levels(args)}
     setup_logging(cfg.log.level, cfg.log.format, modules)
     return run_node(cfg)
 

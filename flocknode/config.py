@@ -111,9 +111,14 @@ class HttpConfig(_Section):
     enabled: bool = True
 
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
 class LogConfig(_Section):
-    level: Literal["debug", "info", "warning", "error"] = "info"
+    level: LogLevel = "info"
     format: Literal["text", "json"] = "text"
+    # per-logger levels, e.g. { libp2p = "info", "flocknode.p2p" = "debug" }
+    modules: dict[str, LogLevel] = Field(default_factory=dict)
 
 
 class NodeConfig(_Section):
