@@ -67,8 +67,8 @@ listen = "127.0.0.1:9100"
 [log]
 level = "info"      # debug, info, warning, error
 format = "text"     # text (key=value) or json
-# per-logger levels, e.g. modules = { libp2p = "info", "flocknode.rounds" = "debug" }
-modules = {}
+# per-logger levels, e.g. modules = {{ libp2p = "info", "flocknode.rounds" = "debug" }}
+modules = {{}}
 """
 
 
