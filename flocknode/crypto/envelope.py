@@ -19,19 +19,19 @@ tensors (open) plus a few chunks, never a second copy of the whole update.
 Both are blocking; from trio call them via ``trio.to_thread.run_sync`` (see
 :mod:`flocknode.crypto.aio` for async sinks and sources). The plaintext
 SHA-256 (updateHash) runs on a helper thread over memory that no longer
-changes (the input tensors when sealing, the filled output when opening), so
-it overlaps the AEAD on a second core; the blob SHA-256 runs inline on each
-ciphertext chunk while it is in cache.
+changes (the input tensors when sealing, the filled output when opening), and
+the blob SHA-256 (blobId) on another over the ciphertext chunks (at most about
+four held), so both overlap the AEAD on a second core.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import struct
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from hashlib import sha256
 
 import nacl.exceptions
 import torch
@@ -169,16 +169,22 @@ def encrypt_chunks(
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     prefix = _PREFIX.pack(MAGIC, ENVELOPE_VERSION, bytes(3), chunk_size)
     head = prefix + sodium.crypto_secretstream_xchacha20poly1305_init_push(state, key)
-    blob_hash = sha256(head)
-    write(head)
-    size = len(head)
-    for i, (chunk, tag) in enumerate(chunks):
-        ad = prefix if i == 0 else None
-        ct = sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, ad, tag)
-        blob_hash.update(ct)
-        write(ct)
-        size += len(ct)
-    return blob_hash.digest(), size
+    with _chunk_hasher(chunk_size) as blob_hash:
+        blob_hash.add(head)
+        write(head)
+        size = len(head)
+        for i, (chunk, tag) in enumerate(chunks):
+            ad = prefix if i == 0 else None
+            ct = sodium.crypto_secretstream_xchacha20poly1305_push(state, chunk, ad, tag)
+            blob_hash.add(ct)
+            write(ct)
+            size += len(ct)
+        return blob_hash.digest(), size
+
+
+def _chunk_hasher(chunk_size: int) -> BackgroundSha256:
+    """A helper-thread hash of ciphertext chunks that holds at most ~4 of them."""
+    return BackgroundSha256(batch=2 * chunk_size, max_pending=4 * (chunk_size + ABYTES))
 
 
 def seal_update(
@@ -244,16 +250,16 @@ def open_update(
     """
     key = unwrap_key(wrap, recipient, sender)
     read = source_reader(source)
-    blob_hash = sha256() if blob_id is not None else None
     prefix, chunk_size, ss_header = _read_head(read)
     state = sodium.crypto_secretstream_xchacha20poly1305_state()
     sodium.crypto_secretstream_xchacha20poly1305_init_pull(state, ss_header, key)
     del key
+    blob_hash = _chunk_hasher(chunk_size) if blob_id is not None else None
     if blob_hash is not None:
-        blob_hash.update(prefix + ss_header)
+        blob_hash.add(prefix + ss_header)
     full = chunk_size + ABYTES
     index = 0
-    with BackgroundSha256() as plain_hash:
+    with BackgroundSha256() as plain_hash, blob_hash or contextlib.nullcontext():
         reader = CanonicalReader(
             max_bytes=max_bytes, expected_shapes=expected_shapes, on_span=plain_hash.add
         )
@@ -270,7 +276,7 @@ def open_update(
             if tag not in (_TAG_MESSAGE, _TAG_FINAL) or (tag != _TAG_FINAL and len(ct) < full):
                 raise EnvelopeError(f"envelope chunk {index} has a bad tag or length")
             if blob_hash is not None:
-                blob_hash.update(ct)
+                blob_hash.add(ct)
             reader.feed(pt)
             index += 1
             if tag == _TAG_FINAL:
@@ -280,8 +286,9 @@ def open_update(
         if not reader.complete:
             raise EnvelopeError("envelope ends before the tensor data does")
         digest = plain_hash.digest()
+        blob_digest = blob_hash.digest() if blob_hash is not None else None
     if not hmac.compare_digest(digest, update_hash):
         raise EnvelopeError("decrypted update does not match its updateHash")
-    if blob_hash is not None and not hmac.compare_digest(blob_hash.digest(), blob_id or b""):
+    if blob_digest is not None and not hmac.compare_digest(blob_digest, blob_id or b""):
         raise EnvelopeError("envelope bytes do not match the blobId")
     return reader.finish()

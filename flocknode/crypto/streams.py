@@ -106,49 +106,66 @@ THREAD_AFTER = 1 << 20
 
 class BackgroundSha256:
     """SHA-256 over spans of memory that no longer change (input tensors, filled
-    output tensors), computed on one helper thread while the caller goes on.
+    output tensors, ciphertext chunks), computed on one helper thread while the
+    caller goes on.
 
     hashlib releases the GIL on large buffers, so the hashing overlaps the
-    caller's encryption or decryption on a second core, and the caller never
-    waits for it except in :meth:`digest`. Until ``thread_after`` bytes have
-    been added the spans are hashed inline (small inputs start no thread);
-    after that they are handed over in batches of ``batch`` bytes. Use as a
+    caller's encryption or decryption on a second core. Until ``thread_after``
+    bytes have been added the spans are hashed inline (small inputs start no
+    thread); after that they are handed over in batches of ``batch`` bytes
+    (each hand-over wakes the helper, a GIL hand-off). With ``max_pending`` the
+    caller waits in :meth:`add` while that many bytes are handed over but not
+    yet hashed, so spans that would otherwise be freed (ciphertext chunks) do
+    not pile up; without it the caller only waits in :meth:`digest`. Use as a
     context manager so an error stops the helper.
     """
 
-    def __init__(self, thread_after: int | None = None, batch: int = 4 << 20) -> None:
+    def __init__(
+        self,
+        thread_after: int | None = None,
+        batch: int = 4 << 20,
+        max_pending: int | None = None,
+    ) -> None:
         self._hash = hashlib.sha256()
         self._thread_after = THREAD_AFTER if thread_after is None else thread_after
         self._batch = batch
+        self._max_pending = max_pending
         self._added = 0
-        self._local: list[memoryview] = []  # spans not yet handed over
+        self._local: list[memoryview | bytes] = []  # spans not yet handed over
         self._local_bytes = 0
-        self._queue: deque[memoryview] = deque()
+        self._queue: deque[memoryview | bytes] = deque()
+        self._pending = 0  # bytes handed over, not yet hashed
         self._cond = threading.Condition()
         self._closed = False
         self._thread: threading.Thread | None = None
         self._abandoned = False
         self._error: BaseException | None = None
 
-    def add(self, span: memoryview) -> None:
+    def add(self, span: memoryview | bytes) -> None:
         if self._thread is None:
-            self._added += span.nbytes
+            self._added += len(span) if isinstance(span, bytes) else span.nbytes
             if self._added < self._thread_after:
                 self._hash.update(span)
                 return
             self._thread = threading.Thread(target=self._run, name="flock-sha256", daemon=True)
             self._thread.start()
-        # Hand spans over in batches: each hand-over wakes the helper, and every
-        # wake-up is a GIL hand-off that can stall the caller.
         self._local.append(span)
-        self._local_bytes += span.nbytes
+        self._local_bytes += len(span) if isinstance(span, bytes) else span.nbytes
         if self._local_bytes >= self._batch:
             self._hand_over()
 
     def _hand_over(self) -> None:
         with self._cond:
+            if self._max_pending is not None:
+                while (
+                    self._pending
+                    and self._pending + self._local_bytes > self._max_pending
+                    and self._error is None
+                ):
+                    self._cond.wait()
             self._queue.extend(self._local)
-            self._cond.notify()
+            self._pending += self._local_bytes
+            self._cond.notify_all()
         self._local = []
         self._local_bytes = 0
 
@@ -166,8 +183,15 @@ class BackgroundSha256:
                     if self._abandoned:
                         return
                     self._hash.update(span)
+                with self._cond:
+                    self._pending -= sum(
+                        len(x) if isinstance(x, bytes) else x.nbytes for x in batch
+                    )
+                    self._cond.notify_all()
         except BaseException as e:  # pragma: no cover - hashlib does not fail
-            self._error = e
+            with self._cond:
+                self._error = e
+                self._cond.notify_all()
 
     def _stop(self, abandon: bool) -> None:
         if not abandon and self._local:
@@ -177,7 +201,7 @@ class BackgroundSha256:
                 self._abandoned = True
                 self._queue.clear()
             self._closed = True
-            self._cond.notify()
+            self._cond.notify_all()
         if self._thread is not None:
             self._thread.join()
 

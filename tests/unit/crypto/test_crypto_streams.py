@@ -31,6 +31,18 @@ def test_background_sha256_inline_and_threaded() -> None:
         assert threaded == (thread_after < 1 << 40)
 
 
+def test_background_sha256_bounds_pending_bytes() -> None:
+    unit = 1 << 20
+    spans = [bytes([i]) * unit for i in range(40)]
+    most = 0
+    with BackgroundSha256(thread_after=0, batch=2 * unit, max_pending=4 * unit) as h:
+        for span in spans:
+            h.add(span)
+            most = max(most, h._pending)
+        assert h.digest() == hashlib.sha256(b"".join(spans)).digest()
+    assert 2 * unit <= most <= 4 * unit
+
+
 def test_background_sha256_stops_on_error() -> None:
     big = memoryview(bytes(8 << 20))
     with pytest.raises(RuntimeError, match="stop"), BackgroundSha256(thread_after=0) as h:
