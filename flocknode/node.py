@@ -190,7 +190,7 @@ class CountingGossip(TaskGossip):
 
 
 class FlockNode:
-    def __init__(self, prep: Prepared, poll: float = 0.15) -> None:
+    def __init__(self, prep: Prepared, poll: float = 0.1) -> None:
         self.prep = prep
         cfg = prep.cfg
         self.peer_key = load_or_create_peer_key(prep.layout.peer_key)

@@ -30,6 +30,7 @@ from flocknode.rounds.voter import run_voter
 log = logging.getLogger(__name__)
 
 REGISTRY_REFRESH_SECONDS = 5.0
+_ROUND_MAY_CHANGE = (Phase.FINALIZABLE, Phase.FINALIZED, Phase.VOIDED)
 FULL_READ_SECONDS = 3.0
 MODEL_ANNOUNCE_SECONDS = 5.0
 
@@ -38,7 +39,7 @@ class RoundEngine:
     def __init__(
         self,
         ctx: RoundContext,
-        poll: float = 0.15,
+        poll: float = 0.1,
         on_tick: Callable[[RoundEngine], None] | None = None,
     ) -> None:
         self.ctx = ctx
@@ -52,6 +53,7 @@ class RoundEngine:
         self._running: set[tuple[int, str]] = set()
         self._keeper_busy = False
         self._registry_at = 0.0
+        self._slow_read_at = 0.0
         self._fetching_model = False
         self._announced_at = 0.0
         self._evaluated: set[bytes] = set()
@@ -97,12 +99,26 @@ class RoundEngine:
         block = await ctx.client.block_number()
         if block == chain.block and time.monotonic() - chain.read_at < FULL_READ_SECONDS:
             return
-        current = await ctx.client.current_round()
+        # Ten nodes share two cores: each contract view costs ~4 ms of CPU, so
+        # the round number and the global model hash are read only when they can
+        # have changed (the round closed, or now and then), not on every block.
+        slow = time.monotonic() - self._slow_read_at >= FULL_READ_SECONDS
+        last = chain.rounds.get(chain.current)
+        if slow or last is None or last.phase in _ROUND_MAY_CHANGE:
+            current = await ctx.client.current_round()
+        else:
+            current = chain.current
         view = await ctx.client.get_round(current) if current else None
+        moved = current != chain.current
         chain.current = current
         chain.block, chain.block_timestamp = await ctx.client.latest_block()
         chain.read_at = time.monotonic()
-        chain.global_model_hash = await ctx.client.global_model_hash()
+        if slow or moved or not chain.global_model_hash or (
+            view is not None and view.phase in _ROUND_MAY_CHANGE
+        ):
+            chain.global_model_hash = await ctx.client.global_model_hash()
+        if slow:
+            self._slow_read_at = time.monotonic()
         if view is not None:
             chain.rounds[current] = view
             for r in [r for r in chain.rounds if r < current - 3]:
@@ -137,7 +153,7 @@ class RoundEngine:
 
     async def _keeper(self, call: KeeperCall) -> None:
         try:
-            await trio.sleep(random.uniform(0, 0.15))  # spread the race a little
+            await trio.sleep(random.uniform(0, 0.1))  # spread the race a little
             fn = {
                 "open": lambda: self.ctx.client.open_round(),
                 "elect": lambda: self.ctx.client.elect_roles(call.round),
