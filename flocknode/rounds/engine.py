@@ -113,8 +113,11 @@ class RoundEngine:
         chain.current = current
         chain.block, chain.block_timestamp = await ctx.client.latest_block()
         chain.read_at = time.monotonic()
-        if slow or moved or not chain.global_model_hash or (
-            view is not None and view.phase in _ROUND_MAY_CHANGE
+        if (
+            slow
+            or moved
+            or not chain.global_model_hash
+            or (view is not None and view.phase in _ROUND_MAY_CHANGE)
         ):
             chain.global_model_hash = await ctx.client.global_model_hash()
         if slow:
