@@ -18,9 +18,11 @@ Measures, in one run and interleaved (so background load hits all alike):
 MB is 10^6 bytes of canonical plaintext. Speeds are medians of --repeats runs;
 the *_vs_raw ratios are medians of per-repeat ratios against the raw run made
 just before (so a burst of load from other processes hits both sides alike).
-The ratio targets assume a second core is free: the plaintext hash overlaps
-the AEAD on it. On one core the work is serial (raw : seal CPU time is about
-0.78 : 2.0 ms per MiB here), so the ratios then fall to about 0.38.
+The ratio targets assume a second core is free: both SHA-256 passes (plaintext
+and blob) overlap the AEAD on it. When the machine is saturated the work is in
+effect serial (CPU per MiB here: raw push 0.78 ms, seal about 2.1-2.4 ms, open
+about 2.1-2.3 ms), so the ratios then fall to about 0.33-0.38; the *_serial
+figures show that case on a quiet machine.
 
     .venv/bin/python bench/envelope.py --json
 """
