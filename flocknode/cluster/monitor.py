@@ -125,6 +125,10 @@ class Monitor:
 
     def _slashes(self, r: int) -> tuple[list[str], list[str]]:
         events = self.client.events(self._events_from)
+        # a round's slashes come with its finalization, after every earlier event:
+        # the next round's look-up starts past what this one read
+        if events:
+            self._events_from = max(e.block_number for e in events) + 1
         slashed = [
             self.name(e.wallet) + f" ({e.reason})"
             for e in events

@@ -2,7 +2,8 @@
 
 One service with a visible lifecycle (``run`` in a nursery, ``stop``). Every
 ``poll`` seconds it reads the current round from the chain and then:
-- keeps the task moving (open, elect, finalize: ``keeper.keeper_call``);
+- keeps the task moving (open, which finalizes the due round, and elect:
+  ``keeper.keeper_call``);
 - starts the proposer or voter path when this node holds a seat;
 - makes sure the node holds the current global model (fetching it from the
   winning voters or any node that announced it) and announces that it does.
@@ -157,12 +158,10 @@ class RoundEngine:
     async def _keeper(self, call: KeeperCall) -> None:
         try:
             await trio.sleep(random.uniform(0, 0.1))  # spread the race a little
-            fn = {
-                "open": lambda: self.ctx.client.open_round(),
-                "elect": lambda: self.ctx.client.elect_roles(call.round),
-                "finalize": lambda: self.ctx.client.finalize_round(call.round),
-            }[call.action]
-            await fn()
+            if call.action == "open":
+                await self.ctx.client.open_round()
+            else:
+                await self.ctx.client.elect_roles(call.round)
             self.ctx.metrics.inc(f"keeper_{call.action}")
             log.info("keeper %s round=%d", call.action, call.round)
         except ContractRevert as e:

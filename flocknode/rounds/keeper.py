@@ -26,7 +26,7 @@ BENIGN_REVERTS = frozenset(
 
 
 class KeeperCall(NamedTuple):
-    action: str  # "open", "elect", "finalize"
+    action: str  # "open" (finalizing the due round first) or "elect"
     round: int
 
 

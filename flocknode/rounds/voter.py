@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -302,8 +302,5 @@ async def _score(
     return after - before, flags
 
 
-def _bits(seats: object) -> int:
-    out = 0
-    for s in seats:  # type: ignore[attr-defined]
-        out |= 1 << int(s)
-    return out
+def _bits(seats: Iterable[int]) -> int:
+    return sum(1 << s for s in set(seats))

@@ -5,12 +5,12 @@ from __future__ import annotations
 from libp2p.peer.id import ID
 
 from flocknode.chain.registry import Member, Registry
-from flocknode.chain.types import Phase, RoundView
 from flocknode.identity import PeerKey
 from flocknode.p2p.gossip import Received
 from flocknode.p2p.messages import KeyWrap, KeyWraps, ModelAvailable, UpdateAnnounce
 from flocknode.rounds.inbox import KEEP_MODELS, Inbox
 from flocknode.rounds.membership import ChainMembership
+from tests.unit.rounds.views import make_view
 
 ME = b"\x01" * 32
 OTHER = b"\x02" * 32
@@ -52,30 +52,6 @@ def member(wallet: str, eligible: bool = True) -> Member:
     )
 
 
-def round_view(r: int, voters: tuple[str, ...]) -> RoundView:
-    return RoundView(
-        round=r,
-        phase=Phase.TRAIN,
-        seed_block=1,
-        seed=bytes(32),
-        elected_at=0,
-        train_end=0,
-        commit_end=0,
-        reveal_end=0,
-        eligible=(),
-        eligible_stakes=(),
-        proposers=(),
-        voters=voters,
-        updates=(),
-        votes=(),
-        finalized=False,
-        accepted=False,
-        winning_hash=bytes(32),
-        winning_included_bits=0,
-        global_model_hash_after=bytes(32),
-    )
-
-
 def test_membership_follows_registry_stake_and_round_seats() -> None:
     m = ChainMembership()
     alice, bob, carol = member("0xA1"), member("0xB2"), member("0xC3", eligible=False)
@@ -84,7 +60,7 @@ def test_membership_follows_registry_stake_and_round_seats() -> None:
     assert not m.is_member(carol.peer_id)  # registered, stake below the minimum
     assert [str(a) for a in m.addrs(alice.peer_id)] == ["/ip4/127.0.0.1/tcp/4001"]
     assert m.wallet_of(bob.peer_id) == "0xB2" and m.peer_of("0xb2") == bob.peer_id
-    m.update_round(round_view(5, ("0xB2",)))
+    m.update_round(make_view(5, voters=("0xB2",)))
     assert m.current_round() == 5
     assert m.is_voter(5, bob.peer_id) and not m.is_voter(5, alice.peer_id)
     m.update_registry(Registry((alice,), 0))  # bob unstaked and left

@@ -6,6 +6,7 @@ import dataclasses
 
 from flocknode.chain.types import Phase, RoundView, TaskParams
 from flocknode.rounds.keeper import keeper_call
+from tests.unit.rounds.views import make_view
 
 PARAMS = TaskParams(
     token="0x" + "11" * 20,
@@ -17,27 +18,7 @@ PARAMS = TaskParams(
 
 
 def view(r: int, phase: Phase, seed_block: int = 10) -> RoundView:
-    return RoundView(
-        round=r,
-        phase=phase,
-        seed_block=seed_block,
-        seed=bytes(32),
-        elected_at=0,
-        train_end=0,
-        commit_end=0,
-        reveal_end=0,
-        eligible=(),
-        eligible_stakes=(),
-        proposers=(),
-        voters=(),
-        updates=(),
-        votes=(),
-        finalized=phase is Phase.FINALIZED,
-        accepted=False,
-        winning_hash=bytes(32),
-        winning_included_bits=0,
-        global_model_hash_after=bytes(32),
-    )
+    return make_view(r, phase, seed_block)
 
 
 def test_open_the_first_round_and_after_each_finalized_or_voided_round() -> None:
