@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -168,7 +168,7 @@ async def _fetch_from(
             raise _AttemptFailed("wrong_size")
         if size > max_size:
             raise _AttemptFailed("too_large")
-        await trio.to_thread.run_sync(sink.begin, size)
+        await trio.to_thread.run_sync(_sink_call, sink.begin, size)
         began = True
         # a holder that dribbles (one byte per read timeout) is dropped as well
         with trio.move_on_after(limits.read_timeout + size / limits.min_rate) as whole:
@@ -177,7 +177,7 @@ async def _fetch_from(
             raise _AttemptFailed("too_slow")
         if digest != content_id:
             raise _AttemptFailed("wrong_hash")
-        await trio.to_thread.run_sync(sink.commit)
+        await trio.to_thread.run_sync(_sink_call, sink.commit)
         done = True
         return size
     except _AttemptFailed:
@@ -225,6 +225,13 @@ async def _read_response_header(stream: INetStream, content_id: bytes, timeout: 
 class _SinkError(Exception):
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+def _sink_call(method: Callable[..., None], *args: int) -> None:
+    try:
+        method(*args)
+    except Exception as e:
+        raise _SinkError(e) from e
 
 
 def _consume(hasher: hashlib._Hash, sink: Sink, pieces: list[memoryview]) -> None:

@@ -31,7 +31,12 @@ PROTOCOL_BLOB = "/flock/blob/1"
 PROTOCOL_MODEL = "/flock/model/1"
 REQUEST_VERSION = 1
 HASH_LEN = 32
-MAX_FRAME = 1 << 20
+# A frame with its 4-byte header is exactly 16 yamux data frames of 64 KiB - 12
+# bytes (py-libp2p's and go-yamux's largest), so a write of whole frames ends
+# on a yamux frame boundary: no runt frame per MiB, which the receiver would pay
+# for like a full one (decrypt, parse, wake-up).
+YAMUX_FRAME_DATA = (64 << 10) - 12
+MAX_FRAME = 16 * YAMUX_FRAME_DATA - 4  # 1,048,380 bytes
 
 REQUEST = struct.Struct(">B32sQ")
 OK_HEADER = struct.Struct(">Q32s")  # after the status byte

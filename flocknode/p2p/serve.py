@@ -3,16 +3,17 @@
 Wire layout: ``flocknode.p2p.framing``. A server holds at most
 ``max_streams_per_peer`` streams per peer and ``max_streams_total`` in all (more
 are refused as busy), waits at most ``request_timeout`` for the 41-byte request
-and ``write_timeout`` per frame, and reads the next frame from disk while the
+and ``write_timeout`` per block of frames, and reads the next block from disk while the
 current one is sent. Content comes from a ``BlobSource`` (the content store).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections import Counter
-from typing import BinaryIO
+from typing import cast
 
 import trio
 from libp2p.abc import INetStream
@@ -44,7 +45,7 @@ from flocknode.p2p.stream_io import (
 
 log = logging.getLogger(__name__)
 
-READ_BLOCK = 4 * MAX_FRAME  # read from disk per worker-thread call (2 blocks per stream)
+FRAMES_PER_BLOCK = 4  # frames read from disk per worker-thread call and sent per write
 
 
 class _Slots:
@@ -137,25 +138,37 @@ class ContentServer:
         self._p2p.metrics.inc(STREAM_SERVED, "ok")
         self._p2p.metrics.inc(BYTES_SERVED, n=size)
 
-    async def _send_frames(self, stream: INetStream, f: BinaryIO, size: int) -> None:
-        """Frames of up to MAX_FRAME; the next block is read from disk while one is sent."""
-        send, receive = trio.open_memory_channel[bytes](1)
+    async def _send_frames(self, stream: INetStream, f: io.FileIO, size: int) -> None:
+        """Frames of up to MAX_FRAME, laid out with their headers straight from disk.
+
+        Two buffers of ``FRAMES_PER_BLOCK`` frames each: a worker thread fills one
+        (``readinto`` between the headers, no copy) while the other is sent with
+        one write, which ends on a yamux frame boundary (see framing.MAX_FRAME).
+        """
+        block_len = FRAMES_PER_BLOCK * (FRAME_HEADER.size + MAX_FRAME)
+        free_send, free = trio.open_memory_channel[bytearray](2)
+        full_send, full = trio.open_memory_channel[memoryview](2)
+        for _ in range(2):
+            free_send.send_nowait(bytearray(min(block_len, size + FRAMES_PER_BLOCK * 4)))
 
         async def read_ahead() -> None:
-            async with send:
+            async with full_send:
                 left = size
                 while left:
-                    block = await trio.to_thread.run_sync(_read_block, f, min(READ_BLOCK, left))
-                    await send.send(block)
-                    left -= len(block)
+                    buf = await free.receive()
+                    n = min(left, FRAMES_PER_BLOCK * MAX_FRAME)
+                    used = await trio.to_thread.run_sync(_read_framed, f, buf, n)
+                    await full_send.send(memoryview(buf)[:used])
+                    left -= n
 
         async def write_out() -> None:
-            async with receive:
-                async for block in receive:
-                    view = memoryview(block)
-                    for i in range(0, len(block), MAX_FRAME):
-                        body = view[i : i + MAX_FRAME]
-                        await self._write(stream, FRAME_HEADER.pack(len(body)) + body)
+            async with full:
+                async for view in full:
+                    await self._write(stream, view)
+                    buf = view.obj
+                    view.release()
+                    assert isinstance(buf, bytearray)
+                    free_send.send_nowait(buf)
 
         try:
             async with trio.open_nursery() as nursery:
@@ -164,9 +177,11 @@ class ContentServer:
         except BaseExceptionGroup as group:
             raise first_error(group) from None
 
-    async def _write(self, stream: INetStream, data: bytes) -> None:
+    async def _write(self, stream: INetStream, data: bytes | memoryview) -> None:
+        # typed bytes, but yamux only slices and concatenates: any bytes-like works,
+        # and a memoryview of the block saves copying it
         with trio.fail_after(self.limits.write_timeout):
-            await stream.write(data)
+            await stream.write(cast(bytes, data))
 
     async def _refuse(self, stream: INetStream, reason: RefuseReason) -> None:
         self._p2p.metrics.inc(STREAM_REFUSED, RefuseReason.label(reason))
@@ -178,19 +193,31 @@ class ContentServer:
             await reset_quietly(stream)
 
 
-def _read_block(f: BinaryIO, length: int) -> bytes:
-    """Exactly ``length`` bytes of the file (it must not shrink while served)."""
-    block = f.read(length)
-    while len(block) < length:
-        more = f.read(length - len(block))
-        if not more:
-            raise OSError("content file shrank while being served")
-        block += more
-    return block
+def _read_framed(f: io.FileIO, buf: bytearray, content: int) -> int:
+    """Fill ``buf`` with the next ``content`` bytes of ``f`` as frames; the bytes used.
+
+    The file must not shrink while it is served (the content store never
+    rewrites a file in place).
+    """
+    view = memoryview(buf)
+    pos = 0
+    while content:
+        body = min(MAX_FRAME, content)
+        FRAME_HEADER.pack_into(buf, pos, body)
+        pos += FRAME_HEADER.size
+        end = pos + body
+        while pos < end:
+            n = f.readinto(view[pos:end])
+            if not n:
+                raise OSError("content file shrank while being served")
+            pos += n
+        content -= body
+    view.release()
+    return pos
 
 
-def _open_or_none(path: os.PathLike[str]) -> BinaryIO | None:
+def _open_or_none(path: os.PathLike[str]) -> io.FileIO | None:
     try:
-        return open(path, "rb", buffering=0)
+        return io.FileIO(path, "rb")
     except OSError:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -12,7 +13,7 @@ import trio
 from libp2p.abc import INetStream
 
 from flocknode.identity.keys import PeerKey
-from flocknode.p2p.content import DirectoryBlobSource, FileSink, MemorySink
+from flocknode.p2p.content import DirectoryBlobSource, FileSink, MemorySink, Pieces
 from flocknode.p2p.framing import (
     MAX_FRAME,
     PROTOCOL_BLOB,
@@ -294,6 +295,54 @@ async def test_blobs_only_to_voters_models_to_members_not_found(tmp_path: Path) 
             "not_found": 1,
             "not_member": 2,
         }
+
+
+class _DiskFillsUp(FileSink):
+    """A real file sink on a disk that runs out of room at ``fail_at`` (begin or write)."""
+
+    def __init__(self, path: Path, fail_at: str) -> None:
+        super().__init__(path)
+        self.fail_at = fail_at
+
+    def begin(self, size: int) -> None:
+        super().begin(size)
+        if self.fail_at == "begin":
+            self.abort()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def write(self, pieces: Pieces) -> None:
+        if self.fail_at == "write":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().write(pieces)
+
+
+@pytest.mark.parametrize("fail_at", ["begin", "write"])
+async def test_a_full_local_disk_is_raised_as_is_not_blamed_on_holders(
+    tmp_path: Path, fail_at: str
+) -> None:
+    size = 3 << 20
+    cid = write_blob(tmp_path / "src", size)
+    membership = StaticMembership(round_number=1)
+    async with running_nodes(3, membership) as (holder_a, holder_b, voter):
+        membership.set_voters(1, [voter.peer_id])
+        source = DirectoryBlobSource(tmp_path / "src")
+        for holder in (holder_a, holder_b):
+            ContentServer(holder.p2p, source, source).install()
+        out = tmp_path / "dst" / cid.hex()
+        with pytest.raises(OSError) as info:
+            await fetch(
+                voter.p2p,
+                PROTOCOL_BLOB,
+                cid,
+                [holder_a.peer_id, holder_b.peer_id],
+                _DiskFillsUp(out, fail_at),
+                max_size=size,
+                round_number=1,
+                limits=FAST,
+            )
+        assert info.value.errno == errno.ENOSPC  # our disk, not a bad holder: no FetchFailed
+        assert voter.p2p.metrics.reasons(FETCH_ATTEMPT_FAILED) == {}  # nobody tried next
+        assert list(out.parent.iterdir()) == []  # no temp file left behind
 
 
 async def test_per_peer_stream_limit_refuses_the_excess(tmp_path: Path) -> None:

@@ -46,3 +46,27 @@ def test_file_sink_commit_and_abort(tmp_path: Path) -> None:
     s.commit()
     assert target.read_bytes() == b"abcd"
     assert [p.name for p in target.parent.iterdir()] == ["obj"]
+
+
+def test_file_sink_reserves_the_announced_size_up_front(tmp_path: Path) -> None:
+    size = 8 << 20
+    s = FileSink(tmp_path / "obj")
+    s.begin(size)
+    (tmp,) = list(tmp_path.iterdir())
+    st = tmp.stat()
+    if st.st_blocks * 512 < size:
+        s.abort()
+        pytest.skip("this file system does not reserve space (fallocate refused)")
+    assert st.st_size == 0  # reserved, not zero-filled: the length grows with the writes
+    data = bytes(range(256)) * (size // 256)
+    for i in range(0, size, 1 << 20):
+        s.write([data[i : i + (1 << 20)]])
+    s.commit()
+    assert (tmp_path / "obj").read_bytes() == data
+
+
+def test_file_sink_with_no_room_fails_at_begin_and_leaves_nothing(tmp_path: Path) -> None:
+    s = FileSink(tmp_path / "d" / "obj")
+    with pytest.raises(OSError):
+        s.begin(1 << 62)  # more than any disk: ENOSPC (or EFBIG) before a byte moves
+    assert list((tmp_path / "d").iterdir()) == []

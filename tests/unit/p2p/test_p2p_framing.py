@@ -116,3 +116,14 @@ def test_frame_parser_rejects_bytes_past_the_end_and_long_frames() -> None:
         _FrameParser(MAX_FRAME + 1).feed(encode_frame_header(1) + b"a")
     assert _FrameParser(10 * MAX_FRAME).next_read_size() == READ_MAX
     assert _FrameParser(10).next_read_size() == 14
+
+
+def test_a_full_frame_fills_whole_yamux_frames() -> None:
+    """MAX_FRAME is chosen against py-libp2p's yamux frame size; an upgrade that
+    changes that size shows up here (the wire format would still work, only slower)."""
+    from libp2p.stream_muxer.yamux.yamux import HEADER_SIZE, MAX_MESSAGE_SIZE
+
+    from flocknode.p2p.framing import FRAME_HEADER, YAMUX_FRAME_DATA
+
+    assert YAMUX_FRAME_DATA == MAX_MESSAGE_SIZE - HEADER_SIZE
+    assert (FRAME_HEADER.size + MAX_FRAME) % YAMUX_FRAME_DATA == 0
