@@ -12,6 +12,11 @@ delay (``Backoff``). A connection that ends within ``stable_after`` seconds
 (refused by the other side, flapping) counts as a failure too; one that lasted
 resets the count. A disconnect wakes the loop, so a dropped member is redialed
 after ``Backoff.base`` the first time and later ever more slowly.
+
+py-libp2p also dials on its own (pubsub re-opens its stream to a peer whose
+connection ended, identify does the same), which would bypass the backoff. The
+host refuses those dials (its dial gate) unless the dial runs inside
+``explicit_dial(peer)``: the dialer's own dials and ``P2PHost.open_stream`` do.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import trio
@@ -58,6 +64,37 @@ class _PeerState:
     in_flight: bool = False
     connected_at: float | None = None
     last_error: str = field(default="", repr=False)
+
+
+@dataclass
+class _Permit:
+    peer: ID
+    active: bool = True
+
+
+# Set by ``explicit_dial`` in the task that dials. trio gives every task a copy of
+# its parent's context, so a task the swarm spawns during our dial inherits the
+# permit: ``active`` turns False when the ``with`` block ends, so such copies are
+# worth nothing afterwards.
+_explicit_dial: ContextVar[_Permit | None] = ContextVar("flocknode_explicit_dial", default=None)
+
+
+@contextlib.contextmanager
+def explicit_dial(peer: ID) -> Iterator[None]:
+    """Dials to ``peer`` made by this task inside the block are ours: the gate lets them through."""
+    permit = _Permit(peer)
+    token = _explicit_dial.set(permit)
+    try:
+        yield
+    finally:
+        permit.active = False
+        _explicit_dial.reset(token)
+
+
+def dial_is_explicit(peer: ID) -> bool:
+    """True inside ``explicit_dial(peer)`` (in the same task)."""
+    permit = _explicit_dial.get()
+    return permit is not None and permit.active and permit.peer == peer
 
 
 def parse_bootstrap(entries: Iterable[str]) -> dict[ID, list[Multiaddr]]:
@@ -128,6 +165,11 @@ class PeerDialer:
         st = self._state.get(peer_id)
         return st.failures if st else 0
 
+    def backing_off(self, peer_id: ID) -> bool:
+        """The last dials or connections to ``peer_id`` failed and its next dial is not due."""
+        st = self._state.get(peer_id)
+        return st is not None and st.failures > 0 and trio.current_time() < st.next_at
+
     def addrs_for(self, peer_id: ID) -> list[Multiaddr]:
         seen: dict[str, Multiaddr] = {}
         for a in [*self._membership.addrs(peer_id), *self._bootstrap.get(peer_id, ())]:
@@ -171,7 +213,9 @@ class PeerDialer:
             st.in_flight = False
         now = trio.current_time()
         if ok:  # the failure count is reset once the connection proved stable
-            st.next_at = now + self._backoff.base
+            # the connection may already have ended (the peer closed it during the
+            # handshake) and ``disconnected`` set a backoff: never shorten it
+            st.next_at = max(st.next_at, now + self._backoff.base)
             self._metrics.inc(DIAL, "ok")
             log.debug("dialed peer=%s", peer)
         else:
@@ -184,7 +228,7 @@ class PeerDialer:
     async def _connect(self, peer: ID, addrs: list[Multiaddr]) -> tuple[bool, str]:
         self._host.get_peerstore().add_addrs(peer, addrs, int(ADDR_TTL))
         _forget_failed_dial(self._host, peer)  # our backoff governs retries, not libp2p's cache
-        with trio.move_on_after(self._dial_timeout):
+        with trio.move_on_after(self._dial_timeout), explicit_dial(peer):
             try:
                 await self._host.connect(PeerInfo(peer, addrs))
             except Exception as e:

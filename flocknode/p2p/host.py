@@ -9,8 +9,16 @@ heartbeat 1 s, strict signing, no mDNS.
 
 Only members talk to us: a connection from a peer that is not a member is
 closed as soon as the Noise handshake has told us who it is, every stream
-handler checks the peer again, and a periodic sweep drops peers that stopped
-being members.
+handler checks the peer again (py-libp2p's identify, identify-push and ping
+handlers included: they reset a non-member's stream unanswered), and a periodic
+sweep drops peers that stopped being members.
+
+And we only dial whom we mean to: py-libp2p dials by itself (pubsub re-opens its
+stream to a peer whose connection just ended, every ~0.5 s while it fails, and
+identify does the same), so a peer that closes our connections (it does not see
+us as a member) would get a new Noise handshake every half second. The dial gate
+refuses such dials to non-members and to members the dialer is backing off from;
+the dialer's own dials and ``open_stream`` pass (``explicit_dial``).
 """
 
 from __future__ import annotations
@@ -19,14 +27,18 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 from libp2p import new_host
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.host.ping import ID as PING_PROTOCOL_ID
+from libp2p.identity.identify.identify import ID as IDENTIFY_PROTOCOL_ID
+from libp2p.identity.identify_push.identify_push import ID_PUSH as IDENTIFY_PUSH_PROTOCOL_ID
 from libp2p.network.config import ConnectionConfig
+from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
@@ -37,9 +49,15 @@ from multiaddr import Multiaddr
 
 from flocknode.errors import FlockError
 from flocknode.identity.keys import PeerKey
-from flocknode.p2p.discovery import Backoff, PeerDialer, parse_bootstrap
+from flocknode.p2p.discovery import (
+    Backoff,
+    PeerDialer,
+    dial_is_explicit,
+    explicit_dial,
+    parse_bootstrap,
+)
 from flocknode.p2p.membership import Membership
-from flocknode.p2p.metrics import CONN_REFUSED, P2PMetrics
+from flocknode.p2p.metrics import BUILTIN_REFUSED, CONN_REFUSED, DIAL_REFUSED, P2PMetrics
 from flocknode.p2p.pubsub_guard import install_pubsub_guard
 
 if TYPE_CHECKING:  # trio-typing's stubs shadow trio's own TaskStatus for mypy
@@ -49,6 +67,12 @@ log = logging.getLogger(__name__)
 
 StreamHandler = Callable[[INetStream], Awaitable[None]]
 GOSSIP_PROTOCOLS = (PROTOCOL_ID_V11, PROTOCOL_ID)
+# py-libp2p's built-in handlers that answer only members (label for the metric)
+MEMBERS_ONLY_BUILTINS = {
+    IDENTIFY_PROTOCOL_ID: "identify",
+    IDENTIFY_PUSH_PROTOCOL_ID: "identify_push",
+    PING_PROTOCOL_ID: "ping",
+}
 CLOSE_TIMEOUT = 5.0
 
 
@@ -157,6 +181,8 @@ class P2PHost:
             stable_after=self.config.stable_after,
         )
         self.host.get_network().register_notifee(_MembershipNotifee(self))
+        self._gate_builtin_handlers()
+        self._install_dial_gate()
         self.started = trio.Event()
         self.stopped = trio.Event()
         self._stop = trio.Event()
@@ -251,9 +277,88 @@ class P2PHost:
             addrs = self.dialer.addrs_for(peer_id)
             if addrs:
                 self.host.get_peerstore().add_addrs(peer_id, addrs, 3600)
-        return await self.host.new_stream(peer_id, [TProtocol(p) for p in protocols])
+        with explicit_dial(peer_id):  # we asked for this stream: the dial gate lets it dial
+            return await self.host.new_stream(peer_id, [TProtocol(p) for p in protocols])
 
     # -- membership gate -------------------------------------------------
+    def _gate_builtin_handlers(self) -> None:
+        """Wrap the identify, identify-push and ping handlers ``new_host`` installed:
+        a non-member's stream is reset before the original handler sees it.
+
+        Public API only: the installed handlers are read from ``get_mux().handlers``
+        and the wrappers registered with ``set_stream_handler`` (the same way
+        ``install_pubsub_guard`` replaces pubsub's handlers)."""
+        installed = self.host.get_mux().handlers
+        for protocol, label in MEMBERS_ONLY_BUILTINS.items():
+            original = installed.get(protocol)
+            if original is None:
+                log.warning("no built-in handler to gate protocol=%s", protocol)
+                continue
+            self.host.set_stream_handler(protocol, self._members_only(label, original))
+
+    def _members_only(self, label: str, handler: StreamHandler) -> StreamHandler:
+        async def gated(stream: INetStream) -> None:
+            try:
+                peer_id = stream.muxed_conn.peer_id
+                member = self.membership.is_member(peer_id)
+            except Exception:
+                member = False
+            if not member:
+                self.metrics.inc(BUILTIN_REFUSED, label)
+                with contextlib.suppress(Exception):
+                    await stream.reset()
+                return
+            try:
+                await handler(stream)
+            except Exception as e:  # never let it end the swarm (see set_stream_handler)
+                log.warning("built-in handler failed protocol=%s error=%r", label, e)
+                with contextlib.suppress(Exception):
+                    await stream.reset()
+
+        return gated
+
+    def _install_dial_gate(self) -> None:
+        """Refuse the dials py-libp2p starts by itself to peers we would not dial.
+
+        Relies on one py-libp2p 0.8.1 detail: every dial goes through the swarm's
+        public ``dial_peer`` (``host.connect``, and ``Swarm.new_stream`` when no
+        connection is open, which is how pubsub and identify redial), and the swarm
+        calls it as ``self.dial_peer``, so an attribute on the instance shadows the
+        method. If ``dial_peer`` is missing the gate is not installed (logged): dials
+        then work as before, only without the gate."""
+        network = self.host.get_network()
+        original = getattr(network, "dial_peer", None)
+        if not callable(original):
+            log.warning("dial gate not installed: the swarm has no dial_peer")
+            return
+
+        async def gated_dial_peer(peer_id: ID, *args: Any, **kwargs: Any) -> list[INetConn]:
+            reason = self._dial_refusal(peer_id)
+            if reason is not None:
+                self.metrics.inc(DIAL_REFUSED, reason)
+                log.debug("dial refused peer=%s reason=%s", peer_id, reason)
+                raise SwarmException(f"dial to {peer_id} refused by the dial gate: {reason}")
+            conns: list[INetConn] = await original(peer_id, *args, **kwargs)
+            return conns
+
+        network.dial_peer = gated_dial_peer  # type: ignore[method-assign]
+
+    def _dial_refusal(self, peer_id: ID) -> str | None:
+        """Why a dial to ``peer_id`` that we did not ask for is refused; None to allow it."""
+        try:
+            if dial_is_explicit(peer_id):
+                return None
+            conns = self.host.get_network().get_connections(peer_id)
+            if any(not getattr(c, "is_closed", False) for c in conns):
+                return None  # dial_peer returns the open connection, nothing is dialed
+            if not self.membership.is_member(peer_id):
+                return "not_member"
+            if self.dialer.backing_off(peer_id):
+                return "backoff"
+        except Exception as e:  # fail open: a broken check must not cut the node off
+            log.debug("dial gate check failed peer=%s error=%r", peer_id, e)
+        return None
+
     def _on_connected(self, peer_id: ID) -> None:
         if self.membership.is_member(peer_id):
             self.dialer.connected(peer_id)
