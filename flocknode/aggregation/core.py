@@ -12,6 +12,10 @@ median of voter scores in step 8. With ``norm_factor >= 1`` it can never
 reject every update (at least half have a norm <= the median). Its known
 weakness: if at least half of the included updates are tiny (for example all
 zero), honest updates are rejected; robust rules cannot help there either.
+
+multi_krum's ``krum_f`` counts Byzantine updates among the *included* ones,
+and the updates the norm check rejects count against it: the rule runs on
+the survivors with ``f' = max(0, krum_f - rejected)`` (see ``krum_budget``).
 """
 
 from __future__ import annotations
@@ -107,7 +111,7 @@ def aggregate(
     if not kept:
         new = base
     else:
-        delta, chosen = _run_rule(kept, settings)
+        delta, chosen = _run_rule(kept, settings, len(rejected))
         if chosen is not None:
             selected = tuple(used[i] for i in chosen)
         new = base + delta
@@ -133,7 +137,39 @@ def apply_update(global_model: Model, update: Model) -> dict[str, torch.Tensor]:
     return _unflatten(base + _flatten(update, layout, "update"), layout)
 
 
-def _run_rule(vectors: list[F64], s: AggregationSettings) -> tuple[F64, list[int] | None]:
+def krum_budget(krum_f: int, rejected: int) -> int:
+    """multi_krum's ``f`` on the norm check's survivors: ``max(0, krum_f - rejected)``.
+
+    ``krum_f`` is the assumed number of Byzantine updates among the *included*
+    ones. The norm check runs first and every update it rejects is treated as
+    misconduct (slashed, PROTOCOL.md step 5), so it is counted as one of the
+    ``krum_f``: at most ``krum_f - rejected`` Byzantine updates can be left
+    among the survivors. The count is sound whenever the norm check rejects
+    only Byzantine updates, which holds while the Byzantine updates are fewer
+    than half of the included ones and the honest norms lie within
+    ``norm_factor`` of each other (then the lower median norm is at least the
+    smallest honest norm, so no honest update exceeds the limit); the training
+    defaults keep honest norms within about 1.4x (``TrainingSettings``).
+
+    Without it, multi_krum would leave out ``krum_f`` more *honest* updates
+    every round in which the norm check had already removed the attackers:
+    with 5 proposers of which 2 sign-flip (x4, rejected) and ``krum_f = 1`` it
+    averaged 2 of the 3 honest updates instead of all 3, a third of the
+    round's honest data dropped; on the non-IID digits demo that cost about
+    0.017 of final accuracy (bench/accuracy.py, 3 of 10 nodes sign-flipping,
+    20 seeds: mean round-10 accuracy 0.927 against 0.944 for fedavg).
+
+    What this gives up: an attacker with more than ``krum_f`` updates can
+    spend some on rejection (and slashing) to lower ``f'`` for the rest. That
+    attacker already exceeds the ``krum_f`` the rule was configured for, so
+    multi-Krum's guarantee did not hold for it before either.
+    """
+    return max(0, krum_f - rejected)
+
+
+def _run_rule(
+    vectors: list[F64], s: AggregationSettings, rejected: int
+) -> tuple[F64, list[int] | None]:
     if s.rule == "fedavg":
         return rules.fedavg(vectors), None
     if s.rule == "median":
@@ -141,7 +177,7 @@ def _run_rule(vectors: list[F64], s: AggregationSettings) -> tuple[F64, list[int
     if s.rule == "trimmed_mean":
         return rules.trimmed_mean(vectors, s.trim_ratio), None
     if s.rule == "multi_krum":
-        delta, chosen = rules.multi_krum(vectors, s.krum_f, s.krum_m)
+        delta, chosen = rules.multi_krum(vectors, krum_budget(s.krum_f, rejected), s.krum_m)
         return delta, chosen
     if s.rule == "centered_clip":
         return rules.centered_clip(vectors, s.clip_tau, s.clip_iterations), None

@@ -15,7 +15,9 @@ float32). Definitions, fixed here so that every voter computes the same bits:
   the ``m`` lowest scores are selected (ties: lower seat first), ``m`` = the
   task's ``krum_m`` or ``n - f``, clamped to ``1 .. n``; the aggregate is the
   seat-order mean of the selected. Unselected updates are left out by design,
-  not rejected.
+  not rejected. ``n`` counts the updates that survived the norm check and
+  ``f`` is the task's ``krum_f`` less the number the norm check rejected
+  (at least 0; ``core.krum_budget`` says why).
 - ``centered_clip``: start at the coordinate-wise median (a deterministic,
   stateless start point), then ``clip_iterations`` times
   ``v <- v + (1/n) * sum_i (x_i - v) * min(1, tau / ||x_i - v||)`` with the sum

@@ -34,8 +34,16 @@ class AggregationSettings:
       lower median norm of the included updates is rejected (>= 1).
     - ``trim_ratio``: trimmed_mean drops ``floor(trim_ratio * n)`` values at each
       end of every coordinate (capped so at least one value is left); in [0, 0.5).
-    - ``krum_f``: multi_krum's assumed number of Byzantine updates (>= 0).
-    - ``krum_m``: how many updates multi_krum averages; ``None`` means ``n - f``.
+    - ``krum_f``: multi_krum's assumed number of Byzantine updates among the
+      included ones (>= 0). Updates the norm check rejects count against it:
+      the rule runs on the ``n`` survivors with ``f = max(0, krum_f -
+      rejected)`` (``core.krum_budget``), so once the norm check has removed
+      the attackers multi_krum averages every survivor. Multi-Krum needs
+      ``n >= 2f + 3`` for its guarantee, so 1 is the most that 5 proposers a
+      round support; bench/accuracy.py (digits, 3 of 10 nodes sign-flipping,
+      20 seeds) gave mean round-10 accuracy 0.947 with 1 and 0.940 with 2.
+    - ``krum_m``: how many updates multi_krum averages; ``None`` means ``n - f``
+      (with ``n`` and ``f`` as above); a set value is capped at ``n``.
     - ``clip_tau``: centered_clip's clipping radius (L2, > 0, in the units of
       the update; the default suits the digits demo, whose honest updates lie
       about 6.7 from their coordinate-wise median: bench/accuracy.py).

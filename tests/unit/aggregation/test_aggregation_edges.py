@@ -110,6 +110,76 @@ def test_multi_krum_leaves_out_without_rejecting() -> None:
     assert r.model["x"].tolist() == pytest.approx([1.0, 1.0, 0.0], abs=1e-6)
 
 
+def _flip4(u: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: -4 * v for k, v in u.items()}
+
+
+@pytest.mark.parametrize("krum_f", [1, 2])
+def test_updates_the_norm_check_rejects_count_against_krum_f(make_model, digest, krum_f) -> None:
+    """2 of 5 sign-flipped x4 are rejected: multi_krum then averages all 3 survivors.
+
+    Counting f among the survivors instead would leave out ``krum_f`` honest ones.
+    """
+    g = make_model(1, SHAPES)
+    direction = make_model(2, SHAPES, 0.1)
+    honest = [
+        {k: direction[k] + v for k, v in make_model(10 + i, SHAPES, 0.03).items()} for i in range(3)
+    ]
+    ups = [honest[0], _flip4(honest[1]), honest[1], _flip4(honest[2]), honest[2]]
+    r = aggregate(
+        g, ups, AggregationSettings(rule="multi_krum", krum_f=krum_f), seats=[0, 1, 2, 3, 4]
+    )
+    assert r.rejected == (1, 3) and r.used == (0, 2, 4)
+    assert r.selected == (0, 2, 4)
+    assert digest(r.model) == digest(aggregate(g, honest, AggregationSettings()).model)
+
+
+def test_multi_krum_still_leaves_out_the_byzantine_updates_the_norm_check_missed() -> None:
+    """krum_f = 2, one update rejected by norm: the other, of ordinary norm, is left out alone."""
+    g = _vec([0.0, 0.0, 0.0])
+    honest = [
+        _vec([1.0, 1.0, 0.0]),
+        _vec([1.1, 0.9, 0.1]),
+        _vec([0.9, 1.1, -0.1]),
+        _vec([1.0, 0.9, 0.05]),
+    ]
+    ups = [honest[0], _vec([-1.0, -1.0, 0.0]), honest[1], _vec([-40.0, -40.0, 0.0]), *honest[2:]]
+    r = aggregate(g, ups, AggregationSettings(rule="multi_krum", krum_f=2))
+    assert r.rejected == (3,) and r.used == (0, 1, 2, 4, 5)
+    assert r.selected == (0, 2, 4, 5)  # all four honest; with f = 2 on the survivors: three
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.sampled_from([0.5, 1.0, 1.3, 4.0, 9.0]), min_size=1, max_size=8),
+    st.integers(min_value=0, max_value=4),
+    st.one_of(st.none(), st.integers(min_value=1, max_value=8)),
+    st.integers(min_value=0, max_value=2**31 - 1),
+)
+def test_multi_krum_equals_multi_krum_on_the_survivors_with_f_less_the_rejected(
+    scales: list[float], krum_f: int, krum_m: int | None, seed: int
+) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    g = {"x": torch.randn(6, generator=gen)}
+    ups = [{"x": torch.randn(6, generator=gen) * s} for s in scales]
+    r = aggregate(g, ups, AggregationSettings(rule="multi_krum", krum_f=krum_f, krum_m=krum_m))
+    survivors = [ups[i] for i in r.used]
+    alone = aggregate(
+        g,
+        survivors,
+        AggregationSettings(
+            rule="multi_krum",
+            krum_f=max(0, krum_f - len(r.rejected)),
+            krum_m=krum_m,
+            norm_factor=1e9,
+        ),
+        seats=list(r.used),
+    )
+    assert alone.rejected == ()
+    assert r.selected == alone.selected
+    assert torch.equal(r.model["x"], alone.model["x"])
+
+
 def test_centered_clip_limits_each_updates_pull() -> None:
     g = _vec([0.0])
     ups = [_vec([1.0]), _vec([1.0]), _vec([1.0]), _vec([1.0]), _vec([2.9])]

@@ -167,12 +167,21 @@ def test_golden_vectors(name: str, restore_threads: None) -> None:
 
 
 def test_golden_vectors_tell_the_rules_apart() -> None:
-    """The rules give different outputs on every case, so a mix-up of rules is caught."""
-    distinct = [s.to_dict() for s in _rule_settings()[:2] + [_rule_settings()[i] for i in (4, 6)]]
+    """The rules give different outputs on every case, so a mix-up of rules is caught.
+
+    multi_krum with ``krum_f = 2, krum_m = 2`` stands for the rule: with
+    ``krum_f = 1`` it averages every survivor of odd7_one_large (the norm
+    check's one rejection uses up ``f``), the same as fedavg, as checked below.
+    """
+    distinct = [s.to_dict() for s in _rule_settings()[:2] + [_rule_settings()[i] for i in (5, 6)]]
     for case in _cases():
         hashes = [e["sha256"] for e in case["expect"] if e["settings"] in distinct]
         assert len(hashes) == 4
         assert len(set(hashes)) == 4, case["name"]
+    odd7 = next(c for c in _cases() if c["name"] == "odd7_one_large")["expect"]
+    fedavg, krum_f1 = (odd7[0], odd7[4])
+    assert (fedavg["settings"]["rule"], krum_f1["settings"]["krum_f"]) == ("fedavg", 1)
+    assert krum_f1["selected"] == [0, 1, 2, 4, 5, 6] and krum_f1["sha256"] == fedavg["sha256"]
 
 
 def test_golden_inputs_exercise_the_norm_check_and_rounding() -> None:
