@@ -11,21 +11,47 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import trio
 from eth_utils import to_checksum_address
+from web3.exceptions import Web3RPCError
 
 from flocknode.chain.contracts import ChainConnection
 from flocknode.chain.events import ChainEvent, EventDecoder, RoundOpened, of_type
+from flocknode.chain.fastview import FastViews
 from flocknode.chain.registry import Registry, RegistryReader
 from flocknode.chain.token import TokenClient
 from flocknode.chain.types import ParticipantView, Phase, RoundView, TaskParams, from_abi
 from flocknode.identity import BoxKey, PeerKey, sign_registration
 
 MAX_LOG_RANGE = 2_000  # blocks per eth_getLogs request (public RPCs cap the range)
+
+
+@dataclass(frozen=True)
+class EstimatedOnPending:
+    """A contract call whose gas is estimated against the pending block.
+
+    ``electRoles`` is valid from block ``seedBlock + 2`` on, and the keeper
+    sends it while the latest block is ``seedBlock + 1``, to be mined in the
+    next one. Estimated against "latest" (web3's default) it still reverted
+    SeedNotReady there, so the election waited one more block (~1 s a round
+    on the local cluster) and happened later than the first possible block.
+    An endpoint that refuses "pending" gets the usual estimate.
+    """
+
+    fn: Any
+
+    def estimate_gas(self, tx: Mapping[str, Any]) -> int:
+        try:
+            return int(self.fn.estimate_gas(dict(tx), block_identifier="pending"))
+        except Web3RPCError:  # not a revert: the endpoint does not estimate on "pending"
+            return int(self.fn.estimate_gas(dict(tx)))
+
+    def build_transaction(self, tx: Mapping[str, Any]) -> dict[str, Any]:
+        return dict(self.fn.build_transaction(dict(tx)))
 
 
 @dataclass(frozen=True)
@@ -43,6 +69,7 @@ class TaskClient:
         self.conn = conn
         self.address = to_checksum_address(address)
         self._c = conn.contract("FlockTask", self.address)
+        self._views = FastViews(conn, self._c, conn.artifact("FlockTask").abi)
         self.events_decoder = EventDecoder(
             conn.artifact("FlockTask").abi, self.address, conn.rpc.w3.codec
         )
@@ -59,10 +86,13 @@ class TaskClient:
 
     # -- views ----------------------------------------------------------------
 
+    def _view(self, name: str, args: tuple[Any, ...], what: str, convert: Callable[[Any], R]) -> R:
+        """A contract view through the cheap path (``conn.view`` semantics, fastview.py)."""
+        return self._views.view(name, args, what, convert)
+
     def params(self) -> TaskParams:
         if self._params is None:  # immutable after deployment
-            raw = self.conn.view(self._c.functions.taskParams(), "taskParams")
-            self._params = from_abi(TaskParams, raw)
+            self._params = self._view("taskParams", (), "taskParams", _task_params)
         return self._params
 
     def token(self) -> TokenClient:
@@ -71,7 +101,7 @@ class TaskClient:
         return self._token
 
     def current_round(self) -> int:
-        return int(self.conn.view(self._c.functions.currentRound(), "currentRound"))
+        return self._view("currentRound", (), "currentRound", int)
 
     def published_settings(self) -> bytes | None:
         """The canonical settings JSON published on chain, checked against configHash.
@@ -79,7 +109,7 @@ class TaskClient:
         None when nobody published them. The contract itself refuses bytes whose
         sha256 is not the configHash; the check here guards against a lying RPC.
         """
-        block = int(self.conn.view(self._c.functions.settingsBlock(), "settingsBlock"))
+        block = self._view("settingsBlock", (), "settingsBlock", int)
         if block == 0:
             return None
         logs = self.conn.rpc.request(
@@ -94,27 +124,26 @@ class TaskClient:
         return None
 
     def finalized_rounds(self) -> int:
-        return int(self.conn.view(self._c.functions.finalizedRounds(), "finalizedRounds"))
+        return self._view("finalizedRounds", (), "finalizedRounds", int)
 
     def global_model_hash(self) -> bytes:
-        return bytes(self.conn.view(self._c.functions.globalModelHash(), "globalModelHash"))
+        return self._view("globalModelHash", (), "globalModelHash", bytes)
 
     def global_model_round(self) -> int:
-        return int(self.conn.view(self._c.functions.globalModelRound(), "globalModelRound"))
+        return self._view("globalModelRound", (), "globalModelRound", int)
 
     def reward_pool(self) -> int:
-        return int(self.conn.view(self._c.functions.rewardPool(), "rewardPool"))
+        return self._view("rewardPool", (), "rewardPool", int)
 
     def participant_count(self) -> int:
-        return int(self.conn.view(self._c.functions.participantCount(), "participantCount"))
+        return self._view("participantCount", (), "participantCount", int)
 
     def eligible_count(self) -> int:
         """Wallets whose stake counts as eligible from the next openRound."""
-        return int(self.conn.view(self._c.functions.eligibleCount(), "eligibleCount"))
+        return self._view("eligibleCount", (), "eligibleCount", int)
 
     def participants(self, offset: int = 0, limit: int = 100) -> list[ParticipantView]:
-        raw = self.conn.view(self._c.functions.participants(offset, limit), "participants")
-        return [from_abi(ParticipantView, p) for p in raw]
+        return list(self._view("participants", (offset, limit), "participants", _participants))
 
     def all_participants(self, page: int = 100) -> list[ParticipantView]:
         total = self.participant_count()
@@ -128,9 +157,7 @@ class TaskClient:
 
     def participant(self, wallet: str | None = None) -> ParticipantView:
         w = to_checksum_address(wallet or self.wallet)
-        return from_abi(
-            ParticipantView, self.conn.view(self._c.functions.participant(w), "participant")
-        )
+        return self._view("participant", (w,), "participant", _participant)
 
     def registry_reader(self) -> RegistryReader:
         """A reader that remembers whom it warned about; a node keeps one."""
@@ -143,15 +170,13 @@ class TaskClient:
 
     def is_eligible(self, wallet: str | None = None) -> bool:
         w = to_checksum_address(wallet or self.wallet)
-        return bool(self.conn.view(self._c.functions.isEligible(w), "isEligible"))
+        return self._view("isEligible", (w,), "isEligible", bool)
 
     def get_round(self, round: int) -> RoundView:
-        return from_abi(
-            RoundView, self.conn.view(self._c.functions.getRound(round), f"getRound({round})")
-        )
+        return self._view("getRound", (round,), f"getRound({round})", _round_view)
 
     def phase(self, round: int) -> Phase:
-        return Phase(int(self.conn.view(self._c.functions.phase(round), f"phase({round})")))
+        return self._view("phase", (round,), f"phase({round})", _phase)
 
     def vote_commitment(
         self,
@@ -237,7 +262,8 @@ class TaskClient:
         return self._tx(self._c.functions.openRound(), "openRound")
 
     def elect_roles(self, round: int) -> TxResult:
-        return self._tx(self._c.functions.electRoles(round), f"electRoles({round})")
+        fn = EstimatedOnPending(self._c.functions.electRoles(round))
+        return self._tx(fn, f"electRoles({round})")
 
     def submit_update(self, round: int, update_hash: bytes, blob_id: bytes, size: int) -> TxResult:
         fn = self._c.functions.submitUpdate(round, update_hash, blob_id, size)
@@ -286,6 +312,26 @@ class TaskClient:
             out.extend(self.events_decoder.decode_all(logs))
             start = end + 1
         return out
+
+
+def _task_params(raw: Any) -> TaskParams:
+    return from_abi(TaskParams, raw)
+
+
+def _participant(raw: Any) -> ParticipantView:
+    return from_abi(ParticipantView, raw)
+
+
+def _participants(raw: Any) -> tuple[ParticipantView, ...]:
+    return tuple(from_abi(ParticipantView, p) for p in raw)
+
+
+def _round_view(raw: Any) -> RoundView:
+    return from_abi(RoundView, raw)
+
+
+def _phase(raw: Any) -> Phase:
+    return Phase(int(raw))
 
 
 def opened_round(result: TxResult) -> int | None:
@@ -388,5 +434,5 @@ class AsyncTaskClient:
     async def latest_block(self) -> tuple[int, int]:
         """(number, timestamp) of the latest block."""
         rpc = self.sync.conn.rpc
-        block = await _to_thread(rpc.get_block, "latest", abandon_on_cancel=True)
-        return int(block["number"]), int(block["timestamp"])
+        number, timestamp = await _to_thread(rpc.latest_block_time, abandon_on_cancel=True)
+        return int(number), int(timestamp)

@@ -8,20 +8,36 @@ backoff, and never a revert: a revert is an answer, not a failure.
 The sync core runs in worker threads (``trio.to_thread.run_sync``); web3's
 HTTP session manager keeps one ``requests.Session`` per thread, so concurrent
 calls from several threads are safe.
+
+The hot reads (block number, latest block time, contract views through
+``flocknode.chain.fastview``) skip web3's middleware and ``requests``:
+:meth:`Rpc.raw_result` posts the JSON-RPC body on a kept-alive
+``http.client`` connection of the calling thread (:class:`DirectHttp`) and
+hands the answer to web3's own response validation, so results and errors are
+those of the web3 call. A web3 call costs ~0.7 ms of CPU for eth_blockNumber
+and ~3.5 ms for a contract view (its validation middleware asks eth_chainId
+every time); the raw exchange ~0.15 ms.
 """
 
 from __future__ import annotations
 
+import http.client
+import itertools
+import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 from web3 import HTTPProvider, Web3
+from web3._utils.error_formatters_utils import raise_block_not_found_on_error
 from web3.exceptions import (
+    BlockNotFound,
     ContractLogicError,
     ProviderConnectionError,
     RequestTimedOut,
@@ -29,7 +45,7 @@ from web3.exceptions import (
     TooManyRequests,
     Web3RPCError,
 )
-from web3.types import BlockIdentifier
+from web3.types import BlockIdentifier, RPCEndpoint, RPCResponse
 
 from flocknode.chain.errors import RpcRejected, RpcUnavailable, WrongChain, describe_exception
 
@@ -105,6 +121,95 @@ def rpc_message(exc: BaseException) -> str:
     return str(exc)
 
 
+class DirectHttp:
+    """JSON-RPC POSTs on one kept-alive ``http.client`` connection per thread.
+
+    For idempotent reads only: a kept-alive connection the server had closed
+    is reopened and the request sent once more at once. Trouble surfaces as the
+    exceptions ``requests`` raises for it (ConnectionError, Timeout, HTTPError
+    carrying the status), so :func:`is_transient` judges it as before. Only for
+    plain ``http://`` URLs without credentials or an environment proxy
+    (:meth:`serves`); anything else goes through web3's provider.
+    """
+
+    HEADERS = {"Content-Type": "application/json", "User-Agent": "flocknode"}
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        if parts.hostname is None:
+            raise ValueError(f"no host in {url}")
+        self.url = url
+        self.timeout = timeout
+        self._host = parts.hostname
+        self._port = parts.port or 80
+        self._path = parts.path or "/"
+        if parts.query:
+            self._path += "?" + parts.query
+        self._local = threading.local()
+
+    @staticmethod
+    def serves(url: str) -> bool:
+        try:
+            parts = urlsplit(url)
+            _ = parts.port
+        except ValueError:
+            return False
+        if parts.scheme != "http" or not parts.hostname or parts.username or parts.password:
+            return False
+        return not requests.utils.get_environ_proxies(url)
+
+    def post(self, body: bytes) -> bytes | None:
+        """The response body of a 2xx answer; None for an answer requests would follow."""
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        reused = conn is not None
+        while True:
+            if conn is None:
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=self.timeout)
+            try:
+                conn.request("POST", self._path, body, self.HEADERS)
+                resp = conn.getresponse()
+                data = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                self._local.conn = conn = None
+                if reused and isinstance(exc, _STALE_CONNECTION):
+                    reused = False  # the server closed the idle connection: once more
+                    continue
+                if isinstance(exc, TimeoutError):
+                    raise requests.Timeout(f"{self.url}: {describe_exception(exc)}") from exc
+                raise requests.ConnectionError(f"{self.url}: {describe_exception(exc)}") from exc
+            self._local.conn = conn
+            if resp.status >= 400:
+                raise _http_error(self.url, resp.status, resp.reason, data)
+            return data if 200 <= resp.status < 300 else None
+
+    def close(self) -> None:
+        """Close the calling thread's connection (others close with their threads)."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+
+_STALE_CONNECTION = (
+    http.client.RemoteDisconnected,
+    BrokenPipeError,
+    ConnectionResetError,
+    ConnectionAbortedError,
+)
+
+
+def _http_error(url: str, status: int, reason: str, body: bytes) -> requests.HTTPError:
+    """The HTTPError ``requests.Response.raise_for_status`` raises for this answer."""
+    resp = requests.Response()
+    resp.status_code = status
+    resp.reason = reason
+    resp.url = url
+    resp._content = body
+    kind = "Client" if status < 500 else "Server"
+    return requests.HTTPError(f"{status} {kind} Error: {reason} for url: {url}", response=resp)
+
+
 class Rpc:
     """A sync JSON-RPC connection with retries; the base of the chain client."""
 
@@ -117,6 +222,11 @@ class Rpc:
             exception_retry_configuration=None,
         )
         self.w3 = Web3(provider)
+        self._provider = provider
+        self.direct = (
+            DirectHttp(url, self.retry.request_timeout) if DirectHttp.serves(url) else None
+        )
+        self._ids = itertools.count(1)
         self._chain_id: int | None = None
         self.retries = 0  # transient failures retried so far (for status and tests)
 
@@ -155,6 +265,32 @@ class Rpc:
             msg = rpc_message(exc)
             raise RpcRejected(f"the chain at {self.url} refused {what}: {msg}") from exc
 
+    def raw_response(self, method: str, params: list[Any]) -> RPCResponse:
+        """One JSON-RPC exchange without web3's middleware: the response object."""
+        if self.direct is not None:
+            body = json.dumps(
+                {"jsonrpc": "2.0", "method": method, "params": params, "id": next(self._ids)},
+                separators=(",", ":"),
+            ).encode()
+            raw = self.direct.post(body)
+            if raw is not None:
+                return self._provider.decode_rpc_response(raw)
+        return self._provider.make_request(RPCEndpoint(method), params)
+
+    def raw_result(
+        self,
+        method: str,
+        params: list[Any],
+        error_formatters: Callable[[RPCResponse], Any] | None = None,
+    ) -> Any:
+        """The ``result`` of a raw exchange, validated and its errors raised as web3 does.
+
+        ``error_formatters`` are web3's for the method (e.g. the revert mapping
+        of eth_call); one exchange, no retry (wrap it in :meth:`request`).
+        """
+        response = self.raw_response(method, params)
+        return self.w3.manager.formatted_response(response, params, error_formatters)
+
     @property
     def chain_id(self) -> int:
         if self._chain_id is None:
@@ -170,7 +306,21 @@ class Rpc:
         return cid
 
     def block_number(self) -> int:
-        return int(self.request("eth_blockNumber", lambda: self.w3.eth.block_number))
+        return self.request(
+            "eth_blockNumber", lambda: _quantity(self.raw_result("eth_blockNumber", []))
+        )
+
+    def latest_block_time(self) -> tuple[int, int]:
+        """(number, timestamp) of the latest block, without web3's block formatters."""
+
+        def read() -> tuple[int, int]:
+            params: list[Any] = ["latest", False]
+            block = self.raw_result("eth_getBlockByNumber", params, raise_block_not_found_on_error)
+            if block is None:
+                raise BlockNotFound("Block with id: 'latest' not found.")
+            return _quantity(block["number"]), _quantity(block["timestamp"])
+
+        return self.request("eth_getBlockByNumber('latest')", read)
 
     def get_block(self, ident: BlockIdentifier) -> Any:
         return self.request(
@@ -198,3 +348,10 @@ class Rpc:
             "eth_getCode", lambda: self.w3.eth.get_code(Web3.to_checksum_address(address))
         )
         return len(code) > 0
+
+
+def _quantity(value: Any) -> int:
+    """A JSON-RPC quantity ("0x1a") as an int (web3's ``to_integer_if_hex``)."""
+    if isinstance(value, str):
+        return int(value, 16)
+    return int(value)

@@ -35,6 +35,8 @@ class TcpProxy:
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self._closed = False
+        self._clients: set[socket.socket] = set()
+        self.accepted = 0  # client connections served
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
 
@@ -44,6 +46,14 @@ class TcpProxy:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         self._thread.join(timeout=2)
+
+    def close_client_connections(self) -> None:
+        """Close every kept-alive client connection, as a server drops idle ones."""
+        with self._lock:
+            clients = list(self._clients)
+        for c in clients:
+            with contextlib.suppress(OSError):
+                c.shutdown(socket.SHUT_RDWR)
 
     def _take(self, name: str) -> bool:
         with self._lock:
@@ -64,12 +74,17 @@ class TcpProxy:
                 client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger_zero)
                 client.close()  # RST: "connection reset by peer"
                 continue
+            with self._lock:
+                self._clients.add(client)
+                self.accepted += 1
             threading.Thread(target=self._serve, args=(client,), daemon=True).start()
 
     def _serve(self, client: socket.socket) -> None:
         try:
             upstream = socket.create_connection(self.upstream, timeout=10)
         except OSError:
+            with self._lock:
+                self._clients.discard(client)
             client.close()
             return
         try:
@@ -93,6 +108,8 @@ class TcpProxy:
         except OSError:
             return
         finally:
+            with self._lock:
+                self._clients.discard(client)
             client.close()
             upstream.close()
 
