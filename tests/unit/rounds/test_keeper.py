@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from flocknode.chain.types import Phase, RoundView, TaskParams
-from flocknode.rounds.keeper import keeper_call
+from flocknode.rounds.keeper import KeeperCall, keeper_call
 from tests.unit.rounds.views import make_view
 
 PARAMS = TaskParams(
@@ -43,3 +43,22 @@ def test_nothing_to_do_while_a_round_runs_or_after_the_last() -> None:
         assert keeper_call(1, view(1, phase), PARAMS, 99) is None
     assert keeper_call(3, view(3, Phase.FINALIZED), PARAMS, 99) is None
     assert keeper_call(0, None, dataclasses.replace(PARAMS, total_rounds=0), 1) is None
+
+
+def test_keepers_take_turns_in_one_order_every_node_derives() -> None:
+    from flocknode.rounds.engine import keeper_turn
+
+    wallets = [f"0x{i:040x}" for i in range(1, 11)]
+    call = KeeperCall("elect", 7)
+    turns = [keeper_turn(call, w, wallets) for w in wallets]
+    assert sorted(turns) == list(range(10))  # one queue, every member has its own place
+    # the same on every node, whatever order or case its registry lists
+    shuffled = [w.upper().replace("0X", "0x") for w in reversed(wallets)]
+    assert [keeper_turn(call, w, shuffled) for w in wallets] == turns
+    # another call (round or action) gives another order, so no node always goes first
+    firsts = {
+        next(w for w in wallets if keeper_turn(c, w, wallets) == 0)
+        for c in [KeeperCall(a, r) for a in ("open", "elect") for r in range(1, 11)]
+    }
+    assert len(firsts) > 3
+    assert keeper_turn(call, "0x" + "f" * 40, wallets) == 10  # not eligible: after everyone
