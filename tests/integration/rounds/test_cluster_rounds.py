@@ -100,20 +100,24 @@ def test_sign_flip_proposer_is_rejected_and_slashed_while_accuracy_rises(tmp_pat
 
 
 def test_label_flip_proposer_goes_unrewarded_when_flagged(tmp_path: Path) -> None:
+    # Each voter judges on its own small validation split (tens of samples), so
+    # one voter alone flags the label flipper in only about 60 % of rounds: with
+    # 2 voters (both must flag) "never flagged in 3 rounds" happened 1 run in 5.
+    # 3 voters (2 of 3 flag) over 4 rounds leave it at about 1 %.
     spec = ClusterSpec(
-        nodes=5,
-        rounds=3,
+        nodes=6,
+        rounds=4,
         proposers=3,
-        voters=2,
+        voters=3,
         rule="median",
         byzantine=(Behaviour.LABEL_FLIP,),
-        stakes=(1000, 100, 100, 100, 100),
+        stakes=(1000, 100, 100, 100, 100, 100),
     )
     with cluster(tmp_path / "c", spec) as h:
-        h.wait_finalized(3, timeout=180)
+        h.wait_finalized(4, timeout=240)
         lf = h.wallet("node-0")
         flagged = 0
-        for r in (1, 2, 3):
+        for r in (1, 2, 3, 4):
             v = h.client.get_round(r)
             slashed = {(e.wallet, e.reason) for e in h.events(Slashed, r)}
             rewarded = {e.wallet for e in h.events(Rewarded, r)}
