@@ -171,10 +171,15 @@ class EventDecoder:
         self.address = to_checksum_address(address)
         self._codec = codec
         self._by_topic: dict[bytes, tuple[Any, type[ChainEvent]]] = {}
+        self._unused: set[bytes] = set()  # the contract's own events nobody here reads
         for entry in abi:
-            if entry.get("type") == "event" and entry["name"] in EVENT_TYPES:
-                topic = event_abi_to_log_topic(dict(entry))  # type: ignore[arg-type]
-                self._by_topic[bytes(topic)] = (entry, EVENT_TYPES[entry["name"]])
+            if entry.get("type") != "event":
+                continue
+            topic = bytes(event_abi_to_log_topic(dict(entry)))  # type: ignore[arg-type]
+            if entry["name"] in EVENT_TYPES:
+                self._by_topic[topic] = (entry, EVENT_TYPES[entry["name"]])
+            else:
+                self._unused.add(topic)
         missing = set(EVENT_TYPES) - {cls.__name__ for _, cls in self._by_topic.values()}
         if missing:
             raise ValueError(f"the contract ABI lacks the events {sorted(missing)}")
@@ -193,6 +198,8 @@ class EventDecoder:
                 raise ValueError("log without topics")
             found = self._by_topic.get(bytes(topics[0]))
             if found is None:
+                if bytes(topics[0]) in self._unused:
+                    return None  # ours, just not one the node reads (SettingsPublished)
                 raise ValueError("unknown event topic")
             entry, cls = found
             data = get_event_data(self._codec, entry, raw)

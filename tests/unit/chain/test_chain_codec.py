@@ -74,6 +74,9 @@ def test_foreign_and_malformed_logs_are_dropped_not_raised() -> None:
     topic = keccak(b"RoundOpened(uint256,uint64)")
     assert dec.decode(_log([topic, _word(1)], encode(["uint64"], [1]), address=WALLET)) is None
     assert dec.dropped == 0  # another contract's log is simply not ours
+    published = _log([keccak(b"SettingsPublished(bytes)")], b"")
+    assert dec.decode(published) is None
+    assert dec.dropped == 0  # nor is one of the task's events that the node does not read
     bad = [
         _log([topic, _word(1)], b"\x01"),  # truncated data
         _log([topic], encode(["uint64"], [1])),  # indexed topic missing
