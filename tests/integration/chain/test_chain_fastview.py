@@ -8,7 +8,6 @@ arguments web3 refuses; transport trouble is retried the same way.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -270,13 +269,6 @@ def joined(chain: AnvilChain) -> Deployed:
     d = deploy(chain)
     d.join(1, 200)
     return d
-
-
-@pytest.fixture
-def proxy(chain: AnvilChain) -> Iterator[TcpProxy]:
-    p = TcpProxy(chain.port)
-    yield p
-    p.close()
 
 
 def test_an_idle_connection_the_server_closed_is_reopened_silently(

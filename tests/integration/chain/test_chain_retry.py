@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -31,13 +30,6 @@ def task(chain: AnvilChain) -> Deployed:
     d = deploy(chain)
     d.join(1, 200)
     return d
-
-
-@pytest.fixture
-def proxy(chain: AnvilChain) -> Iterator[TcpProxy]:
-    p = TcpProxy(chain.port)
-    yield p
-    p.close()
 
 
 def _free_port() -> int:
