@@ -4,15 +4,19 @@ Not part of the test suite. Starts two node processes on 127.0.0.1 (same host
 config as the daemon: Noise only, yamux, one connection per peer):
 
 - the server holds a random blob of ``--mib`` MiB (default 256) in a
-  ``DirectoryBlobSource`` and serves /flock/blob/1, plus a bare protocol that
-  writes the same number of bytes in 1 MiB writes from memory;
+  ``DirectoryBlobSource`` and serves /flock/blob/1, plus two bare protocols
+  that write the same number of bytes from memory: in 1 MiB writes, and in
+  writes of ``framing.WRITE_SEGMENT`` (65,507 bytes: one yamux frame in one
+  Noise message, as the content server writes; py-libp2p splits a full 64 KiB
+  yamux frame into two Noise messages);
 - the receiver, an elected voter, fetches the blob (size and SHA-256 checked,
   1 MiB frames) into a file (``FileSink``: temp file, fsync, rename, as the
   node stores content) and into memory (``MemorySink``), and reads the bare
-  stream into nothing, four ways: ``read(1 MiB)``, ``read(4 MiB)``, ``read()``
-  (whatever is buffered), and ``read(4 MiB)`` paced like the fetcher (1 ms
-  pause after a read under 256 KiB). py-libp2p's yamux pays per read, so the
-  most eager reader is not the fastest: the baseline is the best of the four.
+  1 MiB-write stream into nothing four ways: ``read(1 MiB)``, ``read(4 MiB)``,
+  ``read()`` (whatever is buffered), and ``read(4 MiB)`` paced like the fetcher
+  (1 ms pause after a read under 256 KiB); and the segment-write stream paced
+  like the fetcher. py-libp2p's yamux pays per read, so the most eager reader
+  is not the fastest: the baseline is the best of the five.
 
 Each measurement runs ``--reps`` times, interleaved (the three bare reads, the
 file fetch, the memory fetch); rates are medians over the repetitions.
@@ -45,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 BARE_PROTOCOL = "/flock/bench/bare/1"
+BARE_SEGMENTS_PROTOCOL = "/flock/bench/bare-segments/1"
 CPU_PROTOCOL = "/flock/bench/cpu/1"  # the server's CPU seconds so far, as text
 MIB = 1 << 20
 
@@ -81,19 +86,26 @@ def serve(args: dict[str, Any]) -> None:
     import trio
 
     from flocknode.p2p.content import DirectoryBlobSource
+    from flocknode.p2p.framing import WRITE_SEGMENT
     from flocknode.p2p.streams import ContentServer
 
     size = args["size"]
     payload = bytes(MIB)
 
-    async def bare(stream: Any) -> None:
+    async def write_in(stream: Any, write_size: int) -> None:
         await stream.read(1)
-        sent = 0
+        sent, chunk = 0, payload[:write_size]
         while sent < size:
-            n = min(MIB, size - sent)
-            await stream.write(payload if n == MIB else payload[:n])
+            n = min(write_size, size - sent)
+            await stream.write(chunk if n == write_size else chunk[:n])
             sent += n
         await stream.close()
+
+    async def bare(stream: Any) -> None:
+        await write_in(stream, MIB)
+
+    async def bare_segments(stream: Any) -> None:
+        await write_in(stream, WRITE_SEGMENT)
 
     async def cpu(stream: Any) -> None:
         await stream.write(repr(_cpu_seconds()).encode())
@@ -106,6 +118,7 @@ def serve(args: dict[str, Any]) -> None:
             addrs = await nursery.start(p2p.run)
             ContentServer(p2p, source, source).install()
             p2p.set_stream_handler(BARE_PROTOCOL, bare)
+            p2p.set_stream_handler(BARE_SEGMENTS_PROTOCOL, bare_segments)
             p2p.set_stream_handler(CPU_PROTOCOL, cpu)
             _emit({"addrs": [str(a).split("/p2p/")[0] for a in addrs]})
             await trio.to_thread.run_sync(sys.stdin.readline)  # until the coordinator says stop
@@ -162,9 +175,9 @@ def receive(args: dict[str, Any]) -> None:
     server = ID.from_base58(args["server"])
     out = Path(args["dir"]) / "received.bin"
 
-    async def bare(p2p: Any, read_size: int | None, lazy: bool = False) -> float:
+    async def bare(p2p: Any, protocol: str, read_size: int | None, lazy: bool) -> float:
         t0 = time.perf_counter()
-        stream = await p2p.host.new_stream(server, [TProtocol(BARE_PROTOCOL)])
+        stream = await p2p.host.new_stream(server, [TProtocol(protocol)])
         await stream.write(b"g")
         got = 0
         while got < size:
@@ -205,11 +218,12 @@ def receive(args: dict[str, Any]) -> None:
         async with trio.open_nursery() as nursery:
             await nursery.start(p2p.run)
             await p2p.host.connect(PeerInfo(server, p2p.membership.addrs(server)))
-            bares: dict[str, tuple[int | None, bool]] = {
-                "bare_read_1mib": (MIB, False),
-                "bare_read_4mib": (4 * MIB, False),
-                "bare_read_all": (None, False),
-                "bare_read_4mib_paced": (4 * MIB, True),
+            bares: dict[str, tuple[str, int | None, bool]] = {
+                "bare_read_1mib": (BARE_PROTOCOL, MIB, False),
+                "bare_read_4mib": (BARE_PROTOCOL, 4 * MIB, False),
+                "bare_read_all": (BARE_PROTOCOL, None, False),
+                "bare_read_4mib_paced": (BARE_PROTOCOL, 4 * MIB, True),
+                "bare_segments_paced": (BARE_SEGMENTS_PROTOCOL, 4 * MIB, True),
             }
             results: dict[str, list[float]] = {k: [] for k in [*bares, "file", "mem"]}
             peaks: list[int] = []

@@ -26,6 +26,7 @@ from flocknode.p2p.framing import (
     PROTOCOL_BLOB,
     PROTOCOL_MODEL,
     REQUEST,
+    WRITE_SEGMENT,
     FramingError,
     RefuseReason,
     decode_request,
@@ -143,7 +144,7 @@ class ContentServer:
 
         Two buffers of ``FRAMES_PER_BLOCK`` frames each: a worker thread fills one
         (``readinto`` between the headers, no copy) while the other is sent with
-        one write, which ends on a yamux frame boundary (see framing.MAX_FRAME).
+        one write per ``WRITE_SEGMENT`` (see framing.WRITE_SEGMENT: whole segments per block).
         """
         block_len = FRAMES_PER_BLOCK * (FRAME_HEADER.size + MAX_FRAME)
         free_send, free = trio.open_memory_channel[bytearray](2)
@@ -178,10 +179,12 @@ class ContentServer:
             raise first_error(group) from None
 
     async def _write(self, stream: INetStream, data: bytes | memoryview) -> None:
+        """One write per WRITE_SEGMENT: a yamux frame in a single Noise message."""
         # typed bytes, but yamux only slices and concatenates: any bytes-like works,
         # and a memoryview of the block saves copying it
         with trio.fail_after(self.limits.write_timeout):
-            await stream.write(cast(bytes, data))
+            for start in range(0, len(data), WRITE_SEGMENT):
+                await stream.write(cast(bytes, data[start : start + WRITE_SEGMENT]))
 
     async def _refuse(self, stream: INetStream, reason: RefuseReason) -> None:
         self._p2p.metrics.inc(STREAM_REFUSED, RefuseReason.label(reason))

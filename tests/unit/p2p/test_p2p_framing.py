@@ -118,12 +118,14 @@ def test_frame_parser_rejects_bytes_past_the_end_and_long_frames() -> None:
     assert _FrameParser(10).next_read_size() == 14
 
 
-def test_a_full_frame_fills_whole_yamux_frames() -> None:
-    """MAX_FRAME is chosen against py-libp2p's yamux frame size; an upgrade that
-    changes that size shows up here (the wire format would still work, only slower)."""
+def test_a_write_segment_is_one_yamux_frame_in_one_noise_message() -> None:
+    """WRITE_SEGMENT is chosen against py-libp2p's yamux and Noise sizes; an upgrade
+    that changes them shows up here (the wire format would still work, only slower)."""
+    from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH
     from libp2p.stream_muxer.yamux.yamux import HEADER_SIZE, MAX_MESSAGE_SIZE
 
-    from flocknode.p2p.framing import FRAME_HEADER, YAMUX_FRAME_DATA
+    from flocknode.p2p.framing import FRAME_HEADER, WRITE_SEGMENT
 
-    assert YAMUX_FRAME_DATA == MAX_MESSAGE_SIZE - HEADER_SIZE
-    assert (FRAME_HEADER.size + MAX_FRAME) % YAMUX_FRAME_DATA == 0
+    assert WRITE_SEGMENT + HEADER_SIZE == MAX_PLAINTEXT_LENGTH  # one Noise message
+    assert WRITE_SEGMENT <= MAX_MESSAGE_SIZE - HEADER_SIZE  # one yamux frame
+    assert (FRAME_HEADER.size + MAX_FRAME) % WRITE_SEGMENT == 0
