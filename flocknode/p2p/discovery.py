@@ -17,6 +17,9 @@ py-libp2p also dials on its own (pubsub re-opens its stream to a peer whose
 connection ended, identify does the same), which would bypass the backoff. The
 host refuses those dials (its dial gate) unless the dial runs inside
 ``explicit_dial(peer)``: the dialer's own dials and ``P2PHost.open_stream`` do.
+
+The dialer keeps state for members only, and forgets a peer once its membership
+ends (the table is as large as the member list, however long the node runs).
 """
 
 from __future__ import annotations
@@ -161,6 +164,10 @@ class PeerDialer:
             st.next_at = now + self._backoff.delay(st.failures)
         self.wake()
 
+    def tracked_peers(self) -> set[ID]:
+        """The peers the dialer keeps state for (current members, and dials in flight)."""
+        return set(self._state)
+
     def failures(self, peer_id: ID) -> int:
         st = self._state.get(peer_id)
         return st.failures if st else 0
@@ -179,14 +186,23 @@ class PeerDialer:
     def _due(self, now: float) -> list[ID]:
         me = self._host.get_id()
         connected = set(self._host.get_connected_peers())
+        members = self._membership.members()
+        self._forget_former_members(set(members))
         due = []
-        for peer in self._membership.members():
+        for peer in members:
             if peer == me or peer in connected:
                 continue
             st = self._state.setdefault(peer, _PeerState())
             if not st.in_flight and now >= st.next_at:
                 due.append(peer)
         return due
+
+    def _forget_former_members(self, members: set[ID]) -> None:
+        """Drop the state of peers that are no longer members (a dial in flight
+        keeps its entry until it ends; the next pass drops it)."""
+        gone = [p for p, st in self._state.items() if p not in members and not st.in_flight]
+        for peer in gone:
+            del self._state[peer]
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -227,7 +243,7 @@ class PeerDialer:
 
     async def _connect(self, peer: ID, addrs: list[Multiaddr]) -> tuple[bool, str]:
         self._host.get_peerstore().add_addrs(peer, addrs, int(ADDR_TTL))
-        _forget_failed_dial(self._host, peer)  # our backoff governs retries, not libp2p's cache
+        forget_failed_dial(self._host, peer)  # our backoff governs retries, not libp2p's cache
         with trio.move_on_after(self._dial_timeout), explicit_dial(peer):
             try:
                 await self._host.connect(PeerInfo(peer, addrs))
@@ -237,9 +253,16 @@ class PeerDialer:
         return False, "timeout"
 
 
-def _forget_failed_dial(host: IHost, peer: ID) -> None:
-    """py-libp2p's swarm refuses to redial a peer for 60 s after a failed dial."""
-    cache = getattr(host.get_network(), "_negative_peer_cache", None)
-    if cache is not None:
-        with contextlib.suppress(Exception):
+def forget_failed_dial(host: IHost, peer: ID) -> None:
+    """Clear py-libp2p's mark on a peer whose last dial failed (the swarm refuses
+    to redial it for 60 s). ``Swarm.unblock_peer`` is public in 0.8.1; if it is
+    missing, evict from the cache it wraps (a private attribute, skipped if absent)."""
+    network = host.get_network()
+    with contextlib.suppress(Exception):
+        unblock = getattr(network, "unblock_peer", None)
+        if callable(unblock):
+            unblock(peer)
+            return
+        cache = getattr(network, "_negative_peer_cache", None)
+        if cache is not None:
             cache.evict(str(peer))

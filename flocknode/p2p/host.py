@@ -18,7 +18,16 @@ stream to a peer whose connection just ended, every ~0.5 s while it fails, and
 identify does the same), so a peer that closes our connections (it does not see
 us as a member) would get a new Noise handshake every half second. The dial gate
 refuses such dials to non-members and to members the dialer is backing off from;
-the dialer's own dials and ``open_stream`` pass (``explicit_dial``).
+the dialer's own dials and ``open_stream`` pass (``explicit_dial``). Likewise
+py-libp2p opens streams by itself on every new connection (identify asks the
+peer who it is, pubsub sends its subscriptions): the stream gate refuses those
+to non-members, so a non-member's identify reply never reaches the peerstore.
+
+Nothing about a non-member is kept: its peerstore entry is dropped when its
+connection ends and by the periodic sweep (which also catches members whose
+membership ended, and entries other members' gossip added), the dialer forgets
+former members, and py-libp2p's auto-connector (disabled) keeps no table of
+disconnects. What remains are counters by reason, never by peer.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ from libp2p import new_host
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
+from libp2p.host.exceptions import StreamFailure
 from libp2p.host.ping import ID as PING_PROTOCOL_ID
 from libp2p.identity.identify.identify import ID as IDENTIFY_PROTOCOL_ID
 from libp2p.identity.identify_push.identify_push import ID_PUSH as IDENTIFY_PUSH_PROTOCOL_ID
@@ -54,10 +64,17 @@ from flocknode.p2p.discovery import (
     PeerDialer,
     dial_is_explicit,
     explicit_dial,
+    forget_failed_dial,
     parse_bootstrap,
 )
 from flocknode.p2p.membership import Membership
-from flocknode.p2p.metrics import BUILTIN_REFUSED, CONN_REFUSED, DIAL_REFUSED, P2PMetrics
+from flocknode.p2p.metrics import (
+    BUILTIN_REFUSED,
+    CONN_REFUSED,
+    DIAL_REFUSED,
+    OUTBOUND_REFUSED,
+    P2PMetrics,
+)
 from flocknode.p2p.pubsub_guard import install_pubsub_guard
 
 if TYPE_CHECKING:  # trio-typing's stubs shadow trio's own TaskStatus for mypy
@@ -183,10 +200,12 @@ class P2PHost:
         self.host.get_network().register_notifee(_MembershipNotifee(self))
         self._gate_builtin_handlers()
         self._install_dial_gate()
+        self._install_stream_gate()
         self.started = trio.Event()
         self.stopped = trio.Event()
         self._stop = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._closing: set[ID] = set()  # non-members being closed (entries leave when closed)
 
     # -- lifecycle -------------------------------------------------------
     async def run(
@@ -343,6 +362,45 @@ class P2PHost:
 
         network.dial_peer = gated_dial_peer  # type: ignore[method-assign]
 
+    def _install_stream_gate(self) -> None:
+        """Refuse the streams py-libp2p opens by itself to non-members.
+
+        On every new connection py-libp2p's host runs identify outbound (it asks the
+        peer and stores the reply: addrs, protocols, key) and pubsub opens its stream
+        (sending our subscriptions). Both go through the host's public ``new_stream``
+        (identify as ``self.new_stream``, pubsub and identify-push as
+        ``host.new_stream``), so an attribute on the instance shadows the method, as
+        for the dial gate. A refused open raises ``StreamFailure`` (identify gives up,
+        pubsub does not retry). ``open_stream`` passes (``explicit_dial``). If
+        ``new_stream`` is missing the gate is not installed (logged)."""
+        original = getattr(self.host, "new_stream", None)
+        if not callable(original):
+            log.warning("stream gate not installed: the host has no new_stream")
+            return
+
+        async def gated_new_stream(
+            peer_id: ID, protocol_ids: Sequence[TProtocol], *args: Any, **kwargs: Any
+        ) -> INetStream:
+            if not self._stream_allowed(peer_id):
+                self.metrics.inc(OUTBOUND_REFUSED, _protocol_label(protocol_ids))
+                log.debug("stream refused peer=%s protocols=%s", peer_id, protocol_ids)
+                raise StreamFailure(f"stream to {peer_id} refused by the stream gate: not_member")
+            stream: INetStream = await original(peer_id, protocol_ids, *args, **kwargs)
+            return stream
+
+        self.host.new_stream = gated_new_stream  # type: ignore[method-assign]
+
+    def _stream_allowed(self, peer_id: ID) -> bool:
+        try:
+            return (
+                dial_is_explicit(peer_id)
+                or peer_id == self.peer_id
+                or self.membership.is_member(peer_id)
+            )
+        except Exception as e:  # fail open, like the dial gate
+            log.debug("stream gate check failed peer=%s error=%r", peer_id, e)
+            return True
+
     def _dial_refusal(self, peer_id: ID) -> str | None:
         """Why a dial to ``peer_id`` that we did not ask for is refused; None to allow it."""
         try:
@@ -366,31 +424,74 @@ class P2PHost:
         self.metrics.inc(CONN_REFUSED, "not_member")
         log.info("closing connection from non-member peer=%s", peer_id)
         if self._nursery is not None:
+            self._closing.add(peer_id)
             self._nursery.start_soon(self._close_peer, peer_id)
 
     def _on_disconnected(self, peer_id: ID) -> None:
         self.dialer.disconnected(peer_id)
         self.dialer.wake()
+        if not self.membership.is_member(peer_id):
+            self._forget_peer(peer_id)
 
     async def _close_peer(self, peer_id: ID) -> None:
         try:
             await self.host.get_network().close_peer(peer_id)
         except Exception as e:
             log.debug("close_peer failed peer=%s error=%r", peer_id, e)
+        finally:
+            self._closing.discard(peer_id)
+
+    def _forget_peer(self, peer_id: ID) -> None:
+        """Drop what py-libp2p keeps about a peer that is not a member (public API):
+        its peerstore entry (addrs, protocols, key, metadata, signed record) and the
+        swarm's failed-dial mark."""
+        if peer_id == self.peer_id:
+            return
+        peerstore = self.host.get_peerstore()
+        with contextlib.suppress(Exception):  # gone already: nothing to drop
+            if peerstore.has_peer(peer_id):
+                peerstore.clear_peerdata(peer_id)
+        forget_failed_dial(self.host, peer_id)
+
+    def _forget_non_members(self) -> None:
+        """Peerstore entries of non-members that are not connected: members whose
+        membership ended while away, peers other members' gossip told us about
+        (GossipSub peer exchange), anything a disconnect left behind."""
+        connected = set(self.host.get_connected_peers())
+        for peer in self.host.get_peerstore().peer_ids():
+            if peer not in connected and not self.membership.is_member(peer):
+                self._forget_peer(peer)
 
     async def _sweep_non_members(self) -> None:
-        """Drop peers whose membership ended (unstaked, deregistered)."""
+        """Drop peers whose membership ended (unstaked, deregistered) and forget them."""
         while True:
             await trio.sleep(self.config.discovery_interval)
             for peer in self.host.get_connected_peers():
-                if not self.membership.is_member(peer):
+                if not self.membership.is_member(peer) and peer not in self._closing:
                     self.metrics.inc(CONN_REFUSED, "membership_ended")
                     await self._close_peer(peer)
+            self._forget_non_members()
+
+
+def _protocol_label(protocol_ids: Sequence[TProtocol]) -> str:
+    """A metric reason for a stream's protocols (a fixed set, never a peer's input)."""
+    for p in protocol_ids:
+        if p in MEMBERS_ONLY_BUILTINS:
+            return MEMBERS_ONLY_BUILTINS[p]
+        if p in GOSSIP_PROTOCOLS:
+            return "pubsub"
+    return "other"
 
 
 def _disable_auto_connector(host: IHost) -> None:
     """py-libp2p's auto-connector dials any peer in the peerstore to keep 100+
-    connections; our dialer decides whom to dial (members only)."""
+    connections; our dialer decides whom to dial (members only).
+
+    The swarm also records every disconnect in the connector (``record_disconnect``,
+    a peer id -> time table) that only ``maybe_connect`` ever prunes: with
+    ``maybe_connect`` off it would keep every peer id that ever connected, so the
+    recording is turned off too. Both are public attributes of the swarm's
+    ``auto_connector``; whichever is missing is left alone."""
     connector = getattr(host.get_network(), "auto_connector", None)
     if connector is None:
         return
@@ -398,4 +499,9 @@ def _disable_auto_connector(host: IHost) -> None:
     async def _no_auto_connect() -> None:
         return None
 
+    def _no_record(peer_id: ID) -> None:
+        return None
+
     connector.maybe_connect = _no_auto_connect
+    if callable(getattr(connector, "record_disconnect", None)):
+        connector.record_disconnect = _no_record

@@ -4,7 +4,8 @@ One ``P2PMetrics`` object is shared by the host, gossip and stream services of a
 node. Every counter is an (event, reason) pair, for example
 ``("gossip_dropped", "stale_round")``; ``snapshot()`` flattens them to
 ``"event{reason}"`` keys so a later Prometheus exporter can map them to one
-metric family per event with a ``reason`` label.
+metric family per event with a ``reason`` label. Reasons are a small fixed set:
+never a peer id, so the table stays bounded however many peers come and go.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ CONN_REFUSED = "conn_refused"  # a connection closed because the peer is not a m
 DIAL = "dial"  # outcome of a discovery dial: ok / failed
 DIAL_REFUSED = "dial_refused"  # a dial py-libp2p started itself, refused: not_member / backoff
 BUILTIN_REFUSED = "builtin_refused"  # identify / identify_push / ping from a non-member, reset
+# a stream py-libp2p opened itself to a non-member, refused: identify / identify_push /
+# ping / pubsub / other (by protocol)
+OUTBOUND_REFUSED = "outbound_refused"
 STREAM_REFUSED = "stream_refused"  # a blob/model request this node refused
 STREAM_SERVED = "stream_served"  # a blob/model request this node served: ok / aborted
 FETCH_ATTEMPT_FAILED = "fetch_attempt_failed"  # one holder failed; the fetch moved on

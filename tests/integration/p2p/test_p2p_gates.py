@@ -1,4 +1,4 @@
-"""The host's gates on loopback: py-libp2p's own dials, and its identify/ping handlers."""
+"""The host's gates on loopback: py-libp2p's own dials and streams, its identify/ping handlers."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from libp2p.peer.id import ID
 from flocknode.identity.keys import PeerKey
 from flocknode.p2p.host import P2PHost
 from flocknode.p2p.membership import StaticMembership
-from flocknode.p2p.metrics import BUILTIN_REFUSED, CONN_REFUSED, DIAL_REFUSED
+from flocknode.p2p.metrics import BUILTIN_REFUSED, CONN_REFUSED, DIAL_REFUSED, OUTBOUND_REFUSED
 from tests.integration.p2p.p2p_helpers import LOOPBACK, start_node, wait_until
 
 pytestmark = pytest.mark.integration
@@ -33,6 +33,12 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _identified(p2p: P2PHost, other: P2PHost) -> bool:
+    """``p2p``'s peerstore holds what ``other`` answered to identify."""
+    peerstore = p2p.host.get_peerstore()
+    return peerstore.has_peer(other.peer_id) and bool(peerstore.get_protocols(other.peer_id))
 
 
 async def _read_all(p2p: P2PHost, peer: ID, protocol: str, send: bytes = b"") -> bytes:
@@ -67,9 +73,14 @@ async def test_libp2p_does_not_dial_a_non_member_by_itself() -> None:
         a = await start_node(nursery, membership, config=QUIET)
         x = await start_node(nursery, StaticMembership(), member=False, config=QUIET)
         a.p2p.host.get_peerstore().add_addrs(x.peer_id, x.p2p.host.get_transport_addrs(), 60)
-        # host.new_stream is how pubsub and identify (re)dial: not through our dialer
-        with pytest.raises(SwarmException, match="dial gate"):
+        # host.new_stream is how pubsub and identify open streams (and redial, not
+        # through our dialer): the stream gate refuses a non-member at once ...
+        with pytest.raises(StreamFailure, match="stream gate"):
             await a.p2p.host.new_stream(x.peer_id, [PING])
+        assert a.p2p.metrics.get(OUTBOUND_REFUSED, "ping") == 1
+        # ... and the swarm's new_stream underneath it, which dials, meets the dial gate
+        with pytest.raises(SwarmException, match="dial gate"):
+            await a.p2p.host.get_network().new_stream(x.peer_id)
         assert a.p2p.metrics.get(DIAL_REFUSED, "not_member") == 1
         assert x.p2p.metrics.total(CONN_REFUSED) == 0  # nothing reached x
         assert a.p2p.connected_peers() == [] and x.p2p.connected_peers() == []
@@ -117,6 +128,8 @@ async def test_identify_and_ping_answer_members_only() -> None:
         membership.add(outsider.peer_id)
         await nursery.start(outsider.run)
         await wait_until(lambda: outsider.peer_id in a.p2p.connected_peers(), 10)
+        # identify has run both ways while it was a member (else py-libp2p asks again later)
+        await wait_until(lambda: _identified(a.p2p, outsider) and _identified(outsider, a.p2p), 10)
         membership.remove(outsider.peer_id)
 
         answer = await _read_all(b.p2p, a.peer_id, IDENTIFY)
