@@ -106,6 +106,29 @@ class TaskConfig(_Section):
     settings: str = ""
 
 
+MIN_KEEP_ROUNDS = 2
+
+
+class StoreConfig(_Section):
+    """How much history the content store and the round journal keep.
+
+    Node-local (not a task setting, not in configHash): nodes of one task may
+    keep different amounts. The current global model and anything a round that
+    is not finished still needs are kept whatever this says.
+    """
+
+    keep_rounds: int = 16  # 0 keeps everything
+
+    @field_validator("keep_rounds")
+    @classmethod
+    def _check_keep_rounds(cls, v: int) -> int:
+        if v != 0 and v < MIN_KEEP_ROUNDS:
+            raise ValueError(
+                f"must be at least {MIN_KEEP_ROUNDS} (or 0 to keep every round), got {v}"
+            )
+        return v
+
+
 class HttpConfig(_Section):
     listen: str = "127.0.0.1:9100"
     enabled: bool = True
@@ -127,6 +150,7 @@ class NodeConfig(_Section):
     p2p: P2PConfig = Field(default_factory=P2PConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     log: LogConfig = Field(default_factory=LogConfig)
 
@@ -185,6 +209,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "p2p": P2PConfig,
     "data": DataConfig,
     "task": TaskConfig,
+    "store": StoreConfig,
     "http": HttpConfig,
     "log": LogConfig,
 }

@@ -59,6 +59,12 @@ num_nodes = 1
 # refuses to start, naming the setting, if they differ.
 settings = ""
 
+[store]
+# History kept in store/ and journal/: the blobs, models and journal records of
+# the last keep_rounds finished rounds (at least 2; 0 keeps everything). The
+# current global model and anything an unfinished round needs always stay.
+keep_rounds = 16
+
 [http]
 # Status page, /metrics, /healthz and /readyz. Loopback by default.
 enabled = true

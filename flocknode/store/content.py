@@ -11,17 +11,30 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from flocknode.fsutil import fsync_dir
 
+_OBJECT_NAME = re.compile(r"^[0-9a-f]{64}$")
+
 
 class StoreError(Exception):
     """A write whose content does not match the id or size it was expected to have."""
+
+
+@dataclass(frozen=True)
+class ObjectStat:
+    """One stored object as listed: which file it was (a rewrite is a new inode)."""
+
+    size: int
+    inode: int
+    mtime_ns: int
 
 
 class ObjectWriter:
@@ -124,6 +137,41 @@ class ContentStore:
         if p is None:
             raise KeyError(cid.hex())
         return open(p, "rb")
+
+    def objects(self) -> dict[bytes, ObjectStat]:
+        """Every complete object (blocking; temp files of writes in progress are skipped)."""
+        out: dict[bytes, ObjectStat] = {}
+        with os.scandir(self.root) as entries:
+            for e in entries:
+                if not _OBJECT_NAME.match(e.name):
+                    continue
+                try:
+                    st = e.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                out[bytes.fromhex(e.name)] = ObjectStat(st.st_size, st.st_ino, st.st_mtime_ns)
+        return out
+
+    def remove(self, cid: bytes, listed: ObjectStat) -> bool:
+        """Delete an object if it is still the file ``objects()`` listed (blocking).
+
+        An object written again since (same content, new file) is left alone: it
+        was wanted after the listing. A reader that has the file open keeps
+        reading it; the content server answers "not found" to new requests.
+        """
+        p = self.object_path(cid)
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            return False
+        if (st.st_ino, st.st_mtime_ns) != (listed.inode, listed.mtime_ns):
+            return False
+        p.unlink(missing_ok=True)
+        return True
+
+    def sync(self) -> None:
+        """Make removals durable (one directory fsync)."""
+        fsync_dir(self.root)
 
     def copy_out(self, cid: bytes, dst: Path) -> None:
         p = self.path(cid)

@@ -4,17 +4,22 @@ One small JSON file per round, rewritten atomically (temp file, fsync, rename)
 on every change. The order of writes is the crash-safety argument: the vote and
 its salt are journaled *before* the commit transaction is sent, so a node killed
 at any moment can still reveal what it committed.
+
+Records of finished rounds are dropped by the store's retention
+(``flocknode.store.retention``) from a worker thread, hence the lock.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from flocknode.fsutil import atomic_write_text
+from flocknode.fsutil import atomic_write_text, fsync_dir
 
 
 class JournalError(Exception):
@@ -65,6 +70,7 @@ class Journal:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self._cache: dict[int, RoundRecord] = {}
+        self._lock = threading.Lock()
         for p in self.root.iterdir():
             m = _NAME.match(p.name)
             if m:
@@ -78,11 +84,46 @@ class Journal:
         return self._cache.get(round) or RoundRecord(round=round)
 
     def rounds(self) -> list[int]:
-        return sorted(self._cache)
+        with self._lock:
+            return sorted(self._cache)
+
+    def records(self) -> dict[int, RoundRecord]:
+        """A copy of every record, by round."""
+        with self._lock:
+            return dict(self._cache)
 
     def update(self, round: int, **changes: Any) -> RoundRecord:
         """Apply ``changes`` to the round's record and make it durable before returning."""
-        rec = replace(self.get(round), **changes)
-        atomic_write_text(self.root / f"round-{round}.json", json.dumps(asdict(rec), indent=1))
-        self._cache[round] = rec
+        with self._lock:
+            return self._write(replace(self.get(round), **changes))
+
+    def rewrite(self, rec: RoundRecord) -> None:
+        """Replace a round's record as a whole (durable before returning)."""
+        with self._lock:
+            self._write(rec)
+
+    def drop(self, rounds: list[int]) -> int:
+        """Delete the records of ``rounds`` (blocking); returns how many existed.
+
+        A crash part-way leaves some of them: a record is whole or gone, never torn.
+        """
+        dropped = 0
+        for r in rounds:
+            with self._lock:
+                try:
+                    os.unlink(self._path(r))
+                    dropped += 1
+                except FileNotFoundError:
+                    pass
+                self._cache.pop(r, None)
+        if dropped:
+            fsync_dir(self.root)
+        return dropped
+
+    def _write(self, rec: RoundRecord) -> RoundRecord:
+        atomic_write_text(self._path(rec.round), json.dumps(asdict(rec), indent=1))
+        self._cache[rec.round] = rec
         return rec
+
+    def _path(self, round: int) -> Path:
+        return self.root / f"round-{round}.json"
