@@ -54,6 +54,7 @@ from flocknode.rounds.membership import ChainMembership
 from flocknode.rounds.metrics import MeteredConnection, RoundMetrics
 from flocknode.rounds.models import ModelBook
 from flocknode.store import ContentStore, Journal
+from flocknode.store.retention import StorePruner
 
 log = logging.getLogger(__name__)
 
@@ -230,6 +231,11 @@ class FlockNode:
             wallet=prep.account.address,
             behaviour=prep.behaviour,
             metrics=self.metrics,
+            pruner=(
+                StorePruner(prep.store, prep.journal, cfg.store.keep_rounds)
+                if cfg.store.keep_rounds
+                else None
+            ),
         )
         self.engine = RoundEngine(self.ctx, poll=poll, on_tick=self._on_tick)
         self.stake = StakeHistory(self.client, prep.account.address, lambda: self.ctx.chain.current)

@@ -27,6 +27,7 @@ from flocknode.rounds.membership import ChainMembership
 from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
 from flocknode.store import ContentStore, Journal
+from flocknode.store.retention import StorePruner
 
 
 @dataclass
@@ -86,3 +87,4 @@ class RoundContext:
     behaviour: Behaviour
     metrics: RoundMetrics
     chain: ChainView = field(default_factory=ChainView)
+    pruner: StorePruner | None = None  # None: keep every round

@@ -7,12 +7,15 @@ One service with a visible lifecycle (``run`` in a nursery, ``stop``). Every
   from the registry (``keeper_turn``);
 - starts the proposer or voter path when this node holds a seat;
 - makes sure the node holds the current global model (fetching it from the
-  winning voters or any node that announced it) and announces that it does.
+  winning voters or any node that announced it) and announces that it does;
+- once a round is finished and its global model held, prunes the store and the
+  journal to the last ``keep_rounds`` rounds in a worker thread (``_prune``).
 All state it needs after a crash is on the chain or in the journal.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import random
@@ -81,6 +84,8 @@ class RoundEngine:
         self._fetching_model = False
         self._announced_at = 0.0
         self._evaluated: set[bytes] = set()
+        self._pruning = False
+        self._pruned_through = 0  # the last finished round the store was pruned for
         self._nursery: trio.Nursery | None = None
 
     def stop(self) -> None:
@@ -174,6 +179,8 @@ class RoundEngine:
             and current >= ctx.params.total_rounds
         )
         self.ready = ctx.models.has(chain.global_model_hash)
+        if self.ready:
+            self._keep_store(current, view)
 
     # -- keeper ------------------------------------------------------------
     def _keep_task(self, current: int, view: RoundView | None, block: int) -> None:
@@ -312,6 +319,59 @@ class RoundEngine:
             log.info("global model round=%d test_accuracy=%.4f", r, ev.accuracy)
         except Exception as e:
             log.warning("evaluating the global model failed: %r", e)
+
+    # -- retention ---------------------------------------------------------
+    def _keep_store(self, current: int, view: RoundView | None) -> None:
+        """Prune once per finished round, after the node applied (holds) the global model."""
+        if self.ctx.pruner is None or self._pruning:
+            return
+        done = view is not None and view.phase in (Phase.FINALIZED, Phase.VOIDED)
+        finished = current if done else current - 1  # openRound closes the round before
+        if finished < 1 or finished <= self._pruned_through:
+            return
+        self._pruning = True
+        self._spawn(self._prune, current, finished, self.ctx.chain.global_model_hash)
+
+    async def _prune(self, current: int, finished: int, model: bytes) -> None:
+        pruner, metrics = self.ctx.pruner, self.ctx.metrics
+        assert pruner is not None
+        try:
+            await self._journal_applied(model)
+            report = await trio.to_thread.run_sync(pruner.prune, current, finished, model)
+        except Exception as e:  # housekeeping: retried after the next round, never fatal
+            metrics.inc("store_prune_errors")
+            log.warning("store prune failed round=%d error=%r", finished, e)
+            return
+        finally:
+            self._pruning = False
+            self._pruned_through = max(self._pruned_through, finished)
+        self.ctx.models.forget(report.removed)
+        metrics.inc("store_pruned_objects", report.objects)
+        metrics.inc("store_pruned_bytes", report.bytes_freed)
+        metrics.inc("journal_pruned_records", report.records)
+        if report.objects or report.records:
+            log.info(
+                "store pruned round=%d objects=%d bytes_freed=%d journal_records=%d "
+                "kept_objects=%d kept_bytes=%d",
+                finished,
+                report.objects,
+                report.bytes_freed,
+                report.records,
+                report.kept_objects,
+                report.kept_bytes,
+            )
+
+    async def _journal_applied(self, model: bytes) -> None:
+        """Name the held global model in the record of the round that produced it.
+
+        Retention keeps the newest applied models by these records.
+        """
+        r = await self.ctx.client.global_model_round()
+        if r < 1 or await self.ctx.client.global_model_hash() != model:
+            return  # the initial model, or a round finalized meanwhile: next time
+        if self.ctx.journal.get(r).applied_model != model.hex():
+            update = functools.partial(self.ctx.journal.update, r, applied_model=model.hex())
+            await trio.to_thread.run_sync(update)
 
     def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
         assert self._nursery is not None

@@ -83,6 +83,14 @@ class ModelBook:
             log.info("model fetched model=%s from=%s", model_hash.hex()[:12], res.holder)
             return True
 
+    def forget(self, hashes: Iterable[bytes]) -> None:
+        """Drop cached tensors of models removed from the store (has() then says no)."""
+        for h in hashes:
+            self._cache.pop(h, None)
+            lock = self._locks.get(h)
+            if lock is not None and not lock.locked():
+                del self._locks[h]
+
     def _remember(self, h: bytes, state: State) -> None:
         self._cache[h] = state
         self._cache.move_to_end(h)
