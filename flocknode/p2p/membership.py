@@ -19,6 +19,8 @@ from typing import Protocol, runtime_checkable
 from libp2p.peer.id import ID
 from multiaddr import Multiaddr
 
+KEEP_VOTER_ROUNDS = 16  # a blob request names its round; older rounds' voters are dropped
+
 
 @runtime_checkable
 class Membership(Protocol):
@@ -68,7 +70,10 @@ class StaticMembership:
         self._round = round_number
 
     def set_voters(self, round_number: int, voters: Iterable[ID]) -> None:
+        """The voters of a round; rounds more than KEEP_VOTER_ROUNDS older are forgotten."""
         self._voters[round_number] = set(voters)
+        for r in [r for r in self._voters if r < round_number - KEEP_VOTER_ROUNDS]:
+            del self._voters[r]
 
     # -- Membership ------------------------------------------------------
     def is_member(self, peer_id: ID) -> bool:

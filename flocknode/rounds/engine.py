@@ -83,7 +83,7 @@ class RoundEngine:
         self._slow_read_at = 0.0
         self._fetching_model = False
         self._announced_at = 0.0
-        self._evaluated: set[bytes] = set()
+        self._evaluated: dict[bytes, None] = {}  # models evaluated, the last 16 (insertion order)
         self._pruning = False
         self._pruned_through = 0  # the last finished round the store was pruned for
         self._nursery: trio.Nursery | None = None
@@ -267,7 +267,9 @@ class RoundEngine:
                 self._spawn(self._fetch_model, h)
             return
         if h not in self._evaluated:
-            self._evaluated.add(h)
+            self._evaluated[h] = None
+            for old in list(self._evaluated)[:-16]:
+                del self._evaluated[old]
             self._spawn(self._evaluate_model, h)
         if time.monotonic() - self._announced_at > MODEL_ANNOUNCE_SECONDS:
             self._announced_at = time.monotonic()
@@ -315,7 +317,7 @@ class RoundEngine:
             r = await self.ctx.client.global_model_round()
             state = await self.ctx.models.load_async(h)
             ev = await self.ctx.learner.evaluate_async(state, "test")
-            self.ctx.metrics.accuracy[r] = ev.accuracy
+            self.ctx.metrics.model_accuracy(r, ev.accuracy)
             log.info("global model round=%d test_accuracy=%.4f", r, ev.accuracy)
         except Exception as e:
             log.warning("evaluating the global model failed: %r", e)

@@ -24,6 +24,7 @@ from flocknode.chain.txsend import Receipt
 
 # Upper bounds (seconds) of the histogram buckets; +Inf is implied.
 WORK_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+KEEP_HISTORY = 200  # rounds of role and accuracy history kept for status and plots
 TX_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 
 
@@ -117,11 +118,11 @@ class TxStats:
 @dataclass
 class RoundMetrics:
     counters: Counter[str] = field(default_factory=Counter)
-    train_seconds: list[float] = field(default_factory=list)
-    eval_seconds: list[float] = field(default_factory=list)
-    tx_seconds: list[float] = field(default_factory=list)
-    roles: list[dict[str, Any]] = field(default_factory=list)  # role history
-    accuracy: dict[int, float] = field(default_factory=dict)  # global model round -> test acc
+    # fixed-size histograms, not lists: a node runs for weeks of rounds
+    train_seconds: Timing = field(default_factory=lambda: Timing(WORK_BUCKETS))
+    eval_seconds: Timing = field(default_factory=lambda: Timing(WORK_BUCKETS))
+    roles: list[dict[str, Any]] = field(default_factory=list)  # role history, last KEEP_HISTORY
+    accuracy: dict[int, float] = field(default_factory=dict)  # round -> test acc, last KEEP_HISTORY
     tx: TxStats = field(default_factory=TxStats)
 
     def inc(self, name: str, n: int = 1) -> None:
@@ -130,13 +131,18 @@ class RoundMetrics:
     def role(self, round: int, role: str, seat: int) -> None:
         if not any(r["round"] == round for r in self.roles):
             self.roles.append({"round": round, "role": role, "seat": seat, "at": time.time()})
-            del self.roles[:-200]
+            del self.roles[:-KEEP_HISTORY]
+
+    def model_accuracy(self, round: int, accuracy: float) -> None:
+        self.accuracy[round] = accuracy
+        for r in sorted(self.accuracy)[:-KEEP_HISTORY]:
+            del self.accuracy[r]
 
     def timings(self) -> dict[str, Any]:
         """Histograms of training and evaluation time, and the chain transactions."""
         return {
-            "train": summary(self.train_seconds, WORK_BUCKETS),
-            "eval": summary(self.eval_seconds, WORK_BUCKETS),
+            "train": self.train_seconds.snapshot(),
+            "eval": self.eval_seconds.snapshot(),
             "tx": self.tx.snapshot(),
         }
 

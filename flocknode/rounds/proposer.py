@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import time
 from collections.abc import Callable
 
 import trio
@@ -44,14 +43,12 @@ async def run_proposer(ctx: RoundContext, view: RoundView, seat: int) -> None:
         rec = ctx.journal.get(r)
     blob_id, update_hash = bytes.fromhex(rec.blob_id), bytes.fromhex(rec.update_hash)
     if not rec.submitted:
-        t0 = time.monotonic()
         try:
             await ctx.client.submit_update(r, update_hash, blob_id, rec.blob_size)
         except ContractRevert as e:
             if e.name != "AlreadySubmitted":
                 log.warning("submitUpdate refused round=%d reason=%s", r, e)
                 return
-        ctx.metrics.tx_seconds.append(time.monotonic() - t0)
         ctx.journal.update(r, submitted=True)
         log.info("update submitted round=%d seat=%d blob=%s", r, seat, rec.blob_id[:12])
     announce = UpdateAnnounce(r, blob_id, rec.blob_size, update_hash)
@@ -97,7 +94,7 @@ async def _train_and_seal(ctx: RoundContext, view: RoundView, seat: int) -> bool
     seed = train_seed(view.seed, seat)
     label_flip = ctx.behaviour is Behaviour.LABEL_FLIP
     res = await ctx.learner.train_async(state, seed=seed, label_flip=label_flip)
-    ctx.metrics.train_seconds.append(res.seconds)
+    ctx.metrics.train_seconds.observe(res.seconds)
     update = tamper_update(ctx.behaviour, res.update, seed)
 
     def seal() -> tuple[bytes, bytes, int, list[EnvelopeWrap]]:

@@ -82,7 +82,6 @@ async def run_voter(ctx: RoundContext, view: RoundView, seat: int) -> None:
 
 
 async def _commit(ctx: RoundContext, r: int, vote: VoteRecord) -> bool:
-    t0 = time.monotonic()
     try:
         c = await ctx.client.vote_commitment(
             r,
@@ -99,14 +98,12 @@ async def _commit(ctx: RoundContext, r: int, vote: VoteRecord) -> bool:
         if e.name != "AlreadyCommitted":
             log.warning("commitVote refused round=%d reason=%s", r, e)
             return False
-    ctx.metrics.tx_seconds.append(time.monotonic() - t0)
     ctx.journal.update(r, committed=True)
     log.info("vote committed round=%d hash=%s", r, vote.aggregate_hash[:12])
     return True
 
 
 async def _reveal(ctx: RoundContext, r: int, vote: VoteRecord) -> None:
-    t0 = time.monotonic()
     try:
         await ctx.client.reveal_vote(
             r,
@@ -121,7 +118,6 @@ async def _reveal(ctx: RoundContext, r: int, vote: VoteRecord) -> None:
         if e.name != "AlreadyRevealed":
             log.warning("revealVote refused round=%d reason=%s", r, e)
             return
-    ctx.metrics.tx_seconds.append(time.monotonic() - t0)
     ctx.journal.update(r, revealed=True)
     log.info("vote revealed round=%d", r)
 
@@ -298,7 +294,7 @@ async def _score(
         gain = (await ctx.learner.evaluate_async(alone, "val")).ppm - before
         if gain < ctx.settings.flag_threshold_ppm:
             flags.append(s.seat)
-    ctx.metrics.eval_seconds.append(time.monotonic() - t0)
+    ctx.metrics.eval_seconds.observe(time.monotonic() - t0)
     return after - before, flags
 
 

@@ -28,6 +28,20 @@ def test_static_membership_table() -> None:
     assert not m.is_member(a) and not m.is_voter(2, a)
 
 
+def test_voters_of_old_rounds_are_forgotten() -> None:
+    """A node runs for weeks: the voter table keeps the recent rounds, not every round."""
+    from flocknode.p2p.membership import KEEP_VOTER_ROUNDS
+
+    a = PeerKey.generate().peer_id
+    m = StaticMembership()
+    m.add(a)
+    for r in range(1, 1000):
+        m.set_voters(r, [a])
+    assert m.is_voter(999, a) and m.is_voter(999 - KEEP_VOTER_ROUNDS, a)
+    assert not m.is_voter(998 - KEEP_VOTER_ROUNDS, a)
+    assert len(m._voters) == KEEP_VOTER_ROUNDS + 1
+
+
 def test_parse_bootstrap_groups_by_peer() -> None:
     a = PeerKey.generate().peer_id
     out = parse_bootstrap([f"/ip4/127.0.0.1/tcp/1/p2p/{a}", f"/ip4/127.0.0.1/tcp/2/p2p/{a}"])

@@ -1,0 +1,29 @@
+"""A node runs for weeks: what the round engine keeps per round must not grow with every round."""
+
+from __future__ import annotations
+
+from flocknode.rounds.metrics import KEEP_HISTORY, WORK_BUCKETS, RoundMetrics
+
+
+def test_history_keeps_the_last_rounds_only() -> None:
+    m = RoundMetrics()
+    for r in range(1, 3 * KEEP_HISTORY):
+        m.role(r, "voter", 0)
+        m.model_accuracy(r, r / 1000)
+    assert len(m.roles) == KEEP_HISTORY
+    assert m.roles[-1]["round"] == 3 * KEEP_HISTORY - 1
+    assert sorted(m.accuracy) == list(range(2 * KEEP_HISTORY, 3 * KEEP_HISTORY))
+
+
+def test_work_timings_are_fixed_size_histograms() -> None:
+    m = RoundMetrics()
+    for i in range(10_000):
+        m.train_seconds.observe(0.3 if i % 2 else 7.0)
+    m.eval_seconds.observe(0.05)
+    t = m.timings()
+    assert t["train"]["count"] == 10_000
+    assert abs(t["train"]["sum"] - 5_000 * 7.3) < 1e-6
+    assert len(t["train"]["buckets"]) == len(WORK_BUCKETS)
+    le = dict((b, n) for b, n in t["train"]["buckets"])
+    assert le[0.5] == 5_000 and le[10.0] == 10_000
+    assert t["eval"]["count"] == 1 and t["eval"]["buckets"][0] == [0.1, 1]
