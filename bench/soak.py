@@ -58,8 +58,16 @@ def _count_fds(pid: int) -> int:
 
 
 def _dir_usage(path: Path, pattern: str = "*") -> tuple[int, int]:
-    files = [p for p in path.glob(pattern) if p.is_file()]
-    return len(files), sum(p.stat().st_size for p in files)
+    """Files and bytes; a file the node deletes while we look (pruning) is skipped."""
+    count = size = 0
+    for p in path.glob(pattern):
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            continue
+        if p.is_file():
+            count, size = count + 1, size + st.st_size
+    return count, size
 
 
 def sample(data_dir: Path, pid: int) -> dict[str, float]:
