@@ -135,7 +135,8 @@ class ContentServer:
             await self._send_frames(stream, f, size)
         finally:
             f.close()
-        await stream.close()
+        with trio.fail_after(self.limits.write_timeout):  # the FIN waits on the socket too
+            await stream.close()
         self._p2p.metrics.inc(STREAM_SERVED, "ok")
         self._p2p.metrics.inc(BYTES_SERVED, n=size)
 

@@ -17,7 +17,7 @@ class StreamLimits:
     max_streams_per_peer: int = 4
     max_streams_total: int = 64
     request_timeout: float = 10.0  # server: to receive the 41-byte request
-    write_timeout: float = 30.0  # server: per frame
+    write_timeout: float = 30.0  # server: per block of frames (4 MiB) and for the close
     open_timeout: float = 10.0  # requester: dial and negotiate the stream
     read_timeout: float = 10.0  # requester: per read without progress
     min_rate: float = 1 << 20  # requester: bytes/s a holder must average (else "too_slow")
@@ -41,8 +41,13 @@ async def read_exact(stream: INetStream, n: int) -> bytes:
     return buf
 
 
+RESET_TIMEOUT = 5.0  # a reset is one small frame, but its send waits on the socket
+
+
 async def reset_quietly(stream: INetStream) -> None:
-    with contextlib.suppress(Exception):
+    """Reset, ignoring errors, for at most RESET_TIMEOUT: a peer that stopped reading
+    its socket must not hold the caller (a handler and its slot) forever."""
+    with trio.move_on_after(RESET_TIMEOUT), contextlib.suppress(Exception):
         await stream.reset()
 
 

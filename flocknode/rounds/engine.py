@@ -339,6 +339,9 @@ class RoundEngine:
         assert pruner is not None
         try:
             await self._journal_applied(model)
+            # objects not seen before are dated to this round: if the chain moved on
+            # while we waited (slow RPC), date them to where it is now, never older
+            current = max(current, self.ctx.chain.current)
             report = await trio.to_thread.run_sync(pruner.prune, current, finished, model)
         except Exception as e:  # housekeeping: retried after the next round, never fatal
             metrics.inc("store_prune_errors")

@@ -211,6 +211,12 @@ async def _collect_seat(
                     )
                 except EnvelopeError as e:
                     s.failed = f"envelope: {e}"
+                except (KeyError, FileNotFoundError):
+                    # the blob left the store since the fetch (pruned: an old blob id
+                    # replayed): fetch it again, as for any blob not held
+                    blob_ready = False
+                    await _news(ctx, RETRY_SECONDS)
+                    continue
                 return
         await _news(ctx, RETRY_SECONDS)
 
