@@ -144,3 +144,45 @@ def _adopt_libp2p() -> None:
     lib = logging.getLogger("libp2p")
     lib.handlers.clear()
     lib.propagate = True
+
+
+class PeerLog:
+    """A logger for lines that other peers can cause (a connection refused, a bad frame).
+
+    Each call names its kind (a fixed string, never peer input); a kind logs at
+    most ``burst`` lines per ``interval`` seconds, so a peer reconnecting in a loop
+    cannot flood the journal. The lines held back are counted and reported as
+    ``suppressed=N`` on the next line of that kind that passes. Counters by reason
+    (metrics) still see every event.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        burst: int = 10,
+        interval: float = 60.0,
+        clock: Any = time.monotonic,
+    ) -> None:
+        self._log, self._burst, self._interval, self._clock = logger, burst, interval, clock
+        self._window: dict[str, tuple[float, int, int]] = {}  # kind -> (start, logged, held)
+
+    def log(self, level: int, kind: str, msg: str, *args: object) -> None:
+        if not self._log.isEnabledFor(level):
+            return
+        now = self._clock()
+        start, logged, held = self._window.get(kind, (now, 0, 0))
+        if now - start >= self._interval:
+            start, logged = now, 0
+        if logged >= self._burst:
+            self._window[kind] = (start, logged, held + 1)
+            return
+        if held:
+            msg, args = msg + " suppressed=%d", (*args, held)
+        self._window[kind] = (start, logged + 1, 0)
+        self._log.log(level, msg, *args)
+
+    def info(self, kind: str, msg: str, *args: object) -> None:
+        self.log(logging.INFO, kind, msg, *args)
+
+    def warning(self, kind: str, msg: str, *args: object) -> None:
+        self.log(logging.WARNING, kind, msg, *args)

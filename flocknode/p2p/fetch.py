@@ -27,6 +27,7 @@ from libp2p.abc import INetStream
 from libp2p.network.stream.exceptions import StreamEOF, StreamReset
 from libp2p.peer.id import ID
 
+from flocknode.logs import PeerLog
 from flocknode.p2p.content import Sink
 from flocknode.p2p.framing import (
     FRAME_HEADER,
@@ -53,6 +54,7 @@ from flocknode.p2p.stream_io import (
 )
 
 log = logging.getLogger(__name__)
+peer_log = PeerLog(log)  # lines a peer can cause: rate-limited
 
 READ_MAX = 4 << 20  # the most a requester asks one stream read for
 BATCH_BYTES = 1 << 20  # content handed to the hashing/writing thread at a time
@@ -132,7 +134,7 @@ async def fetch(
         except _AttemptFailed as e:
             attempts.append(Attempt(holder, e.reason))
             p2p.metrics.inc(FETCH_ATTEMPT_FAILED, e.reason)
-            log.info("fetch attempt failed holder=%s reason=%s", holder, e.reason)
+            peer_log.info("attempt", "fetch attempt failed holder=%s reason=%s", holder, e.reason)
             continue
         p2p.metrics.inc(FETCH, "ok")
         p2p.metrics.inc(BYTES_FETCHED, n=size)

@@ -59,6 +59,7 @@ from multiaddr import Multiaddr
 
 from flocknode.errors import FlockError
 from flocknode.identity.keys import PeerKey
+from flocknode.logs import PeerLog
 from flocknode.p2p.discovery import (
     Backoff,
     PeerDialer,
@@ -81,6 +82,7 @@ if TYPE_CHECKING:  # trio-typing's stubs shadow trio's own TaskStatus for mypy
     from trio_typing import TaskStatus
 
 log = logging.getLogger(__name__)
+peer_log = PeerLog(log)  # lines a peer can cause: rate-limited
 
 StreamHandler = Callable[[INetStream], Awaitable[None]]
 GOSSIP_PROTOCOLS = (PROTOCOL_ID_V11, PROTOCOL_ID)
@@ -422,7 +424,7 @@ class P2PHost:
             self.dialer.connected(peer_id)
             return
         self.metrics.inc(CONN_REFUSED, "not_member")
-        log.info("closing connection from non-member peer=%s", peer_id)
+        peer_log.info("not_member", "closing connection from non-member peer=%s", peer_id)
         if self._nursery is not None:
             self._closing.add(peer_id)
             self._nursery.start_soon(self._close_peer, peer_id)

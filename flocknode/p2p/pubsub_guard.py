@@ -27,10 +27,12 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 
+from flocknode.logs import PeerLog
 from flocknode.p2p.membership import Membership
 from flocknode.p2p.metrics import PUBSUB_STREAM_REJECTED, PUBSUB_TASK_ERROR, P2PMetrics
 
 log = logging.getLogger(__name__)
+peer_log = PeerLog(log)  # lines a peer can cause: rate-limited
 
 
 class _ResetWatch:
@@ -84,22 +86,29 @@ def install_pubsub_guard(pubsub: Pubsub, membership: Membership, metrics: P2PMet
         except Exception as e:
             reason = _error_reason(e)
             metrics.inc(PUBSUB_STREAM_REJECTED, reason)
-            log.warning("pubsub stream rejected peer=%s reason=%s", peer_id, reason)
+            peer_log.warning(
+                "rejected", "pubsub stream rejected peer=%s reason=%s", peer_id, reason
+            )
             await _reset(stream)
             with contextlib.suppress(Exception):
                 pubsub._handle_dead_peer(peer_id)
             return
         if watched.was_reset:
             metrics.inc(PUBSUB_STREAM_REJECTED, "bad_frame")
-            log.info("pubsub stream reset by libp2p after a bad frame peer=%s", peer_id)
+            peer_log.info(
+                "bad_frame", "pubsub stream reset by libp2p after a bad frame peer=%s", peer_id
+            )
 
     async def guarded_push_msg(msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         try:
             await original_push(msg_forwarder, msg)
         except Exception as e:
             metrics.inc(PUBSUB_TASK_ERROR, "push_msg_" + type(e).__name__)
-            log.warning(
-                "pubsub message dropped forwarder=%s error=%s", msg_forwarder, type(e).__name__
+            peer_log.warning(
+                "push_msg",
+                "pubsub message dropped forwarder=%s error=%s",
+                msg_forwarder,
+                type(e).__name__,
             )
 
     for protocol in pubsub.router.get_protocols():

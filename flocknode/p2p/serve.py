@@ -19,6 +19,7 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
+from flocknode.logs import PeerLog
 from flocknode.p2p.content import BlobSource
 from flocknode.p2p.framing import (
     FRAME_HEADER,
@@ -45,6 +46,7 @@ from flocknode.p2p.stream_io import (
 )
 
 log = logging.getLogger(__name__)
+peer_log = PeerLog(log)  # lines a peer can cause: rate-limited
 
 FRAMES_PER_BLOCK = 4  # frames read from disk per worker-thread call and sent per write
 
@@ -102,7 +104,9 @@ class ContentServer:
             await self._serve_one(stream, protocol, peer)
         except Exception as e:
             self._p2p.metrics.inc(STREAM_SERVED, "aborted")
-            log.info("serving aborted protocol=%s peer=%s error=%r", protocol, peer, e)
+            peer_log.info(
+                "aborted", "serving aborted protocol=%s peer=%s error=%r", protocol, peer, e
+            )
             await reset_quietly(stream)
         finally:
             self._slots.release(peer)

@@ -96,3 +96,32 @@ def test_cli_process_routes_libp2p_warnings_and_crashes_through_the_formatter() 
     assert "libp2p.transport.tcp" in loggers and "py.warnings" in loggers
     assert lines[-1]["level"] == "critical" and "RuntimeError" in lines[-1]["exc"]
     assert "s3cr3t-value" not in out.stderr
+
+
+def test_peer_log_limits_each_kind_and_reports_what_it_held(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from flocknode.logs import PeerLog
+
+    now = [0.0]
+    plog = PeerLog(
+        logging.getLogger("flocknode.test.peerlog"), burst=3, interval=60.0, clock=lambda: now[0]
+    )
+    with caplog.at_level(logging.INFO, logger="flocknode.test.peerlog"):
+        for i in range(100):  # a peer reconnecting in a loop
+            plog.info("not_member", "closing connection peer=%s", i)
+        plog.info("bad_frame", "bad frame peer=%s", "x")  # another kind has its own budget
+        assert [r.getMessage() for r in caplog.records] == [
+            "closing connection peer=0",
+            "closing connection peer=1",
+            "closing connection peer=2",
+            "bad frame peer=x",
+        ]
+        caplog.clear()
+        now[0] = 61.0  # the next window: the first line says how many were held back
+        plog.info("not_member", "closing connection peer=%s", 100)
+        plog.info("not_member", "closing connection peer=%s", 101)
+        assert [r.getMessage() for r in caplog.records] == [
+            "closing connection peer=100 suppressed=97",
+            "closing connection peer=101",
+        ]
