@@ -63,6 +63,7 @@ bench: setup
 	$(PY) bench/transfer.py --json
 	$(PY) bench/accuracy.py --json
 	$(PY) bench/cluster.py --nodes 10 --rounds 10 --json
+	$(PY) bench/soak.py --nodes 4 --rounds 60 --json
 
 clean:
 	rm -rf .venv node_modules .pytest_cache .mypy_cache .ruff_cache
