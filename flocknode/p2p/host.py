@@ -77,6 +77,7 @@ from flocknode.p2p.metrics import (
     P2PMetrics,
 )
 from flocknode.p2p.pubsub_guard import install_pubsub_guard
+from flocknode.p2p.stream_io import reset_quietly
 
 if TYPE_CHECKING:  # trio-typing's stubs shadow trio's own TaskStatus for mypy
     from trio_typing import TaskStatus
@@ -287,8 +288,7 @@ class P2PHost:
                 await handler(stream)
             except Exception as e:
                 log.warning("stream handler failed protocol=%s error=%r", protocol, e)
-                with contextlib.suppress(Exception):
-                    await stream.reset()
+                await reset_quietly(stream)
 
         self.host.set_stream_handler(TProtocol(protocol), guarded)
 
@@ -326,15 +326,13 @@ class P2PHost:
                 member = False
             if not member:
                 self.metrics.inc(BUILTIN_REFUSED, label)
-                with contextlib.suppress(Exception):
-                    await stream.reset()
+                await reset_quietly(stream)
                 return
             try:
                 await handler(stream)
             except Exception as e:  # never let it end the swarm (see set_stream_handler)
                 log.warning("built-in handler failed protocol=%s error=%r", label, e)
-                with contextlib.suppress(Exception):
-                    await stream.reset()
+                await reset_quietly(stream)
 
         return gated
 

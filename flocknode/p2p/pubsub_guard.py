@@ -30,6 +30,7 @@ from libp2p.pubsub.pubsub import Pubsub
 from flocknode.logs import PeerLog
 from flocknode.p2p.membership import Membership
 from flocknode.p2p.metrics import PUBSUB_STREAM_REJECTED, PUBSUB_TASK_ERROR, P2PMetrics
+from flocknode.p2p.stream_io import reset_quietly
 
 log = logging.getLogger(__name__)
 peer_log = PeerLog(log)  # lines a peer can cause: rate-limited
@@ -54,11 +55,6 @@ class _ResetWatch:
         await self._stream.reset()
 
 
-async def _reset(stream: INetStream) -> None:
-    with contextlib.suppress(Exception):
-        await stream.reset()
-
-
 def _error_reason(e: Exception) -> str:
     if type(e).__name__ == "DecodeError":  # google.protobuf.message.DecodeError
         return "malformed_frame"
@@ -74,11 +70,11 @@ def install_pubsub_guard(pubsub: Pubsub, membership: Membership, metrics: P2PMet
         try:
             peer_id = stream.muxed_conn.peer_id
         except Exception:
-            await _reset(stream)
+            await reset_quietly(stream)
             return
         if not membership.is_member(peer_id):
             metrics.inc(PUBSUB_STREAM_REJECTED, "not_member")
-            await _reset(stream)
+            await reset_quietly(stream)
             return
         watched = _ResetWatch(stream)
         try:
@@ -89,7 +85,7 @@ def install_pubsub_guard(pubsub: Pubsub, membership: Membership, metrics: P2PMet
             peer_log.warning(
                 "rejected", "pubsub stream rejected peer=%s reason=%s", peer_id, reason
             )
-            await _reset(stream)
+            await reset_quietly(stream)
             with contextlib.suppress(Exception):
                 pubsub._handle_dead_peer(peer_id)
             return

@@ -155,7 +155,9 @@ class ContentServer:
         free_send, free = trio.open_memory_channel[bytearray](2)
         full_send, full = trio.open_memory_channel[memoryview](2)
         for _ in range(2):
-            free_send.send_nowait(bytearray(min(block_len, size + FRAMES_PER_BLOCK * 4)))
+            free_send.send_nowait(
+                bytearray(min(block_len, size + FRAMES_PER_BLOCK * FRAME_HEADER.size))
+            )
 
         async def read_ahead() -> None:
             async with full_send:

@@ -30,19 +30,10 @@ TX_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0
 
 def summary(values: Iterable[float], buckets: Sequence[float]) -> dict[str, Any]:
     """``{"count", "sum", "buckets": [[le, cumulative count], ...]}`` of ``values``."""
-    counts = [0] * len(buckets)
-    n, total = 0, 0.0
+    timing = Timing(tuple(buckets))
     for v in values:
-        n += 1
-        total += v
-        i = bisect.bisect_left(buckets, v)
-        if i < len(counts):
-            counts[i] += 1
-    cumulative, running = [], 0
-    for le, c in zip(buckets, counts, strict=True):
-        running += c
-        cumulative.append([le, running])
-    return {"count": n, "sum": total, "buckets": cumulative}
+        timing.observe(v)
+    return timing.snapshot()
 
 
 @dataclass
