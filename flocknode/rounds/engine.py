@@ -94,11 +94,11 @@ class RoundEngine:
         self._stop = trio.Event()
         self._running: set[tuple[int, str]] = set()
         self._keeper_busy = False
-        self._registry_at = 0.0
-        self._slow_read_at = 0.0
+        self._registry_at = -math.inf
+        self._slow_read_at = -math.inf
         self._fetching_model = False
         self._model_fetch_at = -math.inf  # chain.clock() the next global-model fetch may start at
-        self._announced_at = 0.0
+        self._announced_at = -math.inf
         self._evaluated: dict[bytes, None] = {}  # models evaluated, the last 16 (insertion order)
         self._pruning = False
         self._pruned_through = 0  # the last finished round the store was pruned for
@@ -367,7 +367,7 @@ class RoundEngine:
             fetched = await self.ctx.models.fetch(h, winners, announced, deadline=deadline)
             if fetched:
                 log.info("global model applied model=%s", h.hex()[:12])
-                self._announced_at = 0.0
+                self._announced_at = -math.inf
         except ChainError as e:
             limited_log.warning("chain", "model fetch: chain error %s", e)
         finally:
