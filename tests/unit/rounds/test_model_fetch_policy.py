@@ -1,0 +1,47 @@
+"""Which holders a global-model fetch tries, in what order, for how long each."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from flocknode.crypto import canonical_size
+from flocknode.identity.keys import PeerKey
+from flocknode.rounds.models import (
+    ATTEMPT_SETUP_SECONDS,
+    HOLDER_RATE,
+    MIN_ATTEMPT_SECONDS,
+    ModelBook,
+    attempt_budget,
+    holder_order,
+)
+from flocknode.store import ContentStore
+
+
+def test_finding3_winning_voters_are_tried_before_announced_holders() -> None:
+    w1, w2, a1, a2 = (PeerKey.generate().peer_id for _ in range(4))
+    order = holder_order([w1, w2], [a2, w1, a1])
+    assert order[:2] == [w1, w2]  # the chain's word first, in the given order
+    assert set(order[2:]) == {a1, a2} and len(order) == 4  # announcers after, no repeats
+    assert holder_order([], [a1]) == [a1]
+
+
+def test_finding3_holder_budget_comes_from_the_model_size_and_the_time_left() -> None:
+    size = 4 << 20  # 4 MiB
+    fair = ATTEMPT_SETUP_SECONDS + size / HOLDER_RATE
+    assert attempt_budget(size, 3600.0) == fair  # plenty of time: what the size needs
+    assert attempt_budget(size, 12.0) == 4.0  # little time: a third of it
+    assert attempt_budget(size, 1.0) == MIN_ATTEMPT_SECONDS
+    # a claimed size plays no part: only the task's model size (2 GiB only when unknown)
+    assert attempt_budget(None, 60.0) == 20.0
+
+
+def test_finding3_the_expected_model_size_is_the_canonical_size_of_the_task_model(
+    tmp_path: Path,
+) -> None:
+    state = {"a": torch.zeros(3, 4), "b": torch.ones(7)}
+    book = ModelBook(ContentStore(tmp_path), None)
+    assert book.model_size is None
+    h = book.put(state)
+    assert book.model_size == canonical_size(state) == book.store.size(h)
