@@ -77,6 +77,14 @@ def keeper_turn(call: KeeperCall, wallet: str, members: Iterable[str]) -> int:
     return order.index(me) if me in order else len(order)
 
 
+def model_needed_until(role: str, view: RoundView) -> float:
+    """The chain time after which a role of ``view`` can no longer use the global
+    model: a proposer trains in the train phase, a voter aggregates until the
+    commit deadline."""
+    end = view.train_end if role == "proposer" else view.commit_end
+    return float(end) if end else math.inf
+
+
 class RoundEngine:
     def __init__(
         self,
@@ -314,14 +322,15 @@ class RoundEngine:
 
     async def _wait_for_model(self, name: str, view: RoundView) -> bool:
         """True once the node holds the global model the role works from (the
-        engine fetches it meanwhile), False if the role's phase closed first.
-        A role whose work is already journaled needs no model."""
+        engine fetches it meanwhile), False if the phase that needs it closed
+        first. A role whose work is already journaled needs no model."""
         ctx = self.ctx
         rec = ctx.journal.get(view.round)
         if rec.blob_id if name == "proposer" else rec.vote is not None:
             return True
         while not ctx.models.has(ctx.chain.global_model_hash):
-            if ctx.chain.now() >= self._role_open_until(view):
+            v = ctx.chain.rounds.get(view.round, view)
+            if v.phase not in _ROLE_PHASES or ctx.chain.now() >= model_needed_until(name, v):
                 return False
             await ctx.chain.changed()
         return True
@@ -355,7 +364,7 @@ class RoundEngine:
         need = chain.now() + self.ctx.params.train_seconds
         role = view.role_of(self.ctx.wallet) if view is not None else None
         if view is not None and role is not None and view.phase in (Phase.TRAIN, Phase.COMMIT):
-            need = view.train_end if role[0] == "proposer" else view.commit_end
+            need = model_needed_until(role[0], view)
         return trio.current_time() + max(need - chain.now(), MIN_MODEL_FETCH_SECONDS)
 
     async def _fetch_model(self, h: bytes) -> None:
