@@ -160,6 +160,7 @@ class RoundEngine:
         self.ctx.metrics.inc("engine_errors")
         self.ctx.metrics.inc(f"engine_errors_{where}")
         limited_log.warning(where, "engine %s failed, going on: %r", where, e)
+        log.debug("engine %s failed", where, exc_info=e)
 
     async def _tick(self) -> None:
         ctx, chain = self.ctx, self.ctx.chain
