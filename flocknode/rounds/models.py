@@ -106,33 +106,44 @@ class ModelBook:
         deadline: float = math.inf,
     ) -> bool:
         """Fetch a model from the first holder that delivers it, by ``deadline``
-        (trio's clock); True when it is held."""
+        (trio's clock, waiting for another fetch of the same model included);
+        True when it is held."""
         lock = self._locks.setdefault(model_hash, trio.Lock())
-        async with lock:
-            if self.has(model_hash):
-                return True
-            peers = holder_order(winners, announced)
-            if not peers or self.p2p is None:
-                return False
-            sink = FileSink(self.store.object_path(model_hash))
-            size = self.model_size
-            try:
-                res = await fetch(
-                    self.p2p,
-                    PROTOCOL_MODEL,
-                    model_hash,
-                    peers,
-                    sink,
-                    max_size=MAX_MODEL_BYTES if size is None else size,
-                    expected_size=size,
-                    deadline=deadline,
-                    attempt_seconds=lambda left: attempt_budget(size, left),
-                )
-            except FetchFailed as e:
-                log.info("model fetch failed model=%s attempts=%s", model_hash.hex()[:12], e)
-                return False
-            log.info("model fetched model=%s from=%s", model_hash.hex()[:12], res.holder)
+        acquired = False
+        with trio.move_on_at(deadline):
+            await lock.acquire()
+            acquired = True
+        if not acquired:
+            return self.has(model_hash)
+        try:
+            return await self._fetch_locked(model_hash, holder_order(winners, announced), deadline)
+        finally:
+            lock.release()
+
+    async def _fetch_locked(self, model_hash: bytes, peers: list[ID], deadline: float) -> bool:
+        if self.has(model_hash):
             return True
+        if not peers or self.p2p is None:
+            return False
+        sink = FileSink(self.store.object_path(model_hash))
+        size = self.model_size
+        try:
+            res = await fetch(
+                self.p2p,
+                PROTOCOL_MODEL,
+                model_hash,
+                peers,
+                sink,
+                max_size=MAX_MODEL_BYTES if size is None else size,
+                expected_size=size,
+                deadline=deadline,
+                attempt_seconds=lambda left: attempt_budget(size, left),
+            )
+        except FetchFailed as e:
+            log.info("model fetch failed model=%s attempts=%s", model_hash.hex()[:12], e)
+            return False
+        log.info("model fetched model=%s from=%s", model_hash.hex()[:12], res.holder)
+        return True
 
     def forget(self, hashes: Iterable[bytes]) -> None:
         """Drop cached tensors of models removed from the store (has() then says no)."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import trio
+import trio.testing
 
 from flocknode.crypto import canonical_size
 from flocknode.identity.keys import PeerKey
@@ -45,3 +47,16 @@ def test_finding3_the_expected_model_size_is_the_canonical_size_of_the_task_mode
     assert book.model_size is None
     h = book.put(state)
     assert book.model_size == canonical_size(state) == book.store.size(h)
+
+
+async def test_finding3_waiting_for_another_fetch_of_the_model_ends_at_the_deadline(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    book = ModelBook(ContentStore(tmp_path), None)
+    h = bytes(32)
+    busy = book._locks.setdefault(h, trio.Lock())
+    await busy.acquire()  # another fetch of the same model, stuck on a holder
+    t0 = trio.current_time()
+    assert not await book.fetch(h, [PeerKey.generate().peer_id], deadline=t0 + 5)
+    assert trio.current_time() - t0 == 5
+    busy.release()
