@@ -55,8 +55,15 @@ async def test_finding3_waiting_for_another_fetch_of_the_model_ends_at_the_deadl
     book = ModelBook(ContentStore(tmp_path), None)
     h = bytes(32)
     busy = book._locks.setdefault(h, trio.Lock())
-    await busy.acquire()  # another fetch of the same model, stuck on a holder
-    t0 = trio.current_time()
-    assert not await book.fetch(h, [PeerKey.generate().peer_id], deadline=t0 + 5)
-    assert trio.current_time() - t0 == 5
-    busy.release()
+
+    async def stuck_fetch() -> None:  # another fetch of the same model, stuck on a holder
+        async with busy:
+            await trio.sleep(3600)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(stuck_fetch)
+        await trio.sleep(0.1)
+        t0 = trio.current_time()
+        assert not await book.fetch(h, [PeerKey.generate().peer_id], deadline=t0 + 5)
+        assert trio.current_time() - t0 == 5
+        nursery.cancel_scope.cancel()
