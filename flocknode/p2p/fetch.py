@@ -7,6 +7,11 @@ average below ``min_rate``. It allocates nothing before the announced size
 passed the caller's ``expected_size`` and ``max_size``, and never more than
 that size.
 
+A caller that serves a deadline passes it (``deadline``, trio's clock): no
+attempt starts after it and none runs past it. ``attempt_seconds`` (a function
+of the time left) caps each attempt, so a holder that is slow but not slow
+enough to trip ``min_rate`` is dropped for the next one while time is left.
+
 Throughput: reads of up to 4 MiB (after a short read, 1 ms pause so the next one
 is larger) are split into frame bodies without copying; a second task hashes
 and writes them on a worker thread (hashlib releases the GIL) while the event
@@ -108,11 +113,14 @@ async def fetch(
     expected_size: int | None = None,
     round_number: int = 0,
     limits: StreamLimits | None = None,
+    deadline: float = math.inf,
+    attempt_seconds: Callable[[float], float] | None = None,
 ) -> FetchResult:
     """Fetch ``content_id`` into ``sink`` from the first holder that delivers it.
 
-    Raises ``FetchFailed`` (with every attempt's reason) when no holder did. An
-    error of the sink itself (a full disk) is ours, not the holder's: it is
+    Raises ``FetchFailed`` (with every attempt's reason) when no holder did,
+    ``deadline`` passed included (the holders not tried are named "deadline").
+    An error of the sink itself (a full disk) is ours, not the holder's: it is
     raised as is, after ``sink.abort()``.
     """
     if protocol not in (PROTOCOL_BLOB, PROTOCOL_MODEL):
@@ -127,10 +135,26 @@ async def fetch(
             attempts.append(Attempt(holder, "not_member"))
             p2p.metrics.inc(FETCH_ATTEMPT_FAILED, "not_member")
             continue
+        now = trio.current_time()
+        if now >= deadline:
+            attempts.append(Attempt(holder, "deadline"))
+            continue
+        budget = attempt_seconds(deadline - now) if attempt_seconds is not None else math.inf
         try:
-            size = await _fetch_from(
-                p2p, protocol, holder, request, content_id, sink, max_size, expected_size, limits
-            )
+            with trio.move_on_at(min(deadline, now + budget)) as attempt:
+                size = await _fetch_from(
+                    p2p,
+                    protocol,
+                    holder,
+                    request,
+                    content_id,
+                    sink,
+                    max_size,
+                    expected_size,
+                    limits,
+                )
+            if attempt.cancelled_caught:
+                raise _AttemptFailed("too_slow")
         except _AttemptFailed as e:
             attempts.append(Attempt(holder, e.reason))
             p2p.metrics.inc(FETCH_ATTEMPT_FAILED, e.reason)
@@ -200,12 +224,15 @@ async def _fetch_from(
         if began and not done:
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(sink.abort)
-        if done:
-            with trio.move_on_after(1):
-                with contextlib.suppress(Exception):
-                    await stream.close()
-        else:
-            await reset_quietly(stream)
+        # shielded: an attempt cut off by the caller's deadline still resets its
+        # stream (reset_quietly is bounded by its own timeout)
+        with trio.CancelScope(shield=True):
+            if done:
+                with trio.move_on_after(1):
+                    with contextlib.suppress(Exception):
+                        await stream.close()
+            else:
+                await reset_quietly(stream)
 
 
 async def _read_response_header(stream: INetStream, content_id: bytes, timeout: float) -> int:

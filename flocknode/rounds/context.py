@@ -39,14 +39,17 @@ class ChainView:
     global_model_hash: bytes = b""
     block: int = 0
     block_timestamp: int = 0
-    read_at: float = 0.0  # time.monotonic() when the block was read
+    read_at: float = 0.0  # clock() when the block was read
+    # the engine's one monotonic clock (its throttles, read_at); a test passes
+    # trio.current_time to drive everything with MockClock
+    clock: Callable[[], float] = time.monotonic
     _changed: trio.Event = field(default_factory=trio.Event)
 
     def now(self) -> float:
         """The chain's clock (latest block time plus what passed since): deadlines are in it."""
         if not self.block_timestamp:
             return time.time()
-        return self.block_timestamp + (time.monotonic() - self.read_at)
+        return self.block_timestamp + (self.clock() - self.read_at)
 
     async def changed(self) -> None:
         """Return at the next refresh of the views."""

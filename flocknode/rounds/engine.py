@@ -5,12 +5,19 @@ One service with a visible lifecycle (``run`` in a nursery, ``stop``). Every
 - keeps the task moving (open, which finalizes the due round, and elect:
   ``keeper.keeper_call``), one node at a time in an order every node derives
   from the registry (``keeper_turn``);
-- starts the proposer or voter path when this node holds a seat;
+- starts the proposer or voter path when this node holds a seat, once it holds
+  the round's global model, and runs it again while its phase is open if it
+  raised (``retry.run_with_retries``; the paths resume from the journal);
 - makes sure the node holds the current global model (fetching it from the
-  winning voters or any node that announced it) and announces that it does;
+  winning voters first, then any node that announced it, by the deadline of
+  the phase that needs it) and announces that it does;
 - once a round is finished and its global model held, prunes the store and the
   journal to the last ``keep_rounds`` rounds in a worker thread (``_prune``).
 All state it needs after a crash is on the chain or in the journal.
+
+No exception from one tick, one gossip message or one spawned task ends the
+engine (the node): it is counted (``engine_errors``), logged at most a few
+times a minute per kind, and the next tick goes on. Only cancellation stops it.
 """
 
 from __future__ import annotations
@@ -18,8 +25,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import math
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -27,19 +34,27 @@ import trio
 
 from flocknode.chain.errors import ChainError, ContractRevert
 from flocknode.chain.types import Phase, RoundView
+from flocknode.logs import PeerLog
 from flocknode.p2p.messages import ModelAvailable
 from flocknode.rounds.context import RoundContext
 from flocknode.rounds.keeper import BENIGN_REVERTS, KeeperCall, keeper_call
 from flocknode.rounds.proposer import run_proposer
+from flocknode.rounds.retry import RetryPolicy, run_with_retries
 from flocknode.rounds.voter import run_voter
 
 log = logging.getLogger(__name__)
+limited_log = PeerLog(log)  # lines input from others can cause: a few per minute per kind
 
 REGISTRY_REFRESH_SECONDS = 5.0
 _ROUND_MAY_CHANGE = (Phase.FINALIZABLE, Phase.FINALIZED, Phase.VOIDED)
 FULL_READ_SECONDS = 3.0
 MODEL_ANNOUNCE_SECONDS = 5.0
 KEEPER_TURN_SECONDS = 0.5  # from one keeper's turn to the next one's
+TICK_ERROR_PAUSE = 2.0  # after a tick that failed
+ROLE_RETRY = RetryPolicy()
+MIN_MODEL_FETCH_SECONDS = 10.0  # the shortest deadline a global-model fetch gets
+MODEL_FETCH_PAUSE = 1.0  # between a failed global-model fetch and the next
+_ROLE_PHASES = (Phase.TRAIN, Phase.COMMIT, Phase.REVEAL)
 
 
 def keeper_turn(call: KeeperCall, wallet: str, members: Iterable[str]) -> int:
@@ -62,6 +77,14 @@ def keeper_turn(call: KeeperCall, wallet: str, members: Iterable[str]) -> int:
     return order.index(me) if me in order else len(order)
 
 
+def model_needed_until(role: str, view: RoundView) -> float:
+    """The chain time after which a role of ``view`` can no longer use the global
+    model: a proposer trains in the train phase, a voter aggregates until the
+    commit deadline."""
+    end = view.train_end if role == "proposer" else view.commit_end
+    return float(end) if end else math.inf
+
+
 class RoundEngine:
     def __init__(
         self,
@@ -79,10 +102,11 @@ class RoundEngine:
         self._stop = trio.Event()
         self._running: set[tuple[int, str]] = set()
         self._keeper_busy = False
-        self._registry_at = 0.0
-        self._slow_read_at = 0.0
+        self._registry_at = -math.inf
+        self._slow_read_at = -math.inf
         self._fetching_model = False
-        self._announced_at = 0.0
+        self._model_fetch_at = -math.inf  # chain.clock() the next global-model fetch may start at
+        self._announced_at = -math.inf
         self._evaluated: dict[bytes, None] = {}  # models evaluated, the last 16 (insertion order)
         self._pruning = False
         self._pruned_through = 0  # the last finished round the store was pruned for
@@ -104,7 +128,10 @@ class RoundEngine:
     # -- loops -------------------------------------------------------------
     async def _gossip_loop(self) -> None:
         async for received in self.ctx.gossip.messages:
-            self.ctx.inbox.on_message(received)
+            try:
+                self.ctx.inbox.on_message(received)
+            except Exception as e:  # one message, not the loop
+                self._count_error("gossip", e)
 
     async def _chain_loop(self) -> None:
         while True:
@@ -115,24 +142,38 @@ class RoundEngine:
                 self.ready = False
                 self.last_error = str(e)
                 self.ctx.metrics.inc("chain_errors")
-                log.warning("chain unavailable: %s", e)
-                await trio.sleep(2.0)
+                limited_log.warning("chain", "chain unavailable: %s", e)
+                await trio.sleep(TICK_ERROR_PAUSE)
+            except Exception as e:  # bad data from the chain: this tick only
+                self.ready = False
+                self.last_error = f"{type(e).__name__}: {e}"
+                self._count_error("tick", e)
+                await trio.sleep(TICK_ERROR_PAUSE)
             if self.on_tick is not None:
-                self.on_tick(self)
+                try:
+                    self.on_tick(self)
+                except Exception as e:
+                    self._count_error("on_tick", e)
             await trio.sleep(self.poll)
+
+    def _count_error(self, where: str, e: Exception) -> None:
+        self.ctx.metrics.inc("engine_errors")
+        self.ctx.metrics.inc(f"engine_errors_{where}")
+        limited_log.warning(where, "engine %s failed, going on: %r", where, e)
+        log.debug("engine %s failed", where, exc_info=e)
 
     async def _tick(self) -> None:
         ctx, chain = self.ctx, self.ctx.chain
         # The chain's state only changes with a new block: a cheap block-number
         # poll decides whether the full read is needed (forced now and then).
         block = await ctx.client.block_number()
-        if block == chain.block and time.monotonic() - chain.read_at < FULL_READ_SECONDS:
+        if block == chain.block and chain.clock() - chain.read_at < FULL_READ_SECONDS:
             return
         # Ten nodes share two cores: the round number and the global model hash
         # are read only when they can have changed (the round closed, or now and
         # then), not on every block. (A view costs ~0.2 ms of CPU through the
         # client's raw path, ~4 ms through web3.)
-        slow = time.monotonic() - self._slow_read_at >= FULL_READ_SECONDS
+        slow = chain.clock() - self._slow_read_at >= FULL_READ_SECONDS
         last = chain.rounds.get(chain.current)
         if slow or last is None or last.phase in _ROUND_MAY_CHANGE:
             current = await ctx.client.current_round()
@@ -142,7 +183,7 @@ class RoundEngine:
         moved = current != chain.current
         chain.current = current
         chain.block, chain.block_timestamp = await ctx.client.latest_block()
-        chain.read_at = time.monotonic()
+        chain.read_at = chain.clock()
         if (
             slow
             or moved
@@ -151,7 +192,7 @@ class RoundEngine:
         ):
             chain.global_model_hash = await ctx.client.global_model_hash()
         if slow:
-            self._slow_read_at = time.monotonic()
+            self._slow_read_at = chain.clock()
         # The client returns the very same RoundView object while the chain's
         # answer is byte-for-byte unchanged (most blocks): the seats stay as they are.
         unchanged = view is not None and chain.rounds.get(current) is view
@@ -159,11 +200,11 @@ class RoundEngine:
             chain.rounds[current] = view
             for r in [r for r in chain.rounds if r < current - 3]:
                 del chain.rounds[r]
-        if time.monotonic() - self._registry_at > REGISTRY_REFRESH_SECONDS or (
+        if chain.clock() - self._registry_at > REGISTRY_REFRESH_SECONDS or (
             view is not None and view.round not in ctx.membership._seats
         ):
             ctx.membership.update_registry(await ctx.client.registry())
-            self._registry_at = time.monotonic()
+            self._registry_at = chain.clock()
             unchanged = False  # voters' peer ids come from the registry
         if view is not None and not unchanged:
             ctx.membership.update_round(view)
@@ -240,29 +281,66 @@ class RoundEngine:
         self._running.add(key)
         self.ctx.metrics.role(view.round, name, seat)
         log.info("elected round=%d role=%s seat=%d", view.round, name, seat)
-        path = run_proposer if name == "proposer" else run_voter
-        self._spawn(self._role, path, view, seat)
+        self._spawn(self._role, name, view, seat)
 
-    async def _role(
-        self,
-        path: Callable[[RoundContext, RoundView, int], Awaitable[None]],
-        view: RoundView,
-        seat: int,
-    ) -> None:
-        try:
-            await path(self.ctx, view, seat)
-        except ChainError as e:  # transient: the next tick resumes from the journal
-            log.warning("round %d: chain error in role: %s", view.round, e)
-            self._running.discard((view.round, "proposer" if path is run_proposer else "voter"))
-        except Exception:
-            self.ctx.metrics.inc("role_errors")
-            log.exception("round %d: role failed", view.round)
+    def _role_open_until(self, view: RoundView) -> float:
+        """The chain time a role of ``view.round`` can still act until (-inf: over)."""
+        v = self.ctx.chain.rounds.get(view.round, view)
+        if v.phase not in _ROLE_PHASES:
+            return -math.inf
+        return float(v.reveal_end) if v.reveal_end else math.inf
+
+    async def _role(self, name: str, view: RoundView, seat: int) -> None:
+        """Run the role once the base model is held; again while its phase is open if it raised."""
+        ctx, r = self.ctx, view.round
+        path: Callable[[RoundContext, RoundView, int], Awaitable[None]] = (
+            run_proposer if name == "proposer" else run_voter
+        )
+        if not await self._wait_for_model(name, view):
+            ctx.metrics.inc("role_no_model")
+            log.warning("round %d: %s without the global model until its phase closed", r, name)
+            return
+
+        async def step() -> None:
+            await path(ctx, ctx.chain.rounds.get(r, view), seat)
+
+        def failed(e: Exception, failures: int) -> None:
+            ctx.metrics.inc("role_errors")
+            limited_log.warning(
+                "role", "round %d: %s failed (attempt %d), retrying: %r", r, name, failures, e
+            )
+
+        done = await run_with_retries(
+            step,
+            deadline=lambda: self._role_open_until(view),
+            now=ctx.chain.now,
+            on_error=failed,
+            policy=ROLE_RETRY,
+        )
+        if not done:
+            ctx.metrics.inc("role_given_up")
+            log.warning("round %d: %s given up: its phase closed or retries ran out", r, name)
+
+    async def _wait_for_model(self, name: str, view: RoundView) -> bool:
+        """True once the node holds the global model the role works from (the
+        engine fetches it meanwhile), False if the phase that needs it closed
+        first. A role whose work is already journaled needs no model."""
+        ctx = self.ctx
+        rec = ctx.journal.get(view.round)
+        if rec.blob_id if name == "proposer" else rec.vote is not None:
+            return True
+        while not ctx.models.has(ctx.chain.global_model_hash):
+            v = ctx.chain.rounds.get(view.round, view)
+            if v.phase not in _ROLE_PHASES or ctx.chain.now() >= model_needed_until(name, v):
+                return False
+            await ctx.chain.changed()
+        return True
 
     # -- global model ------------------------------------------------------
     def _keep_model(self) -> None:
         h = self.ctx.chain.global_model_hash
         if not self.ctx.models.has(h):
-            if not self._fetching_model:
+            if not self._fetching_model and self.ctx.chain.clock() >= self._model_fetch_at:
                 self._fetching_model = True
                 self._spawn(self._fetch_model, h)
             return
@@ -271,21 +349,41 @@ class RoundEngine:
             for old in list(self._evaluated)[:-16]:
                 del self._evaluated[old]
             self._spawn(self._evaluate_model, h)
-        if time.monotonic() - self._announced_at > MODEL_ANNOUNCE_SECONDS:
-            self._announced_at = time.monotonic()
+        clock = self.ctx.chain.clock
+        if clock() - self._announced_at > MODEL_ANNOUNCE_SECONDS:
+            self._announced_at = clock()
             self._spawn(self._announce_model, h)
 
+    def _model_needed_by(self) -> float:
+        """When this node needs the global model, on trio's clock: the end of the
+        phase its role in the current round works in (a proposer trains in the
+        train phase, a voter aggregates until the commit deadline), else one train
+        phase from now (the next round trains from it). Never less than
+        MIN_MODEL_FETCH_SECONDS; a fetch that fails is started again."""
+        chain = self.ctx.chain
+        view = chain.rounds.get(chain.current)
+        need = chain.now() + self.ctx.params.train_seconds
+        role = view.role_of(self.ctx.wallet) if view is not None else None
+        if view is not None and role is not None and view.phase in (Phase.TRAIN, Phase.COMMIT):
+            need = model_needed_until(role[0], view)
+        return trio.current_time() + max(need - chain.now(), MIN_MODEL_FETCH_SECONDS)
+
     async def _fetch_model(self, h: bytes) -> None:
+        deadline = self._model_needed_by()
+        fetched = False
         try:
-            holders = list(self.ctx.inbox.model_holders.get(h, ()))
-            holders += await self._winning_voters(h)
-            if await self.ctx.models.fetch(h, holders):
+            winners = await self._winning_voters(h)
+            announced = self.ctx.inbox.model_holders.get(h, ())
+            fetched = await self.ctx.models.fetch(h, winners, announced, deadline=deadline)
+            if fetched:
                 log.info("global model applied model=%s", h.hex()[:12])
-                self._announced_at = 0.0
+                self._announced_at = -math.inf
         except ChainError as e:
-            log.warning("model fetch: chain error %s", e)
+            limited_log.warning("chain", "model fetch: chain error %s", e)
         finally:
             self._fetching_model = False
+            if not fetched:
+                self._model_fetch_at = self.ctx.chain.clock() + MODEL_FETCH_PAUSE
 
     async def _winning_voters(self, h: bytes) -> list[Any]:
         r = await self.ctx.client.global_model_round()
@@ -379,5 +477,13 @@ class RoundEngine:
             await trio.to_thread.run_sync(update)
 
     def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Start ``fn`` in the engine's nursery; an exception it raises is counted
+        and logged, and ends only that task (the node goes on)."""
         assert self._nursery is not None
-        self._nursery.start_soon(fn, *args)
+        self._nursery.start_soon(self._guarded, fn, args, name=getattr(fn, "__name__", None))
+
+    async def _guarded(self, fn: Callable[..., Awaitable[None]], args: tuple[Any, ...]) -> None:
+        try:
+            await fn(*args)
+        except Exception as e:
+            self._count_error(getattr(fn, "__name__", "task").lstrip("_"), e)

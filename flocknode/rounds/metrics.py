@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flocknode.chain.contracts import ChainConnection
-from flocknode.chain.errors import ChainError, ContractRevert
+from flocknode.chain.errors import ContractRevert
 from flocknode.chain.txsend import Receipt
 
 # Upper bounds (seconds) of the histogram buckets; +Inf is implied.
@@ -154,7 +154,7 @@ class MeteredConnection(ChainConnection):
         t0 = time.monotonic()
         try:
             receipt = super().transact(fn, action)
-        except ChainError as e:
+        except Exception as e:  # counted whatever it is (bad RPC data too), then raised
             self.tx_stats.failed(name, failure_reason(e))
             raise
         self.tx_stats.mined(name, time.monotonic() - t0)

@@ -3,13 +3,23 @@
 A model's id in the content store is the SHA-256 of its canonical bytes, which
 is also the hash the chain records, so a fetched model is verified by the
 transfer itself (``fetch`` checks the digest before the file is published).
+
+Every model of a task has the initial model's tensors and shapes (aggregation
+keeps them), so its canonical size is known before a fetch starts: ``put``
+records it (the node stores the initial model before any service starts) and
+a fetch refuses a holder that announces any other size. A fetch serves a
+deadline: the round phase that needs the model. The round's winning voters are
+tried first, then nodes that only announced the model; each holder gets a
+budget from the model's size and the time left (``attempt_budget``), so a
+holder that dribbles is dropped for the next one while there is time.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 import trio
@@ -27,6 +37,26 @@ log = logging.getLogger(__name__)
 State = dict[str, torch.Tensor]
 MAX_MODEL_BYTES = 2 << 30
 CACHE = 3
+# A holder has SETUP seconds to answer (dial, negotiate, the size and hash) and
+# must then deliver the model at HOLDER_RATE on average; it never gets more
+# than SHARE of the time left, so one bad holder cannot use up the deadline.
+ATTEMPT_SETUP_SECONDS = 5.0
+HOLDER_RATE = float(1 << 20)  # bytes/s
+ATTEMPT_SHARE = 1 / 3
+MIN_ATTEMPT_SECONDS = 2.0
+
+
+def attempt_budget(expected_size: int | None, time_left: float) -> float:
+    """Seconds one holder may take to deliver a model of ``expected_size`` bytes."""
+    size = MAX_MODEL_BYTES if expected_size is None else expected_size
+    fair = ATTEMPT_SETUP_SECONDS + size / HOLDER_RATE
+    return max(MIN_ATTEMPT_SECONDS, min(fair, time_left * ATTEMPT_SHARE))
+
+
+def holder_order(winners: Sequence[ID], announced: Iterable[ID]) -> list[ID]:
+    """The winning voters first (the chain says they hold the model), then the
+    nodes that only announced it (anyone can announce any hash); no repeats."""
+    return list(dict.fromkeys([*winners, *sorted(announced, key=str)]))
 
 
 class ModelBook:
@@ -35,16 +65,20 @@ class ModelBook:
         self.p2p = p2p
         self._cache: OrderedDict[bytes, State] = OrderedDict()
         self._locks: dict[bytes, trio.Lock] = {}
+        self.model_size: int | None = None  # canonical bytes of the task's models
 
     def has(self, model_hash: bytes) -> bool:
         return model_hash in self._cache or self.store.has(model_hash)
 
     def put(self, state: Mapping[str, torch.Tensor]) -> bytes:
         """Store a model (blocking); returns its hash."""
+        size = 0
         with self.store.writer() as w:
             for piece in iter_canonical(state):
                 w.write(piece)
+                size += piece.nbytes
             h = w.commit()
+        self.model_size = size
         self._remember(h, dict(state))
         return h
 
@@ -63,25 +97,53 @@ class ModelBook:
     async def put_async(self, state: Mapping[str, torch.Tensor]) -> bytes:
         return await trio.to_thread.run_sync(self.put, state)
 
-    async def fetch(self, model_hash: bytes, holders: Iterable[ID]) -> bool:
-        """Fetch a model from the first holder that delivers it; True when it is held."""
+    async def fetch(
+        self,
+        model_hash: bytes,
+        winners: Sequence[ID],
+        announced: Iterable[ID] = (),
+        *,
+        deadline: float = math.inf,
+    ) -> bool:
+        """Fetch a model from the first holder that delivers it, by ``deadline``
+        (trio's clock, waiting for another fetch of the same model included);
+        True when it is held."""
         lock = self._locks.setdefault(model_hash, trio.Lock())
-        async with lock:
-            if self.has(model_hash):
-                return True
-            peers = list(dict.fromkeys(holders))
-            if not peers or self.p2p is None:
-                return False
-            sink = FileSink(self.store.object_path(model_hash))
-            try:
-                res = await fetch(
-                    self.p2p, PROTOCOL_MODEL, model_hash, peers, sink, max_size=MAX_MODEL_BYTES
-                )
-            except FetchFailed as e:
-                log.info("model fetch failed model=%s attempts=%s", model_hash.hex()[:12], e)
-                return False
-            log.info("model fetched model=%s from=%s", model_hash.hex()[:12], res.holder)
+        acquired = False
+        with trio.move_on_at(deadline):
+            await lock.acquire()
+            acquired = True
+        if not acquired:
+            return self.has(model_hash)
+        try:
+            return await self._fetch_locked(model_hash, holder_order(winners, announced), deadline)
+        finally:
+            lock.release()
+
+    async def _fetch_locked(self, model_hash: bytes, peers: list[ID], deadline: float) -> bool:
+        if self.has(model_hash):
             return True
+        if not peers or self.p2p is None:
+            return False
+        sink = FileSink(self.store.object_path(model_hash))
+        size = self.model_size
+        try:
+            res = await fetch(
+                self.p2p,
+                PROTOCOL_MODEL,
+                model_hash,
+                peers,
+                sink,
+                max_size=MAX_MODEL_BYTES if size is None else size,
+                expected_size=size,
+                deadline=deadline,
+                attempt_seconds=lambda left: attempt_budget(size, left),
+            )
+        except FetchFailed as e:
+            log.info("model fetch failed model=%s attempts=%s", model_hash.hex()[:12], e)
+            return False
+        log.info("model fetched model=%s from=%s", model_hash.hex()[:12], res.holder)
+        return True
 
     def forget(self, hashes: Iterable[bytes]) -> None:
         """Drop cached tensors of models removed from the store (has() then says no)."""

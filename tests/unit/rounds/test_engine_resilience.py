@@ -1,0 +1,235 @@
+"""The round engine survives bad ticks and retries its roles (MockClock, a fake chain reader).
+
+The engine runs for real (its loops, nursery, ModelBook, journal and store on
+disk); only the chain reader is a fake, so a test can make one read fail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+import trio
+from eth_utils import to_checksum_address
+
+from flocknode.chain.registry import Registry
+from flocknode.chain.types import Phase, RoundView, TaskParams
+from flocknode.crypto import update_hash
+from flocknode.rounds import engine as engine_mod
+from flocknode.rounds.context import ChainView
+from flocknode.rounds.engine import RoundEngine
+from flocknode.rounds.inbox import Inbox
+from flocknode.rounds.membership import ChainMembership
+from flocknode.rounds.metrics import RoundMetrics
+from flocknode.rounds.models import ModelBook
+from flocknode.store import ContentStore, Journal
+from tests.unit.rounds.views import make_view
+
+WALLET = to_checksum_address("0x" + "ab" * 20)
+BLOCK_TIME = 1_000_000
+STATE = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3)}
+PARAMS = TaskParams(
+    token="0x" + "11" * 20,
+    model_spec_hash=bytes(32),
+    config_hash=bytes(32),
+    initial_model_hash=bytes(32),
+    total_rounds=0,  # no keeper transactions
+)
+
+
+class FakeChainReader:
+    """The reads a tick makes; ``fail`` raises once from the named read."""
+
+    def __init__(self, model: bytes, view: RoundView | None = None) -> None:
+        self.model = model
+        self.view = view
+        self.block = 1
+        self.fail: dict[str, BaseException] = {}
+
+    def _maybe_fail(self, name: str) -> None:
+        e = self.fail.pop(name, None)
+        if e is not None:
+            raise e
+
+    async def block_number(self) -> int:
+        self._maybe_fail("block_number")
+        self.block += 1  # a new block every tick: every tick is a full read
+        return self.block
+
+    async def current_round(self) -> int:
+        return self.view.round if self.view else 0
+
+    async def get_round(self, r: int) -> RoundView | None:
+        return self.view
+
+    async def latest_block(self) -> tuple[int, int]:
+        return self.block, BLOCK_TIME + int(trio.current_time())  # chain time follows the clock
+
+    async def global_model_hash(self) -> bytes:
+        return self.model
+
+    async def global_model_round(self) -> int:
+        return 0
+
+    async def registry(self) -> Registry:
+        self._maybe_fail("registry")
+        return Registry((), 0)
+
+
+class FakeGossip:
+    def __init__(self) -> None:
+        self.send, self.messages = trio.open_memory_channel[Any](16)
+
+    async def publish(self, message: Any) -> None:
+        pass
+
+
+def make_engine(tmp_path: Path, reader: FakeChainReader, models: ModelBook) -> RoundEngine:
+    ctx = SimpleNamespace(
+        client=reader,
+        params=PARAMS,
+        chain=ChainView(clock=trio.current_time),
+        membership=ChainMembership(),
+        metrics=RoundMetrics(),
+        inbox=Inbox(bytes(32)),
+        models=models,
+        store=models.store,
+        journal=Journal(tmp_path / "journal"),
+        gossip=FakeGossip(),
+        learner=None,  # evaluating a model fails (and is logged): not under test
+        wallet=WALLET,
+        pruner=None,
+    )
+    return RoundEngine(ctx, poll=0.1)  # type: ignore[arg-type]
+
+
+async def until(pred: Callable[[], bool], seconds: float = 120.0) -> None:
+    """Poll ``pred`` on the (mock) clock; fail after ``seconds``."""
+    with trio.fail_after(seconds):
+        while not pred():
+            await trio.sleep(0.05)
+
+
+def role_view(view_round: int = 1, open_for: int = 100) -> RoundView:
+    return dataclasses.replace(
+        make_view(view_round, Phase.TRAIN),
+        proposers=(WALLET,),
+        train_end=BLOCK_TIME + open_for // 2,
+        commit_end=BLOCK_TIME + open_for * 3 // 4,
+        reveal_end=BLOCK_TIME + open_for,
+    )
+
+
+async def test_finding1_engine_tick_exception_does_not_end_the_engine(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    models = ModelBook(ContentStore(tmp_path / "store"), None)
+    reader = FakeChainReader(models.put(STATE))
+    # what web3 raised for a non-UTF-8 registered multiaddr
+    reader.fail["registry"] = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+    engine = make_engine(tmp_path, reader, models)
+    ticks: list[float] = []
+    engine.on_tick = lambda e: ticks.append(trio.current_time())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await until(lambda: len(ticks) >= 5)
+        counters = engine.ctx.metrics.counters
+        assert counters["engine_errors"] == 1 and counters["engine_errors_tick"] == 1
+        assert engine.ready and engine.last_error == ""  # the later ticks went through
+        # a read that fails again later is survived the same way
+        reader.fail["block_number"] = RuntimeError("bad RPC answer")
+        seen = len(ticks)
+        await until(lambda: len(ticks) >= seen + 3)
+        assert counters["engine_errors_tick"] == 2
+        engine.stop()
+
+
+async def test_finding1_a_spawned_task_or_gossip_message_that_raises_is_counted(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    models = ModelBook(ContentStore(tmp_path / "store"), None)
+    reader = FakeChainReader(models.put(STATE))
+    engine = make_engine(tmp_path, reader, models)
+
+    async def broken() -> None:
+        raise ValueError("bad entry")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        engine._spawn(broken)
+        await engine.ctx.gossip.send.send(object())  # not a Received: on_message raises
+        counters = engine.ctx.metrics.counters
+        await until(lambda: counters["engine_errors"] >= 2)
+        assert counters["engine_errors_broken"] == 1 and counters["engine_errors_gossip"] == 1
+        await trio.sleep(5)
+        engine.stop()
+
+
+async def test_finding3_a_role_that_raised_is_retried_while_its_phase_is_open(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = ModelBook(ContentStore(tmp_path / "store"), None)
+    reader = FakeChainReader(models.put(STATE), role_view())
+    calls: list[float] = []
+
+    async def proposer(ctx: Any, view: RoundView, seat: int) -> None:
+        calls.append(trio.current_time())
+        if len(calls) == 1:  # e.g. sealing raised for a bad recipient key
+            raise RuntimeError("seal failed")
+
+    monkeypatch.setattr(engine_mod, "run_proposer", proposer)
+    engine = make_engine(tmp_path, reader, models)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await until(lambda: len(calls) >= 2)
+        await trio.sleep(30)
+        assert len(calls) == 2  # done after the successful run: not run a third time
+        assert calls[1] - calls[0] >= engine_mod.ROLE_RETRY.first
+        assert engine.ctx.metrics.counters["role_errors"] == 1
+        engine.stop()
+
+
+async def test_finding3_a_role_starts_once_the_model_arrives_in_time(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = ModelBook(ContentStore(tmp_path / "store"), None)
+    reader = FakeChainReader(update_hash(STATE), role_view())  # a model this node lacks
+    held_when_called: list[bool] = []
+
+    async def proposer(ctx: Any, view: RoundView, seat: int) -> None:
+        held_when_called.append(ctx.models.has(ctx.chain.global_model_hash))
+
+    monkeypatch.setattr(engine_mod, "run_proposer", proposer)
+    engine = make_engine(tmp_path, reader, models)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await trio.sleep(10)
+        assert held_when_called == []  # waiting for the model, not given up
+        await models.put_async(STATE)  # the model arrives (fetched, in the node)
+        await until(lambda: bool(held_when_called))
+        assert held_when_called == [True]
+        engine.stop()
+
+
+async def test_finding3_a_role_without_the_model_ends_when_its_phase_closes(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    models = ModelBook(ContentStore(tmp_path / "store"), None)
+    reader = FakeChainReader(update_hash(STATE), role_view(open_for=20))
+    called: list[int] = []
+
+    async def proposer(ctx: Any, view: RoundView, seat: int) -> None:
+        called.append(seat)
+
+    monkeypatch.setattr(engine_mod, "run_proposer", proposer)
+    engine = make_engine(tmp_path, reader, models)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        await until(lambda: engine.ctx.metrics.counters["role_no_model"] == 1)
+        assert called == []
+        engine.stop()
