@@ -197,11 +197,12 @@ def krum_budget(krum_f: int, rejected: int) -> int:
     misconduct (slashed, PROTOCOL.md step 5), so it is counted as one of the
     ``krum_f``: at most ``krum_f - rejected`` Byzantine updates can be left
     among the survivors. The count is sound whenever the norm check rejects
-    only Byzantine updates, which holds while the Byzantine updates are fewer
-    than half of the included ones and the honest norms lie within
-    ``norm_factor`` of each other (then the lower median norm is at least the
-    smallest honest norm, so no honest update exceeds the limit); the training
-    defaults keep honest norms within about 1.4x (``TrainingSettings``).
+    only Byzantine updates, which holds while honest norms lie inside the band
+    and, among the updates inside the band, the Byzantine ones are fewer than
+    half and the honest norms lie within ``norm_factor`` of each other (then
+    the lower median norm is at least the smallest honest norm, so no honest
+    update exceeds the limit); the training defaults keep honest norms within
+    about 1.4x of each other (``TrainingSettings``).
 
     Without it, multi_krum would leave out ``krum_f`` more *honest* updates
     every round in which the norm check had already removed the attackers:
