@@ -20,12 +20,15 @@ import trio.testing
 from libp2p.peer.id import ID
 from nacl.public import PublicKey
 
+from flocknode.aggregation import aggregate
 from flocknode.chain.registry import Member, Registry
 from flocknode.chain.types import Phase, UpdateView
 from flocknode.crypto import seal_update
 from flocknode.crypto.envelope import unwrap_key, wrap_key
 from flocknode.identity import BoxKey, PeerKey
+from flocknode.learning import Learner
 from flocknode.learning.models import initial_state, load_model_factory
+from flocknode.learning.settings import TaskSettings
 from flocknode.p2p.gossip import Received
 from flocknode.p2p.messages import KeyWrap, KeyWraps
 from flocknode.rounds import voter
@@ -34,6 +37,7 @@ from flocknode.rounds.context import ChainView
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.membership import ChainMembership
 from flocknode.rounds.metrics import RoundMetrics
+from flocknode.rounds.models import ModelBook
 from flocknode.store import ContentStore
 from tests.unit.rounds.views import make_view
 
@@ -274,3 +278,62 @@ def test_zero_update_behaviour_sends_zeros() -> None:
     m = _model()
     z = tamper_update(Behaviour.ZERO_UPDATE, m, 1)
     assert set(z) == set(m) and all(not z[k].any() and z[k].shape == m[k].shape for k in m)
+
+
+def test_finding4_wrong_size_seat_is_included_and_rejected_in_the_vote(tmp_path: Path) -> None:
+    """The whole decision: seat 0 claims a wrong size, seat 1 sends zeros, seat 2 works.
+
+    A real learner (digits), model book and store; seat 0 is never fetched, seats
+    1 and 2 are opened from the voter's store. Every voter derives the same bits.
+    """
+    chain = TrioChainView()
+    membership = ChainMembership()
+    props = [_node(tmp_path, f"0xa{i}", chain, membership) for i in range(3)]
+    v = _node(tmp_path, "0xb0", chain, membership)
+    members = tuple(
+        Member(n.wallet, n.peer, n.box.public_bytes, (), 100, True) for n in [*props, v]
+    )
+    membership.update_registry(Registry(members, 0))
+    settings = TaskSettings()
+    learner = Learner.from_settings(settings.training, 0, 5)
+    base = learner.initial_state()
+    v.ctx.models = ModelBook(v.ctx.store, None)
+    chain.global_model_hash = v.ctx.models.put(base)
+    v.ctx.learner = learner
+    v.ctx.settings = settings
+    trained = learner.train(base, seed=3).update
+    ups: list[UpdateView] = [UpdateView(True, b"\x01" * 32, b"\x02" * 32, 2 << 30)]
+    for p, update in (
+        (props[1], {k: torch.zeros_like(t) for k, t in base.items()}),
+        (props[2], trained),
+    ):
+        with v.ctx.store.writer() as w:
+            sealed = seal_update(
+                update, w, sender=p.box.private, recipients=[PublicKey(v.box.public_bytes)]
+            )
+            w.commit()
+        ups.append(UpdateView(True, sealed.update_hash, sealed.blob_id, sealed.size))
+        v.ctx.inbox.on_message(
+            Received(
+                p.peer,
+                KeyWraps(R, sealed.blob_id, (KeyWrap(*dataclasses.astuple(sealed.wraps[0])),)),
+            )
+        )
+
+    async def main() -> Any:
+        chain.rounds[R] = dataclasses.replace(
+            make_view(R, Phase.COMMIT),
+            proposers=tuple(p.wallet for p in props),
+            voters=(v.wallet,),
+            updates=tuple(ups),
+            commit_end=int(trio.current_time() + 100),
+        )
+        return await voter._decide(v.ctx, chain.rounds[R], 0)
+
+    decided = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert decided is not None
+    vote = decided[0]
+    assert vote.included_bits == 0b111  # the wrong-size seat counts as included ...
+    assert vote.rejected_bits == 0b011  # ... and rejected, with the zero update
+    expected = aggregate(base, [trained], settings.aggregation, seats=[2]).model
+    assert vote.aggregate_hash == v.ctx.models.put(expected).hex()
