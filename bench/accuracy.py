@@ -10,7 +10,12 @@ the scores is >= 0 (PROTOCOL.md step 8). Scenarios:
 - ``fedavg_all``: every node proposes every round, no vote (plain FedAvg);
 - ``fedavg_half``: half the nodes propose, the other half vote;
 - ``<rule>_signflip``: as ``fedavg_half`` with ``--byzantine`` nodes whose
-  update is the honest one negated and scaled by 4.
+  update is the honest one negated and scaled by 4;
+- ``<rule>_zero``: as ``fedavg_half`` with ``--byzantine`` nodes sending a zero update;
+- ``<rule>_signflip_majority``: 3 proposers a round and 6 of 10 nodes sign-flipping,
+  so most rounds have cheaters in most proposer seats.
+
+The norm check gets the task's step scale (``step_scale``), as voters do.
 
 Also times each rule on 5 and 10 updates of the MLP's size and of about 100k
 parameters, as a ratio to a naive float32 ``torch.stack(...).mean(0)`` baseline
@@ -36,6 +41,7 @@ from typing import Any
 import torch
 
 from flocknode.aggregation import AggregationSettings, aggregate, apply_update
+from flocknode.aggregation.core import step_scale
 from flocknode.learning import Learner, TrainingSettings
 
 SIGN_FLIP_SCALE = -4.0
@@ -49,9 +55,14 @@ def simulate(
     byzantine: set[int],
     vote: bool,
     seed: int,
+    attack: str = "sign_flip",
 ) -> dict[str, Any]:
     n = len(learners)
     state = learners[0].initial_state()
+    t = learners[0].settings
+    scale = step_scale(
+        t.optimizer, t.learning_rate, t.local_steps, sum(v.numel() for v in state.values())
+    )
     test = learners[0]
     history: list[dict[str, Any]] = []
     for r in range(1, rounds + 1):
@@ -64,10 +75,11 @@ def simulate(
             secs.append(res.seconds)
             up = res.update
             if node in byzantine:
-                up = {k: v * SIGN_FLIP_SCALE for k, v in up.items()}
+                factor = SIGN_FLIP_SCALE if attack == "sign_flip" else 0.0
+                up = {k: v * factor for k, v in up.items()}
             updates.append(up)
         t0 = time.perf_counter()
-        result = aggregate(state, updates, rule, seats=list(range(len(props))))
+        result = aggregate(state, updates, rule, seats=list(range(len(props))), scale=scale)
         agg_s = time.perf_counter() - t0
         accepted = True
         if voters:
@@ -97,6 +109,20 @@ def simulate(
     return {
         "accuracy": [h["accuracy"] for h in history],
         "rounds_not_accepted": sum(1 for h in history if not h["accepted"]),
+        "honest_paid": sum(
+            1
+            for h in history
+            if h["accepted"]
+            for x in h["proposers"]
+            if x not in byzantine and x not in h["rejected_nodes"]
+        ),
+        "byzantine_paid": sum(
+            1
+            for h in history
+            if h["accepted"]
+            for x in h["byzantine_proposers"]
+            if x not in h["rejected_nodes"]
+        ),
         "honest_rejected": sum(
             1 for h in history for x in h["rejected_nodes"] if x not in byzantine
         ),
@@ -190,20 +216,32 @@ def _quantiles(xs: list[int]) -> dict[str, int]:
 
 
 def scenario_list(nodes: int, half: int, byz: set[int]) -> dict[str, tuple[Any, ...]]:
-    """name -> (aggregation settings, proposers per round, byzantine nodes, vote)."""
+    """name -> (aggregation settings, proposers per round, byzantine nodes, vote, attack)."""
+    majority = set(range(max(len(byz), (6 * nodes) // 10)))
     out: dict[str, tuple[Any, ...]] = {
-        "fedavg_all": (AggregationSettings(), nodes, set(), False),
-        "fedavg_half": (AggregationSettings(), half, set(), True),
-        "fedavg_signflip": (AggregationSettings(), half, byz, True),
+        "fedavg_all": (AggregationSettings(), nodes, set(), False, "sign_flip"),
+        "fedavg_half": (AggregationSettings(), half, set(), True, "sign_flip"),
+        "fedavg_signflip": (AggregationSettings(), half, byz, True, "sign_flip"),
+        "fedavg_zero": (AggregationSettings(), half, byz, True, "zero"),
+        "fedavg_signflip_majority": (AggregationSettings(), 3, majority, True, "sign_flip"),
+        "median_zero": (AggregationSettings(rule="median"), half, byz, True, "zero"),
+        "median_signflip_majority": (
+            AggregationSettings(rule="median"),
+            3,
+            majority,
+            True,
+            "sign_flip",
+        ),
     }
     for rule in ("median", "multi_krum", "trimmed_mean", "centered_clip"):
-        out[f"{rule}_signflip"] = (AggregationSettings(rule=rule), half, byz, True)
+        out[f"{rule}_signflip"] = (AggregationSettings(rule=rule), half, byz, True, "sign_flip")
     for rule in ("median", "multi_krum"):
         out[f"{rule}_signflip_no_normcheck"] = (
             AggregationSettings(rule=rule, norm_factor=1e9),
             half,
             byz,
             True,
+            "sign_flip",
         )
     return out
 
@@ -227,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--detail", action="store_true", help="include every round's record")
     p.add_argument("--skip-timing", action="store_true")
+    p.add_argument("--skip-probe", action="store_true")
+    p.add_argument("--only", help="comma list of scenario names")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -249,8 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(x) for x in args.seeds.split(",")]
     t0 = time.perf_counter()
     scenarios: dict[str, Any] = {}
-    for name, (rule, props, bad, vote) in scenario_list(args.nodes, half, byz).items():
-        runs = [simulate(learners, rule, args.rounds, props, bad, vote, sd) for sd in seeds]
+    only = set(args.only.split(",")) if args.only else None
+    for name, (rule, props, bad, vote, attack) in scenario_list(args.nodes, half, byz).items():
+        if only is not None and name not in only:
+            continue
+        runs = [simulate(learners, rule, args.rounds, props, bad, vote, sd, attack) for sd in seeds]
         per_round = [statistics.mean(r["accuracy"][i] for r in runs) for i in range(args.rounds)]
         scenarios[name] = {
             "proposers_per_round": props,
@@ -267,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
                 for k in (
                     "rounds_not_accepted",
                     "honest_rejected",
+                    "honest_paid",
+                    "byzantine_paid",
                     "byzantine_proposals",
                     "byzantine_rejected",
                 )
@@ -294,7 +339,9 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in scenarios.items()
         },
         "scenarios": scenarios,
-        "update_probe": [probe_updates(learners, n, seeds[0]) for n in (1, 3, 6)],
+        "update_probe": []
+        if args.skip_probe
+        else [probe_updates(learners, n, seeds[0]) for n in (1, 3, 6)],
     }
     if not args.skip_timing:
         report["aggregation_timing"] = time_rules(
@@ -313,7 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, v in scenarios.items():
             print(
                 f"{name:32s} not accepted {v['rounds_not_accepted']:3d}  honest rejected "
-                f"{v['honest_rejected']:3d}  byzantine rejected {v['byzantine_rejected']}/"
+                f"{v['honest_rejected']:3d}  paid honest/byz {v['honest_paid']}/"
+                f"{v['byzantine_paid']}  byzantine rejected {v['byzantine_rejected']}/"
                 f"{v['byzantine_proposals']}  train max {v['train_seconds_max']:.3f}s"
             )
         for probe in report["update_probe"]:

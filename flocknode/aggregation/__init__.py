@@ -1,9 +1,12 @@
 """Aggregation of a round's updates (PROTOCOL.md step 5): pure functions, no I/O.
 
-    result = aggregate(global_model, updates, settings, seats)
+    result = aggregate(global_model, updates, settings, seats, scale)
     result.model      # new global model, float32
     result.rejected   # seats the norm check rejected (slashable)
     result.selected   # multi_krum: the seats it averaged
+
+``scale`` is the task's step scale (``core.step_scale``), the norm check's
+reference (None: no band).
 
 Bit-for-bit deterministic across machines, thread counts and library builds;
 see ``numeric`` for how and ``rules`` for each rule's exact definition.

@@ -31,7 +31,13 @@ class AggregationSettings:
 
     - ``rule``: one of ``RULES``.
     - ``norm_factor``: an update whose L2 norm exceeds ``norm_factor`` times the
-      lower median norm of the included updates is rejected (>= 1).
+      lower median norm of the included updates inside the band is rejected (>= 1).
+    - ``norm_floor``, ``norm_ceiling``: the band, as multiples of the task's
+      step scale ``learning_rate x sqrt(parameters x local_steps)`` (Adam with
+      a step count only; ``core.step_scale``): a norm below the floor is "no
+      work", one above the ceiling out of band, both rejected (0 <= floor <
+      ceiling). Honest digits updates lie at 0.41 to 1.07 of the scale and
+      their 4x sign flips at 1.66 or more (bench/accuracy.py, 15 rounds).
     - ``trim_ratio``: trimmed_mean drops ``floor(trim_ratio * n)`` values at each
       end of every coordinate (capped so at least one value is left); in [0, 0.5).
     - ``krum_f``: multi_krum's assumed number of Byzantine updates among the
@@ -52,6 +58,8 @@ class AggregationSettings:
 
     rule: str = "fedavg"
     norm_factor: float = 3.0
+    norm_floor: float = 0.1
+    norm_ceiling: float = 1.5
     trim_ratio: float = 0.2
     krum_f: int = 1
     krum_m: int | None = None
@@ -62,6 +70,8 @@ class AggregationSettings:
         if self.rule not in RULES:
             raise SettingsError("rule", f"unknown rule {self.rule!r}; one of {', '.join(RULES)}")
         _check_float("norm_factor", self.norm_factor, low=1.0)
+        _check_float("norm_floor", self.norm_floor, low=0.0)
+        _check_float("norm_ceiling", self.norm_ceiling, above=float(self.norm_floor))
         _check_float("trim_ratio", self.trim_ratio, low=0.0, below=0.5)
         _check_int("krum_f", self.krum_f, low=0)
         if self.krum_m is not None:
@@ -69,7 +79,7 @@ class AggregationSettings:
         _check_float("clip_tau", self.clip_tau, above=0.0)
         _check_int("clip_iterations", self.clip_iterations, low=1, high=100)
         # Store floats as floats so 3 and 3.0 give one canonical form.
-        for name in ("norm_factor", "trim_ratio", "clip_tau"):
+        for name in ("norm_factor", "norm_floor", "norm_ceiling", "trim_ratio", "clip_tau"):
             object.__setattr__(self, name, float(getattr(self, name)))
 
     def to_dict(self) -> dict[str, Any]:

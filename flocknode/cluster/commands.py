@@ -20,6 +20,7 @@ from flocknode.cluster.launcher import (
     start_node,
 )
 from flocknode.cluster.monitor import Monitor
+from flocknode.rounds.byzantine import Behaviour
 
 DEFAULT_DIR = "run/cluster"
 
@@ -182,8 +183,7 @@ def register(sub: Any) -> None:
         action="append",
         default=[],
         metavar="K:BEHAVIOUR",
-        help="K cheating nodes: sign_flip, label_flip, gaussian_noise, wrong_hash, "
-        "no_reveal (repeatable)",
+        help=f"K cheating nodes: {', '.join(Behaviour.names())} (repeatable)",
     )
     p.add_argument("--proposers", type=int, help="proposers per round (default: half the nodes)")
     p.add_argument("--voters", type=int, help="voters per round (default: half the nodes)")

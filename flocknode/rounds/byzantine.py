@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Mapping
+from typing import TypeVar
 
 import torch
 
@@ -17,6 +18,7 @@ from flocknode.config import LOCAL_CHAIN_ID, NodeConfig
 from flocknode.errors import ConfigError
 
 ENV_BYZANTINE = "FLOCKNODE_BYZANTINE"
+T = TypeVar("T")
 
 
 class Behaviour(enum.Enum):
@@ -25,6 +27,8 @@ class Behaviour(enum.Enum):
     SIGN_FLIP = "sign_flip"  # the honest update negated and scaled by 4
     LABEL_FLIP = "label_flip"  # trains on permuted labels
     GAUSSIAN_NOISE = "gaussian_noise"  # N(0, 1) noise in place of the update
+    ZERO_UPDATE = "zero_update"  # an all-zero update (no work) in place of the trained one
+    PARTIAL_WRAPS = "partial_wraps"  # publishes its key wrap to one voter only
     # voters
     WRONG_HASH = "wrong_hash"  # commits and reveals a corrupted aggregate hash
     NO_REVEAL = "no_reveal"  # commits and never reveals
@@ -55,12 +59,21 @@ def tamper_update(
     """The update a cheating proposer sends in place of its honest one."""
     if behaviour is Behaviour.SIGN_FLIP:
         return {k: (-4.0 * v).contiguous() for k, v in update.items()}
+    if behaviour is Behaviour.ZERO_UPDATE:
+        return {k: torch.zeros_like(v) for k, v in update.items()}
     if behaviour is Behaviour.GAUSSIAN_NOISE:
         g = torch.Generator().manual_seed(seed)
         return {
             k: torch.randn(v.shape, generator=g, dtype=torch.float32) for k, v in update.items()
         }
     return update
+
+
+def tamper_wraps(behaviour: Behaviour, wraps: list[T]) -> list[T]:
+    """The key wraps a cheating proposer publishes: ``partial_wraps`` keeps the first only."""
+    if behaviour is Behaviour.PARTIAL_WRAPS:
+        return wraps[:1]
+    return wraps
 
 
 def tamper_hash(behaviour: Behaviour, aggregate_hash: bytes) -> bytes:

@@ -19,7 +19,7 @@ from flocknode.chain.types import Phase, RoundView
 from flocknode.crypto import KeyWrap as EnvelopeWrap
 from flocknode.crypto import seal_update
 from flocknode.p2p.messages import KeyWrap, KeyWraps, UpdateAnnounce
-from flocknode.rounds.byzantine import Behaviour, tamper_update
+from flocknode.rounds.byzantine import Behaviour, tamper_update, tamper_wraps
 from flocknode.rounds.context import RoundContext
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,8 @@ async def run_proposer(ctx: RoundContext, view: RoundView, seat: int) -> None:
         ctx.journal.update(r, submitted=True)
         log.info("update submitted round=%d seat=%d blob=%s", r, seat, rec.blob_id[:12])
     announce = UpdateAnnounce(r, blob_id, rec.blob_size, update_hash)
-    wraps = KeyWraps(r, blob_id, tuple(_wire_wraps(rec.notes.get("wraps", []))))
+    rows = tamper_wraps(ctx.behaviour, list(rec.notes.get("wraps", [])))
+    wraps = KeyWraps(r, blob_id, tuple(_wire_wraps(rows)))
     # Announce until the train phase closes, then release the key wraps (never before).
     while True:
         v = ctx.chain.rounds.get(r, view)

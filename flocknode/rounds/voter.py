@@ -6,6 +6,7 @@ voter restarted at any point commits or reveals exactly what it journaled.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -18,22 +19,25 @@ from libp2p.peer.id import ID
 from nacl.public import PublicKey
 
 from flocknode.aggregation import aggregate
-from flocknode.aggregation.core import apply_update
+from flocknode.aggregation.core import apply_update, step_scale
 from flocknode.chain.errors import ContractRevert
 from flocknode.chain.types import Phase, RoundView
-from flocknode.crypto import EnvelopeError, open_update
+from flocknode.crypto import EnvelopeError, canonical_size, open_update
 from flocknode.crypto import KeyWrap as EnvelopeWrap
+from flocknode.crypto.envelope import ABYTES, DEFAULT_CHUNK_SIZE, HEAD_LEN, unwrap_key, wrap_key
+from flocknode.logs import PeerLog
 from flocknode.p2p.content import FileSink
 from flocknode.p2p.framing import PROTOCOL_BLOB
+from flocknode.p2p.messages import KeyWrap, KeyWraps
 from flocknode.p2p.streams import FetchFailed, fetch
 from flocknode.rounds.byzantine import Behaviour, tamper_hash
 from flocknode.rounds.context import RoundContext
 from flocknode.store.journal import VoteRecord
 
 log = logging.getLogger(__name__)
+peer_log = PeerLog(log)
 
 State = dict[str, torch.Tensor]
-MAX_BLOB_BYTES = 2 << 30
 RETRY_SECONDS = 0.5
 
 
@@ -43,6 +47,7 @@ class SeatInput:
     proposer: str
     update: State | None = None
     failed: str = ""  # a final reason to leave the seat out
+    wrong_size: bool = False  # the size claimed on chain is not the model's envelope size
 
 
 async def run_voter(ctx: RoundContext, view: RoundView, seat: int) -> None:
@@ -132,19 +137,33 @@ async def _decide(
         return None
     base = await ctx.models.load_async(base_hash)
     shapes = {k: tuple(v.shape) for k, v in base.items()}
+    size = update_blob_size(base)
+    t = ctx.settings.training
+    scale = step_scale(
+        t.optimizer, t.learning_rate, t.local_steps, sum(v.numel() for v in base.values())
+    )
     seats = [SeatInput(i, p) for i, p in enumerate(view.proposers)]
     # Prefetch ciphertext while the proposers train; open once the train phase closed.
     async with trio.open_nursery() as nursery:
         for s in seats:
-            nursery.start_soon(_collect_seat, ctx, r, s, shapes)
+            nursery.start_soon(_collect_seat, ctx, r, s, shapes, size)
     included = [s for s in seats if s.update is not None]
     updates: list[State] = [s.update for s in included if s.update is not None]
+    # A size claim other than the envelope size is on chain for every voter to see:
+    # the seat is included and rejected (slashed like a norm rejection), never fetched.
+    wrong_size = [s.seat for s in seats if s.wrong_size]
     for s in seats:
         if s.update is None:
             log.info("seat left out round=%d seat=%d reason=%s", r, s.seat, s.failed or "timeout")
     t_collected = time.monotonic()
     result = await trio.to_thread.run_sync(
-        lambda: aggregate(base, updates, ctx.settings.aggregation, seats=[s.seat for s in included])
+        lambda: aggregate(
+            base,
+            updates,
+            ctx.settings.aggregation,
+            seats=[s.seat for s in included],
+            scale=scale,
+        )
     )
     agg_hash = await ctx.models.put_async(result.model)
     t_aggregated = time.monotonic()
@@ -156,8 +175,8 @@ async def _decide(
     }
     vote = VoteRecord(
         aggregate_hash=tamper_hash(ctx.behaviour, agg_hash).hex(),
-        included_bits=_bits(s.seat for s in included),
-        rejected_bits=_bits(result.rejected),
+        included_bits=_bits([*(s.seat for s in included), *wrong_size]),
+        rejected_bits=_bits([*result.rejected, *wrong_size]),
         flag_bits=_bits(flags),
         score=score,
         salt=os.urandom(32).hex(),
@@ -166,8 +185,8 @@ async def _decide(
         "aggregated round=%d rule=%s included=%s rejected=%s flagged=%s score_ppm=%d hash=%s",
         r,
         result.rule,
-        [s.seat for s in included],
-        list(result.rejected),
+        sorted([*(s.seat for s in included), *wrong_size]),
+        sorted([*result.rejected, *wrong_size]),
         flags,
         score,
         agg_hash.hex()[:12],
@@ -175,8 +194,20 @@ async def _decide(
     return vote, timings
 
 
+def update_blob_size(model: State) -> int:
+    """The exact size of a sealed update of ``model``'s shapes (PROTOCOL.md step 3).
+
+    Canonical bytes are fixed by the names and shapes; the envelope adds its
+    head and ``ABYTES`` per chunk of ``DEFAULT_CHUNK_SIZE`` (the chunk size
+    every proposer seals with).
+    """
+    plain = canonical_size(model)
+    chunks = -(-plain // DEFAULT_CHUNK_SIZE)
+    return HEAD_LEN + plain + ABYTES * chunks
+
+
 async def _collect_seat(
-    ctx: RoundContext, r: int, s: SeatInput, shapes: dict[str, tuple[int, ...]]
+    ctx: RoundContext, r: int, s: SeatInput, shapes: dict[str, tuple[int, ...]], size: int
 ) -> None:
     """Fetch and open one proposer's update, retrying until the collection deadline."""
     member = ctx.membership.member_by_wallet(s.proposer)
@@ -185,6 +216,7 @@ async def _collect_seat(
         return
     proposer_peer: ID = member.peer_id
     blob_ready = False
+    tried: set[tuple[ID, bytes]] = set()  # wraps that did not open the blob
     while True:
         v = ctx.chain.rounds[r]
         late = ctx.chain.now() >= _collect_deadline(ctx, v)
@@ -194,31 +226,98 @@ async def _collect_seat(
         if v.phase is Phase.COMMIT and not up.submitted:
             s.failed = "not_submitted"
             return
+        if up.submitted and up.size != size:
+            s.failed, s.wrong_size = "wrong_size", True
+            ctx.metrics.inc("seat_wrong_size")
+            peer_log.warning(
+                "wrong_size",
+                "seat rejected: claimed size is not the envelope size round=%d seat=%d "
+                "claimed=%d expected=%d",
+                r,
+                s.seat,
+                up.size,
+                size,
+            )
+            return
         if up.submitted and not blob_ready:
-            blob_ready = await _fetch_blob(ctx, r, up.blob_id, up.size, proposer_peer)
+            blob_ready = await _until_collect_deadline(
+                ctx, r, functools.partial(_fetch_blob, ctx, r, up.blob_id, size, proposer_peer)
+            )
         if blob_ready and v.phase is Phase.COMMIT:
-            wrapped = ctx.inbox.wrap_for(r, up.blob_id, proposer_peer)
-            if wrapped is not None:
+            candidates = _wraps_for(ctx, v, up.blob_id, proposer_peer, member.box_public_key)
+            for origin, sender_box, wrapped in candidates:
+                if (origin, wrapped) in tried:
+                    continue
+                tried.add((origin, wrapped))
                 try:
-                    s.update = await trio.to_thread.run_sync(
-                        _open,
-                        ctx,
-                        up.blob_id,
-                        up.update_hash,
-                        wrapped,
-                        member.box_public_key,
-                        shapes,
+                    s.update, key = await trio.to_thread.run_sync(
+                        _open, ctx, up.blob_id, up.update_hash, wrapped, sender_box, shapes
                     )
                 except EnvelopeError as e:
+                    # another wrap (a relay) may still open it: not final before the deadline
                     s.failed = f"envelope: {e}"
+                    continue
                 except (KeyError, FileNotFoundError):
                     # the blob left the store since the fetch (pruned: an old blob id
                     # replayed): fetch it again, as for any blob not held
                     blob_ready = False
-                    await _news(ctx, RETRY_SECONDS)
-                    continue
+                    tried.discard((origin, wrapped))
+                    break
+                await _relay(ctx, v, up.blob_id, key)
                 return
         await _news(ctx, RETRY_SECONDS)
+
+
+def _wraps_for(
+    ctx: RoundContext, v: RoundView, blob_id: bytes, proposer: ID, proposer_box: bytes
+) -> list[tuple[ID, bytes, bytes]]:
+    """``(origin, sender box key, wrapped key)`` for ``blob_id``: the proposer's, then relays.
+
+    A relay is the same content key wrapped by another voter of the round
+    (``_relay``); wraps from anyone else are not looked at.
+    """
+    out: list[tuple[ID, bytes, bytes]] = []
+    senders: list[tuple[ID, bytes]] = [(proposer, proposer_box)]
+    for w in dict.fromkeys(v.voters):
+        m = ctx.membership.member_by_wallet(w)
+        if m is not None and m.peer_id != proposer and m.box_public_key != ctx.box_key.public_bytes:
+            senders.append((m.peer_id, m.box_public_key))
+    for origin, box in senders:
+        wrapped = ctx.inbox.wrap_for(v.round, blob_id, origin)
+        if wrapped is not None:
+            out.append((origin, box, wrapped))
+    return out
+
+
+async def _relay(ctx: RoundContext, v: RoundView, blob_id: bytes, key: bytes) -> None:
+    """Wrap a seat's content key (verified: it opened the update) for the round's other voters.
+
+    One honest voter that received the proposer's wrap is enough for every
+    honest voter to open the seat, so a proposer cannot split the voters by
+    wrapping for some of them only. Sent in the commit phase only (voters open
+    nothing before it), so no key is released before the train phase ends.
+    """
+    me = ctx.box_key.public_bytes
+    wraps: list[KeyWrap] = []
+    for w in dict.fromkeys(v.voters):
+        m = ctx.membership.member_by_wallet(w)
+        if m is None or m.box_public_key == me:
+            continue
+        try:
+            env = wrap_key(key, ctx.box_key.private, PublicKey(m.box_public_key))
+        except Exception:  # a box key nacl refuses (low order): that voter gets no relay
+            ctx.metrics.inc("relay_wrap_failed")
+            continue
+        wraps.append(KeyWrap(env.recipient, env.sealed))
+    wraps = list({w.recipient: w for w in wraps}.values())
+    if not wraps:
+        return
+    try:
+        await ctx.gossip.publish(KeyWraps(v.round, blob_id, tuple(wraps)))
+        ctx.metrics.inc("key_relays_published")
+    except Exception as e:  # best effort, like the proposer's wraps
+        ctx.metrics.inc("gossip_publish_failed")
+        log.debug("relay publish failed round=%d error=%r", v.round, e)
 
 
 async def _news(ctx: RoundContext, timeout: float) -> None:
@@ -232,6 +331,34 @@ async def _news(ctx: RoundContext, timeout: float) -> None:
 
             nursery.start_soon(first, ctx.inbox.changed)
             nursery.start_soon(first, ctx.chain.changed)
+
+
+async def _until_collect_deadline(
+    ctx: RoundContext, r: int, step: Callable[[], Awaitable[bool]]
+) -> bool:
+    """``step()``, cancelled (False) once the collection deadline passes or the phase ends.
+
+    A fetch started in the train phase may still run when the commit phase
+    begins: the deadline is checked on every new view of the chain.
+    """
+    done = False
+    async with trio.open_nursery() as nursery:
+
+        async def run() -> None:
+            nonlocal done
+            done = await step()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(run)
+        while True:
+            v = ctx.chain.rounds[r]
+            left = _collect_deadline(ctx, v) - ctx.chain.now()
+            if left <= 0 or v.phase not in (Phase.TRAIN, Phase.COMMIT):
+                nursery.cancel_scope.cancel()
+                break
+            with trio.move_on_after(min(left, RETRY_SECONDS)):
+                await ctx.chain.changed()
+    return done
 
 
 def _collect_deadline(ctx: RoundContext, v: RoundView) -> float:
@@ -254,7 +381,7 @@ async def _fetch_blob(ctx: RoundContext, r: int, blob_id: bytes, size: int, prop
             blob_id,
             holders,
             sink,
-            max_size=MAX_BLOB_BYTES,
+            max_size=size,
             expected_size=size,
             round_number=r,
         )
@@ -271,18 +398,27 @@ def _open(
     wrapped: bytes,
     sender_box: bytes,
     shapes: dict[str, tuple[int, ...]],
-) -> State:
+) -> tuple[State, bytes]:
+    """The update and its content key (for ``_relay``); EnvelopeError if it does not open."""
     wrap = EnvelopeWrap(ctx.box_key.public_bytes, wrapped)
+    try:
+        sender = PublicKey(sender_box)
+        key = unwrap_key(wrap, ctx.box_key.private, sender)
+    except EnvelopeError:
+        raise
+    except Exception as e:  # a box key nacl refuses
+        raise EnvelopeError(f"bad sender key: {type(e).__name__}") from None
     with ctx.store.open(blob_id) as f:
-        return open_update(
+        update = open_update(
             f,
             wrap,
             recipient=ctx.box_key.private,
-            sender=PublicKey(sender_box),
+            sender=sender,
             update_hash=update_hash,
             expected_shapes=shapes,
             blob_id=blob_id,
         )
+    return update, key
 
 
 async def _score(
