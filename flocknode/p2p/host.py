@@ -472,6 +472,7 @@ class P2PHost:
                     self.metrics.inc(CONN_REFUSED, "membership_ended")
                     await self._close_peer(peer)
             self._forget_non_members()
+            limit_library_logs()  # loggers of py-libp2p modules imported since (lazily)
 
 
 def _protocol_label(protocol_ids: Sequence[TProtocol]) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flocknode.logs import LibraryLogLimiter
+from flocknode.logs import LibraryLogLimiter, limit_library_logs
 from flocknode.p2p.ratelimit import RateLimiter
 
 
@@ -73,3 +73,18 @@ def test_finding13_library_log_limiter_holds_back_and_counts_per_line() -> None:
     finally:
         logger.removeFilter(limiter)
         logger.handlers.clear()
+
+
+def test_finding13_library_limiter_reaches_every_libp2p_logger_once() -> None:
+    limiter = LibraryLogLimiter()
+    later = logging.getLogger("libp2p.test_finding13.imported_later")
+    try:
+        limit_library_logs(limiter)
+        limit_library_logs(limiter)
+        assert later.filters.count(limiter) == 1
+        assert limiter in logging.getLogger("libp2p").filters
+        assert limiter not in logging.getLogger("flocknode").filters
+    finally:
+        for name in list(logging.root.manager.loggerDict):
+            if name.split(".")[0] == "libp2p":
+                logging.getLogger(name).removeFilter(limiter)
