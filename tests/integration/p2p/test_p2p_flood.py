@@ -18,11 +18,13 @@ from contextlib import contextmanager
 import pytest
 import trio
 
+from flocknode.logs import LIBRARY_LOG_LIMITER
 from flocknode.p2p.codec import encode_message
 from flocknode.p2p.gossip import GOSSIP_BURST, GOSSIP_RATE
 from flocknode.p2p.membership import StaticMembership
 from flocknode.p2p.messages import ModelAvailable, UpdateAnnounce
 from flocknode.p2p.metrics import GOSSIP_ACCEPTED, GOSSIP_DROPPED
+from flocknode.p2p.ratelimit import RateLimiter
 from tests.integration.p2p.p2p_helpers import (
     TOPIC,
     Node,
@@ -63,6 +65,30 @@ def turn_into_flooder(node: Node) -> None:
     node.p2p.router.spam_protection_enabled = False
 
 
+async def flood(victim: Node, attacker: Node) -> list[object]:
+    """FLOOD announcements, then a marker of another kind; what the victim delivered."""
+    for i in range(FLOOD):
+        data = encode_message(UpdateAnnounce(1, i.to_bytes(32, "big"), 1000))
+        await attacker.p2p.pubsub.publish(TOPIC, data)
+        await trio.sleep(0.001)  # ~1,000 a second: faster overflows its own send queue
+    marker = ModelAvailable(1, b"\x99" * 32, 1000)
+    got: list[object] = []
+
+    def marker_arrived() -> bool:
+        got.extend(r.message for r in drain(victim) if r.origin == attacker.peer_id)
+        return marker in got
+
+    for _ in range(5):  # the marker has its own bucket; resent if lost in the flood
+        await attacker.p2p.pubsub.publish(TOPIC, encode_message(marker))
+        try:
+            await wait_until(marker_arrived, timeout=10)
+            break
+        except trio.TooSlowError:
+            continue
+    assert marker in got
+    return got
+
+
 async def test_finding13_member_flood_is_bounded_in_work_and_log_lines() -> None:
     membership = StaticMembership(round_number=1)
     async with running_nodes(2, membership) as (victim, attacker):
@@ -71,25 +97,7 @@ async def test_finding13_member_flood_is_bounded_in_work_and_log_lines() -> None
         turn_into_flooder(attacker)
         with log_records("libp2p", "flocknode") as records:
             started = trio.current_time()
-            for i in range(FLOOD):
-                data = encode_message(UpdateAnnounce(1, i.to_bytes(32, "big"), 1000))
-                await attacker.p2p.pubsub.publish(TOPIC, data)
-                await trio.sleep(0.001)  # ~1,000 a second: faster overflows its own send queue
-            marker = ModelAvailable(1, b"\x99" * 32, 1000)
-            got: list[object] = []
-
-            def marker_arrived() -> bool:
-                got.extend(r.message for r in drain(victim) if r.origin == attacker.peer_id)
-                return marker in got
-
-            for _ in range(5):  # the marker has its own bucket; resent if lost in the flood
-                await attacker.p2p.pubsub.publish(TOPIC, encode_message(marker))
-                try:
-                    await wait_until(marker_arrived, timeout=10)
-                    break
-                except trio.TooSlowError:
-                    continue
-            assert marker in got
+            got = await flood(victim, attacker)
             elapsed = trio.current_time() - started
 
         metrics = victim.p2p.metrics
@@ -101,3 +109,20 @@ async def test_finding13_member_flood_is_bounded_in_work_and_log_lines() -> None
         # log lines: at most the per-line budget from any one place in the code
         per_line = Counter((r.name, r.lineno) for r in records)
         assert max(per_line.values(), default=0) <= LINE_BURST, per_line.most_common(3)
+
+
+async def test_finding13_libp2p_lines_of_a_flood_pass_the_line_budget() -> None:
+    """Without the gossip budget, py-libp2p warns once per message over its own limit."""
+    membership = StaticMembership(round_number=1)
+    async with running_nodes(2, membership) as (victim, attacker):
+        await wait_connected([victim, attacker])
+        await wait_mesh([victim, attacker])
+        turn_into_flooder(attacker)
+        victim.gossip.limiter = RateLimiter(rate=1e9, burst=1e9)  # every message accepted
+        held_before = sum(LIBRARY_LOG_LIMITER.suppressed.values())
+        with log_records("libp2p") as records:
+            await flood(victim, attacker)
+        assert victim.p2p.metrics.get(GOSSIP_ACCEPTED) >= FLOOD / 2  # the flood got through
+        per_line = Counter((r.name, r.lineno) for r in records)
+        assert max(per_line.values(), default=0) <= LINE_BURST, per_line.most_common(3)
+        assert sum(LIBRARY_LOG_LIMITER.suppressed.values()) - held_before >= FLOOD / 4
