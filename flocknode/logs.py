@@ -16,8 +16,10 @@ import base64
 import json
 import logging
 import sys
+import threading
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Hashable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -118,6 +120,7 @@ def setup_logging(
     level: str = "info", fmt: str = "text", module_levels: dict[str, str] | None = None
 ) -> None:
     _adopt_libp2p()  # before the levels: importing libp2p sets its own
+    limit_library_logs()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else KeyValueFormatter())
     root = logging.getLogger()
@@ -146,6 +149,33 @@ def _adopt_libp2p() -> None:
     lib.propagate = True
 
 
+class LineBudget:
+    """At most ``burst`` lines per ``interval`` seconds for each kind of line.
+
+    ``take(kind)`` is None when the line must be held back (it is counted), else
+    how many lines of that kind were held back since the last one that passed.
+    """
+
+    def __init__(
+        self, burst: int = 10, interval: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._burst, self._interval, self._clock = burst, interval, clock
+        self._window: dict[Hashable, tuple[float, int, int]] = {}  # kind -> (start, logged, held)
+        self._lock = threading.Lock()  # logging may be called from worker threads
+
+    def take(self, kind: Hashable) -> int | None:
+        with self._lock:
+            now = self._clock()
+            start, logged, held = self._window.get(kind, (now, 0, 0))
+            if now - start >= self._interval:
+                start, logged = now, 0
+            if logged >= self._burst:
+                self._window[kind] = (start, logged, held + 1)
+                return None
+            self._window[kind] = (start, logged + 1, 0)
+            return held
+
+
 class PeerLog:
     """A logger for lines that other peers can cause (a connection refused, a bad frame).
 
@@ -163,22 +193,17 @@ class PeerLog:
         interval: float = 60.0,
         clock: Any = time.monotonic,
     ) -> None:
-        self._log, self._burst, self._interval, self._clock = logger, burst, interval, clock
-        self._window: dict[str, tuple[float, int, int]] = {}  # kind -> (start, logged, held)
+        self._log = logger
+        self._budget = LineBudget(burst, interval, clock)
 
     def log(self, level: int, kind: str, msg: str, *args: object) -> None:
         if not self._log.isEnabledFor(level):
             return
-        now = self._clock()
-        start, logged, held = self._window.get(kind, (now, 0, 0))
-        if now - start >= self._interval:
-            start, logged = now, 0
-        if logged >= self._burst:
-            self._window[kind] = (start, logged, held + 1)
+        held = self._budget.take(kind)
+        if held is None:
             return
         if held:
             msg, args = msg + " suppressed=%d", (*args, held)
-        self._window[kind] = (start, logged + 1, 0)
         self._log.log(level, msg, *args)
 
     def info(self, kind: str, msg: str, *args: object) -> None:
@@ -186,3 +211,57 @@ class PeerLog:
 
     def warning(self, kind: str, msg: str, *args: object) -> None:
         self.log(logging.WARNING, kind, msg, *args)
+
+
+LIBRARY_LOGGERS = ("libp2p",)  # libraries whose lines peers can cause
+
+
+class LibraryLogLimiter(logging.Filter):
+    """The PeerLog budget for a library's own records (py-libp2p logs per message).
+
+    A record's kind is where it was logged from (logger name and line: a fixed
+    set, never peer input). Records at ``min_level`` and above get at most
+    ``burst`` lines per ``interval`` per kind; the next one that passes carries
+    ``suppressed=N`` as a field, and ``suppressed`` counts every record held
+    back, by logger. Debug records (asked for by the operator) all pass.
+    """
+
+    def __init__(
+        self,
+        burst: int = 10,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        min_level: int = logging.INFO,
+    ) -> None:
+        super().__init__()
+        self._budget = LineBudget(burst, interval, clock)
+        self._min_level = min_level
+        self.suppressed: Counter[str] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self._min_level:
+            return True
+        held = self._budget.take((record.name, record.lineno))
+        if held is None:
+            self.suppressed[record.name] += 1
+            return False
+        if held:
+            record.suppressed = held
+        return True
+
+
+LIBRARY_LOG_LIMITER = LibraryLogLimiter()
+
+
+def limit_library_logs(limiter: logging.Filter = LIBRARY_LOG_LIMITER) -> None:
+    """Attach ``limiter`` to every logger of ``LIBRARY_LOGGERS`` that exists now.
+
+    A filter acts on the records its own logger emits (not those propagated from
+    children), so it goes on each of them; call again after more of the library
+    is imported (idempotent).
+    """
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in LIBRARY_LOGGERS]
+    for name in {*names, *LIBRARY_LOGGERS}:
+        logger = logging.getLogger(name)
+        if limiter not in logger.filters:
+            logger.addFilter(limiter)

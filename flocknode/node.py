@@ -25,6 +25,7 @@ from flocknode.chain.client import AsyncTaskClient, TaskClient
 from flocknode.chain.contracts import ChainConnection
 from flocknode.chain.errors import ContractRevert
 from flocknode.config import ENV_PRIVATE_KEY, NodeConfig
+from flocknode.crypto.canonical import MAGIC as MODEL_MAGIC
 from flocknode.errors import ConfigError, FlockError
 from flocknode.fsutil import atomic_write_text
 from flocknode.http.app import build_app
@@ -41,6 +42,7 @@ from flocknode.identity.wallet import load_wallet, read_password
 from flocknode.learning.learner import Learner
 from flocknode.learning.settings import TaskSettings, check_config
 from flocknode.logs import redact, redact_bytes
+from flocknode.p2p.content import PrefixedSource, SealedBlobs
 from flocknode.p2p.gossip import TaskGossip, task_topic
 from flocknode.p2p.host import HostConfig, P2PHost
 from flocknode.p2p.messages import Message
@@ -213,7 +215,11 @@ class FlockNode:
         self.client = AsyncTaskClient(prep.client)
         topic = task_topic(cfg.chain.chain_id, prep.client.address)
         self.gossip = CountingGossip(self.p2p, topic, self.p2p_metrics)
-        self.server = ContentServer(self.p2p, prep.store, prep.store)
+        self.server = ContentServer(
+            self.p2p,
+            SealedBlobs(prep.store, lambda cid, r: prep.journal.get(r).blob_id == cid.hex()),
+            PrefixedSource(prep.store, MODEL_MAGIC),
+        )
         self.metrics = prep.metrics
         self.ctx = RoundContext(
             client=self.client,

@@ -1,9 +1,18 @@
 """Where served content comes from and where fetched content goes.
 
-``BlobSource`` is what the stream server reads: ``path(content_id)`` of a file
-whose bytes hash to ``content_id`` (SHA-256), or None. The content store
-(``flocknode.store.ContentStore``) has exactly this method, so it plugs in as
-is; ``DirectoryBlobSource`` is the same thing for tests and benchmarks.
+``BlobSource`` is what the stream server reads for ``/flock/model/1``:
+``path(content_id)`` of a file whose bytes hash to ``content_id`` (SHA-256), or
+None. The content store (``flocknode.store.ContentStore``) has exactly this
+method; ``PrefixedSource`` narrows a source to files of one format (the node
+serves only canonical model files as models), and ``DirectoryBlobSource`` is a
+directory of content files for tests and benchmarks.
+
+``RoundBlobSource`` is what it reads for ``/flock/blob/1``:
+``path_in_round(content_id, round)``, the file only if this node holds the
+blob as an update of ``round`` (the server then checks the requester against
+that round's voters). ``SealedBlobs`` answers it from a source and a check
+(the node: the round journal names the blob it sealed for each round).
+``DirectoryBlobSource`` offers every file to every round.
 
 A ``Sink`` receives one fetch attempt. The fetcher calls its methods from a
 worker thread (they may block): ``begin(size)`` once the server announced a
@@ -18,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -33,8 +42,17 @@ class BlobSource(Protocol):
         ...
 
 
+class RoundBlobSource(Protocol):
+    def path_in_round(self, content_id: bytes, round: int) -> Path | None:
+        """The file of update blob ``content_id`` if held as a blob of ``round``, or None."""
+        ...
+
+
 class DirectoryBlobSource:
-    """Content files named by the hex SHA-256 in one directory."""
+    """Content files named by the hex SHA-256 in one directory (tests, benchmarks).
+
+    As a ``RoundBlobSource`` it offers every file to every round.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -44,6 +62,39 @@ class DirectoryBlobSource:
             return None
         p = self.root / content_id.hex()
         return p if p.is_file() else None
+
+    def path_in_round(self, content_id: bytes, round: int) -> Path | None:
+        return self.path(content_id)
+
+
+class SealedBlobs:
+    """The blobs of ``source`` that ``sealed_in(content_id, round)`` says belong to ``round``."""
+
+    def __init__(self, source: BlobSource, sealed_in: Callable[[bytes, int], bool]) -> None:
+        self._source, self._sealed_in = source, sealed_in
+
+    def path_in_round(self, content_id: bytes, round: int) -> Path | None:
+        if not self._sealed_in(content_id, round):
+            return None
+        return self._source.path(content_id)
+
+
+class PrefixedSource:
+    """The files of ``source`` whose first bytes are ``prefix`` (blocking: reads them)."""
+
+    def __init__(self, source: BlobSource, prefix: bytes) -> None:
+        self._source, self._prefix = source, prefix
+
+    def path(self, content_id: bytes) -> Path | None:
+        p = self._source.path(content_id)
+        if p is None:
+            return None
+        try:
+            with open(p, "rb") as f:
+                head = f.read(len(self._prefix))
+        except OSError:
+            return None
+        return p if head == self._prefix else None
 
 
 class Sink(Protocol):

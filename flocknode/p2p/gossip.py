@@ -6,6 +6,12 @@ never raises (a raising validator ends ``trio.run`` in py-libp2p 0.8.1) and
 counts every drop by reason in ``P2PMetrics``. Accepted messages, the node's
 own included, arrive on ``messages`` as ``Received(origin, message)``.
 
+Each member may have at most ``GOSSIP_BURST`` messages of one kind accepted at
+once and ``GOSSIP_RATE`` a second after that (a token bucket per origin and
+kind, checked in the validator before the message is delivered or relayed);
+the rest are dropped as ``rate_limited`` (docs/protocol.md "Floods and log
+limiting"). Honest nodes repeat an announcement every 2 s at most.
+
 Keep gossip small and rare (LIBRARIES.md): messages of 1 MiB and more vanish
 silently, and py-libp2p throttles every publisher, this node too, to 10
 messages per topic per second.
@@ -23,18 +29,23 @@ import trio
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
+from flocknode.logs import PeerLog
 from flocknode.p2p.codec import DecodeError, decode_message, encode_message
 from flocknode.p2p.host import P2PHost
 from flocknode.p2p.messages import Message
 from flocknode.p2p.metrics import GOSSIP_ACCEPTED, GOSSIP_DROPPED
+from flocknode.p2p.ratelimit import RateLimiter
 from flocknode.p2p.validation import check_gossip, check_message
 
 if TYPE_CHECKING:  # trio-typing's stubs shadow trio's own TaskStatus for mypy
     from trio_typing import TaskStatus
 
 log = logging.getLogger(__name__)
+peer_log = PeerLog(log)  # lines a peer can cause: rate-limited
 
 DELIVERY_QUEUE = 256
+GOSSIP_RATE = 1.0  # messages per second one origin may have accepted, per kind
+GOSSIP_BURST = 10  # and at once
 
 
 def task_topic(chain_id: int, task_address: str) -> str:
@@ -57,9 +68,16 @@ class Received:
 class TaskGossip:
     """Subscribes to one task topic on a running ``P2PHost``."""
 
-    def __init__(self, p2p: P2PHost, topic: str, queue_size: int = DELIVERY_QUEUE) -> None:
+    def __init__(
+        self,
+        p2p: P2PHost,
+        topic: str,
+        queue_size: int = DELIVERY_QUEUE,
+        limiter: RateLimiter | None = None,
+    ) -> None:
         self._p2p = p2p
         self.topic = topic
+        self.limiter = limiter or RateLimiter(GOSSIP_RATE, GOSSIP_BURST)
         self._send, self.messages = trio.open_memory_channel[Received](queue_size)
         self.started = trio.Event()
         self._stop = trio.Event()
@@ -74,9 +92,15 @@ class TaskGossip:
             if not self._p2p.membership.is_member(forwarder):
                 metrics.inc(GOSSIP_DROPPED, "forwarder_not_member")
                 return False
-            verdict = check_gossip(msg.data, ID(msg.from_id), self._p2p.membership)
+            origin = ID(msg.from_id)
+            verdict = check_gossip(msg.data, origin, self._p2p.membership)
             if not verdict.accepted:
                 metrics.inc(GOSSIP_DROPPED, verdict.reason)
+                return False
+            kind = type(verdict.message).__name__
+            if origin != self._p2p.peer_id and not self.limiter.allow((origin, kind)):
+                metrics.inc(GOSSIP_DROPPED, "rate_limited")
+                peer_log.info("rate_limited", "gossip rate limited origin=%s kind=%s", origin, kind)
                 return False
             metrics.inc(GOSSIP_ACCEPTED)
             return True

@@ -59,7 +59,7 @@ from multiaddr import Multiaddr
 
 from flocknode.errors import FlockError
 from flocknode.identity.keys import PeerKey
-from flocknode.logs import PeerLog
+from flocknode.logs import PeerLog, limit_library_logs
 from flocknode.p2p.discovery import (
     Backoff,
     PeerDialer,
@@ -245,6 +245,7 @@ class P2PHost:
             trio.open_nursery() as nursery,
         ):
             self._nursery = nursery
+            limit_library_logs()  # py-libp2p's peer-caused lines (its modules are loaded now)
             nursery.start_soon(self.dialer.run)
             nursery.start_soon(self._sweep_non_members)
             addrs = self.listen_addrs()
@@ -471,6 +472,7 @@ class P2PHost:
                     self.metrics.inc(CONN_REFUSED, "membership_ended")
                     await self._close_peer(peer)
             self._forget_non_members()
+            limit_library_logs()  # loggers of py-libp2p modules imported since (lazily)
 
 
 def _protocol_label(protocol_ids: Sequence[TProtocol]) -> str:

@@ -1,10 +1,18 @@
 """The content server: ``/flock/blob/1`` to the round's voters, ``/flock/model/1`` to members.
 
-Wire layout: ``flocknode.p2p.framing``. A server holds at most
-``max_streams_per_peer`` streams per peer and ``max_streams_total`` in all (more
-are refused as busy), waits at most ``request_timeout`` for the 41-byte request
-and ``write_timeout`` per block of frames, and reads the next block from disk while the
-current one is sent. Content comes from a ``BlobSource`` (the content store).
+Wire layout: ``flocknode.p2p.framing``. Every check on the requester comes
+before it can hold anything (docs/protocol.md "Content-server access"):
+1. the peer must be a member (no request read otherwise);
+2. it may wait at most ``request_timeout`` with at most ``max_pending_per_peer``
+   requests not yet sent (a slow or silent member holds only its own share);
+3. a blob is served only if this node holds it as a blob of the round the
+   request names (``RoundBlobSource``) and the requester holds a voter seat in
+   that round; ``/flock/model/1`` serves only the model source (the node's
+   model files, never an update blob);
+4. then a serving slot: at most ``max_streams_per_peer`` per peer and
+   ``max_streams_total`` in all (more are refused as busy).
+Each block of frames must be written within ``write_timeout``; the next block
+is read from disk while the current one is sent.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 
 from flocknode.logs import PeerLog
-from flocknode.p2p.content import BlobSource
+from flocknode.p2p.content import BlobSource, RoundBlobSource
 from flocknode.p2p.framing import (
     FRAME_HEADER,
     MAX_FRAME,
@@ -71,18 +79,19 @@ class _Slots:
 
 
 class ContentServer:
-    """Serves blobs and models from ``BlobSource``s on a running ``P2PHost``."""
+    """Serves blobs and models on a running ``P2PHost``."""
 
     def __init__(
         self,
         p2p: P2PHost,
-        blobs: BlobSource,
+        blobs: RoundBlobSource,
         models: BlobSource,
         limits: StreamLimits | None = None,
     ) -> None:
         self._p2p = p2p
-        self._sources = {PROTOCOL_BLOB: blobs, PROTOCOL_MODEL: models}
+        self._blobs, self._models = blobs, models
         self.limits = limits or StreamLimits()
+        self._pending = _Slots(self.limits.max_pending_per_peer, self.limits.max_pending_total)
         self._slots = _Slots(self.limits.max_streams_per_peer, self.limits.max_streams_total)
 
     def install(self) -> None:
@@ -97,52 +106,79 @@ class ContentServer:
 
     async def _serve(self, stream: INetStream, protocol: str) -> None:
         peer = stream.muxed_conn.peer_id
-        if not self._slots.try_acquire(peer):
-            await self._refuse(stream, RefuseReason.BUSY)
-            return
         try:
-            await self._serve_one(stream, protocol, peer)
+            admitted = await self._admit(stream, protocol, peer)
         except Exception as e:
-            self._p2p.metrics.inc(STREAM_SERVED, "aborted")
-            peer_log.info(
-                "aborted", "serving aborted protocol=%s peer=%s error=%r", protocol, peer, e
-            )
-            await reset_quietly(stream)
+            await self._abort(stream, protocol, peer, e)
+            return
+        if admitted is None:
+            return
+        f, content_id = admitted
+        try:
+            if not self._slots.try_acquire(peer):
+                await self._refuse(stream, RefuseReason.BUSY)
+                return
+            try:
+                await self._send(stream, f, content_id)
+            finally:
+                self._slots.release(peer)
+        except Exception as e:
+            await self._abort(stream, protocol, peer, e)
         finally:
-            self._slots.release(peer)
+            f.close()
 
-    async def _serve_one(self, stream: INetStream, protocol: str, peer: ID) -> None:
+    async def _admit(
+        self, stream: INetStream, protocol: str, peer: ID
+    ) -> tuple[io.FileIO, bytes] | None:
+        """The open file and id of what ``peer`` asks for, if it may have it; else refuse."""
         membership = self._p2p.membership
+        if not membership.is_member(peer):
+            await self._refuse(stream, RefuseReason.NOT_MEMBER)
+            return None
+        if not self._pending.try_acquire(peer):
+            await self._refuse(stream, RefuseReason.BUSY)
+            return None
         try:
             with trio.fail_after(self.limits.request_timeout):
                 req = decode_request(await read_exact(stream, REQUEST.size))
         except (FramingError, Truncated, trio.TooSlowError):
             await self._refuse(stream, RefuseReason.BAD_REQUEST)
-            return
-        if not membership.is_member(peer):
-            await self._refuse(stream, RefuseReason.NOT_MEMBER)
-            return
+            return None
+        finally:
+            self._pending.release(peer)
         if protocol == PROTOCOL_BLOB and not membership.is_voter(req.round, peer):
             await self._refuse(stream, RefuseReason.NOT_VOTER)
-            return
-        path = self._sources[protocol].path(req.content_id)
-        f = await trio.to_thread.run_sync(_open_or_none, path) if path is not None else None
+            return None
+        f = await trio.to_thread.run_sync(self._open, protocol, req.content_id, req.round)
         if f is None:
             self._p2p.metrics.inc(STREAM_REFUSED, "not_found")
             with trio.move_on_after(self.limits.write_timeout):
                 await stream.write(encode_not_found())
                 await stream.close()
-            return
-        try:
-            size = os.fstat(f.fileno()).st_size
-            await self._write(stream, encode_ok(size, req.content_id))
-            await self._send_frames(stream, f, size)
-        finally:
-            f.close()
+            return None
+        return f, req.content_id
+
+    def _open(self, protocol: str, content_id: bytes, round: int) -> io.FileIO | None:
+        """Blocking (the sources stat and may read files): run in a worker thread."""
+        if protocol == PROTOCOL_BLOB:
+            path = self._blobs.path_in_round(content_id, round)
+        else:
+            path = self._models.path(content_id)
+        return _open_or_none(path) if path is not None else None
+
+    async def _send(self, stream: INetStream, f: io.FileIO, content_id: bytes) -> None:
+        size = os.fstat(f.fileno()).st_size
+        await self._write(stream, encode_ok(size, content_id))
+        await self._send_frames(stream, f, size)
         with trio.fail_after(self.limits.write_timeout):  # the FIN waits on the socket too
             await stream.close()
         self._p2p.metrics.inc(STREAM_SERVED, "ok")
         self._p2p.metrics.inc(BYTES_SERVED, n=size)
+
+    async def _abort(self, stream: INetStream, protocol: str, peer: ID, e: Exception) -> None:
+        self._p2p.metrics.inc(STREAM_SERVED, "aborted")
+        peer_log.info("aborted", "serving aborted protocol=%s peer=%s error=%r", protocol, peer, e)
+        await reset_quietly(stream)
 
     async def _send_frames(self, stream: INetStream, f: io.FileIO, size: int) -> None:
         """Frames of up to MAX_FRAME, laid out with their headers straight from disk.

@@ -14,8 +14,10 @@ from libp2p.network.stream.exceptions import StreamEOF
 class StreamLimits:
     """Per-peer stream caps and timeouts of /flock/blob/1 and /flock/model/1."""
 
-    max_streams_per_peer: int = 4
-    max_streams_total: int = 64
+    max_pending_per_peer: int = 2  # server: streams of one member whose request is not in
+    max_pending_total: int = 512  # server: the same in all (bounded by members x per peer)
+    max_streams_per_peer: int = 2  # server: streams served to one member at once
+    max_streams_total: int = 64  # server: streams served at once
     request_timeout: float = 10.0  # server: to receive the 41-byte request
     write_timeout: float = 30.0  # server: per block of frames (4 MiB) and for the close
     open_timeout: float = 10.0  # requester: dial and negotiate the stream

@@ -48,7 +48,7 @@ STALLED_PROC = Path(__file__).with_name("p2p_stalled_member_proc.py")
 SIZE = 64 << 20  # far more than a stream carries before the stop
 STALLED = 2  # members that stop reading
 STREAMS = 8  # streams each of them has served at once
-LIMITS = StreamLimits(write_timeout=1.5, max_streams_per_peer=STREAMS)
+LIMITS = StreamLimits(write_timeout=1.5, max_streams_per_peer=STREAMS, max_pending_per_peer=STREAMS)
 SLACK = 5.0  # scheduling on a loaded 2-core machine; the bug is a handler held forever
 
 

@@ -254,15 +254,19 @@ async def test_bad_transfers_are_rejected_and_fetched_from_the_next_holder(tmp_p
 
 
 async def test_blobs_only_to_voters_models_to_members_not_found(tmp_path: Path) -> None:
-    cid = write_blob(tmp_path / "src", 300_000)
+    cid = write_blob(tmp_path / "blobs", 300_000)
+    model = write_blob(tmp_path / "models", 200_000, seed=1)
     missing = hashlib.sha256(b"nobody has this").digest()
     membership = StaticMembership(round_number=2)
     quiet = replace(LOOPBACK, discovery_interval=60.0)  # no membership sweep mid-test
     async with running_nodes(3, membership, config=quiet) as (server, voter, member):
         membership.set_voters(2, [voter.peer_id])
         await wait_connected([server, voter, member])
-        source = DirectoryBlobSource(tmp_path / "src")
-        ContentServer(server.p2p, source, source).install()
+        blobs, models = (
+            DirectoryBlobSource(tmp_path / "blobs"),
+            DirectoryBlobSource(tmp_path / "models"),
+        )
+        ContentServer(server.p2p, blobs, models).install()
 
         async def attempt(node: Node, protocol: str, content: bytes, rnd: int = 2) -> str:
             try:
@@ -283,7 +287,8 @@ async def test_blobs_only_to_voters_models_to_members_not_found(tmp_path: Path) 
         assert await attempt(voter, PROTOCOL_BLOB, cid) == "ok"
         assert await attempt(voter, PROTOCOL_BLOB, cid, rnd=1) == "refused_not_voter"
         assert await attempt(member, PROTOCOL_BLOB, cid) == "refused_not_voter"
-        assert await attempt(member, PROTOCOL_MODEL, cid) == "ok"
+        assert await attempt(member, PROTOCOL_MODEL, model) == "ok"
+        assert await attempt(member, PROTOCOL_MODEL, cid) == "not_found"  # a blob is no model
         assert await attempt(voter, PROTOCOL_MODEL, missing) == "not_found"
 
         # a peer that stops being a member is refused on both protocols
@@ -292,7 +297,7 @@ async def test_blobs_only_to_voters_models_to_members_not_found(tmp_path: Path) 
         assert await attempt(voter, PROTOCOL_MODEL, cid) == "refused_not_member"
         assert server.p2p.metrics.reasons(STREAM_REFUSED) == {
             "not_voter": 2,
-            "not_found": 1,
+            "not_found": 2,
             "not_member": 2,
         }
 

@@ -8,7 +8,7 @@ from flocknode.chain.registry import Member, Registry
 from flocknode.identity import PeerKey
 from flocknode.p2p.gossip import Received
 from flocknode.p2p.messages import KeyWrap, KeyWraps, ModelAvailable, UpdateAnnounce
-from flocknode.rounds.inbox import KEEP_MODELS, Inbox
+from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.membership import ChainMembership
 from tests.unit.rounds.views import make_view
 
@@ -31,7 +31,7 @@ def test_inbox_keeps_only_wraps_addressed_to_this_node() -> None:
     assert inbox.wrap_for(4, blob, p) is None
 
 
-def test_inbox_tracks_holders_and_forgets_old_rounds_and_models() -> None:
+def test_inbox_tracks_holders_and_forgets_old_rounds() -> None:
     inbox = Inbox(ME)
     a, b = peer(), peer()
     blob = b"\xbb" * 32
@@ -40,10 +40,8 @@ def test_inbox_tracks_holders_and_forgets_old_rounds_and_models() -> None:
     assert inbox.holders(1, blob) == {a, b}
     inbox.on_message(Received(a, UpdateAnnounce(9, b"\xcc" * 32, 10)))
     assert inbox.holders(1, blob) == set()  # pruned: too old
-    for i in range(KEEP_MODELS + 5):
-        inbox.on_message(Received(a, ModelAvailable(9, bytes([i]) * 32, 100)))
-    assert len(inbox.model_holders) == KEEP_MODELS
-    assert bytes([KEEP_MODELS + 4]) * 32 in inbox.model_holders
+    inbox.on_message(Received(a, ModelAvailable(9, b"\xdd" * 32, 100)))
+    assert inbox.model_holders[b"\xdd" * 32] == {a}
 
 
 def member(wallet: str, eligible: bool = True) -> Member:
