@@ -221,9 +221,10 @@ class FlockNode:
             PrefixedSource(prep.store, MODEL_MAGIC),
         )
         self.metrics = prep.metrics
+        params = prep.client.params()
         self.ctx = RoundContext(
             client=self.client,
-            params=prep.client.params(),
+            params=params,
             settings=prep.settings,
             learner=prep.learner,
             p2p=self.p2p,
@@ -231,7 +232,7 @@ class FlockNode:
             store=prep.store,
             models=prep.models,
             journal=prep.journal,
-            inbox=Inbox(self.box_key.public_bytes),
+            inbox=Inbox(self.box_key.public_bytes, params.proposers_per_round),
             membership=self.membership,
             box_key=self.box_key,
             wallet=prep.account.address,

@@ -7,8 +7,10 @@ Bounded per origin, so one member cannot crowd out the others (docs/protocol.md
 "Gossip table caps"):
 - rounds: only the last ``KEEP_ROUNDS`` rounds are kept (the validator already
   admits only the current and the next round);
-- blobs: an origin announces, and sends wraps for, at most ``BLOBS_PER_ORIGIN``
-  blob ids per round (an honest proposer has one);
+- blobs: an origin announces, and sends wraps for, at most ``blobs_per_origin``
+  blob ids per round (an honest proposer names one; an honest voter relays key
+  wraps for each seat it opened, so the node sets it to the task's proposers
+  per round, never below ``BLOBS_PER_ORIGIN``);
 - models: an origin holds at most ``MODELS_PER_ORIGIN`` model hashes; announcing
   a newer one forgets the origin's oldest, never another origin's entry; a hash
   nobody announced in the last ``KEEP_ROUNDS`` rounds is forgotten.
@@ -31,14 +33,15 @@ log = logging.getLogger(__name__)
 peer_log = PeerLog(log)  # lines a peer can cause: rate-limited
 
 KEEP_ROUNDS = 4
-BLOBS_PER_ORIGIN = 2  # blob ids one origin may announce (and wrap) per round
+BLOBS_PER_ORIGIN = 2  # the least blob ids one origin may announce (and wrap) per round
 MODELS_PER_ORIGIN = 2  # model hashes one origin is recorded as holding
 MAX_MODEL_HOLDERS = 64  # holders kept per model hash
 
 
 class Inbox:
-    def __init__(self, my_box_public_key: bytes) -> None:
+    def __init__(self, my_box_public_key: bytes, blobs_per_origin: int = BLOBS_PER_ORIGIN) -> None:
         self._me = my_box_public_key
+        self._blobs_per_origin = max(BLOBS_PER_ORIGIN, blobs_per_origin)
         # round -> blob id -> peers that announced it
         self.announced: dict[int, dict[bytes, set[ID]]] = defaultdict(lambda: defaultdict(set))
         # (round, blob id, origin) -> the wrap addressed to this node's box key
@@ -86,7 +89,7 @@ class Inbox:
         blobs = self._blobs_of.setdefault((round, origin), set())
         if blob_id in blobs:
             return True
-        if len(blobs) >= BLOBS_PER_ORIGIN:
+        if len(blobs) >= self._blobs_per_origin:
             self._drop("blobs_per_origin", origin)
             return False
         blobs.add(blob_id)

@@ -62,3 +62,16 @@ def test_finding11_blob_and_wrap_flood_is_capped_per_origin_and_round() -> None:
     # and the per-round bookkeeping leaves with the round
     inbox.on_message(Received(proposer, UpdateAnnounce(4 + KEEP_ROUNDS + 1, blob, 10)))
     assert set(inbox.announced) == {4 + KEEP_ROUNDS + 1} and not inbox.wraps
+
+
+def test_finding11_a_voter_relaying_a_wrap_per_seat_is_within_its_cap() -> None:
+    # voters relay the content key of every seat they opened (finding 9): the node
+    # sizes the per-origin cap to the task's proposer seats
+    seats = 5
+    inbox = Inbox(ME, blobs_per_origin=seats)
+    voter = peer()
+    for i in range(seats + 1):
+        inbox.on_message(Received(voter, KeyWraps(3, fake(i), (KeyWrap(ME, b"r" * 72),))))
+    assert all(inbox.wrap_for(3, fake(i), voter) == b"r" * 72 for i in range(seats))
+    assert inbox.wrap_for(3, fake(seats), voter) is None
+    assert inbox.dropped["blobs_per_origin"] == 1
