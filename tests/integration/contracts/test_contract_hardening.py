@@ -214,8 +214,15 @@ def test_eviction_keeps_tokens_and_spares_stakers_and_elected(
         "TaskFull",
     )
     t.play(r, [Vote(GOOD, 0b111, score=1)] * 3)
-    t.open_round()  # round 1's vote can be challenged until round 2 is finalized
-    r2 = int(t.task.functions.currentRound().call())
+    # round 1's winners stay until a later round is finalized: the next round's
+    # voters may still find round 1's model unservable
+    r2 = t.open_round()
+    assert t.stake_of(member) == 0 and member in rv.voters
+    t.expect_revert(
+        t.task.functions.register(ps[2].peer_id, ps[2].box_key, ps[2].multiaddrs, ps[2].peer_sig),
+        newcomers[2],
+        "TaskFull",
+    )
     t.elect(r2)
     t.play(r2, [Vote(NEXT, 0b111, score=1)] * 3)
     # now the member that unstaked is evicted; its pending unstake becomes claimable
