@@ -183,7 +183,7 @@ def register(sub: Any) -> None:
         default=[],
         metavar="K:BEHAVIOUR",
         help="K cheating nodes: sign_flip, label_flip, gaussian_noise, wrong_hash, "
-        "no_reveal (repeatable)",
+        "no_reveal, unservable_hash (repeatable)",
     )
     p.add_argument("--proposers", type=int, help="proposers per round (default: half the nodes)")
     p.add_argument("--voters", type=int, help="voters per round (default: half the nodes)")
