@@ -1087,7 +1087,8 @@ contract FlockTask {
 
     /// @dev The winners found the current model unservable: it goes back one step
     ///      (to the model its round replaced) and the winners of the round that
-    ///      adopted it are slashed on the stake they counted in that round.
+    ///      adopted it are slashed on the stake they counted in that round (the
+    ///      Slashed events name `round`, the round being finalized).
     ///      Returns the tokens taken.
     function _rollBack(uint256 round, uint256 from) private returns (uint256 taken) {
         Round storage bad = _rounds[from];
@@ -1095,7 +1096,7 @@ contract FlockTask {
         uint256 full = _params.slashBps;
         uint256 winners = bad.winnerSeats;
         for (uint256 j; winners != 0; ++j) {
-            if (winners & 1 != 0) taken += _slash(from, bad.seats[nP + j], full, "unservable model");
+            if (winners & 1 != 0) taken += _slashAt(round, from, bad.seats[nP + j], full, "unservable model");
             winners >>= 1;
         }
         uint256 to = bad.baseRound;
@@ -1204,12 +1205,21 @@ contract FlockTask {
         private
         returns (uint256 amount)
     {
+        return _slashAt(round, round, wallet, bps, reason);
+    }
+
+    /// @dev As _slash, on the stake counted in `stakeRound`; the event names `round`
+    ///      (the round being finalized).
+    function _slashAt(uint256 round, uint256 stakeRound, address wallet, uint256 bps, string memory reason)
+        private
+        returns (uint256 amount)
+    {
         if (bps == 0) return 0;
         Participant storage p = _participants[wallet];
         if (!p.registered) return 0; // evicted: it held no stake worth taking
         uint256 index = p.index;
         StakeEntry memory e = _stakes[index];
-        amount = _stakeAt(e, round) * bps / BPS;
+        amount = _stakeAt(e, stakeRound) * bps / BPS;
         if (amount == 0) return 0;
         uint256 fromStake = amount < e.next ? amount : e.next;
         if (fromStake != 0) _setNextStake(index, e.next - fromStake);

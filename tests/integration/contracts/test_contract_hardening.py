@@ -254,8 +254,9 @@ def test_finding6_unservable_model_rolls_back_and_its_winners_are_slashed(h: Har
     assert (back.round, back.fromRound, back.toRound, back.globalModelHash) == (r3, r2, r1, GOOD)
     assert model(h) == (GOOD, r1)
     assert h.round(r3).globalModelHashAfter == GOOD
-    # the winners of round 2 are slashed; round 3's proposers are not idle-slashed
-    assert slashes(h, receipt) == {w: (r2, SLASH, "unservable model") for w in colluders}
+    # the winners of round 2 are slashed (on their round-2 stake, at round 3's
+    # settlement); round 3's proposers are not idle-slashed
+    assert slashes(h, receipt) == {w: (r3, SLASH, "unservable model") for w in colluders}
     # round 3's voters are paid for agreeing, as in any round with a winner
     assert rewards(h, receipt) == {w: 5 * ETHER // 3 for w in rv3.voters}
     assert h.task.functions.rewardPool().call() == pool - 3 * (5 * ETHER // 3) + 2 * SLASH
@@ -275,11 +276,15 @@ def test_finding6_chained_unservable_models_roll_back_one_step_per_round(
     r4, _ = t.open_and_elect()
     receipt = t.play(r4, [UNAVAILABLE] * 3, submits=[False] * 3)
     assert model(t) == (FAKE, r2)
-    assert {s[0] for s in slashes(t, receipt).values() if s[2] == "unservable model"} == {r3}
+    (back,) = t.events(receipt, "ModelRolledBack")
+    assert (back.fromRound, back.toRound) == (r3, r2)
+    assert set(slashes(t, receipt)) == set(t.round(r3).voters[:2])
     r5, _ = t.open_and_elect()
     receipt = t.play(r5, [UNAVAILABLE] * 3, submits=[False] * 3)
     assert model(t) == (GOOD, r1)
-    assert {s[0] for s in slashes(t, receipt).values() if s[2] == "unservable model"} == {r2}
+    (back,) = t.events(receipt, "ModelRolledBack")
+    assert (back.fromRound, back.toRound) == (r2, r1)
+    assert set(slashes(t, receipt)) == set(t.round(r2).voters[:2])
     assert_solvent(t)
 
 
