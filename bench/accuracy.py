@@ -4,8 +4,8 @@ Not part of the test suite. Simulates the protocol's learning path without the
 network or the chain: each round draws proposers and voters (``--proposers``
 of ``--nodes``; the rest vote), proposers train on their Dirichlet shards,
 the norm check and the rule aggregate, voters score the new model on their
-private validation splits and the round is accepted iff the lower median of
-the scores is >= 0 (PROTOCOL.md step 8). Scenarios:
+private validation splits and the round is accepted iff at least half of the
+scores are >= 0 (docs/contracts.md "Settlement details"). Scenarios:
 
 - ``fedavg_all``: every node proposes every round, no vote (plain FedAvg);
 - ``fedavg_half``: half the nodes propose, the other half vote;
@@ -88,7 +88,7 @@ def simulate(
                 - learners[v].evaluate(state, "val").ppm
                 for v in voters
             ]
-            accepted = sorted(scores)[(len(scores) - 1) // 2] >= 0
+            accepted = 2 * sum(1 for s in scores if s >= 0) >= len(scores)
         if accepted:
             state = result.model
         history.append(

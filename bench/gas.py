@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from eth_utils import keccak, to_checksum_address  # noqa: E402
 from web3 import Web3  # noqa: E402
 
 from tests.fixtures.anvil import anvil  # noqa: E402
@@ -38,6 +39,7 @@ LIMITS = {"electRoles@100": 2_000_000, "finalizeRound(max)": 1_000_000}
 EIP7825_TX_CAP = 2**24
 WORST = (64, 64, 999)  # proposers, voters, participants
 AGG = b"\xa1" * 32
+EVICTION_GRACE = 600  # FlockTask: seconds a new registration has to stake
 
 
 def measure(w3: Web3, accounts: tuple[str, ...], n: int) -> dict[str, Any]:
@@ -124,12 +126,43 @@ def measure(w3: Web3, accounts: tuple[str, ...], n: int) -> dict[str, Any]:
     gas["getRound (view)"] = int(h.task.functions.getRound(r).estimate_gas())
     gas["participants(0, n) (view)"] = int(h.task.functions.participants(0, n).estimate_gas())
 
+    # --- scenario 6: the voters find the current model unservable (round 4 adopted
+    # it): the model rolls back one step, round 4's 5 winners are slashed
+    r = int(h.task.functions.currentRound().call())
+    _elect(h, gas, r, None)
+    unavailable = Vote(b"\x00" * 32, 0)
+    h.play(r, [unavailable] * VOTERS, submits=[False] * PROPOSERS, finalize=False)
+    one("finalizeRound (unavailable: rollback)", h.task.functions.finalizeRound(r), accounts[0])
+
+    # --- scenario 7: a registration into a full registry evicts one without stake,
+    # found after scanning every staked registration before it
+    limit = int(h.params().maxParticipants)
+    squatters = [_address(b"squatter", i) for i in range(limit - n)]
+    for wallet in squatters:
+        h.impersonate(wallet)
+        sq = h.make_participant(wallet)
+        fn = h.task.functions.register(sq.peer_id, sq.box_key, sq.multiaddrs, sq.peer_sig)
+        h.send(fn, wallet, label="register (squatter)")
+    if not squatters:  # full already: the last registration leaves
+        h.send(h.task.functions.requestUnstake(h.stake_of(wallets[-1])), wallets[-1])
+        _open(h, gas, None)  # its stake no longer counts from this round on
+    h.advance(EVICTION_GRACE)
+    newcomer = _address(b"newcomer", 0)
+    h.impersonate(newcomer)
+    p = h.make_participant(newcomer)
+    fn = h.task.functions.register(p.peer_id, p.box_key, p.multiaddrs, p.peer_sig)
+    one(f"register (evicts after scanning {n})", fn, newcomer)
+
     # repeated calls: median and max
     for label in ("register", "stake", "submitUpdate", "commitVote", "revealVote", "fundRewards"):
         values = h.gas.get(label, [])
         if values:
             gas[label] = {"median": int(statistics.median(values)), "max": max(values)}
     return gas
+
+
+def _address(tag: bytes, i: int) -> str:
+    return to_checksum_address(keccak(tag + i.to_bytes(4, "big"))[:20])
 
 
 def _open(h: Harness, gas: dict[str, Any], label: str | None) -> int:

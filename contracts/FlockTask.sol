@@ -120,6 +120,7 @@ contract FlockTask {
         uint64 lastElectedRound;
         uint16 lastSeat; // seat in lastElectedRound: < P proposer, else voter P+j
         uint64 unstakeRound; // round current at the last requestUnstake
+        uint32 joinedAt; // timestamp of the registration (eviction grace)
         uint256 pendingUnstake;
         uint256 rewards;
         uint256 slashed;
@@ -158,6 +159,8 @@ contract FlockTask {
         uint64 trainEnd;
         uint64 commitEnd;
         uint64 revealEnd;
+        uint64 winnerSeats; // bit j: voter seat j was in the winning group
+        uint64 baseRound; // for a round that adopted a model: the model round it replaced
         bytes32 seed;
         bytes32 winningHash;
         uint256 winningIncludedBits;
@@ -184,6 +187,18 @@ contract FlockTask {
     uint256 private constant MAX_MULTIADDR_BYTES = 256;
     uint256 private constant MAX_SEED_DELAY = 64;
     uint256 private constant DRAW_BLOCK = 16;
+    uint256 private constant EVICTION_GRACE = 600; // seconds a new registration has to stake
+    // X25519 public keys of small order (libsodium's has_small_order list): 0, 1,
+    // the two points of order 8, p - 1, and p, p + 1 (0 and 1 written
+    // non-canonically). Listed with the top bit of the last byte clear: X25519
+    // ignores that bit, so each has a second encoding with it set, refused too.
+    bytes32 private constant LOW_ORDER_0 = 0x0000000000000000000000000000000000000000000000000000000000000000;
+    bytes32 private constant LOW_ORDER_1 = 0x0100000000000000000000000000000000000000000000000000000000000000;
+    bytes32 private constant LOW_ORDER_2 = 0xe0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800;
+    bytes32 private constant LOW_ORDER_3 = 0x5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157;
+    bytes32 private constant LOW_ORDER_4 = 0xecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f;
+    bytes32 private constant LOW_ORDER_5 = 0xedffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f;
+    bytes32 private constant LOW_ORDER_6 = 0xeeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f;
 
     // ------------------------------------------------------------------ state
 
@@ -228,6 +243,8 @@ contract FlockTask {
     event SettingsPublished(bytes settings);
     event Rewarded(uint256 indexed round, address indexed wallet, uint256 amount);
     event Slashed(uint256 indexed round, address indexed wallet, uint256 amount, string reason);
+    event Evicted(address indexed wallet, address indexed by, uint256 refunded);
+    event ModelRolledBack(uint256 indexed round, uint256 fromRound, uint256 toRound, bytes32 globalModelHash);
 
     // ----------------------------------------------------------------- errors
 
@@ -262,6 +279,7 @@ contract FlockTask {
     error TransferFailed();
     error SettingsMismatch();
     error SettingsAlreadyPublished();
+    error ModelUnderChallenge(uint256 round);
 
     // ------------------------------------------------------------ constructor
 
@@ -297,19 +315,24 @@ contract FlockTask {
     {
         Participant storage p = _participants[msg.sender];
         if (p.registered) revert AlreadyRegistered(msg.sender);
-        uint256 index = _registry.length;
-        if (index >= _params.maxParticipants) revert TaskFull();
         if (peerId.length == 0 || peerId.length > MAX_PEER_ID_BYTES) revert BadPeerId();
-        if (boxPublicKey == bytes32(0)) revert BadBoxKey();
+        if (_lowOrder(boxPublicKey)) revert BadBoxKey();
         if (peerSig.length != PEER_SIG_BYTES) revert BadPeerSig();
+        uint256 index = _registry.length;
+        if (index < _params.maxParticipants) {
+            _registry.push(msg.sender);
+            _stakes.push();
+        } else {
+            index = _evictOne(); // the newcomer takes the evicted one's place in the order
+            _registry[index] = msg.sender;
+        }
         p.registered = true;
         p.index = uint64(index);
+        p.joinedAt = uint32(block.timestamp);
         p.peerId = peerId;
         p.boxPublicKey = boxPublicKey;
         p.peerSig = peerSig;
         _storeMultiaddrs(p, multiaddrs);
-        _registry.push(msg.sender);
-        _stakes.push();
         emit Registered(msg.sender, peerId, boxPublicKey);
     }
 
@@ -343,14 +366,17 @@ contract FlockTask {
     }
 
     /// @notice Pays the pending unstake. Reverts while the caller is elected in a
-    ///         round that is not finalized, and while the current round's roles are
-    ///         not drawn yet if the unstake was requested during that round.
+    ///         round that is not finalized, while it won the vote that adopted the
+    ///         current model and no later round is finalized (the model can still be
+    ///         found unservable), and while the current round's roles are not drawn
+    ///         yet if the unstake was requested during that round.
     function withdraw() external {
         Participant storage p = _registered(msg.sender);
         uint256 amount = p.pendingUnstake;
         if (amount == 0) revert NothingToWithdraw();
         uint256 elected = p.lastElectedRound;
         if (elected != 0 && _rounds[elected].status != ST_FINALIZED) revert StillElected(elected);
+        if (_underChallenge(p)) revert ModelUnderChallenge(elected);
         uint256 c = currentRound;
         if (c != 0 && p.unstakeRound == c && _phase(c) == Phase.Seeding) revert RoundStillOpen(c);
         p.pendingUnstake = 0;
@@ -668,6 +694,61 @@ contract FlockTask {
         if (!p.registered) revert NotRegistered(wallet);
     }
 
+    /// @dev True for the low-order X25519 points: a key wrap sealed to one fails.
+    function _lowOrder(bytes32 key) private pure returns (bool) {
+        bytes32 k = key & ~bytes32(uint256(0x80)); // X25519 ignores the top bit
+        return k == LOW_ORDER_0 || k == LOW_ORDER_1 || k == LOW_ORDER_2 || k == LOW_ORDER_3 || k == LOW_ORDER_4
+            || k == LOW_ORDER_5 || k == LOW_ORDER_6;
+    }
+
+    /// @dev Frees the first registration (in registration order) that holds no
+    ///      stake counted now or from the next round (both below minStake), has
+    ///      had EVICTION_GRACE seconds to stake, and is not locked by a round
+    ///      (elected in an unfinalized one, or under challenge for the current
+    ///      model). Its remaining stake and pending unstake become claimable
+    ///      rewards (claimRewards needs no registration), so no token is lost.
+    ///      Returns the freed position; reverts TaskFull when there is none.
+    function _evictOne() private returns (uint256) {
+        uint256 n = _registry.length;
+        uint256 minStake = _params.minStake;
+        uint256 c = currentRound;
+        for (uint256 i; i < n; ++i) {
+            StakeEntry memory e = _stakes[i];
+            if (e.next >= minStake || _stakeAt(e, c) >= minStake) continue;
+            address wallet = _registry[i];
+            Participant storage q = _participants[wallet];
+            if (block.timestamp < uint256(q.joinedAt) + EVICTION_GRACE) continue;
+            uint256 elected = q.lastElectedRound;
+            if (elected != 0 && _rounds[elected].status != ST_FINALIZED) continue;
+            if (_underChallenge(q)) continue;
+            uint256 refund = uint256(e.next) + q.pendingUnstake;
+            q.registered = false;
+            q.pendingUnstake = 0;
+            q.rewards += refund;
+            delete _stakes[i];
+            emit Evicted(wallet, msg.sender, refund);
+            return i;
+        }
+        revert TaskFull();
+    }
+
+    /// @dev The wallet won the vote of the round that adopted the current model,
+    ///      and no later round is finalized yet: the next round's voters can still
+    ///      find that model unservable and have the winners slashed.
+    function _underChallenge(Participant storage p) private view returns (bool) {
+        uint256 a = p.lastElectedRound;
+        if (a == 0 || a != globalModelRound) return false;
+        Round storage rd = _rounds[a];
+        uint256 nP = _params.proposersPerRound;
+        uint256 seat = p.lastSeat;
+        if (seat < nP || (uint256(rd.winnerSeats) >> (seat - nP)) & 1 == 0) return false;
+        if (finalizedRounds >= _params.totalRounds) return false; // no round left to challenge
+        for (uint256 r = a + 1; r <= currentRound; ++r) {
+            if (_rounds[r].status == ST_FINALIZED) return false;
+        }
+        return true;
+    }
+
     function _storeMultiaddrs(Participant storage p, string[] calldata multiaddrs) private {
         uint256 n = multiaddrs.length;
         if (n == 0 || n > MAX_MULTIADDRS) revert BadMultiaddrs();
@@ -912,6 +993,7 @@ contract FlockTask {
     struct Outcome {
         bool hasWinner;
         bool accepted;
+        bool unavailable; // the winners said the base model could not be obtained
         uint256 winCount;
         bytes32 winHash;
         uint256 winInc;
@@ -927,6 +1009,8 @@ contract FlockTask {
             votes[j] = rd.votes[j];
         }
         Outcome memory o = _count(votes, nV);
+        uint256 from = globalModelRound;
+        bool rollBack = o.unavailable && from != 0; // the initial model is never unservable
 
         uint256 pool = rewardPool;
         uint256 reward = _params.rewardPerRound;
@@ -934,14 +1018,21 @@ contract FlockTask {
         uint256 proposerShare = reward * _params.proposerShareBps / BPS;
         pool -= _payVoters(round, rd, o, nP, reward - proposerShare);
         if (o.accepted) pool -= _payProposers(round, rd, o, votes, nP, proposerShare);
-        pool += _slashAll(round, rd, o, votes, nP, nV);
+        pool += _slashAll(round, rd, o, votes, nP, nV, rollBack);
+        if (rollBack) pool += _rollBack(round, from);
         rewardPool = pool;
 
         rd.status = ST_FINALIZED;
         rd.accepted = o.accepted;
         rd.winningHash = o.winHash;
         rd.winningIncludedBits = o.winInc;
+        uint256 winners;
+        for (uint256 j; j < nV; ++j) {
+            if (o.isWinner[j]) winners |= 1 << j;
+        }
+        rd.winnerSeats = uint64(winners);
         if (o.accepted) {
+            rd.baseRound = uint64(globalModelRound);
             globalModelHash = o.winHash;
             globalModelRound = round;
         }
@@ -954,7 +1045,9 @@ contract FlockTask {
     /// @dev One vote per seat. Votes agree when aggregateHash, includedBits and
     ///      rejectedBits are all equal; a group wins iff
     ///      agreeing * 10000 >= quorumBps * electedVoterSeats (at most one can, as
-    ///      quorum > 50%). Accepted iff the lower median of its scores is >= 0.
+    ///      quorum > 50%). Accepted iff at least half of its scores are >= 0 (the
+    ///      upper median is >= 0: one winner of two cannot veto) and the winners'
+    ///      answer is not "base model unavailable" (all zero hash and bitmaps).
     function _count(Vote[] memory votes, uint256 nV) private view returns (Outcome memory o) {
         o.isWinner = new bool[](nV);
         uint256 need = uint256(_params.quorumBps) * nV;
@@ -975,23 +1068,42 @@ contract FlockTask {
             }
         }
         if (!o.hasWinner) return o;
-        int64[] memory scores = new int64[](o.winCount);
-        uint256 m;
+        uint256 nonNegative;
         for (uint256 k; k < nV; ++k) {
             if (_sameAnswer(votes[k], o.winHash, o.winInc, o.winRej)) {
                 o.isWinner[k] = true;
-                // insertion sort: a handful of seats
-                int64 s = votes[k].score;
-                uint256 pos = m;
-                while (pos > 0 && scores[pos - 1] > s) {
-                    scores[pos] = scores[pos - 1];
-                    --pos;
-                }
-                scores[pos] = s;
-                ++m;
+                if (votes[k].score >= 0) ++nonNegative;
             }
         }
-        o.accepted = scores[(m - 1) / 2] >= 0; // lower median
+        o.unavailable = o.winHash == bytes32(0) && o.winInc == 0 && o.winRej == 0;
+        o.accepted = !o.unavailable && nonNegative * 2 >= o.winCount;
+    }
+
+    /// @dev "Base model unavailable": a voter that could not obtain the global model
+    ///      by its commit cutoff votes an all-zero aggregate hash and bitmaps.
+    function _isUnavailable(Vote memory v) private pure returns (bool) {
+        return v.aggregateHash == bytes32(0) && v.includedBits == 0 && v.rejectedBits == 0;
+    }
+
+    /// @dev The winners found the current model unservable: it goes back one step
+    ///      (to the model its round replaced) and the winners of the round that
+    ///      adopted it are slashed on the stake they counted in that round (the
+    ///      Slashed events name `round`, the round being finalized).
+    ///      Returns the tokens taken.
+    function _rollBack(uint256 round, uint256 from) private returns (uint256 taken) {
+        Round storage bad = _rounds[from];
+        uint256 nP = _params.proposersPerRound;
+        uint256 full = _params.slashBps;
+        uint256 winners = bad.winnerSeats;
+        for (uint256 j; winners != 0; ++j) {
+            if (winners & 1 != 0) taken += _slashAt(round, from, bad.seats[nP + j], full, "unservable model");
+            winners >>= 1;
+        }
+        uint256 to = bad.baseRound;
+        bytes32 h = to == 0 ? _params.initialModelHash : _rounds[to].winningHash;
+        globalModelHash = h;
+        globalModelRound = to;
+        emit ModelRolledBack(round, from, to, h);
     }
 
     function _sameAnswer(Vote memory a, Vote memory b) private pure returns (bool) {
@@ -1059,13 +1171,15 @@ contract FlockTask {
         Outcome memory o,
         Vote[] memory votes,
         uint256 nP,
-        uint256 nV
+        uint256 nV,
+        bool rollBack
     ) private returns (uint256 taken) {
         uint256 full = _params.slashBps;
         uint256 idle = _params.idleSlashBps;
         for (uint256 i; i < nP; ++i) {
             if (!rd.updates[i].submitted) {
-                taken += _slash(round, rd.seats[i], idle, "idle: no update submitted");
+                // without the base model nobody could train: not idle
+                if (!rollBack) taken += _slash(round, rd.seats[i], idle, "idle: no update submitted");
             } else if (o.hasWinner && (o.winInc & o.winRej) & (1 << i) != 0) {
                 taken += _slash(round, rd.seats[i], full, "update rejected by norm check");
             }
@@ -1077,8 +1191,8 @@ contract FlockTask {
             } else if (!v.revealed) {
                 taken += _slash(round, rd.seats[nP + j], full, "vote committed but not revealed");
             } else if (
-                o.hasWinner && !o.isWinner[j] && v.includedBits == o.winInc
-                    && (v.aggregateHash != o.winHash || v.rejectedBits != o.winRej)
+                o.hasWinner && !o.unavailable && !o.isWinner[j] && !_isUnavailable(v)
+                    && v.includedBits == o.winInc && (v.aggregateHash != o.winHash || v.rejectedBits != o.winRej)
             ) {
                 taken += _slash(round, rd.seats[nP + j], full, "different aggregate from the same inputs");
             }
@@ -1091,11 +1205,21 @@ contract FlockTask {
         private
         returns (uint256 amount)
     {
+        return _slashAt(round, round, wallet, bps, reason);
+    }
+
+    /// @dev As _slash, on the stake counted in `stakeRound`; the event names `round`
+    ///      (the round being finalized).
+    function _slashAt(uint256 round, uint256 stakeRound, address wallet, uint256 bps, string memory reason)
+        private
+        returns (uint256 amount)
+    {
         if (bps == 0) return 0;
         Participant storage p = _participants[wallet];
+        if (!p.registered) return 0; // evicted: it held no stake worth taking
         uint256 index = p.index;
         StakeEntry memory e = _stakes[index];
-        amount = _stakeAt(e, round) * bps / BPS;
+        amount = _stakeAt(e, stakeRound) * bps / BPS;
         if (amount == 0) return 0;
         uint256 fromStake = amount < e.next ? amount : e.next;
         if (fromStake != 0) _setNextStake(index, e.next - fromStake);

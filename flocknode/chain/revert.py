@@ -51,14 +51,23 @@ def _phase(v: int) -> str:
 SENTENCES: dict[str, Callable[..., str]] = {
     "NotRegistered": lambda w: f"wallet {_w(w)} is not registered in this task",
     "AlreadyRegistered": lambda w: f"wallet {_w(w)} is already registered in this task",
-    "TaskFull": lambda: "the task is full: it has its maximum number of participants",
+    "TaskFull": lambda: (
+        "the task is full: it has its maximum number of participants, and none can be evicted "
+        "(each holds a stake, is in a round, or registered under 10 minutes ago)"
+    ),
     "BadPeerId": lambda: "the peer id is malformed",
-    "BadBoxKey": lambda: "the box public key is missing (all zero)",
+    "BadBoxKey": lambda: (
+        "the box public key is a low-order X25519 point (all zero is one): nobody can seal to it"
+    ),
     "BadPeerSig": lambda: "the peer signature is malformed (it must be 64 bytes)",
     "BadMultiaddrs": lambda: "the multiaddrs are missing, too many or too long",
     "AmountTooLarge": lambda amount: f"the amount {amount} is too large for a stake",
     "ZeroAmount": lambda: "the amount must be greater than zero",
     "InsufficientStake": lambda have, want: f"not enough stake: have {have}, need {want}",
+    "ModelUnderChallenge": lambda r: (
+        f"cannot withdraw yet: this wallet voted for the model adopted in round {r}, which the "
+        "next round's voters can still find unservable; wait until a later round is finalized"
+    ),
     "StillElected": lambda r: (
         f"cannot withdraw while elected in round {r}, which is not finalized yet"
     ),

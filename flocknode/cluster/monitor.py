@@ -146,6 +146,7 @@ class Monitor:
     def _finalized(self, r: int, view: Any) -> None:
         slashed, _ = self._slashes(r)
         h = view.global_model_hash_after
+        before = next((x.aggregate_hash for x in reversed(self.rounds) if x.aggregate_hash), "")
         node_hashes = self._wait_nodes_hold(h, 20.0)
         acc = self.accuracy_of(h)
         summary = RoundSummary(
@@ -160,7 +161,12 @@ class Monitor:
             seconds=self._elapsed(r),
         )
         self.rounds.append(summary)
-        verdict = "accepted" if view.accepted else "NOT accepted (model stays)"
+        if view.accepted:
+            verdict = "accepted"
+        elif before and before != summary.aggregate_hash:  # voters found it unservable
+            verdict = "NOT accepted (model rolled back)"
+        else:
+            verdict = "NOT accepted (model stays)"
         acc_text = f"{acc:.3f}" if acc is not None else "n/a"
         held = sum(1 for v in node_hashes.values() if v == summary.aggregate_hash)
         self.progress(

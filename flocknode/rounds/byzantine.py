@@ -32,6 +32,8 @@ class Behaviour(enum.Enum):
     # voters
     WRONG_HASH = "wrong_hash"  # commits and reveals a corrupted aggregate hash
     NO_REVEAL = "no_reveal"  # commits and never reveals
+    # reveals a made-up aggregate hash derived from the round (colluders agree on it)
+    UNSERVABLE_HASH = "unservable_hash"
 
     @classmethod
     def names(cls) -> list[str]:

@@ -324,10 +324,14 @@ class RoundEngine:
     async def _wait_for_model(self, name: str, view: RoundView) -> bool:
         """True once the node holds the global model the role works from (the
         engine fetches it meanwhile), False if the phase that needs it closed
-        first. A role whose work is already journaled needs no model."""
+        first. A role whose work is already journaled needs no model. A voter
+        starts at once: without the model by its commit cutoff it still votes,
+        "base model unavailable" (``unservable.base_model``)."""
         ctx = self.ctx
+        if name == "voter":
+            return True
         rec = ctx.journal.get(view.round)
-        if rec.blob_id if name == "proposer" else rec.vote is not None:
+        if rec.blob_id:
             return True
         while not ctx.models.has(ctx.chain.global_model_hash):
             v = ctx.chain.rounds.get(view.round, view)

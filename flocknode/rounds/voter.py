@@ -30,6 +30,7 @@ from flocknode.p2p.content import FileSink
 from flocknode.p2p.framing import PROTOCOL_BLOB
 from flocknode.p2p.messages import KeyWrap, KeyWraps
 from flocknode.p2p.streams import FetchFailed, fetch
+from flocknode.rounds import unservable
 from flocknode.rounds.byzantine import Behaviour, tamper_hash
 from flocknode.rounds.context import RoundContext
 from flocknode.store.journal import VoteRecord
@@ -131,10 +132,9 @@ async def _decide(
     ctx: RoundContext, view: RoundView, seat: int
 ) -> tuple[VoteRecord, dict[str, float]] | None:
     r = view.round
-    base_hash = ctx.chain.global_model_hash
-    if not ctx.models.has(base_hash):
-        log.warning("cannot vote: global model not held round=%d", r)
-        return None
+    base_hash = await unservable.base_model(ctx, view, _collect_deadline, _news)
+    if base_hash is None:
+        return unservable.unavailable_vote(), {}
     base = await ctx.models.load_async(base_hash)
     shapes = {k: tuple(v.shape) for k, v in base.items()}
     size = update_blob_size(base)
@@ -181,6 +181,7 @@ async def _decide(
         score=score,
         salt=os.urandom(32).hex(),
     )
+    vote = unservable.collude(ctx.behaviour, r, vote)
     log.info(
         "aggregated round=%d rule=%s included=%s rejected=%s flagged=%s score_ppm=%d hash=%s",
         r,

@@ -1,0 +1,90 @@
+"""The "base model unavailable" vote (docs/protocol.md, "Unservable models").
+
+A round's base is the chain's global model. A voter that does not hold it by
+its commit cutoff cannot aggregate, and instead of giving up its seat it votes
+"base model unavailable": an all-zero aggregate hash and bitmaps, score 0. If
+such votes form the winning group, the contract rolls the global model back one
+step (to the model the unservable one replaced, which honest nodes still hold)
+and slashes the winners of the round that adopted the unservable model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Awaitable, Callable
+
+from flocknode.chain.types import Phase, RoundView
+from flocknode.rounds.byzantine import Behaviour
+from flocknode.rounds.context import RoundContext
+from flocknode.store.journal import VoteRecord
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE_HASH = bytes(32)
+RETRY_SECONDS = 0.5
+
+
+def unavailable_vote() -> VoteRecord:
+    """The vote of a voter without the base model (committed and revealed as any vote)."""
+    return VoteRecord(
+        aggregate_hash=UNAVAILABLE_HASH.hex(),
+        included_bits=0,
+        rejected_bits=0,
+        flag_bits=0,
+        score=0,
+        salt=os.urandom(32).hex(),
+    )
+
+
+async def base_model(
+    ctx: RoundContext,
+    view: RoundView,
+    cutoff: Callable[[RoundContext, RoundView], float],
+    news: Callable[[RoundContext, float], Awaitable[None]],
+) -> bytes | None:
+    """The base model's hash once this node holds it (the engine keeps fetching it),
+    or None when the round's commit cutoff (``cutoff``, on the chain's clock) passes
+    first; ``news`` waits for gossip or a new chain view."""
+    r = view.round
+    waited = False
+    while True:
+        h = ctx.chain.global_model_hash
+        if h and ctx.models.has(h):
+            if waited:
+                log.info("base model arrived round=%d model=%s", r, h.hex()[:12])
+            return h
+        v = ctx.chain.rounds.get(r, view)
+        if v.phase not in (Phase.TRAIN, Phase.COMMIT) or ctx.chain.now() >= cutoff(ctx, v):
+            ctx.metrics.inc("votes_base_unavailable")
+            log.warning(
+                "base model not held by the commit cutoff round=%d model=%s: voting unavailable",
+                r,
+                h.hex()[:12] if h else "?",
+            )
+            return None
+        if not waited:
+            log.info("waiting for the base model round=%d", r)
+            waited = True
+        await news(ctx, RETRY_SECONDS)
+
+
+def unservable_hash(round_number: int) -> bytes:
+    """The made-up aggregate hash every ``unservable_hash`` cheater reveals in a round:
+    derived from the round alone, so colluders agree without talking."""
+    return hashlib.sha256(b"flocknode/unservable/" + round_number.to_bytes(8, "big")).digest()
+
+
+def collude(behaviour: Behaviour, round_number: int, vote: VoteRecord) -> VoteRecord:
+    """An ``unservable_hash`` voter's vote: a hash nobody holds, no inputs, a positive score."""
+    if behaviour is not Behaviour.UNSERVABLE_HASH:
+        return vote
+    return VoteRecord(
+        aggregate_hash=unservable_hash(round_number).hex(),
+        included_bits=0,
+        rejected_bits=0,
+        flag_bits=0,
+        score=1,
+        salt=vote.salt,
+    )

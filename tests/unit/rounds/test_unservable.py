@@ -1,0 +1,122 @@
+"""The "base model unavailable" vote: when a voter casts it, what it holds, and
+the colluders' made-up hash (docs/protocol.md "Unservable models").
+
+The wait runs against a stand-in for the round context (chain view, model book,
+metrics) on trio's MockClock: only the decision logic is exercised here; the
+cluster test tests/integration/rounds/test_cluster_unservable.py runs it live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import trio.testing
+
+from flocknode.chain.types import Phase, RoundView
+from flocknode.rounds import unservable
+from flocknode.rounds.byzantine import Behaviour
+from flocknode.store.journal import VoteRecord
+from tests.unit.rounds.views import make_view
+
+CUTOFF = 30.0
+BASE = b"\x42" * 32
+
+
+@dataclass
+class _Chain:
+    rounds: dict[int, RoundView]
+    global_model_hash: bytes = BASE
+
+    def now(self) -> float:
+        return trio.current_time()
+
+
+@dataclass
+class _Models:
+    held: set[bytes] = field(default_factory=set)
+
+    def has(self, h: bytes) -> bool:
+        return h in self.held
+
+
+@dataclass
+class _Metrics:
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def inc(self, name: str, n: int = 1) -> None:
+        self.counts[name] = self.counts.get(name, 0) + n
+
+
+@dataclass
+class _Ctx:
+    chain: _Chain
+    models: _Models = field(default_factory=_Models)
+    metrics: _Metrics = field(default_factory=_Metrics)
+
+
+def _cutoff(_ctx: Any, _v: RoundView) -> float:
+    return CUTOFF
+
+
+async def _news(_ctx: Any, timeout: float) -> None:
+    await trio.sleep(timeout)
+
+
+def _ctx(phase: Phase = Phase.COMMIT) -> tuple[_Ctx, RoundView]:
+    view = make_view(7, phase)
+    return _Ctx(chain=_Chain(rounds={7: view})), view
+
+
+async def test_a_voter_without_the_base_model_votes_unavailable_at_the_cutoff(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ctx, view = _ctx()
+    got = await unservable.base_model(ctx, view, _cutoff, _news)  # type: ignore[arg-type]
+    assert got is None
+    assert trio.current_time() >= CUTOFF
+    assert ctx.metrics.counts == {"votes_base_unavailable": 1}
+    vote = unservable.unavailable_vote()
+    assert (vote.aggregate_hash, vote.included_bits, vote.rejected_bits) == ("00" * 32, 0, 0)
+    assert (vote.flag_bits, vote.score, len(bytes.fromhex(vote.salt))) == (0, 0, 32)
+
+
+async def test_a_base_model_that_arrives_before_the_cutoff_is_used(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    ctx, view = _ctx(Phase.TRAIN)
+
+    async def arrives() -> None:
+        await trio.sleep(CUTOFF / 2)
+        ctx.models.held.add(BASE)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(arrives)
+        got = await unservable.base_model(ctx, view, _cutoff, _news)  # type: ignore[arg-type]
+    assert got == BASE
+    assert CUTOFF / 2 <= trio.current_time() < CUTOFF
+    assert ctx.metrics.counts == {}
+
+
+async def test_a_held_base_model_costs_no_wait(autojump_clock: trio.testing.MockClock) -> None:
+    ctx, view = _ctx()
+    ctx.models.held.add(BASE)
+    assert await unservable.base_model(ctx, view, _cutoff, _news) == BASE  # type: ignore[arg-type]
+    assert trio.current_time() == 0
+
+
+def test_colluders_agree_on_a_made_up_hash_per_round() -> None:
+    honest = VoteRecord("ab" * 32, 0b111, 0b100, 0b1, -3, "cd" * 32)
+    a = unservable.collude(Behaviour.UNSERVABLE_HASH, 5, honest)
+    b = unservable.collude(Behaviour.UNSERVABLE_HASH, 5, honest)
+    assert (a.aggregate_hash, a.included_bits, a.rejected_bits) == (
+        b.aggregate_hash,
+        b.included_bits,
+        b.rejected_bits,
+    )
+    assert a.aggregate_hash == unservable.unservable_hash(5).hex() != "00" * 32
+    assert unservable.unservable_hash(6) != unservable.unservable_hash(5)
+    assert a.score >= 0 and a.salt == honest.salt
+    assert unservable.collude(Behaviour.HONEST, 5, honest) is honest
+    assert unservable.collude(Behaviour.WRONG_HASH, 5, honest) is honest
