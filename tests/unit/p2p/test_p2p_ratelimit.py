@@ -57,6 +57,7 @@ def test_finding13_library_log_limiter_holds_back_and_counts_per_line() -> None:
 
     logger.addHandler(Keep())
     logger.addFilter(limiter)
+    logger.setLevel(logging.INFO)  # not the libp2p level an earlier test left behind
     try:
         for i in range(1000):
             flooded_line(i)
@@ -73,6 +74,7 @@ def test_finding13_library_log_limiter_holds_back_and_counts_per_line() -> None:
     finally:
         logger.removeFilter(limiter)
         logger.handlers.clear()
+        logger.setLevel(logging.NOTSET)
 
 
 def test_finding13_library_limiter_reaches_every_libp2p_logger_once() -> None:
