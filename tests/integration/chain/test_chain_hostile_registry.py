@@ -17,12 +17,6 @@ from eth_utils import function_signature_to_4byte_selector
 
 from flocknode.chain.anvil import AnvilChain
 from flocknode.chain.client import AsyncTaskClient, _participants
-from flocknode.chain.registry import (
-    BAD_BOX_KEY,
-    MULTIADDR_INVALID,
-    MULTIADDR_NOT_UTF8,
-    NO_VALID_MULTIADDR,
-)
 from flocknode.commands.status import collect_status, format_status
 from flocknode.identity import BoxKey, PeerKey, sign_registration
 from tests.fixtures.low_order import REGISTRABLE_LOW_ORDER_KEYS
@@ -83,9 +77,9 @@ def test_finding1_registry_read_survives_junk_multiaddrs(chain: AnvilChain) -> N
     assert reg.by_wallet(updated.wallet) is None and reg.by_wallet(not_multiaddr) is None
     assert reg.dropped == 3
     assert dict(reg.ignored) == {
-        MULTIADDR_NOT_UTF8: 4,  # two of not_utf8's, mixed's first, updated's
-        MULTIADDR_INVALID: 2,
-        NO_VALID_MULTIADDR: 3,
+        "multiaddr_not_utf8": 4,  # two of not_utf8's, mixed's first, updated's
+        "multiaddr_invalid": 2,
+        "no_valid_multiaddr": 3,
     }
 
     # web3's own call (the path taken when the raw one cannot decode) reads bytes too
@@ -117,4 +111,4 @@ def test_finding2_low_order_box_key_registrations_are_dropped(chain: AnvilChain)
     assert task.owner.participant(bad[0]).box_public_key == REGISTRABLE_LOW_ORDER_KEYS[0]
     reg = task.owner.registry()
     assert [m.wallet for m in reg.members] == [m.wallet for m in honest]
-    assert reg.dropped == 13 and dict(reg.ignored) == {BAD_BOX_KEY: 13}
+    assert reg.dropped == 13 and dict(reg.ignored) == {"bad_box_key": 13}

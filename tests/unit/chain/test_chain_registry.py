@@ -11,13 +11,7 @@ import logging
 import pytest
 from eth_account import Account
 
-from flocknode.chain.registry import (
-    BAD_BOX_KEY,
-    MULTIADDR_INVALID,
-    MULTIADDR_NOT_UTF8,
-    NO_VALID_MULTIADDR,
-    RegistryReader,
-)
+from flocknode.chain.registry import RegistryReader
 from flocknode.chain.types import ParticipantView
 from flocknode.identity import BoxKey, PeerKey, sign_registration
 from tests.fixtures.low_order import LOW_ORDER_KEYS
@@ -60,8 +54,8 @@ def test_finding1_non_utf8_multiaddr_is_dropped() -> None:
     assert reg.members[1].multiaddrs == ("/ip4/10.0.0.1/tcp/4002",)
     assert reg.dropped == len(junk)
     assert dict(reg.ignored) == {
-        MULTIADDR_NOT_UTF8: len(junk) + 1,
-        NO_VALID_MULTIADDR: len(junk),
+        "multiaddr_not_utf8": len(junk) + 1,
+        "no_valid_multiaddr": len(junk),
     }
 
 
@@ -71,8 +65,8 @@ def test_finding1_text_that_is_not_a_multiaddr_is_dropped() -> None:
     reg = RegistryReader(CHAIN_ID, TASK).build([*junk, honest], min_stake=10)
     assert [m.wallet for m in reg.members] == [honest.wallet]
     assert dict(reg.ignored) == {
-        MULTIADDR_INVALID: len(junk),
-        NO_VALID_MULTIADDR: len(junk),
+        "multiaddr_invalid": len(junk),
+        "no_valid_multiaddr": len(junk),
     }
 
 
@@ -97,4 +91,4 @@ def test_finding2_low_order_box_key_is_dropped() -> None:
     reg = RegistryReader(CHAIN_ID, TASK).build([*bad, honest], min_stake=10)
     assert [m.wallet for m in reg.members] == [honest.wallet]
     assert reg.dropped == len(LOW_ORDER_KEYS)
-    assert dict(reg.ignored) == {BAD_BOX_KEY: len(LOW_ORDER_KEYS)}
+    assert dict(reg.ignored) == {"bad_box_key": len(LOW_ORDER_KEYS)}
