@@ -23,7 +23,8 @@ from eth_account.signers.local import LocalAccount
 
 from flocknode.chain.client import AsyncTaskClient, TaskClient
 from flocknode.chain.contracts import ChainConnection
-from flocknode.chain.errors import ContractRevert
+from flocknode.chain.errors import ChainError, ContractRevert
+from flocknode.chain.registry import multiaddr_text
 from flocknode.config import ENV_PRIVATE_KEY, NodeConfig
 from flocknode.crypto.canonical import MAGIC as MODEL_MAGIC
 from flocknode.errors import ConfigError, FlockError
@@ -41,7 +42,7 @@ from flocknode.identity import (
 from flocknode.identity.wallet import load_wallet, read_password
 from flocknode.learning.learner import Learner
 from flocknode.learning.settings import TaskSettings, check_config
-from flocknode.logs import redact, redact_bytes
+from flocknode.logs import PeerLog, redact, redact_bytes
 from flocknode.p2p.content import PrefixedSource, SealedBlobs
 from flocknode.p2p.gossip import TaskGossip, task_topic
 from flocknode.p2p.host import HostConfig, P2PHost
@@ -59,6 +60,7 @@ from flocknode.store import ContentStore, Journal
 from flocknode.store.retention import StorePruner
 
 log = logging.getLogger(__name__)
+_limited = PeerLog(log)  # lines that could repeat every tick
 
 STOP_TIMEOUT = 8.0  # SIGTERM to exit, within systemd's TimeoutStopSec
 GOSSIP_PUBLISHED = "gossip_published"  # P2PMetrics event: messages this node published
@@ -258,7 +260,7 @@ class FlockNode:
         cfg = self.prep.cfg
         if self.prep.behaviour is not Behaviour.HONEST:
             log.warning("BYZANTINE TEST NODE behaviour=%s", self.prep.behaviour.value)
-        self.membership.update_registry(await self.client.registry())
+        await self._read_registry()
         async with trio.open_nursery() as nursery:
             addrs = await nursery.start(self.p2p.run)
             await self._sync_registration([str(a) for a in self.p2p.host.get_transport_addrs()])
@@ -300,15 +302,35 @@ class FlockNode:
         self._write_status()
         nursery.cancel_scope.cancel()
 
+    async def _read_registry(self) -> None:
+        """The first registry snapshot. The registry read drops bad registrations
+        itself; a chain that cannot be read now is read again by the round engine."""
+        try:
+            self.membership.update_registry(await self.client.registry())
+        except ChainError as e:
+            self.metrics.inc("chain_errors")
+            log.warning("cannot read the registry at start, the round engine retries: %s", e)
+
     async def _sync_registration(self, bound: list[str]) -> None:
-        """Register the node's reachable addresses on chain when they changed."""
+        """Register the node's reachable addresses on chain when they changed.
+
+        A failure here (chain unreachable, transaction refused) is logged and
+        counted: the node still runs and can dial out; the next start retries.
+        """
         cfg = self.prep.cfg
-        me = await self.client.participant(self.ctx.wallet)
-        want = cfg.announce_addrs(bound)
-        if list(me.multiaddrs) != want:
-            log.info("registered addresses changed old=%s new=%s", list(me.multiaddrs), want)
-            await self.client.update_multiaddrs(want)
-        if not await self.client.is_eligible(self.ctx.wallet):
+        try:
+            me = await self.client.participant(self.ctx.wallet)
+            want = cfg.announce_addrs(bound)
+            old = [multiaddr_text(a) for a in me.multiaddrs]
+            if old != want:
+                log.info("registered addresses changed old=%s new=%s", old, want)
+                await self.client.update_multiaddrs(want)
+            eligible = await self.client.is_eligible(self.ctx.wallet)
+        except ChainError as e:
+            self.metrics.inc("chain_errors")
+            log.warning("cannot check or update the registered addresses: %s", e)
+            return
+        if not eligible:
             log.warning(
                 "wallet stake is below the task minimum; stake with: flocknode stake -c %s AMOUNT",
                 cfg.source,
@@ -347,6 +369,7 @@ class FlockNode:
                 "error": self.engine.last_error,
             },
             "stake": self.stake.snapshot(),
+            "registry": {"ignored": dict(self.membership.registry.ignored)},
             "timings": ctx.metrics.timings(),
             "http": self.http_urls,
         }
@@ -356,11 +379,15 @@ class FlockNode:
             self._write_status()
 
     def _write_status(self) -> None:
+        """Write status.json; never raises (it runs inside the engine's loop)."""
         self._status_written = time.monotonic()
         try:
             atomic_write_text(self.status_path, json.dumps(self.status()))
         except OSError as e:
             log.warning("cannot write status file: %s", e)
+        except Exception as e:
+            self.metrics.inc("status_errors")
+            _limited.warning("status_error", "cannot build the status snapshot: %r", e)
 
     @property
     def status_path(self) -> Path:

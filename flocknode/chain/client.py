@@ -5,10 +5,16 @@ very same methods in a worker thread (``trio.to_thread.run_sync``) for the
 node. Views return frozen dataclasses (types.py); transactions return a
 :class:`TxResult` with the events they emitted; reverts raise
 :class:`~flocknode.chain.errors.ContractRevert` with a sentence.
+
+Views are decoded through the ABI with every ``string`` output read as
+``bytes`` (same encoding): a registrant can store any bytes in a ``string``, and
+decoding them as UTF-8 would raise on the first invalid byte. The registry
+(registry.py) validates them instead.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -16,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import trio
-from eth_utils import to_checksum_address
+from eth_abi import encode as abi_encode
+from eth_utils import keccak, to_canonical_address, to_checksum_address
 from web3.exceptions import Web3RPCError
 
 from flocknode.chain.contracts import ChainConnection
@@ -28,6 +35,70 @@ from flocknode.chain.types import ParticipantView, Phase, RoundView, TaskParams,
 from flocknode.identity import BoxKey, PeerKey, sign_registration
 
 MAX_LOG_RANGE = 2_000  # blocks per eth_getLogs request (public RPCs cap the range)
+
+# docs/contracts.md "Commitment": the types of abi.encode(chainid, task, round,
+# voter, aggregateHash, includedBits, rejectedBits, flagBits, score, salt).
+COMMITMENT_TYPES = (
+    "uint256",
+    "address",
+    "uint256",
+    "address",
+    "bytes32",
+    "uint256",
+    "uint256",
+    "uint256",
+    "int64",
+    "bytes32",
+)
+
+
+def vote_commitment(
+    chain_id: int,
+    task: str,
+    round: int,
+    voter: str,
+    aggregate_hash: bytes,
+    included_bits: int,
+    rejected_bits: int,
+    flag_bits: int,
+    score: int,
+    salt: bytes,
+) -> bytes:
+    """The commitment ``commitVote`` takes, computed here: the salt never leaves the node."""
+    values = (
+        chain_id,
+        to_canonical_address(task),
+        round,
+        to_canonical_address(voter),
+        bytes(aggregate_hash),
+        included_bits,
+        rejected_bits,
+        flag_bits,
+        score,
+        bytes(salt),
+    )
+    return bytes(keccak(abi_encode(list(COMMITMENT_TYPES), list(values))))
+
+
+def strings_as_bytes(abi: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A copy of ``abi`` whose function outputs decode ``string`` as ``bytes``.
+
+    Inputs are left alone, so selectors and calldata do not change.
+    """
+
+    def retype(param: dict[str, Any]) -> None:
+        typ = str(param["type"])
+        if typ == "string" or typ.startswith("string["):
+            param["type"] = "bytes" + typ[len("string") :]
+        for comp in param.get("components", ()):
+            retype(comp)
+
+    out = copy.deepcopy([dict(e) for e in abi])
+    for entry in out:
+        if entry.get("type") == "function":
+            for param in entry.get("outputs", ()):
+                retype(param)
+    return out
 
 
 @dataclass(frozen=True)
@@ -69,7 +140,12 @@ class TaskClient:
         self.conn = conn
         self.address = to_checksum_address(address)
         self._c = conn.contract("FlockTask", self.address)
-        self._views = FastViews(conn, self._c, conn.artifact("FlockTask").abi)
+        view_abi = strings_as_bytes(conn.artifact("FlockTask").abi)
+        view_contract = conn.rpc.w3.eth.contract(
+            address=self.address, abi=view_abi, decode_tuples=True
+        )
+        self._views = FastViews(conn, view_contract, view_abi)
+        self._registry_reader: RegistryReader | None = None
         self.events_decoder = EventDecoder(
             conn.artifact("FlockTask").abi, self.address, conn.rpc.w3.codec
         )
@@ -160,11 +236,17 @@ class TaskClient:
         return self._view("participant", (w,), "participant", _participant)
 
     def registry_reader(self) -> RegistryReader:
-        """A reader that remembers whom it warned about; a node keeps one."""
-        return RegistryReader(self.conn.chain_id, self.address)
+        """The client's reader: it remembers whom it warned about across snapshots."""
+        if self._registry_reader is None:
+            self._registry_reader = RegistryReader(self.conn.chain_id, self.address)
+        return self._registry_reader
 
     def registry(self, reader: RegistryReader | None = None) -> Registry:
-        """Participants with verified peer signatures (failures dropped and counted)."""
+        """Participants with usable registrations (the others dropped and counted).
+
+        Raises only ChainError (the chain could not be read); never for what a
+        registrant stored.
+        """
         reader = reader or self.registry_reader()
         return reader.build(self.all_participants(), self.params().min_stake)
 
@@ -189,9 +271,12 @@ class TaskClient:
         score: int,
         salt: bytes,
     ) -> bytes:
-        fn = self._c.functions.voteCommitment(
+        """The contract's ``voteCommitment``, computed locally (no request is sent)."""
+        return vote_commitment(
+            self.conn.chain_id,
+            self.address,
             round,
-            to_checksum_address(voter),
+            voter,
             aggregate_hash,
             included_bits,
             rejected_bits,
@@ -199,7 +284,6 @@ class TaskClient:
             score,
             salt,
         )
-        return bytes(self.conn.view(fn, "voteCommitment"))
 
     def draw_seats(self, seed: bytes, stakes: Sequence[int], seats: int) -> list[int]:
         fn = self._c.functions.drawSeats(seed, list(stakes), seats)

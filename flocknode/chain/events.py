@@ -17,8 +17,10 @@ from eth_utils import event_abi_to_log_topic, to_checksum_address
 from web3._utils.events import get_event_data
 
 from flocknode.chain.types import from_abi
+from flocknode.logs import PeerLog
 
 log = logging.getLogger(__name__)
+_peer_log = PeerLog(log)
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,12 @@ class EventDecoder:
             return from_abi(cls, fields)
         except Exception as exc:
             self.dropped += 1
-            log.warning("dropped undecodable log address=%s error=%s", raw.get("address"), exc)
+            _peer_log.warning(
+                "undecodable_log",
+                "dropped undecodable log address=%s error=%s",
+                raw.get("address"),
+                type(exc).__name__,
+            )
             return None
 
     def decode_all(self, logs: Iterable[Mapping[str, Any]]) -> list[ChainEvent]:

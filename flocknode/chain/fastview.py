@@ -17,7 +17,11 @@ becomes the same :class:`~flocknode.chain.errors.ContractRevert`, transport
 trouble is retried and becomes RpcUnavailable, an RPC error RpcRejected.
 Whatever this path does not handle itself (arguments web3 would refuse to
 encode, return data that does not decode, a CCIP-read revert) goes through
-the web3 call, which raises exactly what it always raised.
+the web3 call, which raises exactly what it always raised (return data that
+does not decode there either becomes RpcRejected in ``Rpc.request``).
+
+The client builds this over an ABI whose ``string`` outputs are ``bytes``
+(client.py): registrants' strings are returned undecoded.
 """
 
 from __future__ import annotations

@@ -34,9 +34,11 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import requests
+from eth_abi.exceptions import DecodingError
 from web3 import HTTPProvider, Web3
 from web3._utils.error_formatters_utils import raise_block_not_found_on_error
 from web3.exceptions import (
+    BadFunctionCallOutput,
     BlockNotFound,
     ContractLogicError,
     ProviderConnectionError,
@@ -191,6 +193,11 @@ class DirectHttp:
             self._local.conn = None
 
 
+# What web3 raises for an answer that is not what the ABI or JSON-RPC says
+# (JSONDecodeError and UnicodeDecodeError are ValueErrors, but so are many
+# programming errors: only these are mapped).
+_UNDECODABLE = (BadFunctionCallOutput, DecodingError, UnicodeDecodeError, json.JSONDecodeError)
+
 _STALE_CONNECTION = (
     http.client.RemoteDisconnected,
     BrokenPipeError,
@@ -258,12 +265,18 @@ class Rpc:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def request(self, what: str, fn: Callable[[], T]) -> T:
-        """``retrying`` plus: an RPC error answer becomes one RpcRejected line."""
+        """``retrying`` plus: an RPC error answer becomes one RpcRejected line, and
+        so does an answer that does not decode (the endpoint is untrusted)."""
         try:
             return self.retrying(what, fn)
         except Web3RPCError as exc:
             msg = rpc_message(exc)
             raise RpcRejected(f"the chain at {self.url} refused {what}: {msg}") from exc
+        except _UNDECODABLE as exc:
+            raise RpcRejected(
+                f"the chain at {self.url} answered {what} with data that does not decode: "
+                f"{describe_exception(exc)}"
+            ) from exc
 
     def raw_response(self, method: str, params: list[Any]) -> RPCResponse:
         """One JSON-RPC exchange without web3's middleware: the response object."""

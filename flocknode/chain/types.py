@@ -106,10 +106,14 @@ class TaskParams:
 
 @dataclass(frozen=True)
 class ParticipantView:
+    """A participant record as stored. The contract checks none of the registrant's
+    bytes beyond their lengths: ``multiaddrs`` are raw bytes (``string`` in the ABI,
+    not necessarily UTF-8); flocknode.chain.registry decides what is usable."""
+
     wallet: Address
     peer_id: bytes
     box_public_key: bytes
-    multiaddrs: tuple[str, ...]
+    multiaddrs: tuple[bytes, ...]
     peer_sig: bytes
     stake: int
     pending_unstake: int

@@ -24,7 +24,13 @@ from eth_account.signers.local import LocalAccount
 
 from flocknode.chain.client import TaskClient
 from flocknode.chain.contracts import ChainConnection
-from flocknode.chain.errors import ContractRevert, RpcUnavailable, WrongChain
+from flocknode.chain.errors import (
+    ContractRevert,
+    RpcUnavailable,
+    WrongChain,
+    describe_exception,
+)
+from flocknode.chain.registry import multiaddr_text
 from flocknode.chain.rpc import RetryPolicy
 from flocknode.chain.types import ParticipantView, TaskParams
 from flocknode.commands.common import format_amount
@@ -41,7 +47,7 @@ from flocknode.commands.doctor_probes import (
 from flocknode.config import ENV_PRIVATE_KEY, NodeConfig, load_config
 from flocknode.errors import FlockError
 from flocknode.identity import BoxKey, DataDir, PeerKey, load_box_key, load_peer_key
-from flocknode.identity.wallet import load_wallet
+from flocknode.identity.wallet import exposed_mode, load_wallet
 
 # Gas used (bench/gas.py, max over 10/50/100 participants, 5 proposers + 5 voters).
 GAS_COMMIT_VOTE = 88_363
@@ -128,6 +134,8 @@ class Doctor:
                     c = Check(name, "FAIL", f.detail, f.fix)
                 except FlockError as e:
                     c = Check(name, "FAIL", str(e), "see the message")
+                except Exception as e:  # a check never ends the doctor
+                    c = Check(name, "FAIL", f"unexpected error: {describe_exception(e)}", "")
             self.s.done[name] = c.status == "PASS"
             out.append(c)
             report(c)
@@ -163,7 +171,7 @@ class Doctor:
             if cfg.chain.password_file:
                 files.append(cfg.path(cfg.chain.password_file))
         for f in files:
-            loose = loose_mode(f)
+            loose = exposed_mode(f) if f.is_file() else loose_mode(f)
             if loose is not None:
                 mode = "700" if f.is_dir() else "600"
                 raise Failed(
@@ -314,9 +322,10 @@ class Doctor:
                 "restore the box key this wallet registered (keys/box.key)",
             )
         want = cfg.announce_addrs()
-        if not _same_addrs(list(me.multiaddrs), want):
+        registered = [multiaddr_text(a) for a in me.multiaddrs]
+        if not _same_addrs(registered, want):
             raise Failed(
-                f"registered {list(me.multiaddrs)}, config announces {want}",
+                f"registered {registered}, config announces {want}",
                 "start the node (flocknode run updates its registered addresses), or fix "
                 f"p2p.announce in {cfg.source}",
             )

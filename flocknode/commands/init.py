@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flocknode.config import ENV_PASSWORD, LOCAL_CHAIN_ID, load_config
-from flocknode.errors import ConfigError
+from flocknode.errors import ConfigError, KeyFileError
 from flocknode.fsutil import atomic_write_text
 from flocknode.identity import DataDir, load_or_create_box_key, load_or_create_peer_key
-from flocknode.identity.wallet import create_keystore
+from flocknode.identity.wallet import create_keystore, exposed_mode
 
 TEMPLATE = """\
 # flocknode node configuration.
@@ -106,6 +106,7 @@ def init_data_dir(
         environ={},
         flag_names=_FLAG_NAMES,
     )
+    password = _new_wallet_password(password_file) if new_wallet else None
     layout = DataDir(Path(data_dir))
     if layout.config.exists() and not force:
         raise ConfigError(str(layout.config), "", "already exists (use --force to rewrite it)")
@@ -121,8 +122,8 @@ def init_data_dir(
     atomic_write_text(layout.config, text, mode=0o600)
     cfg = load_config(layout.config)  # the file we wrote must load: catches bad flags
     wallet = None
-    if new_wallet:
-        wallet = create_keystore(cfg.path(cfg.chain.keystore), _new_wallet_password(password_file))
+    if password is not None:
+        wallet = create_keystore(cfg.path(cfg.chain.keystore), password)
     return InitResult(
         data_dir=layout.root,
         config=layout.config,
@@ -134,6 +135,14 @@ def init_data_dir(
 
 def _new_wallet_password(password_file: Path | None) -> str:
     if password_file is not None:
+        loose = exposed_mode(Path(password_file))
+        if loose is not None:  # the node would refuse it later: say so now
+            raise KeyFileError(
+                str(password_file),
+                "--password-file",
+                f"password file is accessible by other users (mode {loose:o}); "
+                f"run: chmod 600 {password_file}",
+            )
         try:
             pw = Path(password_file).read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as e:

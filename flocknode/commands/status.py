@@ -9,6 +9,7 @@ from typing import Any
 
 from flocknode.chain.client import TaskClient
 from flocknode.chain.errors import ContractRevert
+from flocknode.chain.registry import multiaddr_text
 from flocknode.commands.common import format_amount
 
 
@@ -43,7 +44,7 @@ def collect_status(client: TaskClient, wallet: str) -> dict[str, Any]:
     out.update(
         registered=True,
         peer_id=_peer_id_text(p.peer_id),
-        multiaddrs=list(p.multiaddrs),
+        multiaddrs=[multiaddr_text(a) for a in p.multiaddrs],
         stake=p.stake,
         pending_unstake=p.pending_unstake,
         rewards=p.rewards,

@@ -105,7 +105,8 @@ class SealedUpdate:
     update_hash: bytes  # sha256 of the canonical plaintext
     blob_id: bytes  # sha256 of the whole blob
     size: int  # blob bytes
-    wraps: tuple[KeyWrap, ...]
+    wraps: tuple[KeyWrap, ...]  # one per recipient that could take one
+    skipped: tuple[bytes, ...] = ()  # recipient keys no Box can be made with (low order)
 
     def wrap_for(self, recipient: PublicKey | bytes) -> KeyWrap:
         key = bytes(recipient)
@@ -141,7 +142,22 @@ def _plain_chunks(pieces: Sequence[memoryview], chunk_size: int) -> Iterator[byt
 
 
 def wrap_key(key: bytes, sender: PrivateKey, recipient: PublicKey) -> KeyWrap:
+    """Raises nacl.exceptions.CryptoError for a recipient key of low order."""
     return KeyWrap(bytes(recipient), bytes(Box(sender, recipient).encrypt(key)))
+
+
+def _boxes(
+    sender: PrivateKey, recipients: Sequence[PublicKey]
+) -> tuple[list[tuple[bytes, Box]], list[bytes]]:
+    """(key, Box) per recipient that takes one, and the keys of those that do not."""
+    boxes: list[tuple[bytes, Box]] = []
+    skipped: list[bytes] = []
+    for r in recipients:
+        try:
+            boxes.append((bytes(r), Box(sender, r)))
+        except nacl.exceptions.CryptoError:  # libsodium refuses a low-order key
+            skipped.append(bytes(r))
+    return boxes, skipped
 
 
 def unwrap_key(wrap: KeyWrap, recipient: PrivateKey, sender: PublicKey) -> bytes:
@@ -197,10 +213,18 @@ def seal_update(
 ) -> SealedUpdate:
     """Encrypt the canonical bytes of ``tensors`` into ``sink``; wrap the key for
     each recipient. Blocking; the sink receives one write per chunk. The
-    updateHash is computed on a helper thread straight from the tensors."""
+    updateHash is computed on a helper thread straight from the tensors.
+
+    A recipient key that no Box can be made with (a low-order point: registry
+    data is untrusted) gets no wrap and is listed in ``skipped``; the others
+    are served. EnvelopeError, before anything is written, if none is usable.
+    """
     _check_chunk_size(chunk_size)
     if not recipients or len({bytes(r) for r in recipients}) != len(recipients):
         raise ValueError("recipients must be a non-empty list of distinct public keys")
+    boxes, skipped = _boxes(sender, recipients)
+    if not boxes:
+        raise EnvelopeError("no recipient has a usable box key")
     pieces = list(iter_canonical(tensors))
     last = -(-sum(p.nbytes for p in pieces) // chunk_size) - 1
     tagged = (
@@ -213,8 +237,10 @@ def seal_update(
             plain_hash.add(piece)
         blob_id, size = encrypt_chunks(tagged, sink, key, chunk_size)
         update_hash = plain_hash.digest()
-    wraps = tuple(wrap_key(key, sender, r) for r in recipients)
-    return SealedUpdate(update_hash, blob_id, size, wraps)
+    wraps = tuple(KeyWrap(r, bytes(box.encrypt(key))) for r, box in boxes)
+    for r in skipped:
+        log.warning("no key wrap for a recipient with an unusable box key %s", r.hex()[:16])
+    return SealedUpdate(update_hash, blob_id, size, wraps, tuple(skipped))
 
 
 def _read_head(read: ReadFn) -> tuple[bytes, int, bytes]:

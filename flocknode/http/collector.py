@@ -65,6 +65,7 @@ class NodeCollector(Collector):
         yield from self._p2p(s)
         yield from self._rounds(s)
         yield from self._stake(s)
+        yield from self._registry(s)
         yield from self._timings(s)
 
     def _identity(self, s: dict[str, Any]) -> Iterator[Any]:
@@ -180,6 +181,22 @@ class NodeCollector(Collector):
             "flocknode_chain_errors",
             "Chain reads that failed (the engine retried)",
             value=counters.get("chain_errors", 0),
+        )
+
+    def _registry(self, s: dict[str, Any]) -> Iterator[Any]:
+        ignored = GaugeMetricFamily(
+            "flocknode_registry_ignored",
+            "Registrations (or single multiaddrs) in the latest registry read that the node "
+            "ignores, by reason",
+            labels=["reason"],
+        )
+        for reason, n in sorted(((s.get("registry") or {}).get("ignored") or {}).items()):
+            ignored.add_metric([str(reason)], n)
+        yield ignored
+        yield CounterMetricFamily(
+            "flocknode_stake_sample_errors",
+            "Stake samples that failed",
+            value=(s.get("stake") or {}).get("errors", 0),
         )
 
     def _stake(self, s: dict[str, Any]) -> Iterator[Any]:

@@ -18,11 +18,13 @@ import trio
 
 from flocknode.chain.client import AsyncTaskClient
 from flocknode.chain.errors import ChainError
+from flocknode.logs import PeerLog
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = logging.getLogger(__name__)
+_limited = PeerLog(log)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class StakeHistory:
         self.samples: deque[StakeSample] = deque(maxlen=maxlen)
         self.latest: StakeSample | None = None
         self.min_stake = 0
+        self.errors = 0  # samples that failed (chain errors and anything else)
         self._stop = trio.Event()
 
     def stop(self) -> None:
@@ -94,7 +97,11 @@ class StakeHistory:
             try:
                 await self.sample_once()
             except ChainError as e:
+                self.errors += 1
                 log.debug("stake sample failed: %s", e)
+            except Exception as e:  # one bad sample never ends the service
+                self.errors += 1
+                _limited.warning("sample_error", "stake sample failed: %r", e)
             with trio.move_on_after(self.interval):
                 await self._stop.wait()
 
@@ -102,4 +109,8 @@ class StakeHistory:
         latest = asdict(self.latest) if self.latest else None
         if latest is not None:
             latest["min_stake"] = self.min_stake
-        return {"latest": latest, "history": [asdict(s) for s in self.samples]}
+        return {
+            "latest": latest,
+            "history": [asdict(s) for s in self.samples],
+            "errors": self.errors,
+        }

@@ -7,6 +7,7 @@ from flocknode.identity.keys import (
     load_or_create_box_key,
     load_or_create_peer_key,
     load_peer_key,
+    usable_box_key,
 )
 from flocknode.identity.layout import DataDir
 from flocknode.identity.registration import (
@@ -25,5 +26,6 @@ __all__ = [
     "load_peer_key",
     "registration_message",
     "sign_registration",
+    "usable_box_key",
     "verify_registration",
 ]

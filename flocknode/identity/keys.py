@@ -12,9 +12,11 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import nacl.exceptions
 from libp2p.crypto.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from libp2p.crypto.keys import KeyPair
 from libp2p.peer.id import ID
+from nacl import bindings as _sodium
 from nacl.public import PrivateKey as _BoxPrivateKey
 from nacl.public import PublicKey as _BoxPublicKey
 
@@ -71,6 +73,29 @@ class BoxKey:
 
     def secret(self) -> bytes:
         return bytes(self.private)
+
+
+# Any clamped scalar gives the same verdict in usable_box_key: clamping makes it a
+# multiple of the cofactor 8 and smaller than 8 times the prime subgroup order.
+_PROBE_SCALAR = bytes(range(1, SECRET_LEN + 1))
+
+
+def usable_box_key(public: bytes) -> bool:
+    """True when a NaCl Box can be made with ``public`` as the other side's key.
+
+    libsodium refuses (``crypto_scalarmult`` fails, so ``Box`` raises) a key of
+    low order: the u-coordinates 0, 1, p-1 and the two of order 8, in canonical
+    or non-canonical encodings (u + p, or bit 255 set). The shared secret with
+    such a key would not depend on our secret key. The contract does not refuse
+    them all, so a registration is checked here before anyone seals for it.
+    """
+    if not isinstance(public, bytes) or len(public) != SECRET_LEN:
+        return False
+    try:
+        _sodium.crypto_scalarmult(_PROBE_SCALAR, public)
+    except nacl.exceptions.CryptoError:
+        return False
+    return True
 
 
 def write_secret(path: Path, secret: bytes) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -33,10 +34,38 @@ def create_keystore(path: Path, password: str) -> str:
     return str(acct.address)
 
 
+def exposed_mode(path: Path, environ: Mapping[str, str] | None = None) -> int | None:
+    """The mode of a secret file that group or others can access, else None.
+
+    A systemd credential (a file under ``$CREDENTIALS_DIRECTORY``) is exempt:
+    systemd lets only the unit's user read it, through an ACL whose mask shows
+    in the group bits of its mode.
+    """
+    environ = os.environ if environ is None else environ
+    creds = environ.get("CREDENTIALS_DIRECTORY")
+    if creds and Path(path).resolve().is_relative_to(Path(creds).resolve()):
+        return None
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        return None  # reading it reports the problem
+    return mode if mode & (stat.S_IRWXG | stat.S_IRWXO) else None
+
+
 def read_password(cfg: NodeConfig, environ: Mapping[str, str] | None = None) -> str:
+    """The wallet password: from ``chain.password_file`` (which, like the key files,
+    must not be accessible by other users) or the environment."""
     environ = os.environ if environ is None else environ
     if cfg.chain.password_file:
         pw_path = cfg.path(cfg.chain.password_file)
+        loose = exposed_mode(pw_path, environ)
+        if loose is not None:
+            raise KeyFileError(
+                str(pw_path),
+                "chain.password_file",
+                f"password file is accessible by other users (mode {loose:o}); "
+                f"run: chmod 600 {pw_path}",
+            )
         try:
             return pw_path.read_text(encoding="utf-8").rstrip("\r\n")
         except OSError as e:

@@ -242,7 +242,12 @@ class PeerDialer:
             log.debug("dial failed peer=%s failures=%d error=%s", peer, st.failures, err)
 
     async def _connect(self, peer: ID, addrs: list[Multiaddr]) -> tuple[bool, str]:
-        self._host.get_peerstore().add_addrs(peer, addrs, int(ADDR_TTL))
+        """Dial ``peer``; any failure (addresses come from the registry, untrusted)
+        is a failed dial, never an exception out of the dialer."""
+        try:
+            self._host.get_peerstore().add_addrs(peer, addrs, int(ADDR_TTL))
+        except Exception as e:
+            return False, type(e).__name__
         forget_failed_dial(self._host, peer)  # our backoff governs retries, not libp2p's cache
         with trio.move_on_after(self._dial_timeout), explicit_dial(peer):
             try:

@@ -69,7 +69,7 @@ def test_every_view_and_event_decodes(chain: AnvilChain) -> None:
     assert [p.registered_at for p in owner.all_participants(page=2)] == list(range(7))
     members[0].client.update_multiaddrs(["/ip4/127.0.0.1/tcp/5001", "/ip4/127.0.0.1/udp/5001"])
     me = members[0].client.participant()
-    assert me.multiaddrs == ("/ip4/127.0.0.1/tcp/5001", "/ip4/127.0.0.1/udp/5001")
+    assert me.multiaddrs == (b"/ip4/127.0.0.1/tcp/5001", b"/ip4/127.0.0.1/udp/5001")
     assert me.box_public_key == members[0].box_key.public_bytes
     assert me.peer_id == members[0].peer_key.peer_id.to_bytes()
     assert (me.stake, me.pending_unstake, me.rewards, me.slashed) == (1000, 0, 0, 0)
@@ -246,7 +246,9 @@ async def test_async_client(chain: AnvilChain) -> None:
     assert await client.params() == task.params
     assert (await client.participant()).stake == 300
     result = await client.update_multiaddrs(["/ip4/127.0.0.1/tcp/7777"])
-    assert result.events and (await client.participant()).multiaddrs == ("/ip4/127.0.0.1/tcp/7777",)
+    assert result.events and (await client.participant()).multiaddrs == (
+        b"/ip4/127.0.0.1/tcp/7777",
+    )
     with pytest.raises(ContractRevert, match="round 4 does not exist"):
         await client.get_round(4)
     assert [type(e).__name__ for e in await client.events(result.block_number)] == [

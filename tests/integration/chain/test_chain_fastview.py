@@ -17,7 +17,7 @@ from eth_utils import keccak
 from web3.exceptions import Web3Exception
 
 from flocknode.chain.anvil import AnvilChain
-from flocknode.chain.client import AsyncTaskClient, TaskClient, opened_round
+from flocknode.chain.client import AsyncTaskClient, TaskClient, opened_round, strings_as_bytes
 from flocknode.chain.contracts import ChainConnection
 from flocknode.chain.errors import ContractRevert, RpcRejected, RpcUnavailable
 from flocknode.chain.fastview import FastViews
@@ -43,13 +43,15 @@ def _plain(value: Any) -> Any:
 
 
 def _web3(client: TaskClient, name: str, *args: Any) -> Any:
-    """The view as web3 returns it (the path every view took before fastview)."""
-    return client.conn.view(client._c.functions[name](*args), name)
+    """The view as web3 returns it (the path every view took before fastview), with
+    the client's view ABI (``string`` outputs read as ``bytes``)."""
+    return client.conn.view(client._views.contract.functions[name](*args), name)
 
 
 def _fast_raw(client: TaskClient, name: str, *args: Any) -> Any:
     """The view as the fast path decodes it, before any conversion."""
-    return FastViews(client.conn, client._c, client.conn.artifact("FlockTask").abi).view(
+    abi = strings_as_bytes(client.conn.artifact("FlockTask").abi)
+    return FastViews(client.conn, client._views.contract, abi).view(
         name, tuple(args), name, lambda raw: raw
     )
 

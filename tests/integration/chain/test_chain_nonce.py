@@ -58,4 +58,4 @@ def test_nonce_too_low_resyncs_from_the_chain(task: Deployed, chain: AnvilChain)
     before = b.conn.sender.nonce_refreshes
     b.update_multiaddrs(["/ip4/127.0.0.1/tcp/4"])  # n+1 is "nonce too low": resync, n+3
     assert b.conn.sender.nonce_refreshes == before + 1
-    assert b.participant().multiaddrs == ("/ip4/127.0.0.1/tcp/4",)
+    assert b.participant().multiaddrs == (b"/ip4/127.0.0.1/tcp/4",)

@@ -82,6 +82,7 @@ def test_the_units_environment_loads_the_readme_layout(tmp_path: Path) -> None:
     for d in (etc, state, creds):
         d.mkdir()
     (etc / "wallet-password").write_text("a long enough password\n")
+    (etc / "wallet-password").chmod(0o600)  # the README's umask 077
     res = init_data_dir(state, new_wallet=True, password_file=etc / "wallet-password")
     text = res.config.read_text()
     text = text.replace('data_dir = "."', f'data_dir = "{state}"')
@@ -90,11 +91,13 @@ def test_the_units_environment_loads_the_readme_layout(tmp_path: Path) -> None:
     res.config.unlink()
     # what systemd does: copy the credential, set the unit's Environment= lines
     (creds / "wallet-password").write_text((etc / "wallet-password").read_text())
+    (creds / "wallet-password").chmod(0o440)  # an ACL mask shows as group bits
     (etc / "wallet-password").unlink()  # the node must not need the original
     env = {}
     for line in re.findall(r"^Environment=(\S+)$", UNIT.read_text(), re.M):
         key, _, value = line.partition("=")
         env[key] = value.replace("%d", str(creds)).replace("/var/lib/flocknode", str(state))
+    env["CREDENTIALS_DIRECTORY"] = str(creds)  # systemd sets it for the unit
     cfg = load_config(etc / "node.toml", environ=env)
     assert cfg.data_path == state
     assert load_wallet(cfg, environ=env).address == res.wallet

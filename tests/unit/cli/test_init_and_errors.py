@@ -33,7 +33,7 @@ def test_init_creates_keys_and_a_loadable_commented_config(
     assert "already exists" in capsys.readouterr().err
 
 
-def test_init_new_wallet_needs_a_password(
+def test_init_new_wallet_needs_a_password_file_others_cannot_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("FLOCKNODE_WALLET_PASSWORD", raising=False)
@@ -41,6 +41,18 @@ def test_init_new_wallet_needs_a_password(
     assert "needs a password" in capsys.readouterr().err
     pw = tmp_path / "pw"
     pw.write_text("correct horse\n")
+    pw.chmod(0o644)
+    assert (
+        main(
+            ["init", "--data-dir", str(tmp_path / "b"), "--new-wallet", "--password-file", str(pw)]
+        )
+        == 2
+    )
+    assert f"password file is accessible by other users (mode 644); run: chmod 600 {pw}" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "b" / "keys" / "wallet.json").exists()
+    pw.chmod(0o600)
     rc = main(
         ["init", "--data-dir", str(tmp_path / "b"), "--new-wallet", "--password-file", str(pw)]
     )

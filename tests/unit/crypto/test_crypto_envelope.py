@@ -307,3 +307,48 @@ def test_streams_chunk_by_chunk_through_sinks_and_sources(tmp_path: Path) -> Non
         update_hash=small.update_hash,
     )  # fmt: skip
     assert out["x"].sum().item() == 700.0 and trickle.calls > 100
+
+
+def test_finding2_seal_skips_a_low_order_recipient() -> None:
+    """One recipient with a low-order box key among good ones: the seal does not
+    fail, every good recipient gets a wrap that opens, the bad one is listed."""
+    from nacl.public import PublicKey
+
+    from tests.fixtures.low_order import LOW_ORDER_KEYS
+
+    for bad in LOW_ORDER_KEYS:
+        recipients = [VOTERS[0].public_key, PublicKey(bad), VOTERS[1].public_key]
+        sink = bytearray()
+        sealed = seal_update(
+            small_update(), sink, sender=PROPOSER, recipients=recipients, chunk_size=CHUNK
+        )
+        assert [w.recipient for w in sealed.wraps] == [
+            bytes(VOTERS[0].public_key),
+            bytes(VOTERS[1].public_key),
+        ]
+        assert sealed.skipped == (bad,)
+        for voter in VOTERS[:2]:
+            got = open_as(
+                voter,
+                bytes(sink),
+                sealed.wrap_for(voter.public_key),
+                update_hash=sealed.update_hash,
+            )
+            assert_same_tensors(got, small_update())
+
+
+def test_finding2_seal_with_only_low_order_recipients_writes_nothing() -> None:
+    from nacl.public import PublicKey
+
+    from tests.fixtures.low_order import LOW_ORDER_KEYS
+
+    sink = bytearray()
+    with pytest.raises(EnvelopeError, match="no recipient has a usable box key"):
+        seal_update(
+            small_update(),
+            sink,
+            sender=PROPOSER,
+            recipients=[PublicKey(k) for k in LOW_ORDER_KEYS[:3]],
+            chunk_size=CHUNK,
+        )
+    assert sink == bytearray()

@@ -61,3 +61,22 @@ def test_registration_signature_binds_chain_task_wallet_and_box_key(tmp_path: Pa
     assert not verify_registration(pid, b"", 31337, TASK, WALLET, box)
     assert not verify_registration(pid, sig, 31337, "0xnope", WALLET, box)
     assert not verify_registration(pid, sig, 31337, TASK, WALLET, b"short")
+
+
+def test_finding2_usable_box_key_refuses_low_order_points() -> None:
+    """Every low-order encoding is refused; real keys (and random bytes) are usable."""
+    import nacl.exceptions
+    from nacl.public import Box, PublicKey
+
+    from flocknode.identity import BoxKey, usable_box_key
+    from tests.fixtures.low_order import LOW_ORDER_KEYS
+
+    assert len(set(LOW_ORDER_KEYS)) == 14
+    mine = BoxKey.generate()
+    for key in LOW_ORDER_KEYS:
+        assert not usable_box_key(key), key.hex()
+        with pytest.raises(nacl.exceptions.CryptoError):  # what sealing would hit
+            Box(mine.private, PublicKey(key))
+    for _ in range(50):
+        assert usable_box_key(BoxKey.generate().public_bytes)
+    assert not usable_box_key(b"\x09" * 31) and not usable_box_key("x" * 32)  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ def cfg_for(tmp_path: Path, extra: str = "", chain_id: int = 31337):  # type: ig
 def test_keystore_with_password_file_and_env(tmp_path: Path) -> None:
     addr = make_keystore(tmp_path / "w.json", "pw-123456")
     (tmp_path / "pw").write_text("pw-123456\n")
+    (tmp_path / "pw").chmod(0o600)
     assert load_wallet(cfg_for(tmp_path, 'password_file = "pw"\n'), environ={}).address == addr
     env = {"FLOCKNODE_WALLET_PASSWORD": "pw-123456"}
     assert load_wallet(cfg_for(tmp_path), environ=env).address == addr
@@ -62,3 +63,46 @@ def test_raw_key_only_from_env_and_only_on_a_local_chain(tmp_path: Path) -> None
     assert KEY[2:] not in str(ei.value)
     with pytest.raises(ConfigError, match="not a valid hex private key") as ei:
         load_wallet(cfg_for(tmp_path), environ={"FLOCKNODE_PRIVATE_KEY": "0xnothex"})
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o660])
+def test_password_file_permissions_refused_like_key_files(tmp_path: Path, mode: int) -> None:
+    """A password file that group or others can access is refused in one line naming it."""
+    make_keystore(tmp_path / "w.json", "pw-123456")
+    pw = tmp_path / "pw"
+    pw.write_text("pw-123456\n")
+    pw.chmod(mode)
+    cfg = cfg_for(tmp_path, 'password_file = "pw"\n')
+    with pytest.raises(KeyFileError) as ei:
+        load_wallet(cfg, environ={})
+    assert str(ei.value) == (
+        f"{pw}: chain.password_file: password file is accessible by other users "
+        f"(mode {mode:o}); run: chmod 600 {pw}"
+    )
+    assert "\n" not in str(ei.value) and "pw-123456" not in str(ei.value)
+    pw.chmod(0o600)
+    assert load_wallet(cfg, environ={}).address == Account.from_key(KEY).address
+    pw.chmod(0o400)
+    assert load_wallet(cfg, environ={}).address == Account.from_key(KEY).address
+
+
+def test_password_file_permissions_systemd_credential_is_exempt(tmp_path: Path) -> None:
+    """systemd grants the unit's user read access to a credential with an ACL, whose
+    mask shows in the group bits: a file under $CREDENTIALS_DIRECTORY is accepted."""
+    make_keystore(tmp_path / "w.json", "pw-123456")
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    pw = creds / "wallet-password"
+    pw.write_text("pw-123456\n")
+    pw.chmod(0o440)
+    cfg = cfg_for(tmp_path, f'password_file = "{pw}"\n')
+    with pytest.raises(KeyFileError, match="accessible by other users"):
+        load_wallet(cfg, environ={})
+    env = {"CREDENTIALS_DIRECTORY": str(creds)}
+    assert load_wallet(cfg, environ=env).address == Account.from_key(KEY).address
+    outside = tmp_path / "pw"
+    outside.write_text("pw-123456\n")
+    outside.chmod(0o644)
+    cfg = cfg_for(tmp_path, 'password_file = "pw"\n')
+    with pytest.raises(KeyFileError, match="accessible by other users"):
+        load_wallet(cfg, environ=env)
