@@ -67,6 +67,10 @@ async def run_voter(ctx: RoundContext, view: RoundView, seat: int) -> None:
     assert vote is not None
     v = ctx.chain.rounds.get(r, view)
     if not rec.committed and not v.votes[seat].committed:
+        if v.phase is Phase.TRAIN:
+            # decided before the train phase closed (no seat could be fetched at all):
+            # the commit phase opens at the train deadline
+            v = await ctx.chain.wait_for(r, lambda x: x.phase is not Phase.TRAIN) or v
         if v.phase is not Phase.COMMIT:
             log.warning("vote ready after the commit phase round=%d", r)
             return

@@ -22,7 +22,7 @@ from nacl.public import PublicKey
 
 from flocknode.aggregation import aggregate
 from flocknode.chain.registry import Member, Registry
-from flocknode.chain.types import Phase, UpdateView
+from flocknode.chain.types import Phase, UpdateView, VoteView
 from flocknode.crypto import seal_update
 from flocknode.crypto.envelope import unwrap_key, wrap_key
 from flocknode.identity import BoxKey, PeerKey
@@ -39,6 +39,7 @@ from flocknode.rounds.membership import ChainMembership
 from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
 from flocknode.store import ContentStore
+from flocknode.store.journal import Journal
 from tests.unit.rounds.views import make_view
 
 R = 5
@@ -337,3 +338,78 @@ def test_finding4_wrong_size_seat_is_included_and_rejected_in_the_vote(tmp_path:
     assert vote.rejected_bits == 0b011  # ... and rejected, with the zero update
     expected = aggregate(base, [trained], settings.aggregation, seats=[2]).model
     assert vote.aggregate_hash == v.ctx.models.put(expected).hex()
+
+
+class VoteClient:
+    """Records the voter's commit and reveal (the chain's side is not under test)."""
+
+    def __init__(self) -> None:
+        self.committed = trio.Event()
+        self.commits: list[bytes] = []
+        self.reveals: list[bytes] = []
+
+    async def vote_commitment(self, r: int, wallet: str, h: bytes, *rest: Any) -> bytes:
+        return h
+
+    async def commit_vote(self, r: int, commitment: bytes) -> None:
+        self.commits.append(commitment)
+        self.committed.set()
+
+    async def reveal_vote(self, r: int, h: bytes, *rest: Any) -> None:
+        self.reveals.append(h)
+
+
+def test_a_vote_decided_in_the_train_phase_is_committed_once_the_commit_phase_opens(
+    tmp_path: Path,
+) -> None:
+    """No seat can be fetched (the only proposer is not a member), so the voter has
+    decided while the train phase is still open: it commits once the commit phase
+    opens and reveals in the reveal phase, instead of leaving its seat idle."""
+    chain = TrioChainView()
+    membership = ChainMembership()
+    v = _node(tmp_path, "0xb0", chain, membership)
+    membership.update_registry(
+        Registry((Member(v.wallet, v.peer, v.box.public_bytes, (), 100, True),), 0)
+    )
+    settings = TaskSettings()
+    learner = Learner.from_settings(settings.training, 0, 5)
+    v.ctx.models = ModelBook(v.ctx.store, None)
+    chain.global_model_hash = v.ctx.models.put(learner.initial_state())
+    v.ctx.learner, v.ctx.settings = learner, settings
+    v.ctx.journal = Journal(tmp_path / "journal")
+    v.ctx.client = client = VoteClient()
+    v.ctx.wallet = v.wallet
+    no_vote = VoteView(False, False, bytes(32), bytes(32), 0, 0, 0, 0)
+
+    def set_phase(phase: Phase, commit_end: float) -> None:
+        chain.rounds[R] = dataclasses.replace(
+            make_view(R, phase),
+            proposers=("0x00000000000000000000000000000000000000aa",),
+            voters=(v.wallet,),
+            updates=(UpdateView(False, bytes(32), bytes(32), 0),),
+            votes=(no_vote,),
+            commit_end=int(commit_end),
+        )
+        chain.publish()
+
+    async def main() -> None:
+        # the real clock: aggregation and scoring run in worker threads, and a
+        # MockClock would jump past any deadline while they do
+        commit_end = trio.current_time() + 600
+        set_phase(Phase.TRAIN, commit_end)
+        with trio.fail_after(60):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(voter.run_voter, v.ctx, chain.rounds[R], 0)
+                while v.ctx.journal.get(R).vote is None:  # decided and journaled
+                    await trio.sleep(0.05)
+                # the voter journals its vote and checks the phase with no await in
+                # between: by now it either waits for the commit phase or gave up
+                assert client.commits == []
+                set_phase(Phase.COMMIT, commit_end)
+                await client.committed.wait()
+                set_phase(Phase.REVEAL, commit_end)
+
+    trio.run(main)
+    rec = Journal(tmp_path / "journal").get(R)
+    assert rec.committed and rec.revealed and rec.vote is not None
+    assert client.reveals == [bytes.fromhex(rec.vote.aggregate_hash)]
