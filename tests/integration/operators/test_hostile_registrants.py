@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 TOKENS = 10**18
 REGISTER = function_signature_to_4byte_selector("register(bytes,bytes32,string[],bytes)")
-SPEC = ClusterSpec(nodes=4, rounds=3, proposers=1, voters=3, commit_seconds=12, reveal_seconds=8)
+SPEC = ClusterSpec(nodes=4, rounds=2, proposers=1, voters=3, commit_seconds=12, reveal_seconds=8)
 
 
 def funded_wallet(h: Harness, funder: str) -> LocalAccount:
@@ -86,7 +86,7 @@ def test_finding2_rounds_finalize_with_hostile_registrants(tmp_path: Path) -> No
         register_junk_and_stake(h, junk_acct, [b"/ip4/127.0.0.1/tcp/\xff\xfe"])
         low_stored = register_low_order_and_stake(h, low_acct)
         h.start()
-        views = [h.wait_finalized(r, timeout=150) for r in (1, 2, 3)]
+        views = [h.wait_finalized(r, timeout=150) for r in (1, 2)]
 
         if low_stored:
             seated = [v for v in views if low_acct.address in v.voters]
@@ -96,13 +96,13 @@ def test_finding2_rounds_finalize_with_hostile_registrants(tmp_path: Path) -> No
             for seat, w in enumerate(v.proposers):
                 if w in honest:  # every honest proposer sealed and submitted
                     assert v.updates[seat].submitted, (v.round, h.tails())
-        # (an honest voter may still be idle-slashed when the round's only proposer
-        # seat is a hostile registrant's: there is nothing to vote on)
-        idle = [e for e in h.events(Slashed) if e.wallet in honest and "no update" in e.reason]
-        assert idle == [], idle
+        # no honest node is slashed: not a proposer whose sealing met the bad key, and
+        # not a voter whose round's only proposer seat was a hostile registrant's
+        slashed = [e for e in h.events(Slashed) if e.wallet in honest]
+        assert slashed == [], slashed
         for n in h.state.nodes:  # every node still runs and ignores both registrants
             s = node_status(h.state.node(n.name))
-            assert s["alive"] and s.get("round", 0) >= 3, (n.name, h.tails())
+            assert s["alive"] and s.get("round", 0) >= 2, (n.name, h.tails())
             ignored = s["registry"]["ignored"]
             assert ignored["no_valid_multiaddr"] == 1, ignored
             assert ignored.get("bad_box_key", 0) == int(low_stored), ignored
