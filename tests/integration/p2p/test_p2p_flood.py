@@ -51,13 +51,17 @@ def log_records(*names: str) -> Iterator[list[logging.LogRecord]]:
             seen.append(record)
 
     handler = Count(logging.INFO)
+    levels = {name: logging.getLogger(name).level for name in names}
     for name in names:
         logging.getLogger(name).addHandler(handler)
+        # whatever level an earlier test's logging set-up left: the node's own is INFO
+        logging.getLogger(name).setLevel(logging.INFO)
     try:
         yield seen
     finally:
         for name in names:
             logging.getLogger(name).removeHandler(handler)
+            logging.getLogger(name).setLevel(levels[name])
 
 
 def turn_into_flooder(node: Node) -> None:
