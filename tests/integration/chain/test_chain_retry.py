@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import pytest
 
@@ -56,15 +57,27 @@ def test_http_503_is_retried(task: Deployed, proxy: TcpProxy) -> None:
 
 def test_connection_refused_until_the_endpoint_is_up(task: Deployed, chain: AnvilChain) -> None:
     port = _free_port()
+    conn = ChainConnection(f"http://127.0.0.1:{port}", retry=PATIENT)
     started: list[TcpProxy] = []
-    timer = threading.Timer(0.3, lambda: started.append(TcpProxy(chain.port, port=port)))
-    timer.start()
+    refused = threading.Event()
+
+    def open_endpoint_after_first_refusal() -> None:
+        # The endpoint comes up only once the client has been refused, so the
+        # test sees a retry however slowly the first attempt starts.
+        deadline = time.monotonic() + 30.0
+        while conn.rpc.retries < 1 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        refused.set()
+        started.append(TcpProxy(chain.port, port=port))
+
+    opener = threading.Thread(target=open_endpoint_after_first_refusal, daemon=True)
+    opener.start()
     try:
-        conn = ChainConnection(f"http://127.0.0.1:{port}", retry=PATIENT)
         assert TaskClient(conn, task.address).participant_count() == 1
+        assert refused.is_set()
         assert conn.rpc.retries >= 1
     finally:
-        timer.join()
+        opener.join()
         for p in started:
             p.close()
 
