@@ -92,6 +92,7 @@ class DataConfig(_Section):
     """
 
     path: str = ""
+    test_path: str = ""  # testers: a held-out set the node reports accuracy on, never votes with
     node_index: int = Field(default=0, ge=0)
     num_nodes: int = Field(default=1, ge=1)
 

@@ -117,6 +117,15 @@ def load_task_settings(cfg: NodeConfig, client: TaskClient, config_hash: bytes) 
     return TaskSettings.from_canonical_json(published)
 
 
+def node_learner(cfg: NodeConfig, settings: TaskSettings) -> Learner:
+    """The task's code over this participant's files (``[data] path``; ``test_path``
+    for testers' reports); a missing path or bad data is one line and exit code 2."""
+    if not cfg.data.path:
+        raise ConfigError(cfg.source, "data.path", "not set: give the path of your data files")
+    test = cfg.path(cfg.data.test_path) if cfg.data.test_path else None
+    return Learner.from_settings(settings.training, cfg.path(cfg.data.path), test)
+
+
 def prepare(cfg: NodeConfig) -> Prepared:
     """Blocking start-up checks; every failure is one clear line."""
     layout = DataDir(cfg.data_path)
@@ -133,14 +142,14 @@ def prepare(cfg: NodeConfig) -> Prepared:
     params = client.params()
     settings = load_task_settings(cfg, client, params.config_hash)
     behaviour = behaviour_from_env(cfg)
-    learner = Learner.from_settings(settings.training, cfg.data.node_index, cfg.data.num_nodes)
+    learner = node_learner(cfg, settings)
     store = ContentStore(layout.store)
     models = ModelBook(store, None)
     init = learner.initial_state()
     init_hash = models.put(init)
     if init_hash != params.initial_model_hash:
         raise StartupError(
-            f"the model factory {settings.training.model_factory!r} with init seed "
+            f"the task {settings.training.task!r} with init seed "
             f"{settings.training.init_seed} gives initial model 0x{init_hash.hex()[:16]}..., "
             f"the task's is 0x{params.initial_model_hash.hex()[:16]}..."
         )

@@ -1,10 +1,20 @@
 """``aggregate``: the norm check, then the task's rule, then new = old + aggregate.
 
 Plain data in, plain data out, no I/O: a model or an update is an ordered
-mapping ``name -> float32 tensor``; the updates come as a list in proposer-seat
-order with their seat numbers. Every tensor is flattened in the global model's
-name order into one float64 vector (float32 -> float64 is exact), the rule runs
-on those vectors (see ``rules``), and the new global is rounded to float32 once.
+mapping ``name -> tensor``; the updates come as a list in proposer-seat order
+with their seat numbers. An update holds the global model's names, shapes and
+dtypes. Every floating tensor (float32, float16, bfloat16) is flattened in the
+global model's name order into one float64 vector (each of them -> float64 is
+exact), the norm check and the rule run on those vectors (see ``rules``), and
+each entry of the new global is rounded once to its own dtype (float32 and
+float16 straight from float64, round to nearest even; bfloat16 through float32,
+two such roundings, the same on every machine).
+
+Integer entries (int64/int32, e.g. BatchNorm's ``num_batches_tracked``) take
+no part in the norm check or the rule: a counter is not a direction to
+average. Each becomes the global value plus the elementwise lower median of
+the deltas of the updates that entered the rule (saturating at the dtype's
+range), so a minority cannot move a counter outside the honest deltas.
 
 The norm check (PROTOCOL.md step 5) rejects, in this order:
 
@@ -40,6 +50,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from flocknode.aggregation import rules
@@ -147,6 +158,7 @@ def aggregate(
     layout = _layout(global_model)
     base = _flatten(global_model, layout, "global model")
     vectors = [_flatten(u, layout, f"seat {s}") for s, u in zip(seat_list, updates, strict=True)]
+    counters = [_integers(u, layout) for u in updates]
 
     norms = [l2_norm(v) for v in vectors]
     band = norm_band(settings, scale)
@@ -167,8 +179,9 @@ def aggregate(
         if chosen is not None:
             selected = tuple(used[i] for i in chosen)
         new = base + delta
+    ints = _integer_step(_integers(global_model, layout), [counters[i] for i in keep])
     return AggregationResult(
-        model=_unflatten(new, layout),
+        model=_unflatten(new, layout, ints),
         rule=settings.rule,
         included=tuple(seat_list),
         rejected=rejected,
@@ -186,7 +199,9 @@ def apply_update(global_model: Model, update: Model) -> dict[str, torch.Tensor]:
     """
     layout = _layout(global_model)
     base = _flatten(global_model, layout, "global model")
-    return _unflatten(base + _flatten(update, layout, "update"), layout)
+    new = base + _flatten(update, layout, "update")
+    ints = _integer_step(_integers(global_model, layout), [_integers(update, layout)])
+    return _unflatten(new, layout, ints)
 
 
 def krum_budget(krum_f: int, rejected: int) -> int:
@@ -237,51 +252,108 @@ def _run_rule(
     raise AssertionError(f"unhandled rule {s.rule!r}")  # settings validated the name
 
 
-_Layout = list[tuple[str, tuple[int, ...]]]
+_Layout = list[tuple[str, tuple[int, ...], torch.dtype]]
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+INT_DTYPES = (torch.int64, torch.int32)
 
 
 def _layout(model: Model) -> _Layout:
     if not model:
         raise AggregationInputError("global model has no tensors")
-    return [(name, tuple(t.shape)) for name, t in model.items()]
+    layout: _Layout = []
+    for name, t in model.items():
+        if not isinstance(t, torch.Tensor) or t.dtype not in FLOAT_DTYPES + INT_DTYPES:
+            kind = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+            raise AggregationInputError(f"global model: tensor {name!r} is {kind}")
+        layout.append((name, tuple(t.shape), t.dtype))
+    return layout
 
 
-def _flatten(model: Model, layout: _Layout, who: str) -> F64:
+def _checked(model: Model, layout: _Layout, who: str) -> None:
     if not isinstance(model, Mapping):
         raise AggregationInputError(f"{who}: expected a mapping name -> tensor")
-    names = {name for name, _ in layout}
+    names = {name for name, _, _ in layout}
     extra = sorted(set(model) - names)
     if extra:
         raise AggregationInputError(f"{who}: unexpected tensor {extra[0]!r}")
-    parts: list[F64] = []
-    for name, shape in layout:
+    for name, shape, dtype in layout:
         t = model.get(name)
         if t is None:
             raise AggregationInputError(f"{who}: missing tensor {name!r}")
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
+        if not isinstance(t, torch.Tensor) or t.dtype != dtype:
             kind = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
-            raise AggregationInputError(f"{who}: tensor {name!r} is {kind}, expected float32")
+            raise AggregationInputError(f"{who}: tensor {name!r} is {kind}, expected {dtype}")
         if tuple(t.shape) != shape:
             raise AggregationInputError(
                 f"{who}: tensor {name!r} has shape {tuple(t.shape)}, expected {shape}"
             )
-        a = t.detach().cpu().contiguous().numpy().reshape(-1)
+
+
+def _flatten(model: Model, layout: _Layout, who: str) -> F64:
+    """The floating entries, in layout order, as one float64 vector (checks every entry)."""
+    _checked(model, layout, who)
+    parts: list[F64] = [np.zeros(0)]
+    for name, _, dtype in layout:
+        if dtype not in FLOAT_DTYPES:
+            continue
+        t = model[name].detach().cpu().contiguous()
+        a = (t.to(torch.float32) if dtype == torch.bfloat16 else t).numpy().reshape(-1)
         if not np.isfinite(a).all():
             raise NonFiniteUpdateError(f"{who}: tensor {name!r} holds NaN or infinity")
         parts.append(a.astype(np.float64))
     return np.concatenate(parts)
 
 
-def _unflatten(flat: F64, layout: _Layout) -> dict[str, torch.Tensor]:
-    with np.errstate(over="ignore"):
-        out32 = flat.astype(np.float32)  # one round-to-nearest-even per value
-    if not np.isfinite(out32).all():
-        # Only reachable when at least half the updates are near float32's range.
-        raise NonFiniteUpdateError("the aggregated model overflows float32")
+def _integers(model: Model, layout: _Layout) -> list[npt.NDArray[np.int64]]:
+    """The integer entries, in layout order, as int64 arrays (``_flatten`` checked them)."""
+    return [
+        model[name].detach().cpu().contiguous().numpy().astype(np.int64).reshape(-1)
+        for name, _, dtype in layout
+        if dtype in INT_DTYPES
+    ]
+
+
+def _integer_step(
+    base: list[npt.NDArray[np.int64]], deltas: list[list[npt.NDArray[np.int64]]]
+) -> list[npt.NDArray[np.int64]]:
+    """Each integer entry plus the lower median of the deltas (unchanged without any)."""
+    if not deltas:
+        return base
+    out = []
+    for i, b in enumerate(base):
+        stacked = np.sort(np.stack([d[i] for d in deltas]), axis=0)
+        med = stacked[(len(deltas) - 1) // 2]
+        with np.errstate(over="ignore"):
+            total = b + med
+        # two's-complement overflow: both operands' signs differ from the result's
+        overflow = ((b ^ total) & (med ^ total)) < 0
+        limit = np.where(med > 0, np.iinfo(np.int64).max, np.iinfo(np.int64).min)
+        out.append(np.where(overflow, limit, total))
+    return out
+
+
+def _unflatten(
+    flat: F64, layout: _Layout, ints: list[npt.NDArray[np.int64]]
+) -> dict[str, torch.Tensor]:
     model: dict[str, torch.Tensor] = {}
     offset = 0
-    for name, shape in layout:
+    counters = iter(ints)
+    for name, shape, dtype in layout:
         size = math.prod(shape)
-        model[name] = torch.from_numpy(out32[offset : offset + size].reshape(shape).copy())
+        if dtype in INT_DTYPES:
+            info = torch.iinfo(dtype)
+            values = np.clip(next(counters), info.min, info.max)
+            model[name] = torch.from_numpy(values.reshape(shape).copy()).to(dtype)
+            continue
+        part = flat[offset : offset + size]
         offset += size
+        with np.errstate(over="ignore"):  # one round-to-nearest-even per value
+            rounded = part.astype(np.float16 if dtype == torch.float16 else np.float32)
+        t = torch.from_numpy(rounded.reshape(shape).copy())
+        if dtype == torch.bfloat16:
+            t = t.to(torch.bfloat16)
+        if not bool(torch.isfinite(t).all()):
+            # Only reachable when at least half the updates are near the dtype's range.
+            raise NonFiniteUpdateError(f"the aggregated model overflows {dtype} in {name!r}")
+        model[name] = t
     return model

@@ -37,6 +37,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         byzantine=tuple(parse_byzantine(args.byzantine)),
         proposers=args.proposers,
         voters=args.voters,
+        task=args.task,
     )
     progress = _err if args.json else print
     t0 = time.monotonic()
@@ -81,7 +82,9 @@ def _summary(state: ClusterState, monitor: Monitor, finished: bool) -> dict[str,
         "byzantine_nodes": {n.name: n.behaviour for n in state.nodes if n.behaviour != "honest"},
         "initial_accuracy": monitor.initial_accuracy,
         "rounds": [r.to_json() for r in monitor.rounds],
-        "task": state.task,
+        "task": state.task_name,
+        "task_address": state.task,
+        "model_bytes": monitor.model_bytes,
         "rpc_url": state.rpc_url,
         "directory": state.directory,
     }
@@ -184,6 +187,11 @@ def register(sub: Any) -> None:
         default=[],
         metavar="K:BEHAVIOUR",
         help=f"K cheating nodes: {', '.join(Behaviour.names())} (repeatable)",
+    )
+    p.add_argument(
+        "--task",
+        default="digits-mlp",
+        help="built-in task (digits-mlp, digits-cnn) or module:attr (default digits-mlp)",
     )
     p.add_argument("--proposers", type=int, help="proposers per round (default: half the nodes)")
     p.add_argument("--voters", type=int, help="voters per round (default: half the nodes)")

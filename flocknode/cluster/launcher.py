@@ -1,8 +1,10 @@
 """A local cluster for testers: anvil + token + task + N ``flocknode run`` processes.
 
 ``Cluster.create`` lays out a cluster directory (anvil log, task settings, one
-data dir per node), deploys the task, and funds, registers and stakes every
-node; ``start_node``/``kill_node`` drive the node processes. The directory's
+data dir per node), writes each node's part of the task's reference data into
+``data/node-<i>/`` in the task's own file format (and the shared test split into
+``data/test/``, the testers' report), deploys the task, and funds, registers
+and stakes every node; ``start_node``/``kill_node`` drive the node processes. The directory's
 ``cluster.json`` records pids and addresses, so ``flocknode cluster status``,
 ``down``, ``kill`` and ``logs`` work from another shell.
 """
@@ -31,6 +33,8 @@ from flocknode.config import ENV_PRIVATE_KEY, load_config
 from flocknode.errors import FlockError
 from flocknode.fsutil import atomic_write_text
 from flocknode.identity import DataDir, load_box_key, load_peer_key
+from flocknode.learning.data import write_shards
+from flocknode.learning.models import load_task
 from flocknode.learning.settings import TaskSettings
 from flocknode.rounds.byzantine import ENV_BYZANTINE, Behaviour
 
@@ -71,6 +75,8 @@ class ClusterState:
     rule: str
     nodes: list[NodeInfo]
     settings_file: str
+    task_name: str = "digits-mlp"
+    test_path: str = ""  # the shared test split (testers' reports)
 
     def save(self) -> None:
         atomic_write_text(Path(self.directory) / STATE_FILE, json.dumps(asdict(self), indent=1))
@@ -135,8 +141,10 @@ class ClusterSpec:
     commit_seconds: int = 15
     reveal_seconds: int = 10
     block_time: float = 1.0
-    split: str = "dirichlet"
+    task: str = "digits-mlp"
+    split: str = "dirichlet"  # how the reference data is sharded among the nodes
     alpha: float = 0.5
+    data_seed: int = 0
     settings_overrides: tuple[tuple[str, str, Any], ...] = ()  # (section, key, value)
     quorum_bps: int = 6666
     stakes: tuple[int, ...] = ()  # tokens per node (tests steer the draw); default 100 each
@@ -154,7 +162,7 @@ def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) ->
     if len(spec.byzantine) > spec.nodes:
         raise ClusterError("more byzantine nodes than nodes")
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("node-*"):
+    for stale in [*directory.glob("node-*"), directory / "data"]:
         _rmtree(stale)
     progress(f"starting anvil (block time {spec.block_time:g} s) ...")
     opts = AnvilOptions(block_time=spec.block_time, mixed_mining=True, accounts=spec.nodes + 1)
@@ -173,7 +181,7 @@ def _deploy(
     # number of voters gives the score's median a middle)
     proposers = spec.proposers or max(1, spec.nodes // 2)
     voters = spec.voters or max(1, spec.nodes - proposers)
-    training: dict[str, Any] = {"split": spec.split, "alpha": spec.alpha}
+    training: dict[str, Any] = {"task": spec.task}
     aggregation: dict[str, Any] = {"rule": spec.rule}
     extra: dict[str, Any] = {}
     for section, key, value in spec.settings_overrides:
@@ -207,6 +215,15 @@ def _deploy(
         reward_pool=10 * TOKENS * spec.rounds,
         settings_out=settings_file,
     )
+    progress(f"writing each node's {settings.training.task} data files ...")
+    shards = write_shards(
+        load_task(settings.training.task),
+        directory / "data",
+        spec.nodes,
+        spec.split,
+        spec.alpha,
+        spec.data_seed,
+    )
     progress(f"deploying the task: {proposers} proposers and {voters} voters per round ...")
     created = create_task(conn, plan)
     ports = free_ports(2 * spec.nodes)  # libp2p ports, then HTTP ports
@@ -230,6 +247,10 @@ def _deploy(
         text = text.replace("node_index = 0", f"node_index = {i}")
         text = text.replace("num_nodes = 1", f"num_nodes = {spec.nodes}")
         text = text.replace('settings = ""', f'settings = "{settings_file}"')
+        text = text.replace(
+            '\npath = ""\n',
+            f'\npath = "{shards.nodes[i]}"\ntest_path = "{shards.test}"\n',
+        )
         text = text.replace('listen = "127.0.0.1:9100"', f'listen = "127.0.0.1:{http_ports[i]}"')
         text = text.replace(f"/ip4/0.0.0.0/tcp/{ports[i]}", f"/ip4/127.0.0.1/tcp/{ports[i]}")
         atomic_write_text(cfg_path, text, mode=0o600)
@@ -269,6 +290,8 @@ def _deploy(
         rule=spec.rule,
         nodes=nodes,
         settings_file=str(settings_file),
+        task_name=settings.training.task,
+        test_path=str(shards.test),
     )
     state.save()
     return state

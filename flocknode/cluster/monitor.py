@@ -2,7 +2,9 @@
 
 Reads the chain (rounds, roles, finalization, slashes) and each node's
 ``status.json`` (which global model it holds). Accuracy is the global model's
-on the held-out test split, evaluated here on the model a node stored.
+on the held-out test split (the files ``cluster up`` wrote to ``data/test``),
+evaluated here on the model a node stored. ``update_bytes`` is the size of one
+sealed update of the task's model (every update has the model's shapes).
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from flocknode.chain.contracts import ChainConnection
 from flocknode.chain.events import RoundVoided, Slashed
 from flocknode.chain.types import Phase
 from flocknode.cluster.launcher import ClusterState, node_status
-from flocknode.crypto import parse_canonical
+from flocknode.config import load_config
+from flocknode.crypto import canonical_size, parse_canonical
+from flocknode.crypto.envelope import ABYTES, DEFAULT_CHUNK_SIZE, HEAD_LEN
 from flocknode.learning.learner import Learner
 from flocknode.learning.settings import TaskSettings
 
@@ -34,6 +38,7 @@ class RoundSummary:
     voters: list[str]
     seconds: float
     voided: bool = False
+    update_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -47,6 +52,8 @@ class RoundSummary:
             "voters": self.voters,
             "seconds": round(self.seconds, 2),
             "voided": self.voided,
+            "metric": {"name": "test_accuracy", "value": self.accuracy},
+            "update_bytes": self.update_bytes,
         }
 
 
@@ -61,7 +68,14 @@ class Monitor:
         conn = ChainConnection(self.state.rpc_url, None, expected_chain_id=self.state.chain_id)
         self.client = TaskClient(conn, self.state.task)
         settings = TaskSettings.from_canonical_json(Path(self.state.settings_file).read_bytes())
-        self.learner = Learner.from_settings(settings.training, 0, len(self.state.nodes))
+        node0 = load_config(Path(self.state.nodes[0].data_dir) / "node.toml", environ={})
+        test = self.state.test_path or (
+            node0.path(node0.data.test_path) if node0.data.test_path else None
+        )
+        self.learner = Learner.from_settings(settings.training, node0.path(node0.data.path), test)
+        self.model_bytes = canonical_size(self.learner.initial_state())
+        chunks = -(-self.model_bytes // DEFAULT_CHUNK_SIZE)
+        self.update_bytes = HEAD_LEN + self.model_bytes + ABYTES * chunks
         self.names = {n.wallet.lower(): n.name for n in self.state.nodes}
         self._seen_phase: dict[int, Phase] = {}
         self._round_start: dict[int, float] = {}
@@ -159,6 +173,7 @@ class Monitor:
             proposers=[self.name(p) for p in view.proposers],
             voters=[self.name(v) for v in view.voters],
             seconds=self._elapsed(r),
+            update_bytes=self.update_bytes,
         )
         self.rounds.append(summary)
         if view.accepted:

@@ -82,6 +82,7 @@ class _State:
     params: TaskParams | None = None
     me: ParticipantView | None = None
     running: dict[str, Any] | None = None  # status.json of a running node
+    settings: Any = None  # the task's TaskSettings, once the settings check passed
     done: dict[str, bool] = field(default_factory=dict)
 
 
@@ -114,6 +115,7 @@ class Doctor:
             ("rpc", "RPC reachable, chain id", ("keys",), self.check_rpc),
             ("task", "task contract present", ("rpc",), self.check_task),
             ("settings", "task settings match", ("task",), self.check_settings),
+            ("data", "your data readable by the task", ("settings",), self.check_data),
             ("stake", "wallet registered and staked", ("task",), self.check_stake),
             ("gas", "gas for the next rounds", ("task",), self.check_gas),
             ("listen", "listen addresses bindable", ("config",), self.check_listen),
@@ -232,7 +234,23 @@ class Doctor:
                 "set [task] settings to the task creator's settings JSON, or empty to use "
                 "the copy published on chain",
             ) from None
-        return f"rule {settings.aggregation.rule}, model {settings.training.model_factory}"
+        self.s.settings = settings
+        return f"rule {settings.aggregation.rule}, task {settings.training.task}"
+
+    def check_data(self) -> str:
+        from flocknode.node import node_learner
+
+        try:
+            learner = node_learner(self._cfg(), self.s.settings)
+        except FlockError as e:
+            raise Failed(
+                str(e), f"fix the file it names, or [data] path in {self.config} (docs/tasks.md)"
+            ) from None
+        d = learner.data
+        return (
+            f"{self._cfg().data.path}: {len(d.train)} training and {len(d.val)} validation "
+            f"samples for task {learner.settings.task}"
+        )
 
     def check_stake(self) -> str:
         cfg, client, params = self._cfg(), self._client(), self._params()
