@@ -10,11 +10,20 @@ each entry of the new global is rounded once to its own dtype (float32 and
 float16 straight from float64, round to nearest even; bfloat16 through float32,
 two such roundings, the same on every machine).
 
-Integer entries (int64/int32, e.g. BatchNorm's ``num_batches_tracked``) take
-no part in the norm check or the rule: a counter is not a direction to
-average. Each becomes the global value plus the elementwise lower median of
-the deltas of the updates that entered the rule (saturating at the dtype's
-range), so a minority cannot move a counter outside the honest deltas.
+Two kinds of entries are state rather than trained weights, and take no part
+in the norm check or the rule (neither is a step of the optimizer: BatchNorm's
+running statistics move with each proposer's data, up to 1.8x the step scale
+on the non-IID digits shards, and would get honest updates rejected):
+
+- running statistics, the floating entries whose last dotted name part is
+  ``running_mean`` or ``running_var`` (torch's BatchNorm and InstanceNorm
+  buffers): the global value plus the coordinate-wise median
+  (``rules.median``) of the deltas of the updates that entered the rule;
+- integer entries (int64/int32, e.g. BatchNorm's ``num_batches_tracked``): the
+  global value plus the elementwise lower median of those deltas (saturating
+  at the dtype's range).
+
+So a minority of updates cannot move either outside the honest deltas.
 
 The norm check (PROTOCOL.md step 5) rejects, in this order:
 
@@ -159,6 +168,9 @@ def aggregate(
     base = _flatten(global_model, layout, "global model")
     vectors = [_flatten(u, layout, f"seat {s}") for s, u in zip(seat_list, updates, strict=True)]
     counters = [_integers(u, layout) for u in updates]
+    stats = [
+        _flatten(u, layout, f"seat {s}", STATS) for s, u in zip(seat_list, updates, strict=True)
+    ]
 
     norms = [l2_norm(v) for v in vectors]
     band = norm_band(settings, scale)
@@ -180,8 +192,10 @@ def aggregate(
             selected = tuple(used[i] for i in chosen)
         new = base + delta
     ints = _integer_step(_integers(global_model, layout), [counters[i] for i in keep])
+    base_stats = _flatten(global_model, layout, "global model", STATS)
+    new_stats = base_stats + rules.median([stats[i] for i in keep]) if keep else base_stats
     return AggregationResult(
-        model=_unflatten(new, layout, ints),
+        model=_unflatten(new, new_stats, layout, ints),
         rule=settings.rule,
         included=tuple(seat_list),
         rejected=rejected,
@@ -200,8 +214,10 @@ def apply_update(global_model: Model, update: Model) -> dict[str, torch.Tensor]:
     layout = _layout(global_model)
     base = _flatten(global_model, layout, "global model")
     new = base + _flatten(update, layout, "update")
+    stats = _flatten(global_model, layout, "global model", STATS)
+    stats = stats + _flatten(update, layout, "update", STATS)
     ints = _integer_step(_integers(global_model, layout), [_integers(update, layout)])
-    return _unflatten(new, layout, ints)
+    return _unflatten(new, stats, layout, ints)
 
 
 def krum_budget(krum_f: int, rejected: int) -> int:
@@ -255,6 +271,14 @@ def _run_rule(
 _Layout = list[tuple[str, tuple[int, ...], torch.dtype]]
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 INT_DTYPES = (torch.int64, torch.int32)
+STAT_NAMES = ("running_mean", "running_var")
+WEIGHTS, STATS = "weights", "stats"
+
+
+def _kind(name: str, dtype: torch.dtype) -> str:
+    if dtype in INT_DTYPES:
+        return "int"
+    return STATS if name.rsplit(".", 1)[-1] in STAT_NAMES else WEIGHTS
 
 
 def _layout(model: Model) -> _Layout:
@@ -289,12 +313,13 @@ def _checked(model: Model, layout: _Layout, who: str) -> None:
             )
 
 
-def _flatten(model: Model, layout: _Layout, who: str) -> F64:
-    """The floating entries, in layout order, as one float64 vector (checks every entry)."""
+def _flatten(model: Model, layout: _Layout, who: str, kind: str = WEIGHTS) -> F64:
+    """The floating entries of ``kind`` (weights or running statistics), in layout order,
+    as one float64 vector (checks every entry)."""
     _checked(model, layout, who)
     parts: list[F64] = [np.zeros(0)]
     for name, _, dtype in layout:
-        if dtype not in FLOAT_DTYPES:
+        if _kind(name, dtype) != kind:
             continue
         t = model[name].detach().cpu().contiguous()
         a = (t.to(torch.float32) if dtype == torch.bfloat16 else t).numpy().reshape(-1)
@@ -333,20 +358,22 @@ def _integer_step(
 
 
 def _unflatten(
-    flat: F64, layout: _Layout, ints: list[npt.NDArray[np.int64]]
+    flat: F64, stats: F64, layout: _Layout, ints: list[npt.NDArray[np.int64]]
 ) -> dict[str, torch.Tensor]:
     model: dict[str, torch.Tensor] = {}
-    offset = 0
+    offsets = {WEIGHTS: 0, STATS: 0}
+    vectors = {WEIGHTS: flat, STATS: stats}
     counters = iter(ints)
     for name, shape, dtype in layout:
         size = math.prod(shape)
-        if dtype in INT_DTYPES:
+        kind = _kind(name, dtype)
+        if kind == "int":
             info = torch.iinfo(dtype)
             values = np.clip(next(counters), info.min, info.max)
             model[name] = torch.from_numpy(values.reshape(shape).copy()).to(dtype)
             continue
-        part = flat[offset : offset + size]
-        offset += size
+        part = vectors[kind][offsets[kind] : offsets[kind] + size]
+        offsets[kind] += size
         with np.errstate(over="ignore"):  # one round-to-nearest-even per value
             rounded = part.astype(np.float16 if dtype == torch.float16 else np.float32)
         t = torch.from_numpy(rounded.reshape(shape).copy())
