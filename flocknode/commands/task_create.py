@@ -31,10 +31,12 @@ from flocknode.learning.settings import TaskSettings
 
 
 def model_spec_hash(factory_spec: str, state: dict[str, Any]) -> bytes:
-    """SHA-256 of the model's identity: factory name and tensor names and shapes."""
+    """SHA-256 of the model's identity: the task's name and tensor names, shapes, dtypes."""
     spec = {
         "factory": factory_spec,
-        "tensors": [[name, list(t.shape), "float32"] for name, t in state.items()],
+        "tensors": [
+            [name, list(t.shape), str(t.dtype).removeprefix("torch.")] for name, t in state.items()
+        ],
     }
     return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).digest()
 
