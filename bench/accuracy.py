@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--task", default="digits-mlp", help="a built-in task")
-    p.add_argument("--score", choices=["accuracy", "loss"], default="accuracy")
+    p.add_argument("--score", choices=["accuracy", "loss", "brier"], default="accuracy")
     p.add_argument("--flag-threshold-ppm", type=int, default=-450_000)
     p.add_argument("--min-val", type=int, help="override min_val_samples")
     p.add_argument("--repeats", type=int, default=5)

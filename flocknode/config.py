@@ -84,11 +84,10 @@ class P2PConfig(_Section):
 
 
 class DataConfig(_Section):
-    """Where this participant's private data is and which part of it is theirs.
+    """Where this participant's private data is (``path``, read by the task's code).
 
-    The data set and how it is split are task settings (hashed into configHash);
-    this section says which shard is this node's, and where a custom loader's
-    files are.
+    ``test_path`` is for testers: a held-out set the node reports accuracy on,
+    never used in a vote. ``node_index``/``num_nodes`` name a test node's shard.
     """
 
     path: str = ""

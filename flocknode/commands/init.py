@@ -46,8 +46,8 @@ announce = []
 bootstrap = []
 
 [data]
-# Your private data. The task's settings name the data set and how it is split;
-# here you say which shard is yours (built-in data sets) or where your files are.
+# Your private data: the files the task's code reads (a CSV file or directory for
+# digits-mlp, one folder per class for digits-cnn; docs/tasks.md). Required.
 path = ""
 node_index = 0
 num_nodes = 1

@@ -73,8 +73,12 @@ def evaluate_classifier(
 ) -> Evaluation:
     """Accuracy (argmax) and mean cross-entropy loss of ``model`` on ``data``.
 
-    ``score`` picks the voters' score: ``"accuracy"`` (the share correct) or
-    ``"loss"`` (minus the mean loss, so higher is better). No samples: score 0.
+    ``score`` picks the voters' score: ``"accuracy"`` (the share correct),
+    ``"loss"`` (minus the mean loss, so higher is better) or ``"brier"`` (minus
+    the mean Brier score, the squared distance between the predicted
+    probabilities and the one-hot label: bounded by 2 per sample, so one
+    confidently wrong sample cannot dominate it as it can the log loss). No
+    samples: score 0.
     """
     n = len(data)
     if n == 0:
@@ -87,10 +91,13 @@ def evaluate_classifier(
         y = data.y.to(device)
         correct = int((out.argmax(dim=1) == y).sum())
         loss = float(nn.functional.cross_entropy(out, y, reduction="sum")) / n
+        onehot = nn.functional.one_hot(y, out.shape[1]).to(out.dtype)
+        brier = float(((out.softmax(dim=1) - onehot) ** 2).sum()) / n
     model.to("cpu")
     accuracy = correct / n
-    value = accuracy if score == "accuracy" else -loss
-    return Evaluation(value, n, {"accuracy": accuracy, "loss": loss, "correct": float(correct)})
+    value = {"accuracy": accuracy, "loss": -loss, "brier": -brier}[score]
+    metrics = {"accuracy": accuracy, "loss": loss, "brier": brier, "correct": float(correct)}
+    return Evaluation(value, n, metrics)
 
 
 class _Optimizer:

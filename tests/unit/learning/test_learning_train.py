@@ -143,6 +143,9 @@ def test_the_score_is_accuracy_or_minus_the_loss(learner: Learner) -> None:
     task.score = "loss"
     by_loss = Learner.from_data(SETTINGS, task, learner.data).evaluate(g, "val")
     assert by_loss.score == -by_loss.metrics["loss"] and by_loss.metrics["loss"] > 1.5
+    task.score = "brier"
+    by_brier = Learner.from_data(SETTINGS, task, learner.data).evaluate(g, "val")
+    assert by_brier.score == -by_brier.metrics["brier"] and 0.8 < by_brier.metrics["brier"] < 2
 
 
 async def test_async_wrappers_run_in_a_thread(learner: Learner) -> None:
