@@ -170,6 +170,11 @@ class Learner:
     def initial_state(self) -> State:
         return initial_state(self.task.build_model, self.settings.init_seed, self.names)
 
+    @property
+    def has_test(self) -> bool:
+        """Whether a tester's test set was given (``evaluate(state, "test")`` raises if not)."""
+        return self.data.test is not None
+
     def split(self, name: SplitName) -> Samples:
         if name == "test":
             if self.data.test is None:
