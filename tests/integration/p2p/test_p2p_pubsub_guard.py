@@ -1,4 +1,5 @@
-"""Raw bytes on /meshsub/... streams must never end the node (LIBRARIES.md).
+"""Raw bytes on /meshsub/... streams must never end the node
+(docs/protocol.md, "Implementation notes", "Raising inside pubsub").
 
 An attacker that is a member (so the membership gate lets it in) opens raw
 streams on every protocol id the GossipSub router registered and writes
