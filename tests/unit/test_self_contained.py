@@ -52,3 +52,27 @@ def test_nothing_cites_files_outside_the_repository() -> None:
             if OUTSIDE.search(line):
                 hits.append(f"{p.relative_to(ROOT)}:{n}: {line.strip()}")
     assert not hits, "cite docs/protocol.md instead:\n" + "\n".join(hits)
+
+
+def test_protocol_citations_name_a_section_or_step() -> None:
+    """A citation ``docs/protocol.md, "Section"`` names a heading of docs/protocol.md
+    (its text, or its text without a trailing parenthesis); ``step N`` is one of the
+    nine steps of "A round"."""
+    spec = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    headings = set()
+    for h in re.findall(r"^#{2,4} (.+)$", spec, re.M):
+        headings |= {h.strip(), re.sub(r"\s*\([^)]*\)$", "", h.strip())}
+    steps = {int(n) for n in re.findall(r"^(\d)\. \*\*", spec, re.M)}
+    assert steps == set(range(1, 10))
+    cite = re.compile(r'docs/protocol\.md[,\s(]*(?:"([^"]+)"|steps? (\d+))')
+    bad = []
+    for p in scanned_files():
+        if p == Path(__file__).resolve():
+            continue  # its docstring shows the form
+        text = p.read_text(encoding="utf-8", errors="replace")
+        # a citation may wrap onto a comment's next line
+        flat = re.sub(r"\n\s*(?:#|///|//|\*)?\s*", " ", text)
+        for section, step in cite.findall(flat):
+            if (section and section not in headings) or (step and int(step) not in steps):
+                bad.append(f"{p.relative_to(ROOT)}: {section or 'step ' + step}")
+    assert not bad, "no such section in docs/protocol.md:\n" + "\n".join(bad)
