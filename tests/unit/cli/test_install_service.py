@@ -129,6 +129,7 @@ def test_install_service_first_run_problems_are_one_line_exit_2(tmp_path: Path) 
     short = install(root / "b", *FIRST, stdin="short\n")
     assert short.returncode == 2
     assert "8 characters or more" in short.stderr and "Traceback" not in short.stderr
+    assert not (root / "b").exists()
     bad = install(root / "c", *FIRST[:-4], "--public-ip", '1.2.3.4"', stdin="long password 1\n")
     assert bad.returncode == 2
     assert "public_ip: not usable in a TOML string" in bad.stderr
