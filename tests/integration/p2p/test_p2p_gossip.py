@@ -13,7 +13,7 @@ from flocknode.identity.keys import PeerKey
 from flocknode.p2p.codec import encode_message
 from flocknode.p2p.gossip import Received
 from flocknode.p2p.membership import StaticMembership
-from flocknode.p2p.messages import KeyWrap, KeyWraps, ModelAvailable, UpdateAnnounce
+from flocknode.p2p.messages import KeyWraps, ModelAvailable, UpdateAnnounce, WireKeyWrap
 from flocknode.p2p.metrics import CONN_REFUSED, GOSSIP_DROPPED
 from tests.integration.p2p.p2p_helpers import (
     Node,
@@ -75,7 +75,7 @@ async def test_validator_drops_and_counts_stale_future_and_malformed() -> None:
             a.gossip.topic, encode_message(ModelAvailable(9, b"\x01" * 32, 9))
         )
         await a.p2p.pubsub.publish(a.gossip.topic, b"\xc1 not msgpack")
-        wraps = KeyWraps(6, b"\x02" * 32, (KeyWrap(b"\x03" * 32, b"\x04" * 72),))
+        wraps = KeyWraps(6, b"\x02" * 32, (WireKeyWrap(b"\x03" * 32, b"\x04" * 72),))
         await a.gossip.publish(wraps)  # next round: accepted
         await wait_until(lambda: any(r.message == wraps for r in drain(b)), timeout=10)
         dropped = a.p2p.metrics.reasons(GOSSIP_DROPPED)  # dropped at the origin already

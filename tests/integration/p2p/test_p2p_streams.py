@@ -14,6 +14,7 @@ from libp2p.abc import INetStream
 
 from flocknode.identity.keys import PeerKey
 from flocknode.p2p.content import DirectoryBlobSource, FileSink, MemorySink, Pieces
+from flocknode.p2p.fetch import Attempt, FetchFailed, fetch
 from flocknode.p2p.framing import (
     MAX_FRAME,
     PROTOCOL_BLOB,
@@ -24,7 +25,8 @@ from flocknode.p2p.framing import (
 )
 from flocknode.p2p.membership import StaticMembership
 from flocknode.p2p.metrics import FETCH_ATTEMPT_FAILED, STREAM_REFUSED
-from flocknode.p2p.streams import Attempt, ContentServer, FetchFailed, StreamLimits, fetch
+from flocknode.p2p.serve import ContentServer
+from flocknode.p2p.stream_io import StreamLimits
 from tests.integration.p2p.p2p_helpers import (
     LOOPBACK,
     Node,
