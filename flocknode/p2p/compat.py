@@ -280,6 +280,11 @@ def verify_installed(host: IHost, pubsub: Pubsub, builtins: Iterable[TProtocol])
     network = host.get_network()
     connector = getattr(network, "auto_connector", None)
     config = getattr(network, "connection_config", None)
+    if (type(host), type(network), type(pubsub)) != (BasicHost, Swarm, Pubsub):
+        raise Libp2pCompatError(
+            f"py-libp2p: built a {type(host).__name__} on a {type(network).__name__}; the "
+            "gates are checked against BasicHost, Swarm and Pubsub"
+        )
     handlers = _handlers(host)
     found = {
         "the dial gate": _is_gate(vars(network).get("dial_peer"), "dial"),

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from libp2p.abc import INetStream
 from libp2p.custom_types import TProtocol
+from libp2p.host.basic_host import BasicHost
 from libp2p.host.exceptions import StreamFailure
 from libp2p.host.ping import ID as PING
 from libp2p.network.auto_connector import AutoConnector
@@ -100,6 +101,21 @@ def test_a_missing_hook_refuses_to_build_the_host(
 ) -> None:
     monkeypatch.delattr(owner, name)
     assert named in _refusal(monkeypatch)
+
+
+def test_a_host_of_another_class_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    class OtherHost(BasicHost):
+        pass
+
+    built = host.build_host
+
+    def build_other(peer_key: PeerKey, config: HostConfig) -> BasicHost:
+        h = built(peer_key, config)
+        h.__class__ = OtherHost
+        return h
+
+    monkeypatch.setattr(host, "build_host", build_other)
+    assert "built a OtherHost on a Swarm" in _refusal(monkeypatch)
 
 
 def test_a_missing_builtin_handler_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
