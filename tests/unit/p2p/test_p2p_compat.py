@@ -39,7 +39,7 @@ def _host(membership: StaticMembership | None = None) -> P2PHost:
     return P2PHost(PeerKey.generate(), membership or StaticMembership(), CONFIG)
 
 
-def _refusal(monkeypatch: pytest.MonkeyPatch) -> str:
+def _refusal() -> str:
     with pytest.raises(Libp2pCompatError) as info:
         _host()
     # the CLI prints a FlockError as one line and exits with its code
@@ -72,7 +72,7 @@ def test_the_pinned_version_is_the_one_checked() -> None:
 
 def test_another_libp2p_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(compat.importlib.metadata, "version", lambda name: "0.9.0")
-    assert "py-libp2p 0.9.0 is installed" in _refusal(monkeypatch)
+    assert "py-libp2p 0.9.0 is installed" in _refusal()
 
 
 def test_a_call_site_that_no_longer_uses_the_hook_is_refused(
@@ -82,7 +82,7 @@ def test_a_call_site_that_no_longer_uses_the_hook_is_refused(
         return None
 
     monkeypatch.setattr(Swarm, "new_stream", new_stream)
-    assert "Swarm.new_stream using dial_peer" in _refusal(monkeypatch)
+    assert "Swarm.new_stream using dial_peer" in _refusal()
 
 
 @pytest.mark.parametrize(
@@ -100,7 +100,7 @@ def test_a_missing_hook_refuses_to_build_the_host(
     monkeypatch: pytest.MonkeyPatch, owner: type, name: str, named: str
 ) -> None:
     monkeypatch.delattr(owner, name)
-    assert named in _refusal(monkeypatch)
+    assert named in _refusal()
 
 
 def test_a_host_of_another_class_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -115,13 +115,13 @@ def test_a_host_of_another_class_is_refused(monkeypatch: pytest.MonkeyPatch) -> 
         return h
 
     monkeypatch.setattr(host, "build_host", build_other)
-    assert "built a OtherHost on a Swarm" in _refusal(monkeypatch)
+    assert "built a OtherHost on a Swarm" in _refusal()
 
 
 def test_a_missing_builtin_handler_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     extra = {**MEMBERS_ONLY_BUILTINS, TProtocol("/not/installed/1.0.0"): "other"}
     monkeypatch.setattr(host, "MEMBERS_ONLY_BUILTINS", extra)
-    assert "the built-in handler of /not/installed/1.0.0 is missing" in _refusal(monkeypatch)
+    assert "the built-in handler of /not/installed/1.0.0 is missing" in _refusal()
 
 
 @pytest.mark.parametrize(
