@@ -48,7 +48,7 @@ from flocknode.p2p.gossip import TaskGossip, task_topic
 from flocknode.p2p.host import HostConfig, P2PHost
 from flocknode.p2p.messages import Message
 from flocknode.p2p.metrics import P2PMetrics
-from flocknode.p2p.streams import ContentServer
+from flocknode.p2p.serve import ContentServer
 from flocknode.rounds.byzantine import Behaviour, behaviour_from_env
 from flocknode.rounds.context import RoundContext
 from flocknode.rounds.engine import RoundEngine

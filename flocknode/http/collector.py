@@ -8,7 +8,6 @@ Names follow Prometheus conventions (``_total`` counters, ``_seconds``,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -21,23 +20,13 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from flocknode.http.readiness import readiness
+from flocknode.p2p.metrics import P2PCounts
 
 TOKEN = 10**18
 PHASES = ("none", "seeding", "train", "commit", "reveal", "finalizable", "finalized", "voided")
 ROLES = ("proposer", "voter", "none")
-_P2P_KEY = re.compile(r"^(?P<event>[a-z_]+)(?:\{(?P<reason>[^}]*)\})?$")
 
 Snapshot = Callable[[], dict[str, Any]]
-
-
-def parse_p2p(snapshot: dict[str, int]) -> list[tuple[str, str, int]]:
-    """``{"gossip_dropped{stale_round}": 3}`` -> ``[("gossip_dropped", "stale_round", 3)]``."""
-    out = []
-    for key, value in snapshot.items():
-        m = _P2P_KEY.match(key)
-        if m:
-            out.append((m["event"], m["reason"] or "", int(value)))
-    return out
 
 
 def _histogram(
@@ -95,17 +84,14 @@ class NodeCollector(Collector):
             "Registered, staked participants of the task (this node included)",
             value=s.get("members", 0),
         )
-        events = parse_p2p(s.get("p2p") or {})
-        totals: dict[str, int] = {}
-        for event, _, n in events:
-            totals[event] = totals.get(event, 0) + n
+        counts = P2PCounts.from_json(s.get("p2p") or {})
         for name, event, doc in (
             ("flocknode_gossip_received", "gossip_accepted", "Gossip messages accepted"),
             ("flocknode_gossip_published", "gossip_published", "Gossip messages this node sent"),
             ("flocknode_bytes_sent", "bytes_served", "Bytes of blobs and models served"),
             ("flocknode_bytes_received", "bytes_fetched", "Bytes of blobs and models fetched"),
         ):
-            yield CounterMetricFamily(name, doc, value=totals.get(event, 0))
+            yield CounterMetricFamily(name, doc, value=counts.total(event))
         dropped = CounterMetricFamily(
             "flocknode_gossip_dropped", "Gossip messages dropped, by reason", labels=["reason"]
         )
@@ -114,10 +100,10 @@ class NodeCollector(Collector):
             "Every p2p counter (drops, refusals, dials, fetches), by event and reason",
             labels=["event", "reason"],
         )
-        for event, reason, n in events:
-            if event == "gossip_dropped":
-                dropped.add_metric([reason], n)
-            every.add_metric([event, reason], n)
+        for c in counts:
+            if c.event == "gossip_dropped":
+                dropped.add_metric([c.reason], c.value)
+            every.add_metric([c.event, c.reason], c.value)
         yield dropped
         yield every
 

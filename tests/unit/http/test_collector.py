@@ -8,7 +8,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
-from flocknode.http.collector import NodeCollector, parse_p2p
+from flocknode.http.collector import NodeCollector
 from flocknode.rounds.metrics import TX_BUCKETS, WORK_BUCKETS, Timing, TxStats, summary
 
 
@@ -125,7 +125,9 @@ def test_a_fresh_node_exports_without_errors() -> None:
 
 
 def test_p2p_keys_and_timing_accumulator() -> None:
-    assert parse_p2p({"a{b}": 1, "c": 2, "bad key{": 3}) == [("a", "b", 1), ("c", "", 2)]
+    m = scrape({**snapshot(), "p2p": {"a{b}": 1, "c": 2, "bad key{": 3}})
+    every = samples(m["flocknode_p2p_events"], "_total")
+    assert every == {(("event", "a"), ("reason", "b")): 1, (("event", "c"), ("reason", "")): 2}
     t = Timing(TX_BUCKETS)
     for v in (0.01, 0.01, 200.0):
         t.observe(v)
