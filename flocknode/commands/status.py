@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +9,9 @@ from flocknode.chain.client import TaskClient
 from flocknode.chain.errors import ContractRevert
 from flocknode.chain.registry import multiaddr_text
 from flocknode.commands.common import format_amount
+from flocknode.status import NodeStatus, read_status_file
+
+RUNNING_STATUS_AGE = 15.0  # a status file older than this: the node is not running
 
 
 def collect_status(client: TaskClient, wallet: str) -> dict[str, Any]:
@@ -56,15 +57,9 @@ def collect_status(client: TaskClient, wallet: str) -> dict[str, Any]:
     return out
 
 
-def node_snapshot(path: Path, max_age: float = 15.0) -> dict[str, Any] | None:
+def node_snapshot(path: Path, max_age: float = RUNNING_STATUS_AGE) -> NodeStatus | None:
     """What the running node last wrote to its status file (None if not running)."""
-    try:
-        if time.time() - path.stat().st_mtime > max_age:
-            return None
-        doc: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return doc
+    return read_status_file(path, max_age)
 
 
 def _peer_id_text(raw: bytes) -> str:
@@ -76,7 +71,8 @@ def _peer_id_text(raw: bytes) -> str:
         return "0x" + raw.hex()
 
 
-def format_status(s: dict[str, Any]) -> str:
+def format_status(s: dict[str, Any], node: NodeStatus | None = None) -> str:
+    """``s`` from ``collect_status``; ``node`` the running node's snapshot, if any."""
     lines = [
         f"task          {s['task']} on chain {s['chain_id']} (block {s['block']})",
         f"round         {s['round']} of {s['total_rounds']}, phase {s['phase']}",
@@ -85,12 +81,9 @@ def format_status(s: dict[str, Any]) -> str:
         f"reward pool   {format_amount(s['reward_pool'])}",
         f"wallet        {s['wallet']}",
     ]
-    node = s.get("node")
-    if node:
-        held = "holds it" if node.get("holds_global_model") else "fetching it"
-        lines.append(
-            f"node          running: {len(node.get('peers', []))} peers, global model {held}"
-        )
+    if node is not None:
+        held = "holds it" if node.model.held else "fetching it"
+        lines.append(f"node          running: {len(node.p2p.peers)} peers, global model {held}")
     else:
         lines.append("node          not running (no fresh status file in the data dir)")
     if not s.get("registered"):

@@ -1,7 +1,8 @@
 """/metrics: a Prometheus collector over the node's status snapshot.
 
-No metric state lives here: every scrape takes one snapshot (``FlockNode.status``)
-and turns its counters, gauges and duration summaries into metric families.
+No metric state lives here: every scrape takes one ``NodeStatus``
+(``FlockNode.status``) and turns its counters, gauges and histograms into
+metric families, each with fixed label names.
 Names follow Prometheus conventions (``_total`` counters, ``_seconds``,
 ``_tokens``); tokens are whole tokens (18 decimals) as floats.
 """
@@ -20,14 +21,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from flocknode.http.readiness import readiness
+from flocknode.http.readiness import not_ready_reasons
+from flocknode.status import Histogram, NodeStatus
 
 TOKEN = 10**18
 PHASES = ("none", "seeding", "train", "commit", "reveal", "finalizable", "finalized", "voided")
 ROLES = ("proposer", "voter", "none")
 _P2P_KEY = re.compile(r"^(?P<event>[a-z_]+)(?:\{(?P<reason>[^}]*)\})?$")
 
-Snapshot = Callable[[], dict[str, Any]]
+Snapshot = Callable[[], NodeStatus]
 
 
 def parse_p2p(snapshot: dict[str, int]) -> list[tuple[str, str, int]]:
@@ -41,13 +43,13 @@ def parse_p2p(snapshot: dict[str, int]) -> list[tuple[str, str, int]]:
 
 
 def _histogram(
-    name: str, doc: str, labels: list[str], items: list[tuple[list[str], dict[str, Any]]]
+    name: str, doc: str, labels: list[str], items: list[tuple[list[str], Histogram]]
 ) -> HistogramMetricFamily:
     fam = HistogramMetricFamily(name, doc, labels=labels)
-    for label_values, s in items:
-        buckets = [(_le(le), float(c)) for le, c in s["buckets"]]
-        buckets.append(("+Inf", float(s["count"])))
-        fam.add_metric(label_values, buckets, float(s["sum"]))
+    for label_values, h in items:
+        buckets = [(_le(le), float(c)) for le, c in h.buckets]
+        buckets.append(("+Inf", float(h.count)))
+        fam.add_metric(label_values, buckets, h.sum)
     return fam
 
 
@@ -68,34 +70,25 @@ class NodeCollector(Collector):
         yield from self._registry(s)
         yield from self._timings(s)
 
-    def _identity(self, s: dict[str, Any]) -> Iterator[Any]:
+    def _identity(self, s: NodeStatus) -> Iterator[Any]:
         info = InfoMetricFamily("flocknode", "This node's identity")
-        info.add_metric(
-            [],
-            {
-                "wallet": str(s.get("wallet")),
-                "peer_id": str(s.get("peer_id")),
-                "task": str(s.get("task")),
-            },
-        )
+        info.add_metric([], {"wallet": s.wallet, "peer_id": s.peer_id, "task": s.task})
         yield info
         yield GaugeMetricFamily(
-            "flocknode_uptime_seconds", "Seconds since the node started", value=s.get("uptime", 0)
+            "flocknode_uptime_seconds", "Seconds since the node started", value=s.uptime
         )
         yield GaugeMetricFamily(
-            "flocknode_ready", "1 if /readyz reports ready", value=0 if readiness(s) else 1
+            "flocknode_ready", "1 if /readyz reports ready", value=0 if not_ready_reasons(s) else 1
         )
 
-    def _p2p(self, s: dict[str, Any]) -> Iterator[Any]:
-        yield GaugeMetricFamily(
-            "flocknode_peers", "Connected libp2p peers", value=len(s.get("peers") or [])
-        )
+    def _p2p(self, s: NodeStatus) -> Iterator[Any]:
+        yield GaugeMetricFamily("flocknode_peers", "Connected libp2p peers", value=len(s.p2p.peers))
         yield GaugeMetricFamily(
             "flocknode_members",
             "Registered, staked participants of the task (this node included)",
-            value=s.get("members", 0),
+            value=s.p2p.members,
         )
-        events = parse_p2p(s.get("p2p") or {})
+        events = parse_p2p(dict(s.p2p.events))
         totals: dict[str, int] = {}
         for event, _, n in events:
             totals[event] = totals.get(event, 0) + n
@@ -121,32 +114,26 @@ class NodeCollector(Collector):
         yield dropped
         yield every
 
-    def _rounds(self, s: dict[str, Any]) -> Iterator[Any]:
+    def _rounds(self, s: NodeStatus) -> Iterator[Any]:
+        yield GaugeMetricFamily("flocknode_round", "Current round on chain", value=s.round.number)
         yield GaugeMetricFamily(
-            "flocknode_round", "Current round on chain", value=s.get("round", 0)
-        )
-        yield GaugeMetricFamily(
-            "flocknode_total_rounds", "Rounds the task runs", value=s.get("total_rounds") or 0
+            "flocknode_total_rounds", "Rounds the task runs", value=s.round.total
         )
         phase = GaugeMetricFamily(
             "flocknode_phase", "1 for the current round's phase", labels=["phase"]
         )
-        current = s.get("phase", "none")
         for p in PHASES:
-            phase.add_metric([p], 1 if p == current else 0)
+            phase.add_metric([p], 1 if p == s.round.phase else 0)
         yield phase
         role = GaugeMetricFamily(
             "flocknode_role", "1 for this node's role in the current round", labels=["role"]
         )
-        mine = s.get("role") or "none"
+        mine = s.round.role or "none"
         for r in ROLES:
             role.add_metric([r], 1 if r == mine else 0)
         yield role
-        chain = s.get("chain") or {}
-        yield GaugeMetricFamily(
-            "flocknode_chain_block", "Latest block read", value=s.get("block", 0)
-        )
-        age = chain.get("age_seconds")
+        yield GaugeMetricFamily("flocknode_chain_block", "Latest block read", value=s.chain.block)
+        age = s.chain.age_seconds
         yield GaugeMetricFamily(
             "flocknode_chain_read_age_seconds",
             "Seconds since the last successful chain read (NaN before the first)",
@@ -155,22 +142,21 @@ class NodeCollector(Collector):
         yield GaugeMetricFamily(
             "flocknode_holds_global_model",
             "1 if the node holds the current global model",
-            value=1 if s.get("holds_global_model") else 0,
+            value=1 if s.model.held else 0,
         )
-        acc = s.get("accuracy") or {}
-        if acc:
-            last = max(acc, key=int)
+        latest = s.model.latest_accuracy
+        if latest is not None:
             yield GaugeMetricFamily(
                 "flocknode_global_model_accuracy",
                 "Test accuracy of the latest global model this node evaluated",
-                value=float(acc[last]),
+                value=latest[1],
             )
             yield GaugeMetricFamily(
                 "flocknode_global_model_round",
                 "Round of the latest global model this node evaluated",
-                value=int(last),
+                value=latest[0],
             )
-        counters = s.get("counters") or {}
+        counters = s.counters
         ev = CounterMetricFamily(
             "flocknode_round_events", "Round engine events by name", labels=["event"]
         )
@@ -183,60 +169,60 @@ class NodeCollector(Collector):
             value=counters.get("chain_errors", 0),
         )
 
-    def _registry(self, s: dict[str, Any]) -> Iterator[Any]:
+    def _registry(self, s: NodeStatus) -> Iterator[Any]:
         ignored = GaugeMetricFamily(
             "flocknode_registry_ignored",
             "Registrations (or single multiaddrs) in the latest registry read that the node "
             "ignores, by reason",
             labels=["reason"],
         )
-        for reason, n in sorted(((s.get("registry") or {}).get("ignored") or {}).items()):
-            ignored.add_metric([str(reason)], n)
+        for reason, n in sorted(s.registry_ignored.items()):
+            ignored.add_metric([reason], n)
         yield ignored
         yield CounterMetricFamily(
             "flocknode_stake_sample_errors",
             "Stake samples that failed",
-            value=(s.get("stake") or {}).get("errors", 0),
+            value=s.stake.errors,
         )
 
-    def _stake(self, s: dict[str, Any]) -> Iterator[Any]:
-        latest = (s.get("stake") or {}).get("latest")
-        if not latest:
+    def _stake(self, s: NodeStatus) -> Iterator[Any]:
+        latest = s.stake.latest
+        if latest is None:
             return
-        for name, key, doc in (
-            ("flocknode_stake_tokens", "stake", "Active stake"),
-            ("flocknode_rewards_claimable_tokens", "rewards", "Rewards earned, not yet claimed"),
-            ("flocknode_slashed_tokens", "slashed", "Tokens slashed so far"),
-            ("flocknode_pending_unstake_tokens", "pending_unstake", "Stake being withdrawn"),
-            ("flocknode_min_stake_tokens", "min_stake", "The task's minimum stake"),
+        for name, units, doc in (
+            ("flocknode_stake_tokens", latest.stake, "Active stake"),
+            (
+                "flocknode_rewards_claimable_tokens",
+                latest.rewards,
+                "Rewards earned, not yet claimed",
+            ),
+            ("flocknode_slashed_tokens", latest.slashed, "Tokens slashed so far"),
+            ("flocknode_pending_unstake_tokens", latest.pending_unstake, "Stake being withdrawn"),
+            ("flocknode_min_stake_tokens", s.stake.min_stake, "The task's minimum stake"),
         ):
-            yield GaugeMetricFamily(name, doc, value=int(latest.get(key, 0)) / TOKEN)
+            yield GaugeMetricFamily(name, doc, value=units / TOKEN)
 
-    def _timings(self, s: dict[str, Any]) -> Iterator[Any]:
-        t = s.get("timings") or {}
-        if "train" in t:
+    def _timings(self, s: NodeStatus) -> Iterator[Any]:
+        t = s.timings
+        if t.train is not None:
             yield _histogram(
-                "flocknode_train_seconds", "Local training time per round", [], [([], t["train"])]
+                "flocknode_train_seconds", "Local training time per round", [], [([], t.train)]
             )
-        if "eval" in t:
+        if t.eval is not None:
             yield _histogram(
-                "flocknode_eval_seconds",
-                "Voter evaluation time per round",
-                [],
-                [([], t["eval"])],
+                "flocknode_eval_seconds", "Voter evaluation time per round", [], [([], t.eval)]
             )
-        tx = t.get("tx") or {}
         yield _histogram(
             "flocknode_chain_tx_seconds",
             "Send-to-receipt time of mined transactions, by action",
             ["action"],
-            [([a], v) for a, v in (tx.get("latency") or {}).items()],
+            [([a], h) for a, h in t.tx_latency.items()],
         )
         fails = CounterMetricFamily(
             "flocknode_chain_tx_failures",
             "Transactions not mined: reverted, refused, out of gas money, RPC down",
             labels=["action", "reason"],
         )
-        for f in tx.get("failures") or []:
-            fails.add_metric([f["action"], f["reason"]], f["count"])
+        for f in t.tx_failures:
+            fails.add_metric([f.action, f.reason], f.count)
         yield fails

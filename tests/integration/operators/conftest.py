@@ -51,8 +51,11 @@ def settled(op_cluster: OperatorCluster) -> OperatorCluster:
     h.wait_all_hold(final.global_model_hash_after, names, timeout=120)
 
     def all_see_the_end() -> bool:
-        docs = [node_status(n) for n in h.state.nodes]
-        return all(d.get("round") == SPEC.rounds and d.get("phase") == "finalized" for d in docs)
+        docs = [node_status(n).status for n in h.state.nodes]
+        return all(
+            d is not None and d.round.number == SPEC.rounds and d.round.phase == "finalized"
+            for d in docs
+        )
 
     h.wait("every node to see the last round finalized", all_see_the_end, 60, poll=0.25)
     return h

@@ -10,6 +10,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from flocknode.http.collector import NodeCollector, parse_p2p
 from flocknode.rounds.metrics import TX_BUCKETS, WORK_BUCKETS, Timing, TxStats, summary
+from flocknode.status import NodeStatus
 
 
 def snapshot() -> dict[str, Any]:
@@ -65,7 +66,7 @@ def snapshot() -> dict[str, Any]:
 
 def scrape(s: dict[str, Any]) -> dict[str, Any]:
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(NodeCollector(lambda: s))
+    reg.register(NodeCollector(lambda: NodeStatus.from_json(s)))
     text = generate_latest(reg).decode()
     return {f.name: f for f in text_string_to_metric_families(text)}
 
