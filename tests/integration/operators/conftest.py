@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flocknode.cluster.launcher import ClusterSpec, create_cluster, down, node_status
+from flocknode.cluster.launcher import ClusterSpec, _alive, create_cluster, down, node_status
 from tests.integration.operators.operators_cluster import OperatorCluster
 
 # 1 proposer and 2 voters in 4 nodes: a round reaches quorum only if both voters
@@ -39,7 +39,11 @@ def op_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorClu
         h.start()
         yield h
     finally:
-        down(state)
+        stopped = down(state)
+    # down returns only once every process it started is gone (anvil included)
+    pids = [state.anvil_pid, *(n.pid for n in state.nodes)]
+    assert [p for p in pids if p and _alive(p)] == [], stopped
+    assert {s.name for s in stopped} == {"anvil", *(n.name for n in state.nodes)}
 
 
 @pytest.fixture(scope="package")
