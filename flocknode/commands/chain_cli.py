@@ -83,12 +83,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     wallet = load_wallet(cfg).address
-    status = collect_status(connect(cfg, account=None), wallet)
+    standing = collect_status(connect(cfg, account=None), wallet)
     node = node_snapshot(DataDir(cfg.data_path).status_file)
-    if args.json:
-        print(json.dumps({**status, "node": node.to_json() if node else None}))
-    else:
-        print(format_status(status, node))
+    print(json.dumps(standing.to_json(node)) if args.json else format_status(standing, node))
     return 0
 
 

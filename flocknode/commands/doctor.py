@@ -165,7 +165,7 @@ class Doctor:
             self.s.box_key = load_box_key(layout.box_key)
         except FlockError as e:
             raise Failed(str(e), key_fix(str(e), layout)) from None
-        files = [layout.peer_key.parent]
+        files = [layout.keys]
         raw_key = bool(os.environ.get(ENV_PRIVATE_KEY))
         if not raw_key:
             files.append(cfg.path(cfg.chain.keystore))

@@ -34,10 +34,10 @@ def key_fix(message: str, layout: DataDir) -> str:
         return message.rsplit("run: ", 1)[-1] if "run: " in message else "chmod 600 the key file"
     if "not found" in message:
         return (
-            f"restore {layout.peer_key.parent} from your backup, or run 'flocknode init "
+            f"restore {layout.keys} from your backup, or run 'flocknode init "
             f"--data-dir {layout.root}' (new keys must be registered again)"
         )
-    return f"restore {layout.peer_key.parent} from your backup"
+    return f"restore {layout.keys} from your backup"
 
 
 def wallet_fix(message: str, cfg: NodeConfig) -> str:
