@@ -27,9 +27,7 @@ COMMENTS = {
         "# JSON-RPC endpoint of the chain that hosts the task, and its chain id\n"
         "# (31337 = a local anvil chain; the node checks the RPC reports the same id)."
     ),
-    "chain.task": (
-        "# The FlockTask contract this node participates in (flocknode task create\n# prints it)."
-    ),
+    "chain.task": "# The FlockTask contract of this node ('flocknode task create' prints it).",
     "chain.keystore": (
         "# The wallet: an encrypted v3 keystore, with its password in a file (mode 0600)\n"
         "# or in the FLOCKNODE_WALLET_PASSWORD environment variable. A raw private key is\n"
@@ -62,7 +60,7 @@ COMMENTS = {
         "# the last keep_rounds finished rounds (at least 2; 0 keeps everything). The\n"
         "# current global model and anything an unfinished round needs always stay."
     ),
-    "http.listen": "# Status page, /metrics, /healthz and /readyz. Loopback by default.",
+    "http": "# Status page, /metrics, /healthz and /readyz. Loopback by default.",
     "log.level": "# debug, info, warning, error",
     "log.format": "# text (key=value) or json",
     "log.modules": (
