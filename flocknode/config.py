@@ -341,6 +341,8 @@ def to_toml(cfg: NodeConfig, comments: Mapping[str, str] | None = None, header: 
     lines = [header.rstrip("\n")] if header else []
 
     def setting(dotted: str, key: str, value: Any) -> None:
+        if value is None:  # TOML has no null: an unset optional stays out (reads as None)
+            return
         if dotted in comments:
             lines.append(comments[dotted].rstrip("\n"))
         lines.append(f"{key} = {toml_value(value)}")
