@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
-from flocknode.http.collector import NodeCollector, parse_p2p
+from flocknode.http.collector import FAMILIES, NodeCollector, parse_p2p
 from flocknode.rounds.metrics import TX_BUCKETS, WORK_BUCKETS, Timing, TxStats, summary
 from flocknode.status import NodeStatus
 
@@ -138,3 +139,15 @@ def test_p2p_keys_and_timing_accumulator() -> None:
         "sum": 0.0,
         "buckets": [[b, 0] for b in WORK_BUCKETS],
     }
+
+
+def test_families_are_declared_once_and_a_name_clash_fails_at_register() -> None:
+    for s in (NodeStatus(), NodeStatus.from_json(snapshot())):
+        collector = NodeCollector(lambda s=s: s)
+        described = {(m.name, m.type) for m in collector.describe()}
+        assert {(m.name, m.type) for m in collector.collect()} <= described
+    assert len({f.name for f in FAMILIES}) == len(FAMILIES)
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(NodeCollector(lambda: NodeStatus()))
+    with pytest.raises(ValueError, match="Duplicated"):
+        reg.register(NodeCollector(lambda: NodeStatus()))
