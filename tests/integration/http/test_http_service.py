@@ -4,7 +4,6 @@ clients, a taken port, and a prompt stop."""
 from __future__ import annotations
 
 import socket
-from typing import Any
 
 import httpx
 import pytest
@@ -12,18 +11,21 @@ import trio
 
 from flocknode.http.app import build_app
 from flocknode.http.server import HttpError, HttpService
+from flocknode.status import NodeStatus
 
 pytestmark = pytest.mark.integration
 
-STATUS: dict[str, Any] = {
-    "round": 2,
-    "phase": "train",
-    "peers": [],
-    "holds_global_model": False,
-    "global_model_hash": "0x" + "cd" * 32,
-    "chain": {"age_seconds": 1.0, "error": ""},
-    "uptime": float("nan"),  # not JSON: must come out as null
-}
+STATUS = NodeStatus.from_json(
+    {
+        "round": 2,
+        "phase": "train",
+        "peers": [],
+        "holds_global_model": False,
+        "global_model_hash": "0x" + "cd" * 32,
+        "chain": {"age_seconds": 1.0, "error": ""},
+        "uptime": float("nan"),  # not JSON: must come out as null
+    }
+)
 
 
 async def _get(url: str) -> httpx.Response:
