@@ -22,10 +22,10 @@ import trio
 from eth_account.signers.local import LocalAccount
 
 from flocknode.chain.client import AsyncTaskClient, TaskClient
-from flocknode.chain.contracts import ChainConnection
 from flocknode.chain.errors import ChainError, ContractRevert
 from flocknode.chain.registry import multiaddr_text
 from flocknode.config import ENV_PRIVATE_KEY, NodeConfig
+from flocknode.connect import connect
 from flocknode.crypto.canonical import MAGIC as MODEL_MAGIC
 from flocknode.errors import ConfigError, FlockError
 from flocknode.fsutil import atomic_write_text
@@ -48,14 +48,24 @@ from flocknode.p2p.gossip import TaskGossip, task_topic
 from flocknode.p2p.host import HostConfig, P2PHost
 from flocknode.p2p.messages import Message
 from flocknode.p2p.metrics import P2PMetrics
-from flocknode.p2p.streams import ContentServer
+from flocknode.p2p.serve import ContentServer
 from flocknode.rounds.byzantine import Behaviour, behaviour_from_env
 from flocknode.rounds.context import RoundContext
 from flocknode.rounds.engine import RoundEngine
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.membership import ChainMembership
-from flocknode.rounds.metrics import MeteredConnection, RoundMetrics
+from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
+from flocknode.status import (
+    NO_PHASE,
+    ChainStatus,
+    ModelStatus,
+    NodeStatus,
+    P2PStatus,
+    RoleRecord,
+    RoundStatus,
+    Timings,
+)
 from flocknode.store import ContentStore, Journal
 from flocknode.store.retention import StorePruner
 
@@ -64,6 +74,7 @@ _limited = PeerLog(log)  # lines that could repeat every tick
 
 STOP_TIMEOUT = 8.0  # SIGTERM to exit, within systemd's TimeoutStopSec
 GOSSIP_PUBLISHED = "gossip_published"  # P2PMetrics event: messages this node published
+STATUS_ROLES = 50  # role history entries in the status snapshot
 
 
 class StartupError(FlockError):
@@ -132,13 +143,7 @@ def prepare(cfg: NodeConfig) -> Prepared:
     layout.create()
     account = load_wallet(cfg)
     metrics = RoundMetrics()
-    conn: ChainConnection = MeteredConnection(
-        cfg.chain.rpc_url, account, expected_chain_id=cfg.chain.chain_id, tx_stats=metrics.tx
-    )
-    if not cfg.chain.task:
-        raise ConfigError(cfg.source, "chain.task", "no task address set")
-    client = TaskClient(conn, cfg.chain.task)
-    client.check()
+    client = connect(cfg, account, tx_stats=metrics.tx)
     params = client.params()
     settings = load_task_settings(cfg, client, params.config_hash)
     behaviour = behaviour_from_env(cfg)
@@ -262,7 +267,7 @@ class FlockNode:
         )
         self.http_urls: list[str] = []
         self.started_at = time.time()
-        self.stop_requested = time.monotonic()  # set again when a signal arrives
+        self.stop_signal_at: float | None = None  # monotonic time SIGTERM/SIGINT arrived
         self._status_written = 0.0
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -293,7 +298,7 @@ class FlockNode:
     async def _wait_for_signal(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                self.stop_requested = time.monotonic()
+                self.stop_signal_at = time.monotonic()
                 log.info("stopping on %s", signal.Signals(signum).name)
                 break
         await self.stop(nursery)
@@ -346,42 +351,50 @@ class FlockNode:
             )
 
     # -- status -------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> NodeStatus:
         """The node's one snapshot: status.json, /status.json, /metrics, /readyz, the page."""
         ctx, chain = self.ctx, self.ctx.chain
         view = chain.rounds.get(chain.current)
         role = view.role_of(ctx.wallet) if view else None
-        return {
-            "wallet": ctx.wallet,
-            "peer_id": str(self.p2p.peer_id),
-            "task": self.prep.client.address,
-            "uptime": time.time() - self.started_at,
-            "round": chain.current,
-            "total_rounds": ctx.params.total_rounds,
-            "phase": view.phase.label if view else "none",
-            "role": role[0] if role else None,
-            "seat": role[1] if role else None,
-            "block": chain.block,
-            "global_model_hash": "0x" + chain.global_model_hash.hex(),
-            "holds_global_model": self.engine.ready,
-            "complete": self.engine.complete,
-            "peers": [str(p) for p in self.p2p.connected_peers()],
-            "members": len(self.membership.members()),
-            "roles": ctx.metrics.roles[-50:],
-            "accuracy": {str(k): v for k, v in sorted(ctx.metrics.accuracy.items())},
-            "counters": dict(ctx.metrics.counters),
-            "p2p": self.p2p_metrics.snapshot(),
-            "last_error": self.engine.last_error,
-            "behaviour": self.prep.behaviour.value,
-            "chain": {
-                "age_seconds": time.monotonic() - chain.read_at if chain.read_at else None,
-                "error": self.engine.last_error,
-            },
-            "stake": self.stake.snapshot(),
-            "registry": {"ignored": dict(self.membership.registry.ignored)},
-            "timings": ctx.metrics.timings(),
-            "http": self.http_urls,
-        }
+        return NodeStatus(
+            wallet=ctx.wallet,
+            peer_id=str(self.p2p.peer_id),
+            task=self.prep.client.address,
+            uptime=time.time() - self.started_at,
+            behaviour=self.prep.behaviour.value,
+            http=tuple(self.http_urls),
+            chain=ChainStatus(
+                block=chain.block,
+                age_seconds=time.monotonic() - chain.read_at if chain.read_at else None,
+                error=self.engine.last_error,
+            ),
+            round=RoundStatus(
+                number=chain.current,
+                total=ctx.params.total_rounds,
+                phase=view.phase.label if view else NO_PHASE,
+                role=role[0] if role else None,
+                seat=role[1] if role else None,
+                complete=self.engine.complete,
+            ),
+            model=ModelStatus(
+                global_hash="0x" + chain.global_model_hash.hex(),
+                held=self.engine.ready,
+                accuracy=dict(ctx.metrics.accuracy),
+            ),
+            p2p=P2PStatus(
+                peers=tuple(str(p) for p in self.p2p.connected_peers()),
+                members=len(self.membership.members()),
+                events=self.p2p_metrics.snapshot(),
+            ),
+            stake=self.stake.snapshot(),
+            roles=tuple(
+                RoleRecord(r["round"], r["role"], r["seat"], r["at"])
+                for r in ctx.metrics.roles[-STATUS_ROLES:]
+            ),
+            counters=dict(ctx.metrics.counters),
+            registry_ignored=dict(self.membership.registry.ignored),
+            timings=Timings.from_json(ctx.metrics.timings()),  # RoundMetrics keeps JSON form
+        )
 
     def _on_tick(self, engine: RoundEngine) -> None:
         if time.monotonic() - self._status_written >= 1.0:
@@ -391,7 +404,7 @@ class FlockNode:
         """Write status.json; never raises (it runs inside the engine's loop)."""
         self._status_written = time.monotonic()
         try:
-            atomic_write_text(self.status_path, json.dumps(self.status()))
+            atomic_write_text(self.status_path, json.dumps(self.status().to_json()))
         except OSError as e:
             log.warning("cannot write status file: %s", e)
         except Exception as e:
@@ -400,7 +413,7 @@ class FlockNode:
 
     @property
     def status_path(self) -> Path:
-        return self.prep.layout.root / "status.json"
+        return self.prep.layout.status_file
 
 
 def run_node(cfg: NodeConfig) -> int:
@@ -408,7 +421,9 @@ def run_node(cfg: NodeConfig) -> int:
     node = FlockNode(prep)
     try:
         trio.run(node.run)
-        log.info("node stopped in %.2f s after the signal", time.monotonic() - node.stop_requested)
+        if node.stop_signal_at is not None:
+            took = time.monotonic() - node.stop_signal_at
+            log.info("node stopped in %.2f s after the signal", took)
     except BaseExceptionGroup as group:
         # A service that cannot start (listen address taken, ...) raises a FlockError
         # inside the nursery: the CLI prints it as one line with its exit code.

@@ -25,7 +25,7 @@ on the non-IID digits shards, and would get honest updates rejected):
 
 So a minority of updates cannot move either outside the honest deltas.
 
-The norm check (PROTOCOL.md step 5) rejects, in this order:
+The norm check (docs/protocol.md, step 5) rejects, in this order:
 
 1. "no work": an update whose L2 norm is 0, or below ``norm_floor`` x the
    task's step scale;
@@ -209,7 +209,7 @@ def aggregate(
 def apply_update(global_model: Model, update: Model) -> dict[str, torch.Tensor]:
     """``global + update`` with the same float64-then-float32 arithmetic as ``aggregate``.
 
-    For a voter's "this update alone" evaluation (PROTOCOL.md step 6).
+    For a voter's "this update alone" evaluation (docs/protocol.md, step 6).
     """
     layout = _layout(global_model)
     base = _flatten(global_model, layout, "global model")
@@ -225,7 +225,7 @@ def krum_budget(krum_f: int, rejected: int) -> int:
 
     ``krum_f`` is the assumed number of Byzantine updates among the *included*
     ones. The norm check runs first and every update it rejects is treated as
-    misconduct (slashed, PROTOCOL.md step 5), so it is counted as one of the
+    misconduct (slashed, docs/protocol.md, step 5), so it is counted as one of the
     ``krum_f``: at most ``krum_f - rejected`` Byzantine updates can be left
     among the survivors. The count is sound whenever the norm check rejects
     only Byzantine updates, which holds while honest norms lie inside the band
@@ -238,15 +238,15 @@ def krum_budget(krum_f: int, rejected: int) -> int:
     Without it, multi_krum would leave out ``krum_f`` more *honest* updates
     every round in which the norm check had already removed the attackers:
     with 5 proposers of which 2 sign-flip (x4, rejected) and ``krum_f = 1`` it
-    averaged 2 of the 3 honest updates instead of all 3, a third of the
-    round's honest data dropped; on the non-IID digits demo that cost about
+    would average 2 of the 3 honest updates instead of all 3, a third of the
+    round's honest data dropped; on the non-IID digits demo that costs about
     0.017 of final accuracy (bench/accuracy.py, 3 of 10 nodes sign-flipping,
     20 seeds: mean round-10 accuracy 0.927 against 0.944 for fedavg).
 
     What this gives up: an attacker with more than ``krum_f`` updates can
     spend some on rejection (and slashing) to lower ``f'`` for the rest. That
-    attacker already exceeds the ``krum_f`` the rule was configured for, so
-    multi-Krum's guarantee did not hold for it before either.
+    attacker already exceeds the ``krum_f`` the rule is configured for, which
+    multi-Krum's guarantee does not cover in any case.
     """
     return max(0, krum_f - rejected)
 

@@ -11,6 +11,7 @@ and stakes every node; ``start_node``/``kill_node`` drive the node processes. Th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -25,18 +26,20 @@ from typing import Any
 from eth_account import Account
 
 from flocknode.chain.anvil import AnvilOptions, spawn_anvil
-from flocknode.chain.client import TaskClient
 from flocknode.chain.contracts import ChainConnection
 from flocknode.commands.init import init_data_dir
 from flocknode.commands.task_create import Funding, TaskPlan, create_task
 from flocknode.config import ENV_PRIVATE_KEY, load_config
+from flocknode.connect import connect
+from flocknode.datadir import DataDir
 from flocknode.errors import FlockError
 from flocknode.fsutil import atomic_write_text
-from flocknode.identity import DataDir, load_box_key, load_peer_key
+from flocknode.identity import load_box_key, load_peer_key
 from flocknode.learning.data import write_shards
 from flocknode.learning.models import load_task
 from flocknode.learning.settings import TaskSettings
 from flocknode.rounds.byzantine import ENV_BYZANTINE, Behaviour
+from flocknode.status import NodeStatus, read_status_file
 
 STATE_FILE = "cluster.json"
 TOKENS = 10**18
@@ -61,6 +64,10 @@ class NodeInfo:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}" if self.http_port else ""
+
+    @property
+    def layout(self) -> DataDir:
+        return DataDir(Path(self.data_dir))
 
 
 @dataclass
@@ -148,6 +155,29 @@ class ClusterSpec:
     settings_overrides: tuple[tuple[str, str, Any], ...] = ()  # (section, key, value)
     quorum_bps: int = 6666
     stakes: tuple[int, ...] = ()  # tokens per node (tests steer the draw); default 100 each
+
+
+def node_settings(
+    spec: ClusterSpec,
+    index: int,
+    port: int,
+    http_port: int,
+    settings_file: Path,
+    data_path: str = "",
+    test_path: str = "",
+) -> dict[str, dict[str, Any]]:
+    """The config values of a cluster node beyond ``init``'s: its data shard (the
+    files ``write_shards`` wrote, and the shared test split), the task settings
+    file, and loopback-only p2p and HTTP ports."""
+    data: dict[str, Any] = {"node_index": index, "num_nodes": spec.nodes}
+    if data_path:
+        data.update(path=data_path, test_path=test_path)
+    return {
+        "data": data,
+        "task": {"settings": str(settings_file)},
+        "p2p": {"listen": [f"/ip4/127.0.0.1/tcp/{port}"]},
+        "http": {"listen": f"127.0.0.1:{http_port}"},
+    }
 
 
 def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) -> ClusterState:
@@ -241,19 +271,16 @@ def _deploy(
             task=created.task,
             port=ports[i],
             force=True,
+            settings=node_settings(
+                spec,
+                i,
+                ports[i],
+                http_ports[i],
+                settings_file,
+                str(shards.nodes[i]),
+                str(shards.test),
+            ),
         )
-        cfg_path = d / "node.toml"
-        text = cfg_path.read_text()
-        text = text.replace("node_index = 0", f"node_index = {i}")
-        text = text.replace("num_nodes = 1", f"num_nodes = {spec.nodes}")
-        text = text.replace('settings = ""', f'settings = "{settings_file}"')
-        text = text.replace(
-            '\npath = ""\n',
-            f'\npath = "{shards.nodes[i]}"\ntest_path = "{shards.test}"\n',
-        )
-        text = text.replace('listen = "127.0.0.1:9100"', f'listen = "127.0.0.1:{http_ports[i]}"')
-        text = text.replace(f"/ip4/0.0.0.0/tcp/{ports[i]}", f"/ip4/127.0.0.1/tcp/{ports[i]}")
-        atomic_write_text(cfg_path, text, mode=0o600)
         nodes.append(
             NodeInfo(
                 name,
@@ -269,14 +296,10 @@ def _deploy(
     progress(f"registering and staking {spec.nodes} nodes ...")
     for i, n in enumerate(nodes):
         stake = spec.stakes[i] if i < len(spec.stakes) else 100
-        cfg = load_config(Path(n.data_dir) / "node.toml", environ={})
-        layout = DataDir(Path(n.data_dir))
-        nconn = ChainConnection(
-            chain.rpc_url, Account.from_key(n.key), expected_chain_id=chain.chain_id
-        )
-        client = TaskClient(nconn, created.task)
+        cfg = load_config(n.layout.config, environ={})
+        client = connect(cfg, Account.from_key(n.key))
         client.register_node(
-            load_peer_key(layout.peer_key), load_box_key(layout.box_key), cfg.announce_addrs()
+            load_peer_key(n.layout.peer_key), load_box_key(n.layout.box_key), cfg.announce_addrs()
         )
         client.stake(stake * TOKENS)
     state = ClusterState(
@@ -306,9 +329,9 @@ def start_node(state: ClusterState, name: str) -> NodeInfo:
     if n.behaviour != "honest":
         env[ENV_BYZANTINE] = n.behaviour
     env.setdefault("OMP_NUM_THREADS", "1")  # N nodes share the machine's cores
-    log = open(Path(n.data_dir) / "node.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(n.layout.log_file, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flocknode.cli", "run", "-c", str(Path(n.data_dir) / "node.toml")],
+        [sys.executable, "-m", "flocknode.cli", "run", "-c", str(n.layout.config)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -330,29 +353,70 @@ def kill_node(state: ClusterState, name: str, sig: int = signal.SIGKILL) -> Node
     return n
 
 
-def down(state: ClusterState, timeout: float = 10.0) -> None:
-    for n in state.nodes:
-        if n.pid and _alive(n.pid):
-            os.kill(n.pid, signal.SIGTERM)
+@dataclass(frozen=True)
+class Stopped:
+    """What ``down`` did to one process."""
+
+    name: str  # node name, or "anvil"
+    pid: int
+    how: str  # "exited" (after SIGTERM), "killed" (SIGKILL after the deadline), "not running"
+    running: bool = False  # still there after SIGKILL (should not happen)
+
+
+def down(state: ClusterState, timeout: float = 10.0) -> list[Stopped]:
+    """Stop every node, then anvil; return once each has exited.
+
+    SIGTERM to all nodes, wait up to ``timeout`` seconds for them together,
+    SIGKILL the rest; then the same for anvil (nodes first: a stopping node may
+    still talk to the chain).
+    """
+    nodes = [(n.name, n.pid) for n in state.nodes]
+    out = _stop_all(nodes, timeout)
+    out += _stop_all([("anvil", state.anvil_pid)], timeout)
+    return out
+
+
+def _stop_all(procs: list[tuple[str, int]], timeout: float) -> list[Stopped]:
+    live = [(name, pid) for name, pid in procs if _alive(pid)]
+    for _, pid in live:
+        _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    for n in state.nodes:
-        if n.pid:
-            _reap(n.pid, max(0.1, deadline - time.monotonic()))
-            if _alive(n.pid):
-                os.kill(n.pid, signal.SIGKILL)
-                _reap(n.pid, 2.0)
-    if _alive(state.anvil_pid):
-        os.kill(state.anvil_pid, signal.SIGTERM)
-        _reap(state.anvil_pid, 5.0)
+    for _, pid in live:
+        _reap(pid, max(0.0, deadline - time.monotonic()))
+    out = [Stopped(name, pid, "not running") for name, pid in procs if (name, pid) not in live]
+    for name, pid in live:
+        if not _alive(pid):
+            out.append(Stopped(name, pid, "exited"))
+            continue
+        _signal(pid, signal.SIGKILL)
+        _reap(pid, 5.0)
+        out.append(Stopped(name, pid, "killed", running=_alive(pid)))
+    return out
 
 
-def node_status(n: NodeInfo) -> dict[str, Any]:
-    try:
-        doc: dict[str, Any] = json.loads((Path(n.data_dir) / "status.json").read_text())
-    except (OSError, ValueError):
-        doc = {}
-    doc["alive"] = bool(n.pid) and _alive(n.pid)
-    return doc
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """A cluster node as seen from outside: is its process alive, and its last status."""
+
+    alive: bool
+    status: NodeStatus | None  # None until the node first wrote its status file
+
+    @property
+    def holds(self) -> str:
+        """The global model hash the node holds ("" when it holds none, or is down)."""
+        s = self.status
+        return s.model.global_hash if self.alive and s is not None and s.model.held else ""
+
+
+def node_status(n: NodeInfo) -> NodeReport:
+    return NodeReport(
+        alive=bool(n.pid) and _alive(n.pid), status=read_status_file(n.layout.status_file)
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -394,6 +458,8 @@ __all__ = [
     "ClusterSpec",
     "ClusterState",
     "NodeInfo",
+    "NodeReport",
+    "Stopped",
     "create_cluster",
     "down",
     "kill_node",

@@ -76,7 +76,7 @@ class Evaluation:
     """A task's verdict on a model: ``score`` (higher is better) and named metrics.
 
     ``ppm`` is the score in millionths as an integer, what a voter puts on
-    chain (docs/protocol.md, "Voting"); ``accuracy`` is the ``accuracy`` metric
+    chain (docs/protocol.md, step 6); ``accuracy`` is the ``accuracy`` metric
     (the share of correct predictions) where the task reports one.
     """
 

@@ -18,7 +18,7 @@ from flocknode.chain.errors import ContractRevert
 from flocknode.chain.types import Phase, RoundView
 from flocknode.crypto import KeyWrap as EnvelopeWrap
 from flocknode.crypto import seal_update
-from flocknode.p2p.messages import KeyWrap, KeyWraps, UpdateAnnounce
+from flocknode.p2p.messages import KeyWraps, UpdateAnnounce, WireKeyWrap
 from flocknode.rounds.byzantine import Behaviour, tamper_update, tamper_wraps
 from flocknode.rounds.context import RoundContext
 
@@ -135,8 +135,8 @@ async def _train_and_seal(ctx: RoundContext, view: RoundView, seat: int) -> bool
     return True
 
 
-def _wire_wraps(rows: list[list[str]]) -> list[KeyWrap]:
-    return [KeyWrap(bytes.fromhex(rcpt), bytes.fromhex(wrapped)) for rcpt, wrapped in rows]
+def _wire_wraps(rows: list[list[str]]) -> list[WireKeyWrap]:
+    return [WireKeyWrap(bytes.fromhex(rcpt), bytes.fromhex(wrapped)) for rcpt, wrapped in rows]
 
 
 async def _publish(ctx: RoundContext, msg: UpdateAnnounce | KeyWraps) -> None:

@@ -27,9 +27,9 @@ from flocknode.crypto import KeyWrap as EnvelopeWrap
 from flocknode.crypto.envelope import ABYTES, DEFAULT_CHUNK_SIZE, HEAD_LEN, unwrap_key, wrap_key
 from flocknode.logs import PeerLog
 from flocknode.p2p.content import FileSink
+from flocknode.p2p.fetch import FetchFailed, fetch
 from flocknode.p2p.framing import PROTOCOL_BLOB
-from flocknode.p2p.messages import KeyWrap, KeyWraps
-from flocknode.p2p.streams import FetchFailed, fetch
+from flocknode.p2p.messages import KeyWraps, WireKeyWrap
 from flocknode.rounds import unservable
 from flocknode.rounds.byzantine import Behaviour, tamper_hash
 from flocknode.rounds.context import RoundContext
@@ -303,7 +303,7 @@ async def _relay(ctx: RoundContext, v: RoundView, blob_id: bytes, key: bytes) ->
     nothing before it), so no key is released before the train phase ends.
     """
     me = ctx.box_key.public_bytes
-    wraps: list[KeyWrap] = []
+    wraps: list[WireKeyWrap] = []
     for w in dict.fromkeys(v.voters):
         m = ctx.membership.member_by_wallet(w)
         if m is None or m.box_public_key == me:
@@ -313,7 +313,7 @@ async def _relay(ctx: RoundContext, v: RoundView, blob_id: bytes, key: bytes) ->
         except Exception:  # a box key nacl refuses (low order): that voter gets no relay
             ctx.metrics.inc("relay_wrap_failed")
             continue
-        wraps.append(KeyWrap(env.recipient, env.sealed))
+        wraps.append(WireKeyWrap(env.recipient, env.sealed))
     wraps = list({w.recipient: w for w in wraps}.values())
     if not wraps:
         return

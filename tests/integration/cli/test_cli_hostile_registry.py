@@ -125,4 +125,4 @@ def test_finding1_status_doctor_and_node_start_with_junk_registrations(
         "multiaddr_invalid": 1,
         "no_valid_multiaddr": 2,
     }
-    assert flock.status()["registry"]["ignored"]["no_valid_multiaddr"] == 2
+    assert flock.status().registry_ignored["no_valid_multiaddr"] == 2

@@ -26,7 +26,7 @@ from flocknode.p2p.gossip import Received
 from flocknode.p2p.membership import StaticMembership
 from flocknode.p2p.messages import ModelAvailable
 from flocknode.p2p.metrics import FETCH_ATTEMPT_FAILED
-from flocknode.p2p.streams import ContentServer
+from flocknode.p2p.serve import ContentServer
 from flocknode.rounds.context import ChainView
 from flocknode.rounds.engine import RoundEngine
 from flocknode.rounds.inbox import Inbox

@@ -30,7 +30,7 @@ from flocknode.learning import Learner
 from flocknode.learning.models import initial_state, load_model_factory
 from flocknode.learning.settings import TaskSettings
 from flocknode.p2p.gossip import Received
-from flocknode.p2p.messages import KeyWrap, KeyWraps
+from flocknode.p2p.messages import KeyWraps, WireKeyWrap
 from flocknode.rounds import voter
 from flocknode.rounds.byzantine import Behaviour, tamper_update, tamper_wraps
 from flocknode.rounds.context import ChainView
@@ -211,7 +211,9 @@ def test_finding9_a_relayed_key_opens_a_seat_the_proposer_did_not_wrap_for(
     published = tamper_wraps(Behaviour.PARTIAL_WRAPS, rows)
     assert published == rows[:1]  # the wrap for voter a only
     proposer_msg = KeyWraps(
-        R, sealed.blob_id, tuple(KeyWrap(bytes.fromhex(x), bytes.fromhex(y)) for x, y in published)
+        R,
+        sealed.blob_id,
+        tuple(WireKeyWrap(bytes.fromhex(x), bytes.fromhex(y)) for x, y in published),
     )
     up = UpdateView(True, sealed.update_hash, sealed.blob_id, sealed.size)
 
@@ -259,12 +261,12 @@ def test_relays_from_non_voters_and_bad_relays_are_not_used(tmp_path: Path) -> N
     async def main() -> None:
         _round(chain, prop, [a, b], Phase.COMMIT, up, trio.current_time() + 30)
         b.ctx.inbox.on_message(
-            Received(a.peer, KeyWraps(R, sealed.blob_id, (KeyWrap(bad.recipient, bad.sealed),)))
+            Received(a.peer, KeyWraps(R, sealed.blob_id, (WireKeyWrap(bad.recipient, bad.sealed),)))
         )
         b.ctx.inbox.on_message(
             Received(
                 outsider.peer,
-                KeyWraps(R, sealed.blob_id, (KeyWrap(good.recipient, good.sealed),)),
+                KeyWraps(R, sealed.blob_id, (WireKeyWrap(good.recipient, good.sealed),)),
             )
         )
         s = voter.SeatInput(0, prop.wallet)
@@ -317,7 +319,7 @@ def test_finding4_wrong_size_seat_is_included_and_rejected_in_the_vote(tmp_path:
         v.ctx.inbox.on_message(
             Received(
                 p.peer,
-                KeyWraps(R, sealed.blob_id, (KeyWrap(*dataclasses.astuple(sealed.wraps[0])),)),
+                KeyWraps(R, sealed.blob_id, (WireKeyWrap(*dataclasses.astuple(sealed.wraps[0])),)),
             )
         )
 
