@@ -35,7 +35,7 @@ from flocknode.p2p.messages import (
 )
 
 WIRE_VERSION = 1
-MAX_MESSAGE_BYTES = 64 * 1024 - 1  # "under 64 KiB" (PROTOCOL.md "Wire")
+MAX_MESSAGE_BYTES = 64 * 1024 - 1  # "under 64 KiB" (docs/protocol.md, "Wire")
 
 
 class DecodeError(Exception):

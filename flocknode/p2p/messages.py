@@ -1,4 +1,4 @@
-"""Wire messages of the task gossip topic (PROTOCOL.md "Wire", steps 3, 4 and 9).
+"""Wire messages of the task gossip topic (docs/protocol.md, "Wire", steps 3, 4 and 9).
 
 Plain frozen dataclasses; ``flocknode.p2p.codec`` turns them into bytes and back
 and checks their shape (types, lengths, caps); ``flocknode.p2p.validation`` checks

@@ -63,10 +63,11 @@ def keeper_turn(call: KeeperCall, wallet: str, members: Iterable[str]) -> int:
     Every node computes the same order from the registry (a hash of the call
     and the wallet, so a different order per round and action): one node
     sends the transaction and the next steps in only when it has not landed a
-    turn later. When all nodes raced, the losers whose gas estimate ran before
-    the winner's transaction was mined sent theirs too; each reverted in a
-    block of its own, the block count ran past the seed delay within a second
-    and a round was elected before the nodes held the new global model.
+    turn later. Turns keep it to about one transaction per call: a node whose
+    gas estimate ran before the winner's transaction was mined would send its
+    own, each revert mines a block, the block count would pass the seed delay
+    within a second, and roles would be drawn before the nodes hold the new
+    global model (docs/protocol.md, "Behaviour of the node").
     """
 
     def key(w: str) -> bytes:
@@ -169,8 +170,9 @@ class RoundEngine:
         block = await ctx.client.block_number()
         if block == chain.block and chain.clock() - chain.read_at < FULL_READ_SECONDS:
             return
-        # Ten nodes share two cores: the round number and the global model hash
-        # are read only when they can have changed (the round closed, or now and
+        # Every node polls each block and a local cluster runs many nodes on few
+        # cores, so the round number and the global model hash are read only
+        # when they can have changed (the round closed, or now and
         # then), not on every block. (A view costs ~0.2 ms of CPU through the
         # client's raw path, ~4 ms through web3.)
         slow = chain.clock() - self._slow_read_at >= FULL_READ_SECONDS

@@ -1,4 +1,4 @@
-"""The proposer path (PROTOCOL.md step 3): train, seal, submit, announce, release keys.
+"""The proposer path (docs/protocol.md, step 3): train, seal, submit, announce, release keys.
 
 Crash-safe through the journal: the sealed blob is in the content store and its
 ids and key wraps are journaled before ``submitUpdate`` is sent, so a restarted

@@ -1,4 +1,4 @@
-"""The voter path (PROTOCOL.md steps 4-7): fetch, open, check, aggregate, score, vote.
+"""The voter path (docs/protocol.md, steps 4-7): fetch, open, check, aggregate, score, vote.
 
 The vote and its salt are journaled (fsynced) before ``commitVote`` is sent; a
 voter restarted at any point commits or reveals exactly what it journaled.
@@ -200,7 +200,7 @@ async def _decide(
 
 
 def update_blob_size(model: State) -> int:
-    """The exact size of a sealed update of ``model``'s shapes (PROTOCOL.md step 3).
+    """The exact size of a sealed update of ``model``'s shapes (docs/protocol.md, step 3).
 
     Canonical bytes are fixed by the names and shapes; the envelope adds its
     head and ``ABYTES`` per chunk of ``DEFAULT_CHUNK_SIZE`` (the chunk size
