@@ -20,7 +20,7 @@ from flocknode.crypto import KeyWrap as EnvelopeWrap
 from flocknode.crypto import seal_update
 from flocknode.p2p.messages import KeyWrap, KeyWraps, UpdateAnnounce
 from flocknode.rounds.byzantine import Behaviour, tamper_update, tamper_wraps
-from flocknode.rounds.context import RoundContext
+from flocknode.rounds.context import RoleDeps
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def train_seed(round_seed: bytes, seat: int) -> int:
     return int.from_bytes(hashlib.sha256(round_seed + seat.to_bytes(4, "big")).digest()[:8], "big")
 
 
-async def run_proposer(ctx: RoundContext, view: RoundView, seat: int) -> None:
+async def run_proposer(ctx: RoleDeps, view: RoundView, seat: int) -> None:
     r = view.round
     rec = ctx.journal.get(r)
     if not (rec.blob_id and ctx.store.has(bytes.fromhex(rec.blob_id))):
@@ -74,7 +74,7 @@ def _phase_changed(phase: Phase) -> Callable[[RoundView], bool]:
     return lambda view: view.phase is not phase
 
 
-async def _train_and_seal(ctx: RoundContext, view: RoundView, seat: int) -> bool:
+async def _train_and_seal(ctx: RoleDeps, view: RoundView, seat: int) -> bool:
     r = view.round
     base_hash = ctx.chain.global_model_hash
     if not ctx.models.has(base_hash):
@@ -139,7 +139,7 @@ def _wire_wraps(rows: list[list[str]]) -> list[KeyWrap]:
     return [KeyWrap(bytes.fromhex(rcpt), bytes.fromhex(wrapped)) for rcpt, wrapped in rows]
 
 
-async def _publish(ctx: RoundContext, msg: UpdateAnnounce | KeyWraps) -> None:
+async def _publish(ctx: RoleDeps, msg: UpdateAnnounce | KeyWraps) -> None:
     try:
         await ctx.gossip.publish(msg)
         ctx.metrics.inc("gossip_published")

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from flocknode.chain.types import Phase, RoundView
 from flocknode.rounds.byzantine import Behaviour
-from flocknode.rounds.context import RoundContext
+from flocknode.rounds.context import RoleDeps
 from flocknode.store.journal import VoteRecord
 
 log = logging.getLogger(__name__)
@@ -39,10 +39,10 @@ def unavailable_vote() -> VoteRecord:
 
 
 async def base_model(
-    ctx: RoundContext,
+    ctx: RoleDeps,
     view: RoundView,
-    cutoff: Callable[[RoundContext, RoundView], float],
-    news: Callable[[RoundContext, float], Awaitable[None]],
+    cutoff: Callable[[RoleDeps, RoundView], float],
+    news: Callable[[RoleDeps, float], Awaitable[None]],
 ) -> bytes | None:
     """The base model's hash once this node holds it (the engine keeps fetching it),
     or None when the round's commit cutoff (``cutoff``, on the chain's clock) passes

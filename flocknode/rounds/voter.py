@@ -32,7 +32,7 @@ from flocknode.p2p.messages import KeyWrap, KeyWraps
 from flocknode.p2p.streams import FetchFailed, fetch
 from flocknode.rounds import unservable
 from flocknode.rounds.byzantine import Behaviour, tamper_hash
-from flocknode.rounds.context import RoundContext
+from flocknode.rounds.context import RoleDeps
 from flocknode.store.journal import VoteRecord
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class SeatInput:
     wrong_size: bool = False  # the size claimed on chain is not the model's envelope size
 
 
-async def run_voter(ctx: RoundContext, view: RoundView, seat: int) -> None:
+async def run_voter(ctx: RoleDeps, view: RoundView, seat: int) -> None:
     r = view.round
     rec = ctx.journal.get(r)
     if rec.vote is None:
@@ -91,7 +91,7 @@ async def run_voter(ctx: RoundContext, view: RoundView, seat: int) -> None:
     await _reveal(ctx, r, vote)
 
 
-async def _commit(ctx: RoundContext, r: int, vote: VoteRecord) -> bool:
+async def _commit(ctx: RoleDeps, r: int, vote: VoteRecord) -> bool:
     try:
         c = await ctx.client.vote_commitment(
             r,
@@ -113,7 +113,7 @@ async def _commit(ctx: RoundContext, r: int, vote: VoteRecord) -> bool:
     return True
 
 
-async def _reveal(ctx: RoundContext, r: int, vote: VoteRecord) -> None:
+async def _reveal(ctx: RoleDeps, r: int, vote: VoteRecord) -> None:
     try:
         await ctx.client.reveal_vote(
             r,
@@ -133,7 +133,7 @@ async def _reveal(ctx: RoundContext, r: int, vote: VoteRecord) -> None:
 
 
 async def _decide(
-    ctx: RoundContext, view: RoundView, seat: int
+    ctx: RoleDeps, view: RoundView, seat: int
 ) -> tuple[VoteRecord, dict[str, float]] | None:
     r = view.round
     base_hash = await unservable.base_model(ctx, view, _collect_deadline, _news)
@@ -212,7 +212,7 @@ def update_blob_size(model: State) -> int:
 
 
 async def _collect_seat(
-    ctx: RoundContext, r: int, s: SeatInput, shapes: dict[str, tuple[int, ...]], size: int
+    ctx: RoleDeps, r: int, s: SeatInput, shapes: dict[str, tuple[int, ...]], size: int
 ) -> None:
     """Fetch and open one proposer's update, retrying until the collection deadline."""
     member = ctx.membership.member_by_wallet(s.proposer)
@@ -274,7 +274,7 @@ async def _collect_seat(
 
 
 def _wraps_for(
-    ctx: RoundContext, v: RoundView, blob_id: bytes, proposer: ID, proposer_box: bytes
+    ctx: RoleDeps, v: RoundView, blob_id: bytes, proposer: ID, proposer_box: bytes
 ) -> list[tuple[ID, bytes, bytes]]:
     """``(origin, sender box key, wrapped key)`` for ``blob_id``: the proposer's, then relays.
 
@@ -294,7 +294,7 @@ def _wraps_for(
     return out
 
 
-async def _relay(ctx: RoundContext, v: RoundView, blob_id: bytes, key: bytes) -> None:
+async def _relay(ctx: RoleDeps, v: RoundView, blob_id: bytes, key: bytes) -> None:
     """Wrap a seat's content key (verified: it opened the update) for the round's other voters.
 
     One honest voter that received the proposer's wrap is enough for every
@@ -325,7 +325,7 @@ async def _relay(ctx: RoundContext, v: RoundView, blob_id: bytes, key: bytes) ->
         log.debug("relay publish failed round=%d error=%r", v.round, e)
 
 
-async def _news(ctx: RoundContext, timeout: float) -> None:
+async def _news(ctx: RoleDeps, timeout: float) -> None:
     """Wait for new gossip or a new view of the chain, at most ``timeout`` seconds."""
     with trio.move_on_after(timeout):
         async with trio.open_nursery() as nursery:
@@ -339,7 +339,7 @@ async def _news(ctx: RoundContext, timeout: float) -> None:
 
 
 async def _until_collect_deadline(
-    ctx: RoundContext, r: int, step: Callable[[], Awaitable[bool]]
+    ctx: RoleDeps, r: int, step: Callable[[], Awaitable[bool]]
 ) -> bool:
     """``step()``, cancelled (False) once the collection deadline passes or the phase ends.
 
@@ -366,7 +366,7 @@ async def _until_collect_deadline(
     return done
 
 
-def _collect_deadline(ctx: RoundContext, v: RoundView) -> float:
+def _collect_deadline(ctx: RoleDeps, v: RoundView) -> float:
     """Stop collecting early enough to aggregate, score and commit in time."""
     if v.phase is Phase.TRAIN or not v.commit_end:
         return float("inf")
@@ -374,7 +374,7 @@ def _collect_deadline(ctx: RoundContext, v: RoundView) -> float:
     return v.commit_end - margin
 
 
-async def _fetch_blob(ctx: RoundContext, r: int, blob_id: bytes, size: int, proposer: ID) -> bool:
+async def _fetch_blob(ctx: RoleDeps, r: int, blob_id: bytes, size: int, proposer: ID) -> bool:
     if ctx.store.has(blob_id):
         return True
     holders = [proposer, *sorted(ctx.inbox.holders(r, blob_id) - {proposer}, key=str)]
@@ -397,7 +397,7 @@ async def _fetch_blob(ctx: RoundContext, r: int, blob_id: bytes, size: int, prop
 
 
 def _open(
-    ctx: RoundContext,
+    ctx: RoleDeps,
     blob_id: bytes,
     update_hash: bytes,
     wrapped: bytes,
@@ -427,7 +427,7 @@ def _open(
 
 
 async def _score(
-    ctx: RoundContext, base: State, new: State, included: list[SeatInput]
+    ctx: RoleDeps, base: State, new: State, included: list[SeatInput]
 ) -> tuple[int, list[int]]:
     """Accuracy change (ppm) of the new model on private validation data, and flags."""
     t0 = time.monotonic()
