@@ -81,9 +81,8 @@ class KeeperService(Service):
         nursery.start_soon(self._loop)
 
     async def _loop(self) -> None:
-        while True:
-            await self.feed.changed()
-            call = due_call(self.feed.latest, self.params)
+        async for snapshot in self.feed.snapshots():
+            call = due_call(snapshot, self.params)
             if call is not None:
                 self._flight.start(self.spawn, self._keeper, call)
 

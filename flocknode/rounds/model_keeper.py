@@ -92,9 +92,8 @@ class ModelKeeper(Service):
         nursery.start_soon(self._loop)
 
     async def _loop(self) -> None:
-        while True:
-            await self.feed.changed()
-            self.on_snapshot(self.feed.latest)
+        async for snapshot in self.feed.snapshots():
+            self.on_snapshot(snapshot)
 
     def holds_global_model(self) -> bool:
         return self.models.has(self.feed.global_model_hash)

@@ -49,7 +49,7 @@ async def run_proposer(ctx: RoleDeps, view: RoundView, seat: int) -> None:
             if e.name != "AlreadySubmitted":
                 log.warning("submitUpdate refused round=%d reason=%s", r, e)
                 return
-        ctx.journal.update(r, submitted=True)
+        await ctx.journal.update_async(r, submitted=True)
         log.info("update submitted round=%d seat=%d blob=%s", r, seat, rec.blob_id[:12])
     announce = UpdateAnnounce(r, blob_id, rec.blob_size, update_hash)
     rows = tamper_wraps(ctx.behaviour, list(rec.notes.get("wraps", [])))
@@ -63,7 +63,7 @@ async def run_proposer(ctx: RoleDeps, view: RoundView, seat: int) -> None:
             await _publish(ctx, wraps)  # the voters wait on these: first
             await _publish(ctx, announce)
             if not ctx.journal.get(r).wraps_sent:
-                ctx.journal.update(r, wraps_sent=True)
+                await ctx.journal.update_async(r, wraps_sent=True)
                 log.info("key wraps released round=%d voters=%d", r, len(wraps.wraps))
         else:
             return
@@ -112,7 +112,7 @@ async def _train_and_seal(ctx: RoleDeps, view: RoundView, seat: int) -> bool:
         return sealed.update_hash, sealed.blob_id, sealed.size, list(sealed.wraps)
 
     update_hash, blob_id, size, env_wraps = await trio.to_thread.run_sync(seal)
-    ctx.journal.update(
+    await ctx.journal.update_async(
         r,
         role="proposer",
         seat=seat,

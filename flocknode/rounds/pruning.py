@@ -9,7 +9,6 @@ A failed prune is counted and retried after the next round; never fatal.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Awaitable
 from typing import Protocol
@@ -65,9 +64,8 @@ class PruneService(Service):
         nursery.start_soon(self._loop)
 
     async def _loop(self) -> None:
-        while True:
-            await self.feed.changed()
-            self.on_snapshot(self.feed.latest)
+        async for snapshot in self.feed.snapshots():
+            self.on_snapshot(snapshot)
 
     def on_snapshot(self, snapshot: ChainSnapshot) -> None:
         if not self.models.has(snapshot.global_model_hash):
@@ -115,5 +113,4 @@ class PruneService(Service):
         if r < 1 or await self.client.global_model_hash() != model:
             return  # the initial model, or a round finalized meanwhile: next time
         if self.journal.get(r).applied_model != model.hex():
-            update = functools.partial(self.journal.update, r, applied_model=model.hex())
-            await trio.to_thread.run_sync(update)
+            await self.journal.update_async(r, applied_model=model.hex())

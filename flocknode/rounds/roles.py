@@ -62,9 +62,8 @@ class RoleRunner(Service):
         nursery.start_soon(self._loop)
 
     async def _loop(self) -> None:
-        while True:
-            await self.feed.changed()
-            self.on_snapshot(self.feed.latest)
+        async for snapshot in self.feed.snapshots():
+            self.on_snapshot(snapshot)
 
     def on_snapshot(self, snapshot: ChainSnapshot) -> None:
         view = snapshot.view

@@ -14,7 +14,7 @@ chain (``RoleDeps.client`` is the one that talks to the chain).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
@@ -78,6 +78,20 @@ class ChainFeed:
     async def changed(self) -> None:
         """Return at the next publish."""
         await self._changed.wait()
+
+    async def snapshots(self) -> AsyncIterator[ChainSnapshot]:
+        """The latest snapshot (once one was published), then each newer one.
+
+        A reader that was busy skips to the latest; one that subscribes after
+        the first publish starts from the latest at once.
+        """
+        seen = 0
+        while True:
+            if self.published != seen:
+                seen = self.published
+                yield self._latest
+            else:
+                await self._changed.wait()
 
     # -- the latest snapshot's fields, as roles read them --------------------
     @property

@@ -61,7 +61,9 @@ async def run_voter(ctx: RoleDeps, view: RoundView, seat: int) -> None:
         decided = await _decide(ctx, view, seat)
         if decided is None:
             return
-        ctx.journal.update(r, role="voter", seat=seat, vote=decided[0], notes=decided[1])
+        await ctx.journal.update_async(
+            r, role="voter", seat=seat, vote=decided[0], notes=decided[1]
+        )
         rec = ctx.journal.get(r)
     vote = rec.vote
     assert vote is not None
@@ -77,13 +79,13 @@ async def run_voter(ctx: RoleDeps, view: RoundView, seat: int) -> None:
         if not await _commit(ctx, r, vote):
             return
     if not ctx.journal.get(r).committed:
-        ctx.journal.update(r, committed=True)
+        await ctx.journal.update_async(r, committed=True)
     if ctx.behaviour is Behaviour.NO_REVEAL:
         log.warning("byzantine no_reveal: not revealing round=%d", r)
         return
     v2 = await ctx.chain.wait_for(r, lambda x: x.phase is not Phase.COMMIT)
     if v2 is None or v2.votes[seat].revealed:
-        ctx.journal.update(r, revealed=True)
+        await ctx.journal.update_async(r, revealed=True)
         return
     if v2.phase is not Phase.REVEAL:
         log.warning("missed the reveal phase round=%d phase=%s", r, v2.phase.label)
@@ -108,7 +110,7 @@ async def _commit(ctx: RoleDeps, r: int, vote: VoteRecord) -> bool:
         if e.name != "AlreadyCommitted":
             log.warning("commitVote refused round=%d reason=%s", r, e)
             return False
-    ctx.journal.update(r, committed=True)
+    await ctx.journal.update_async(r, committed=True)
     log.info("vote committed round=%d hash=%s", r, vote.aggregate_hash[:12])
     return True
 
@@ -128,7 +130,7 @@ async def _reveal(ctx: RoleDeps, r: int, vote: VoteRecord) -> None:
         if e.name != "AlreadyRevealed":
             log.warning("revealVote refused round=%d reason=%s", r, e)
             return
-    ctx.journal.update(r, revealed=True)
+    await ctx.journal.update_async(r, revealed=True)
     log.info("vote revealed round=%d", r)
 
 
