@@ -50,7 +50,7 @@ from flocknode.p2p.host import HostConfig, P2PHost
 from flocknode.p2p.messages import Message
 from flocknode.p2p.metrics import P2PMetrics
 from flocknode.p2p.streams import ContentServer
-from flocknode.rounds.byzantine import Behaviour, behaviour_from_env
+from flocknode.rounds.byzantine import Behaviour, behaviour_from_env, strategy_for
 from flocknode.rounds.context import RoleDeps
 from flocknode.rounds.engine import RoundServices
 from flocknode.rounds.inbox import Inbox
@@ -245,7 +245,7 @@ class FlockNode:
             membership=self.membership,
             box_key=self.box_key,
             wallet=self.wallet,
-            behaviour=prep.behaviour,
+            behaviour=strategy_for(prep.behaviour),
             metrics=self.metrics,
         )
         pruner = (

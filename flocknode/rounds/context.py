@@ -18,7 +18,7 @@ from flocknode.learning.learner import Learner
 from flocknode.learning.settings import TaskSettings
 from flocknode.p2p.gossip import TaskGossip
 from flocknode.p2p.host import P2PHost
-from flocknode.rounds.byzantine import Behaviour
+from flocknode.rounds.byzantine import RoleStrategy
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.membership import ChainMembership
 from flocknode.rounds.metrics import RoundMetrics
@@ -35,7 +35,7 @@ class RoleDeps:
     settings: TaskSettings
     wallet: str
     box_key: BoxKey
-    behaviour: Behaviour
+    behaviour: RoleStrategy  # byzantine.Honest in production
     journal: Journal
     store: ContentStore
     models: ModelBook

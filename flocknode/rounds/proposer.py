@@ -19,7 +19,6 @@ from flocknode.chain.types import Phase, RoundView
 from flocknode.crypto import KeyWrap as EnvelopeWrap
 from flocknode.crypto import seal_update
 from flocknode.p2p.messages import KeyWrap, KeyWraps, UpdateAnnounce
-from flocknode.rounds.byzantine import Behaviour, tamper_update, tamper_wraps
 from flocknode.rounds.context import RoleDeps
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ async def run_proposer(ctx: RoleDeps, view: RoundView, seat: int) -> None:
         await ctx.journal.update_async(r, submitted=True)
         log.info("update submitted round=%d seat=%d blob=%s", r, seat, rec.blob_id[:12])
     announce = UpdateAnnounce(r, blob_id, rec.blob_size, update_hash)
-    rows = tamper_wraps(ctx.behaviour, list(rec.notes.get("wraps", [])))
+    rows = ctx.behaviour.wraps(list(rec.notes.get("wraps", [])))
     wraps = KeyWraps(r, blob_id, tuple(_wire_wraps(rows)))
     # Announce until the train phase closes, then release the key wraps (never before).
     while True:
@@ -93,10 +92,9 @@ async def _train_and_seal(ctx: RoleDeps, view: RoundView, seat: int) -> bool:
         return False
     state = await ctx.models.load_async(base_hash)
     seed = train_seed(view.seed, seat)
-    label_flip = ctx.behaviour is Behaviour.LABEL_FLIP
-    res = await ctx.learner.train_async(state, seed=seed, label_flip=label_flip)
+    res = await ctx.learner.train_async(state, seed=seed, label_flip=ctx.behaviour.flips_labels)
     ctx.metrics.train_seconds.observe(res.seconds)
-    update = tamper_update(ctx.behaviour, res.update, seed)
+    update = ctx.behaviour.update(res.update, seed)
 
     def seal() -> tuple[bytes, bytes, int, list[EnvelopeWrap]]:
         with ctx.store.writer() as w:
@@ -122,7 +120,7 @@ async def _train_and_seal(ctx: RoleDeps, view: RoundView, seat: int) -> bool:
         notes={
             "wraps": [[wr.recipient.hex(), wr.sealed.hex()] for wr in env_wraps],
             "train_seconds": res.seconds,
-            "behaviour": ctx.behaviour.value,
+            "behaviour": ctx.behaviour.name,
         },
     )
     log.info(

@@ -31,7 +31,6 @@ from flocknode.p2p.framing import PROTOCOL_BLOB
 from flocknode.p2p.messages import KeyWrap, KeyWraps
 from flocknode.p2p.streams import FetchFailed, fetch
 from flocknode.rounds import unservable
-from flocknode.rounds.byzantine import Behaviour, tamper_hash
 from flocknode.rounds.context import RoleDeps
 from flocknode.store.journal import VoteRecord
 
@@ -80,8 +79,8 @@ async def run_voter(ctx: RoleDeps, view: RoundView, seat: int) -> None:
             return
     if not ctx.journal.get(r).committed:
         await ctx.journal.update_async(r, committed=True)
-    if ctx.behaviour is Behaviour.NO_REVEAL:
-        log.warning("byzantine no_reveal: not revealing round=%d", r)
+    if not ctx.behaviour.reveals:
+        log.warning("not revealing round=%d (behaviour %s)", r, ctx.behaviour.name)
         return
     v2 = await ctx.chain.wait_for(r, lambda x: x.phase is not Phase.COMMIT)
     if v2 is None or v2.votes[seat].revealed:
@@ -180,14 +179,14 @@ async def _decide(
         "collected_at": time.time() - (time.monotonic() - t_collected),
     }
     vote = VoteRecord(
-        aggregate_hash=tamper_hash(ctx.behaviour, agg_hash).hex(),
+        aggregate_hash=ctx.behaviour.aggregate_hash(agg_hash).hex(),
         included_bits=_bits([*(s.seat for s in included), *wrong_size]),
         rejected_bits=_bits([*result.rejected, *wrong_size]),
         flag_bits=_bits(flags),
         score=score,
         salt=os.urandom(32).hex(),
     )
-    vote = unservable.collude(ctx.behaviour, r, vote)
+    vote = ctx.behaviour.vote(r, vote)
     log.info(
         "aggregated round=%d rule=%s included=%s rejected=%s flagged=%s score_ppm=%d hash=%s",
         r,

@@ -32,7 +32,7 @@ from flocknode.learning.settings import TaskSettings
 from flocknode.p2p.gossip import Received
 from flocknode.p2p.messages import KeyWrap, KeyWraps
 from flocknode.rounds import voter
-from flocknode.rounds.byzantine import Behaviour, tamper_update, tamper_wraps
+from flocknode.rounds.byzantine import Behaviour, Honest, tamper_update, tamper_wraps
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.membership import ChainMembership
 from flocknode.rounds.metrics import RoundMetrics
@@ -88,7 +88,7 @@ def _node(tmp: Path, name: str, chain: TrioChainView, membership: ChainMembershi
         metrics=RoundMetrics(),
         gossip=Recorder(),
         params=SimpleNamespace(commit_seconds=COMMIT_SECONDS),
-        behaviour=Behaviour.HONEST,
+        behaviour=Honest(),
         p2p=None,
     )
     return Node(name, PeerKey.generate().peer_id, box, ctx)
