@@ -38,10 +38,6 @@ class ChainMembership(StaticMembership):
         if view is not None and (changed or self._seats.get(view.round) != view):
             self.update_round(view)
 
-    def seats(self, round_number: int) -> RoundView | None:
-        """The view the seats of ``round_number`` were last set from."""
-        return self._seats.get(round_number)
-
     def update_registry(self, registry: Registry) -> None:
         self.registry = registry
         current = {m.peer_id for m in registry.members if m.eligible}
