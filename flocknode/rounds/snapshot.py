@@ -54,8 +54,10 @@ EMPTY = ChainSnapshot()
 class ChainFeed:
     """The latest ``ChainSnapshot`` and a "changed" event; any number of readers.
 
-    ``clock`` is trio's clock unless a caller passes another: the chain time
-    ``now()`` advances on it between blocks, so MockClock drives deadlines.
+    ``clock`` is the one clock of the round services: the chain time ``now()``
+    advances on it between blocks, and the services' throttles and trio
+    deadlines (``move_on_at``) are on it, so it is trio's clock (a test drives
+    it with MockClock); the parameter exists to say so, not to swap it.
     """
 
     def __init__(self, clock: Callable[[], float] = trio.current_time) -> None:
