@@ -1,6 +1,7 @@
 """FlockNode: the daemon. Checks everything it can before it starts, then runs the
-services in dependency order (p2p host, gossip, content server, round engine,
-stake sampler, HTTP endpoint) and stops them in reverse on SIGTERM/SIGINT.
+services in dependency order (p2p host, gossip, content server, the round
+services of ``flocknode.rounds.engine``, stake sampler, HTTP endpoint) and stops
+them in reverse on SIGTERM/SIGINT.
 
 Start-up refuses, with one line naming the cause, a node whose task settings or
 initial model differ from the task's, or whose wallet is not registered.
@@ -49,13 +50,15 @@ from flocknode.p2p.host import HostConfig, P2PHost
 from flocknode.p2p.messages import Message
 from flocknode.p2p.metrics import P2PMetrics
 from flocknode.p2p.serve import ContentServer
-from flocknode.rounds.byzantine import Behaviour, behaviour_from_env
-from flocknode.rounds.context import RoundContext
-from flocknode.rounds.engine import RoundEngine
+from flocknode.rounds.byzantine import Behaviour, behaviour_from_env, strategy_for
+from flocknode.rounds.context import RoleDeps
+from flocknode.rounds.engine import RoundServices
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.membership import ChainMembership
 from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
+from flocknode.rounds.snapshot import ChainFeed
+from flocknode.rounds.windows import STATUS_ROLES_SHOWN
 from flocknode.status import (
     NO_PHASE,
     ChainStatus,
@@ -74,7 +77,7 @@ _limited = PeerLog(log)  # lines that could repeat every tick
 
 STOP_TIMEOUT = 8.0  # SIGTERM to exit, within systemd's TimeoutStopSec
 GOSSIP_PUBLISHED = "gossip_published"  # P2PMetrics event: messages this node published
-STATUS_ROLES = 50  # role history entries in the status snapshot
+STATUS_WRITE_SECONDS = 1.0  # status.json is rewritten this often
 
 
 class StartupError(FlockError):
@@ -238,7 +241,10 @@ class FlockNode:
         )
         self.metrics = prep.metrics
         params = prep.client.params()
-        self.ctx = RoundContext(
+        self.wallet = prep.account.address
+        self.feed = ChainFeed()
+        self.deps = RoleDeps(
+            chain=self.feed,
             client=self.client,
             params=params,
             settings=prep.settings,
@@ -251,24 +257,23 @@ class FlockNode:
             inbox=Inbox(self.box_key.public_bytes, params.proposers_per_round),
             membership=self.membership,
             box_key=self.box_key,
-            wallet=prep.account.address,
-            behaviour=prep.behaviour,
+            wallet=self.wallet,
+            behaviour=strategy_for(prep.behaviour),
             metrics=self.metrics,
-            pruner=(
-                StorePruner(prep.store, prep.journal, cfg.store.keep_rounds)
-                if cfg.store.keep_rounds
-                else None
-            ),
         )
-        self.engine = RoundEngine(self.ctx, poll=poll, on_tick=self._on_tick)
-        self.stake = StakeHistory(self.client, prep.account.address, lambda: self.ctx.chain.current)
+        pruner = (
+            StorePruner(prep.store, prep.journal, cfg.store.keep_rounds)
+            if cfg.store.keep_rounds
+            else None
+        )
+        self.rounds = RoundServices(self.deps, pruner, poll=poll)
+        self.stake = StakeHistory(self.client, self.wallet, lambda: self.feed.current)
         self.http = (
             HttpService(build_app(self.status), cfg.http.listen) if cfg.http.enabled else None
         )
         self.http_urls: list[str] = []
         self.started_at = time.time()
         self.stop_signal_at: float | None = None  # monotonic time SIGTERM/SIGINT arrived
-        self._status_written = 0.0
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.prep.cfg
@@ -280,19 +285,21 @@ class FlockNode:
             await self._sync_registration([str(a) for a in self.p2p.host.get_transport_addrs()])
             self.server.install()
             await nursery.start(self.gossip.run)
-            await nursery.start(self.engine.run)
+            for service in self.rounds.services:
+                await nursery.start(service.run)
             await nursery.start(self.stake.run)
             if self.http is not None:
                 self.http_urls = await nursery.start(self.http.run)
             log.info(
                 "node started wallet=%s peer=%s task=%s addrs=%s http=%s",
-                self.ctx.wallet,
+                self.wallet,
                 self.p2p.peer_id,
                 cfg.chain.task,
                 [str(a) for a in addrs],
                 self.http_urls,
             )
             task_status.started()
+            nursery.start_soon(self._write_status_loop)
             nursery.start_soon(self._wait_for_signal, nursery)
 
     async def _wait_for_signal(self, nursery: trio.Nursery) -> None:
@@ -308,7 +315,8 @@ class FlockNode:
         if self.http is not None:
             self.http.stop()
         self.stake.stop()
-        self.engine.stop()
+        for service in reversed(self.rounds.services):
+            service.stop()
         self.gossip.stop()
         self.p2p.stop()
         with trio.move_on_after(STOP_TIMEOUT):
@@ -318,12 +326,12 @@ class FlockNode:
 
     async def _read_registry(self) -> None:
         """The first registry snapshot. The registry read drops bad registrations
-        itself; a chain that cannot be read now is read again by the round engine."""
+        itself; a chain that cannot be read now is read again by the chain follower."""
         try:
             self.membership.update_registry(await self.client.registry())
         except ChainError as e:
             self.metrics.inc("chain_errors")
-            log.warning("cannot read the registry at start, the round engine retries: %s", e)
+            log.warning("cannot read the registry at start, the chain follower retries: %s", e)
 
     async def _sync_registration(self, bound: list[str]) -> None:
         """Register the node's reachable addresses on chain when they changed.
@@ -333,13 +341,13 @@ class FlockNode:
         """
         cfg = self.prep.cfg
         try:
-            me = await self.client.participant(self.ctx.wallet)
+            me = await self.client.participant(self.wallet)
             want = cfg.announce_addrs(bound)
             old = [multiaddr_text(a) for a in me.multiaddrs]
             if old != want:
                 log.info("registered addresses changed old=%s new=%s", old, want)
                 await self.client.update_multiaddrs(want)
-            eligible = await self.client.is_eligible(self.ctx.wallet)
+            eligible = await self.client.is_eligible(self.wallet)
         except ChainError as e:
             self.metrics.inc("chain_errors")
             log.warning("cannot check or update the registered addresses: %s", e)
@@ -353,11 +361,11 @@ class FlockNode:
     # -- status -------------------------------------------------------------
     def status(self) -> NodeStatus:
         """The node's one snapshot: status.json, /status.json, /metrics, /readyz, the page."""
-        ctx, chain = self.ctx, self.ctx.chain
-        view = chain.rounds.get(chain.current)
-        role = view.role_of(ctx.wallet) if view else None
+        deps, chain, metrics = self.deps, self.feed.latest, self.metrics
+        view = chain.view
+        role = view.role_of(deps.wallet) if view else None
         return NodeStatus(
-            wallet=ctx.wallet,
+            wallet=deps.wallet,
             peer_id=str(self.p2p.peer_id),
             task=self.prep.client.address,
             uptime=time.time() - self.started_at,
@@ -365,21 +373,21 @@ class FlockNode:
             http=tuple(self.http_urls),
             chain=ChainStatus(
                 block=chain.block,
-                age_seconds=time.monotonic() - chain.read_at if chain.read_at else None,
-                error=self.engine.last_error,
+                age_seconds=self.feed.age(),
+                error=self.rounds.last_error,
             ),
             round=RoundStatus(
                 number=chain.current,
-                total=ctx.params.total_rounds,
+                total=deps.params.total_rounds,
                 phase=view.phase.label if view else NO_PHASE,
                 role=role[0] if role else None,
                 seat=role[1] if role else None,
-                complete=self.engine.complete,
+                complete=self.rounds.complete,
             ),
             model=ModelStatus(
                 global_hash="0x" + chain.global_model_hash.hex(),
-                held=self.engine.ready,
-                accuracy=dict(ctx.metrics.accuracy),
+                held=self.rounds.ready,
+                accuracy=dict(metrics.accuracy),
             ),
             p2p=P2PStatus(
                 peers=tuple(str(p) for p in self.p2p.connected_peers()),
@@ -389,20 +397,20 @@ class FlockNode:
             stake=self.stake.snapshot(),
             roles=tuple(
                 RoleRecord(r["round"], r["role"], r["seat"], r["at"])
-                for r in ctx.metrics.roles[-STATUS_ROLES:]
+                for r in metrics.roles[-STATUS_ROLES_SHOWN:]
             ),
-            counters=dict(ctx.metrics.counters),
+            counters=dict(metrics.counters),
             registry_ignored=dict(self.membership.registry.ignored),
-            timings=Timings.from_json(ctx.metrics.timings()),  # RoundMetrics keeps JSON form
+            timings=Timings.from_json(metrics.timings()),  # RoundMetrics keeps JSON form
         )
 
-    def _on_tick(self, engine: RoundEngine) -> None:
-        if time.monotonic() - self._status_written >= 1.0:
+    async def _write_status_loop(self) -> None:
+        while True:
+            await trio.sleep(STATUS_WRITE_SECONDS)
             self._write_status()
 
     def _write_status(self) -> None:
-        """Write status.json; never raises (it runs inside the engine's loop)."""
-        self._status_written = time.monotonic()
+        """Write status.json; never raises (it runs in the node's nursery)."""
         try:
             atomic_write_text(self.status_path, json.dumps(self.status().to_json()))
         except OSError as e:

@@ -10,7 +10,9 @@ encoded once, posts ``eth_call`` through
 response validation and revert mapping), decodes with web3's codec into what
 the web3 call returns (named structs, checksum addresses), and returns the
 previous value when the chain answered the very same bytes as last time
-(most blocks do not change a round).
+(most blocks do not change a round). That reuse only saves decoding: the
+value equals a fresh one, and no caller may tell the two apart by identity
+(the chain follower compares snapshots by value).
 
 The semantics are those of :meth:`ChainConnection.view
 <flocknode.chain.contracts.ChainConnection.view>`: the same values, a revert

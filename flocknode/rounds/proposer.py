@@ -19,8 +19,7 @@ from flocknode.chain.types import Phase, RoundView
 from flocknode.crypto import KeyWrap as EnvelopeWrap
 from flocknode.crypto import seal_update
 from flocknode.p2p.messages import KeyWraps, UpdateAnnounce, WireKeyWrap
-from flocknode.rounds.byzantine import Behaviour, tamper_update, tamper_wraps
-from flocknode.rounds.context import RoundContext
+from flocknode.rounds.context import RoleDeps
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ def train_seed(round_seed: bytes, seat: int) -> int:
     return int.from_bytes(hashlib.sha256(round_seed + seat.to_bytes(4, "big")).digest()[:8], "big")
 
 
-async def run_proposer(ctx: RoundContext, view: RoundView, seat: int) -> None:
+async def run_proposer(ctx: RoleDeps, view: RoundView, seat: int) -> None:
     r = view.round
     rec = ctx.journal.get(r)
     if not (rec.blob_id and ctx.store.has(bytes.fromhex(rec.blob_id))):
@@ -49,10 +48,10 @@ async def run_proposer(ctx: RoundContext, view: RoundView, seat: int) -> None:
             if e.name != "AlreadySubmitted":
                 log.warning("submitUpdate refused round=%d reason=%s", r, e)
                 return
-        ctx.journal.update(r, submitted=True)
+        await ctx.journal.update_async(r, submitted=True)
         log.info("update submitted round=%d seat=%d blob=%s", r, seat, rec.blob_id[:12])
     announce = UpdateAnnounce(r, blob_id, rec.blob_size, update_hash)
-    rows = tamper_wraps(ctx.behaviour, list(rec.notes.get("wraps", [])))
+    rows = ctx.behaviour.wraps(list(rec.notes.get("wraps", [])))
     wraps = KeyWraps(r, blob_id, tuple(_wire_wraps(rows)))
     # Announce until the train phase closes, then release the key wraps (never before).
     while True:
@@ -63,7 +62,7 @@ async def run_proposer(ctx: RoundContext, view: RoundView, seat: int) -> None:
             await _publish(ctx, wraps)  # the voters wait on these: first
             await _publish(ctx, announce)
             if not ctx.journal.get(r).wraps_sent:
-                ctx.journal.update(r, wraps_sent=True)
+                await ctx.journal.update_async(r, wraps_sent=True)
                 log.info("key wraps released round=%d voters=%d", r, len(wraps.wraps))
         else:
             return
@@ -74,7 +73,7 @@ def _phase_changed(phase: Phase) -> Callable[[RoundView], bool]:
     return lambda view: view.phase is not phase
 
 
-async def _train_and_seal(ctx: RoundContext, view: RoundView, seat: int) -> bool:
+async def _train_and_seal(ctx: RoleDeps, view: RoundView, seat: int) -> bool:
     r = view.round
     base_hash = ctx.chain.global_model_hash
     if not ctx.models.has(base_hash):
@@ -93,10 +92,9 @@ async def _train_and_seal(ctx: RoundContext, view: RoundView, seat: int) -> bool
         return False
     state = await ctx.models.load_async(base_hash)
     seed = train_seed(view.seed, seat)
-    label_flip = ctx.behaviour is Behaviour.LABEL_FLIP
-    res = await ctx.learner.train_async(state, seed=seed, label_flip=label_flip)
+    res = await ctx.learner.train_async(state, seed=seed, label_flip=ctx.behaviour.flips_labels)
     ctx.metrics.train_seconds.observe(res.seconds)
-    update = tamper_update(ctx.behaviour, res.update, seed)
+    update = ctx.behaviour.update(res.update, seed)
 
     def seal() -> tuple[bytes, bytes, int, list[EnvelopeWrap]]:
         with ctx.store.writer() as w:
@@ -112,7 +110,7 @@ async def _train_and_seal(ctx: RoundContext, view: RoundView, seat: int) -> bool
         return sealed.update_hash, sealed.blob_id, sealed.size, list(sealed.wraps)
 
     update_hash, blob_id, size, env_wraps = await trio.to_thread.run_sync(seal)
-    ctx.journal.update(
+    await ctx.journal.update_async(
         r,
         role="proposer",
         seat=seat,
@@ -122,7 +120,7 @@ async def _train_and_seal(ctx: RoundContext, view: RoundView, seat: int) -> bool
         notes={
             "wraps": [[wr.recipient.hex(), wr.sealed.hex()] for wr in env_wraps],
             "train_seconds": res.seconds,
-            "behaviour": ctx.behaviour.value,
+            "behaviour": ctx.behaviour.name,
         },
     )
     log.info(
@@ -139,7 +137,7 @@ def _wire_wraps(rows: list[list[str]]) -> list[WireKeyWrap]:
     return [WireKeyWrap(bytes.fromhex(rcpt), bytes.fromhex(wrapped)) for rcpt, wrapped in rows]
 
 
-async def _publish(ctx: RoundContext, msg: UpdateAnnounce | KeyWraps) -> None:
+async def _publish(ctx: RoleDeps, msg: UpdateAnnounce | KeyWraps) -> None:
     try:
         await ctx.gossip.publish(msg)
         ctx.metrics.inc("gossip_published")

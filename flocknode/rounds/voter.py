@@ -31,8 +31,7 @@ from flocknode.p2p.fetch import FetchFailed, fetch
 from flocknode.p2p.framing import PROTOCOL_BLOB
 from flocknode.p2p.messages import KeyWraps, WireKeyWrap
 from flocknode.rounds import unservable
-from flocknode.rounds.byzantine import Behaviour, tamper_hash
-from flocknode.rounds.context import RoundContext
+from flocknode.rounds.context import RoleDeps
 from flocknode.store.journal import VoteRecord
 
 log = logging.getLogger(__name__)
@@ -51,7 +50,7 @@ class SeatInput:
     wrong_size: bool = False  # the size claimed on chain is not the model's envelope size
 
 
-async def run_voter(ctx: RoundContext, view: RoundView, seat: int) -> None:
+async def run_voter(ctx: RoleDeps, view: RoundView, seat: int) -> None:
     r = view.round
     rec = ctx.journal.get(r)
     if rec.vote is None:
@@ -61,7 +60,9 @@ async def run_voter(ctx: RoundContext, view: RoundView, seat: int) -> None:
         decided = await _decide(ctx, view, seat)
         if decided is None:
             return
-        ctx.journal.update(r, role="voter", seat=seat, vote=decided[0], notes=decided[1])
+        await ctx.journal.update_async(
+            r, role="voter", seat=seat, vote=decided[0], notes=decided[1]
+        )
         rec = ctx.journal.get(r)
     vote = rec.vote
     assert vote is not None
@@ -77,13 +78,13 @@ async def run_voter(ctx: RoundContext, view: RoundView, seat: int) -> None:
         if not await _commit(ctx, r, vote):
             return
     if not ctx.journal.get(r).committed:
-        ctx.journal.update(r, committed=True)
-    if ctx.behaviour is Behaviour.NO_REVEAL:
-        log.warning("byzantine no_reveal: not revealing round=%d", r)
+        await ctx.journal.update_async(r, committed=True)
+    if not ctx.behaviour.reveals:
+        log.warning("not revealing round=%d (behaviour %s)", r, ctx.behaviour.name)
         return
     v2 = await ctx.chain.wait_for(r, lambda x: x.phase is not Phase.COMMIT)
     if v2 is None or v2.votes[seat].revealed:
-        ctx.journal.update(r, revealed=True)
+        await ctx.journal.update_async(r, revealed=True)
         return
     if v2.phase is not Phase.REVEAL:
         log.warning("missed the reveal phase round=%d phase=%s", r, v2.phase.label)
@@ -91,7 +92,7 @@ async def run_voter(ctx: RoundContext, view: RoundView, seat: int) -> None:
     await _reveal(ctx, r, vote)
 
 
-async def _commit(ctx: RoundContext, r: int, vote: VoteRecord) -> bool:
+async def _commit(ctx: RoleDeps, r: int, vote: VoteRecord) -> bool:
     try:
         c = await ctx.client.vote_commitment(
             r,
@@ -108,12 +109,12 @@ async def _commit(ctx: RoundContext, r: int, vote: VoteRecord) -> bool:
         if e.name != "AlreadyCommitted":
             log.warning("commitVote refused round=%d reason=%s", r, e)
             return False
-    ctx.journal.update(r, committed=True)
+    await ctx.journal.update_async(r, committed=True)
     log.info("vote committed round=%d hash=%s", r, vote.aggregate_hash[:12])
     return True
 
 
-async def _reveal(ctx: RoundContext, r: int, vote: VoteRecord) -> None:
+async def _reveal(ctx: RoleDeps, r: int, vote: VoteRecord) -> None:
     try:
         await ctx.client.reveal_vote(
             r,
@@ -128,12 +129,12 @@ async def _reveal(ctx: RoundContext, r: int, vote: VoteRecord) -> None:
         if e.name != "AlreadyRevealed":
             log.warning("revealVote refused round=%d reason=%s", r, e)
             return
-    ctx.journal.update(r, revealed=True)
+    await ctx.journal.update_async(r, revealed=True)
     log.info("vote revealed round=%d", r)
 
 
 async def _decide(
-    ctx: RoundContext, view: RoundView, seat: int
+    ctx: RoleDeps, view: RoundView, seat: int
 ) -> tuple[VoteRecord, dict[str, float]] | None:
     r = view.round
     base_hash = await unservable.base_model(ctx, view, _collect_deadline, _news)
@@ -178,14 +179,14 @@ async def _decide(
         "collected_at": time.time() - (time.monotonic() - t_collected),
     }
     vote = VoteRecord(
-        aggregate_hash=tamper_hash(ctx.behaviour, agg_hash).hex(),
+        aggregate_hash=ctx.behaviour.aggregate_hash(agg_hash).hex(),
         included_bits=_bits([*(s.seat for s in included), *wrong_size]),
         rejected_bits=_bits([*result.rejected, *wrong_size]),
         flag_bits=_bits(flags),
         score=score,
         salt=os.urandom(32).hex(),
     )
-    vote = unservable.collude(ctx.behaviour, r, vote)
+    vote = ctx.behaviour.vote(r, vote)
     log.info(
         "aggregated round=%d rule=%s included=%s rejected=%s flagged=%s score_ppm=%d hash=%s",
         r,
@@ -212,7 +213,7 @@ def update_blob_size(model: State) -> int:
 
 
 async def _collect_seat(
-    ctx: RoundContext, r: int, s: SeatInput, shapes: dict[str, tuple[int, ...]], size: int
+    ctx: RoleDeps, r: int, s: SeatInput, shapes: dict[str, tuple[int, ...]], size: int
 ) -> None:
     """Fetch and open one proposer's update, retrying until the collection deadline."""
     member = ctx.membership.member_by_wallet(s.proposer)
@@ -274,7 +275,7 @@ async def _collect_seat(
 
 
 def _wraps_for(
-    ctx: RoundContext, v: RoundView, blob_id: bytes, proposer: ID, proposer_box: bytes
+    ctx: RoleDeps, v: RoundView, blob_id: bytes, proposer: ID, proposer_box: bytes
 ) -> list[tuple[ID, bytes, bytes]]:
     """``(origin, sender box key, wrapped key)`` for ``blob_id``: the proposer's, then relays.
 
@@ -294,7 +295,7 @@ def _wraps_for(
     return out
 
 
-async def _relay(ctx: RoundContext, v: RoundView, blob_id: bytes, key: bytes) -> None:
+async def _relay(ctx: RoleDeps, v: RoundView, blob_id: bytes, key: bytes) -> None:
     """Wrap a seat's content key (verified: it opened the update) for the round's other voters.
 
     One honest voter that received the proposer's wrap is enough for every
@@ -325,7 +326,7 @@ async def _relay(ctx: RoundContext, v: RoundView, blob_id: bytes, key: bytes) ->
         log.debug("relay publish failed round=%d error=%r", v.round, e)
 
 
-async def _news(ctx: RoundContext, timeout: float) -> None:
+async def _news(ctx: RoleDeps, timeout: float) -> None:
     """Wait for new gossip or a new view of the chain, at most ``timeout`` seconds."""
     with trio.move_on_after(timeout):
         async with trio.open_nursery() as nursery:
@@ -339,7 +340,7 @@ async def _news(ctx: RoundContext, timeout: float) -> None:
 
 
 async def _until_collect_deadline(
-    ctx: RoundContext, r: int, step: Callable[[], Awaitable[bool]]
+    ctx: RoleDeps, r: int, step: Callable[[], Awaitable[bool]]
 ) -> bool:
     """``step()``, cancelled (False) once the collection deadline passes or the phase ends.
 
@@ -366,7 +367,7 @@ async def _until_collect_deadline(
     return done
 
 
-def _collect_deadline(ctx: RoundContext, v: RoundView) -> float:
+def _collect_deadline(ctx: RoleDeps, v: RoundView) -> float:
     """Stop collecting early enough to aggregate, score and commit in time."""
     if v.phase is Phase.TRAIN or not v.commit_end:
         return float("inf")
@@ -374,7 +375,7 @@ def _collect_deadline(ctx: RoundContext, v: RoundView) -> float:
     return v.commit_end - margin
 
 
-async def _fetch_blob(ctx: RoundContext, r: int, blob_id: bytes, size: int, proposer: ID) -> bool:
+async def _fetch_blob(ctx: RoleDeps, r: int, blob_id: bytes, size: int, proposer: ID) -> bool:
     if ctx.store.has(blob_id):
         return True
     holders = [proposer, *sorted(ctx.inbox.holders(r, blob_id) - {proposer}, key=str)]
@@ -397,7 +398,7 @@ async def _fetch_blob(ctx: RoundContext, r: int, blob_id: bytes, size: int, prop
 
 
 def _open(
-    ctx: RoundContext,
+    ctx: RoleDeps,
     blob_id: bytes,
     update_hash: bytes,
     wrapped: bytes,
@@ -427,7 +428,7 @@ def _open(
 
 
 async def _score(
-    ctx: RoundContext, base: State, new: State, included: list[SeatInput]
+    ctx: RoleDeps, base: State, new: State, included: list[SeatInput]
 ) -> tuple[int, list[int]]:
     """Accuracy change (ppm) of the new model on private validation data, and flags."""
     t0 = time.monotonic()

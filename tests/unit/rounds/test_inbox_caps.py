@@ -7,7 +7,8 @@ from libp2p.peer.id import ID
 from flocknode.identity import PeerKey
 from flocknode.p2p.gossip import Received
 from flocknode.p2p.messages import KeyWraps, ModelAvailable, UpdateAnnounce, WireKeyWrap
-from flocknode.rounds.inbox import BLOBS_PER_ORIGIN, KEEP_ROUNDS, MODELS_PER_ORIGIN, Inbox
+from flocknode.rounds.inbox import BLOBS_PER_ORIGIN, MODELS_PER_ORIGIN, Inbox
+from flocknode.rounds.windows import GOSSIP_ROUNDS_KEPT as KEEP_ROUNDS
 
 ME = b"\x01" * 32
 FLOOD = 1000
