@@ -1,0 +1,200 @@
+"""A proposer's or voter's surroundings for the role unit tests.
+
+Real journal, content store, model book, inbox, membership, box keys and
+learner (tiny); in-memory stand-ins for the chain client (it records calls and
+can be told to fail) and the gossip publisher (it records messages). The chain
+view's clock is trio's, so ``MockClock`` drives every deadline. A "restart" is
+a new ``Role`` over the same directories: the journal is read back from disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import trio
+from libp2p.peer.id import ID
+
+from flocknode.chain.errors import ContractRevert
+from flocknode.chain.registry import Member, Registry
+from flocknode.chain.types import Phase, RoundView, UpdateView, VoteView
+from flocknode.identity import BoxKey, PeerKey
+from flocknode.learning import Learner
+from flocknode.learning.settings import TaskSettings
+from flocknode.rounds.byzantine import Behaviour
+from flocknode.rounds.context import ChainView
+from flocknode.rounds.inbox import Inbox
+from flocknode.rounds.membership import ChainMembership
+from flocknode.rounds.metrics import RoundMetrics
+from flocknode.rounds.models import ModelBook
+from flocknode.store import ContentStore, Journal
+from tests.unit.rounds.views import make_view
+
+R = 7
+TRAIN_END = 100.0
+COMMIT_SECONDS = 20
+COMMIT_END = TRAIN_END + COMMIT_SECONDS
+REVEAL_END = COMMIT_END + 20
+
+_LEARNERS: dict[int, Learner] = {}
+
+
+def learner() -> Learner:
+    """A digits learner training a handful of steps (shared: loading data costs ~1 s)."""
+    if not _LEARNERS:
+        s = TaskSettings()
+        s = dataclasses.replace(s, training=dataclasses.replace(s.training, local_steps=5))
+        _LEARNERS[0] = Learner.from_settings(s.training, 0, 5)
+    return _LEARNERS[0]
+
+
+class TrioChainView(ChainView):
+    """The chain's clock is trio's clock."""
+
+    def now(self) -> float:
+        return trio.current_time()
+
+
+class Gossip:
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, Any]] = []  # (time, message)
+        self.fail = False
+        self.published = trio.Event()
+
+    async def publish(self, msg: Any) -> None:
+        if self.fail:
+            raise RuntimeError("no peers in the mesh")
+        self.sent.append((trio.current_time(), msg))
+        self.published.set()
+        self.published = trio.Event()
+
+    def messages(self, kind: type) -> list[Any]:
+        return [m for _, m in self.sent if isinstance(m, kind)]
+
+
+@dataclass
+class Client:
+    """The chain client's transactions, recorded; ``fail`` maps a method to what it raises."""
+
+    calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    fail: dict[str, BaseException] = field(default_factory=dict)
+    called: trio.Event = field(default_factory=trio.Event)
+
+    async def _call(self, name: str, *args: Any) -> None:
+        if name in self.fail:
+            raise self.fail[name]
+        self.calls.append((name, args))
+        self.called.set()
+        self.called = trio.Event()
+
+    async def submit_update(self, r: int, update_hash: bytes, blob_id: bytes, size: int) -> None:
+        await self._call("submit_update", r, update_hash, blob_id, size)
+
+    async def vote_commitment(self, r: int, wallet: str, h: bytes, *rest: Any) -> bytes:
+        return h  # the commitment's preimage starts with the hash: enough to tell votes apart
+
+    async def commit_vote(self, r: int, commitment: bytes) -> None:
+        await self._call("commit_vote", r, commitment)
+
+    async def reveal_vote(self, r: int, h: bytes, *rest: Any) -> None:
+        await self._call("reveal_vote", r, h, *rest)
+
+    def named(self, name: str) -> list[tuple[Any, ...]]:
+        return [args for n, args in self.calls if n == name]
+
+
+def revert(name: str) -> ContractRevert:
+    return ContractRevert(f"reverted: {name}", name=name)
+
+
+@dataclass
+class Peer:
+    wallet: str
+    peer: ID
+    box: BoxKey
+
+    def member(self) -> Member:
+        return Member(self.wallet, self.peer, self.box.public_bytes, (), 100, True)
+
+
+def peer(i: int) -> Peer:
+    return Peer(f"0x{i:040x}", PeerKey.generate().peer_id, BoxKey.generate())
+
+
+@dataclass
+class Role:
+    """One node's round context (the attributes the roles read)."""
+
+    root: Path
+    me: Peer
+    chain: ChainView
+    membership: ChainMembership
+    client: Client = field(default_factory=Client)
+    gossip: Gossip = field(default_factory=Gossip)
+    behaviour: Behaviour = Behaviour.HONEST
+    metrics: RoundMetrics = field(default_factory=RoundMetrics)
+    settings: TaskSettings = field(default_factory=TaskSettings)
+    p2p: Any = None
+
+    def __post_init__(self) -> None:
+        self.journal = Journal(self.root / "journal")
+        self.store = ContentStore(self.root / "store")
+        self.models = ModelBook(self.store, None)
+        self.inbox = Inbox(self.me.box.public_bytes)
+        self.learner = learner()
+        self.box_key = self.me.box
+        self.wallet = self.me.wallet
+        self.params = SimpleNamespace(commit_seconds=COMMIT_SECONDS)
+
+    def restarted(self, **changes: Any) -> Role:
+        """The same node after a crash: same directories and keys, fresh in-memory state."""
+        return Role(self.root, self.me, self.chain, self.membership, **changes)
+
+
+def world(root: Path, proposers: int, voters: int) -> tuple[list[Peer], list[Peer], TrioChainView]:
+    ps = [peer(i + 1) for i in range(proposers)]
+    vs = [peer(0x100 + i) for i in range(voters)]
+    chain = TrioChainView()
+    return ps, vs, chain
+
+
+def membership_of(*peers: Peer) -> ChainMembership:
+    ms = ChainMembership()
+    ms.update_registry(Registry(tuple(p.member() for p in peers), 0))
+    return ms
+
+
+NO_UPDATE = UpdateView(False, bytes(32), bytes(32), 0)
+NO_VOTE = VoteView(False, False, bytes(32), bytes(32), 0, 0, 0, 0)
+
+
+def set_round(
+    chain: ChainView,
+    phase: Phase,
+    proposers: list[Peer],
+    voters: list[Peer],
+    updates: tuple[UpdateView, ...] | None = None,
+    votes: tuple[VoteView, ...] | None = None,
+) -> RoundView:
+    """Publish a view of round ``R`` (deadlines fixed: train ends at ``TRAIN_END``)."""
+    old = chain.rounds.get(R)
+    v = dataclasses.replace(
+        make_view(R, phase),
+        seed=b"\x11" * 32,
+        train_end=int(TRAIN_END),
+        commit_end=int(COMMIT_END),
+        reveal_end=int(REVEAL_END),
+        proposers=tuple(p.wallet for p in proposers),
+        voters=tuple(v.wallet for v in voters),
+        updates=updates
+        if updates is not None
+        else (old.updates if old else (NO_UPDATE,) * len(proposers)),
+        votes=votes if votes is not None else (old.votes if old else (NO_VOTE,) * len(voters)),
+    )
+    chain.rounds[R] = v
+    chain.current = R
+    chain.publish()
+    return v
