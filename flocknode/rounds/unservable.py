@@ -14,16 +14,33 @@ import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from flocknode.chain.types import Phase, RoundView
 from flocknode.rounds.byzantine import Behaviour
-from flocknode.rounds.context import RoundContext
+from flocknode.rounds.context import ChainView
+from flocknode.rounds.metrics import RoundMetrics
+from flocknode.rounds.models import ModelBook
 from flocknode.store.journal import VoteRecord
 
 log = logging.getLogger(__name__)
 
 UNAVAILABLE_HASH = bytes(32)
 RETRY_SECONDS = 0.5
+
+
+class BaseModelDeps(Protocol):
+    """What ``base_model`` reads."""
+
+    @property
+    def chain(self) -> ChainView: ...
+    @property
+    def models(self) -> ModelBook: ...
+    @property
+    def metrics(self) -> RoundMetrics: ...
+
+
+D = TypeVar("D", bound=BaseModelDeps)
 
 
 def unavailable_vote() -> VoteRecord:
@@ -39,10 +56,10 @@ def unavailable_vote() -> VoteRecord:
 
 
 async def base_model(
-    ctx: RoundContext,
+    ctx: D,
     view: RoundView,
-    cutoff: Callable[[RoundContext, RoundView], float],
-    news: Callable[[RoundContext, float], Awaitable[None]],
+    cutoff: Callable[[D, RoundView], float],
+    news: Callable[[D, float], Awaitable[None]],
 ) -> bytes | None:
     """The base model's hash once this node holds it (the engine keeps fetching it),
     or None when the round's commit cutoff (``cutoff``, on the chain's clock) passes

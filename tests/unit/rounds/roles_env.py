@@ -10,6 +10,9 @@ a new ``Role`` over the same directories: the journal is read back from disk.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -24,6 +27,9 @@ from flocknode.chain.types import Phase, RoundView, UpdateView, VoteView
 from flocknode.identity import BoxKey, PeerKey
 from flocknode.learning import Learner
 from flocknode.learning.settings import TaskSettings
+from flocknode.p2p.content import FileSink
+from flocknode.p2p.fetch import FetchFailed
+from flocknode.p2p.gossip import Received
 from flocknode.rounds.byzantine import Behaviour
 from flocknode.rounds.context import ChainView
 from flocknode.rounds.inbox import Inbox
@@ -35,7 +41,11 @@ from tests.unit.rounds.views import make_view
 
 R = 7
 TRAIN_END = 100.0
-COMMIT_SECONDS = 20
+# Long phases in virtual time: while a worker thread runs (training, opening,
+# aggregating) every waiting task's timeout fires at once under MockClock, so
+# a collection window must outlast many such jumps. Tests about deadlines move
+# the clock past them on purpose.
+COMMIT_SECONDS = 600
 COMMIT_END = TRAIN_END + COMMIT_SECONDS
 REVEAL_END = COMMIT_END + 20
 
@@ -63,11 +73,14 @@ class Gossip:
         self.sent: list[tuple[float, Any]] = []  # (time, message)
         self.fail = False
         self.published = trio.Event()
+        self.deliver: Callable[[Any], None] | None = None  # to the other nodes' inboxes
 
     async def publish(self, msg: Any) -> None:
         if self.fail:
             raise RuntimeError("no peers in the mesh")
         self.sent.append((trio.current_time(), msg))
+        if self.deliver is not None:
+            self.deliver(msg)
         self.published.set()
         self.published = trio.Event()
 
@@ -82,11 +95,14 @@ class Client:
     calls: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
     fail: dict[str, BaseException] = field(default_factory=dict)
     called: trio.Event = field(default_factory=trio.Event)
+    on_call: Callable[[str, tuple[Any, ...]], None] | None = None  # the chain's side
 
     async def _call(self, name: str, *args: Any) -> None:
         if name in self.fail:
             raise self.fail[name]
         self.calls.append((name, args))
+        if self.on_call is not None:
+            self.on_call(name, args)
         self.called.set()
         self.called = trio.Event()
 
@@ -178,15 +194,16 @@ def set_round(
     voters: list[Peer],
     updates: tuple[UpdateView, ...] | None = None,
     votes: tuple[VoteView, ...] | None = None,
+    ends: tuple[int, int, int] = (int(TRAIN_END), int(COMMIT_END), int(REVEAL_END)),
 ) -> RoundView:
-    """Publish a view of round ``R`` (deadlines fixed: train ends at ``TRAIN_END``)."""
+    """Publish a view of round ``R`` (phase deadlines ``ends``)."""
     old = chain.rounds.get(R)
     v = dataclasses.replace(
         make_view(R, phase),
         seed=b"\x11" * 32,
-        train_end=int(TRAIN_END),
-        commit_end=int(COMMIT_END),
-        reveal_end=int(REVEAL_END),
+        train_end=ends[0],
+        commit_end=ends[1],
+        reveal_end=ends[2],
         proposers=tuple(p.wallet for p in proposers),
         voters=tuple(v.wallet for v in voters),
         updates=updates
@@ -198,3 +215,103 @@ def set_round(
     chain.current = R
     chain.publish()
     return v
+
+
+class RoundSim:
+    """The contract's side of round ``R`` as the roles see it: the test moves the
+    phases (deadlines set from the clock at the move), the clients' transactions
+    fill in updates and votes, and every change is published as a new view."""
+
+    def __init__(self, chain: ChainView, proposers: list[Peer], voters: list[Peer]) -> None:
+        self.chain, self.proposers, self.voters = chain, proposers, voters
+        self.updates = [NO_UPDATE] * len(proposers)
+        self.votes = [NO_VOTE] * len(voters)
+        self.phase = Phase.TRAIN
+        self.ends = (math.inf, math.inf, math.inf)  # train, commit, reveal
+
+    def attach(self, role: Role) -> Role:
+        role.client.on_call = functools.partial(self._on_call, role.me.wallet)
+        return role
+
+    def to(self, phase: Phase) -> RoundView:
+        now = trio.current_time()
+        train, commit, reveal = self.ends
+        if phase is Phase.COMMIT:
+            train, commit = now, now + COMMIT_SECONDS
+        elif phase is Phase.REVEAL:
+            commit, reveal = now, now + 20
+        self.phase, self.ends = phase, (train, commit, reveal)
+        return self.publish()
+
+    def publish(self) -> RoundView:
+        end = [int(t) if math.isfinite(t) else 0 for t in self.ends]
+        return set_round(
+            self.chain,
+            self.phase,
+            self.proposers,
+            self.voters,
+            tuple(self.updates),
+            tuple(self.votes),
+            ends=(end[0], end[1], end[2]),
+        )
+
+    def _on_call(self, wallet: str, name: str, args: tuple[Any, ...]) -> None:
+        if name == "submit_update":
+            seat = [p.wallet for p in self.proposers].index(wallet)
+            self.updates[seat] = UpdateView(True, args[1], args[2], args[3])
+        elif name in ("commit_vote", "reveal_vote"):
+            seat = [v.wallet for v in self.voters].index(wallet)
+            if name == "commit_vote":
+                self.votes[seat] = dataclasses.replace(
+                    self.votes[seat], committed=True, commitment=args[1]
+                )
+            else:
+                self.votes[seat] = dataclasses.replace(
+                    self.votes[seat], revealed=True, aggregate_hash=args[1]
+                )
+        self.publish()
+
+
+class Net:
+    """Gossip to every other node's inbox, and blob fetches from the holders' stores."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[ID, Role] = {}
+        self.down: set[ID] = set()  # nodes that serve nothing
+        self.fetched_at: list[float] = []  # when each fetch started
+
+    def join(self, role: Role) -> Role:
+        self.nodes[role.me.peer] = role
+        role.gossip.deliver = functools.partial(self._deliver, role.me.peer)
+        return role
+
+    def _deliver(self, origin: ID, msg: Any) -> None:
+        for peer_id, node in self.nodes.items():
+            if peer_id != origin:
+                node.inbox.on_message(Received(origin, msg))
+
+    async def fetch(
+        self,
+        p2p: Any,
+        protocol: str,
+        content_id: bytes,
+        holders: list[ID],
+        sink: FileSink,
+        *,
+        max_size: int,
+        expected_size: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.fetched_at.append(trio.current_time())
+        for h in holders:
+            node = self.nodes.get(h)
+            if node is None or h in self.down or not node.store.has(content_id):
+                continue
+            data = node.store.read_bytes(content_id)
+            if len(data) > max_size:
+                continue
+            sink.begin(len(data))
+            sink.write([data])
+            sink.commit()
+            return
+        raise FetchFailed(content_id, [])
