@@ -10,10 +10,11 @@ instead of training a different one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import trio
 from nacl.public import PublicKey
@@ -126,6 +127,12 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
                 await ctx.chain.changed()
 
 
+async def _journal(ctx: ProposerDeps, r: int, **changes: Any) -> None:
+    """Make ``changes`` durable (an fsync) in a worker thread: not on the event loop.
+    The write is not abandoned on cancellation, so what follows it never runs first."""
+    await trio.to_thread.run_sync(functools.partial(ctx.journal.update, r, **changes))
+
+
 def _recipients(ctx: ProposerDeps, v: RoundView) -> tuple[bytes, ...]:
     recipients: list[bytes] = []
     for w in v.voters:
@@ -147,7 +154,7 @@ async def _submit(ctx: ProposerDeps, r: int, seat: int) -> str:
     except ContractRevert as e:
         if e.name != "AlreadySubmitted":
             return str(e)
-    ctx.journal.update(r, submitted=True)
+    await _journal(ctx, r, submitted=True)
     log.info("update submitted round=%d seat=%d blob=%s", r, seat, rec.blob_id[:12])
     return ""
 
@@ -163,7 +170,7 @@ async def _announce(ctx: ProposerDeps, r: int, release_wraps: bool) -> None:
         await _publish(ctx, wraps)
     await _publish(ctx, UpdateAnnounce(r, blob_id, rec.blob_size, bytes.fromhex(rec.update_hash)))
     if release_wraps and not rec.wraps_sent:
-        ctx.journal.update(r, wraps_sent=True)
+        await _journal(ctx, r, wraps_sent=True)
         log.info("key wraps released round=%d voters=%d", r, len(wraps.wraps))
 
 
@@ -192,7 +199,8 @@ async def _train_and_seal(
         return sealed.update_hash, sealed.blob_id, sealed.size, list(sealed.wraps)
 
     update_hash, blob_id, size, env_wraps = await trio.to_thread.run_sync(seal)
-    ctx.journal.update(
+    await _journal(
+        ctx,
         r,
         role="proposer",
         seat=seat,

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 import trio
@@ -139,15 +139,21 @@ async def run_voter(ctx: VoterDeps, view: RoundView, seat: int) -> None:
             return
         if isinstance(action, m.Decide):
             vote, notes = await _decide(ctx, ctx.chain.rounds.get(r, view), seat)
-            ctx.journal.update(r, role="voter", seat=seat, vote=vote, notes=notes)
+            await _journal(ctx, r, role="voter", seat=seat, vote=vote, notes=notes)
         elif isinstance(action, m.Commit):
             refused = await _commit(ctx, r, _journaled_vote(ctx, r))
         elif isinstance(action, m.Reveal):
             refused = await _reveal(ctx, r, _journaled_vote(ctx, r))
         elif isinstance(action, m.Record):
-            ctx.journal.update(r, **{action.field: True})
+            await _journal(ctx, r, **{action.field: True})
         else:
             await ctx.chain.wait_for(r, functools.partial(_moved_past, action.phase))
+
+
+async def _journal(ctx: VoterDeps, r: int, **changes: Any) -> None:
+    """Make ``changes`` durable (an fsync) in a worker thread: not on the event loop.
+    The write is not abandoned on cancellation, so what follows it never runs first."""
+    await trio.to_thread.run_sync(functools.partial(ctx.journal.update, r, **changes))
 
 
 def _moved_past(phase: Phase, v: RoundView) -> bool:
@@ -178,7 +184,7 @@ async def _commit(ctx: VoterDeps, r: int, vote: VoteRecord) -> str:
     except ContractRevert as e:
         if e.name != "AlreadyCommitted":
             return str(e)
-    ctx.journal.update(r, committed=True)
+    await _journal(ctx, r, committed=True)
     log.info("vote committed round=%d hash=%s", r, vote.aggregate_hash[:12])
     return ""
 
@@ -198,7 +204,7 @@ async def _reveal(ctx: VoterDeps, r: int, vote: VoteRecord) -> str:
     except ContractRevert as e:
         if e.name != "AlreadyRevealed":
             return str(e)
-    ctx.journal.update(r, revealed=True)
+    await _journal(ctx, r, revealed=True)
     log.info("vote revealed round=%d", r)
     return ""
 

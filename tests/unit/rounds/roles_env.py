@@ -62,10 +62,26 @@ def learner() -> Learner:
 
 
 class TrioChainView(ChainView):
-    """The chain's clock is trio's clock."""
+    """The chain's clock is trio's clock; ``phase_waits`` counts the waits for a
+    view to change phase (a role that started one has nothing to do until then)."""
+
+    phase_waits = 0
 
     def now(self) -> float:
         return trio.current_time()
+
+    async def wait_for(
+        self, round: int, pred: Callable[[RoundView], bool], timeout: float = math.inf
+    ) -> RoundView | None:
+        self.phase_waits += 1
+        return await super().wait_for(round, pred, timeout)
+
+
+async def until(cond: Callable[[], object]) -> None:
+    """Poll ``cond`` every 10 ms of virtual time. Worker threads (training, journal
+    fsyncs) let MockClock jump meanwhile: the roles' deadlines are far apart."""
+    while not cond():
+        await trio.sleep(0.01)
 
 
 class Gossip:

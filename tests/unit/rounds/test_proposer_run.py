@@ -22,7 +22,16 @@ from flocknode.crypto.envelope import unwrap_key
 from flocknode.p2p.messages import KeyWraps, UpdateAnnounce
 from flocknode.rounds.proposer import REANNOUNCE_SECONDS, run_proposer
 from flocknode.rounds.voter import update_blob_size
-from tests.unit.rounds.roles_env import Peer, R, Role, membership_of, revert, set_round, world
+from tests.unit.rounds.roles_env import (
+    Peer,
+    R,
+    Role,
+    membership_of,
+    revert,
+    set_round,
+    until,
+    world,
+)
 
 
 class NoTraining:
@@ -67,7 +76,8 @@ async def test_trains_submits_announces_and_releases_wraps_only_after_train(
     async with trio.open_nursery() as n:
         n.start_soon(run_proposer, role, view, 0)
         await _until_called(role, "submit_update")
-        t0 = trio.current_time()
+        await until(lambda: role.gossip.sent)
+        t0 = role.gossip.sent[0][0]
         rec = role.journal.get(R)
         assert rec.role == "proposer" and rec.seat == 0 and not rec.wraps_sent
         (call,) = role.client.named("submit_update")
@@ -79,7 +89,7 @@ async def test_trains_submits_announces_and_releases_wraps_only_after_train(
         )
         # the exact envelope size every voter expects (docs/protocol.md, step 3)
         assert rec.blob_size == update_blob_size(role.learner.initial_state())
-        await trio.sleep(5 * REANNOUNCE_SECONDS - 0.5)
+        await trio.sleep(t0 + 5 * REANNOUNCE_SECONDS - 0.5 - trio.current_time())
         # re-announced every REANNOUNCE_SECONDS while the train phase lasts; no wraps yet
         times = [t - t0 for t, msg in role.gossip.sent]
         assert times == pytest.approx([i * REANNOUNCE_SECONDS for i in range(5)])
@@ -88,8 +98,8 @@ async def test_trains_submits_announces_and_releases_wraps_only_after_train(
 
         role.gossip.sent.clear()
         set_round(role.chain, Phase.COMMIT, ps, vs)
-        await trio.sleep(0.1)
-        first, second = (msg for _, msg in role.gossip.sent)
+        await until(lambda: role.journal.get(R).wraps_sent)
+        first, second = (msg for _, msg in role.gossip.sent[:2])
         assert isinstance(first, KeyWraps) and isinstance(second, UpdateAnnounce)
         assert role.journal.get(R).wraps_sent
         # each voter opens the content key from its own wrap
@@ -127,7 +137,9 @@ async def test_crash_after_training_before_submit_resubmits_the_same_update(
     async with trio.open_nursery() as n:
         n.start_soon(run_proposer, again, view, 0)
         await _until_called(again, "submit_update")
-        await trio.sleep(0.1)
+        if restart_phase is Phase.COMMIT:
+            await until(lambda: again.journal.get(R).wraps_sent)
+        await until(lambda: again.gossip.sent)
         set_round(role.chain, Phase.FINALIZED, ps, vs)
     (call,) = again.client.named("submit_update")
     assert call[1:3] == (bytes.fromhex(sealed.update_hash), bytes.fromhex(sealed.blob_id))
@@ -147,9 +159,8 @@ async def test_crash_after_submit_restarts_in_commit_and_releases_wraps_without_
     view = set_round(role.chain, Phase.COMMIT, ps, vs)
     async with trio.open_nursery() as n:
         n.start_soon(run_proposer, again, view, 0)
-        await trio.sleep(0.1)
+        await until(lambda: again.journal.get(R).wraps_sent)
         assert isinstance(again.gossip.sent[0][1], KeyWraps)
-        assert again.journal.get(R).wraps_sent
         set_round(role.chain, Phase.REVEAL, ps, vs)
         await trio.sleep(0.1)
         set_round(role.chain, Phase.VOIDED, ps, vs)
@@ -236,6 +247,7 @@ async def test_gossip_failures_are_counted_and_retried(
 ) -> None:
     role, ps, vs = _proposer(tmp_path)
     await _run_until_submitted(role, ps, vs)
+    role.journal.update(R, wraps_sent=True)  # no journal write below: exact timing
     again = role.restarted()
     again.gossip.fail = True
     view = set_round(role.chain, Phase.COMMIT, ps, vs)

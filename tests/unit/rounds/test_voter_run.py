@@ -11,7 +11,9 @@ restart is a new context over the same directories.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +33,12 @@ from tests.unit.rounds.roles_env import (
     R,
     Role,
     RoundSim,
+    TrioChainView,
     learner,
     membership_of,
     peer,
     revert,
+    until,
 )
 
 
@@ -50,8 +54,6 @@ class World:
 def _world(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proposers: int, voters: int) -> World:
     ps = [peer(i + 1) for i in range(proposers)]
     vs = [peer(0x100 + i) for i in range(voters)]
-    from tests.unit.rounds.roles_env import TrioChainView
-
     chain = TrioChainView()
     membership = membership_of(*ps, *vs)
     sim, net = RoundSim(chain, ps, vs), Net()
@@ -73,6 +75,27 @@ async def _until(cond: Any, chain: Any) -> None:
     while not cond():
         with trio.move_on_after(0.1):
             await chain.changed()
+
+
+async def _drive(sim: RoundSim, run: Callable[[], Awaitable[None]], phases: list[Phase]) -> None:
+    """Run a role and move the round through ``phases``, each once the role has
+    nothing left to do in the current phase (it waits for the phase to change)."""
+    chain = sim.chain
+    assert isinstance(chain, TrioChainView)
+    done = trio.Event()
+
+    async def role() -> None:
+        await run()
+        done.set()
+
+    async with trio.open_nursery() as n:
+        n.start_soon(role)
+        for phase in phases:
+            waits = chain.phase_waits
+            await until(lambda w=waits: done.is_set() or chain.phase_waits > w)  # type: ignore[misc]
+            if done.is_set():
+                return
+            sim.to(phase)
 
 
 async def test_one_round_proposer_and_voters_agree_commit_and_reveal(
@@ -206,13 +229,8 @@ async def test_a_restarted_voter_sends_exactly_what_it_journaled(
     sim.votes[0] = dataclasses.replace(sim.votes[0], **case.chain)
     again = sim.attach(v.restarted())
     view = sim.to(case.phase)
-    async with trio.open_nursery() as n:
-        n.start_soon(voter.run_voter, again, view, 0)
-        await trio.sleep(1)
-        for phase in (Phase.COMMIT, Phase.REVEAL, Phase.FINALIZED):
-            if phase > case.phase:
-                sim.to(phase)
-                await trio.sleep(1)
+    later = [p for p in (Phase.COMMIT, Phase.REVEAL, Phase.FINALIZED) if p > case.phase]
+    await _drive(sim, functools.partial(voter.run_voter, again, view, 0), later)
     assert [c[1] for c in again.client.named("commit_vote")] == [
         bytes.fromhex(VOTE.aggregate_hash)
     ] * case.commits
@@ -267,12 +285,10 @@ async def test_commit_reverts(
     sim, v = w.sim, w.voters[0]
     v.journal.update(R, role="voter", seat=0, vote=VOTE)
     v.client.fail["commit_vote"] = revert(error)
-    async with trio.open_nursery() as n:
-        n.start_soon(voter.run_voter, v, sim.to(Phase.COMMIT), 0)
-        await trio.sleep(1)
-        sim.to(Phase.REVEAL)
-        await trio.sleep(1)
-        sim.to(Phase.FINALIZED)
+    view = sim.to(Phase.COMMIT)
+    await _drive(
+        sim, functools.partial(voter.run_voter, v, view, 0), [Phase.REVEAL, Phase.FINALIZED]
+    )
     assert v.journal.get(R).committed is committed
     assert len(v.client.named("reveal_vote")) == reveals
 
@@ -309,12 +325,14 @@ async def test_base_model_unavailable_until_the_cutoff_votes_all_zero(
     w = _world(tmp_path, monkeypatch, 3, 1)
     sim, v = w.sim, w.voters[0]
     sim.chain.global_model_hash = b"\x77" * 32  # a model nobody serves
-    t0 = trio.current_time()
+    view = sim.to(Phase.COMMIT)
     async with trio.open_nursery() as n:
-        n.start_soon(voter.run_voter, v, sim.to(Phase.COMMIT), 0)
-        await _until(lambda: sim.votes[0].committed, sim.chain)
+        n.start_soon(voter.run_voter, v, view, 0)
+        await until(lambda: v.metrics.counters["votes_base_unavailable"])
         # the cutoff is the collection deadline: 40% of the commit phase before its end
-        assert trio.current_time() - t0 == pytest.approx(0.6 * COMMIT_SECONDS, abs=1)
+        cutoff = view.commit_end - 0.4 * COMMIT_SECONDS
+        assert cutoff <= trio.current_time() <= cutoff + voter.RETRY_SECONDS + 0.01
+        await _until(lambda: sim.votes[0].committed, sim.chain)
         sim.to(Phase.REVEAL)
     rec = v.journal.get(R)
     assert rec.vote is not None and rec.revealed
@@ -356,8 +374,7 @@ async def test_an_update_that_never_arrives_is_left_out_at_the_collection_deadli
         n.start_soon(run_proposer, p, view, 0)
         n.start_soon(voter.run_voter, v, view, 0)
         await _until(lambda: sim.updates[0].submitted, sim.chain)
-        t0 = trio.current_time()
-        sim.to(Phase.COMMIT)
+        deadline = sim.to(Phase.COMMIT).commit_end - 0.4 * COMMIT_SECONDS
         await _until(lambda: sim.votes[0].committed, sim.chain)
         sim.to(Phase.REVEAL)
         await _until(lambda: sim.votes[0].revealed, sim.chain)
@@ -367,9 +384,8 @@ async def test_an_update_that_never_arrives_is_left_out_at_the_collection_deadli
     assert rec.vote.aggregate_hash == w.base_hash.hex()
     # fetched again and again while the window was open, until the deadline
     # (40% of the commit phase before its end), then aggregated without the seat
-    last = w.net.fetched_at[-1] - t0
     assert len(w.net.fetched_at) > 100
-    assert 0.6 * COMMIT_SECONDS - 1 <= last <= 0.6 * COMMIT_SECONDS
+    assert deadline - 1 <= w.net.fetched_at[-1] < deadline
 
 
 async def test_a_vote_decided_in_train_waits_for_the_commit_phase(
