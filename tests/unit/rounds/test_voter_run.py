@@ -22,7 +22,9 @@ import trio
 import trio.testing
 
 from flocknode.chain.types import Phase
+from flocknode.p2p.messages import KeyWraps
 from flocknode.rounds import voter
+from flocknode.rounds.byzantine import Behaviour
 from flocknode.rounds.proposer import run_proposer
 from flocknode.rounds.unservable import UNAVAILABLE_HASH
 from flocknode.store.journal import VoteRecord
@@ -130,6 +132,32 @@ async def test_one_round_proposer_and_voters_agree_commit_and_reveal(
         (reveal,) = v.client.named("reveal_vote")
         assert commit[1] == reveal[1] == bytes.fromhex(rec.vote.aggregate_hash)
         assert reveal[-1] == bytes.fromhex(rec.vote.salt)
+
+
+async def test_a_proposer_wrapping_for_one_voter_does_not_split_the_voters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    """docs/protocol.md, "Threats and defences": the voter that received the only
+    wrap relays the key; every voter includes the seat and they agree."""
+    w = _world(tmp_path, monkeypatch, 1, 3)
+    sim, (p,) = w.sim, w.proposers
+    p.behaviour = Behaviour.PARTIAL_WRAPS
+    view = sim.to(Phase.TRAIN)
+    async with trio.open_nursery() as n:
+        n.start_soon(run_proposer, p, view, 0)
+        for seat, v in enumerate(w.voters):
+            n.start_soon(voter.run_voter, v, view, seat)
+        await _until(lambda: sim.updates[0].submitted, sim.chain)
+        sim.to(Phase.COMMIT)
+        await _until(lambda: all(x.committed for x in sim.votes), sim.chain)
+        sim.to(Phase.FINALIZED)
+    (wraps, *_) = p.gossip.messages(KeyWraps)
+    assert len(wraps.wraps) == 1  # the proposer wrapped for one voter only
+    relayed = [v for v in w.voters if v.gossip.messages(KeyWraps)]
+    assert len(relayed) >= 1 and relayed[0].metrics.counters["key_relays_published"] >= 1
+    votes = [v.journal.get(R).vote for v in w.voters]
+    assert all(x is not None and x.included_bits == 1 for x in votes)
+    assert len({x.aggregate_hash for x in votes if x}) == 1
 
 
 VOTE = VoteRecord(
@@ -296,8 +324,6 @@ async def test_commit_reverts(
 async def test_a_no_reveal_voter_commits_and_never_reveals(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
 ) -> None:
-    from flocknode.rounds.byzantine import Behaviour
-
     w = _world(tmp_path, monkeypatch, 3, 1)
     sim, v = w.sim, w.voters[0]
     v.behaviour = Behaviour.NO_REVEAL
