@@ -1,4 +1,4 @@
-"""The proposer's I/O (docs/protocol.md, "Round lifecycle", step 3): train, seal,
+"""The proposer's I/O (docs/protocol.md, "Behaviour of the node", Proposer): train, seal,
 submit, announce, release key wraps.
 
 A thin loop around ``proposer_machine.decide``: gather the facts, decide,
@@ -108,7 +108,8 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
     r = view.round
     progress = _Progress()
     while True:
-        action = m.decide(facts(ctx, view, progress))
+        known = facts(ctx, view, progress)
+        action = m.decide(known)
         if isinstance(action, m.Done):
             return
         if isinstance(action, m.GiveUp):
@@ -120,7 +121,8 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
             progress.refused = await _submit(ctx, r, seat)
         elif isinstance(action, m.Publish):
             await _announce(ctx, r, action.wraps)
-            progress.published_phase = ctx.chain.rounds.get(r, view).phase
+            # the phase it was published for: a phase that began meanwhile publishes at once
+            progress.published_phase = known.phase
             progress.published_at = ctx.chain.now()
         else:
             with trio.move_on_after(max(0.0, action.until - ctx.chain.now())):

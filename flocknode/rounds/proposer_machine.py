@@ -1,4 +1,4 @@
-"""The proposer's decisions (docs/protocol.md, "Round lifecycle", step 3), free of I/O.
+"""The proposer's decisions (docs/protocol.md, "Behaviour of the node", Proposer), free of I/O.
 
 ``decide`` maps what the proposer knows now (its journal record, the round's
 phase on chain, the time on the chain's clock, what it published last) to the

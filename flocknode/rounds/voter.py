@@ -1,4 +1,4 @@
-"""The voter's I/O (docs/protocol.md, "Round lifecycle", steps 4-7): fetch, open,
+"""The voter's I/O (docs/protocol.md, "Behaviour of the node", Voter): fetch, open,
 check, aggregate, score, commit, reveal.
 
 Thin loops around ``voter_machine``: ``run_voter`` around ``decide`` (the vote's
@@ -278,7 +278,8 @@ async def _decide(
 
 
 def update_blob_size(model: State) -> int:
-    """The exact size of a sealed update of ``model``'s shapes (PROTOCOL.md step 3).
+    """The exact size of a sealed update of ``model``'s shapes (docs/protocol.md,
+    "Oversized or stalled update blobs").
 
     Canonical bytes are fixed by the names and shapes; the envelope adds its
     head and ``ABYTES`` per chunk of ``DEFAULT_CHUNK_SIZE`` (the chunk size

@@ -1,4 +1,4 @@
-"""The voter's decisions (docs/protocol.md, "Round lifecycle", steps 4-7), free of I/O.
+"""The voter's decisions (docs/protocol.md, "Behaviour of the node", Voter), free of I/O.
 
 Two machines, each mapping what the voter knows now to the one next thing to
 do; ``flocknode.rounds.voter`` performs the actions.

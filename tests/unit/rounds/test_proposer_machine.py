@@ -1,4 +1,4 @@
-"""The proposer's decisions, table-driven (docs/protocol.md, "Round lifecycle", step 3)."""
+"""The proposer's decisions, table-driven (docs/protocol.md, "Behaviour of the node")."""
 
 from __future__ import annotations
 

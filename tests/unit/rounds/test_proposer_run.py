@@ -254,3 +254,22 @@ async def test_gossip_failures_are_counted_and_retried(
     with trio.move_on_after(3 * REANNOUNCE_SECONDS - 0.5):
         await run_proposer(again, view, 0)
     assert again.metrics.counters["gossip_publish_failed"] == 6  # wraps + announce, 3 times
+
+
+async def test_a_phase_that_begins_during_a_publish_is_published_for_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    role, ps, vs = _proposer(tmp_path)
+    await _run_until_submitted(role, ps, vs)
+    role.journal.update(R, wraps_sent=True)
+    again = role.restarted()
+
+    def reveal_begins(msg: object) -> None:
+        if role.chain.rounds[R].phase is Phase.COMMIT:
+            set_round(role.chain, Phase.REVEAL, ps, vs)
+
+    again.gossip.deliver = reveal_begins
+    view = set_round(role.chain, Phase.COMMIT, ps, vs)
+    with trio.move_on_after(REANNOUNCE_SECONDS / 2):
+        await run_proposer(again, view, 0)
+    assert len(again.gossip.messages(KeyWraps)) == 2  # commit's, then reveal's at once

@@ -1,4 +1,4 @@
-"""The voter's decisions, table-driven (docs/protocol.md, "Round lifecycle", steps 4-7;
+"""The voter's decisions, table-driven (docs/protocol.md, "Behaviour of the node";
 "Threats and defences")."""
 
 from __future__ import annotations

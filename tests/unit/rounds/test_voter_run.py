@@ -1,5 +1,5 @@
 """The voter's executor in virtual time: every phase, every journal crash point,
-missed deadlines and late models (docs/protocol.md, "Round lifecycle", steps 4-7;
+missed deadlines and late models (docs/protocol.md, "Behaviour of the node";
 "Threats and defences"; "Unservable models").
 
 Real journal, store, model book, inbox, membership, crypto, learner and
