@@ -14,18 +14,32 @@ import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Protocol, TypeVar
 
 from flocknode.chain.types import Phase, RoundView
+from flocknode.rounds.metrics import RoundMetrics
+from flocknode.rounds.models import ModelBook
+from flocknode.rounds.snapshot import ChainFeed
 from flocknode.store.journal import VoteRecord
-
-if TYPE_CHECKING:  # the deps import the cheating strategies, which use unservable_hash
-    from flocknode.rounds.context import RoleDeps
 
 log = logging.getLogger(__name__)
 
 UNAVAILABLE_HASH = bytes(32)
 RETRY_SECONDS = 0.5
+
+
+class BaseModelDeps(Protocol):
+    """What ``base_model`` reads."""
+
+    @property
+    def chain(self) -> ChainFeed: ...
+    @property
+    def models(self) -> ModelBook: ...
+    @property
+    def metrics(self) -> RoundMetrics: ...
+
+
+D = TypeVar("D", bound=BaseModelDeps)
 
 
 def unavailable_vote() -> VoteRecord:
@@ -41,10 +55,10 @@ def unavailable_vote() -> VoteRecord:
 
 
 async def base_model(
-    ctx: RoleDeps,
+    ctx: D,
     view: RoundView,
-    cutoff: Callable[[RoleDeps, RoundView], float],
-    news: Callable[[RoleDeps, float], Awaitable[None]],
+    cutoff: Callable[[D, RoundView], float],
+    news: Callable[[D, float], Awaitable[None]],
 ) -> bytes | None:
     """The base model's hash once this node holds it (the engine keeps fetching it),
     or None when the round's commit cutoff (``cutoff``, on the chain's clock) passes
