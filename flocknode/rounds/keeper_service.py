@@ -107,7 +107,7 @@ class KeeperService(Service):
                 await self.client.open_round()
             else:
                 await self.client.elect_roles(call.round)
-            self.metrics.inc(f"keeper_{call.action}")
+            self.metrics.inc("keeper_calls", call.action)
             log.info("keeper %s round=%d", call.action, call.round)
         except ContractRevert as e:
             if e.name not in BENIGN_REVERTS:

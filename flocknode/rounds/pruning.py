@@ -92,9 +92,9 @@ class PruneService(Service):
         finally:
             self.pruned_through = max(self.pruned_through, finished)
         self.models.forget(report.removed)
-        metrics.inc("store_pruned_objects", report.objects)
-        metrics.inc("store_pruned_bytes", report.bytes_freed)
-        metrics.inc("journal_pruned_records", report.records)
+        metrics.inc("store_pruned_objects", n=report.objects)
+        metrics.inc("store_pruned_bytes", n=report.bytes_freed)
+        metrics.inc("journal_pruned_records", n=report.records)
         if report.objects or report.records:
             log.info(
                 "store pruned round=%d objects=%d bytes_freed=%d journal_records=%d "

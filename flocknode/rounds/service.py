@@ -7,7 +7,7 @@ cancelled. The node starts the services in dependency order and stops them in
 reverse.
 
 No exception from one loop iteration or one spawned task ends a service (the
-node): it is counted (``engine_errors`` and ``engine_errors_<where>``), logged
+node): it is counted (``engine_errors`` labelled with where it failed), logged
 at most a few times a minute per kind, and the service goes on. Only
 cancellation stops it.
 """
@@ -32,8 +32,7 @@ Job = Callable[..., Awaitable[Any]]
 
 def count_error(metrics: RoundMetrics, where: str, e: BaseException) -> None:
     """Count and log (rate-limited) a failure a service survives."""
-    metrics.inc("engine_errors")
-    metrics.inc(f"engine_errors_{where}")
+    metrics.inc("engine_errors", where)
     limited_log.warning(where, "engine %s failed, going on: %r", where, e)
     log.debug("engine %s failed", where, exc_info=e)
 
