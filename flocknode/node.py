@@ -244,7 +244,7 @@ class FlockNode:
         self.wallet = prep.account.address
         self.feed = ChainFeed()
         self.deps = RoleDeps(
-            chain=self.feed,
+            feed=self.feed,
             client=self.client,
             params=params,
             settings=prep.settings,

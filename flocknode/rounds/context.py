@@ -2,7 +2,7 @@
 
 Built once by the node and passed to ``run_proposer`` / ``run_voter`` by the
 role runner. References only, no logic. Two names to keep apart:
-``chain`` is the chain follower's feed of published snapshots (reading it never
+``feed`` is the chain follower's feed of published snapshots (reading it never
 asks the chain anything; a role waits on it for the chain to move), ``client``
 is the task client that sends transactions and reads the chain directly.
 """
@@ -29,7 +29,7 @@ from flocknode.store import ContentStore, Journal
 
 @dataclass(frozen=True)
 class RoleDeps:
-    chain: ChainFeed  # published snapshots: the current round's views, the global model
+    feed: ChainFeed  # published snapshots: the current round's views, the global model
     client: AsyncTaskClient  # transactions (submit, commit, reveal) and direct reads
     params: TaskParams
     settings: TaskSettings

@@ -47,7 +47,7 @@ class ProposerDeps(Protocol):
     @property
     def client(self) -> AsyncTaskClient: ...
     @property
-    def chain(self) -> ChainFeed: ...
+    def feed(self) -> ChainFeed: ...
     @property
     def journal(self) -> Journal: ...
     @property
@@ -84,14 +84,14 @@ class _Progress:
 def facts(ctx: ProposerDeps, view: RoundView, progress: _Progress) -> m.ProposerFacts:
     r = view.round
     rec = ctx.journal.get(r)
-    v = ctx.chain.rounds.get(r, view)
+    v = ctx.feed.rounds.get(r, view)
     sealed = bool(rec.blob_id) and ctx.store.has(bytes.fromhex(rec.blob_id))
     return m.ProposerFacts(
         phase=v.phase,
-        now=ctx.chain.now(),
+        now=ctx.feed.now(),
         sealed=sealed,
         submitted=rec.submitted,
-        base_held=sealed or ctx.models.has(ctx.chain.global_model_hash),
+        base_held=sealed or ctx.models.has(ctx.feed.global_model_hash),
         recipients=() if sealed else _recipients(ctx, v),
         refused=progress.refused,
         published_phase=progress.published_phase,
@@ -123,10 +123,10 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
             await _announce(ctx, r, action.wraps)
             # the phase it was published for: a phase that began meanwhile publishes at once
             progress.published_phase = known.phase
-            progress.published_at = ctx.chain.now()
+            progress.published_at = ctx.feed.now()
         else:
-            with trio.move_on_after(max(0.0, action.until - ctx.chain.now())):
-                await ctx.chain.changed()
+            with trio.move_on_after(max(0.0, action.until - ctx.feed.now())):
+                await ctx.feed.changed()
 
 
 async def _journal(ctx: ProposerDeps, r: int, **changes: Any) -> None:
@@ -180,7 +180,7 @@ async def _train_and_seal(
     ctx: ProposerDeps, view: RoundView, seat: int, recipients: tuple[bytes, ...]
 ) -> None:
     r = view.round
-    state = await ctx.models.load_async(ctx.chain.global_model_hash)
+    state = await ctx.models.load_async(ctx.feed.global_model_hash)
     seed = train_seed(view.seed, seat)
     label_flip = ctx.behaviour.flips_labels
     res = await ctx.learner.train_async(state, seed=seed, label_flip=label_flip)

@@ -53,7 +53,7 @@ class RoleRunner(Service):
     ) -> None:
         super().__init__(deps.metrics)
         self.deps = deps
-        self.feed = deps.chain
+        self.feed = deps.feed
         self.paths = {"proposer": proposer, "voter": voter}
         self.retry = retry
         self._started: set[tuple[int, str]] = set()  # (round, role) paths started

@@ -74,7 +74,7 @@ class VoterDeps(Protocol):
     @property
     def client(self) -> AsyncTaskClient: ...
     @property
-    def chain(self) -> ChainFeed: ...
+    def feed(self) -> ChainFeed: ...
     @property
     def journal(self) -> Journal: ...
     @property
@@ -108,7 +108,7 @@ class VoterDeps(Protocol):
 def facts(ctx: VoterDeps, view: RoundView, seat: int, refused: str = "") -> m.VoterFacts:
     r = view.round
     rec = ctx.journal.get(r)
-    v = ctx.chain.rounds.get(r, view)
+    v = ctx.feed.rounds.get(r, view)
     on_chain = v.votes[seat]
     return m.VoterFacts(
         phase=v.phase,
@@ -138,7 +138,7 @@ async def run_voter(ctx: VoterDeps, view: RoundView, seat: int) -> None:
             log.warning("voter gave up round=%d seat=%d: %s", r, seat, action.reason)
             return
         if isinstance(action, m.Decide):
-            vote, notes = await _decide(ctx, ctx.chain.rounds.get(r, view), seat)
+            vote, notes = await _decide(ctx, ctx.feed.rounds.get(r, view), seat)
             await _journal(ctx, r, role="voter", seat=seat, vote=vote, notes=notes)
         elif isinstance(action, m.Commit):
             refused = await _commit(ctx, r, _journaled_vote(ctx, r))
@@ -147,7 +147,7 @@ async def run_voter(ctx: VoterDeps, view: RoundView, seat: int) -> None:
         elif isinstance(action, m.Record):
             await _journal(ctx, r, **{action.field: True})
         else:
-            await ctx.chain.wait_for(r, functools.partial(_moved_past, action.phase))
+            await ctx.feed.wait_for(r, functools.partial(_moved_past, action.phase))
 
 
 async def _journal(ctx: VoterDeps, r: int, **changes: Any) -> None:
@@ -300,7 +300,7 @@ async def _collect_seat(
     fetch_failed = False
     tried: set[Candidate] = set()  # wraps that did not open the blob
     while True:
-        v = ctx.chain.rounds[r]
+        v = ctx.feed.rounds[r]
         up = v.updates[s.seat]
         untried: tuple[Candidate, ...] = ()
         if member is not None and blob_ready and v.phase is Phase.COMMIT:
@@ -309,7 +309,7 @@ async def _collect_seat(
         action = m.decide_seat(
             m.SeatFacts(
                 phase=v.phase,
-                now=ctx.chain.now(),
+                now=ctx.feed.now(),
                 deadline=_collect_deadline(ctx, v),
                 member=member is not None,
                 submitted=up.submitted,
@@ -353,7 +353,7 @@ async def _collect_seat(
             await _relay(ctx, v, up.blob_id, key)
             return
         else:
-            await _news(ctx, max(0.0, action.until - ctx.chain.now()))
+            await _news(ctx, max(0.0, action.until - ctx.feed.now()))
             fetch_failed = False
 
 
@@ -432,7 +432,7 @@ async def _news(ctx: VoterDeps, timeout: float) -> None:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(first, ctx.inbox.changed)
-            nursery.start_soon(first, ctx.chain.changed)
+            nursery.start_soon(first, ctx.feed.changed)
 
 
 async def _until_collect_deadline(
@@ -453,13 +453,13 @@ async def _until_collect_deadline(
 
         nursery.start_soon(run)
         while True:
-            v = ctx.chain.rounds[r]
-            left = _collect_deadline(ctx, v) - ctx.chain.now()
+            v = ctx.feed.rounds[r]
+            left = _collect_deadline(ctx, v) - ctx.feed.now()
             if left <= 0 or v.phase not in (Phase.TRAIN, Phase.COMMIT):
                 nursery.cancel_scope.cancel()
                 break
             with trio.move_on_after(min(left, RETRY_SECONDS)):
-                await ctx.chain.changed()
+                await ctx.feed.changed()
     return done
 
 

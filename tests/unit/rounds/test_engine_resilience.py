@@ -101,7 +101,7 @@ def make_services(
     proposer: RolePath | None = None,
 ) -> RoundServices:
     deps = SimpleNamespace(
-        chain=ChainFeed(),
+        feed=ChainFeed(),
         client=reader,
         params=PARAMS,
         membership=ChainMembership(),
@@ -218,7 +218,7 @@ async def test_finding3_a_role_starts_once_the_model_arrives_in_time(
     held_when_called: list[bool] = []
 
     async def proposer(deps: Any, view: RoundView, seat: int) -> None:
-        held_when_called.append(deps.models.has(deps.chain.global_model_hash))
+        held_when_called.append(deps.models.has(deps.feed.global_model_hash))
 
     services = make_services(tmp_path, reader, models, proposer)
     async with running(services):
