@@ -5,8 +5,9 @@ On every published snapshot:
   failed one, the next starts ``MODEL_FETCH_PAUSE`` later) from the round's
   winning voters first, then any node that announced it, by the deadline of the
   phase that needs it (``model_needed_by``);
-- a held global model is evaluated once on the test split (status, plots) and
-  announced (``ModelAvailable``) every ``MODEL_ANNOUNCE_SECONDS``.
+- a held global model is evaluated once on the test split (status, plots),
+  when the node has one (a tester's ``[data] test_path``; a participant has
+  none and evaluates nothing), and announced (``ModelAvailable``) every ``MODEL_ANNOUNCE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class ModelKeeper(Service):
         if not self.models.has(h):
             self._fetch.start(self.spawn, self._fetch_model, h)
             return
-        if h not in self._evaluated:
+        if h not in self._evaluated and self.learner is not None and self.learner.has_test:
             self._evaluated[h] = None
             while len(self._evaluated) > EVALUATED_MODELS_KEPT:
                 self._evaluated.popitem(last=False)
@@ -157,9 +158,8 @@ class ModelKeeper(Service):
 
     async def _evaluate_model(self, h: bytes) -> None:
         """Test-split accuracy of each global model this node applies (status, plots)."""
+        assert self.learner is not None  # on_snapshot evaluates only with a test split
         try:
-            if self.learner is None:
-                return
             r = await self.client.global_model_round()
             state = await self.models.load_async(h)
             ev = await self.learner.evaluate_async(state, "test")
