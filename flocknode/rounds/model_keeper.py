@@ -29,7 +29,7 @@ from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
 from flocknode.rounds.roles import model_needed_until
-from flocknode.rounds.service import Every, Service, SingleFlight, limited_log
+from flocknode.rounds.service import Every, SingleFlight, SnapshotService, limited_log
 from flocknode.rounds.snapshot import ChainFeed, ChainSnapshot
 from flocknode.rounds.windows import EVALUATED_MODELS_KEPT
 
@@ -61,7 +61,7 @@ def model_needed_by(snapshot: ChainSnapshot, chain_now: float, wallet: str, trai
     return max(need - chain_now, MIN_MODEL_FETCH_SECONDS)
 
 
-class ModelKeeper(Service):
+class ModelKeeper(SnapshotService):
     name = "models"
 
     def __init__(
@@ -76,9 +76,8 @@ class ModelKeeper(Service):
         wallet: str,
         metrics: RoundMetrics,
     ) -> None:
-        super().__init__(metrics)
+        super().__init__(metrics, feed)
         self.client = client
-        self.feed = feed
         self.models = models
         self.inbox = inbox
         self.gossip = gossip
@@ -88,13 +87,6 @@ class ModelKeeper(Service):
         self._fetch = SingleFlight(after_failure=MODEL_FETCH_PAUSE, clock=feed.clock)
         self._announce = Every(MODEL_ANNOUNCE_SECONDS, feed.clock)
         self._evaluated: OrderedDict[bytes, None] = OrderedDict()
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        nursery.start_soon(self._loop)
-
-    async def _loop(self) -> None:
-        async for snapshot in self.feed.snapshots():
-            self.on_snapshot(snapshot)
 
     def holds_global_model(self) -> bool:
         return self.models.has(self.feed.global_model_hash)

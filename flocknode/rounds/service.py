@@ -23,6 +23,7 @@ import trio
 
 from flocknode.logs import PeerLog
 from flocknode.rounds.metrics import RoundMetrics
+from flocknode.rounds.snapshot import ChainFeed, ChainSnapshot
 
 log = logging.getLogger(__name__)
 limited_log = PeerLog(log)  # lines input from others can cause: a few per minute per kind
@@ -84,6 +85,30 @@ class Service:
             await fn(*args)
         except Exception as e:
             count_error(self.metrics, where, e)
+
+
+class SnapshotService(Service):
+    """A service that reacts to each snapshot the chain feed publishes.
+
+    ``on_snapshot`` runs for the latest snapshot each time the feed moves (a
+    snapshot published while it ran is skipped for the newest one,
+    ``ChainFeed.snapshots``); it does not await: work that does goes to
+    ``spawn`` or a ``SingleFlight``.
+    """
+
+    def __init__(self, metrics: RoundMetrics, feed: ChainFeed) -> None:
+        super().__init__(metrics)
+        self.feed = feed
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self._follow)
+
+    async def _follow(self) -> None:
+        async for snapshot in self.feed.snapshots():
+            self.on_snapshot(snapshot)
+
+    def on_snapshot(self, snapshot: ChainSnapshot) -> None:
+        raise NotImplementedError
 
 
 class SingleFlight:
