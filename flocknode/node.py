@@ -244,7 +244,7 @@ class FlockNode:
         self.wallet = prep.account.address
         self.feed = ChainFeed()
         self.deps = RoleDeps(
-            chain=self.feed,
+            feed=self.feed,
             client=self.client,
             params=params,
             settings=prep.settings,
@@ -400,6 +400,7 @@ class FlockNode:
                 for r in metrics.roles[-STATUS_ROLES_SHOWN:]
             ),
             counters=dict(metrics.counters),
+            counters_by_label=metrics.by_label(),
             registry_ignored=dict(self.membership.registry.ignored),
             timings=Timings.from_json(metrics.timings()),  # RoundMetrics keeps JSON form
         )
