@@ -34,6 +34,7 @@ import copy
 import json
 import math
 import threading
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -70,6 +71,7 @@ def require_llm() -> tuple[Any, Any]:
             f"task 'lm-lora' needs transformers and peft ({e.name} is missing): {LLM_EXTRA}"
         ) from None
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
     return transformers, peft
 
 
@@ -145,7 +147,11 @@ class LMLoRA(Task):
             bias="none",
             task_type="CAUSAL_LM",
         )
-        model: nn.Module = peft.get_peft_model(copy.deepcopy(base), config)
+        with warnings.catch_warnings():
+            # peft notes that GPT-2's fused projection needs fan_in_fan_out and sets it
+            warnings.simplefilter("ignore", UserWarning)
+            warnings.simplefilter("ignore", FutureWarning)
+            model: nn.Module = peft.get_peft_model(copy.deepcopy(base), config)
         return model
 
     def exchanged(self, model: nn.Module) -> list[str]:
