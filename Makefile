@@ -67,6 +67,7 @@ bench: setup
 	$(PY) bench/envelope.py --json
 	$(PY) bench/transfer.py --json
 	$(PY) bench/accuracy.py --json
+	$(PY) bench/lora.py --nodes 5 --rounds 5 --json
 	$(PY) bench/cluster.py --nodes 10 --rounds 10 --json
 	$(PY) bench/soak.py --nodes 4 --rounds 60 --json
 

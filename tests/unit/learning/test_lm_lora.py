@@ -233,3 +233,17 @@ def test_round_json_reports_the_held_out_loss() -> None:
     )
     assert r.to_json()["metric"] == {"name": "test_loss", "value": 3.93}
     assert r.to_json()["accuracy"] is None
+
+
+def test_task_create_fills_in_the_base_model_hash(tiny: Path) -> None:
+    from flocknode.cli import build_parser
+    from flocknode.commands.chain_cli import _task_settings
+
+    args = build_parser().parse_args(
+        ["task", "create", "--base-model", str(tiny), "--task", "lm-lora"]
+    )
+    s = _task_settings(args, Path(args.base_model))
+    assert s.training.task == "lm-lora" and s.training.base_model_hash == dir_hash(tiny)
+    given = "ab" * 32  # a hash in the settings is kept (the node checks it against the model)
+    args = build_parser().parse_args(["task", "create", "--base-model-hash", given])
+    assert _task_settings(args, tiny).training.base_model_hash == given
