@@ -247,3 +247,33 @@ def test_task_create_fills_in_the_base_model_hash(tiny: Path) -> None:
     given = "ab" * 32  # a hash in the settings is kept (the node checks it against the model)
     args = build_parser().parse_args(["task", "create", "--base-model-hash", given])
     assert _task_settings(args, tiny).training.base_model_hash == given
+
+
+def test_a_bfloat16_llama_base_trains_float32_adapters_on_q_and_v(
+    tiny: Path, shards: Path, tmp_path: Path
+) -> None:
+    transformers, _ = require_llm()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (tmp_path / name).write_bytes((tiny / name).read_bytes())
+    config = transformers.LlamaConfig(
+        vocab_size=transformers.AutoTokenizer.from_pretrained(tmp_path).vocab_size,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformers.LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path)
+    s = settings(tmp_path, base_model_hash=dir_hash(tmp_path))
+    learner = Learner.from_settings(s, shards / "node-1", base_model=tmp_path)
+    init = learner.initial_state()
+    assert {n.split(".")[-4] for n in init} == {"q_proj", "v_proj"}
+    assert {t.dtype for t in init.values()} == {torch.float32}
+    full = model_state(build_model(learner.task.build_model, init, s.init_seed))
+    assert torch.bfloat16 in {t.dtype for t in full.values()}
+    update = learner.train(init, seed=1).update
+    trained = {k: init[k] + update[k] for k in init}
+    assert learner.evaluate(trained, "train").score > learner.evaluate(init, "train").score
