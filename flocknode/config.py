@@ -103,9 +103,13 @@ class TaskConfig(_Section):
 
     Empty: the node reads the settings its creator published on chain. A file:
     the node checks it against the chain and names any setting that differs.
+    ``base_model``: this participant's copy of the task's base model (a local
+    Hugging Face directory, for ``lm-lora``), checked against the settings'
+    ``training.base_model_hash`` at start.
     """
 
     settings: str = ""
+    base_model: str = ""
 
 
 MIN_KEEP_ROUNDS = 2

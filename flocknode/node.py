@@ -137,7 +137,8 @@ def node_learner(cfg: NodeConfig, settings: TaskSettings) -> Learner:
     if not cfg.data.path:
         raise ConfigError(cfg.source, "data.path", "not set: give the path of your data files")
     test = cfg.path(cfg.data.test_path) if cfg.data.test_path else None
-    return Learner.from_settings(settings.training, cfg.path(cfg.data.path), test)
+    base = cfg.path(cfg.task.base_model) if cfg.task.base_model else None
+    return Learner.from_settings(settings.training, cfg.path(cfg.data.path), test, base_model=base)
 
 
 def prepare(cfg: NodeConfig) -> Prepared:

@@ -82,6 +82,7 @@ def _summary(state: ClusterState, monitor: Monitor, finished: bool) -> dict[str,
         "byzantine": [n.wallet for n in state.nodes if n.behaviour != "honest"],
         "byzantine_nodes": {n.name: n.behaviour for n in state.nodes if n.behaviour != "honest"},
         "initial_accuracy": monitor.initial_accuracy,
+        "initial_metric": {"name": f"test_{monitor.metric}", "value": monitor.initial_metric},
         "rounds": [r.to_json() for r in monitor.rounds],
         "task": state.task_name,
         "task_address": state.task,
@@ -93,9 +94,10 @@ def _summary(state: ClusterState, monitor: Monitor, finished: bool) -> dict[str,
 
 def _print_summary(s: dict[str, Any]) -> None:
     print()
-    print("round  accepted  accuracy  model       seconds  slashed")
+    print(f"round  accepted  {s['initial_metric']['name'][5:]:>8}  model       seconds  slashed")
     for r in s["rounds"]:
-        acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "  n/a"
+        value = r["metric"]["value"]
+        acc = f"{value:.3f}" if value is not None else "  n/a"
         accepted = "void" if r["voided"] else ("yes" if r["accepted"] else "no")
         print(
             f"{r['round']:>5}  {accepted:<8}  {acc:>8}  {r['model_after'][:10]:<10}  "

@@ -35,6 +35,7 @@ from flocknode.datadir import DataDir
 from flocknode.errors import FlockError
 from flocknode.fsutil import atomic_write_text
 from flocknode.identity import load_box_key, load_peer_key
+from flocknode.learning.base_model import dir_hash
 from flocknode.learning.data import write_shards
 from flocknode.learning.models import load_task
 from flocknode.learning.settings import TaskSettings
@@ -165,16 +166,21 @@ def node_settings(
     settings_file: Path,
     data_path: str = "",
     test_path: str = "",
+    base_model: str = "",
 ) -> dict[str, dict[str, Any]]:
     """The config values of a cluster node beyond ``init``'s: its data shard (the
     files ``write_shards`` wrote, and the shared test split), the task settings
-    file, and loopback-only p2p and HTTP ports."""
+    file (and the base model, for a task that has one), and loopback-only p2p
+    and HTTP ports."""
     data: dict[str, Any] = {"node_index": index, "num_nodes": spec.nodes}
     if data_path:
         data.update(path=data_path, test_path=test_path)
+    task: dict[str, Any] = {"settings": str(settings_file)}
+    if base_model:
+        task["base_model"] = base_model
     return {
         "data": data,
-        "task": {"settings": str(settings_file)},
+        "task": task,
         "p2p": {"listen": [f"/ip4/127.0.0.1/tcp/{port}"]},
         "http": {"listen": f"127.0.0.1:{http_port}"},
     }
@@ -211,7 +217,18 @@ def _deploy(
     # number of voters gives the score's median a middle)
     proposers = spec.proposers or max(1, spec.nodes // 2)
     voters = spec.voters or max(1, spec.nodes - proposers)
-    training: dict[str, Any] = {"task": spec.task}
+    task = load_task(spec.task)
+    # a task may suggest settings for its small test data (lm-lora: fewer steps)
+    training: dict[str, Any] = {"task": spec.task, **getattr(task, "tester_training", {})}
+    base_model = ""
+    write_base = getattr(task, "write_base_model", None)
+    if callable(write_base):  # testers' stand-in for a downloaded model, pinned by its hash
+        base_dir = directory / "base-model"
+        _rmtree(base_dir)
+        progress(f"writing the {spec.task} base model to {base_dir} ...")
+        write_base(base_dir)
+        training["base_model_hash"] = dir_hash(base_dir)
+        base_model = str(base_dir)
     aggregation: dict[str, Any] = {"rule": spec.rule}
     extra: dict[str, Any] = {}
     for section, key, value in spec.settings_overrides:
@@ -244,10 +261,11 @@ def _deploy(
         fund=[Funding(w, max(1000, *spec.stakes, 0) * TOKENS, 0) for w in wallets],
         reward_pool=10 * TOKENS * spec.rounds,
         settings_out=settings_file,
+        base_model=Path(base_model) if base_model else None,
     )
     progress(f"writing each node's {settings.training.task} data files ...")
     shards = write_shards(
-        load_task(settings.training.task),
+        task,
         directory / "data",
         spec.nodes,
         spec.split,
@@ -279,6 +297,7 @@ def _deploy(
                 settings_file,
                 str(shards.nodes[i]),
                 str(shards.test),
+                base_model,
             ),
         )
         nodes.append(

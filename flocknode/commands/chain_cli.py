@@ -116,7 +116,8 @@ def _cmd_task_create(args: argparse.Namespace) -> int:
             params[f.name] = parse_amount(v, _flag(f.name))
         else:
             params[f.name] = v
-    settings = _task_settings(args)
+    base_model = args.base_model or (cfg.path(cfg.task.base_model) if cfg.task.base_model else "")
+    settings = _task_settings(args, Path(base_model) if base_model else None)
     fund = [
         Funding(w, parse_amount(args.fund_tokens, "--fund-tokens"), int(args.fund_eth * 10**18))
         for w in args.fund
@@ -128,6 +129,7 @@ def _cmd_task_create(args: argparse.Namespace) -> int:
         fund=fund,
         reward_pool=parse_amount(args.reward_pool, "--reward-pool"),
         settings_out=Path(args.settings_out) if args.settings_out else None,
+        base_model=Path(base_model) if base_model else None,
     )
     created = create_task(chain_connection(cfg), plan)
     if args.json:
@@ -143,8 +145,9 @@ def _cmd_task_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def _task_settings(args: argparse.Namespace) -> Any:
+def _task_settings(args: argparse.Namespace, base_model: Path | None = None) -> Any:
     from flocknode.aggregation.settings import AggregationSettings, SettingsError
+    from flocknode.learning.base_model import dir_hash
     from flocknode.learning.settings import TaskSettings, TrainingSettings
 
     base: dict[str, Any] = {}
@@ -161,6 +164,8 @@ def _task_settings(args: argparse.Namespace) -> Any:
                 base.setdefault(section, {})[f.name] = v
     if args.flag_threshold_ppm is not None:
         base["flag_threshold_ppm"] = args.flag_threshold_ppm
+    if base_model is not None and not base.get("training", {}).get("base_model_hash"):
+        base.setdefault("training", {})["base_model_hash"] = dir_hash(base_model)
     try:
         return TaskSettings.from_dict(base)
     except SettingsError as e:
@@ -213,6 +218,12 @@ def _add_task_create(sub: Any) -> None:
                 help=f"default {f.default}",
             )
     g.add_argument("--flag-threshold-ppm", type=int, help="default 0")
+    g.add_argument(
+        "--base-model",
+        metavar="DIR",
+        help="the task's base model directory (lm-lora; default [task] base_model of -c): "
+        "its hash fills --base-model-hash",
+    )
     g = p.add_argument_group("local chains")
     g.add_argument("--fund", action="append", default=[], metavar="ADDR", help="mint to and fund")
     g.add_argument("--fund-tokens", default="1000", help="tokens minted per --fund wallet")

@@ -58,6 +58,7 @@ class TaskPlan:
     fund: Sequence[Funding] = ()
     reward_pool: int = 0
     settings_out: Path | None = None
+    base_model: Path | None = None  # the task's base model directory (lm-lora)
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def create_task(conn: ChainConnection, plan: TaskPlan) -> CreatedTask:
             "--fund", "", f"minting and funding wallets is for local chains only (chain {chain_id})"
         )
     tspec = plan.settings.training.task
-    state = task_initial_state(plan.settings.training)
+    state = task_initial_state(plan.settings.training, plan.base_model)
     init_hash = model_hash(state)
     spec_hash = model_spec_hash(tspec, state)
     settings_json = plan.settings.canonical_json()

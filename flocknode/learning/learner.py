@@ -29,6 +29,7 @@ from typing import Any, Literal
 import torch
 import trio
 
+from flocknode.learning.base_model import attach_base_model
 from flocknode.learning.factory import PluginError
 from flocknode.learning.models import State, build_model, initial_state, load_task, model_state
 from flocknode.learning.settings import TrainingSettings
@@ -112,8 +113,10 @@ class Learner:
         data_path: str | Path | int,
         test_path: str | Path | int | None = None,
         device: str = "cpu",
+        base_model: str | Path | None = None,
     ) -> Learner:
-        """Resolve the task and load this node's files (``PluginError``/``DataError``).
+        """Resolve the task and load this node's files (``PluginError``/``DataError``);
+        ``base_model`` is the node's copy of the task's base model (``[task] base_model``).
 
         Testers' shorthand: ``from_settings(settings, node_index, num_nodes)``
         is ``for_shard`` (the node's part of the task's reference data, in memory).
@@ -125,6 +128,7 @@ class Learner:
         if isinstance(test_path, int):
             raise TypeError("test_path must be a path")
         task = load_task(settings.task)
+        attach_base_model(task, settings.base_model_hash, _opt_path(base_model))
         data = load_node_data(task, settings, Path(data_path), _opt_path(test_path))
         return cls.from_data(settings, task, data, device)
 
@@ -232,9 +236,10 @@ def exchanged_names(task: Any, init_seed: int) -> tuple[str, ...]:
     return tuple(names)
 
 
-def task_initial_state(settings: TrainingSettings) -> State:
+def task_initial_state(settings: TrainingSettings, base_model: Path | None = None) -> State:
     """The initial global model of the task these settings name (no data needed)."""
     task = load_task(settings.task)
+    attach_base_model(task, settings.base_model_hash, base_model)
     return initial_state(
         task.build_model, settings.init_seed, exchanged_names(task, settings.init_seed)
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -46,7 +47,9 @@ class TrainingSettings:
     number for every proposer whatever its shard size, reshuffling after each
     pass), or ``local_epochs`` full passes when ``local_steps`` is 0;
     ``optimizer`` is ``adam`` (default betas) or ``sgd`` (with ``momentum``,
-    which Adam ignores).
+    which Adam ignores). ``base_model_hash``: for a task that starts from a
+    base model (``lm-lora``), the SHA-256 (64 hex digits) of the model's
+    directory (``flocknode.learning.base_model.dir_hash``); empty otherwise.
 
     The defaults come from bench/accuracy.py (10 nodes, Dirichlet(0.5), 5
     proposers a round): a fixed step count and Adam keep honest update norms
@@ -67,10 +70,14 @@ class TrainingSettings:
     batch_size: int = 16
     learning_rate: float = 0.02
     momentum: float = 0.9
+    base_model_hash: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
             raise SettingsError("task", f"expected a non-empty string, got {self.task!r}")
+        h = self.base_model_hash
+        if not isinstance(h, str) or (h and re.fullmatch(r"[0-9a-f]{64}", h) is None):
+            raise SettingsError("base_model_hash", f"expected 64 lowercase hex digits, got {h!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise SettingsError("optimizer", f"must be 'adam' or 'sgd', got {self.optimizer!r}")
         _number("val_fraction", self.val_fraction, lambda v: 0 <= v < 1, "must be in [0, 1)")
