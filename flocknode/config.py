@@ -103,9 +103,12 @@ class TaskConfig(_Section):
 
     Empty: the node reads the settings its creator published on chain. A file:
     the node checks it against the chain and names any setting that differs.
+    ``package``: the task's package if this node has it (it must hash to the
+    settings' ``task_package``); empty: fetched from members by its hash.
     """
 
     settings: str = ""
+    package: str = ""  # the task's package (dir, .py, .whl or archive); else fetched by hash
 
 
 MIN_KEEP_ROUNDS = 2

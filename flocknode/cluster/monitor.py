@@ -114,7 +114,10 @@ class Monitor:
         test = self.state.test_path or (
             node0.path(node0.data.test_path) if node0.data.test_path else None
         )
-        self.learner = Learner.from_settings(settings.training, node0.path(node0.data.path), test)
+        package = Path(self.state.package_dir) if self.state.package_dir else None
+        self.learner = Learner.from_settings(
+            settings.training, node0.path(node0.data.path), test, package_dir=package
+        )
         self.model_bytes = canonical_size(self.learner.initial_state())
         chunks = -(-self.model_bytes // DEFAULT_CHUNK_SIZE)
         self.update_bytes = HEAD_LEN + self.model_bytes + ABYTES * chunks

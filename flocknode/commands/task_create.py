@@ -1,7 +1,11 @@
 """``flocknode task create``: deploy a token (or reuse one) and a FlockTask.
 
 The task's training and aggregation settings are written once in canonical
-form; its SHA-256 is the task's ``configHash``. The initial model comes from the
+form; its SHA-256 is the task's ``configHash``. A task whose code is not built
+in names a task package (``--task-package``): its hash goes into the settings
+(``training.task_package``), so into ``configHash``, and its archive into the
+creator's package cache, from which the creator's node serves it to members
+(docs/protocol.md, "Task packages"). The initial model comes from the
 model factory and the init seed; its hash is the task's initial model hash.
 On a local chain the command can also mint tokens and send gas money to given
 wallets, and fill the reward pool.
@@ -9,8 +13,11 @@ wallets, and fill the reward pool.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import importlib.util
 import json
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +34,7 @@ from flocknode.errors import ConfigError
 from flocknode.fsutil import atomic_write_bytes
 from flocknode.learning.learner import task_initial_state
 from flocknode.learning.models import model_hash
+from flocknode.learning.package import BUILTIN, Package, PackageCache, PackageError, build_package
 from flocknode.learning.settings import TaskSettings
 
 
@@ -58,6 +66,8 @@ class TaskPlan:
     fund: Sequence[Funding] = ()
     reward_pool: int = 0
     settings_out: Path | None = None
+    package: Package | None = None  # the task's code (its hash must be in settings)
+    package_cache: Path | None = None  # where the creator keeps it (else a temp dir)
 
 
 @dataclass(frozen=True)
@@ -71,9 +81,19 @@ class CreatedTask:
     model_spec_hash: bytes
     settings_json: bytes
     funded: list[str] = field(default_factory=list)
+    package_files: int = 0
+    package_bytes: int = 0
+    package_dir: Path | None = None  # the creator's unpacked copy
+
+    @property
+    def task_package(self) -> str:
+        return str(json.loads(self.settings_json)["training"].get("task_package", ""))
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "task_package": self.task_package,
+            "package_files": self.package_files,
+            "package_bytes": self.package_bytes,
             "chain_id": self.chain_id,
             "rpc_url": self.rpc_url,
             "token": self.token,
@@ -93,7 +113,24 @@ def create_task(conn: ChainConnection, plan: TaskPlan) -> CreatedTask:
             "--fund", "", f"minting and funding wallets is for local chains only (chain {chain_id})"
         )
     tspec = plan.settings.training.task
-    state = task_initial_state(plan.settings.training)
+    package_dir = None
+    if plan.package is not None:
+        if plan.package.ref != plan.settings.training.task_package:
+            raise PackageError(
+                f"the settings name task package {plan.settings.training.task_package!r}, "
+                f"the package given is {plan.package.ref}"
+            )
+        cache_root = plan.package_cache or Path(tempfile.mkdtemp(prefix="flocknode-package-"))
+        package_dir = PackageCache(cache_root).install(plan.package.archive)
+        progress(
+            f"task package {plan.package.ref} ({len(plan.package.files)} files) in {cache_root}"
+        )
+    elif plan.settings.training.task_package:
+        raise PackageError(
+            f"the settings name task package {plan.settings.training.task_package}: "
+            "give the package (--task-package PATH)"
+        )
+    state = task_initial_state(plan.settings.training, package_dir)
     init_hash = model_hash(state)
     spec_hash = model_spec_hash(tspec, state)
     settings_json = plan.settings.canonical_json()
@@ -139,7 +176,39 @@ def create_task(conn: ChainConnection, plan: TaskPlan) -> CreatedTask:
         model_spec_hash=spec_hash,
         settings_json=settings_json,
         funded=funded,
+        package_files=len(plan.package.files) if plan.package else 0,
+        package_bytes=len(plan.package.archive) if plan.package else 0,
+        package_dir=package_dir,
     )
+
+
+def creator_package(spec: str) -> Package | None:
+    """``--task-package``: ``builtin`` (None), a path, or an importable package's name."""
+    if spec == BUILTIN:
+        return None
+    path = Path(spec)
+    if path.exists():
+        return build_package(path)
+    found = None
+    if spec.replace(".", "").replace("_", "").isalnum():
+        try:
+            found = importlib.util.find_spec(spec)
+        except (ImportError, ValueError):
+            found = None
+    if found is not None and found.submodule_search_locations:
+        return build_package(Path(next(iter(found.submodule_search_locations))))
+    if found is not None and found.origin and found.origin.endswith(".py"):
+        return build_package(Path(found.origin))
+    raise PackageError(
+        f"--task-package {spec!r}: no such file or directory, and no importable package "
+        f"of that name (or '{BUILTIN}' for a built-in task)"
+    )
+
+
+def with_package(settings: TaskSettings, package: Package | None) -> TaskSettings:
+    """``settings`` with ``training.task_package`` set to the package's hash (or '')."""
+    training = dataclasses.replace(settings.training, task_package=package.ref if package else "")
+    return dataclasses.replace(settings, training=training)
 
 
 def _fill_pool(task: TaskClient, token: TokenClient, amount: int, mint: bool) -> None:

@@ -6,7 +6,10 @@ Canonical form (version 1): the JSON object
 
 with every setting present, keys sorted at every level, no whitespace
 (``separators=(",", ":")``), ASCII only, integers as integers and floats as
-Python's shortest round-trip ``repr`` (``0.05``, ``1e-05``). ``configHash`` is
+Python's shortest round-trip ``repr`` (``0.05``, ``1e-05``). One exception to
+"every setting present": ``training.task_package`` appears only when it is set,
+so settings without a task package keep the bytes and hash they always had
+(docs/protocol.md, "Task packages"). ``configHash`` is
 the SHA-256 of those UTF-8 bytes. Whoever creates a task publishes the
 canonical JSON next to the task address (the cluster launcher writes it into
 each node's directory); a node checks the published bytes against the on-chain
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -26,6 +30,8 @@ from flocknode.aggregation.settings import AggregationSettings, SettingsError
 from flocknode.errors import FlockError
 
 CANONICAL_VERSION = 1
+_PACKAGE_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+OPTIONAL_TRAINING = ("task_package",)  # left out of the canonical JSON when empty
 DEFAULT_TASK = "digits-mlp"
 
 
@@ -35,7 +41,11 @@ class TrainingSettings:
 
     ``task`` is a built-in task (``digits-mlp``, ``digits-cnn``) or
     ``module:attr`` naming a task's code (docs/tasks.md); it builds the model
-    and reads each participant's own files (``[data] path``). ``data_seed``
+    and reads each participant's own files (``[data] path``).
+    ``task_package`` pins that code: ``sha256:<hex>`` of the task package's
+    canonical archive (``flocknode.learning.package``), whose tree holds
+    ``task``'s module; empty for built-in tasks and for code the nodes have
+    installed themselves (not pinned). ``data_seed``
     and ``val_fraction`` decide how a participant splits their samples into
     training and validation (``flocknode.learning.task.private_split``); a
     node refuses to start with fewer than ``min_val_samples`` validation
@@ -57,6 +67,7 @@ class TrainingSettings:
     """
 
     task: str = DEFAULT_TASK
+    task_package: str = ""
     data_seed: int = 0
     val_fraction: float = 0.1
     min_val_samples: int = 5
@@ -71,6 +82,9 @@ class TrainingSettings:
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
             raise SettingsError("task", f"expected a non-empty string, got {self.task!r}")
+        pkg = self.task_package
+        if not isinstance(pkg, str) or (pkg and not _PACKAGE_HASH.match(pkg)):
+            raise SettingsError("task_package", f"expected 'sha256:<64 hex>' or '', got {pkg!r}")
         if self.optimizer not in ("adam", "sgd"):
             raise SettingsError("optimizer", f"must be 'adam' or 'sgd', got {self.optimizer!r}")
         _number("val_fraction", self.val_fraction, lambda v: 0 <= v < 1, "must be in [0, 1)")
@@ -114,7 +128,11 @@ class TaskSettings:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": CANONICAL_VERSION,
-            "training": {f.name: getattr(self.training, f.name) for f in fields(self.training)},
+            "training": {
+                f.name: getattr(self.training, f.name)
+                for f in fields(self.training)
+                if f.name not in OPTIONAL_TRAINING or getattr(self.training, f.name)
+            },
             "aggregation": self.aggregation.to_dict(),
             "flag_threshold_ppm": self.flag_threshold_ppm,
         }
@@ -224,7 +242,8 @@ def check_config(
         )
     task = flat_settings(TaskSettings.from_canonical_json(raw))
     mine = flat_settings(local)
-    diffs = [(k, task[k], mine[k]) for k in sorted(task) if task[k] != mine[k]]
+    keys = sorted(set(task) | set(mine))  # an optional setting may be in one only
+    diffs = [(k, task.get(k, ""), mine.get(k, "")) for k in keys if task.get(k) != mine.get(k)]
     detail = "; ".join(f"{k}: task {t!r}, node {n!r}" for k, t, n in diffs)
     if not diffs:
         detail = "no single setting differs (a different canonical form or version?)"
