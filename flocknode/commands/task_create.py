@@ -13,6 +13,7 @@ wallets, and fill the reward pool.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib.util
@@ -113,24 +114,11 @@ def create_task(conn: ChainConnection, plan: TaskPlan) -> CreatedTask:
             "--fund", "", f"minting and funding wallets is for local chains only (chain {chain_id})"
         )
     tspec = plan.settings.training.task
-    package_dir = None
-    if plan.package is not None:
-        if plan.package.ref != plan.settings.training.task_package:
-            raise PackageError(
-                f"the settings name task package {plan.settings.training.task_package!r}, "
-                f"the package given is {plan.package.ref}"
-            )
-        cache_root = plan.package_cache or Path(tempfile.mkdtemp(prefix="flocknode-package-"))
-        package_dir = PackageCache(cache_root).install(plan.package.archive)
-        progress(
-            f"task package {plan.package.ref} ({len(plan.package.files)} files) in {cache_root}"
-        )
-    elif plan.settings.training.task_package:
-        raise PackageError(
-            f"the settings name task package {plan.settings.training.task_package}: "
-            "give the package (--task-package PATH)"
-        )
-    state = task_initial_state(plan.settings.training, package_dir)
+    with contextlib.ExitStack() as scratch:
+        package_dir = _creator_copy(plan, scratch)
+        state = task_initial_state(plan.settings.training, package_dir)
+    if plan.package_cache is None:
+        package_dir = None  # the scratch copy is gone
     init_hash = model_hash(state)
     spec_hash = model_spec_hash(tspec, state)
     settings_json = plan.settings.canonical_json()
@@ -180,6 +168,27 @@ def create_task(conn: ChainConnection, plan: TaskPlan) -> CreatedTask:
         package_bytes=len(plan.package.archive) if plan.package else 0,
         package_dir=package_dir,
     )
+
+
+def _creator_copy(plan: TaskPlan, scratch: contextlib.ExitStack) -> Path | None:
+    """The checked tree of the plan's package: in ``package_cache``, else a scratch dir."""
+    pinned = plan.settings.training.task_package
+    if plan.package is None:
+        if pinned:
+            raise PackageError(
+                f"the settings name task package {pinned}: give it (--task-package PATH)"
+            )
+        return None
+    if plan.package.ref != pinned:
+        raise PackageError(
+            f"the settings name task package {pinned!r}, the package given is {plan.package.ref}"
+        )
+    if plan.package_cache is not None:
+        root = plan.package_cache
+        progress(f"task package {plan.package.ref} kept in {root}")
+    else:
+        root = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="flocknode-pkg-")))
+    return PackageCache(root).install(plan.package.archive)
 
 
 def creator_package(spec: str) -> Package | None:

@@ -344,7 +344,11 @@ class PackageCache:
         return p if p.is_file() else None
 
     def install(self, archive: bytes, source: str = "package archive") -> Path:
-        """Store an archive and unpack it (a tree already there is checked, redone if bad)."""
+        """Store an archive and unpack it (a tree already there is checked, redone if bad).
+
+        Only a well-formed archive is kept: the cache never serves anything else.
+        """
+        parse_archive(archive, source)
         digest = hashlib.sha256(archive).digest()
         self.root.mkdir(parents=True, exist_ok=True)
         ap = self.archive_path(digest)
