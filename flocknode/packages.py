@@ -117,7 +117,8 @@ def resolve_task_package(
         return held
     if client is None:
         raise PackageUnavailable(
-            f"task package {ref} is not in {cache.root}; set [task] package in {cfg.source}"
+            f"task package {ref} is not in {cache.root} yet: the node fetches it from "
+            f"members at start, or set [task] package in {cfg.source}"
         )
     peer_key = load_or_create_peer_key(layout.peer_key)
     registry = client.registry()
@@ -147,12 +148,20 @@ async def fetch_package(
             "yet (register and stake first), or set [task] package to the file"
         )
     deadline = trio.current_time() + timeout
+    archive: bytes | None = None
+    failed: PackageUnavailable | None = None
     async with trio.open_nursery() as nursery:
         await nursery.start(p2p.run)
         try:
-            return await _fetch_passes(p2p, registry, digest, deadline)
+            archive = await _fetch_passes(p2p, registry, digest, deadline)
+        except PackageUnavailable as e:
+            failed = e  # raised below, on its own rather than in the nursery's group
         finally:
             p2p.stop()
+    if failed is not None:
+        raise failed
+    assert archive is not None
+    return archive
 
 
 async def _fetch_passes(p2p: P2PHost, registry: Registry, digest: bytes, deadline: float) -> bytes:

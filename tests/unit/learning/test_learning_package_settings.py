@@ -152,7 +152,7 @@ def test_without_the_file_or_the_cache_or_members_the_node_says_what_to_do(
 ) -> None:
     s = pinned(pkg)
     cfg = load_config(node_cfg(tmp_path, tmp_path), environ={})
-    with pytest.raises(PackageUnavailable, match=r"is not in .*packages; set \[task\] package"):
+    with pytest.raises(PackageUnavailable, match=r"is not in .*packages yet: the node fetches it"):
         resolve_task_package(cfg, s, DataDir(cfg.data_path))
     with pytest.raises(ConfigError, match="the task's settings name no task package"):
         cfg2 = load_config(node_cfg(tmp_path, tmp_path, str(pkg)), environ={})
