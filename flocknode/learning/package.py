@@ -22,9 +22,10 @@ are), a single ``.py`` module, a wheel (its files), or an archive file. Bytecode
 only to a regular file inside the tree, anything else is refused.
 ``parse_archive`` refuses what could escape the directory it unpacks into
 (absolute paths, ``..``, empty parts, backslashes, a path that is both a file
-and a directory) and anything over the bounds below. ``PackageCache`` keeps
+and a directory), bytecode, and anything over the bounds below. ``PackageCache`` keeps
 verified archives and their unpacked trees in the node's data dir; code is
-imported only from a tree whose hash it has just checked (``checked_dir``).
+imported only from a tree whose hash it has just checked (``checked_dir``),
+after the bytecode an earlier import left there is deleted.
 """
 
 from __future__ import annotations
@@ -174,6 +175,8 @@ class _Tree:
 
     def add(self, path: str, raw: bytes) -> None:
         check_path(path, raw, self.source)
+        if _is_bytecode(path):
+            raise PackageError(f"{self.source}: {path!r} is bytecode (packages hold sources)")
         if path in self.files or path in self.dirs:
             raise PackageError(f"{self.source}: {path!r} appears twice")
         parts = path.split("/")
@@ -183,6 +186,12 @@ class _Tree:
                 raise PackageError(f"{self.source}: {d!r} is both a file and a directory")
             self.dirs.add(d)
         self.files.add(path)
+
+
+def _is_bytecode(path: str) -> bool:
+    return path.endswith(_SKIPPED_SUFFIXES) or any(
+        part in _SKIPPED_DIRS for part in path.split("/")
+    )
 
 
 def check_path(path: str, raw: bytes, source: str) -> None:
@@ -275,6 +284,8 @@ def _wheel_files(path: Path) -> list[tuple[str, bytes]]:
                 raise PackageError(f"{path}: unpacks to more than {MAX_PACKAGE_BYTES} bytes")
             files = []
             for i in infos:
+                if _is_bytecode(i.filename):
+                    continue
                 if stat.S_ISLNK(i.external_attr >> 16):
                     raise PackageError(f"{path}: {i.filename!r} is a symlink")
                 files.append((i.filename, z.read(i)))
@@ -362,6 +373,7 @@ class PackageCache:
             shutil.rmtree(d)
         if not d.exists():
             unpack_archive(archive, d, source)
+        _drop_bytecode(d)
         return d
 
     def checked_dir(self, digest: bytes) -> Path | None:
@@ -372,6 +384,7 @@ class PackageCache:
         """
         d = self.dir_path(digest)
         if d.is_dir() and self._tree_digest(d) == digest:
+            _drop_bytecode(d)
             return d
         ap = self.archive_path(digest)
         with contextlib.suppress(OSError):
@@ -387,3 +400,16 @@ class PackageCache:
             return hashlib.sha256(encode_archive(tree_files(d), str(d))).digest()
         except (PackageError, OSError):
             return None
+
+
+def _drop_bytecode(d: Path) -> None:
+    """Delete the bytecode an earlier import left in a checked tree: it is the one
+    thing the tree's hash does not cover, so none of it is ever loaded again."""
+    for dirpath, dirnames, filenames in os.walk(d):
+        for name in dirnames:
+            if name in _SKIPPED_DIRS:
+                shutil.rmtree(Path(dirpath) / name, ignore_errors=True)
+        dirnames[:] = [n for n in dirnames if n not in _SKIPPED_DIRS]
+        for name in filenames:
+            if name.endswith(_SKIPPED_SUFFIXES):
+                (Path(dirpath) / name).unlink(missing_ok=True)

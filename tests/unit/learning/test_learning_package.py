@@ -147,6 +147,8 @@ def test_missing_or_foreign_input_is_one_line_naming_the_file(tmp_path: Path) ->
         ([(b"a.py", b"x"), (b"a.py", b"y")], "out of order or repeated"),
         ([(b"a", b"x"), (b"a/b.py", b"x")], "both a file and a directory"),
         ([(b"\xff.py", b"x")], "not UTF-8"),
+        ([(b"a/__pycache__/t.cpython-311.pyc", b"x")], "is bytecode"),
+        ([(b"t.pyc", b"x")], "is bytecode"),
     ],
 )
 def test_hostile_archives_are_refused(tmp_path: Path, entries: list, why: str) -> None:
@@ -191,8 +193,11 @@ def test_cache_installs_checks_and_repairs(tmp_path: Path, pkg: Path) -> None:
     assert (d / "example_task" / "task.py").read_bytes() == (pkg / "task.py").read_bytes()
     assert cache.checked_dir(p.digest) == d
     assert cache.path(p.digest) == cache.archive_path(p.digest)  # served to members
-    (d / "example_task" / "__pycache__").mkdir()  # what importing leaves: still checks out
+    planted = d / "example_task" / "__pycache__" / "task.cpython-311.pyc"
+    planted.parent.mkdir()  # what importing leaves: the tree still checks out ...
+    planted.write_bytes(b"not what the hash covers")
     assert cache.checked_dir(p.digest) == d
+    assert not planted.parent.exists()  # ... and the unhashed bytecode is gone
     (d / "example_task" / "task.py").write_text("TASK = 'tampered'\n")
     assert cache.checked_dir(p.digest) == d  # unpacked again from the archive
     assert (d / "example_task" / "task.py").read_bytes() == (pkg / "task.py").read_bytes()
