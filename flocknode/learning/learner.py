@@ -104,6 +104,7 @@ class Learner:
     data: NodeData
     names: tuple[str, ...]  # the exchanged state entries
     device: torch.device = CPU
+    package_dir: Path | None = None  # the task package's checked tree the task came from
 
     @classmethod
     def from_settings(
@@ -130,7 +131,7 @@ class Learner:
             raise TypeError("test_path must be a path")
         task = load_task(settings.task, _checked_package(settings, package_dir))
         data = load_node_data(task, settings, Path(data_path), _opt_path(test_path))
-        return cls.from_data(settings, task, data, device)
+        return cls.from_data(settings, task, data, device, package_dir)
 
     @classmethod
     def for_shard(
@@ -158,10 +159,15 @@ class Learner:
 
     @classmethod
     def from_data(
-        cls, settings: TrainingSettings, task: Any, data: NodeData, device: str = "cpu"
+        cls,
+        settings: TrainingSettings,
+        task: Any,
+        data: NodeData,
+        device: str = "cpu",
+        package_dir: Path | None = None,
     ) -> Learner:
         names = exchanged_names(task, settings.init_seed)
-        return cls(settings, task, data, names, as_device(device))
+        return cls(settings, task, data, names, as_device(device), package_dir)
 
     def warm_up(self) -> None:
         """One throw-away training step: the first optimizer in a process costs about

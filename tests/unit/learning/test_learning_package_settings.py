@@ -124,6 +124,7 @@ def test_a_node_with_the_package_file_checks_it_caches_it_and_runs_it(
     assert d == PackageCache(layout.packages).dir_path(build_package(pkg).digest)
     shards = write_shards(load_task("example_task:TASK", d), data, 2, "iid", 0.5, seed=0)
     learner = node_learner(cfg, s, d)
+    assert learner.package_dir == d  # what a worker process imports the task from
     assert sorted(learner.initial_state()) == ["head.bias", "head.weight"]
     assert Path(sys.modules["example_task"].__file__ or "").is_relative_to(d)
     # next start: no [task] package needed, the cache has it (re-checked)
