@@ -178,6 +178,11 @@ def _creator_copy(plan: TaskPlan, scratch: contextlib.ExitStack) -> Path | None:
             raise PackageError(
                 f"the settings name task package {pinned}: give it (--task-package PATH)"
             )
+        if ":" in plan.settings.training.task:
+            progress(
+                f"warning: task {plan.settings.training.task!r} is not pinned to a package: "
+                "each node runs whatever it has installed under that name (--task-package)"
+            )
         return None
     if plan.package.ref != pinned:
         raise PackageError(
