@@ -36,7 +36,7 @@ from flocknode.fsutil import atomic_write_bytes
 from flocknode.learning.learner import task_initial_state
 from flocknode.learning.models import model_hash
 from flocknode.learning.package import BUILTIN, Package, PackageCache, PackageError, build_package
-from flocknode.learning.settings import TaskSettings
+from flocknode.learning.settings import SettingsError, TaskSettings
 
 
 def model_spec_hash(factory_spec: str, state: dict[str, Any]) -> bytes:
@@ -221,7 +221,12 @@ def creator_package(spec: str) -> Package | None:
 
 def with_package(settings: TaskSettings, package: Package | None) -> TaskSettings:
     """``settings`` with ``training.task_package`` set to the package's hash (or '')."""
-    training = dataclasses.replace(settings.training, task_package=package.ref if package else "")
+    try:
+        training = dataclasses.replace(
+            settings.training, task_package=package.ref if package else ""
+        )
+    except SettingsError as e:
+        raise PackageError(f"--task-package: {e.message}") from None
     return dataclasses.replace(settings, training=training)
 
 

@@ -44,8 +44,8 @@ class TrainingSettings:
     and reads each participant's own files (``[data] path``).
     ``task_package`` pins that code: ``sha256:<hex>`` of the task package's
     canonical archive (``flocknode.learning.package``), whose tree holds
-    ``task``'s module; empty for built-in tasks and for code the nodes have
-    installed themselves (not pinned). ``data_seed``
+    ``task``'s module (so only with ``module:attr``); empty for built-in tasks
+    and for code the nodes have installed themselves (not pinned). ``data_seed``
     and ``val_fraction`` decide how a participant splits their samples into
     training and validation (``flocknode.learning.task.private_split``); a
     node refuses to start with fewer than ``min_val_samples`` validation
@@ -85,6 +85,8 @@ class TrainingSettings:
         pkg = self.task_package
         if not isinstance(pkg, str) or (pkg and not _PACKAGE_HASH.match(pkg)):
             raise SettingsError("task_package", f"expected 'sha256:<64 hex>' or '', got {pkg!r}")
+        if pkg and ":" not in self.task:
+            raise SettingsError("task_package", f"task {self.task!r} is built in: no package")
         if self.optimizer not in ("adam", "sgd"):
             raise SettingsError("optimizer", f"must be 'adam' or 'sgd', got {self.optimizer!r}")
         _number("val_fraction", self.val_fraction, lambda v: 0 <= v < 1, "must be in [0, 1)")

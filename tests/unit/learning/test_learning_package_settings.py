@@ -101,6 +101,8 @@ def test_creator_package_takes_a_path_a_name_or_builtin(
     assert "example_task" not in sys.modules
     with pytest.raises(PackageError, match="'no_such_thing_here': no such file or directory"):
         creator_package("no_such_thing_here")
+    with pytest.raises(PackageError, match="--task-package: task 'digits-mlp' is built in"):
+        with_package(TaskSettings(), p)
 
 
 def node_cfg(tmp_path: Path, data: Path, package: str = "") -> Path:
