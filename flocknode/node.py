@@ -42,6 +42,7 @@ from flocknode.identity import (
 )
 from flocknode.identity.wallet import load_wallet, read_password
 from flocknode.learning.learner import Learner
+from flocknode.learning.package import PackageCache
 from flocknode.learning.settings import TaskSettings, check_config
 from flocknode.logs import PeerLog, redact, redact_bytes
 from flocknode.p2p.content import PrefixedSource, SealedBlobs
@@ -50,6 +51,7 @@ from flocknode.p2p.host import HostConfig, P2PHost
 from flocknode.p2p.messages import Message
 from flocknode.p2p.metrics import P2PMetrics
 from flocknode.p2p.serve import ContentServer
+from flocknode.packages import FirstOf, resolve_task_package
 from flocknode.rounds.byzantine import Behaviour, behaviour_from_env, strategy_for
 from flocknode.rounds.context import RoleDeps
 from flocknode.rounds.engine import RoundServices
@@ -131,14 +133,28 @@ def load_task_settings(cfg: NodeConfig, client: TaskClient, config_hash: bytes) 
     return TaskSettings.from_canonical_json(published)
 
 
-def node_learner(cfg: NodeConfig, settings: TaskSettings) -> Learner:
+def node_learner(
+    cfg: NodeConfig, settings: TaskSettings, package_dir: Path | None = None
+) -> Learner:
     """The task's code over this participant's files (``[data] path``; ``test_path``
-    for testers' reports); a missing path or bad data is one line and exit code 2."""
+    for testers' reports); a missing path or bad data is one line and exit code 2.
+
+    ``package_dir``: the task package's checked tree (``resolve_task_package``);
+    without it a package is looked for in ``[task] package`` and the cache only.
+    """
     if not cfg.data.path:
         raise ConfigError(cfg.source, "data.path", "not set: give the path of your data files")
+    if package_dir is None:
+        package_dir = resolve_task_package(cfg, settings, DataDir(cfg.data_path))
     test = cfg.path(cfg.data.test_path) if cfg.data.test_path else None
     base = cfg.path(cfg.task.base_model) if cfg.task.base_model else None
-    return Learner.from_settings(settings.training, cfg.path(cfg.data.path), test, base_model=base)
+    return Learner.from_settings(
+        settings.training,
+        cfg.path(cfg.data.path),
+        test,
+        base_model=base,
+        package_dir=package_dir,
+    )
 
 
 def prepare(cfg: NodeConfig) -> Prepared:
@@ -151,7 +167,8 @@ def prepare(cfg: NodeConfig) -> Prepared:
     params = client.params()
     settings = load_task_settings(cfg, client, params.config_hash)
     behaviour = behaviour_from_env(cfg)
-    learner = node_learner(cfg, settings)
+    package_dir = resolve_task_package(cfg, settings, layout, client)
+    learner = node_learner(cfg, settings, package_dir)
     store = ContentStore(layout.store)
     models = ModelBook(store, None)
     init = learner.initial_state()
@@ -238,7 +255,7 @@ class FlockNode:
         self.server = ContentServer(
             self.p2p,
             SealedBlobs(prep.store, lambda cid, r: prep.journal.get(r).blob_id == cid.hex()),
-            PrefixedSource(prep.store, MODEL_MAGIC),
+            FirstOf(PrefixedSource(prep.store, MODEL_MAGIC), PackageCache(prep.layout.packages)),
         )
         self.metrics = prep.metrics
         params = prep.client.params()

@@ -39,6 +39,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         proposers=args.proposers,
         voters=args.voters,
         task=args.task,
+        task_package=args.task_package or "",
     )
     progress = _err if args.json else print
     t0 = time.monotonic()
@@ -209,7 +210,14 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--task",
         default="digits-mlp",
-        help="built-in task (digits-mlp, digits-cnn) or module:attr (default digits-mlp)",
+        help="built-in task (digits-mlp, digits-cnn) or module:attr (with --task-package; "
+        "default digits-mlp)",
+    )
+    p.add_argument(
+        "--task-package",
+        metavar="PATH",
+        help="the task's code package for --task module:attr (a directory, .py, .whl or "
+        "archive); every node but the last gets the file, the last fetches it by hash",
     )
     p.add_argument("--proposers", type=int, help="proposers per round (default: half the nodes)")
     p.add_argument("--voters", type=int, help="voters per round (default: half the nodes)")

@@ -130,8 +130,13 @@ class Monitor:
             node0.path(node0.data.test_path) if node0.data.test_path else None
         )
         base = node0.path(node0.task.base_model) if node0.task.base_model else None
+        package = Path(self.state.package_dir) if self.state.package_dir else None
         self.learner = Learner.from_settings(
-            settings.training, node0.path(node0.data.path), test, base_model=base
+            settings.training,
+            node0.path(node0.data.path),
+            test,
+            base_model=base,
+            package_dir=package,
         )
         # the task's report: accuracy for classifiers, held-out loss for lm-lora
         self.metric = str(getattr(self.learner.task, "report_metric", "accuracy"))

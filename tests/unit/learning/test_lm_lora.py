@@ -105,13 +105,13 @@ def test_only_the_adapters_are_exchanged_and_they_are_small(tiny: Path) -> None:
     full = model_state(model)
     assert names and all(".lora_A." in n or ".lora_B." in n for n in names)
     assert {n for n in full if "lora_" in n} == set(names)
-    init = task_initial_state(settings(tiny), tiny)
+    init = task_initial_state(settings(tiny), base_model=tiny)
     assert list(init) == names
     assert all(not t.any() for n, t in init.items() if ".lora_B." in n)  # LoRA starts at the base
     ratio = canonical_size(init) / canonical_size(full)
     assert ratio < 0.02, ratio
     # the same seed gives the same adapters in another build
-    again = task_initial_state(settings(tiny), tiny)
+    again = task_initial_state(settings(tiny), base_model=tiny)
     assert all(torch.equal(init[n], again[n]) for n in names)
 
 
@@ -180,7 +180,7 @@ def test_the_node_refuses_another_model_or_none(tiny: Path, shards: Path, tmp_pa
         Learner.from_settings(settings(tiny, base_model_hash=""), node, base_model=tiny)
     digits = TrainingSettings(task="digits-mlp", base_model_hash=dir_hash(tiny))
     with pytest.raises(PluginError, match="takes no base model"):
-        task_initial_state(digits, tiny)
+        task_initial_state(digits, base_model=tiny)
 
 
 def test_a_missing_llm_extra_is_one_line_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
