@@ -212,7 +212,7 @@ def _add_task_create(sub: Any) -> None:
                 metavar="V",
                 help=f"default {f.default}",
             )
-    g.add_argument("--flag-threshold-ppm", type=int, help="default 0")
+    g.add_argument("--flag-threshold-ppm", type=int, help="default: the task's own")
     g = p.add_argument_group("local chains")
     g.add_argument("--fund", action="append", default=[], metavar="ADDR", help="mint to and fund")
     g.add_argument("--fund-tokens", default="1000", help="tokens minted per --fund wallet")

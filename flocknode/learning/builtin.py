@@ -19,9 +19,10 @@ node's shard in the task's format.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -43,6 +44,9 @@ class ClassifierTask(Task):
 
     num_classes = len(DIGIT_CLASSES)
     score = "accuracy"
+    # What differs from the dataclasses' defaults when a task of this kind is
+    # created (``flocknode.learning.settings.task_defaults``).
+    settings_defaults: ClassVar[Mapping[str, Any]] = {}
 
     def train(
         self,

@@ -27,6 +27,7 @@ from flocknode.errors import FlockError
 
 CANONICAL_VERSION = 1
 DEFAULT_TASK = "digits-mlp"
+DEFAULT_FLAG_THRESHOLD_PPM = -450_000
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ class TaskSettings:
 
     training: TrainingSettings = field(default_factory=TrainingSettings)
     aggregation: AggregationSettings = field(default_factory=AggregationSettings)
-    flag_threshold_ppm: int = -450_000
+    flag_threshold_ppm: int = DEFAULT_FLAG_THRESHOLD_PPM
 
     def __post_init__(self) -> None:
         v = self.flag_threshold_ppm
@@ -133,8 +134,17 @@ class TaskSettings:
         return hashlib.sha256(self.canonical_json()).digest()
 
     @classmethod
+    def for_task(cls, task: str = DEFAULT_TASK) -> TaskSettings:
+        """The settings a task is created with when its creator changes none of them."""
+        return cls.from_dict({"training": {"task": task}})
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TaskSettings:
-        """Strict: an unknown key or a bad value is a ``SettingsError`` naming it."""
+        """Strict: an unknown key or a bad value is a ``SettingsError`` naming it.
+
+        A setting left out takes the task's own default (``task_defaults``:
+        what a built-in task declares, else the dataclasses' defaults).
+        """
         if not isinstance(data, Mapping):
             raise SettingsError("settings", "expected a JSON object")
         unknown = sorted(set(data) - {"version", "training", "aggregation", "flag_threshold_ppm"})
@@ -149,15 +159,17 @@ class TaskSettings:
         bad = sorted(set(training) - known)
         if bad:
             raise SettingsError(f"training.{bad[0]}", "unknown setting")
+        defaults = task_defaults(training.get("task", DEFAULT_TASK))
         try:
-            t = TrainingSettings(**dict(training))
+            t = TrainingSettings(**{**defaults.get("training", {}), **training})
         except SettingsError as e:
             raise SettingsError(f"training.{e.name}", e.message) from None
         agg = data.get("aggregation", {})
         if not isinstance(agg, Mapping):
             raise SettingsError("aggregation", "expected an object")
-        a = AggregationSettings.from_dict(agg)
-        return cls(t, a, data.get("flag_threshold_ppm", 0))
+        a = AggregationSettings.from_dict({**defaults.get("aggregation", {}), **agg})
+        threshold = data.get("flag_threshold_ppm", defaults.get("flag_threshold_ppm"))
+        return cls(t, a, DEFAULT_FLAG_THRESHOLD_PPM if threshold is None else threshold)
 
     @classmethod
     def from_canonical_json(cls, raw: bytes | str) -> TaskSettings:
@@ -171,6 +183,20 @@ class TaskSettings:
         if settings.canonical_json() != data:
             raise SettingsError("settings", "JSON is not in canonical form (see TaskSettings)")
         return settings
+
+
+def task_defaults(task: object) -> Mapping[str, Any]:
+    """A built-in task's own defaults, in the shape of the canonical JSON's sections.
+
+    ``{"training": {...}, "aggregation": {...}, "flag_threshold_ppm": n}``, each
+    part optional (``settings_defaults`` of the task's class in
+    ``flocknode.learning.builtin``); ``{}`` for any other task, whose creator
+    gives what differs from the dataclasses' defaults.
+    """
+    from flocknode.learning.builtin import BUILTIN_TASKS
+
+    cls = BUILTIN_TASKS.get(task) if isinstance(task, str) else None
+    return getattr(cls, "settings_defaults", {}) if cls is not None else {}
 
 
 class ConfigMismatchError(FlockError):
