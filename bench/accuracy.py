@@ -19,10 +19,12 @@ The norm check gets the task's step scale (``step_scale``), as voters do.
 Voters also flag each update judged alone (its "alone" score change below
 ``--flag-threshold-ppm``), and an honest proposer counts as paid only if the
 round is accepted and it is neither rejected nor flagged by a quorum (two
-thirds) of the voters, as the contract pays. ``--task`` picks a built-in task
-and ``--score`` the classifiers' voting score (``accuracy``, or ``loss`` for
-minus the mean validation loss); ``lowering_rounds`` counts accepted rounds that
-lowered test accuracy by more than one point.
+thirds) of the voters, as the contract pays; ``rounds_all_honest_flagged``
+counts accepted rounds in which every honest proposer was flagged. ``--task``
+picks a built-in task (its default settings, score and flag threshold apply
+unless flags override them) and ``--score`` the classifiers' voting score
+(``accuracy``, ``loss`` for minus the mean validation loss, ``brier``); ``lowering_rounds``
+counts accepted rounds that lowered test accuracy by more than one point.
 
 Also times each rule on 5 and 10 updates of the MLP's size and of about 100k
 parameters, as a ratio to a naive float32 ``torch.stack(...).mean(0)`` baseline
@@ -64,6 +66,7 @@ def simulate(
     seed: int,
     attack: str = "sign_flip",
     flag_threshold: int = -450_000,
+    margin: int = 0,
 ) -> dict[str, Any]:
     n = len(learners)
     state = learners[0].initial_state()
@@ -95,7 +98,8 @@ def simulate(
             scores = []
             for v in voters:
                 before = learners[v].evaluate(state, "val").ppm
-                scores.append(learners[v].evaluate(result.model, "val").ppm - before)
+                after = learners[v].evaluate(result.model, "val").ppm
+                scores.append(after - before + margin)
                 for i, up in enumerate(updates):
                     alone = learners[v].evaluate(apply_update(state, up), "val").ppm - before
                     flags[i] += alone < flag_threshold
@@ -134,6 +138,13 @@ def simulate(
         ),
         "honest_proposals": sum(1 for h in history for x in h["proposers"] if x not in byzantine),
         "honest_flagged": sum(1 for h in history for x in h["flagged_nodes"] if x not in byzantine),
+        "rounds_all_honest_flagged": sum(
+            1
+            for h in history
+            if h["accepted"]
+            and (honest := [x for x in h["proposers"] if x not in byzantine])
+            and all(x in h["flagged_nodes"] for x in honest)
+        ),
         "lowering_rounds": sum(1 for h in history if h["lowered"]),
         "byzantine_paid": sum(
             1
@@ -291,9 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--task", default="digits-mlp", help="a built-in task")
-    p.add_argument("--score", choices=["accuracy", "loss", "brier"], help="default: the task's")
+    p.add_argument(
+        "--score",
+        choices=["accuracy", "loss", "brier"],
+        help="default: the task's",
+    )
     p.add_argument("--flag-threshold-ppm", type=int, help="default: the task's")
     p.add_argument("--min-val", type=int, help="override min_val_samples")
+    p.add_argument(
+        "--score-margin-ppm", type=int, default=0, help="added to each voter's score change"
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--detail", action="store_true", help="include every round's record")
     p.add_argument("--skip-timing", action="store_true")
@@ -338,7 +356,16 @@ def main(argv: list[str] | None = None) -> int:
             continue
         runs = [
             simulate(
-                learners, rule, args.rounds, props, bad, vote, sd, attack, args.flag_threshold_ppm
+                learners,
+                rule,
+                args.rounds,
+                props,
+                bad,
+                vote,
+                sd,
+                attack,
+                args.flag_threshold_ppm,
+                args.score_margin_ppm,
             )
             for sd in seeds
         ]
@@ -361,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                     "honest_paid",
                     "honest_proposals",
                     "honest_flagged",
+                    "rounds_all_honest_flagged",
                     "lowering_rounds",
                     "byzantine_paid",
                     "byzantine_proposals",
@@ -378,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "aggregation": task.aggregation.to_dict(),
         "score": learners[0].task.score,
         "flag_threshold_ppm": args.flag_threshold_ppm,
+        "score_margin_ppm": args.score_margin_ppm,
         "val_sizes": [len(lr.data.val) for lr in learners],
         "nodes": args.nodes,
         "rounds": args.rounds,
@@ -415,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, v in scenarios.items():
             print(
                 f"{name:32s} not accepted {v['rounds_not_accepted']:3d}  honest rejected "
-                f"{v['honest_rejected']:3d}  flagged {v['honest_flagged']}  lowering "
+                f"{v['honest_rejected']:3d}  flagged {v['honest_flagged']} (all honest "
+                f"{v['rounds_all_honest_flagged']})  lowering "
                 f"{v['lowering_rounds']}  paid honest {v['honest_paid']}/"
                 f"{v['honest_proposals']} byz {v['byzantine_paid']}  byzantine rejected "
                 f"{v['byzantine_rejected']}/"
