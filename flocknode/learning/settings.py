@@ -49,12 +49,23 @@ class TrainingSettings:
     ``optimizer`` is ``adam`` (default betas) or ``sgd`` (with ``momentum``,
     which Adam ignores).
 
-    The defaults come from bench/accuracy.py (10 nodes, Dirichlet(0.5), 5
-    proposers a round): a fixed step count and Adam keep honest update norms
-    within about 1.4x of their median, so the norm check (factor 3) leaves honest
-    proposers alone and catches updates scaled by 4; SGD by epochs reached a
+    The defaults are digits-mlp's (a built-in task may declare others,
+    ``task_defaults``) and come from bench/accuracy.py (10 nodes,
+    Dirichlet(0.5), 5 proposers a round): a fixed step count and Adam keep
+    honest update norms within about 1.4x of their median, so the norm check
+    (factor 3) leaves honest proposers alone and catches updates scaled by 4,
+    and they give the norm band its step scale; SGD by epochs reached a
     similar accuracy but spread honest norms up to 5.9x and got honest
-    proposers rejected.
+    proposers rejected. Round-10 test accuracy, seeds 1-5 (accepting every
+    round unless said): the defaults 0.957 mean, 0.950 min (with
+    the vote and the norm check 0.956 / 0.950); Adam at learning rate 0.01 / 0.005 0.954 / 0.951
+    mean; 25 / 50 / 200 steps 0.949 / 0.952 / 0.953; batch 32 0.955; a hidden
+    layer of 128 0.956; SGD (momentum 0.9) at 0.2 0.968 mean, 0.964 min with
+    the vote and the norm check, but without a step scale there is no norm
+    band, and the factor-3 check then rejected (and would slash) at least 11
+    of 250 honest updates. Plain FedAvg of all 10 nodes each round reaches 0.967,
+    the same MLP trained centrally on all of it about 0.97: with 5 of 10
+    non-IID proposers a round the defaults stay about a point short of it.
     """
 
     task: str = DEFAULT_TASK
@@ -97,10 +108,22 @@ class TaskSettings:
 
     ``flag_threshold_ppm``: a voter flags an update whose validation accuracy
     change (alone on the old global, parts per million) is below this value.
-    The default, -450000, is for the digits demo's Dirichlet(0.5) shards, where
+    The default, -450000, is digits-mlp's, for Dirichlet(0.5) shards, where
     one honest update alone costs another node's validation accuracy up to 67
     points (5th percentile -42) and a label-flipped one 33 to 100 points (95th
-    percentile -45): bench/accuracy.py's ``update_probe``.
+    percentile -45): bench/accuracy.py's ``update_probe``. Other tasks declare
+    their own (``task_defaults``; digits-cnn -600000). A threshold of 0 flags
+    any update that alone costs a voter one validation sample, which on
+    non-IID shards is most honest ones: in an honest 6-node run (3 proposers,
+    3 voters, seeds 1-5) it flagged 100 of 150 honest proposals and left 8
+    accepted rounds with every honest proposer flagged; -450000 flagged none.
+
+    Voters score with validation accuracy. Minus the validation loss, or
+    accuracy with the loss breaking ties, was stricter and slower: non-IID
+    voters see the aggregate raise the loss on their own classes while test
+    accuracy rises (10 nodes, seeds 1-5: accuracy 0.956 mean round-10 with 2
+    of 50 rounds not accepted; loss 0.950 with 19; accuracy-then-loss 0.948
+    with 17; accepting every round 0.957).
     """
 
     training: TrainingSettings = field(default_factory=TrainingSettings)
