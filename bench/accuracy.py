@@ -19,10 +19,12 @@ The norm check gets the task's step scale (``step_scale``), as voters do.
 Voters also flag each update judged alone (its "alone" score change below
 ``--flag-threshold-ppm``), and an honest proposer counts as paid only if the
 round is accepted and it is neither rejected nor flagged by a quorum (two
-thirds) of the voters, as the contract pays. ``--task`` picks a built-in task
-and ``--score`` the classifiers' voting score (``accuracy``, or ``loss`` for
-minus the mean validation loss); ``lowering_rounds`` counts accepted rounds that
-lowered test accuracy by more than one point.
+thirds) of the voters, as the contract pays; ``rounds_all_honest_flagged``
+counts accepted rounds in which every honest proposer was flagged. ``--task``
+picks a built-in task (its default settings, score and flag threshold apply
+unless flags override them) and ``--score`` the classifiers' voting score
+(``accuracy``, ``loss`` for minus the mean validation loss, ``brier``); ``lowering_rounds``
+counts accepted rounds that lowered test accuracy by more than one point.
 
 Also times each rule on 5 and 10 updates of the MLP's size and of about 100k
 parameters, as a ratio to a naive float32 ``torch.stack(...).mean(0)`` baseline
@@ -49,7 +51,7 @@ import torch
 
 from flocknode.aggregation import AggregationSettings, aggregate, apply_update
 from flocknode.aggregation.core import step_scale
-from flocknode.learning import Learner, TrainingSettings
+from flocknode.learning import Learner, TaskSettings
 
 SIGN_FLIP_SCALE = -4.0
 
@@ -64,6 +66,7 @@ def simulate(
     seed: int,
     attack: str = "sign_flip",
     flag_threshold: int = -450_000,
+    margin: int = 0,
 ) -> dict[str, Any]:
     n = len(learners)
     state = learners[0].initial_state()
@@ -95,7 +98,8 @@ def simulate(
             scores = []
             for v in voters:
                 before = learners[v].evaluate(state, "val").ppm
-                scores.append(learners[v].evaluate(result.model, "val").ppm - before)
+                after = learners[v].evaluate(result.model, "val").ppm
+                scores.append(after - before + margin)
                 for i, up in enumerate(updates):
                     alone = learners[v].evaluate(apply_update(state, up), "val").ppm - before
                     flags[i] += alone < flag_threshold
@@ -134,6 +138,13 @@ def simulate(
         ),
         "honest_proposals": sum(1 for h in history for x in h["proposers"] if x not in byzantine),
         "honest_flagged": sum(1 for h in history for x in h["flagged_nodes"] if x not in byzantine),
+        "rounds_all_honest_flagged": sum(
+            1
+            for h in history
+            if h["accepted"]
+            and (honest := [x for x in h["proposers"] if x not in byzantine])
+            and all(x in h["flagged_nodes"] for x in honest)
+        ),
         "lowering_rounds": sum(1 for h in history if h["lowered"]),
         "byzantine_paid": sum(
             1
@@ -234,18 +245,27 @@ def _quantiles(xs: list[int]) -> dict[str, int]:
     return {"min": xs[0], "p05": pick(0.05), "p50": pick(0.5), "p95": pick(0.95), "max": xs[-1]}
 
 
-def scenario_list(nodes: int, half: int, byz: set[int]) -> dict[str, tuple[Any, ...]]:
-    """name -> (aggregation settings, proposers per round, byzantine nodes, vote, attack)."""
+def scenario_list(
+    nodes: int, half: int, byz: set[int], base: AggregationSettings
+) -> dict[str, tuple[Any, ...]]:
+    """name -> (aggregation settings, proposers per round, byzantine nodes, vote, attack).
+
+    Each scenario's rule replaces the one of ``base`` (the task's aggregation settings).
+    """
     majority = set(range(max(len(byz), (6 * nodes) // 10)))
+
+    def with_rule(**changes: Any) -> AggregationSettings:
+        return dataclasses.replace(base, **{"rule": "fedavg", **changes})
+
     out: dict[str, tuple[Any, ...]] = {
-        "fedavg_all": (AggregationSettings(), nodes, set(), False, "sign_flip"),
-        "fedavg_half": (AggregationSettings(), half, set(), True, "sign_flip"),
-        "fedavg_signflip": (AggregationSettings(), half, byz, True, "sign_flip"),
-        "fedavg_zero": (AggregationSettings(), half, byz, True, "zero"),
-        "fedavg_signflip_majority": (AggregationSettings(), 3, majority, True, "sign_flip"),
-        "median_zero": (AggregationSettings(rule="median"), half, byz, True, "zero"),
+        "fedavg_all": (with_rule(), nodes, set(), False, "sign_flip"),
+        "fedavg_half": (with_rule(), half, set(), True, "sign_flip"),
+        "fedavg_signflip": (with_rule(), half, byz, True, "sign_flip"),
+        "fedavg_zero": (with_rule(), half, byz, True, "zero"),
+        "fedavg_signflip_majority": (with_rule(), 3, majority, True, "sign_flip"),
+        "median_zero": (with_rule(rule="median"), half, byz, True, "zero"),
         "median_signflip_majority": (
-            AggregationSettings(rule="median"),
+            with_rule(rule="median"),
             3,
             majority,
             True,
@@ -253,10 +273,10 @@ def scenario_list(nodes: int, half: int, byz: set[int]) -> dict[str, tuple[Any, 
         ),
     }
     for rule in ("median", "multi_krum", "trimmed_mean", "centered_clip"):
-        out[f"{rule}_signflip"] = (AggregationSettings(rule=rule), half, byz, True, "sign_flip")
+        out[f"{rule}_signflip"] = (with_rule(rule=rule), half, byz, True, "sign_flip")
     for rule in ("median", "multi_krum"):
         out[f"{rule}_signflip_no_normcheck"] = (
-            AggregationSettings(rule=rule, norm_factor=1e9),
+            with_rule(rule=rule, norm_factor=1e9),
             half,
             byz,
             True,
@@ -282,9 +302,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--task", default="digits-mlp", help="a built-in task")
-    p.add_argument("--score", choices=["accuracy", "loss", "brier"], default="accuracy")
-    p.add_argument("--flag-threshold-ppm", type=int, default=-450_000)
+    p.add_argument(
+        "--score",
+        choices=["accuracy", "loss", "brier"],
+        help="default: the task's",
+    )
+    p.add_argument("--flag-threshold-ppm", type=int, help="default: the task's")
     p.add_argument("--min-val", type=int, help="override min_val_samples")
+    p.add_argument(
+        "--score-margin-ppm", type=int, default=0, help="added to each voter's score change"
+    )
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--detail", action="store_true", help="include every round's record")
     p.add_argument("--skip-timing", action="store_true")
@@ -304,14 +331,17 @@ def main(argv: list[str] | None = None) -> int:
         "task": args.task,
         "min_val_samples": args.min_val,
     }
-    settings = dataclasses.replace(
-        TrainingSettings(), **{k: v for k, v in overrides.items() if v is not None}
+    task = TaskSettings.from_dict(
+        {"training": {k: v for k, v in overrides.items() if v is not None}}
     )
+    settings = task.training
+    if args.flag_threshold_ppm is None:
+        args.flag_threshold_ppm = task.flag_threshold_ppm
     learners = [Learner.for_shard(settings, i, args.nodes) for i in range(args.nodes)]
     for lr in learners:
         if len(lr.data.val) < settings.min_val_samples:
             raise SystemExit(f"node {lr} has {len(lr.data.val)} validation samples")
-        lr.task.score = args.score
+        lr.task.score = args.score or lr.task.score
     learners[0].train(learners[0].initial_state(), seed=0)  # warm torch up (first call ~1.5 s)
     half = args.proposers or args.nodes // 2
     byz = set(range(args.byzantine))
@@ -319,12 +349,23 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     scenarios: dict[str, Any] = {}
     only = set(args.only.split(",")) if args.only else None
-    for name, (rule, props, bad, vote, attack) in scenario_list(args.nodes, half, byz).items():
+    for name, (rule, props, bad, vote, attack) in scenario_list(
+        args.nodes, half, byz, task.aggregation
+    ).items():
         if only is not None and name not in only:
             continue
         runs = [
             simulate(
-                learners, rule, args.rounds, props, bad, vote, sd, attack, args.flag_threshold_ppm
+                learners,
+                rule,
+                args.rounds,
+                props,
+                bad,
+                vote,
+                sd,
+                attack,
+                args.flag_threshold_ppm,
+                args.score_margin_ppm,
             )
             for sd in seeds
         ]
@@ -347,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                     "honest_paid",
                     "honest_proposals",
                     "honest_flagged",
+                    "rounds_all_honest_flagged",
                     "lowering_rounds",
                     "byzantine_paid",
                     "byzantine_proposals",
@@ -361,8 +403,10 @@ def main(argv: list[str] | None = None) -> int:
             }
     report: dict[str, Any] = {
         "settings": dataclasses.asdict(settings),
-        "score": args.score,
+        "aggregation": task.aggregation.to_dict(),
+        "score": learners[0].task.score,
         "flag_threshold_ppm": args.flag_threshold_ppm,
+        "score_margin_ppm": args.score_margin_ppm,
         "val_sizes": [len(lr.data.val) for lr in learners],
         "nodes": args.nodes,
         "rounds": args.rounds,
@@ -400,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, v in scenarios.items():
             print(
                 f"{name:32s} not accepted {v['rounds_not_accepted']:3d}  honest rejected "
-                f"{v['honest_rejected']:3d}  flagged {v['honest_flagged']}  lowering "
+                f"{v['honest_rejected']:3d}  flagged {v['honest_flagged']} (all honest "
+                f"{v['rounds_all_honest_flagged']})  lowering "
                 f"{v['lowering_rounds']}  paid honest {v['honest_paid']}/"
                 f"{v['honest_proposals']} byz {v['byzantine_paid']}  byzantine rejected "
                 f"{v['byzantine_rejected']}/"

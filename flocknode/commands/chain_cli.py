@@ -253,7 +253,7 @@ def _add_task_create(sub: Any) -> None:
                 metavar="V",
                 help=f"default {f.default}",
             )
-    g.add_argument("--flag-threshold-ppm", type=int, help="default 0")
+    g.add_argument("--flag-threshold-ppm", type=int, help="default: the task's own")
     g.add_argument(
         "--base-model",
         metavar="DIR",

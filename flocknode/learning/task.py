@@ -30,7 +30,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -104,6 +104,9 @@ class Task:
 
     name: str = "task"
     num_classes: int | None = None
+    # What differs from the settings dataclasses' defaults when a task of this
+    # kind is created (``flocknode.learning.settings.task_defaults``).
+    settings_defaults: ClassVar[Mapping[str, Any]] = {}
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError

@@ -10,7 +10,13 @@ from typing import Any
 import pytest
 
 from flocknode.aggregation import AggregationSettings, SettingsError
-from flocknode.learning import ConfigMismatchError, TaskSettings, TrainingSettings, check_config
+from flocknode.learning import (
+    BUILTIN_TASKS,
+    ConfigMismatchError,
+    TaskSettings,
+    TrainingSettings,
+    check_config,
+)
 from flocknode.learning.settings import flat_settings
 
 
@@ -126,3 +132,24 @@ def test_published_settings_must_be_canonical_and_known() -> None:
     for junk in (b"", b"[]", b"{", b'{"training":NaN}', b"\xff"):
         with pytest.raises(SettingsError):
             TaskSettings.from_canonical_json(junk)
+
+
+def test_left_out_settings_take_the_tasks_defaults() -> None:
+    # the flag threshold too: `task create` and `cluster up` build settings this way
+    assert TaskSettings.from_dict({}) == TaskSettings() == TaskSettings.for_task("digits-mlp")
+    assert TaskSettings.from_dict({"training": {"learning_rate": 0.5}}).flag_threshold_ppm == (
+        TaskSettings().flag_threshold_ppm
+    )
+    for name, cls in BUILTIN_TASKS.items():
+        own = cls.settings_defaults
+        s = TaskSettings.for_task(name)
+        for key, value in own.get("training", {}).items():
+            assert getattr(s.training, key) == value, (name, key)
+        for key, value in own.get("aggregation", {}).items():
+            assert getattr(s.aggregation, key) == value, (name, key)
+        if "flag_threshold_ppm" in own:
+            assert s.flag_threshold_ppm == own["flag_threshold_ppm"]
+        # what the creator gives wins over the task's defaults
+        given = TaskSettings.from_dict({"training": {"task": name}, "flag_threshold_ppm": -1})
+        assert given.flag_threshold_ppm == -1
+    assert TaskSettings.for_task("my_tasks:TASK").training == TrainingSettings(task="my_tasks:TASK")
