@@ -210,7 +210,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--task",
         default="digits-mlp",
-        help="built-in task (digits-mlp, digits-cnn) or module:attr (with --task-package; "
+        help="built-in task (digits-mlp, digits-cnn, lm-lora) or module:attr (with --task-package; "
         "default digits-mlp)",
     )
     p.add_argument(

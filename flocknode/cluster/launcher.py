@@ -36,7 +36,7 @@ from flocknode.errors import FlockError
 from flocknode.fsutil import atomic_write_text
 from flocknode.identity import load_box_key, load_peer_key
 from flocknode.learning.base_model import dir_hash
-from flocknode.learning.data import write_shards
+from flocknode.learning.data import min_shard_for, write_shards
 from flocknode.learning.models import load_task
 from flocknode.learning.package import PackageCache, build_package
 from flocknode.learning.settings import TaskSettings
@@ -291,6 +291,7 @@ def _deploy(
         spec.split,
         spec.alpha,
         spec.data_seed,
+        min_shard=min_shard_for(settings.training.val_fraction, settings.training.min_val_samples),
     )
     progress(f"deploying the task: {proposers} proposers and {voters} voters per round ...")
     created = create_task(conn, plan)

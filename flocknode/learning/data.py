@@ -59,8 +59,15 @@ def partition(
     seed: int,
     test_fraction: float,
     val_fraction: float,
+    min_shard: int = MIN_SHARD,
 ) -> Partition:
-    """The whole partition of a data set with these labels (pure, deterministic)."""
+    """The whole partition of a data set with these labels (pure, deterministic).
+
+    Every node gets at least ``max(min_shard, MIN_SHARD)`` samples: a Dirichlet
+    draw that gives a node fewer is drawn again (the first draw that fits is
+    kept, so a larger minimum does not change partitions that already met it).
+    """
+    min_shard = max(min_shard, MIN_SHARD)
     n = int(labels.shape[0])
     if num_nodes < 1:
         raise DataError("num_nodes must be >= 1")
@@ -72,16 +79,16 @@ def partition(
     order = rs.permutation(n).astype(np.int64)
     n_test = round(test_fraction * n)
     test, pool = order[:n_test], order[n_test:]
-    if len(pool) < num_nodes * MIN_SHARD:
+    if len(pool) < num_nodes * min_shard:
         raise DataError(
-            f"{len(pool)} training samples cannot give {num_nodes} nodes {MIN_SHARD} samples each"
+            f"{len(pool)} training samples cannot give {num_nodes} nodes {min_shard} samples each"
         )
     if split == "iid":
         parts = [np.sort(p) for p in np.array_split(rs.permutation(pool), num_nodes)]
     elif split == "dirichlet":
         if not (alpha > 0 and math.isfinite(alpha)):
             raise DataError("alpha must be a positive number")
-        parts = _dirichlet_parts(rs, pool, labels, num_nodes, alpha)
+        parts = _dirichlet_parts(rs, pool, labels, num_nodes, alpha, min_shard)
     else:
         raise DataError(f"split must be 'iid' or 'dirichlet', not {split!r}")
     nodes = []
@@ -93,7 +100,12 @@ def partition(
 
 
 def _dirichlet_parts(
-    rs: np.random.RandomState, pool: IntArray, labels: IntArray, num_nodes: int, alpha: float
+    rs: np.random.RandomState,
+    pool: IntArray,
+    labels: IntArray,
+    num_nodes: int,
+    alpha: float,
+    min_shard: int,
 ) -> list[IntArray]:
     classes = np.unique(labels[pool])
     for _ in range(_MAX_DRAWS):
@@ -105,12 +117,23 @@ def _dirichlet_parts(
             for node, chunk in enumerate(np.split(members, cuts)):
                 buckets[node].append(chunk)
         parts = [np.sort(np.concatenate(b)).astype(np.int64) for b in buckets]
-        if min(len(p) for p in parts) >= MIN_SHARD:
+        if min(len(p) for p in parts) >= min_shard:
             return parts
     raise DataError(
-        f"Dirichlet(alpha={alpha}) gave a node fewer than {MIN_SHARD} samples "
+        f"Dirichlet(alpha={alpha}) gave a node fewer than {min_shard} samples "
         f"in {_MAX_DRAWS} draws; use more data, fewer nodes or a larger alpha"
     )
+
+
+def min_shard_for(val_fraction: float, min_val_samples: int) -> int:
+    """The fewest samples whose private split (``ceil(val_fraction * n)``) gives
+    ``min_val_samples`` for validation; what a node needs to start."""
+    if val_fraction <= 0:
+        return MIN_SHARD
+    n = max(1, math.floor((min_val_samples - 1) / val_fraction) + 1)
+    while math.ceil(val_fraction * n) < min_val_samples:  # float rounding at the edge
+        n += 1
+    return n
 
 
 @dataclass(frozen=True)
@@ -130,10 +153,12 @@ def write_shards(
     alpha: float = 0.5,
     seed: int = 0,
     test_fraction: float = 0.2,
+    min_shard: int = MIN_SHARD,
 ) -> Shards:
-    """Write ``node-<i>/`` (each node's part) and ``test/`` under ``directory``."""
+    """Write ``node-<i>/`` (each node's part, at least ``min_shard`` samples) and
+    ``test/`` under ``directory``."""
     data = task.reference_data()
-    p = partition(data.y.numpy(), num_nodes, split, alpha, seed, test_fraction, 0.0)
+    p = partition(data.y.numpy(), num_nodes, split, alpha, seed, test_fraction, 0.0, min_shard)
     nodes = []
     for i, (train, _) in enumerate(p.nodes):
         d = Path(directory) / f"node-{i}"

@@ -10,7 +10,7 @@ import torch
 
 from flocknode.learning import DataError, DigitsMLP, partition, shard_in_memory, write_shards
 from flocknode.learning.builtin import load_digits_arrays
-from flocknode.learning.data import MIN_SHARD
+from flocknode.learning.data import MIN_SHARD, min_shard_for
 
 
 def _labels() -> np.ndarray:
@@ -88,3 +88,24 @@ def test_bad_data_settings_are_refused() -> None:
         partition(y, 500, "iid", 0.5, 0, 0.2, 0.2)
     with pytest.raises(DataError, match="Dirichlet"):
         partition(y[:160], 12, "dirichlet", 0.01, 0, 0.2, 0.2)
+
+
+def test_a_shard_minimum_redraws_only_partitions_that_miss_it() -> None:
+    # two classes split among five nodes: a first Dirichlet draw leaves a node
+    # few samples; the cluster asks for enough to give every node's private
+    # split min_val_samples for validation (min_shard_for)
+    labels = np.random.RandomState(0).randint(0, 2, 1200).astype(np.int64)
+    need = min_shard_for(0.1, 5)
+    assert need == 41
+    loose = partition(labels, 5, "dirichlet", 0.5, 0, 0.2, 0.0)
+    assert min(len(t) for t, _ in loose.nodes) < need
+    tight = partition(labels, 5, "dirichlet", 0.5, 0, 0.2, 0.0, min_shard=need)
+    assert min(len(t) for t, _ in tight.nodes) >= need
+    # a partition that already meets the minimum is kept as it was
+    y = load_digits_arrays()[1].astype(np.int64)
+    plain = partition(y, 10, "dirichlet", 0.5, 0, 0.2, 0.0)
+    assert min(len(t) for t, _ in plain.nodes) >= need
+    again = partition(y, 10, "dirichlet", 0.5, 0, 0.2, 0.0, min_shard=need)
+    assert [t.tolist() for t, _ in again.nodes] == [t.tolist() for t, _ in plain.nodes]
+    with pytest.raises(DataError, match="cannot give 5 nodes 200 samples"):
+        partition(labels, 5, "dirichlet", 0.5, 0, 0.2, 0.0, min_shard=200)
