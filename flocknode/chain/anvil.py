@@ -40,6 +40,8 @@ from pathlib import Path
 
 from eth_utils import to_checksum_address
 
+from flocknode.errors import FlockError
+
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -48,8 +50,8 @@ LOCAL_CHAIN_ID = 31337
 _LISTENING = re.compile(r"Listening on 127\.0\.0\.1:(\d+)")
 
 
-class AnvilError(RuntimeError):
-    """anvil is missing, did not start, or stopped answering."""
+class AnvilError(FlockError, RuntimeError):
+    """anvil is missing, did not start, or stopped answering (one line, exit code 1)."""
 
 
 @dataclass(frozen=True)

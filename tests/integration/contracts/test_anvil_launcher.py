@@ -14,7 +14,14 @@ from eth_account import Account
 from web3 import Web3
 from web3.types import Wei
 
-from flocknode.chain.anvil import AnvilError, AnvilOptions, anvil_binary, rpc_request, run_anvil
+from flocknode.chain.anvil import (
+    AnvilError,
+    AnvilOptions,
+    anvil_binary,
+    rpc_request,
+    run_anvil,
+)
+from flocknode.cli import main
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +85,16 @@ def test_missing_binary_says_run_make_setup(tmp_path: Path) -> None:
         anvil_binary(tmp_path)
     with pytest.raises(AnvilError, match="run make setup"), run_anvil(repo_root=tmp_path):
         pass
+
+
+def test_cluster_up_without_anvil_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("flocknode.chain.anvil.ANVIL_RELATIVE", Path("no-such/anvil"))
+    code = main(["cluster", "up", "--dir", str(tmp_path / "c"), "--nodes", "2", "--rounds", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert err[-1].startswith("flocknode: error: anvil not found at ") and "Traceback" not in err
 
 
 def test_start_failure_reports_anvil_output() -> None:
