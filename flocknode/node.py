@@ -40,7 +40,7 @@ from flocknode.identity import (
     load_or_create_peer_key,
 )
 from flocknode.identity.wallet import load_wallet, read_password
-from flocknode.learning.learner import Learner
+from flocknode.learning.learner import RoundLearner
 from flocknode.learning.settings import TaskSettings, check_config
 from flocknode.logs import PeerLog, redact, redact_bytes
 from flocknode.p2p.content import PrefixedSource, SealedBlobs
@@ -58,6 +58,8 @@ from flocknode.rounds.metrics import MeteredConnection, RoundMetrics
 from flocknode.rounds.models import ModelBook
 from flocknode.store import ContentStore, Journal
 from flocknode.store.retention import StorePruner
+from flocknode.worker.learner import IsolatedLearner, node_learner
+from flocknode.worker.protocol import WorkerFailure
 
 log = logging.getLogger(__name__)
 _limited = PeerLog(log)  # lines that could repeat every tick
@@ -79,7 +81,7 @@ class Prepared:
     account: LocalAccount
     client: TaskClient
     settings: TaskSettings
-    learner: Learner
+    learner: RoundLearner
     store: ContentStore
     journal: Journal
     models: ModelBook
@@ -133,7 +135,9 @@ def prepare(cfg: NodeConfig) -> Prepared:
     params = client.params()
     settings = load_task_settings(cfg, client, params.config_hash)
     behaviour = behaviour_from_env(cfg)
-    learner = Learner.from_settings(settings.training, cfg.data.node_index, cfg.data.num_nodes)
+    learner = node_learner(
+        cfg, settings.training, lambda reason: metrics.inc(f"worker_failures_{reason}")
+    )
     store = ContentStore(layout.store)
     models = ModelBook(store, None)
     init = learner.initial_state()
@@ -280,6 +284,15 @@ class FlockNode:
             )
             task_status.started()
             nursery.start_soon(self._wait_for_signal, nursery)
+            if isinstance(self.prep.learner, IsolatedLearner):
+                nursery.start_soon(self._warm_up_worker, self.prep.learner)
+
+    async def _warm_up_worker(self, learner: IsolatedLearner) -> None:
+        """Start the task worker before the first role (a failure is counted; roles retry)."""
+        try:
+            await learner.warm_up_async()
+        except WorkerFailure as e:
+            log.warning("task worker warm-up failed: %s", e)
 
     async def _wait_for_signal(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -300,6 +313,8 @@ class FlockNode:
         with trio.move_on_after(STOP_TIMEOUT):
             await self.p2p.stopped.wait()
         self._write_status()
+        if isinstance(self.prep.learner, IsolatedLearner):
+            self.prep.learner.close()
         nursery.cancel_scope.cancel()
 
     async def _read_registry(self) -> None:

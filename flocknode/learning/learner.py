@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 import trio
@@ -59,6 +59,21 @@ def load_node_data(settings: TrainingSettings, node_index: int, num_nodes: int) 
     if not isinstance(data, NodeData):
         raise PluginError(f"data loader {settings.dataset!r} returned {type(data).__name__}")
     return data
+
+
+class RoundLearner(Protocol):
+    """What the round engine needs of a learner: ``Learner`` (in the daemon) or
+    ``flocknode.worker.IsolatedLearner`` (in the task worker)."""
+
+    def initial_state(self) -> State: ...
+
+    async def train_async(
+        self, global_state: Mapping[str, torch.Tensor], seed: int, label_flip: bool = False
+    ) -> TrainResult: ...
+
+    async def evaluate_async(
+        self, state: Mapping[str, torch.Tensor], split: SplitName = "val"
+    ) -> Evaluation: ...
 
 
 @dataclass(frozen=True, eq=False)

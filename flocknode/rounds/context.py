@@ -17,7 +17,7 @@ import trio
 from flocknode.chain.client import AsyncTaskClient
 from flocknode.chain.types import RoundView, TaskParams
 from flocknode.identity import BoxKey
-from flocknode.learning.learner import Learner
+from flocknode.learning.learner import RoundLearner
 from flocknode.learning.settings import TaskSettings
 from flocknode.p2p.gossip import TaskGossip
 from flocknode.p2p.host import P2PHost
@@ -77,7 +77,7 @@ class RoundContext:
     client: AsyncTaskClient
     params: TaskParams
     settings: TaskSettings
-    learner: Learner
+    learner: RoundLearner
     p2p: P2PHost
     gossip: TaskGossip
     store: ContentStore
