@@ -68,6 +68,7 @@ class TaskWorker:
         self._buf = bytearray()
         self._stderr: collections.deque[bytes] = collections.deque(maxlen=64)
         self._lock = trio.Lock()
+        self._killed: list[trio.Process] = []
         self._next_id = 1
 
     @property
@@ -77,7 +78,10 @@ class TaskWorker:
     async def start(self) -> None:
         """Start the worker now (else the first call does), so its start is not in a role's time."""
         async with self._lock:
-            await self._ensure(START_TIMEOUT)
+            try:
+                await self._ensure(START_TIMEOUT)
+            finally:
+                await self._reap()
 
     async def call(
         self,
@@ -101,6 +105,8 @@ class TaskWorker:
                 failure = WorkerFailure("timeout", f"no answer within {timeout:g} s, killed")
             except WorkerFailure as e:
                 failure = e
+            finally:
+                await self._reap()
             self.count(failure.reason)
             raise failure
 
@@ -111,6 +117,14 @@ class TaskWorker:
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(proc.pid, signal.SIGKILL)
+            self._killed.append(proc)
+
+    async def _reap(self) -> None:
+        """Wait for killed processes to exit (no zombies), even while being cancelled."""
+        with trio.CancelScope(shield=True), trio.move_on_after(10):
+            while self._killed:
+                await self._killed[0].wait()
+                self._killed.pop(0)
 
     def close(self) -> None:
         self.kill()
@@ -210,7 +224,7 @@ class TaskWorker:
         """Send ``request`` (if any) and read the next answer line, draining stderr meanwhile."""
         proc = self._proc
         assert proc is not None and proc.stdin is not None and proc.stdout is not None
-        line = b""
+        line: bytes | None = b""
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._drain_stderr, proc)
             try:
@@ -220,16 +234,19 @@ class TaskWorker:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 line = b""
             nursery.cancel_scope.cancel()
+        if line is None:
+            self._fail("garbage", f"answer longer than {MAX_LINE} bytes")
         if not line:
             code = await _exit_code(proc)
             self._fail(*_death(code))
         return line
 
-    async def _read_line(self, proc: trio.Process) -> bytes:
+    async def _read_line(self, proc: trio.Process) -> bytes | None:
+        """The next line; b"" at the end of output, None past ``MAX_LINE`` bytes."""
         assert proc.stdout is not None
         while b"\n" not in self._buf:
             if len(self._buf) > MAX_LINE:
-                self._fail("garbage", f"answer longer than {MAX_LINE} bytes")
+                return None
             chunk = await proc.stdout.receive_some(65536)
             if not chunk:
                 return b""

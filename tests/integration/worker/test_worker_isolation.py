@@ -1,0 +1,165 @@
+"""Hostile task code in a real, namespace-isolated task worker: each case is contained.
+
+Every case ends in a clean ``WorkerFailure`` with its reason counted, or (for
+the probes of the jail) in a report of what the task could not do; after each,
+the same ``TaskWorker`` serves the next call.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import socket
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from flocknode.worker.client import TaskWorker
+from flocknode.worker.protocol import WorkerFailure
+from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec, probe
+
+HERE = str(Path(__file__).parent)
+STATE = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.ones(3)}
+SPEC = {k: (tuple(t.shape), t.dtype) for k, t in STATE.items()}
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    d.mkdir()
+    (d / "mine.csv").write_text("x,y\n1,2\n")
+    (tmp_path / "secret.txt").write_text("not yours")
+    return d
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    """A TCP port on the host's loopback that accepts connections."""
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        yield s.getsockname()[1]
+
+
+def _worker(isolation: str, tmp_path: Path, data: Path, reasons: list[str]) -> TaskWorker:
+    if isolation == "namespace":
+        try:
+            probe()
+        except IsolationUnavailable as e:
+            pytest.skip(f"no namespaces on this machine: {e}")
+    spec = WorkerSpec(
+        isolation=isolation,  # type: ignore[arg-type]
+        base=str(tmp_path / f"worker-{isolation}"),
+        read_only=(str(data),),
+        python_path=(HERE,),
+        memory_bytes=3 << 30,
+    )
+    return TaskWorker(spec, on_failure=reasons.append)
+
+
+@pytest.fixture
+async def jailed(tmp_path: Path, data_dir: Path) -> AsyncIterator[tuple[TaskWorker, list[str]]]:
+    reasons: list[str] = []
+    w = _worker("namespace", tmp_path, data_dir, reasons)
+    await w.start()
+    yield w, reasons
+    w.close()
+
+
+async def _ping(w: TaskWorker) -> None:
+    out, res = await w.call("hostile:stdout_noise", STATE, {}, expect=SPEC, timeout=60)
+    assert res == {"printed": True}
+    assert all(torch.equal(out[k], STATE[k]) for k in STATE)
+
+
+async def _probe(w: TaskWorker, fn: str, **args: object) -> dict[str, object]:
+    _, res = await w.call(f"hostile:{fn}", {}, args, expect=None, timeout=60)
+    return res
+
+
+async def test_no_network_in_the_jail(jailed: tuple[TaskWorker, list[str]], listener: int) -> None:
+    w, _ = jailed
+    res = await _probe(w, "connect", port=listener)
+    assert res["connected"] is False
+
+
+async def test_network_reachable_without_the_jail(
+    tmp_path: Path, data_dir: Path, listener: int
+) -> None:
+    """The control for the test above: the same task connects from an unjailed worker."""
+    w = _worker("process", tmp_path, data_dir, [])
+    try:
+        assert (await _probe(w, "connect", port=listener))["connected"] is True
+    finally:
+        w.close()
+
+
+async def test_files_outside_the_data_are_invisible(
+    jailed: tuple[TaskWorker, list[str]], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w, reasons = jailed
+    assert (await _probe(w, "read", path=str(data_dir / "mine.csv")))["read"] == "x,y\n1,2\n"
+    secret = await _probe(w, "read", path=str(data_dir.parent / "secret.txt"))
+    assert secret == {"read": None, "error": "FileNotFoundError"}
+    daemon_env = f"/proc/{os.getpid()}/environ"  # another PID namespace: not there
+    for host_file in ("/etc/shadow", "/root/.bash_history", daemon_env):
+        assert (await _probe(w, "read", path=host_file))["read"] is None
+    written = await _probe(w, "write", path=str(data_dir / "mine.csv"))
+    assert written == {"written": False, "error": "OSError"}  # EROFS
+    assert (data_dir / "mine.csv").read_text() == "x,y\n1,2\n"
+    assert reasons == []
+
+
+async def test_daemon_environment_is_not_passed(tmp_path: Path, data_dir: Path) -> None:
+    os.environ["FLOCKNODE_WALLET_PASSWORD"] = "hunter2"
+    try:
+        w = _worker("namespace", tmp_path, data_dir, [])
+        env = await _probe(w, "environment")
+    finally:
+        del os.environ["FLOCKNODE_WALLET_PASSWORD"]
+        w.close()
+    assert env["env"] == ["HOME", "LANG", "PATH", "PYTHONDONTWRITEBYTECODE", "TMPDIR"]
+
+
+FAILURES = [
+    ("hog", "oom"),
+    ("segfault", "crash"),
+    ("exits", "crash"),
+    ("wrong_shape", "garbage"),
+    ("non_finite", "garbage"),
+    ("huge_result", "garbage"),
+    ("raises", "error"),
+]
+
+
+async def test_each_failure_is_contained(jailed: tuple[TaskWorker, list[str]]) -> None:
+    """One worker through every failure in turn (a restart is the slow part)."""
+    w, reasons = jailed
+    for n, (fn, reason) in enumerate(FAILURES, start=1):
+        first_pid = w.pid
+        assert first_pid is not None
+        with pytest.raises(WorkerFailure) as e:
+            await w.call(f"hostile:{fn}", STATE, {"chunks": 16}, expect=SPEC, timeout=120)
+        assert (e.value.reason, fn) == (reason, fn)
+        assert len(reasons) == n and reasons[-1] == reason
+        if reason == "error":
+            assert w.pid == first_pid  # the task raised: the worker itself is sound
+        else:
+            assert w.pid is None
+            with pytest.raises(ProcessLookupError):  # killed and reaped, not a zombie
+                os.kill(first_pid, 0)
+        await _ping(w)  # the next call is served
+    assert w.failures == collections.Counter(r for _, r in FAILURES)
+
+
+async def test_hang_is_killed_at_the_deadline(jailed: tuple[TaskWorker, list[str]]) -> None:
+    w, reasons = jailed
+    first_pid = w.pid
+    assert first_pid is not None
+    with pytest.raises(WorkerFailure) as e:
+        await w.call("hostile:hang", STATE, {}, expect=SPEC, timeout=1.0)
+    assert e.value.reason == "timeout"
+    assert reasons == ["timeout"]
+    with pytest.raises(ProcessLookupError):
+        os.kill(first_pid, 0)
+    await _ping(w)
