@@ -212,7 +212,7 @@ class TaskWorker:
                 raise WorkerFailure("garbage", f"unreadable tensor file ({e})") from None
             check_tensors(got, expect)
             sound = True
-            return got, result
+            return {k: got[k] for k in expect}, result  # the expected order, not the file's
         finally:
             for p in (inp, out):
                 with contextlib.suppress(OSError):

@@ -1,0 +1,134 @@
+"""The daemon's checks on what a task worker answers (pure), and the [compute] switch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from flocknode.config import load_config
+from flocknode.errors import ConfigError
+from flocknode.learning.learner import Learner
+from flocknode.learning.settings import TrainingSettings
+from flocknode.worker import learner as worker_learner
+from flocknode.worker.learner import IsolatedLearner, node_learner
+from flocknode.worker.protocol import (
+    MAX_LINE,
+    Request,
+    WorkerFailure,
+    check_tensors,
+    decode_answer,
+    max_file_bytes,
+    spec_of,
+)
+from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec, command, worker_env
+
+STATE = {"w": torch.zeros(4, 3), "b": torch.zeros(3)}
+
+
+def _line(**body: object) -> bytes:
+    return json.dumps(body).encode()
+
+
+def test_request_is_one_json_line() -> None:
+    raw = Request(3, "m:f", {"seed": 1}, None, "x.safetensors").encode()
+    assert raw.endswith(b"\n") and raw.count(b"\n") == 1
+    assert json.loads(raw)["call"] == "m:f"
+
+
+def test_good_answers_decode() -> None:
+    a = decode_answer(_line(id=5, ok=True, result={"n": 1}, tensors=True), 5)
+    assert a.ok and a.tensors and a.result == {"n": 1}
+    f = decode_answer(_line(id=5, ok=False, reason="oom", detail="MemoryError()"), 5)
+    assert not f.ok and f.reason == "oom"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"not json",
+        b"[1, 2]",
+        _line(id=4, ok=True, result={}, tensors=False),  # another request's answer
+        _line(id=5, ok=True, result=[], tensors=False),
+        _line(id=5, ok=True, result={}),
+        _line(id=5, ok=False, reason="crash", detail=""),  # a reason only the daemon gives
+        _line(id=5, result={}),
+        b"{" + b" " * MAX_LINE + b"}",
+    ],
+)
+def test_bad_answers_are_garbage(line: bytes) -> None:
+    with pytest.raises(WorkerFailure) as e:
+        decode_answer(line, 5)
+    assert e.value.reason == "garbage"
+
+
+def test_tensor_checks() -> None:
+    spec = spec_of(STATE)
+    check_tensors({"w": torch.ones(4, 3), "b": torch.ones(3)}, spec)
+    bad = [
+        {"w": torch.ones(4, 3)},
+        {"w": torch.ones(4, 3), "b": torch.ones(3), "x": torch.ones(1)},
+        {"w": torch.ones(3, 4), "b": torch.ones(3)},
+        {"w": torch.ones(4, 3, dtype=torch.float64), "b": torch.ones(3)},
+        {"w": torch.full((4, 3), float("inf")), "b": torch.ones(3)},
+    ]
+    for tensors in bad:
+        with pytest.raises(WorkerFailure) as e:
+            check_tensors(tensors, spec)
+        assert e.value.reason == "garbage"
+    assert max_file_bytes(spec) >= (12 + 3) * 4
+
+
+def test_worker_gets_none_of_the_daemon_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLOCKNODE_PRIVATE_KEY", "0x" + "11" * 32)
+    spec = WorkerSpec("process", "/tmp/w")
+    env = worker_env(spec)
+    assert not any("FLOCKNODE" in k or "11" * 32 in v for k, v in env.items())
+    assert env["TMPDIR"] == "/tmp/w/scratch"
+    assert command(spec)[1:] == ["-I", "-m", "flocknode.worker.entry", spec.to_json()]
+    assert WorkerSpec.from_json(spec.to_json()) == spec
+
+
+def _cfg(tmp_path: Path, compute: str) -> Path:
+    p = tmp_path / "node.toml"
+    p.write_text(f"data_dir = 'd'\n[compute]\n{compute}\n")
+    return p
+
+
+def test_compute_section_is_validated(tmp_path: Path) -> None:
+    cfg = load_config(_cfg(tmp_path, 'isolation = "namespace"\nmemory_mb = 1024\nthreads = 1'))
+    assert (cfg.compute.isolation, cfg.compute.memory_mb, cfg.compute.threads) == (
+        "namespace",
+        1024,
+        1,
+    )
+    with pytest.raises(ConfigError) as e:
+        load_config(_cfg(tmp_path, 'isolation = "chroot"'))
+    assert e.value.key == "compute.isolation"
+    with pytest.raises(ConfigError) as e:
+        load_config(_cfg(tmp_path, "memory_mb = 10"))
+    assert e.value.key == "compute.memory_mb"
+
+
+def test_node_learner_follows_the_switch(tmp_path: Path) -> None:
+    settings = TrainingSettings()
+    none = node_learner(load_config(_cfg(tmp_path, 'isolation = "none"')), settings, print)
+    assert isinstance(none, Learner)
+    proc = node_learner(load_config(_cfg(tmp_path, 'isolation = "process"')), settings, print)
+    assert isinstance(proc, IsolatedLearner) and proc.worker.spec.isolation == "process"
+    assert proc.worker.spec.base == str(tmp_path / "d" / "worker")
+    proc.close()
+
+
+def test_namespace_isolation_fails_closed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def unavailable() -> None:
+        raise IsolationUnavailable("cannot create network/mount/PID namespaces (EPERM)")
+
+    monkeypatch.setattr(worker_learner, "probe", unavailable)
+    cfg = load_config(_cfg(tmp_path, ""))
+    with pytest.raises(ConfigError) as e:
+        node_learner(cfg, TrainingSettings(), print)
+    assert e.value.key == "compute.isolation"
+    assert "\n" not in str(e.value) and 'isolation = "process"' in str(e.value)
