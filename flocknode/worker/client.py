@@ -13,12 +13,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import secrets
 import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
@@ -34,7 +32,7 @@ from flocknode.worker.protocol import (
     WorkerFailure,
     check_tensors,
     decode_answer,
-    max_file_bytes,
+    max_tensor_bytes,
 )
 from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec, command, worker_env
 
@@ -182,43 +180,53 @@ class TaskWorker:
         expect: TensorSpec | None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         sound = False  # the process answered and may serve the next call
-        name = secrets.token_hex(8)
-        inp = self.spec.scratch / f"{name}.in.safetensors"
-        out = self.spec.scratch / f"{name}.out.safetensors"
         try:
             await self._ensure(START_TIMEOUT)
+            blob = b""
             if tensors:
-                data = save_tensors({k: t.detach().cpu().contiguous() for k, t in tensors.items()})
-                await trio.to_thread.run_sync(_write_new, inp, data)
+                blob = save_tensors({k: t.detach().cpu().contiguous() for k, t in tensors.items()})
             req_id, self._next_id = self._next_id, self._next_id + 1
-            req = Request(req_id, call, args, inp.name if tensors else None, out.name)
-            answer = decode_answer(await self._exchange(req.encode(), req_id), req_id)
+            request = Request(req_id, call, args, len(blob)).encode() + blob
+            answer = decode_answer(await self._exchange(request, req_id), req_id)
             if not answer.ok:
                 # a task that raised leaves a sound process; one out of memory does not
                 sound = answer.reason == "error"
                 raise WorkerFailure(answer.reason, answer.detail)
             result: dict[str, Any] = dict(answer.result)
             if expect is None:
-                if answer.tensors:
+                if answer.tensor_bytes:
                     raise WorkerFailure("garbage", "tensors returned where none are expected")
                 sound = True
                 return {}, result
-            if not answer.tensors:
-                raise WorkerFailure("garbage", "no tensors returned")
-            raw = await trio.to_thread.run_sync(_read_regular, out, max_file_bytes(expect))
+            limit = max_tensor_bytes(expect)
+            if not 0 < answer.tensor_bytes <= limit:
+                raise WorkerFailure(
+                    "garbage", f"{answer.tensor_bytes} tensor bytes (limit {limit})"
+                )
+            raw = await self._read_exact(answer.tensor_bytes)
             try:
                 got = load_tensors(raw)
             except Exception as e:
-                raise WorkerFailure("garbage", f"unreadable tensor file ({e})") from None
+                raise WorkerFailure("garbage", f"unreadable tensors ({e})") from None
             check_tensors(got, expect)
             sound = True
-            return {k: got[k] for k in expect}, result  # the expected order, not the file's
+            return {k: got[k] for k in expect}, result  # the expected order, not sorted
         finally:
-            for p in (inp, out):
-                with contextlib.suppress(OSError):
-                    p.unlink()
             if not sound:
                 self.kill()
+
+    async def _read_exact(self, n: int) -> bytes:
+        """The ``n`` bytes after the answer line (the worker's death ends the call)."""
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None
+        while len(self._buf) < n:
+            chunk = await proc.stdout.receive_some(max(65536, n - len(self._buf)))
+            if not chunk:
+                self._fail(*_death(await _exit_code(proc)))
+            self._buf += chunk
+        raw = bytes(self._buf[:n])
+        del self._buf[:n]
+        return raw
 
     async def _exchange(self, request: bytes | None, want_id: int) -> bytes:
         """Send ``request`` (if any) and read the next answer line, draining stderr meanwhile."""
@@ -277,25 +285,3 @@ def _death(code: int) -> tuple[Reason, str]:
     if code < 0:
         return "crash", f"worker died of {signal.Signals(-code).name}"
     return "crash", f"worker exited with status {code}"
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Create ``path`` (never through a link the worker planted) and write ``data``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-
-
-def _read_regular(path: Path, limit: int) -> bytes:
-    """The bytes of ``path`` if it is a regular file (not a link) of at most ``limit`` bytes."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError as e:
-        raise WorkerFailure("garbage", f"no readable tensor file ({e.strerror})") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not (st.st_mode & 0o170000 == 0o100000):
-            raise WorkerFailure("garbage", "tensor output is not a regular file")
-        if st.st_size > limit:
-            raise WorkerFailure("garbage", f"tensor file of {st.st_size} bytes (limit {limit})")
-        return f.read(limit + 1)

@@ -24,7 +24,7 @@ import sys
 from typing import Any, BinaryIO
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save
 
 from flocknode.learning.factory import load_callable
 from flocknode.worker.sandbox import WorkerSpec
@@ -39,14 +39,17 @@ def _limit(spec: WorkerSpec) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (spec.memory_bytes, spec.memory_bytes))
 
 
-def _answer(out: BinaryIO, body: dict[str, Any]) -> None:
+def _answer(out: BinaryIO, body: dict[str, Any], blob: bytes = b"") -> None:
     try:
-        line = json.dumps(body, separators=(",", ":"), allow_nan=False)
+        line = json.dumps(
+            {**body, "tensor_bytes": len(blob)}, separators=(",", ":"), allow_nan=False
+        )
     except (TypeError, ValueError) as e:
+        blob = b""
         line = json.dumps(
             {"id": body["id"], "ok": False, "reason": "error", "detail": f"result not JSON: {e}"}
         )
-    out.write(line.encode() + b"\n")
+    out.write(line.encode() + b"\n" + blob)
     out.flush()
 
 
@@ -56,20 +59,19 @@ def _is_oom(e: BaseException) -> bool:
     )
 
 
-def _handle(req: dict[str, Any]) -> dict[str, Any]:
+def _handle(req: dict[str, Any], blob: bytes) -> tuple[dict[str, Any], bytes]:
     fn = load_callable(req["call"], "task function")
-    tensors = load_file(req["input"]) if req["input"] else {}
+    tensors = load(blob) if blob else {}
     out = fn(tensors, req["args"])
     if not (isinstance(out, tuple) and len(out) == 2):
         raise TypeError("a task function returns (tensors, result)")
     out_tensors, result = out
     if not isinstance(out_tensors, dict) or not isinstance(result, dict):
         raise TypeError("a task function returns (dict of tensors, dict)")
-    if out_tensors:
-        if not all(isinstance(t, torch.Tensor) for t in out_tensors.values()):
-            raise TypeError("returned tensors must be torch.Tensor")
-        save_file({k: t.detach().cpu().contiguous() for k, t in out_tensors.items()}, req["output"])
-    return {"id": req["id"], "ok": True, "result": result, "tensors": bool(out_tensors)}
+    if not all(isinstance(t, torch.Tensor) for t in out_tensors.values()):
+        raise TypeError("returned tensors must be torch.Tensor")
+    data = save({k: t.detach().cpu().contiguous() for k, t in out_tensors.items()})
+    return {"id": req["id"], "ok": True, "result": result}, data if out_tensors else b""
 
 
 def serve(spec: WorkerSpec, inp: BinaryIO, out: BinaryIO) -> None:
@@ -78,15 +80,17 @@ def serve(spec: WorkerSpec, inp: BinaryIO, out: BinaryIO) -> None:
             sys.path.insert(0, p)
     if spec.threads > 0:
         torch.set_num_threads(spec.threads)
-    _answer(out, {"id": 0, "ok": True, "result": {"pid": os.getpid()}, "tensors": False})
+    _answer(out, {"id": 0, "ok": True, "result": {"pid": os.getpid()}})
     for line in inp:
         req = json.loads(line)
+        blob = inp.read(req["tensor_bytes"])
         try:
-            body = _handle(req)
+            body, result = _handle(req, blob)
         except (Exception, SystemExit) as e:  # the task's failure is an answer, not our end
             reason = "oom" if _is_oom(e) else "error"
             body = {"id": req["id"], "ok": False, "reason": reason, "detail": repr(e)[:500]}
-        _answer(out, body)
+            result = b""
+        _answer(out, body, result)
 
 
 def main() -> None:

@@ -1,12 +1,13 @@
 """What crosses the boundary between the daemon and its task worker (pure, no I/O).
 
 One request at a time, each a JSON line on the worker's stdin; each answer a
-JSON line on its stdout. Tensors travel as safetensors files in the worker's
-scratch directory, named by the daemon: the daemon never unpickles anything the
-worker wrote. Everything the worker returns is untrusted: an answer longer than
-``MAX_LINE`` bytes, a result that is not a JSON object, a tensor file larger
-than the expected state allows, or tensors whose names, shapes or dtypes differ
-from the expected ones end the call as ``garbage``.
+JSON line on its stdout. Tensors travel in safetensors format (a JSON header
+and raw little-endian bytes, no code), right after the line that announces
+their length (``tensor_bytes``): the daemon never unpickles anything the
+worker wrote. Everything the worker returns is untrusted: an answer line
+longer than ``MAX_LINE`` bytes, a result that is not a JSON object, tensor
+bytes longer than the expected state allows, or tensors whose names, shapes or
+dtypes differ from the expected ones end the call as ``garbage``.
 """
 
 from __future__ import annotations
@@ -48,36 +49,34 @@ class WorkerFailure(FlockError):
 
 @dataclass(frozen=True)
 class Request:
-    """Call ``call`` (``module:function``) with the tensors in ``input`` (a file
-    in the scratch directory, or none) and the JSON ``args``; write the returned
-    tensors to ``output``."""
+    """Call ``call`` (``module:function``) with the JSON ``args`` and the
+    ``tensor_bytes`` bytes of safetensors that follow the request line (0: no
+    tensors)."""
 
     id: int
     call: str
     args: Mapping[str, Any]
-    input: str | None
-    output: str
+    tensor_bytes: int
 
     def encode(self) -> bytes:
         body = {
             "id": self.id,
             "call": self.call,
             "args": dict(self.args),
-            "input": self.input,
-            "output": self.output,
+            "tensor_bytes": self.tensor_bytes,
         }
         return json.dumps(body, separators=(",", ":"), allow_nan=False).encode() + b"\n"
 
 
 @dataclass(frozen=True)
 class Answer:
-    """A worker's answer: ``ok`` with a JSON ``result`` (tensors in the request's
-    output file, if ``tensors``), or a failure with its reason and detail."""
+    """A worker's answer: ``ok`` with a JSON ``result`` and ``tensor_bytes`` bytes
+    of safetensors after the line, or a failure with its reason and detail."""
 
     id: int
     ok: bool
     result: Mapping[str, Any]
-    tensors: bool
+    tensor_bytes: int
     reason: Reason
     detail: str
 
@@ -95,21 +94,21 @@ def decode_answer(line: bytes, want_id: int) -> Answer:
     ok = body.get("ok")
     if ok is True:
         result = body.get("result")
-        tensors = body.get("tensors")
-        if not isinstance(result, dict) or not isinstance(tensors, bool):
-            raise WorkerFailure("garbage", "answer without a result object")
-        return Answer(want_id, True, result, tensors, "error", "")
+        n = body.get("tensor_bytes")
+        if not isinstance(result, dict) or not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise WorkerFailure("garbage", "answer without a result object and tensor length")
+        return Answer(want_id, True, result, n, "error", "")
     if ok is False:
         reason = body.get("reason")
         detail = body.get("detail")
         if reason not in ("oom", "error") or not isinstance(detail, str):
             raise WorkerFailure("garbage", "failure answer without a known reason")
-        return Answer(want_id, False, {}, False, reason, detail[:500])
+        return Answer(want_id, False, {}, 0, reason, detail[:500])
     raise WorkerFailure("garbage", "answer without 'ok'")
 
 
-def max_file_bytes(expected: TensorSpec) -> int:
-    """The largest tensor file a state of this spec can take (header included)."""
+def max_tensor_bytes(expected: TensorSpec) -> int:
+    """The most safetensors bytes a state of this spec can take (header included)."""
     raw = sum(math.prod(shape) * _itemsize(dtype) for shape, dtype in expected.values())
     return raw + HEADER_ALLOWANCE + 128 * len(expected)
 

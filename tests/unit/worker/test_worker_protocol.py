@@ -20,7 +20,7 @@ from flocknode.worker.protocol import (
     WorkerFailure,
     check_tensors,
     decode_answer,
-    max_file_bytes,
+    max_tensor_bytes,
     spec_of,
 )
 from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec, command, worker_env
@@ -33,14 +33,14 @@ def _line(**body: object) -> bytes:
 
 
 def test_request_is_one_json_line() -> None:
-    raw = Request(3, "m:f", {"seed": 1}, None, "x.safetensors").encode()
+    raw = Request(3, "m:f", {"seed": 1}, 0).encode()
     assert raw.endswith(b"\n") and raw.count(b"\n") == 1
     assert json.loads(raw)["call"] == "m:f"
 
 
 def test_good_answers_decode() -> None:
-    a = decode_answer(_line(id=5, ok=True, result={"n": 1}, tensors=True), 5)
-    assert a.ok and a.tensors and a.result == {"n": 1}
+    a = decode_answer(_line(id=5, ok=True, result={"n": 1}, tensor_bytes=40), 5)
+    assert a.ok and a.tensor_bytes == 40 and a.result == {"n": 1}
     f = decode_answer(_line(id=5, ok=False, reason="oom", detail="MemoryError()"), 5)
     assert not f.ok and f.reason == "oom"
 
@@ -50,9 +50,11 @@ def test_good_answers_decode() -> None:
     [
         b"not json",
         b"[1, 2]",
-        _line(id=4, ok=True, result={}, tensors=False),  # another request's answer
-        _line(id=5, ok=True, result=[], tensors=False),
+        _line(id=4, ok=True, result={}, tensor_bytes=0),  # another request's answer
+        _line(id=5, ok=True, result=[], tensor_bytes=0),
         _line(id=5, ok=True, result={}),
+        _line(id=5, ok=True, result={}, tensor_bytes=-1),
+        _line(id=5, ok=True, result={}, tensor_bytes=True),
         _line(id=5, ok=False, reason="crash", detail=""),  # a reason only the daemon gives
         _line(id=5, result={}),
         b"{" + b" " * MAX_LINE + b"}",
@@ -78,7 +80,7 @@ def test_tensor_checks() -> None:
         with pytest.raises(WorkerFailure) as e:
             check_tensors(tensors, spec)
         assert e.value.reason == "garbage"
-    assert max_file_bytes(spec) >= (12 + 3) * 4
+    assert max_tensor_bytes(spec) >= (12 + 3) * 4
 
 
 def test_worker_gets_none_of_the_daemon_environment(monkeypatch: pytest.MonkeyPatch) -> None:
