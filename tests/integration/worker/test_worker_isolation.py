@@ -163,3 +163,22 @@ async def test_hang_is_killed_at_the_deadline(jailed: tuple[TaskWorker, list[str
     with pytest.raises(ProcessLookupError):
         os.kill(first_pid, 0)
     await _ping(w)
+
+
+async def test_user_namespace_jail_as_for_a_non_root_daemon(
+    tmp_path: Path, data_dir: Path, listener: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The jail a non-root daemon gets (``--map-root-user``), forced here for a root one."""
+    from flocknode.worker import sandbox
+
+    flags = sandbox.unshare_flags()
+    if "--map-root-user" not in flags:
+        monkeypatch.setattr(sandbox, "unshare_flags", lambda: [*flags, "--map-root-user"])
+    w = _worker("namespace", tmp_path, data_dir, [])
+    try:
+        assert (await _probe(w, "connect", port=listener))["connected"] is False
+        secret = await _probe(w, "read", path=str(data_dir.parent / "secret.txt"))
+        assert secret["read"] is None
+        assert (await _probe(w, "read", path=str(data_dir / "mine.csv")))["read"] == "x,y\n1,2\n"
+    finally:
+        w.close()
