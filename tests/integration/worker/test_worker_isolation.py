@@ -77,10 +77,32 @@ async def _probe(w: TaskWorker, fn: str, **args: object) -> dict[str, object]:
     return res
 
 
-async def test_no_network_in_the_jail(jailed: tuple[TaskWorker, list[str]], listener: int) -> None:
-    w, _ = jailed
-    res = await _probe(w, "connect", port=listener)
-    assert res["connected"] is False
+async def test_jail_has_no_network_no_other_files_no_daemon_secrets(
+    tmp_path: Path, data_dir: Path, listener: int
+) -> None:
+    """One jailed worker through every probe (a worker start is the slow part)."""
+    os.environ["FLOCKNODE_WALLET_PASSWORD"] = "hunter2"
+    reasons: list[str] = []
+    try:
+        w = _worker("namespace", tmp_path, data_dir, reasons)
+        assert (await _probe(w, "connect", port=listener))["connected"] is False
+        env = await _probe(w, "environment")
+    finally:
+        del os.environ["FLOCKNODE_WALLET_PASSWORD"]
+    try:
+        assert env["env"] == ["HOME", "LANG", "PATH", "PYTHONDONTWRITEBYTECODE", "TMPDIR"]
+        assert (await _probe(w, "read", path=str(data_dir / "mine.csv")))["read"] == "x,y\n1,2\n"
+        secret = await _probe(w, "read", path=str(data_dir.parent / "secret.txt"))
+        assert secret == {"read": None, "error": "FileNotFoundError"}
+        daemon_env = f"/proc/{os.getpid()}/environ"  # another PID namespace: not there
+        for host_file in ("/etc/shadow", "/root/.bash_history", daemon_env):
+            assert (await _probe(w, "read", path=host_file))["read"] is None
+        written = await _probe(w, "write", path=str(data_dir / "mine.csv"))
+        assert written == {"written": False, "error": "OSError"}  # EROFS
+        assert (data_dir / "mine.csv").read_text() == "x,y\n1,2\n"
+        assert reasons == []
+    finally:
+        w.close()
 
 
 async def test_network_reachable_without_the_jail(
@@ -92,33 +114,6 @@ async def test_network_reachable_without_the_jail(
         assert (await _probe(w, "connect", port=listener))["connected"] is True
     finally:
         w.close()
-
-
-async def test_files_outside_the_data_are_invisible(
-    jailed: tuple[TaskWorker, list[str]], data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    w, reasons = jailed
-    assert (await _probe(w, "read", path=str(data_dir / "mine.csv")))["read"] == "x,y\n1,2\n"
-    secret = await _probe(w, "read", path=str(data_dir.parent / "secret.txt"))
-    assert secret == {"read": None, "error": "FileNotFoundError"}
-    daemon_env = f"/proc/{os.getpid()}/environ"  # another PID namespace: not there
-    for host_file in ("/etc/shadow", "/root/.bash_history", daemon_env):
-        assert (await _probe(w, "read", path=host_file))["read"] is None
-    written = await _probe(w, "write", path=str(data_dir / "mine.csv"))
-    assert written == {"written": False, "error": "OSError"}  # EROFS
-    assert (data_dir / "mine.csv").read_text() == "x,y\n1,2\n"
-    assert reasons == []
-
-
-async def test_daemon_environment_is_not_passed(tmp_path: Path, data_dir: Path) -> None:
-    os.environ["FLOCKNODE_WALLET_PASSWORD"] = "hunter2"
-    try:
-        w = _worker("namespace", tmp_path, data_dir, [])
-        env = await _probe(w, "environment")
-    finally:
-        del os.environ["FLOCKNODE_WALLET_PASSWORD"]
-        w.close()
-    assert env["env"] == ["HOME", "LANG", "PATH", "PYTHONDONTWRITEBYTECODE", "TMPDIR"]
 
 
 FAILURES = [
