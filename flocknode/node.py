@@ -136,7 +136,10 @@ def prepare(cfg: NodeConfig) -> Prepared:
     settings = load_task_settings(cfg, client, params.config_hash)
     behaviour = behaviour_from_env(cfg)
     learner = node_learner(
-        cfg, settings.training, lambda reason: metrics.inc(f"worker_failures_{reason}")
+        cfg,
+        settings.training,
+        lambda reason: metrics.inc(f"worker_failures_{reason}"),
+        (params.train_seconds, params.commit_seconds),
     )
     store = ContentStore(layout.store)
     models = ModelBook(store, None)

@@ -46,7 +46,9 @@ class IsolatedLearner:
     node_index: int
     num_nodes: int
     worker: TaskWorker
-    timeout: float
+    timeout: float  # warm-up; any call's upper bound
+    train_timeout: float | None = None  # None: ``timeout``
+    eval_timeout: float | None = None
 
     @classmethod
     def from_settings(
@@ -57,11 +59,16 @@ class IsolatedLearner:
         spec: WorkerSpec,
         *,
         timeout: float,
+        phase_seconds: tuple[float, float] | None = None,
         on_failure: Callable[[Reason], None] | None = None,
     ) -> IsolatedLearner:
+        """``phase_seconds``: the task's train and commit phase lengths; a training
+        call is killed after the train phase's length at most, an evaluation after
+        the commit phase's (no later call of its role could use the result)."""
         factory = load_model_factory(settings.model_factory)
         worker = TaskWorker(spec, on_failure)
-        return cls(settings, factory, node_index, num_nodes, worker, timeout)
+        train_t, eval_t = (min(timeout, p) for p in phase_seconds or (timeout, timeout))
+        return cls(settings, factory, node_index, num_nodes, worker, timeout, train_t, eval_t)
 
     def initial_state(self) -> State:
         return initial_state(self.factory, self.settings.init_seed)
@@ -77,14 +84,14 @@ class IsolatedLearner:
 
     async def warm_up_async(self) -> None:
         """Start the worker, load its data and pay torch's first-step cost before any role."""
-        await self._call("warm_up", {}, self._args(), None)
+        await self._call("warm_up", {}, self._args(), None, self.timeout)
 
     async def train_async(
         self, global_state: Mapping[str, torch.Tensor], seed: int, label_flip: bool = False
     ) -> TrainResult:
         expect = {n: (shape, torch.float32) for n, (shape, _) in spec_of(global_state).items()}
         args = self._args(seed=seed, label_flip=label_flip)
-        update, info = await self._call("train", global_state, args, expect)
+        update, info = await self._call("train", global_state, args, expect, self.train_timeout)
         try:
             seconds, samples, loss = info["seconds"], info["samples"], info["final_loss"]
             if not (_number(seconds) and seconds >= 0 and _int(samples) and _number(loss)):
@@ -96,7 +103,9 @@ class IsolatedLearner:
     async def evaluate_async(
         self, state: Mapping[str, torch.Tensor], split: SplitName = "val"
     ) -> Evaluation:
-        _, info = await self._call("evaluate", state, self._args(split=split), None)
+        _, info = await self._call(
+            "evaluate", state, self._args(split=split), None, self.eval_timeout
+        )
         correct, total = info.get("correct"), info.get("total")
         if not (isinstance(correct, int) and isinstance(total, int)) or not (
             _int(correct) and _int(total) and 0 <= correct <= total
@@ -113,10 +122,11 @@ class IsolatedLearner:
         tensors: Mapping[str, torch.Tensor],
         args: dict[str, Any],
         expect: Mapping[str, tuple[tuple[int, ...], torch.dtype]] | None,
+        timeout: float | None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         try:
             return await self.worker.call(
-                f"{TASKS}:{name}", tensors, args, expect=expect, timeout=self.timeout
+                f"{TASKS}:{name}", tensors, args, expect=expect, timeout=timeout or self.timeout
             )
         except WorkerFailure as e:
             limited_log.warning(e.reason, "task worker %s failed: %s", name, e)
@@ -140,10 +150,14 @@ def _number(v: object) -> bool:
 
 
 def node_learner(
-    cfg: NodeConfig, settings: TrainingSettings, on_failure: Callable[[Reason], None]
+    cfg: NodeConfig,
+    settings: TrainingSettings,
+    on_failure: Callable[[Reason], None],
+    phase_seconds: tuple[float, float] | None = None,
 ) -> RoundLearner:
     """The learner ``[compute] isolation`` asks for; ``ConfigError`` (one line) if the
-    machine cannot give namespace isolation."""
+    machine cannot give namespace isolation. ``phase_seconds``: the task's train and
+    commit phase lengths (``IsolatedLearner.from_settings``)."""
     c = cfg.compute
     if c.isolation == "none":
         return Learner.from_settings(settings, cfg.data.node_index, cfg.data.num_nodes)
@@ -173,5 +187,6 @@ def node_learner(
         cfg.data.num_nodes,
         spec,
         timeout=c.timeout_seconds,
+        phase_seconds=phase_seconds,
         on_failure=on_failure,
     )

@@ -118,9 +118,12 @@ def test_node_learner_follows_the_switch(tmp_path: Path) -> None:
     settings = TrainingSettings()
     none = node_learner(load_config(_cfg(tmp_path, 'isolation = "none"')), settings, print)
     assert isinstance(none, Learner)
-    proc = node_learner(load_config(_cfg(tmp_path, 'isolation = "process"')), settings, print)
+    cfg = load_config(_cfg(tmp_path, 'isolation = "process"\ntimeout_seconds = 20'))
+    proc = node_learner(cfg, settings, print, (30, 10))
     assert isinstance(proc, IsolatedLearner) and proc.worker.spec.isolation == "process"
     assert proc.worker.spec.base == str(tmp_path / "d" / "worker")
+    # a call is killed at its phase's length, or earlier if the config says so
+    assert (proc.timeout, proc.train_timeout, proc.eval_timeout) == (20, 20, 10)
     proc.close()
 
 
