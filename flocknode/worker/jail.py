@@ -14,7 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec, worker_env
+from flocknode.worker.sandbox import DROP_PRIVILEGES, IsolationUnavailable, WorkerSpec, worker_env
 
 _MS_RDONLY, _MS_NOSUID, _MS_NODEV, _MS_NOEXEC = 1, 2, 4, 8
 _MS_REMOUNT, _MS_BIND, _MS_REC, _MS_PRIVATE = 32, 4096, 16384, 1 << 18
@@ -110,8 +110,15 @@ def jail(spec: WorkerSpec) -> None:
     setpriv = shutil.which("setpriv", path="/usr/bin:/bin")
     if setpriv is None:
         raise IsolationUnavailable("setpriv not found inside the jail")
-    argv = [setpriv, "--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--"]
-    argv += [sys.executable, "-I", "-m", "flocknode.worker.entry", spec.to_json()]
+    argv = [
+        setpriv,
+        *DROP_PRIVILEGES,
+        sys.executable,
+        "-I",
+        "-m",
+        "flocknode.worker.entry",
+        spec.to_json(),
+    ]
     os.execve(setpriv, argv, worker_env(spec))
 
 

@@ -23,8 +23,9 @@ namespace). ``jail`` then, inside the new namespaces:
 
 The network namespace has only a loopback interface, down: every connect
 fails. ``process`` isolation runs the same entry without namespaces (crash,
-memory and deadline containment only); the daemon's environment is never
-passed on, so no key or password reaches task code in either mode.
+memory and deadline containment, and no capabilities through ``setpriv`` when
+it is installed); the daemon's environment is never passed on, so no key or
+password reaches task code in either mode.
 """
 
 from __future__ import annotations
@@ -85,6 +86,10 @@ class WorkerSpec:
         return cls(**d)
 
 
+# setpriv arguments: no capabilities now or after any exec, no setuid gains
+DROP_PRIVILEGES = ("--no-new-privs", "--inh-caps=-all", "--bounding-set=-all", "--")
+
+
 def unshare_flags() -> list[str]:
     flags = ["--net", "--mount", "--pid", "--fork", "--kill-child", "--propagation", "private"]
     if os.geteuid() != 0:
@@ -95,7 +100,9 @@ def unshare_flags() -> list[str]:
 def command(spec: WorkerSpec) -> list[str]:
     """The worker's command line for this spec."""
     if spec.isolation == "process":
-        return [sys.executable, "-I", "-m", "flocknode.worker.entry", spec.to_json()]
+        entry = [sys.executable, "-I", "-m", "flocknode.worker.entry", spec.to_json()]
+        setpriv = shutil.which("setpriv")
+        return [setpriv, *DROP_PRIVILEGES, *entry] if setpriv else entry
     unshare = shutil.which("unshare")
     if unshare is None:
         raise IsolationUnavailable("the 'unshare' program (util-linux) is not installed")

@@ -44,7 +44,10 @@ def write(tensors: dict[str, torch.Tensor], args: dict[str, Any]) -> Out:
 
 
 def environment(tensors: dict[str, torch.Tensor], args: dict[str, Any]) -> Out:
-    return {}, {"env": sorted(os.environ), "uid": os.getuid()}
+    with open("/proc/self/status") as f:
+        caps = {k: v.strip() for k, _, v in (line.partition(":") for line in f)}
+    effective, bounding = int(caps["CapEff"], 16), int(caps["CapBnd"], 16)
+    return {}, {"env": sorted(os.environ), "cap_eff": effective, "cap_bnd": bounding}
 
 
 def hog(tensors: dict[str, torch.Tensor], args: dict[str, Any]) -> Out:

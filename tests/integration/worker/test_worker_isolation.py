@@ -91,6 +91,7 @@ async def test_jail_has_no_network_no_other_files_no_daemon_secrets(
         del os.environ["FLOCKNODE_WALLET_PASSWORD"]
     try:
         assert env["env"] == ["HOME", "LANG", "PATH", "PYTHONDONTWRITEBYTECODE", "TMPDIR"]
+        assert (env["cap_eff"], env["cap_bnd"]) == (0, 0)  # no capabilities, none to regain
         assert (await _probe(w, "read", path=str(data_dir / "mine.csv")))["read"] == "x,y\n1,2\n"
         secret = await _probe(w, "read", path=str(data_dir.parent / "secret.txt"))
         assert secret == {"read": None, "error": "FileNotFoundError"}
@@ -112,6 +113,8 @@ async def test_network_reachable_without_the_jail(
     w = _worker("process", tmp_path, data_dir, [])
     try:
         assert (await _probe(w, "connect", port=listener))["connected"] is True
+        env = await _probe(w, "environment")
+        assert (env["cap_eff"], env["cap_bnd"]) == (0, 0)  # setpriv: no capabilities here either
     finally:
         w.close()
 

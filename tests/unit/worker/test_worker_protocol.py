@@ -89,7 +89,7 @@ def test_worker_gets_none_of_the_daemon_environment(monkeypatch: pytest.MonkeyPa
     env = worker_env(spec)
     assert not any("FLOCKNODE" in k or "11" * 32 in v for k, v in env.items())
     assert env["TMPDIR"] == "/tmp/w/scratch"
-    assert command(spec)[1:] == ["-I", "-m", "flocknode.worker.entry", spec.to_json()]
+    assert command(spec)[-4:] == ["-I", "-m", "flocknode.worker.entry", spec.to_json()]
     assert WorkerSpec.from_json(spec.to_json()) == spec
 
 
