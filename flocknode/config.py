@@ -117,6 +117,8 @@ class ComputeConfig(_Section):
     ``memory_mb``: the worker's address-space limit. ``timeout_seconds``: the
     longest one training or evaluation call may take before the worker is
     killed. ``threads``: torch threads in the worker (0: torch's default).
+    ``device``: ``auto`` (a GPU if torch sees one, else the CPU), ``cpu``,
+    ``cuda`` or ``cuda:N``, for training and evaluation only.
     ``read_only``: more paths task code may read (a task package directory).
     """
 
@@ -124,6 +126,7 @@ class ComputeConfig(_Section):
     memory_mb: int = Field(default=4096, ge=256)
     timeout_seconds: float = Field(default=600.0, gt=0)
     threads: int = Field(default=0, ge=0)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
     read_only: list[str] = Field(default_factory=list)
 
 

@@ -82,13 +82,16 @@ class Learner:
     factory: ModelFactory
     data: NodeData
     node_index: int
+    device: str = "cpu"  # where training and evaluation run (``resolve_device``)
 
     @classmethod
-    def from_settings(cls, settings: TrainingSettings, node_index: int, num_nodes: int) -> Learner:
+    def from_settings(
+        cls, settings: TrainingSettings, node_index: int, num_nodes: int, device: str = "cpu"
+    ) -> Learner:
         """Resolve the model factory and load this node's data (``PluginError``/``DataError``)."""
         factory = load_model_factory(settings.model_factory)
         data = load_node_data(settings, node_index, num_nodes)
-        return cls(settings, factory, data, node_index)
+        return cls(settings, factory, data, node_index, device)
 
     def warm_up(self) -> None:
         """One throw-away training step: the first optimizer in a process costs about
@@ -106,6 +109,7 @@ class Learner:
             momentum=s.momentum,
             seed=0,
             num_classes=self.data.num_classes,
+            device=self.device,
         )
 
     def initial_state(self) -> State:
@@ -133,10 +137,11 @@ class Learner:
             seed=seed,
             num_classes=self.data.num_classes,
             label_flip=label_flip,
+            device=self.device,
         )
 
     def evaluate(self, state: Mapping[str, torch.Tensor], split: SplitName = "val") -> Evaluation:
-        return evaluate(self.factory, state, self.split(split))
+        return evaluate(self.factory, state, self.split(split), self.device)
 
     async def train_async(
         self, global_state: Mapping[str, torch.Tensor], seed: int, label_flip: bool = False

@@ -68,6 +68,7 @@ def train_local(
     seed: int,
     num_classes: int,
     label_flip: bool = False,
+    device: str = "cpu",
 ) -> TrainResult:
     """Train from ``global_state`` on ``data``; returns the update and the wall time.
 
@@ -75,16 +76,18 @@ def train_local(
     pass over the data); otherwise ``epochs`` full passes. ``optimizer`` is
     ``"adam"`` or ``"sgd"`` (with ``momentum``). ``label_flip`` trains on
     permuted labels (``flipped_labels``): the cheater behaviour of the test
-    cluster, off for honest nodes.
+    cluster, off for honest nodes. ``device``: where the model and the data
+    live while training; the batch order is drawn on the CPU and the update is
+    returned on the CPU whatever the device.
     """
     n = len(data)
     if n == 0:
         raise ValueError("no training samples")
     start = time.perf_counter()
-    model = build_model(factory, global_state)
+    model = build_model(factory, global_state).to(device)
     model.train()
-    x = torch.from_numpy(data.x)
-    y = torch.from_numpy(data.y)
+    x = torch.from_numpy(data.x).to(device)
+    y = torch.from_numpy(data.y).to(device)
     if label_flip:
         y = flipped_labels(y, num_classes)
     if optimizer not in ("adam", "sgd"):
@@ -96,12 +99,13 @@ def train_local(
     for idx in _batches(n, batch_size, steps, epochs, gen):
         for p in opt.params:
             p.grad = None
+        idx = idx.to(device)
         loss = loss_fn(model(x[idx]), y[idx])
         loss.backward()
         opt.step()
     trained = model.state_dict()
     update = {
-        name: (trained[name].detach() - g.detach()).to(torch.float32).contiguous()
+        name: (trained[name].detach().cpu() - g.detach()).to(torch.float32).contiguous()
         for name, g in global_state.items()
     }
     return TrainResult(update, time.perf_counter() - start, n, float(loss.detach()))
@@ -170,13 +174,15 @@ def _batches(
             done += 1
 
 
-def evaluate(factory: ModelFactory, state: Mapping[str, torch.Tensor], data: Split) -> Evaluation:
+def evaluate(
+    factory: ModelFactory, state: Mapping[str, torch.Tensor], data: Split, device: str = "cpu"
+) -> Evaluation:
     """Accuracy of the model ``state`` on ``data`` (argmax of the outputs)."""
     if len(data) == 0:
         return Evaluation(0, 0)
-    model = build_model(factory, state)
+    model = build_model(factory, state).to(device)
     model.eval()
     with torch.no_grad():
-        pred = model(torch.from_numpy(data.x)).argmax(dim=1)
+        pred = model(torch.from_numpy(data.x).to(device)).argmax(dim=1).cpu()
     correct = int((pred == torch.from_numpy(data.y)).sum())
     return Evaluation(correct, len(data))

@@ -98,6 +98,11 @@ def jail(spec: WorkerSpec) -> None:
     (root / "dev").mkdir()
     for name in _DEV_FILES:
         _bind(root, Path("/dev") / name, bound, writable=True, noexec=True, device=True)
+    if spec.device.startswith("cuda"):  # the GPU's device files and what CUDA reads in /sys
+        for dev in sorted(Path("/dev").glob("nvidia*")):
+            if not dev.is_dir():
+                _bind(root, dev, bound, writable=True, noexec=True, device=True)
+        _bind(root, Path("/sys"), bound)
     (root / "proc").mkdir()
     _libc_mount("proc", str(root / "proc"), "proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None)
     if not (root / "tmp").exists():  # else the scratch directory is under /tmp

@@ -30,6 +30,7 @@ from flocknode.learning.settings import TrainingSettings
 from flocknode.learning.train import Evaluation, TrainResult
 from flocknode.logs import PeerLog
 from flocknode.worker.client import TaskWorker
+from flocknode.worker.devices import DeviceUnavailable, resolve_device
 from flocknode.worker.protocol import Reason, WorkerFailure, spec_of
 from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec, probe
 
@@ -79,6 +80,7 @@ class IsolatedLearner:
             "training": training,
             "node_index": self.node_index,
             "num_nodes": self.num_nodes,
+            "device": self.worker.spec.device,
             **extra,
         }
 
@@ -159,8 +161,12 @@ def node_learner(
     machine cannot give namespace isolation. ``phase_seconds``: the task's train and
     commit phase lengths (``IsolatedLearner.from_settings``)."""
     c = cfg.compute
+    try:
+        device = resolve_device(c.device)
+    except DeviceUnavailable as e:
+        raise ConfigError(cfg.source, "compute.device", str(e)) from None
     if c.isolation == "none":
-        return Learner.from_settings(settings, cfg.data.node_index, cfg.data.num_nodes)
+        return Learner.from_settings(settings, cfg.data.node_index, cfg.data.num_nodes, device)
     if c.isolation == "namespace":
         try:
             probe()
@@ -180,6 +186,7 @@ def node_learner(
         read_only=tuple(read_only),
         memory_bytes=c.memory_mb << 20,
         threads=c.threads,
+        device=device,
     )
     return IsolatedLearner.from_settings(
         settings,

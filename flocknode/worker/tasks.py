@@ -20,11 +20,13 @@ _LEARNERS: dict[str, Learner] = {}
 
 
 def _learner(args: dict[str, Any]) -> Learner:
-    key = json.dumps([args["training"], args["node_index"], args["num_nodes"]], sort_keys=True)
+    where = [args["training"], args["node_index"], args["num_nodes"], args["device"]]
+    key = json.dumps(where, sort_keys=True)
     learner = _LEARNERS.get(key)
     if learner is None:
         settings = TrainingSettings(**args["training"])
-        learner = Learner.from_settings(settings, args["node_index"], args["num_nodes"])
+        node_index, num_nodes, device = where[1:]
+        learner = Learner.from_settings(settings, node_index, num_nodes, device)
         _LEARNERS.clear()
         _LEARNERS[key] = learner
     return learner

@@ -13,6 +13,7 @@ from flocknode.errors import ConfigError
 from flocknode.learning.learner import Learner
 from flocknode.learning.settings import TrainingSettings
 from flocknode.worker import learner as worker_learner
+from flocknode.worker.devices import DeviceUnavailable, resolve_device
 from flocknode.worker.learner import IsolatedLearner, node_learner
 from flocknode.worker.protocol import (
     MAX_LINE,
@@ -137,3 +138,25 @@ def test_namespace_isolation_fails_closed(tmp_path: Path, monkeypatch: pytest.Mo
         node_learner(cfg, TrainingSettings(), print)
     assert e.value.key == "compute.isolation"
     assert "\n" not in str(e.value) and 'isolation = "process"' in str(e.value)
+
+
+def test_device_resolution() -> None:
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda:0" if gpus else "cpu")
+    with pytest.raises(DeviceUnavailable):
+        resolve_device(f"cuda:{gpus}")
+    for bad in ("gpu", "cuda:", "cuda:x", "mps"):
+        with pytest.raises(DeviceUnavailable):
+            resolve_device(bad)
+
+
+def test_missing_device_is_one_config_line(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(_cfg(tmp_path, 'device = "gpu"'))
+    assert e.value.key == "compute.device"
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    cfg = load_config(_cfg(tmp_path, f'device = "cuda:{gpus}"\nisolation = "none"'))
+    with pytest.raises(ConfigError) as e:
+        node_learner(cfg, TrainingSettings(), print)
+    assert e.value.key == "compute.device" and "CUDA device" in str(e.value)
