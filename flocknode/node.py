@@ -291,11 +291,10 @@ class FlockNode:
                 nursery.start_soon(self._warm_up_worker, self.prep.learner)
 
     async def _warm_up_worker(self, learner: IsolatedLearner) -> None:
-        """Start the task worker before the first role (a failure is counted; roles retry)."""
-        try:
+        """Start the task worker before the first role; a failure is logged and counted
+        by the learner, and the first role starts the worker again."""
+        with contextlib.suppress(WorkerFailure):
             await learner.warm_up_async()
-        except WorkerFailure as e:
-            log.warning("task worker warm-up failed: %s", e)
 
     async def _wait_for_signal(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
