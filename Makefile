@@ -48,10 +48,13 @@ demo: setup
 test: setup lint
 	$(PY) -m pytest -q -p no:cacheprovider --durations=15
 
+# Layer rules (pyproject.toml, [tool.importlinter]): lint-imports exits non-zero
+# on any import that crosses them, so `make test` fails.
 lint: setup
 	.venv/bin/ruff check flocknode tests bench
 	.venv/bin/ruff format --check flocknode
 	.venv/bin/mypy flocknode
+	.venv/bin/lint-imports --no-cache --no-logo pyproject.toml
 
 contracts: node_modules/.flocknode-setup
 	node contracts/build.mjs

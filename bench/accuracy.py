@@ -16,6 +16,13 @@ scores are >= 0 (docs/contracts.md "Settlement details"). Scenarios:
   so most rounds have cheaters in most proposer seats.
 
 The norm check gets the task's step scale (``step_scale``), as voters do.
+Voters also flag each update judged alone (its "alone" score change below
+``--flag-threshold-ppm``), and an honest proposer counts as paid only if the
+round is accepted and it is neither rejected nor flagged by a quorum (two
+thirds) of the voters, as the contract pays. ``--task`` picks a built-in task
+and ``--score`` the classifiers' voting score (``accuracy``, or ``loss`` for
+minus the mean validation loss); ``lowering_rounds`` counts accepted rounds that
+lowered test accuracy by more than one point.
 
 Also times each rule on 5 and 10 updates of the MLP's size and of about 100k
 parameters, as a ratio to a naive float32 ``torch.stack(...).mean(0)`` baseline
@@ -56,6 +63,7 @@ def simulate(
     vote: bool,
     seed: int,
     attack: str = "sign_flip",
+    flag_threshold: int = -450_000,
 ) -> dict[str, Any]:
     n = len(learners)
     state = learners[0].initial_state()
@@ -82,19 +90,27 @@ def simulate(
         result = aggregate(state, updates, rule, seats=list(range(len(props))), scale=scale)
         agg_s = time.perf_counter() - t0
         accepted = True
+        flags = [0] * len(props)
         if voters:
-            scores = [
-                learners[v].evaluate(result.model, "val").ppm
-                - learners[v].evaluate(state, "val").ppm
-                for v in voters
-            ]
+            scores = []
+            for v in voters:
+                before = learners[v].evaluate(state, "val").ppm
+                scores.append(learners[v].evaluate(result.model, "val").ppm - before)
+                for i, up in enumerate(updates):
+                    alone = learners[v].evaluate(apply_update(state, up), "val").ppm - before
+                    flags[i] += alone < flag_threshold
             accepted = 2 * sum(1 for s in scores if s >= 0) >= len(scores)
+        flagged = [props[i] for i, f in enumerate(flags) if voters and f * 3 >= 2 * len(voters)]
+        before_acc = test.evaluate(state, "test").accuracy
         if accepted:
             state = result.model
+        after_acc = test.evaluate(state, "test").accuracy
         history.append(
             {
                 "round": r,
-                "accuracy": round(test.evaluate(state, "test").accuracy, 4),
+                "accuracy": round(after_acc, 4),
+                "lowered": accepted and after_acc < before_acc - 0.01,
+                "flagged_nodes": flagged,
                 "accepted": accepted,
                 "proposers": props,
                 "byzantine_proposers": [p for p in props if p in byzantine],
@@ -114,14 +130,17 @@ def simulate(
             for h in history
             if h["accepted"]
             for x in h["proposers"]
-            if x not in byzantine and x not in h["rejected_nodes"]
+            if x not in byzantine and x not in h["rejected_nodes"] and x not in h["flagged_nodes"]
         ),
+        "honest_proposals": sum(1 for h in history for x in h["proposers"] if x not in byzantine),
+        "honest_flagged": sum(1 for h in history for x in h["flagged_nodes"] if x not in byzantine),
+        "lowering_rounds": sum(1 for h in history if h["lowered"]),
         "byzantine_paid": sum(
             1
             for h in history
             if h["accepted"]
             for x in h["byzantine_proposers"]
-            if x not in h["rejected_nodes"]
+            if x not in h["rejected_nodes"] and x not in h["flagged_nodes"]
         ),
         "honest_rejected": sum(
             1 for h in history for x in h["rejected_nodes"] if x not in byzantine
@@ -262,6 +281,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--momentum", type=float)
     p.add_argument("--val-fraction", type=float)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--task", default="digits-mlp", help="a built-in task")
+    p.add_argument("--score", choices=["accuracy", "loss", "brier"], default="accuracy")
+    p.add_argument("--flag-threshold-ppm", type=int, default=-450_000)
+    p.add_argument("--min-val", type=int, help="override min_val_samples")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--detail", action="store_true", help="include every round's record")
     p.add_argument("--skip-timing", action="store_true")
@@ -278,11 +301,17 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch,
         "momentum": args.momentum,
         "val_fraction": args.val_fraction,
+        "task": args.task,
+        "min_val_samples": args.min_val,
     }
     settings = dataclasses.replace(
         TrainingSettings(), **{k: v for k, v in overrides.items() if v is not None}
     )
-    learners = [Learner.from_settings(settings, i, args.nodes) for i in range(args.nodes)]
+    learners = [Learner.for_shard(settings, i, args.nodes) for i in range(args.nodes)]
+    for lr in learners:
+        if len(lr.data.val) < settings.min_val_samples:
+            raise SystemExit(f"node {lr} has {len(lr.data.val)} validation samples")
+        lr.task.score = args.score
     learners[0].train(learners[0].initial_state(), seed=0)  # warm torch up (first call ~1.5 s)
     half = args.proposers or args.nodes // 2
     byz = set(range(args.byzantine))
@@ -293,7 +322,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, (rule, props, bad, vote, attack) in scenario_list(args.nodes, half, byz).items():
         if only is not None and name not in only:
             continue
-        runs = [simulate(learners, rule, args.rounds, props, bad, vote, sd, attack) for sd in seeds]
+        runs = [
+            simulate(
+                learners, rule, args.rounds, props, bad, vote, sd, attack, args.flag_threshold_ppm
+            )
+            for sd in seeds
+        ]
         per_round = [statistics.mean(r["accuracy"][i] for r in runs) for i in range(args.rounds)]
         scenarios[name] = {
             "proposers_per_round": props,
@@ -311,6 +345,9 @@ def main(argv: list[str] | None = None) -> int:
                     "rounds_not_accepted",
                     "honest_rejected",
                     "honest_paid",
+                    "honest_proposals",
+                    "honest_flagged",
+                    "lowering_rounds",
                     "byzantine_paid",
                     "byzantine_proposals",
                     "byzantine_rejected",
@@ -324,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
             }
     report: dict[str, Any] = {
         "settings": dataclasses.asdict(settings),
+        "score": args.score,
+        "flag_threshold_ppm": args.flag_threshold_ppm,
+        "val_sizes": [len(lr.data.val) for lr in learners],
         "nodes": args.nodes,
         "rounds": args.rounds,
         "seeds": seeds,
@@ -360,8 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         for name, v in scenarios.items():
             print(
                 f"{name:32s} not accepted {v['rounds_not_accepted']:3d}  honest rejected "
-                f"{v['honest_rejected']:3d}  paid honest/byz {v['honest_paid']}/"
-                f"{v['byzantine_paid']}  byzantine rejected {v['byzantine_rejected']}/"
+                f"{v['honest_rejected']:3d}  flagged {v['honest_flagged']}  lowering "
+                f"{v['lowering_rounds']}  paid honest {v['honest_paid']}/"
+                f"{v['honest_proposals']} byz {v['byzantine_paid']}  byzantine rejected "
+                f"{v['byzantine_rejected']}/"
                 f"{v['byzantine_proposals']}  train max {v['train_seconds_max']:.3f}s"
             )
         for probe in report["update_probe"]:

@@ -87,7 +87,7 @@ def serve(args: dict[str, Any]) -> None:
 
     from flocknode.p2p.content import DirectoryBlobSource
     from flocknode.p2p.framing import WRITE_SEGMENT
-    from flocknode.p2p.streams import ContentServer
+    from flocknode.p2p.serve import ContentServer
 
     size = args["size"]
     payload = bytes(MIB)
@@ -167,9 +167,8 @@ def receive(args: dict[str, Any]) -> None:
     from libp2p.peer.peerinfo import PeerInfo
 
     from flocknode.p2p.content import FileSink, MemorySink
-    from flocknode.p2p.fetch import LAZY_READ_BELOW, LAZY_READ_PAUSE
+    from flocknode.p2p.fetch import LAZY_READ_BELOW, LAZY_READ_PAUSE, fetch
     from flocknode.p2p.framing import PROTOCOL_BLOB
-    from flocknode.p2p.streams import fetch
 
     size, cid = args["size"], bytes.fromhex(args["cid"])
     server = ID.from_base58(args["server"])

@@ -1,8 +1,10 @@
 """Cost of running task code in the isolated worker, against the same work in-process.
 
 Not part of the test suite. One "role" is what a node's learner does in a
-round of the digits demo: one ``train`` (the task's default settings: 100 Adam
-steps of 16) and one ``evaluate`` on the private validation split. The same
+round of a built-in task (``--task``: ``digits-mlp`` or ``digits-cnn``): one
+``train`` (the default training settings: 100 Adam steps of 16) and one
+``evaluate`` on the private validation split, over the node's shard written
+to files in the task's format (CSV, PNG folders) as ``cluster up`` does. The same
 role runs in the daemon (``Learner``, through ``trio.to_thread`` as the round
 engine calls it) and in a warmed-up task worker (``IsolatedLearner``) for
 each isolation (``namespace``: the jail; ``process``: no namespaces),
@@ -15,7 +17,7 @@ repetitions of (worker time / in-process time in the same repetition) - 1
 (target <= 0.10), the worker's one-time start (process, jail, torch import,
 data load; paid at node start, not per role), and ``load_avg_1m``.
 
-    .venv/bin/python bench/worker.py --json
+    .venv/bin/python bench/worker.py --task digits-cnn --json
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 import trio
 
-from flocknode.learning.learner import Learner
-from flocknode.learning.settings import TrainingSettings
+from flocknode.learning import Learner, TrainingSettings, load_task, write_shards
 from flocknode.worker.learner import IsolatedLearner
 from flocknode.worker.sandbox import WorkerSpec
 
@@ -45,20 +47,30 @@ async def _role(learner: Any, init: dict[str, torch.Tensor], seed: int) -> tuple
     return time.perf_counter() - t0, res.update
 
 
-async def run(reps: int, node_index: int, num_nodes: int, threads: int) -> dict[str, Any]:
+async def run(
+    task: str, reps: int, node_index: int, num_nodes: int, threads: int
+) -> dict[str, Any]:
     if threads:
         torch.set_num_threads(threads)
     threads = torch.get_num_threads()
-    settings = TrainingSettings()
-    local = Learner.from_settings(settings, node_index, num_nodes)
-    local.warm_up()
-    init = local.initial_state()
-    out: dict[str, Any] = {"reps": reps, "threads": threads, "local_steps": settings.local_steps}
+    settings = TrainingSettings(task=task)
+    out: dict[str, Any] = {"task": task, "reps": reps, "threads": threads}
+    out["local_steps"] = settings.local_steps
     with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
+        data = write_shards(load_task(task), Path(tmp) / "data", num_nodes).nodes[node_index]
+        local = Learner.from_settings(settings, data)
+        local.warm_up()
+        init = local.initial_state()
+        out["train_samples"] = local.sizes.train
         workers: dict[str, IsolatedLearner] = {}
         for iso in ("namespace", "process"):
-            spec = WorkerSpec(iso, os.path.join(tmp, iso), threads=threads)  # type: ignore[arg-type]
-            w = IsolatedLearner.from_settings(settings, node_index, num_nodes, spec, timeout=600)
+            spec = WorkerSpec(
+                iso,  # type: ignore[arg-type]
+                os.path.join(tmp, iso),
+                read_only=(str(data),),
+                threads=threads,
+            )
+            w = IsolatedLearner.from_settings(settings, str(data), None, spec, timeout=600)
             t0 = time.perf_counter()
             await w.warm_up_async()
             out[f"{iso}_start_s"] = round(time.perf_counter() - t0, 3)
@@ -87,13 +99,14 @@ async def run(reps: int, node_index: int, num_nodes: int, threads: int) -> dict[
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--task", default="digits-mlp", help="digits-mlp or digits-cnn")
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--node-index", type=int, default=0)
     ap.add_argument("--num-nodes", type=int, default=10)
     ap.add_argument("--threads", type=int, default=1, help="torch threads, both sides (0: default)")
     ap.add_argument("--json", action="store_true", help="one JSON object on stdout")
     a = ap.parse_args()
-    res = trio.run(run, a.reps, a.node_index, a.num_nodes, a.threads)
+    res = trio.run(run, a.task, a.reps, a.node_index, a.num_nodes, a.threads)
     if a.json:
         print(json.dumps(res))
     else:

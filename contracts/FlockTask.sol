@@ -10,7 +10,7 @@ interface IERC20Transfers {
 
 /// @title FlockTask
 /// @notice One federated-learning task: participants, stakes, rounds, votes, rewards
-///         and slashes. PROTOCOL.md "The chain" and "A round" is the behaviour;
+///         and slashes. docs/protocol.md "The chain" and "A round" is the behaviour;
 ///         docs/contracts.md fixes the interface.
 /// @dev Stake changes are "lazily effective": each participant has one packed
 ///      entry {prior, next, changeRound}. A change made while round c is current
@@ -435,7 +435,7 @@ contract FlockTask {
         return _open(c + 1);
     }
 
-    /// @notice Draws the round's roles from the seed (PROTOCOL.md step 2). If the
+    /// @notice Draws the round's roles from the seed (docs/protocol.md, step 2). If the
     ///         seed block is older than 256 blocks, voids the round and opens the
     ///         next one instead (when the task can continue).
     function electRoles(uint256 round) external {
@@ -676,7 +676,7 @@ contract FlockTask {
         return _commitment(round, voter, aggregateHash, includedBits, rejectedBits, flagBits, score, salt);
     }
 
-    /// @notice The draw of PROTOCOL.md step 2 on given inputs: positions into
+    /// @notice The draw of docs/protocol.md, step 2, on given inputs: positions into
     ///         `stakes` in seat order. electRoles runs exactly this on the
     ///         eligibility snapshot; exposed so off-chain mirrors can be checked.
     function drawSeats(bytes32 seed, uint256[] calldata stakes, uint256 seats)
@@ -1163,7 +1163,7 @@ contract FlockTask {
         return each * count;
     }
 
-    /// @dev Every slash of PROTOCOL.md step 8. Returns the tokens taken (they go
+    /// @dev Every slash of docs/protocol.md, step 8. Returns the tokens taken (they go
     ///      to the reward pool, after this round's rewards were paid).
     function _slashAll(
         uint256 round,

@@ -11,7 +11,9 @@ password from a file or ``FLOCKNODE_WALLET_PASSWORD``; a raw hex key only from
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -84,14 +86,14 @@ class P2PConfig(_Section):
 
 
 class DataConfig(_Section):
-    """Where this participant's private data is and which part of it is theirs.
+    """Where this participant's private data is (``path``, read by the task's code).
 
-    The data set and how it is split are task settings (hashed into configHash);
-    this section says which shard is this node's, and where a custom loader's
-    files are.
+    ``test_path`` is for testers: a held-out set the node reports accuracy on,
+    never used in a vote. ``node_index``/``num_nodes`` name a test node's shard.
     """
 
     path: str = ""
+    test_path: str = ""  # testers: a held-out set the node reports accuracy on, never votes with
     node_index: int = Field(default=0, ge=0)
     num_nodes: int = Field(default=1, ge=1)
 
@@ -328,3 +330,57 @@ def load_config(
     data["source"] = source
     data["base_dir"] = str(base_dir)
     return _validate(data, source, {**env_names, **(flag_names or {})})
+
+
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def _toml_key(k: str) -> str:
+    return k if _BARE_KEY.match(k) else json.dumps(k)
+
+
+def toml_value(v: Any) -> str:
+    """A config value as TOML (strings as JSON strings, which TOML reads the same)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        if not v:
+            return "{}"
+        return "{ " + ", ".join(f"{_toml_key(k)} = {toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"no TOML form for {type(v).__name__}")
+
+
+def to_toml(cfg: NodeConfig, comments: Mapping[str, str] | None = None, header: str = "") -> str:
+    """Every setting of ``cfg`` as a TOML document that ``load_config`` reads back as ``cfg``.
+
+    ``comments`` maps ``"section"`` or ``"section.key"`` (``"data_dir"`` at the top)
+    to comment lines written above it; settings without one are written bare.
+    """
+    comments = comments or {}
+    data = cfg.model_dump()
+    lines = [header.rstrip("\n")] if header else []
+
+    def setting(dotted: str, key: str, value: Any) -> None:
+        if value is None:  # TOML has no null: an unset optional stays out (reads as None)
+            return
+        if dotted in comments:
+            lines.append(comments[dotted].rstrip("\n"))
+        lines.append(f"{key} = {toml_value(value)}")
+
+    for key, value in data.items():
+        if key not in _SECTIONS:
+            setting(key, key, value)
+    for section in _SECTIONS:
+        lines.append("")
+        lines.append(f"[{section}]")
+        if section in comments:
+            lines.append(comments[section].rstrip("\n"))
+        for key, value in data[section].items():
+            setting(f"{section}.{key}", key, value)
+    return "\n".join(lines) + "\n"

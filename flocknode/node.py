@@ -1,6 +1,7 @@
 """FlockNode: the daemon. Checks everything it can before it starts, then runs the
-services in dependency order (p2p host, gossip, content server, round engine,
-stake sampler, HTTP endpoint) and stops them in reverse on SIGTERM/SIGINT.
+services in dependency order (p2p host, gossip, content server, the round
+services of ``flocknode.rounds.engine``, stake sampler, HTTP endpoint) and stops
+them in reverse on SIGTERM/SIGINT.
 
 Start-up refuses, with one line naming the cause, a node whose task settings or
 initial model differ from the task's, or whose wallet is not registered.
@@ -14,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,10 +24,10 @@ import trio
 from eth_account.signers.local import LocalAccount
 
 from flocknode.chain.client import AsyncTaskClient, TaskClient
-from flocknode.chain.contracts import ChainConnection
 from flocknode.chain.errors import ChainError, ContractRevert
 from flocknode.chain.registry import multiaddr_text
 from flocknode.config import ENV_PRIVATE_KEY, NodeConfig
+from flocknode.connect import connect
 from flocknode.crypto.canonical import MAGIC as MODEL_MAGIC
 from flocknode.errors import ConfigError, FlockError
 from flocknode.fsutil import atomic_write_text
@@ -40,7 +42,7 @@ from flocknode.identity import (
     load_or_create_peer_key,
 )
 from flocknode.identity.wallet import load_wallet, read_password
-from flocknode.learning.learner import RoundLearner
+from flocknode.learning.learner import DataSizes, Learner, RoundLearner
 from flocknode.learning.settings import TaskSettings, check_config
 from flocknode.logs import PeerLog, redact, redact_bytes
 from flocknode.p2p.content import PrefixedSource, SealedBlobs
@@ -48,24 +50,39 @@ from flocknode.p2p.gossip import TaskGossip, task_topic
 from flocknode.p2p.host import HostConfig, P2PHost
 from flocknode.p2p.messages import Message
 from flocknode.p2p.metrics import P2PMetrics
-from flocknode.p2p.streams import ContentServer
-from flocknode.rounds.byzantine import Behaviour, behaviour_from_env
-from flocknode.rounds.context import RoundContext
-from flocknode.rounds.engine import RoundEngine
+from flocknode.p2p.serve import ContentServer
+from flocknode.rounds.byzantine import Behaviour, behaviour_from_env, strategy_for
+from flocknode.rounds.context import RoleDeps
+from flocknode.rounds.engine import RoundServices
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.membership import ChainMembership
-from flocknode.rounds.metrics import MeteredConnection, RoundMetrics
+from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
+from flocknode.rounds.snapshot import ChainFeed
+from flocknode.rounds.windows import STATUS_ROLES_SHOWN
+from flocknode.status import (
+    NO_PHASE,
+    ChainStatus,
+    ModelStatus,
+    NodeStatus,
+    P2PStatus,
+    RoleRecord,
+    RoundStatus,
+    Timings,
+)
 from flocknode.store import ContentStore, Journal
 from flocknode.store.retention import StorePruner
-from flocknode.worker.learner import IsolatedLearner, node_learner
-from flocknode.worker.protocol import WorkerFailure
+from flocknode.worker.devices import DeviceUnavailable, resolve_device
+from flocknode.worker.learner import IsolatedLearner
+from flocknode.worker.protocol import Reason, WorkerFailure
+from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec, probe, task_import_path
 
 log = logging.getLogger(__name__)
 _limited = PeerLog(log)  # lines that could repeat every tick
 
 STOP_TIMEOUT = 8.0  # SIGTERM to exit, within systemd's TimeoutStopSec
 GOSSIP_PUBLISHED = "gossip_published"  # P2PMetrics event: messages this node published
+STATUS_WRITE_SECONDS = 1.0  # status.json is rewritten this often
 
 
 class StartupError(FlockError):
@@ -119,25 +136,87 @@ def load_task_settings(cfg: NodeConfig, client: TaskClient, config_hash: bytes) 
     return TaskSettings.from_canonical_json(published)
 
 
+def node_learner(
+    cfg: NodeConfig,
+    settings: TaskSettings,
+    on_failure: Callable[[Reason], None] | None = None,
+    phase_seconds: tuple[float, float] | None = None,
+) -> RoundLearner:
+    """The task's code over this participant's files (``[data] path``; ``test_path``
+    for testers' reports), where ``[compute] isolation`` says (docs/protocol.md,
+    "Task worker"). A missing path, a device or an isolation this machine lacks is
+    one line and exit code 2 here; bad data is too: here with ``isolation = "none"``,
+    else when the worker first reads it (``IsolatedLearner.load``, at node start).
+    ``phase_seconds``: the task's train and commit phase lengths, which bound a call.
+    """
+    if not cfg.data.path:
+        raise ConfigError(cfg.source, "data.path", "not set: give the path of your data files")
+    c = cfg.compute
+    try:
+        device = resolve_device(c.device)
+    except DeviceUnavailable as e:
+        raise ConfigError(cfg.source, "compute.device", str(e)) from None
+    data = cfg.path(cfg.data.path)
+    test = cfg.path(cfg.data.test_path) if cfg.data.test_path else None
+    if c.isolation == "none":
+        return Learner.from_settings(settings.training, data, test, device)
+    if c.isolation == "namespace":
+        try:
+            probe()
+        except IsolationUnavailable as e:
+            raise ConfigError(
+                cfg.source,
+                "compute.isolation",
+                f"namespace isolation is unavailable here: {e}; "
+                'set isolation = "process" to run task code without namespaces',
+            ) from None
+    read_only = [str(cfg.path(p)) for p in c.read_only]
+    read_only += [str(p) for p in (data, test) if p is not None]
+    spec = WorkerSpec(
+        isolation=c.isolation,
+        base=str(cfg.data_path / "worker"),
+        read_only=tuple(read_only),
+        python_path=task_import_path(settings.training.task),
+        memory_bytes=c.memory_mb << 20,
+        threads=c.threads,
+        device=device,
+    )
+    return IsolatedLearner.from_settings(
+        settings.training,
+        str(data),
+        None if test is None else str(test),
+        spec,
+        timeout=c.timeout_seconds,
+        phase_seconds=phase_seconds,
+        on_failure=on_failure,
+    )
+
+
+def node_data_sizes(cfg: NodeConfig, settings: TaskSettings) -> DataSizes:
+    """Read the participant's data where the node would (``doctor``); ``DataError`` etc."""
+    learner = node_learner(cfg, settings)
+    if isinstance(learner, Learner):
+        return learner.sizes
+    assert isinstance(learner, IsolatedLearner)
+    try:
+        return trio.run(learner.load)
+    finally:
+        learner.close()
+
+
 def prepare(cfg: NodeConfig) -> Prepared:
     """Blocking start-up checks; every failure is one clear line."""
     layout = DataDir(cfg.data_path)
     layout.create()
     account = load_wallet(cfg)
     metrics = RoundMetrics()
-    conn: ChainConnection = MeteredConnection(
-        cfg.chain.rpc_url, account, expected_chain_id=cfg.chain.chain_id, tx_stats=metrics.tx
-    )
-    if not cfg.chain.task:
-        raise ConfigError(cfg.source, "chain.task", "no task address set")
-    client = TaskClient(conn, cfg.chain.task)
-    client.check()
+    client = connect(cfg, account, tx_stats=metrics.tx)
     params = client.params()
     settings = load_task_settings(cfg, client, params.config_hash)
     behaviour = behaviour_from_env(cfg)
     learner = node_learner(
         cfg,
-        settings.training,
+        settings,
         lambda reason: metrics.inc(f"worker_failures_{reason}"),
         (params.train_seconds, params.commit_seconds),
     )
@@ -147,7 +226,7 @@ def prepare(cfg: NodeConfig) -> Prepared:
     init_hash = models.put(init)
     if init_hash != params.initial_model_hash:
         raise StartupError(
-            f"the model factory {settings.training.model_factory!r} with init seed "
+            f"the task {settings.training.task!r} with init seed "
             f"{settings.training.init_seed} gives initial model 0x{init_hash.hex()[:16]}..., "
             f"the task's is 0x{params.initial_model_hash.hex()[:16]}..."
         )
@@ -231,7 +310,10 @@ class FlockNode:
         )
         self.metrics = prep.metrics
         params = prep.client.params()
-        self.ctx = RoundContext(
+        self.wallet = prep.account.address
+        self.feed = ChainFeed()
+        self.deps = RoleDeps(
+            chain=self.feed,
             client=self.client,
             params=params,
             settings=prep.settings,
@@ -244,24 +326,23 @@ class FlockNode:
             inbox=Inbox(self.box_key.public_bytes, params.proposers_per_round),
             membership=self.membership,
             box_key=self.box_key,
-            wallet=prep.account.address,
-            behaviour=prep.behaviour,
+            wallet=self.wallet,
+            behaviour=strategy_for(prep.behaviour),
             metrics=self.metrics,
-            pruner=(
-                StorePruner(prep.store, prep.journal, cfg.store.keep_rounds)
-                if cfg.store.keep_rounds
-                else None
-            ),
         )
-        self.engine = RoundEngine(self.ctx, poll=poll, on_tick=self._on_tick)
-        self.stake = StakeHistory(self.client, prep.account.address, lambda: self.ctx.chain.current)
+        pruner = (
+            StorePruner(prep.store, prep.journal, cfg.store.keep_rounds)
+            if cfg.store.keep_rounds
+            else None
+        )
+        self.rounds = RoundServices(self.deps, pruner, poll=poll)
+        self.stake = StakeHistory(self.client, self.wallet, lambda: self.feed.current)
         self.http = (
             HttpService(build_app(self.status), cfg.http.listen) if cfg.http.enabled else None
         )
         self.http_urls: list[str] = []
         self.started_at = time.time()
-        self.stop_requested = time.monotonic()  # set again when a signal arrives
-        self._status_written = 0.0
+        self.stop_signal_at: float | None = None  # monotonic time SIGTERM/SIGINT arrived
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         cfg = self.prep.cfg
@@ -269,37 +350,45 @@ class FlockNode:
             log.warning("BYZANTINE TEST NODE behaviour=%s", self.prep.behaviour.value)
         await self._read_registry()
         async with trio.open_nursery() as nursery:
+            if isinstance(self.prep.learner, IsolatedLearner):
+                nursery.start_soon(self._warm_up_worker, self.prep.learner)
             addrs = await nursery.start(self.p2p.run)
             await self._sync_registration([str(a) for a in self.p2p.host.get_transport_addrs()])
             self.server.install()
             await nursery.start(self.gossip.run)
-            await nursery.start(self.engine.run)
+            for service in self.rounds.services:
+                await nursery.start(service.run)
             await nursery.start(self.stake.run)
             if self.http is not None:
                 self.http_urls = await nursery.start(self.http.run)
             log.info(
                 "node started wallet=%s peer=%s task=%s addrs=%s http=%s",
-                self.ctx.wallet,
+                self.wallet,
                 self.p2p.peer_id,
                 cfg.chain.task,
                 [str(a) for a in addrs],
                 self.http_urls,
             )
             task_status.started()
+            nursery.start_soon(self._write_status_loop)
             nursery.start_soon(self._wait_for_signal, nursery)
-            if isinstance(self.prep.learner, IsolatedLearner):
-                nursery.start_soon(self._warm_up_worker, self.prep.learner)
 
     async def _warm_up_worker(self, learner: IsolatedLearner) -> None:
-        """Start the task worker before the first role; a failure is logged and counted
-        by the learner, and the first role starts the worker again."""
+        """Start the task worker and read the data in it while the node starts.
+
+        Bad data or a task that does not resolve (``DataError``/``PluginError``)
+        stops the node with one line and exit code 2 (``run_node``). Any other
+        failure is logged and counted by the learner; the first role starts the
+        worker again.
+        """
         with contextlib.suppress(WorkerFailure):
-            await learner.warm_up_async()
+            sizes = await learner.warm_up_async()
+            log.info("task worker ready train=%d val=%d", sizes.train, sizes.val)
 
     async def _wait_for_signal(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
-                self.stop_requested = time.monotonic()
+                self.stop_signal_at = time.monotonic()
                 log.info("stopping on %s", signal.Signals(signum).name)
                 break
         await self.stop(nursery)
@@ -309,7 +398,8 @@ class FlockNode:
         if self.http is not None:
             self.http.stop()
         self.stake.stop()
-        self.engine.stop()
+        for service in reversed(self.rounds.services):
+            service.stop()
         self.gossip.stop()
         self.p2p.stop()
         with trio.move_on_after(STOP_TIMEOUT):
@@ -321,12 +411,12 @@ class FlockNode:
 
     async def _read_registry(self) -> None:
         """The first registry snapshot. The registry read drops bad registrations
-        itself; a chain that cannot be read now is read again by the round engine."""
+        itself; a chain that cannot be read now is read again by the chain follower."""
         try:
             self.membership.update_registry(await self.client.registry())
         except ChainError as e:
             self.metrics.inc("chain_errors")
-            log.warning("cannot read the registry at start, the round engine retries: %s", e)
+            log.warning("cannot read the registry at start, the chain follower retries: %s", e)
 
     async def _sync_registration(self, bound: list[str]) -> None:
         """Register the node's reachable addresses on chain when they changed.
@@ -336,13 +426,13 @@ class FlockNode:
         """
         cfg = self.prep.cfg
         try:
-            me = await self.client.participant(self.ctx.wallet)
+            me = await self.client.participant(self.wallet)
             want = cfg.announce_addrs(bound)
             old = [multiaddr_text(a) for a in me.multiaddrs]
             if old != want:
                 log.info("registered addresses changed old=%s new=%s", old, want)
                 await self.client.update_multiaddrs(want)
-            eligible = await self.client.is_eligible(self.ctx.wallet)
+            eligible = await self.client.is_eligible(self.wallet)
         except ChainError as e:
             self.metrics.inc("chain_errors")
             log.warning("cannot check or update the registered addresses: %s", e)
@@ -354,52 +444,60 @@ class FlockNode:
             )
 
     # -- status -------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
+    def status(self) -> NodeStatus:
         """The node's one snapshot: status.json, /status.json, /metrics, /readyz, the page."""
-        ctx, chain = self.ctx, self.ctx.chain
-        view = chain.rounds.get(chain.current)
-        role = view.role_of(ctx.wallet) if view else None
-        return {
-            "wallet": ctx.wallet,
-            "peer_id": str(self.p2p.peer_id),
-            "task": self.prep.client.address,
-            "uptime": time.time() - self.started_at,
-            "round": chain.current,
-            "total_rounds": ctx.params.total_rounds,
-            "phase": view.phase.label if view else "none",
-            "role": role[0] if role else None,
-            "seat": role[1] if role else None,
-            "block": chain.block,
-            "global_model_hash": "0x" + chain.global_model_hash.hex(),
-            "holds_global_model": self.engine.ready,
-            "complete": self.engine.complete,
-            "peers": [str(p) for p in self.p2p.connected_peers()],
-            "members": len(self.membership.members()),
-            "roles": ctx.metrics.roles[-50:],
-            "accuracy": {str(k): v for k, v in sorted(ctx.metrics.accuracy.items())},
-            "counters": dict(ctx.metrics.counters),
-            "p2p": self.p2p_metrics.snapshot(),
-            "last_error": self.engine.last_error,
-            "behaviour": self.prep.behaviour.value,
-            "chain": {
-                "age_seconds": time.monotonic() - chain.read_at if chain.read_at else None,
-                "error": self.engine.last_error,
-            },
-            "stake": self.stake.snapshot(),
-            "registry": {"ignored": dict(self.membership.registry.ignored)},
-            "timings": ctx.metrics.timings(),
-            "http": self.http_urls,
-        }
+        deps, chain, metrics = self.deps, self.feed.latest, self.metrics
+        view = chain.view
+        role = view.role_of(deps.wallet) if view else None
+        return NodeStatus(
+            wallet=deps.wallet,
+            peer_id=str(self.p2p.peer_id),
+            task=self.prep.client.address,
+            uptime=time.time() - self.started_at,
+            behaviour=self.prep.behaviour.value,
+            http=tuple(self.http_urls),
+            chain=ChainStatus(
+                block=chain.block,
+                age_seconds=self.feed.age(),
+                error=self.rounds.last_error,
+            ),
+            round=RoundStatus(
+                number=chain.current,
+                total=deps.params.total_rounds,
+                phase=view.phase.label if view else NO_PHASE,
+                role=role[0] if role else None,
+                seat=role[1] if role else None,
+                complete=self.rounds.complete,
+            ),
+            model=ModelStatus(
+                global_hash="0x" + chain.global_model_hash.hex(),
+                held=self.rounds.ready,
+                accuracy=dict(metrics.accuracy),
+            ),
+            p2p=P2PStatus(
+                peers=tuple(str(p) for p in self.p2p.connected_peers()),
+                members=len(self.membership.members()),
+                events=self.p2p_metrics.snapshot(),
+            ),
+            stake=self.stake.snapshot(),
+            roles=tuple(
+                RoleRecord(r["round"], r["role"], r["seat"], r["at"])
+                for r in metrics.roles[-STATUS_ROLES_SHOWN:]
+            ),
+            counters=dict(metrics.counters),
+            registry_ignored=dict(self.membership.registry.ignored),
+            timings=Timings.from_json(metrics.timings()),  # RoundMetrics keeps JSON form
+        )
 
-    def _on_tick(self, engine: RoundEngine) -> None:
-        if time.monotonic() - self._status_written >= 1.0:
+    async def _write_status_loop(self) -> None:
+        while True:
+            await trio.sleep(STATUS_WRITE_SECONDS)
             self._write_status()
 
     def _write_status(self) -> None:
-        """Write status.json; never raises (it runs inside the engine's loop)."""
-        self._status_written = time.monotonic()
+        """Write status.json; never raises (it runs in the node's nursery)."""
         try:
-            atomic_write_text(self.status_path, json.dumps(self.status()))
+            atomic_write_text(self.status_path, json.dumps(self.status().to_json()))
         except OSError as e:
             log.warning("cannot write status file: %s", e)
         except Exception as e:
@@ -408,7 +506,7 @@ class FlockNode:
 
     @property
     def status_path(self) -> Path:
-        return self.prep.layout.root / "status.json"
+        return self.prep.layout.status_file
 
 
 def run_node(cfg: NodeConfig) -> int:
@@ -416,7 +514,9 @@ def run_node(cfg: NodeConfig) -> int:
     node = FlockNode(prep)
     try:
         trio.run(node.run)
-        log.info("node stopped in %.2f s after the signal", time.monotonic() - node.stop_requested)
+        if node.stop_signal_at is not None:
+            took = time.monotonic() - node.stop_signal_at
+            log.info("node stopped in %.2f s after the signal", took)
     except BaseExceptionGroup as group:
         # A service that cannot start (listen address taken, ...) raises a FlockError
         # inside the nursery: the CLI prints it as one line with its exit code.

@@ -1,4 +1,4 @@
-"""Aggregation of a round's updates (PROTOCOL.md step 5): pure functions, no I/O.
+"""Aggregation of a round's updates (docs/protocol.md, step 5): pure functions, no I/O.
 
     result = aggregate(global_model, updates, settings, seats, scale)
     result.model      # new global model, float32

@@ -1,12 +1,31 @@
 """``aggregate``: the norm check, then the task's rule, then new = old + aggregate.
 
 Plain data in, plain data out, no I/O: a model or an update is an ordered
-mapping ``name -> float32 tensor``; the updates come as a list in proposer-seat
-order with their seat numbers. Every tensor is flattened in the global model's
-name order into one float64 vector (float32 -> float64 is exact), the rule runs
-on those vectors (see ``rules``), and the new global is rounded to float32 once.
+mapping ``name -> tensor``; the updates come as a list in proposer-seat order
+with their seat numbers. An update holds the global model's names, shapes and
+dtypes. Every floating tensor (float32, float16, bfloat16) is flattened in the
+global model's name order into one float64 vector (each of them -> float64 is
+exact), the norm check and the rule run on those vectors (see ``rules``), and
+each entry of the new global is rounded once to its own dtype (float32 and
+float16 straight from float64, round to nearest even; bfloat16 through float32,
+two such roundings, the same on every machine).
 
-The norm check (PROTOCOL.md step 5) rejects, in this order:
+Two kinds of entries are state rather than trained weights, and take no part
+in the norm check or the rule (neither is a step of the optimizer: BatchNorm's
+running statistics move with each proposer's data, up to 1.8x the step scale
+on the non-IID digits shards, and would get honest updates rejected):
+
+- running statistics, the floating entries whose last dotted name part is
+  ``running_mean`` or ``running_var`` (torch's BatchNorm and InstanceNorm
+  buffers): the global value plus the coordinate-wise median
+  (``rules.median``) of the deltas of the updates that entered the rule;
+- integer entries (int64/int32, e.g. BatchNorm's ``num_batches_tracked``): the
+  global value plus the elementwise lower median of those deltas (saturating
+  at the dtype's range).
+
+So a minority of updates cannot move either outside the honest deltas.
+
+The norm check (docs/protocol.md, step 5) rejects, in this order:
 
 1. "no work": an update whose L2 norm is 0, or below ``norm_floor`` x the
    task's step scale;
@@ -40,6 +59,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from flocknode.aggregation import rules
@@ -147,6 +167,10 @@ def aggregate(
     layout = _layout(global_model)
     base = _flatten(global_model, layout, "global model")
     vectors = [_flatten(u, layout, f"seat {s}") for s, u in zip(seat_list, updates, strict=True)]
+    counters = [_integers(u, layout) for u in updates]
+    stats = [
+        _flatten(u, layout, f"seat {s}", STATS) for s, u in zip(seat_list, updates, strict=True)
+    ]
 
     norms = [l2_norm(v) for v in vectors]
     band = norm_band(settings, scale)
@@ -167,8 +191,11 @@ def aggregate(
         if chosen is not None:
             selected = tuple(used[i] for i in chosen)
         new = base + delta
+    ints = _integer_step(_integers(global_model, layout), [counters[i] for i in keep])
+    base_stats = _flatten(global_model, layout, "global model", STATS)
+    new_stats = base_stats + rules.median([stats[i] for i in keep]) if keep else base_stats
     return AggregationResult(
-        model=_unflatten(new, layout),
+        model=_unflatten(new, new_stats, layout, ints),
         rule=settings.rule,
         included=tuple(seat_list),
         rejected=rejected,
@@ -182,11 +209,15 @@ def aggregate(
 def apply_update(global_model: Model, update: Model) -> dict[str, torch.Tensor]:
     """``global + update`` with the same float64-then-float32 arithmetic as ``aggregate``.
 
-    For a voter's "this update alone" evaluation (PROTOCOL.md step 6).
+    For a voter's "this update alone" evaluation (docs/protocol.md, step 6).
     """
     layout = _layout(global_model)
     base = _flatten(global_model, layout, "global model")
-    return _unflatten(base + _flatten(update, layout, "update"), layout)
+    new = base + _flatten(update, layout, "update")
+    stats = _flatten(global_model, layout, "global model", STATS)
+    stats = stats + _flatten(update, layout, "update", STATS)
+    ints = _integer_step(_integers(global_model, layout), [_integers(update, layout)])
+    return _unflatten(new, stats, layout, ints)
 
 
 def krum_budget(krum_f: int, rejected: int) -> int:
@@ -194,7 +225,7 @@ def krum_budget(krum_f: int, rejected: int) -> int:
 
     ``krum_f`` is the assumed number of Byzantine updates among the *included*
     ones. The norm check runs first and every update it rejects is treated as
-    misconduct (slashed, PROTOCOL.md step 5), so it is counted as one of the
+    misconduct (slashed, docs/protocol.md, step 5), so it is counted as one of the
     ``krum_f``: at most ``krum_f - rejected`` Byzantine updates can be left
     among the survivors. The count is sound whenever the norm check rejects
     only Byzantine updates, which holds while honest norms lie inside the band
@@ -207,15 +238,15 @@ def krum_budget(krum_f: int, rejected: int) -> int:
     Without it, multi_krum would leave out ``krum_f`` more *honest* updates
     every round in which the norm check had already removed the attackers:
     with 5 proposers of which 2 sign-flip (x4, rejected) and ``krum_f = 1`` it
-    averaged 2 of the 3 honest updates instead of all 3, a third of the
-    round's honest data dropped; on the non-IID digits demo that cost about
+    would average 2 of the 3 honest updates instead of all 3, a third of the
+    round's honest data dropped; on the non-IID digits demo that costs about
     0.017 of final accuracy (bench/accuracy.py, 3 of 10 nodes sign-flipping,
     20 seeds: mean round-10 accuracy 0.927 against 0.944 for fedavg).
 
     What this gives up: an attacker with more than ``krum_f`` updates can
     spend some on rejection (and slashing) to lower ``f'`` for the rest. That
-    attacker already exceeds the ``krum_f`` the rule was configured for, so
-    multi-Krum's guarantee did not hold for it before either.
+    attacker already exceeds the ``krum_f`` the rule is configured for, which
+    multi-Krum's guarantee does not cover in any case.
     """
     return max(0, krum_f - rejected)
 
@@ -237,51 +268,119 @@ def _run_rule(
     raise AssertionError(f"unhandled rule {s.rule!r}")  # settings validated the name
 
 
-_Layout = list[tuple[str, tuple[int, ...]]]
+_Layout = list[tuple[str, tuple[int, ...], torch.dtype]]
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+INT_DTYPES = (torch.int64, torch.int32)
+STAT_NAMES = ("running_mean", "running_var")
+WEIGHTS, STATS = "weights", "stats"
+
+
+def _kind(name: str, dtype: torch.dtype) -> str:
+    if dtype in INT_DTYPES:
+        return "int"
+    return STATS if name.rsplit(".", 1)[-1] in STAT_NAMES else WEIGHTS
 
 
 def _layout(model: Model) -> _Layout:
     if not model:
         raise AggregationInputError("global model has no tensors")
-    return [(name, tuple(t.shape)) for name, t in model.items()]
+    layout: _Layout = []
+    for name, t in model.items():
+        if not isinstance(t, torch.Tensor) or t.dtype not in FLOAT_DTYPES + INT_DTYPES:
+            kind = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
+            raise AggregationInputError(f"global model: tensor {name!r} is {kind}")
+        layout.append((name, tuple(t.shape), t.dtype))
+    return layout
 
 
-def _flatten(model: Model, layout: _Layout, who: str) -> F64:
+def _checked(model: Model, layout: _Layout, who: str) -> None:
     if not isinstance(model, Mapping):
         raise AggregationInputError(f"{who}: expected a mapping name -> tensor")
-    names = {name for name, _ in layout}
+    names = {name for name, _, _ in layout}
     extra = sorted(set(model) - names)
     if extra:
         raise AggregationInputError(f"{who}: unexpected tensor {extra[0]!r}")
-    parts: list[F64] = []
-    for name, shape in layout:
+    for name, shape, dtype in layout:
         t = model.get(name)
         if t is None:
             raise AggregationInputError(f"{who}: missing tensor {name!r}")
-        if not isinstance(t, torch.Tensor) or t.dtype != torch.float32:
+        if not isinstance(t, torch.Tensor) or t.dtype != dtype:
             kind = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
-            raise AggregationInputError(f"{who}: tensor {name!r} is {kind}, expected float32")
+            raise AggregationInputError(f"{who}: tensor {name!r} is {kind}, expected {dtype}")
         if tuple(t.shape) != shape:
             raise AggregationInputError(
                 f"{who}: tensor {name!r} has shape {tuple(t.shape)}, expected {shape}"
             )
-        a = t.detach().cpu().contiguous().numpy().reshape(-1)
+
+
+def _flatten(model: Model, layout: _Layout, who: str, kind: str = WEIGHTS) -> F64:
+    """The floating entries of ``kind`` (weights or running statistics), in layout order,
+    as one float64 vector (checks every entry)."""
+    _checked(model, layout, who)
+    parts: list[F64] = [np.zeros(0)]
+    for name, _, dtype in layout:
+        if _kind(name, dtype) != kind:
+            continue
+        t = model[name].detach().cpu().contiguous()
+        a = (t.to(torch.float32) if dtype == torch.bfloat16 else t).numpy().reshape(-1)
         if not np.isfinite(a).all():
             raise NonFiniteUpdateError(f"{who}: tensor {name!r} holds NaN or infinity")
         parts.append(a.astype(np.float64))
     return np.concatenate(parts)
 
 
-def _unflatten(flat: F64, layout: _Layout) -> dict[str, torch.Tensor]:
-    with np.errstate(over="ignore"):
-        out32 = flat.astype(np.float32)  # one round-to-nearest-even per value
-    if not np.isfinite(out32).all():
-        # Only reachable when at least half the updates are near float32's range.
-        raise NonFiniteUpdateError("the aggregated model overflows float32")
+def _integers(model: Model, layout: _Layout) -> list[npt.NDArray[np.int64]]:
+    """The integer entries, in layout order, as int64 arrays (``_flatten`` checked them)."""
+    return [
+        model[name].detach().cpu().contiguous().numpy().astype(np.int64).reshape(-1)
+        for name, _, dtype in layout
+        if dtype in INT_DTYPES
+    ]
+
+
+def _integer_step(
+    base: list[npt.NDArray[np.int64]], deltas: list[list[npt.NDArray[np.int64]]]
+) -> list[npt.NDArray[np.int64]]:
+    """Each integer entry plus the lower median of the deltas (unchanged without any)."""
+    if not deltas:
+        return base
+    out = []
+    for i, b in enumerate(base):
+        stacked = np.sort(np.stack([d[i] for d in deltas]), axis=0)
+        med = stacked[(len(deltas) - 1) // 2]
+        with np.errstate(over="ignore"):
+            total = b + med
+        # two's-complement overflow: both operands' signs differ from the result's
+        overflow = ((b ^ total) & (med ^ total)) < 0
+        limit = np.where(med > 0, np.iinfo(np.int64).max, np.iinfo(np.int64).min)
+        out.append(np.where(overflow, limit, total))
+    return out
+
+
+def _unflatten(
+    flat: F64, stats: F64, layout: _Layout, ints: list[npt.NDArray[np.int64]]
+) -> dict[str, torch.Tensor]:
     model: dict[str, torch.Tensor] = {}
-    offset = 0
-    for name, shape in layout:
+    offsets = {WEIGHTS: 0, STATS: 0}
+    vectors = {WEIGHTS: flat, STATS: stats}
+    counters = iter(ints)
+    for name, shape, dtype in layout:
         size = math.prod(shape)
-        model[name] = torch.from_numpy(out32[offset : offset + size].reshape(shape).copy())
-        offset += size
+        kind = _kind(name, dtype)
+        if kind == "int":
+            info = torch.iinfo(dtype)
+            values = np.clip(next(counters), info.min, info.max)
+            model[name] = torch.from_numpy(values.reshape(shape).copy()).to(dtype)
+            continue
+        part = vectors[kind][offsets[kind] : offsets[kind] + size]
+        offsets[kind] += size
+        with np.errstate(over="ignore"):  # one round-to-nearest-even per value
+            rounded = part.astype(np.float16 if dtype == torch.float16 else np.float32)
+        t = torch.from_numpy(rounded.reshape(shape).copy())
+        if dtype == torch.bfloat16:
+            t = t.to(torch.bfloat16)
+        if not bool(torch.isfinite(t).all()):
+            # Only reachable when at least half the updates are near the dtype's range.
+            raise NonFiniteUpdateError(f"the aggregated model overflows {dtype} in {name!r}")
+        model[name] = t
     return model

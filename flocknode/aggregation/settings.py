@@ -27,7 +27,7 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class AggregationSettings:
-    """How voters combine the included updates of a round (PROTOCOL.md step 5).
+    """How voters combine the included updates of a round (docs/protocol.md, step 5).
 
     - ``rule``: one of ``RULES``.
     - ``norm_factor``: an update whose L2 norm exceeds ``norm_factor`` times the

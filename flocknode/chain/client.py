@@ -107,9 +107,9 @@ class EstimatedOnPending:
 
     ``electRoles`` is valid from block ``seedBlock + 2`` on, and the keeper
     sends it while the latest block is ``seedBlock + 1``, to be mined in the
-    next one. Estimated against "latest" (web3's default) it still reverted
-    SeedNotReady there, so the election waited one more block (~1 s a round
-    on the local cluster) and happened later than the first possible block.
+    next one. Estimated against "latest" (web3's default) it would revert
+    SeedNotReady there, and the election would wait one more block (~1 s a
+    round on the local cluster), later than the first possible block.
     An endpoint that refuses "pending" gets the usual estimate.
     """
 

@@ -1,4 +1,4 @@
-"""The role draw of PROTOCOL.md step 2, mirrored bit for bit from ``FlockTask``.
+"""The role draw of docs/protocol.md, step 2, mirrored bit for bit from ``FlockTask``.
 
 ``electRoles`` fixes ``seed = keccak256(abi.encode(blockhash(seedBlock),
 block.prevrandao, block.chainid, address(this), round))`` and then draws seats

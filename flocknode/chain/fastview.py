@@ -2,14 +2,17 @@
 
 A web3 contract call costs ~3.5 ms of CPU (middleware, an eth_chainId
 request per call from the validation middleware, ``requests``, output
-normalizers), ``getRound`` ~8 ms with its decoding; ten nodes on two cores
-read several views on every block. :class:`FastViews` keeps the calldata of
-each (function, arguments) encoded once, posts ``eth_call`` through
+normalizers), ``getRound`` ~8 ms with its decoding, and every node reads
+several views on every block (on a local cluster, many nodes share a few
+cores). :class:`FastViews` keeps the calldata of each (function, arguments)
+encoded once, posts ``eth_call`` through
 :meth:`Rpc.raw_result <flocknode.chain.rpc.Rpc.raw_result>` (web3's own
 response validation and revert mapping), decodes with web3's codec into what
 the web3 call returns (named structs, checksum addresses), and returns the
 previous value when the chain answered the very same bytes as last time
-(most blocks do not change a round).
+(most blocks do not change a round). That reuse only saves decoding: the
+value equals a fresh one, and no caller may tell the two apart by identity
+(the chain follower compares snapshots by value).
 
 The semantics are those of :meth:`ChainConnection.view
 <flocknode.chain.contracts.ChainConnection.view>`: the same values, a revert

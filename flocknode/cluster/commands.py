@@ -12,6 +12,7 @@ from typing import Any
 from flocknode.cluster.launcher import (
     ClusterSpec,
     ClusterState,
+    Stopped,
     create_cluster,
     down,
     kill_node,
@@ -37,6 +38,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         byzantine=tuple(parse_byzantine(args.byzantine)),
         proposers=args.proposers,
         voters=args.voters,
+        task=args.task,
     )
     progress = _err if args.json else print
     t0 = time.monotonic()
@@ -64,16 +66,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 130
     finally:
         if not args.keep:
-            down(state)
+            _report_down(down(state), progress)
         else:
             progress(f"cluster left running; stop it with: flocknode cluster down --dir {args.dir}")
 
 
 def _summary(state: ClusterState, monitor: Monitor, finished: bool) -> dict[str, Any]:
-    honest_live = [n for n in state.nodes if n.behaviour == "honest" and node_status(n)["alive"]]
+    honest_live = [n for n in state.nodes if n.behaviour == "honest" and node_status(n).alive]
     rounds = [r for r in monitor.rounds if not r.voided]
     ok = finished and all(
-        all(r.node_hashes.get(n.name) == r.aggregate_hash for n in honest_live) for r in rounds[-1:]
+        all(r.node_hashes.get(n.name) == r.model_after for n in honest_live) for r in rounds[-1:]
     )
     return {
         "ok": ok,
@@ -81,7 +83,9 @@ def _summary(state: ClusterState, monitor: Monitor, finished: bool) -> dict[str,
         "byzantine_nodes": {n.name: n.behaviour for n in state.nodes if n.behaviour != "honest"},
         "initial_accuracy": monitor.initial_accuracy,
         "rounds": [r.to_json() for r in monitor.rounds],
-        "task": state.task,
+        "task": state.task_name,
+        "task_address": state.task,
+        "model_bytes": monitor.model_bytes,
         "rpc_url": state.rpc_url,
         "directory": state.directory,
     }
@@ -94,7 +98,7 @@ def _print_summary(s: dict[str, Any]) -> None:
         acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "  n/a"
         accepted = "void" if r["voided"] else ("yes" if r["accepted"] else "no")
         print(
-            f"{r['round']:>5}  {accepted:<8}  {acc:>8}  {r['aggregate_hash'][:10]:<10}  "
+            f"{r['round']:>5}  {accepted:<8}  {acc:>8}  {r['model_after'][:10]:<10}  "
             f"{r['seconds']:>7.1f}  {', '.join(r['slashed']) or '-'}"
         )
     print()
@@ -109,17 +113,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = ClusterState.load(Path(args.dir))
     rows: list[dict[str, Any]] = []
     for n in state.nodes:
-        st = node_status(n)
+        report = node_status(n)
+        st = report.status
         rows.append(
             {
                 "node": n.name,
                 "wallet": n.wallet,
                 "pid": n.pid,
                 "behaviour": n.behaviour,
-                **{
-                    k: st.get(k)
-                    for k in ("alive", "round", "phase", "role", "peers", "global_model_hash")
-                },
+                "alive": report.alive,
+                "round": st.round.number if st else None,
+                "phase": st.round.phase if st else None,
+                "role": st.round.role if st else None,
+                "peers": list(st.p2p.peers) if st else None,
+                "global_model_hash": st.model.global_hash if st else None,
             }
         )
     if args.json:
@@ -136,9 +143,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    down(ClusterState.load(Path(args.dir)))
+    stopped = down(ClusterState.load(Path(args.dir)))
+    _report_down(stopped, print)
+    if any(s.running for s in stopped):
+        return 1
     print("cluster stopped")
     return 0
+
+
+def _report_down(stopped: list[Stopped], progress: Any) -> None:
+    """One line per process that needed SIGKILL or survived it; clean exits are quiet."""
+    for s in stopped:
+        if s.running:
+            progress(f"{s.name} (pid {s.pid}) is still running after SIGKILL")
+        elif s.how == "killed":
+            progress(f"{s.name} (pid {s.pid}) did not exit on SIGTERM: killed")
 
 
 def cmd_kill(args: argparse.Namespace) -> int:
@@ -155,7 +174,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     n = ClusterState.load(Path(args.dir)).node(args.node)
-    lines = (Path(n.data_dir) / "node.log").read_text(errors="replace").splitlines()
+    lines = n.layout.log_file.read_text(errors="replace").splitlines()
     print("\n".join(lines[-args.lines :]))
     return 0
 
@@ -184,6 +203,11 @@ def register(sub: Any) -> None:
         default=[],
         metavar="K:BEHAVIOUR",
         help=f"K cheating nodes: {', '.join(Behaviour.names())} (repeatable)",
+    )
+    p.add_argument(
+        "--task",
+        default="digits-mlp",
+        help="built-in task (digits-mlp, digits-cnn) or module:attr (default digits-mlp)",
     )
     p.add_argument("--proposers", type=int, help="proposers per round (default: half the nodes)")
     p.add_argument("--voters", type=int, help="voters per round (default: half the nodes)")

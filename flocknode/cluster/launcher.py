@@ -1,14 +1,17 @@
 """A local cluster for testers: anvil + token + task + N ``flocknode run`` processes.
 
 ``Cluster.create`` lays out a cluster directory (anvil log, task settings, one
-data dir per node), deploys the task, and funds, registers and stakes every
-node; ``start_node``/``kill_node`` drive the node processes. The directory's
+data dir per node), writes each node's part of the task's reference data into
+``data/node-<i>/`` in the task's own file format (and the shared test split into
+``data/test/``, the testers' report), deploys the task, and funds, registers
+and stakes every node; ``start_node``/``kill_node`` drive the node processes. The directory's
 ``cluster.json`` records pids and addresses, so ``flocknode cluster status``,
 ``down``, ``kill`` and ``logs`` work from another shell.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -23,16 +26,20 @@ from typing import Any
 from eth_account import Account
 
 from flocknode.chain.anvil import AnvilOptions, spawn_anvil
-from flocknode.chain.client import TaskClient
 from flocknode.chain.contracts import ChainConnection
 from flocknode.commands.init import init_data_dir
 from flocknode.commands.task_create import Funding, TaskPlan, create_task
 from flocknode.config import ENV_PRIVATE_KEY, load_config
+from flocknode.connect import connect
+from flocknode.datadir import DataDir
 from flocknode.errors import FlockError
 from flocknode.fsutil import atomic_write_text
-from flocknode.identity import DataDir, load_box_key, load_peer_key
+from flocknode.identity import load_box_key, load_peer_key
+from flocknode.learning.data import write_shards
+from flocknode.learning.models import load_task
 from flocknode.learning.settings import TaskSettings
 from flocknode.rounds.byzantine import ENV_BYZANTINE, Behaviour
+from flocknode.status import NodeStatus, read_status_file
 
 STATE_FILE = "cluster.json"
 TOKENS = 10**18
@@ -58,6 +65,10 @@ class NodeInfo:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.http_port}" if self.http_port else ""
 
+    @property
+    def layout(self) -> DataDir:
+        return DataDir(Path(self.data_dir))
+
 
 @dataclass
 class ClusterState:
@@ -71,6 +82,8 @@ class ClusterState:
     rule: str
     nodes: list[NodeInfo]
     settings_file: str
+    task_name: str = "digits-mlp"
+    test_path: str = ""  # the shared test split (testers' reports)
 
     def save(self) -> None:
         atomic_write_text(Path(self.directory) / STATE_FILE, json.dumps(asdict(self), indent=1))
@@ -135,11 +148,36 @@ class ClusterSpec:
     commit_seconds: int = 15
     reveal_seconds: int = 10
     block_time: float = 1.0
-    split: str = "dirichlet"
+    task: str = "digits-mlp"
+    split: str = "dirichlet"  # how the reference data is sharded among the nodes
     alpha: float = 0.5
+    data_seed: int = 0
     settings_overrides: tuple[tuple[str, str, Any], ...] = ()  # (section, key, value)
     quorum_bps: int = 6666
     stakes: tuple[int, ...] = ()  # tokens per node (tests steer the draw); default 100 each
+
+
+def node_settings(
+    spec: ClusterSpec,
+    index: int,
+    port: int,
+    http_port: int,
+    settings_file: Path,
+    data_path: str = "",
+    test_path: str = "",
+) -> dict[str, dict[str, Any]]:
+    """The config values of a cluster node beyond ``init``'s: its data shard (the
+    files ``write_shards`` wrote, and the shared test split), the task settings
+    file, and loopback-only p2p and HTTP ports."""
+    data: dict[str, Any] = {"node_index": index, "num_nodes": spec.nodes}
+    if data_path:
+        data.update(path=data_path, test_path=test_path)
+    return {
+        "data": data,
+        "task": {"settings": str(settings_file)},
+        "p2p": {"listen": [f"/ip4/127.0.0.1/tcp/{port}"]},
+        "http": {"listen": f"127.0.0.1:{http_port}"},
+    }
 
 
 def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) -> ClusterState:
@@ -154,7 +192,7 @@ def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) ->
     if len(spec.byzantine) > spec.nodes:
         raise ClusterError("more byzantine nodes than nodes")
     directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("node-*"):
+    for stale in [*directory.glob("node-*"), directory / "data"]:
         _rmtree(stale)
     progress(f"starting anvil (block time {spec.block_time:g} s) ...")
     opts = AnvilOptions(block_time=spec.block_time, mixed_mining=True, accounts=spec.nodes + 1)
@@ -173,7 +211,7 @@ def _deploy(
     # number of voters gives the score's median a middle)
     proposers = spec.proposers or max(1, spec.nodes // 2)
     voters = spec.voters or max(1, spec.nodes - proposers)
-    training: dict[str, Any] = {"split": spec.split, "alpha": spec.alpha}
+    training: dict[str, Any] = {"task": spec.task}
     aggregation: dict[str, Any] = {"rule": spec.rule}
     extra: dict[str, Any] = {}
     for section, key, value in spec.settings_overrides:
@@ -207,6 +245,15 @@ def _deploy(
         reward_pool=10 * TOKENS * spec.rounds,
         settings_out=settings_file,
     )
+    progress(f"writing each node's {settings.training.task} data files ...")
+    shards = write_shards(
+        load_task(settings.training.task),
+        directory / "data",
+        spec.nodes,
+        spec.split,
+        spec.alpha,
+        spec.data_seed,
+    )
     progress(f"deploying the task: {proposers} proposers and {voters} voters per round ...")
     created = create_task(conn, plan)
     ports = free_ports(2 * spec.nodes)  # libp2p ports, then HTTP ports
@@ -224,15 +271,16 @@ def _deploy(
             task=created.task,
             port=ports[i],
             force=True,
+            settings=node_settings(
+                spec,
+                i,
+                ports[i],
+                http_ports[i],
+                settings_file,
+                str(shards.nodes[i]),
+                str(shards.test),
+            ),
         )
-        cfg_path = d / "node.toml"
-        text = cfg_path.read_text()
-        text = text.replace("node_index = 0", f"node_index = {i}")
-        text = text.replace("num_nodes = 1", f"num_nodes = {spec.nodes}")
-        text = text.replace('settings = ""', f'settings = "{settings_file}"')
-        text = text.replace('listen = "127.0.0.1:9100"', f'listen = "127.0.0.1:{http_ports[i]}"')
-        text = text.replace(f"/ip4/0.0.0.0/tcp/{ports[i]}", f"/ip4/127.0.0.1/tcp/{ports[i]}")
-        atomic_write_text(cfg_path, text, mode=0o600)
         nodes.append(
             NodeInfo(
                 name,
@@ -248,14 +296,10 @@ def _deploy(
     progress(f"registering and staking {spec.nodes} nodes ...")
     for i, n in enumerate(nodes):
         stake = spec.stakes[i] if i < len(spec.stakes) else 100
-        cfg = load_config(Path(n.data_dir) / "node.toml", environ={})
-        layout = DataDir(Path(n.data_dir))
-        nconn = ChainConnection(
-            chain.rpc_url, Account.from_key(n.key), expected_chain_id=chain.chain_id
-        )
-        client = TaskClient(nconn, created.task)
+        cfg = load_config(n.layout.config, environ={})
+        client = connect(cfg, Account.from_key(n.key))
         client.register_node(
-            load_peer_key(layout.peer_key), load_box_key(layout.box_key), cfg.announce_addrs()
+            load_peer_key(n.layout.peer_key), load_box_key(n.layout.box_key), cfg.announce_addrs()
         )
         client.stake(stake * TOKENS)
     state = ClusterState(
@@ -269,6 +313,8 @@ def _deploy(
         rule=spec.rule,
         nodes=nodes,
         settings_file=str(settings_file),
+        task_name=settings.training.task,
+        test_path=str(shards.test),
     )
     state.save()
     return state
@@ -283,9 +329,9 @@ def start_node(state: ClusterState, name: str) -> NodeInfo:
     if n.behaviour != "honest":
         env[ENV_BYZANTINE] = n.behaviour
     env.setdefault("OMP_NUM_THREADS", "1")  # N nodes share the machine's cores
-    log = open(Path(n.data_dir) / "node.log", "ab")  # noqa: SIM115 - handed to the child
+    log = open(n.layout.log_file, "ab")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flocknode.cli", "run", "-c", str(Path(n.data_dir) / "node.toml")],
+        [sys.executable, "-m", "flocknode.cli", "run", "-c", str(n.layout.config)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -307,29 +353,70 @@ def kill_node(state: ClusterState, name: str, sig: int = signal.SIGKILL) -> Node
     return n
 
 
-def down(state: ClusterState, timeout: float = 10.0) -> None:
-    for n in state.nodes:
-        if n.pid and _alive(n.pid):
-            os.kill(n.pid, signal.SIGTERM)
+@dataclass(frozen=True)
+class Stopped:
+    """What ``down`` did to one process."""
+
+    name: str  # node name, or "anvil"
+    pid: int
+    how: str  # "exited" (after SIGTERM), "killed" (SIGKILL after the deadline), "not running"
+    running: bool = False  # still there after SIGKILL (should not happen)
+
+
+def down(state: ClusterState, timeout: float = 10.0) -> list[Stopped]:
+    """Stop every node, then anvil; return once each has exited.
+
+    SIGTERM to all nodes, wait up to ``timeout`` seconds for them together,
+    SIGKILL the rest; then the same for anvil (nodes first: a stopping node may
+    still talk to the chain).
+    """
+    nodes = [(n.name, n.pid) for n in state.nodes]
+    out = _stop_all(nodes, timeout)
+    out += _stop_all([("anvil", state.anvil_pid)], timeout)
+    return out
+
+
+def _stop_all(procs: list[tuple[str, int]], timeout: float) -> list[Stopped]:
+    live = [(name, pid) for name, pid in procs if _alive(pid)]
+    for _, pid in live:
+        _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    for n in state.nodes:
-        if n.pid:
-            _reap(n.pid, max(0.1, deadline - time.monotonic()))
-            if _alive(n.pid):
-                os.kill(n.pid, signal.SIGKILL)
-                _reap(n.pid, 2.0)
-    if _alive(state.anvil_pid):
-        os.kill(state.anvil_pid, signal.SIGTERM)
-        _reap(state.anvil_pid, 5.0)
+    for _, pid in live:
+        _reap(pid, max(0.0, deadline - time.monotonic()))
+    out = [Stopped(name, pid, "not running") for name, pid in procs if (name, pid) not in live]
+    for name, pid in live:
+        if not _alive(pid):
+            out.append(Stopped(name, pid, "exited"))
+            continue
+        _signal(pid, signal.SIGKILL)
+        _reap(pid, 5.0)
+        out.append(Stopped(name, pid, "killed", running=_alive(pid)))
+    return out
 
 
-def node_status(n: NodeInfo) -> dict[str, Any]:
-    try:
-        doc: dict[str, Any] = json.loads((Path(n.data_dir) / "status.json").read_text())
-    except (OSError, ValueError):
-        doc = {}
-    doc["alive"] = bool(n.pid) and _alive(n.pid)
-    return doc
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """A cluster node as seen from outside: is its process alive, and its last status."""
+
+    alive: bool
+    status: NodeStatus | None  # None until the node first wrote its status file
+
+    @property
+    def holds(self) -> str:
+        """The global model hash the node holds ("" when it holds none, or is down)."""
+        s = self.status
+        return s.model.global_hash if self.alive and s is not None and s.model.held else ""
+
+
+def node_status(n: NodeInfo) -> NodeReport:
+    return NodeReport(
+        alive=bool(n.pid) and _alive(n.pid), status=read_status_file(n.layout.status_file)
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -371,6 +458,8 @@ __all__ = [
     "ClusterSpec",
     "ClusterState",
     "NodeInfo",
+    "NodeReport",
+    "Stopped",
     "create_cluster",
     "down",
     "kill_node",

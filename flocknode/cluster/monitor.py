@@ -2,44 +2,56 @@
 
 Reads the chain (rounds, roles, finalization, slashes) and each node's
 ``status.json`` (which global model it holds). Accuracy is the global model's
-on the held-out test split, evaluated here on the model a node stored.
+on the held-out test split (the files ``cluster up`` wrote to ``data/test``),
+evaluated here on the model a node stored. ``update_bytes`` is the size of one
+sealed update of the task's model (every update has the model's shapes).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flocknode.chain.client import TaskClient
-from flocknode.chain.contracts import ChainConnection
 from flocknode.chain.events import RoundVoided, Slashed
-from flocknode.chain.types import Phase
+from flocknode.chain.types import Phase, RoundView
 from flocknode.cluster.launcher import ClusterState, node_status
-from flocknode.crypto import parse_canonical
+from flocknode.config import NodeConfig, load_config
+from flocknode.connect import connect
+from flocknode.crypto import canonical_size, parse_canonical
+from flocknode.crypto.envelope import ABYTES, DEFAULT_CHUNK_SIZE, HEAD_LEN
 from flocknode.learning.learner import Learner
 from flocknode.learning.settings import TaskSettings
+
+
+def _hex(h: bytes) -> str:
+    """0x-hex of a hash; "" for none (all zero bytes)."""
+    return "0x" + h.hex() if any(h) else ""
 
 
 @dataclass
 class RoundSummary:
     round: int
     accepted: bool
-    aggregate_hash: str
-    accuracy: float | None
+    model_after: str  # the task's global model after the round (the previous one if rejected)
+    winning_aggregate: str  # the aggregate the round's voters agreed on ("" if none)
+    accuracy: float | None  # of model_after on the held-out test split
     node_hashes: dict[str, str]
     slashed: list[str]
     proposers: list[str]
     voters: list[str]
     seconds: float
     voided: bool = False
+    update_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
             "round": self.round,
             "accepted": self.accepted,
-            "aggregate_hash": self.aggregate_hash,
+            "model_after": self.model_after,
+            "winning_aggregate": self.winning_aggregate,
             "accuracy": self.accuracy,
             "node_hashes": self.node_hashes,
             "slashed": self.slashed,
@@ -47,7 +59,40 @@ class RoundSummary:
             "voters": self.voters,
             "seconds": round(self.seconds, 2),
             "voided": self.voided,
+            "metric": {"name": "test_accuracy", "value": self.accuracy},
+            "update_bytes": self.update_bytes,
         }
+
+
+def round_summary(
+    view: RoundView,
+    name: Callable[[str], str],
+    *,
+    accuracy: float | None,
+    node_hashes: dict[str, str],
+    slashed: list[str],
+    seconds: float,
+    update_bytes: int = 0,
+) -> RoundSummary:
+    """A finalized round's line in the summary, from its on-chain view.
+
+    ``model_after`` is the task's global model once the round is over: the
+    winning aggregate when the round was accepted, the model before it when it
+    was not (or the rollback model voters fell back to).
+    """
+    return RoundSummary(
+        round=view.round,
+        accepted=view.accepted,
+        model_after="0x" + view.global_model_hash_after.hex(),
+        winning_aggregate=_hex(view.winning_hash),
+        accuracy=accuracy,
+        node_hashes=node_hashes,
+        slashed=slashed,
+        proposers=[name(p) for p in view.proposers],
+        voters=[name(v) for v in view.voters],
+        seconds=seconds,
+        update_bytes=update_bytes,
+    )
 
 
 @dataclass
@@ -58,10 +103,21 @@ class Monitor:
     initial_accuracy: float | None = None
 
     def __post_init__(self) -> None:
-        conn = ChainConnection(self.state.rpc_url, None, expected_chain_id=self.state.chain_id)
-        self.client = TaskClient(conn, self.state.task)
+        chain = {
+            "rpc_url": self.state.rpc_url,
+            "chain_id": self.state.chain_id,
+            "task": self.state.task,
+        }
+        self.client = connect(NodeConfig.model_validate({"chain": chain}), account=None)
         settings = TaskSettings.from_canonical_json(Path(self.state.settings_file).read_bytes())
-        self.learner = Learner.from_settings(settings.training, 0, len(self.state.nodes))
+        node0 = load_config(Path(self.state.nodes[0].data_dir) / "node.toml", environ={})
+        test = self.state.test_path or (
+            node0.path(node0.data.test_path) if node0.data.test_path else None
+        )
+        self.learner = Learner.from_settings(settings.training, node0.path(node0.data.path), test)
+        self.model_bytes = canonical_size(self.learner.initial_state())
+        chunks = -(-self.model_bytes // DEFAULT_CHUNK_SIZE)
+        self.update_bytes = HEAD_LEN + self.model_bytes + ABYTES * chunks
         self.names = {n.wallet.lower(): n.name for n in self.state.nodes}
         self._seen_phase: dict[int, Phase] = {}
         self._round_start: dict[int, float] = {}
@@ -72,7 +128,8 @@ class Monitor:
 
     def accuracy_of(self, model_hash: bytes) -> float | None:
         for n in self.state.nodes:
-            p = Path(n.data_dir) / "store" / model_hash.hex()
+            # read only: opening a ContentStore would clear a running node's temp files
+            p = n.layout.store / model_hash.hex()
             if p.exists():
                 try:
                     state = parse_canonical(p.read_bytes())
@@ -140,35 +197,33 @@ class Monitor:
         _, reasons = self._slashes(r)
         self.progress(f"round {r}: VOIDED ({'; '.join(reasons) or 'no reason given'})")
         self.rounds.append(
-            RoundSummary(r, False, "", None, {}, [], [], [], self._elapsed(r), voided=True)
+            RoundSummary(r, False, "", "", None, {}, [], [], [], self._elapsed(r), voided=True)
         )
 
-    def _finalized(self, r: int, view: Any) -> None:
+    def _finalized(self, r: int, view: RoundView) -> None:
         slashed, _ = self._slashes(r)
         h = view.global_model_hash_after
-        before = next((x.aggregate_hash for x in reversed(self.rounds) if x.aggregate_hash), "")
+        before = next((x.model_after for x in reversed(self.rounds) if x.model_after), "")
         node_hashes = self._wait_nodes_hold(h, 20.0)
         acc = self.accuracy_of(h)
-        summary = RoundSummary(
-            round=r,
-            accepted=view.accepted,
-            aggregate_hash="0x" + h.hex(),
+        summary = round_summary(
+            view,
+            self.name,
             accuracy=acc,
             node_hashes=node_hashes,
             slashed=[s.split(" ")[0] for s in slashed],
-            proposers=[self.name(p) for p in view.proposers],
-            voters=[self.name(v) for v in view.voters],
             seconds=self._elapsed(r),
+            update_bytes=self.update_bytes,
         )
         self.rounds.append(summary)
         if view.accepted:
             verdict = "accepted"
-        elif before and before != summary.aggregate_hash:  # voters found it unservable
+        elif before and before != summary.model_after:  # voters found it unservable
             verdict = "NOT accepted (model rolled back)"
         else:
             verdict = "NOT accepted (model stays)"
         acc_text = f"{acc:.3f}" if acc is not None else "n/a"
-        held = sum(1 for v in node_hashes.values() if v == summary.aggregate_hash)
+        held = sum(1 for v in node_hashes.values() if v == summary.model_after)
         self.progress(
             f"round {r}: {verdict}  accuracy {acc_text}  model {h.hex()[:10]}  "
             f"held by {held}/{len(node_hashes)} live nodes  {summary.seconds:.1f} s"
@@ -185,10 +240,9 @@ class Monitor:
         while True:
             hashes = {}
             for n in self.state.nodes:
-                st = node_status(n)
-                if st["alive"]:
-                    held = st.get("global_model_hash") if st.get("holds_global_model") else None
-                    hashes[n.name] = held or ""
+                report = node_status(n)
+                if report.alive:
+                    hashes[n.name] = report.holds
             if all(v == want for v in hashes.values()) or time.monotonic() > deadline:
                 return hashes
             time.sleep(0.25)

@@ -30,18 +30,17 @@ def _load(args: argparse.Namespace) -> NodeConfig:
     return load_config(args.config)
 
 
-def _client(args: argparse.Namespace, with_wallet: bool = True) -> Any:
-    from flocknode.commands.common import connect
+def _client(args: argparse.Namespace) -> Any:
+    from flocknode.connect import connect
 
-    return connect(_load(args), with_wallet=with_wallet)
+    return connect(_load(args))
 
 
 def _cmd_register(args: argparse.Namespace) -> int:
     from flocknode.commands import participant
+    from flocknode.connect import connect
 
     cfg = _load(args)
-    from flocknode.commands.common import connect
-
     participant.register(connect(cfg), cfg)
     return 0
 
@@ -77,23 +76,23 @@ def _cmd_claim(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from flocknode.commands.common import connect
     from flocknode.commands.status import collect_status, format_status, node_snapshot
+    from flocknode.connect import connect
+    from flocknode.datadir import DataDir
     from flocknode.identity.wallet import load_wallet
 
     cfg = _load(args)
     wallet = load_wallet(cfg).address
-    status = collect_status(connect(cfg, with_wallet=False), wallet)
-    status["node"] = node_snapshot(cfg.data_path / "status.json")
-    print(json.dumps(status) if args.json else format_status(status))
+    standing = collect_status(connect(cfg, account=None), wallet)
+    node = node_snapshot(DataDir(cfg.data_path).status_file)
+    print(json.dumps(standing.to_json(node)) if args.json else format_status(standing, node))
     return 0
 
 
 def _cmd_task_create(args: argparse.Namespace) -> int:
-    from flocknode.chain.contracts import ChainConnection
     from flocknode.commands.common import parse_amount
     from flocknode.commands.task_create import Funding, TaskPlan, create_task, format_amount
-    from flocknode.identity.wallet import load_wallet
+    from flocknode.connect import chain_connection
 
     chain: dict[str, Any] = {"rpc_url": args.rpc, "chain_id": args.chain_id}
     if args.keystore:
@@ -130,9 +129,7 @@ def _cmd_task_create(args: argparse.Namespace) -> int:
         reward_pool=parse_amount(args.reward_pool, "--reward-pool"),
         settings_out=Path(args.settings_out) if args.settings_out else None,
     )
-    wallet = load_wallet(cfg)
-    conn = ChainConnection(cfg.chain.rpc_url, wallet, expected_chain_id=cfg.chain.chain_id)
-    created = create_task(conn, plan)
+    created = create_task(chain_connection(cfg), plan)
     if args.json:
         print(json.dumps(created.to_json()))
     else:

@@ -1,15 +1,14 @@
-"""Shared pieces of the chain commands: connecting from a config, amounts, progress."""
+"""Shared pieces of the chain commands: amounts and progress lines.
+
+Connecting from a config is ``flocknode.connect.connect``."""
 
 from __future__ import annotations
 
 import sys
 from decimal import Decimal, InvalidOperation
 
-from flocknode.chain.client import TaskClient, TxResult
-from flocknode.chain.contracts import ChainConnection
-from flocknode.config import NodeConfig
+from flocknode.chain.client import TxResult
 from flocknode.errors import ConfigError
-from flocknode.identity.wallet import load_wallet
 
 DECIMALS = 18
 
@@ -37,17 +36,6 @@ def format_amount(units: int) -> str:
 def progress(line: str) -> None:
     """A progress line on stderr (stdout stays clean for --json)."""
     print(line, file=sys.stderr, flush=True)
-
-
-def connect(cfg: NodeConfig, with_wallet: bool = True) -> TaskClient:
-    """The task client for a node config; checks the chain id and that the task exists."""
-    if not cfg.chain.task:
-        raise ConfigError(cfg.source, "chain.task", "no task address set")
-    account = load_wallet(cfg) if with_wallet else None
-    conn = ChainConnection(cfg.chain.rpc_url, account, expected_chain_id=cfg.chain.chain_id)
-    client = TaskClient(conn, cfg.chain.task)
-    client.check()
-    return client
 
 
 def report_tx(what: str, result: TxResult) -> None:

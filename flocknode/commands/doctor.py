@@ -18,7 +18,6 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
@@ -45,9 +44,12 @@ from flocknode.commands.doctor_probes import (
     wallet_fix,
 )
 from flocknode.config import ENV_PRIVATE_KEY, NodeConfig, load_config
+from flocknode.connect import chain_connection, task_client
 from flocknode.errors import FlockError
 from flocknode.identity import BoxKey, DataDir, PeerKey, load_box_key, load_peer_key
 from flocknode.identity.wallet import exposed_mode, load_wallet
+from flocknode.learning.settings import TaskSettings
+from flocknode.status import NodeStatus
 
 # Gas used (bench/gas.py, max over 10/50/100 participants, 5 proposers + 5 voters).
 GAS_COMMIT_VOTE = 88_363
@@ -81,7 +83,8 @@ class _State:
     client: TaskClient | None = None
     params: TaskParams | None = None
     me: ParticipantView | None = None
-    running: dict[str, Any] | None = None  # status.json of a running node
+    running: NodeStatus | None = None  # the status file of a running node
+    settings: TaskSettings | None = None  # once the settings check passed
     done: dict[str, bool] = field(default_factory=dict)
 
 
@@ -114,6 +117,7 @@ class Doctor:
             ("rpc", "RPC reachable, chain id", ("keys",), self.check_rpc),
             ("task", "task contract present", ("rpc",), self.check_task),
             ("settings", "task settings match", ("task",), self.check_settings),
+            ("data", "your data readable by the task", ("settings",), self.check_data),
             ("stake", "wallet registered and staked", ("task",), self.check_stake),
             ("gas", "gas for the next rounds", ("task",), self.check_gas),
             ("listen", "listen addresses bindable", ("config",), self.check_listen),
@@ -164,7 +168,7 @@ class Doctor:
             self.s.box_key = load_box_key(layout.box_key)
         except FlockError as e:
             raise Failed(str(e), key_fix(str(e), layout)) from None
-        files = [layout.peer_key.parent]
+        files = [layout.keys]
         raw_key = bool(os.environ.get(ENV_PRIVATE_KEY))
         if not raw_key:
             files.append(cfg.path(cfg.chain.keystore))
@@ -187,9 +191,7 @@ class Doctor:
     def check_rpc(self) -> str:
         cfg = self._cfg()
         retry = RetryPolicy(attempts=self.rpc_attempts, request_timeout=10.0)
-        conn = ChainConnection(
-            cfg.chain.rpc_url, self.s.account, expected_chain_id=cfg.chain.chain_id, retry=retry
-        )
+        conn = chain_connection(cfg, self.s.account, retry=retry)
         try:
             cid = conn.chain_id
             block = conn.rpc.block_number()
@@ -208,9 +210,8 @@ class Doctor:
 
     def check_task(self) -> str:
         cfg, conn = self._cfg(), self._conn()
-        client = TaskClient(conn, cfg.chain.task)
         try:
-            client.check()
+            client = task_client(cfg, conn)
             params = client.params()
             current = client.current_round()
         except WrongChain as e:
@@ -232,7 +233,24 @@ class Doctor:
                 "set [task] settings to the task creator's settings JSON, or empty to use "
                 "the copy published on chain",
             ) from None
-        return f"rule {settings.aggregation.rule}, model {settings.training.model_factory}"
+        self.s.settings = settings
+        return f"rule {settings.aggregation.rule}, task {settings.training.task}"
+
+    def check_data(self) -> str:
+        from flocknode.node import node_data_sizes
+
+        if self.s.settings is None:
+            raise Failed("the task settings are not known", "fix the settings check first")
+        try:  # read where the node reads it: in the task worker unless isolation is "none"
+            d = node_data_sizes(self._cfg(), self.s.settings)
+        except FlockError as e:
+            raise Failed(
+                str(e), f"fix the file it names, or [data] path in {self.config} (docs/tasks.md)"
+            ) from None
+        return (
+            f"{self._cfg().data.path}: {d.train} training and {d.val} validation "
+            f"samples for task {self.s.settings.training.task}"
+        )
 
     def check_stake(self) -> str:
         cfg, client, params = self._cfg(), self._client(), self._params()
@@ -334,7 +352,7 @@ class Doctor:
     def check_peers(self) -> str:
         running = self.s.running
         if running is not None:
-            peers = running.get("peers") or []
+            peers = running.p2p.peers
             if not peers:
                 raise Failed(
                     "the running node has no peer connected",

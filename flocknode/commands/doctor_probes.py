@@ -6,18 +6,16 @@ into PASS/FAIL lines and fixes.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import stat
-import time
 from pathlib import Path
-from typing import Any
 
 from flocknode.chain.registry import Registry
 from flocknode.config import NodeConfig
 from flocknode.identity import DataDir, PeerKey
+from flocknode.status import NodeStatus, read_status_file
 
 RUNNING_STATUS_AGE = 5.0  # status.json younger than this: the node is running
 
@@ -36,10 +34,10 @@ def key_fix(message: str, layout: DataDir) -> str:
         return message.rsplit("run: ", 1)[-1] if "run: " in message else "chmod 600 the key file"
     if "not found" in message:
         return (
-            f"restore {layout.peer_key.parent} from your backup, or run 'flocknode init "
+            f"restore {layout.keys} from your backup, or run 'flocknode init "
             f"--data-dir {layout.root}' (new keys must be registered again)"
         )
-    return f"restore {layout.peer_key.parent} from your backup"
+    return f"restore {layout.keys} from your backup"
 
 
 def wallet_fix(message: str, cfg: NodeConfig) -> str:
@@ -53,15 +51,9 @@ def wallet_fix(message: str, cfg: NodeConfig) -> str:
     return f"check chain.keystore in {cfg.source}"
 
 
-def running_status(layout: DataDir) -> dict[str, Any] | None:
-    path = layout.root / "status.json"
-    try:
-        if time.time() - path.stat().st_mtime > RUNNING_STATUS_AGE:
-            return None
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return doc if isinstance(doc, dict) else None
+def running_status(layout: DataDir) -> NodeStatus | None:
+    """The running node's status, or None if no node wrote one in the last few seconds."""
+    return read_status_file(layout.status_file, RUNNING_STATUS_AGE)
 
 
 def multiaddr_host_port(addr: str) -> tuple[str, int] | None:

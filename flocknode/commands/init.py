@@ -3,79 +3,78 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from flocknode.config import ENV_PASSWORD, LOCAL_CHAIN_ID, load_config
+from flocknode.config import ENV_PASSWORD, LOCAL_CHAIN_ID, NodeConfig, load_config, to_toml
 from flocknode.errors import ConfigError, KeyFileError
 from flocknode.fsutil import atomic_write_text
 from flocknode.identity import DataDir, load_or_create_box_key, load_or_create_peer_key
 from flocknode.identity.wallet import create_keystore, exposed_mode
 
-TEMPLATE = """\
+HEADER = """\
 # flocknode node configuration.
 # Order of precedence: defaults < this file < FLOCKNODE_<SECTION>_<KEY> env vars < flags.
 # Relative paths are relative to this file's directory. Unknown keys are errors.
-
-# Keys (keys/), the content store (store/) and the round journal (journal/).
-data_dir = "."
-
-[chain]
-# JSON-RPC endpoint of the chain that hosts the task, and its chain id
-# (31337 = a local anvil chain; the node checks the RPC reports the same id).
-rpc_url = "{rpc_url}"
-chain_id = {chain_id}
-# The FlockTask contract this node participates in (flocknode task create prints it).
-task = "{task}"
-# The wallet: an encrypted v3 keystore, with its password in a file (mode 0600)
-# or in the FLOCKNODE_WALLET_PASSWORD environment variable. A raw private key is
-# never read from this file; FLOCKNODE_PRIVATE_KEY works on a local chain only.
-keystore = "keys/wallet.json"
-password_file = "{password_file}"
-# Blocks to wait before acting on a new round (use a few on chains that reorg).
-confirmations = 0
-
-[p2p]
-# Where libp2p listens (TCP). Open this port to other participants.
-listen = ["/ip4/0.0.0.0/tcp/{port}"]
-# Addresses registered on chain for others to dial; empty = the listen addresses
-# with a concrete IP (set your public IP or DNS name here behind NAT).
-announce = []
-# Extra peers to dial at start (multiaddrs with /p2p/<peer id>); the task's
-# on-chain registry is the main source of peers.
-bootstrap = []
-
-[data]
-# Your private data. The task's settings name the data set and how it is split;
-# here you say which shard is yours (built-in data sets) or where your files are.
-path = ""
-node_index = 0
-num_nodes = 1
-
-[task]
-# The task's training and aggregation settings (canonical JSON, as printed by
-# 'flocknode task create --settings-out'). Empty: use the copy published on
-# chain. Either way the node checks them against the task's configHash and
-# refuses to start, naming the setting, if they differ.
-settings = ""
-
-[store]
-# History kept in store/ and journal/: the blobs, models and journal records of
-# the last keep_rounds finished rounds (at least 2; 0 keeps everything). The
-# current global model and anything an unfinished round needs always stay.
-keep_rounds = 16
-
-[http]
-# Status page, /metrics, /healthz and /readyz. Loopback by default.
-enabled = true
-listen = "127.0.0.1:9100"
-
-[log]
-level = "info"      # debug, info, warning, error
-format = "text"     # text (key=value) or json
-# per-logger levels, e.g. modules = {{ libp2p = "info", "flocknode.rounds" = "debug" }}
-modules = {{}}
 """
+
+# Comment lines written above each setting of node.toml (``to_toml``).
+COMMENTS = {
+    "data_dir": "\n# Keys (keys/), the content store (store/) and the round journal (journal/).",
+    "chain.rpc_url": (
+        "# JSON-RPC endpoint of the chain that hosts the task, and its chain id\n"
+        "# (31337 = a local anvil chain; the node checks the RPC reports the same id)."
+    ),
+    "chain.task": "# The FlockTask contract of this node ('flocknode task create' prints it).",
+    "chain.keystore": (
+        "# The wallet: an encrypted v3 keystore, with its password in a file (mode 0600)\n"
+        "# or in the FLOCKNODE_WALLET_PASSWORD environment variable. A raw private key is\n"
+        "# never read from this file; FLOCKNODE_PRIVATE_KEY works on a local chain only."
+    ),
+    "chain.confirmations": (
+        "# Blocks to wait before acting on a new round (use a few on chains that reorg)."
+    ),
+    "p2p.listen": "# Where libp2p listens (TCP). Open this port to other participants.",
+    "p2p.announce": (
+        "# Addresses registered on chain for others to dial; empty = the listen addresses\n"
+        "# with a concrete IP (set your public IP or DNS name here behind NAT)."
+    ),
+    "p2p.bootstrap": (
+        "# Extra peers to dial at start (multiaddrs with /p2p/<peer id>); the task's\n"
+        "# on-chain registry is the main source of peers."
+    ),
+    "data.path": (
+        "# Your private data: the files the task's code reads (a CSV file or directory for\n"
+        "# digits-mlp, one folder per class for digits-cnn; docs/tasks.md). Required."
+    ),
+    "data.test_path": (
+        "# Testers only: a held-out set the node reports test accuracy on, never votes with."
+    ),
+    "task.settings": (
+        "# The task's training and aggregation settings (canonical JSON, as printed by\n"
+        "# 'flocknode task create --settings-out'). Empty: use the copy published on\n"
+        "# chain. Either way the node checks them against the task's configHash and\n"
+        "# refuses to start, naming the setting, if they differ."
+    ),
+    "store.keep_rounds": (
+        "# History kept in store/ and journal/: the blobs, models and journal records of\n"
+        "# the last keep_rounds finished rounds (at least 2; 0 keeps everything). The\n"
+        "# current global model and anything an unfinished round needs always stay."
+    ),
+    "http": "# Status page, /metrics, /healthz and /readyz. Loopback by default.",
+    "log.level": "# debug, info, warning, error",
+    "log.format": "# text (key=value) or json",
+    "log.modules": (
+        '# per-logger levels, e.g. modules = { libp2p = "info", "flocknode.rounds" = "debug" }'
+    ),
+}
+
+
+def render_config(cfg: NodeConfig) -> str:
+    """node.toml for ``cfg``: every setting, commented for a person."""
+    return to_toml(cfg, COMMENTS, HEADER)
 
 
 _FLAG_NAMES = {"chain.rpc_url": "--rpc", "chain.chain_id": "--chain-id", "chain.task": "--task"}
@@ -99,10 +98,25 @@ def init_data_dir(
     new_wallet: bool = False,
     password_file: Path | None = None,
     force: bool = False,
+    settings: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> InitResult:
+    """Keys and a node.toml in ``data_dir``.
+
+    ``settings``: further config values by section (``{"data": {"node_index": 2}}``),
+    validated by the config model like the flags.
+    """
     flags = {"rpc_url": rpc_url, "chain_id": chain_id, "task": task}
-    load_config(  # check the flags before anything is written
-        overrides={"chain": flags},
+    pw_rel = ""
+    if password_file is not None:
+        pw_rel = os.path.relpath(Path(password_file).resolve(), Path(data_dir).resolve())
+    layers: dict[str, Any] = {
+        "chain": {**flags, "password_file": pw_rel},
+        "p2p": {"listen": [f"/ip4/0.0.0.0/tcp/{port}"]},
+    }
+    for section, values in (settings or {}).items():
+        layers[section] = {**layers.get(section, {}), **values}
+    cfg = load_config(  # check every value before anything is written
+        overrides=layers,
         environ={},
         flag_names=_FLAG_NAMES,
     )
@@ -113,14 +127,10 @@ def init_data_dir(
     layout.create()
     peer = load_or_create_peer_key(layout.peer_key)
     box = load_or_create_box_key(layout.box_key)
-    pw_rel = ""
-    if password_file is not None:
-        pw_rel = os.path.relpath(Path(password_file).resolve(), layout.root.resolve())
-    text = TEMPLATE.format(
-        rpc_url=rpc_url, chain_id=chain_id, task=task, password_file=pw_rel, port=port
-    )
-    atomic_write_text(layout.config, text, mode=0o600)
-    cfg = load_config(layout.config)  # the file we wrote must load: catches bad flags
+    atomic_write_text(layout.config, render_config(cfg), mode=0o600)
+    written = load_config(layout.config, environ={})
+    assert written.model_dump() == cfg.model_dump(), "node.toml does not read back as written"
+    cfg = load_config(layout.config)  # with the environment, as the node will read it
     wallet = None
     if password is not None:
         wallet = create_keystore(cfg.path(cfg.chain.keystore), password)

@@ -25,15 +25,18 @@ from flocknode.commands.common import format_amount, progress, report_tx
 from flocknode.config import LOCAL_CHAIN_ID
 from flocknode.errors import ConfigError
 from flocknode.fsutil import atomic_write_bytes
-from flocknode.learning.models import initial_state, load_model_factory, model_hash
+from flocknode.learning.learner import task_initial_state
+from flocknode.learning.models import model_hash
 from flocknode.learning.settings import TaskSettings
 
 
 def model_spec_hash(factory_spec: str, state: dict[str, Any]) -> bytes:
-    """SHA-256 of the model's identity: factory name and tensor names and shapes."""
+    """SHA-256 of the model's identity: the task's name and tensor names, shapes, dtypes."""
     spec = {
         "factory": factory_spec,
-        "tensors": [[name, list(t.shape), "float32"] for name, t in state.items()],
+        "tensors": [
+            [name, list(t.shape), str(t.dtype).removeprefix("torch.")] for name, t in state.items()
+        ],
     }
     return hashlib.sha256(json.dumps(spec, separators=(",", ":")).encode()).digest()
 
@@ -89,9 +92,8 @@ def create_task(conn: ChainConnection, plan: TaskPlan) -> CreatedTask:
         raise ConfigError(
             "--fund", "", f"minting and funding wallets is for local chains only (chain {chain_id})"
         )
-    tspec = plan.settings.training.model_factory
-    factory = load_model_factory(tspec)
-    state = initial_state(factory, plan.settings.training.init_seed)
+    tspec = plan.settings.training.task
+    state = task_initial_state(plan.settings.training)
     init_hash = model_hash(state)
     spec_hash = model_spec_hash(tspec, state)
     settings_json = plan.settings.canonical_json()

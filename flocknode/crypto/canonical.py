@@ -1,4 +1,4 @@
-"""Canonical bytes of named float32 tensors (a model or a model update).
+"""Canonical bytes of named tensors (a model or a model update).
 
 One set of tensors has exactly one byte string, so its SHA-256 is a content id
 (``updateHash`` on chain, ``aggregateHash`` of a model). Layout, integers
@@ -6,15 +6,24 @@ little-endian::
 
     offset  size  field
     0       4     magic b"FLCT"
-    4       1     format version (1)
-    5       1     dtype code (1 = float32, little-endian)
+    4       1     format version (1 or 2)
+    5       1     dtype code: 1 = float32 (version 1); 0 = per tensor (version 2)
     6       2     reserved, zero
     8       4     tensor count n (1 .. MAX_TENSORS)
     12      4     table length L: the n entries below, exactly
     16      L     n entries, names in strictly increasing UTF-8 byte order:
                     u16 name length (1 .. MAX_NAME_BYTES), the UTF-8 name
-                    (printable), u8 ndim (0 .. MAX_NDIM), ndim x u32 dims
-    16+L    4*N   every tensor's elements in the same order, C order, float32 LE
+                    (printable), u8 ndim (0 .. MAX_NDIM), ndim x u32 dims,
+                    and in version 2 only a u8 dtype code (``DTYPE_CODES``)
+    16+L    ...   every tensor's elements in the same order, C order, little-endian,
+                  each element the size of its dtype
+
+A set of float32 tensors is always written as version 1 (so a float32 model's
+hash does not depend on the existence of version 2); a set holding any other
+dtype (float16, bfloat16, int64 or int32: half-precision weights, BatchNorm's
+``num_batches_tracked`` counter) is always written as version 2. A reader
+refuses version 2 bytes whose tensors are all float32, so the choice is not
+free either way.
 
 Encoding (trusted input: a ``TypeError``/``ValueError`` on misuse):
     ``canonical_size(t)``, ``iter_canonical(t)`` (zero-copy pieces: the header,
@@ -26,9 +35,11 @@ Decoding (untrusted input: only :class:`CanonicalError`):
     them straight into freshly allocated output tensors; ``finish()`` returns
     them. ``parse_canonical(data)`` does both at once.
 
-Tensors are ``torch.Tensor`` or ``numpy.ndarray`` of dtype float32 (any
-device/stride; CPU contiguous little-endian data is never copied). Decoded
-tensors are float32 CPU ``torch.Tensor`` in canonical (sorted) order.
+Tensors are ``torch.Tensor`` (float32, float16, bfloat16, int64, int32) or
+``numpy.ndarray`` (the same without bfloat16), any device/stride; CPU
+contiguous little-endian data is never copied. Decoded tensors are CPU
+``torch.Tensor`` of the encoded dtype in canonical (sorted) order; with
+``require_finite`` a floating value that is NaN or infinite is refused.
 """
 
 from __future__ import annotations
@@ -45,7 +56,33 @@ from flocknode.crypto.errors import CanonicalError
 
 MAGIC = b"FLCT"
 FORMAT_VERSION = 1
+FORMAT_VERSION_MIXED = 2
 DTYPE_FLOAT32_LE = 1
+DTYPE_PER_TENSOR = 0
+# Version 2's per-tensor dtype codes (little-endian data).
+DTYPE_CODES: dict[torch.dtype, int] = {
+    torch.float32: 1,
+    torch.float16: 2,
+    torch.bfloat16: 3,
+    torch.int64: 4,
+    torch.int32: 5,
+}
+_CODE_DTYPES = {code: dt for dt, code in DTYPE_CODES.items()}
+_NUMPY_DTYPES = {
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.float16): torch.float16,
+    np.dtype(np.int64): torch.int64,
+    np.dtype(np.int32): torch.int32,
+}
+# How each dtype's bytes are viewed in numpy (bfloat16 has no numpy dtype: its
+# raw 16-bit patterns are handled as little-endian int16).
+_LE_VIEW = {
+    torch.float32: "<f4",
+    torch.float16: "<f2",
+    torch.bfloat16: "<i2",
+    torch.int64: "<i8",
+    torch.int32: "<i4",
+}
 MAX_TENSORS = 65_536
 MAX_NAME_BYTES = 1024
 MAX_NDIM = 16
@@ -62,22 +99,29 @@ Tensors = Mapping[str, TensorLike]
 Shapes = Mapping[str, Sequence[int]]
 
 
-def _as_f32_le(name: str, value: TensorLike) -> np.ndarray:
-    """A 1-d C-contiguous little-endian float32 view (a copy only when unavoidable)."""
+def _as_le(name: str, value: TensorLike) -> tuple[torch.dtype, np.ndarray]:
+    """The dtype and a 1-d C-contiguous little-endian view (a copy only when unavoidable)."""
     if isinstance(value, torch.Tensor):
-        if value.dtype != torch.float32:
-            raise TypeError(f"tensor {name!r} is {value.dtype}, expected torch.float32")
+        dtype = value.dtype
+        if dtype not in DTYPE_CODES:
+            raise TypeError(f"tensor {name!r} is {dtype}, expected one of {_dtype_names()}")
         t = value.detach()
         if t.device.type != "cpu":
             t = t.cpu()
-        arr = t.resolve_conj().resolve_neg().contiguous().numpy()
+        t = t.resolve_conj().resolve_neg().contiguous()
+        arr = t.view(torch.int16).numpy() if dtype == torch.bfloat16 else t.numpy()
     elif isinstance(value, np.ndarray):
-        if value.dtype.kind != "f" or value.dtype.itemsize != 4:
-            raise TypeError(f"array {name!r} is {value.dtype}, expected float32")
-        arr = value
+        found = _NUMPY_DTYPES.get(value.dtype.newbyteorder("="))
+        if found is None:
+            raise TypeError(f"array {name!r} is {value.dtype}, expected one of {_dtype_names()}")
+        dtype, arr = found, value
     else:
         raise TypeError(f"{name!r} is {type(value).__name__}, expected a tensor or array")
-    return np.ascontiguousarray(arr, dtype="<f4").reshape(-1)
+    return dtype, np.ascontiguousarray(arr, dtype=_LE_VIEW[dtype]).reshape(-1)
+
+
+def _dtype_names() -> str:
+    return ", ".join(str(d).removeprefix("torch.") for d in DTYPE_CODES)
 
 
 def _prepare(tensors: Tensors) -> tuple[bytes, list[memoryview]]:
@@ -95,19 +139,24 @@ def _prepare(tensors: Tensors) -> tuple[bytes, list[memoryview]]:
             raise ValueError(f"tensor name {name!r} is empty, too long or not printable")
         entries.append((raw, name))
     entries.sort()
+    prepared = [(raw, tensors[name], *_as_le(name, tensors[name])) for raw, name in entries]
+    mixed = any(dtype != torch.float32 for _, _, dtype, _ in prepared)
     table = bytearray()
     views: list[memoryview] = []
-    for raw, name in entries:
-        value = tensors[name]
-        data = _as_f32_le(name, value)
+    for raw, value, dtype, data in prepared:
         shape = tuple(int(d) for d in value.shape)
         if len(shape) > MAX_NDIM or any(not 0 <= d <= MAX_DIM for d in shape):
-            raise ValueError(f"tensor {name!r} has an unsupported shape {shape}")
+            raise ValueError(f"tensor {raw.decode()!r} has an unsupported shape {shape}")
         table += struct.pack(f"<H{len(raw)}sB{len(shape)}I", len(raw), raw, len(shape), *shape)
+        if mixed:
+            table.append(DTYPE_CODES[dtype])
         views.append(data.data.cast("B"))
     if len(table) > MAX_TABLE_BYTES:
         raise ValueError("tensor table too large")
-    prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, DTYPE_FLOAT32_LE, 0, len(entries), len(table))
+    version, code = (
+        (FORMAT_VERSION_MIXED, DTYPE_PER_TENSOR) if mixed else (FORMAT_VERSION, DTYPE_FLOAT32_LE)
+    )
+    prefix = _PREFIX.pack(MAGIC, version, code, 0, len(entries), len(table))
     return prefix + bytes(table), views
 
 
@@ -138,10 +187,13 @@ def update_hash(tensors: Tensors) -> bytes:
     return h.digest()
 
 
+_Entry = tuple[str, tuple[int, ...], torch.dtype]
+
+
 def _parse_table(
-    table: bytes, count: int, max_bytes: int, expected: Shapes | None
-) -> list[tuple[str, tuple[int, ...]]]:
-    entries: list[tuple[str, tuple[int, ...]]] = []
+    table: bytes, count: int, max_bytes: int, expected: Shapes | None, mixed: bool
+) -> list[_Entry]:
+    entries: list[_Entry] = []
     pos = 0
     prev = b""
     total = PREFIX_LEN + len(table)
@@ -168,23 +220,37 @@ def _parse_table(
             raise CanonicalError("tensor rank out of bounds")
         shape = struct.unpack_from(f"<{ndim}I", table, pos)
         pos += 4 * ndim
-        total += 4 * int(np.prod(shape, dtype=object))
+        dtype = torch.float32
+        if mixed:
+            if pos + 1 > len(table) or table[pos] not in _CODE_DTYPES:
+                raise CanonicalError("unknown or missing tensor dtype code")
+            dtype = _CODE_DTYPES[table[pos]]
+            pos += 1
+        total += dtype.itemsize * int(np.prod(shape, dtype=object))
         if total > max_bytes:
             raise CanonicalError(f"tensors larger than the limit of {max_bytes} bytes")
-        entries.append((name, tuple(shape)))
+        entries.append((name, tuple(shape), dtype))
     if pos != len(table):
         raise CanonicalError("tensor table length does not match its entries")
+    if mixed and all(dtype == torch.float32 for _, _, dtype in entries):
+        raise CanonicalError("version 2 bytes of float32 tensors only (must be version 1)")
     if expected is not None:
         want = {n: tuple(int(d) for d in s) for n, s in expected.items()}
-        if dict(entries) != want:
+        if {n: shape for n, shape, _ in entries} != want:
             raise CanonicalError("tensor names or shapes differ from the expected ones")
     return entries
 
 
-def _all_finite(values: np.ndarray) -> bool:
-    """No NaN or infinity (min/max propagate NaN; no temporary array)."""
-    if values.size == 0:
+def _all_finite(values: np.ndarray, dtype: torch.dtype = torch.float32) -> bool:
+    """No NaN or infinity (min/max propagate NaN; no temporary array for float32).
+
+    Integers are always finite; bfloat16 (raw int16 patterns) is infinite or
+    NaN exactly when its 8 exponent bits are all ones.
+    """
+    if values.size == 0 or not dtype.is_floating_point:
         return True
+    if dtype == torch.bfloat16:
+        return not bool(((values & 0x7F80) == 0x7F80).any())
     return bool(np.isfinite(values.min()) and np.isfinite(values.max()))
 
 
@@ -216,6 +282,7 @@ class CanonicalReader:
         self._count = 0
         self._in_header = True
         self._names: list[str] = []
+        self._mixed = False
         self._tensors: list[torch.Tensor] = []
         self._idx = 0  # current tensor while reading data
         self._off = 0  # bytes of it received
@@ -247,7 +314,7 @@ class CanonicalReader:
             raise CanonicalError("canonical bytes truncated")
         if not _LITTLE:  # pragma: no cover - big-endian hosts only
             for t in self._tensors:
-                t.numpy().byteswap(inplace=True)
+                _raw_view(t).byteswap(inplace=True)
                 if self._finite and not bool(torch.isfinite(t).all()):
                     raise CanonicalError("non-finite value in the tensors")
         return dict(zip(self._names, self._tensors, strict=True))
@@ -255,10 +322,12 @@ class CanonicalReader:
     def _header_step(self) -> None:
         if self._need == PREFIX_LEN:
             magic, version, dtype, reserved, count, tlen = _PREFIX.unpack(self._buf)
-            if magic != MAGIC or version != FORMAT_VERSION:
+            if magic != MAGIC or version not in (FORMAT_VERSION, FORMAT_VERSION_MIXED):
                 raise CanonicalError("not canonical tensor bytes of a known version")
-            if dtype != DTYPE_FLOAT32_LE or reserved != 0:
+            want = DTYPE_FLOAT32_LE if version == FORMAT_VERSION else DTYPE_PER_TENSOR
+            if dtype != want or reserved != 0:
                 raise CanonicalError("unknown dtype or non-zero reserved field")
+            self._mixed = version == FORMAT_VERSION_MIXED
             if not 1 <= count <= MAX_TENSORS or not 4 * count <= tlen <= MAX_TABLE_BYTES:
                 raise CanonicalError("tensor count or table length out of bounds")
             if PREFIX_LEN + tlen > self._max_bytes:
@@ -268,13 +337,13 @@ class CanonicalReader:
             if len(self._buf) < self._need:
                 return
         table = bytes(self._buf[PREFIX_LEN:])
-        entries = _parse_table(table, self._count, self._max_bytes, self._expected)
-        self._names = [name for name, _ in entries]
+        entries = _parse_table(table, self._count, self._max_bytes, self._expected, self._mixed)
+        self._names = [name for name, _, _ in entries]
         try:
-            self._tensors = [torch.empty(shape, dtype=torch.float32) for _, shape in entries]
+            self._tensors = [torch.empty(shape, dtype=dtype) for _, shape, dtype in entries]
         except (RuntimeError, MemoryError):
             raise CanonicalError("cannot allocate the tensors the header declares") from None
-        self.total_size = PREFIX_LEN + len(table) + sum(4 * t.numel() for t in self._tensors)
+        self.total_size = PREFIX_LEN + len(table) + sum(_nbytes(t) for t in self._tensors)
         if self._on_span is not None:
             self._on_span(memoryview(bytes(self._buf)))
         self._buf = bytearray()
@@ -288,7 +357,7 @@ class CanonicalReader:
             self._idx += 1
         self._off = self._checked = 0
         if self._idx < len(self._tensors):
-            self._flat = self._tensors[self._idx].numpy().reshape(-1)
+            self._flat = _raw_view(self._tensors[self._idx]).reshape(-1)
             self._bytes = self._flat.data.cast("B")
         else:
             self._flat = self._bytes = None
@@ -302,13 +371,23 @@ class CanonicalReader:
             self._on_span(dst[self._off : self._off + take])
         self._off += take
         if self._finite and _LITTLE:
-            done = self._off // 4
-            if not _all_finite(flat[self._checked : done]):
+            dtype = self._tensors[self._idx].dtype
+            done = self._off // dtype.itemsize
+            if not _all_finite(flat[self._checked : done], dtype):
                 raise CanonicalError(f"non-finite value in tensor {self._names[self._idx]!r}")
             self._checked = done
         if self._off == dst.nbytes:
             self._next_tensor()
         return mv[take:]
+
+
+def _raw_view(t: torch.Tensor) -> np.ndarray:
+    """A numpy view of a contiguous CPU tensor's memory (bfloat16 as int16 patterns)."""
+    return t.view(torch.int16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.dtype.itemsize * t.numel()
 
 
 def parse_canonical(

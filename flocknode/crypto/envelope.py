@@ -1,4 +1,4 @@
-"""The update envelope (PROTOCOL.md step 3): seal once, wrap the key per voter.
+"""The update envelope (docs/protocol.md, step 3): seal once, wrap the key per voter.
 
 Blob layout (what is stored, transferred and hashed into ``blobId``)::
 

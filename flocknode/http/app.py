@@ -17,9 +17,10 @@ from starlette.routing import Route
 
 from flocknode.http.collector import NodeCollector
 from flocknode.http.page import render_page
-from flocknode.http.readiness import readiness
+from flocknode.http.readiness import not_ready_reasons
+from flocknode.status import NodeStatus
 
-Snapshot = Callable[[], dict[str, Any]]
+Snapshot = Callable[[], NodeStatus]
 
 # The page is self-contained: the browser may load nothing from anywhere.
 PAGE_HEADERS = {
@@ -53,10 +54,10 @@ def build_app(snapshot: Snapshot, registry: CollectorRegistry | None = None) -> 
 
     async def page(request: Request) -> Response:
         s = snapshot()
-        return HTMLResponse(render_page(s, readiness(s)), headers=PAGE_HEADERS)
+        return HTMLResponse(render_page(s, not_ready_reasons(s)), headers=PAGE_HEADERS)
 
     async def status_json(request: Request) -> Response:
-        return _JSON(snapshot(), headers={"Cache-Control": "no-store"})
+        return _JSON(snapshot().to_json(), headers={"Cache-Control": "no-store"})
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -65,7 +66,7 @@ def build_app(snapshot: Snapshot, registry: CollectorRegistry | None = None) -> 
         return _JSON({"status": "alive"})
 
     async def readyz(request: Request) -> Response:
-        reasons = readiness(snapshot())
+        reasons = not_ready_reasons(snapshot())
         return _JSON(
             {"ready": not reasons, "reasons": reasons}, status_code=503 if reasons else 200
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -19,30 +18,13 @@ import trio
 from flocknode.chain.client import AsyncTaskClient
 from flocknode.chain.errors import ChainError
 from flocknode.logs import PeerLog
+from flocknode.status import StakeRecord, StakeStatus
 
 if TYPE_CHECKING:
     from trio_typing import TaskStatus
 
 log = logging.getLogger(__name__)
 _limited = PeerLog(log)
-
-
-@dataclass(frozen=True)
-class StakeSample:
-    at: float  # unix time
-    round: int
-    stake: int  # base units
-    rewards: int  # claimable
-    slashed: int  # cumulative
-    pending_unstake: int
-
-    def same_values(self, other: StakeSample) -> bool:
-        return (self.stake, self.rewards, self.slashed, self.pending_unstake) == (
-            other.stake,
-            other.rewards,
-            other.slashed,
-            other.pending_unstake,
-        )
 
 
 class StakeHistory:
@@ -60,8 +42,8 @@ class StakeHistory:
         self._current_round = current_round
         self.interval = interval
         self.keep_every = keep_every
-        self.samples: deque[StakeSample] = deque(maxlen=maxlen)
-        self.latest: StakeSample | None = None
+        self.samples: deque[StakeRecord] = deque(maxlen=maxlen)
+        self.latest: StakeRecord | None = None
         self.min_stake = 0
         self.errors = 0  # samples that failed (chain errors and anything else)
         self._stop = trio.Event()
@@ -69,11 +51,11 @@ class StakeHistory:
     def stop(self) -> None:
         self._stop.set()
 
-    def record(self, sample: StakeSample) -> None:
+    def record(self, sample: StakeRecord) -> None:
         """Keep ``sample`` if a value changed or the last kept one is old."""
         self.latest = sample
         last = self.samples[-1] if self.samples else None
-        if last is None or not sample.same_values(last) or sample.at - last.at >= self.keep_every:
+        if last is None or sample.values != last.values or sample.at - last.at >= self.keep_every:
             self.samples.append(sample)
 
     async def sample_once(self) -> None:
@@ -81,13 +63,13 @@ class StakeHistory:
         if not self.min_stake:
             self.min_stake = (await self._client.params()).min_stake
         self.record(
-            StakeSample(
-                time.time(),
-                int(self._current_round()),
-                p.stake,
-                p.rewards,
-                p.slashed,
-                p.pending_unstake,
+            StakeRecord(
+                at=time.time(),
+                round=int(self._current_round()),
+                stake=p.stake,
+                rewards=p.rewards,
+                slashed=p.slashed,
+                pending_unstake=p.pending_unstake,
             )
         )
 
@@ -105,12 +87,10 @@ class StakeHistory:
             with trio.move_on_after(self.interval):
                 await self._stop.wait()
 
-    def snapshot(self) -> dict[str, Any]:
-        latest = asdict(self.latest) if self.latest else None
-        if latest is not None:
-            latest["min_stake"] = self.min_stake
-        return {
-            "latest": latest,
-            "history": [asdict(s) for s in self.samples],
-            "errors": self.errors,
-        }
+    def snapshot(self) -> StakeStatus:
+        return StakeStatus(
+            latest=self.latest,
+            min_stake=self.min_stake,
+            history=tuple(self.samples),
+            errors=self.errors,
+        )

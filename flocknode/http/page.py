@@ -10,9 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from html import escape
-from typing import Any
 
 from flocknode.http.svg import Series, line_plot
+from flocknode.status import NodeStatus
 
 TOKEN = 10**18
 REFRESH_SECONDS = 5
@@ -48,9 +48,8 @@ def _clock_for(span: float) -> Callable[[float], str]:
     return lambda t: time.strftime(fmt, time.localtime(t))
 
 
-def accuracy_plot(status: dict[str, Any]) -> str:
-    acc = status.get("accuracy") or {}
-    points = sorted((float(r), float(a) * 100) for r, a in acc.items())
+def accuracy_plot(status: NodeStatus) -> str:
+    points = sorted((float(r), a * 100) for r, a in status.model.accuracy.items())
     return line_plot(
         [Series("test accuracy", "#1f6feb", points)],
         element_id="accuracy-plot",
@@ -62,16 +61,15 @@ def accuracy_plot(status: dict[str, Any]) -> str:
     )
 
 
-def stake_plot(status: dict[str, Any]) -> str:
-    history = (status.get("stake") or {}).get("history") or []
-    span = history[-1]["at"] - history[0]["at"] if history else 0.0
+def stake_plot(status: NodeStatus) -> str:
+    history = status.stake.history
+    span = history[-1].at - history[0].at if history else 0.0
     series = [
-        Series(label, color, [(s["at"], s[key] / TOKEN) for s in history], step=True)
-        for label, key, color in (
-            ("stake", "stake", "#1f6feb"),
-            ("rewards (claimable)", "rewards", "#2da44e"),
-            ("slashed", "slashed", "#cf222e"),
-        )
+        Series("stake", "#1f6feb", [(s.at, s.stake / TOKEN) for s in history], step=True),
+        Series(
+            "rewards (claimable)", "#2da44e", [(s.at, s.rewards / TOKEN) for s in history], True
+        ),
+        Series("slashed", "#cf222e", [(s.at, s.slashed / TOKEN) for s in history], step=True),
     ]
     return line_plot(
         series,
@@ -83,12 +81,12 @@ def stake_plot(status: dict[str, Any]) -> str:
     )
 
 
-def _role_rows(status: dict[str, Any]) -> str:
+def _role_rows(status: NodeStatus) -> str:
     rows = []
-    for r in reversed(status.get("roles") or []):
+    for r in reversed(status.roles):
         rows.append(
-            f"<tr><td>{int(r['round'])}</td><td>{escape(str(r['role']))}</td>"
-            f"<td>{int(r['seat'])}</td><td>{escape(_clock(float(r['at'])))}</td></tr>"
+            f"<tr><td>{r.round}</td><td>{escape(r.role)}</td>"
+            f"<td>{r.seat}</td><td>{escape(_clock(r.at))}</td></tr>"
         )
     if not rows:
         return '<p class="muted">not elected in any round yet</p>'
@@ -98,7 +96,7 @@ def _role_rows(status: dict[str, Any]) -> str:
     )
 
 
-def render_page(status: dict[str, Any], reasons: list[str]) -> str:
+def render_page(status: NodeStatus, reasons: list[str]) -> str:
     """The whole HTML document."""
     ready = not reasons
     badge = (
@@ -107,28 +105,27 @@ def render_page(status: dict[str, Any], reasons: list[str]) -> str:
         else '<span id="ready" class="badge bad">not ready</span> '
         + "".join(f'<span class="muted">{escape(r)}; </span>' for r in reasons)
     )
-    role = status.get("role")
-    role_text = f"{role} (seat {status.get('seat')})" if role else "not elected"
-    stake = (status.get("stake") or {}).get("latest") or {}
-    peers = status.get("peers") or []
-    total = status.get("total_rounds")
-    round_text = f"{status.get('round', 0)}" + (f" of {total}" if total else "")
-    peer_items = "".join(f'<li class="mono">{escape(str(p))}</li>' for p in peers)
+    rnd = status.round
+    role_text = f"{rnd.role} (seat {rnd.seat})" if rnd.role else "not elected"
+    stake = status.stake.latest
+    peers = status.p2p.peers
+    round_text = f"{rnd.number}" + (f" of {rnd.total}" if rnd.total else "")
+    peer_items = "".join(f'<li class="mono">{escape(p)}</li>' for p in peers)
     cards = [
         ("round", round_text),
-        ("phase", str(status.get("phase", "none"))),
+        ("phase", rnd.phase),
         ("role", role_text),
-        ("peers", f"{len(peers)} of {max(0, int(status.get('members', 0)) - 1)}"),
-        ("stake", tokens(stake.get("stake"))),
-        ("rewards", tokens(stake.get("rewards"))),
-        ("slashed", tokens(stake.get("slashed"))),
+        ("peers", f"{len(peers)} of {max(0, status.p2p.members - 1)}"),
+        ("stake", tokens(stake.stake if stake else None)),
+        ("rewards", tokens(stake.rewards if stake else None)),
+        ("slashed", tokens(stake.slashed if stake else None)),
     ]
     card_html = "".join(
         f'<div class="card"><span class="muted">{escape(k)}</span>'
         f'<b id="{escape(k)}">{escape(v)}</b></div>'
         for k, v in cards
     )
-    err = status.get("last_error")
+    err = status.chain.error
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="refresh" content="{REFRESH_SECONDS}">
@@ -138,15 +135,15 @@ def render_page(status: dict[str, Any], reasons: list[str]) -> str:
 <style>{_CSS}</style></head>
 <body>
 <h1>flocknode {badge}</h1>
-<p class="muted">wallet <span class="mono">{escape(str(status.get("wallet", "")))}</span> ·
-peer <span class="mono">{escape(str(status.get("peer_id", "")))}</span><br>
-task <span class="mono">{escape(str(status.get("task", "")))}</span> ·
-block {int(status.get("block", 0))} · up {float(status.get("uptime", 0)) / 60:.0f} min</p>
-{f'<p class="bad badge">last error: {escape(str(err))}</p>' if err else ""}
+<p class="muted">wallet <span class="mono">{escape(status.wallet)}</span> ·
+peer <span class="mono">{escape(status.peer_id)}</span><br>
+task <span class="mono">{escape(status.task)}</span> ·
+block {status.chain.block} · up {status.uptime / 60:.0f} min</p>
+{f'<p class="bad badge">last error: {escape(err)}</p>' if err else ""}
 <div class="cards">{card_html}</div>
 <h2>Global model</h2>
-<p class="mono">{escape(str(status.get("global_model_hash", "")))}
-{"(held)" if status.get("holds_global_model") else "(not held yet)"}</p>
+<p class="mono">{escape(status.model.global_hash)}
+{"(held)" if status.model.held else "(not held yet)"}</p>
 {accuracy_plot(status)}
 <h2>Stake and rewards</h2>
 {stake_plot(status)}

@@ -1,4 +1,4 @@
-"""A node's three keys (PROTOCOL.md "Parties and keys") and its data-dir layout."""
+"""A node's three keys (docs/protocol.md, "Parties and keys") and its data-dir layout."""
 
 from flocknode.identity.keys import (
     BoxKey,

@@ -1,21 +1,30 @@
-"""Learning plug-ins: model factories, each node's data, local training, evaluation.
+"""Learning: the task interface, each participant's data, local training, evaluation.
 
-The task names a model factory (``module:function``) and training settings
-(``TrainingSettings``, part of ``TaskSettings`` whose canonical JSON hashes to
-the task's ``configHash``); the node's config names its part of the data
-(``node_index``, ``num_nodes``). ``Learner`` ties them together for the round
+The task's settings (``TrainingSettings``, part of ``TaskSettings`` whose
+canonical JSON hashes to the task's ``configHash``) name the task's code (a
+built-in task or ``module:attr``, see docs/tasks.md); the node's config names
+its data (``[data] path``). ``Learner`` ties them together for the round
 engine. Training and evaluation block: the round engine calls them through
 ``trio.to_thread`` (``Learner.train_async``/``evaluate_async``).
 """
 
-from flocknode.learning.data import DataError, NodeData, Split, load_digits_node, partition
+from flocknode.learning.builtin import BUILTIN_TASKS, ClassifierTask, DigitsCNN, DigitsMLP
+from flocknode.learning.data import Shards, partition, shard_in_memory, write_shards
 from flocknode.learning.factory import PluginError, load_callable
-from flocknode.learning.learner import Learner, load_node_data
+from flocknode.learning.learner import (
+    Learner,
+    NodeData,
+    TrainResult,
+    load_node_data,
+    state_delta,
+    task_initial_state,
+)
 from flocknode.learning.models import (
     State,
     digits_mlp,
     initial_state,
     load_model_factory,
+    load_task,
     model_hash,
     model_state,
 )
@@ -26,31 +35,40 @@ from flocknode.learning.settings import (
     check_config,
     flat_settings,
 )
-from flocknode.learning.train import Evaluation, TrainResult, evaluate, train_local
+from flocknode.learning.task import DataError, Evaluation, Samples, Task, private_split
 
 __all__ = [
+    "BUILTIN_TASKS",
+    "ClassifierTask",
     "ConfigMismatchError",
     "DataError",
+    "DigitsCNN",
+    "DigitsMLP",
     "Evaluation",
     "Learner",
     "NodeData",
     "PluginError",
-    "Split",
+    "Samples",
+    "Shards",
     "State",
+    "Task",
     "TaskSettings",
     "TrainResult",
     "TrainingSettings",
     "check_config",
     "digits_mlp",
-    "evaluate",
     "flat_settings",
     "initial_state",
     "load_callable",
-    "load_digits_node",
     "load_model_factory",
     "load_node_data",
+    "load_task",
     "model_hash",
     "model_state",
     "partition",
-    "train_local",
+    "private_split",
+    "shard_in_memory",
+    "state_delta",
+    "task_initial_state",
+    "write_shards",
 ]

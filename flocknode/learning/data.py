@@ -1,9 +1,10 @@
-"""Each node's private data: a held-out test split shared by all, and a shard per node.
+"""Testers' shards: a data set cut into a shared test split and one part per node.
 
-The built-in data set is scikit-learn's digits (1,797 8x8 images, 10 classes,
-shipped inside the scikit-learn wheel, so it loads offline). The split is a
-pure function of the task's data settings, so every node computes the same
-partition and takes its own part by ``node_index``:
+Not part of the protocol: a participant's data is their own files (``[data]
+path``). ``flocknode cluster up`` and the benchmarks use this to give each
+test node a part of a task's reference data set (``write_shards`` writes each
+part in the task's format, so the nodes read it through the participant's
+loading path). The partition is a pure function of its settings:
 
 1. a permutation of all samples with ``seed``; the first
    ``round(test_fraction * N)`` form the test split (the same on every node,
@@ -14,8 +15,9 @@ partition and takes its own part by ``node_index``:
    Dir(alpha) over the nodes), redrawn until every node has at least
    ``MIN_SHARD`` samples;
 3. each node's part is shuffled and its first ``ceil(val_fraction * n)``
-   samples become that node's private validation split (voters score with it),
-   the rest its training split.
+   samples become that node's validation split, the rest its training split
+   (``write_shards`` passes ``val_fraction=0``: a node splits its own files,
+   ``flocknode.learning.task.private_split``).
 
 Randomness comes from ``numpy.random.RandomState``, whose streams numpy keeps
 stable across versions (``Generator`` streams may change), so nodes on
@@ -24,15 +26,15 @@ different numpy versions still agree on the partition.
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+
+from flocknode.learning.task import DataError, Samples, Task
 
 SplitKind = Literal["iid", "dirichlet"]
 MIN_SHARD = 10
@@ -41,63 +43,12 @@ _MAX_DRAWS = 1000
 IntArray = npt.NDArray[np.int64]
 
 
-class DataError(ValueError):
-    """Data settings that cannot produce a partition (names the setting)."""
-
-
-@dataclass(frozen=True, eq=False)
-class Split:
-    """Features (float32, n x d) and integer labels (int64, n)."""
-
-    x: npt.NDArray[np.float32]
-    y: IntArray
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
-
-@dataclass(frozen=True, eq=False)
-class NodeData:
-    """What one node holds: its training and validation splits, and the shared test split."""
-
-    train: Split
-    val: Split
-    test: Split
-    num_classes: int
-
-
 @dataclass(frozen=True)
 class Partition:
     """Indices into the full data set: the shared test split and each node's (train, val)."""
 
     test: IntArray
     nodes: tuple[tuple[IntArray, IntArray], ...]
-
-
-@cache
-def load_digits_arrays() -> tuple[npt.NDArray[np.float32], IntArray]:
-    """Digits scaled to [0, 1] as float32, labels as int64 (loaded once per process).
-
-    Read straight from the CSV that ships inside the scikit-learn wheel (what
-    ``sklearn.datasets.load_digits`` reads), without importing scikit-learn:
-    that import alone costs every node about 50 MB of memory.
-    """
-    raw = np.loadtxt(_digits_csv(), delimiter=",", dtype=np.float64)
-    x = (raw[:, :-1] / 16.0).astype(np.float32)
-    y = raw[:, -1].astype(np.int64)
-    x.setflags(write=False)
-    y.setflags(write=False)
-    return x, y
-
-
-def _digits_csv() -> Path:
-    spec = importlib.util.find_spec("sklearn")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("the digits data set comes with scikit-learn, which is not installed")
-    path = Path(next(iter(spec.submodule_search_locations))) / "datasets/data/digits.csv.gz"
-    if not path.exists():
-        raise DataError(f"digits data not found at {path}")
-    return path
 
 
 def partition(
@@ -162,24 +113,48 @@ def _dirichlet_parts(
     )
 
 
-def load_digits_node(
+@dataclass(frozen=True)
+class Shards:
+    """Where ``write_shards`` put each node's files and the shared test split."""
+
+    nodes: tuple[Path, ...]
+    test: Path
+    sizes: tuple[int, ...]
+
+
+def write_shards(
+    task: Task,
+    directory: Path,
+    num_nodes: int,
+    split: str = "dirichlet",
+    alpha: float = 0.5,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+) -> Shards:
+    """Write ``node-<i>/`` (each node's part) and ``test/`` under ``directory``."""
+    data = task.reference_data()
+    p = partition(data.y.numpy(), num_nodes, split, alpha, seed, test_fraction, 0.0)
+    nodes = []
+    for i, (train, _) in enumerate(p.nodes):
+        d = Path(directory) / f"node-{i}"
+        task.write_data(d, data.subset(train))
+        nodes.append(d)
+    test = Path(directory) / "test"
+    task.write_data(test, data.subset(p.test))
+    return Shards(tuple(nodes), test, tuple(len(t) for t, _ in p.nodes))
+
+
+def shard_in_memory(
+    data: Samples,
     node_index: int,
     num_nodes: int,
     split: str = "dirichlet",
     alpha: float = 0.5,
     seed: int = 0,
     test_fraction: float = 0.2,
-    val_fraction: float = 0.2,
-) -> NodeData:
-    """Node ``node_index``'s part of the digits data set."""
+) -> tuple[Samples, Samples]:
+    """Node ``node_index``'s part and the test split, without files (benchmarks, tests)."""
     if not 0 <= node_index < num_nodes:
         raise DataError(f"node_index must be in 0..{num_nodes - 1}, got {node_index}")
-    x, y = load_digits_arrays()
-    p = partition(y, num_nodes, split, alpha, seed, test_fraction, val_fraction)
-    train, val = p.nodes[node_index]
-    return NodeData(
-        train=Split(x[train], y[train]),
-        val=Split(x[val], y[val]),
-        test=Split(x[p.test], y[p.test]),
-        num_classes=int(y.max()) + 1,
-    )
+    p = partition(data.y.numpy(), num_nodes, split, alpha, seed, test_fraction, 0.0)
+    return data.subset(p.nodes[node_index][0]), data.subset(p.test)

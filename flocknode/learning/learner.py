@@ -1,4 +1,4 @@
-"""``Learner``: one node's model factory, data and training settings in one object.
+"""``Learner``: one node's task, data and training settings in one object.
 
 The round engine builds one per node (``Learner.from_settings``) and calls:
 
@@ -9,61 +9,113 @@ The round engine builds one per node (``Learner.from_settings``) and calls:
     await learner.train_async(...)               # same, in a worker thread (trio)
     await learner.evaluate_async(...)
 
+The node's data is the participant's own files (``[data] path``), read by the
+task's ``load_data`` and split privately (``private_split``); a tester may add
+a held-out test set (``[data] test_path``) for reporting, never for voting.
 ``train``/``evaluate`` build a fresh model per call, so calls from several
-threads do not share mutable torch state.
+threads do not share mutable torch state. A global state holds the task's
+exchanged entries; an update has the same names, shapes and dtypes.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
 import trio
 
-from flocknode.learning.data import DataError, NodeData, load_digits_node
-from flocknode.learning.factory import PluginError, load_callable
-from flocknode.learning.models import ModelFactory, State, initial_state, load_model_factory
+from flocknode.learning.factory import PluginError
+from flocknode.learning.models import State, build_model, initial_state, load_task, model_state
 from flocknode.learning.settings import TrainingSettings
-from flocknode.learning.train import Evaluation, TrainResult, evaluate, train_local
+from flocknode.learning.task import DataError, Evaluation, Samples, as_device, private_split
+from flocknode.learning.train import flipped_labels
 
 SplitName = Literal["train", "val", "test"]
-BUILTIN_DATASETS: dict[str, Callable[..., NodeData]] = {"digits": load_digits_node}
+CPU = torch.device("cpu")
 
 
-def load_node_data(settings: TrainingSettings, node_index: int, num_nodes: int) -> NodeData:
-    """This node's data: a built-in data set by name, or a ``module:function`` loader.
+@dataclass(frozen=True)
+class TrainResult:
+    """``update`` = trained minus global (the global's names and dtypes); wall seconds."""
 
-    A loader is called with keyword arguments ``node_index, num_nodes, split,
-    alpha, seed, test_fraction, val_fraction`` and returns ``NodeData``.
-    """
-    loader = BUILTIN_DATASETS.get(settings.dataset)
-    if loader is None:
-        if ":" not in settings.dataset:
-            known = ", ".join(sorted(BUILTIN_DATASETS))
-            raise PluginError(
-                f"data set {settings.dataset!r}: not built in ({known}) and not 'module:function'"
-            )
-        loader = load_callable(settings.dataset, "data loader")
-    data = loader(
-        node_index=node_index,
-        num_nodes=num_nodes,
-        split=settings.split,
-        alpha=settings.alpha,
-        seed=settings.data_seed,
-        test_fraction=settings.test_fraction,
-        val_fraction=settings.val_fraction,
-    )
-    if not isinstance(data, NodeData):
-        raise PluginError(f"data loader {settings.dataset!r} returned {type(data).__name__}")
-    return data
+    update: State
+    seconds: float
+    samples: int
+    metrics: Mapping[str, float]
+
+    @property
+    def final_loss(self) -> float:
+        return float(self.metrics.get("final_loss", float("nan")))
+
+
+@dataclass(frozen=True, eq=False)
+class NodeData:
+    """A node's private training and validation samples, and a tester's test set (maybe empty)."""
+
+    train: Samples
+    val: Samples
+    test: Samples | None = None
+
+
+@dataclass(frozen=True)
+class DataSizes:
+    """How many samples a node's splits hold (``test``: None without a test set)."""
+
+    train: int
+    val: int
+    test: int | None = None
+
+
+def load_node_data(
+    task: Any, settings: TrainingSettings, data_path: Path, test_path: Path | None = None
+) -> NodeData:
+    """Read the participant's files and split them; ``DataError`` (one line) if unusable."""
+    path = Path(data_path)
+    if not str(data_path) or not path.exists():
+        raise DataError(f"{path}: [data] path does not exist (set it to your data)")
+    samples = _checked_samples(task, task.load_data(path), path)
+    train_idx, val_idx = private_split(len(samples), settings.val_fraction, settings.data_seed)
+    if len(val_idx) < settings.min_val_samples:
+        raise DataError(
+            f"{path}: {len(samples)} samples give {len(val_idx)} for validation "
+            f"(val_fraction {settings.val_fraction}); the task needs at least "
+            f"{settings.min_val_samples}"
+        )
+    if len(train_idx) == 0:
+        raise DataError(f"{path}: no samples left for training")
+    test = None
+    if test_path is not None and str(test_path):
+        test = _checked_samples(task, task.load_data(Path(test_path)), Path(test_path))
+    return NodeData(samples.subset(train_idx), samples.subset(val_idx), test)
+
+
+def _checked_samples(task: Any, samples: Any, path: Path) -> Samples:
+    if not isinstance(samples, Samples):
+        raise PluginError(f"task {task_name(task)!r}: load_data returned {type(samples).__name__}")
+    if len(samples) == 0:
+        raise DataError(f"{path}: no samples")
+    return samples
+
+
+def task_name(task: Any) -> str:
+    return str(getattr(task, "name", type(task).__name__))
 
 
 class RoundLearner(Protocol):
-    """What the round engine needs of a learner: ``Learner`` (in the daemon) or
-    ``flocknode.worker.IsolatedLearner`` (in the task worker)."""
+    """What the round engine, the voter, the proposer and the model keeper use of a
+    learner: ``Learner`` (task code in the daemon) or ``flocknode.worker.IsolatedLearner``
+    (task code in the task worker, docs/protocol.md, "Task worker")."""
+
+    @property
+    def settings(self) -> TrainingSettings: ...
+
+    @property
+    def has_test(self) -> bool: ...
 
     def initial_state(self) -> State: ...
 
@@ -79,69 +131,119 @@ class RoundLearner(Protocol):
 @dataclass(frozen=True, eq=False)
 class Learner:
     settings: TrainingSettings
-    factory: ModelFactory
+    task: Any
     data: NodeData
-    node_index: int
-    device: str = "cpu"  # where training and evaluation run (``resolve_device``)
+    names: tuple[str, ...]  # the exchanged state entries
+    device: torch.device = CPU
 
     @classmethod
     def from_settings(
-        cls, settings: TrainingSettings, node_index: int, num_nodes: int, device: str = "cpu"
+        cls,
+        settings: TrainingSettings,
+        data_path: str | Path | int,
+        test_path: str | Path | int | None = None,
+        device: str = "cpu",
     ) -> Learner:
-        """Resolve the model factory and load this node's data (``PluginError``/``DataError``)."""
-        factory = load_model_factory(settings.model_factory)
-        data = load_node_data(settings, node_index, num_nodes)
-        return cls(settings, factory, data, node_index, device)
+        """Resolve the task and load this node's files (``PluginError``/``DataError``).
+
+        Testers' shorthand: ``from_settings(settings, node_index, num_nodes)``
+        is ``for_shard`` (the node's part of the task's reference data, in memory).
+        """
+        if isinstance(data_path, int):
+            if not isinstance(test_path, int):
+                raise TypeError("from_settings(settings, node_index, num_nodes) takes two ints")
+            return cls.for_shard(settings, data_path, test_path, device=device)
+        if isinstance(test_path, int):
+            raise TypeError("test_path must be a path")
+        task = load_task(settings.task)
+        data = load_node_data(task, settings, Path(data_path), _opt_path(test_path))
+        return cls.from_data(settings, task, data, device)
+
+    @classmethod
+    def for_shard(
+        cls,
+        settings: TrainingSettings,
+        node_index: int,
+        num_nodes: int,
+        split: str = "dirichlet",
+        alpha: float = 0.5,
+        seed: int = 0,
+        test_fraction: float = 0.2,
+        device: str = "cpu",
+    ) -> Learner:
+        """Testers only: node ``node_index``'s part of the task's reference data, split
+        privately as a participant's files would be, with the shared test split."""
+        from flocknode.learning.data import shard_in_memory
+
+        task = load_task(settings.task)
+        mine, test = shard_in_memory(
+            task.reference_data(), node_index, num_nodes, split, alpha, seed, test_fraction
+        )
+        train_idx, val_idx = private_split(len(mine), settings.val_fraction, settings.data_seed)
+        data = NodeData(mine.subset(train_idx), mine.subset(val_idx), test)
+        return cls.from_data(settings, task, data, device)
+
+    @classmethod
+    def from_data(
+        cls, settings: TrainingSettings, task: Any, data: NodeData, device: str = "cpu"
+    ) -> Learner:
+        names = exchanged_names(task, settings.init_seed)
+        return cls(settings, task, data, names, as_device(device))
 
     def warm_up(self) -> None:
         """One throw-away training step: the first optimizer in a process costs about
         1.3 s (torch imports lazily), which would otherwise land in round one's timing."""
         s = self.settings
-        train_local(
-            self.factory,
-            self.initial_state(),
-            self.data.train,
-            steps=1,
-            epochs=1,
-            batch_size=s.batch_size,
-            optimizer=s.optimizer,
-            learning_rate=s.learning_rate,
-            momentum=s.momentum,
-            seed=0,
-            num_classes=self.data.num_classes,
-            device=self.device,
-        )
+        one = TrainingSettings(**{**_fields(s), "local_steps": 1, "local_epochs": 1})
+        model = build_model(self.task.build_model, self.initial_state(), s.init_seed)
+        self.task.train(model, self.data.train, one, 0, self.device)
 
     def initial_state(self) -> State:
-        return initial_state(self.factory, self.settings.init_seed)
+        return initial_state(self.task.build_model, self.settings.init_seed, self.names)
 
-    def split(self, name: SplitName) -> Any:
-        if name not in ("train", "val", "test"):
+    @property
+    def has_test(self) -> bool:
+        """Whether a tester's test set was given (``evaluate(state, "test")`` raises if not)."""
+        return self.data.test is not None
+
+    @property
+    def sizes(self) -> DataSizes:
+        d = self.data
+        return DataSizes(len(d.train), len(d.val), None if d.test is None else len(d.test))
+
+    def split(self, name: SplitName) -> Samples:
+        if name == "test":
+            if self.data.test is None:
+                raise DataError("no test set ([data] test_path is for testers' reports)")
+            return self.data.test
+        if name not in ("train", "val"):
             raise DataError(f"unknown split {name!r}")
-        return getattr(self.data, name)
+        return self.data.train if name == "train" else self.data.val
 
     def train(
         self, global_state: Mapping[str, torch.Tensor], seed: int, label_flip: bool = False
     ) -> TrainResult:
-        s = self.settings
-        return train_local(
-            self.factory,
-            global_state,
-            self.data.train,
-            steps=s.local_steps,
-            epochs=s.local_epochs,
-            batch_size=s.batch_size,
-            optimizer=s.optimizer,
-            learning_rate=s.learning_rate,
-            momentum=s.momentum,
-            seed=seed,
-            num_classes=self.data.num_classes,
-            label_flip=label_flip,
-            device=self.device,
-        )
+        start = time.perf_counter()
+        data = self.data.train
+        if label_flip:  # the test cluster's cheater: classifiers only
+            classes = getattr(self.task, "num_classes", None)
+            if not classes:
+                raise PluginError(f"task {task_name(self.task)!r} is not a classifier")
+            data = Samples(data.x, flipped_labels(data.y, classes))
+        model = build_model(self.task.build_model, global_state, self.settings.init_seed)
+        metrics = self.task.train(model, data, self.settings, seed, self.device)
+        trained = model_state(model.cpu(), list(global_state))
+        update = state_delta(trained, global_state)
+        return TrainResult(update, time.perf_counter() - start, len(data), dict(metrics or {}))
 
     def evaluate(self, state: Mapping[str, torch.Tensor], split: SplitName = "val") -> Evaluation:
-        return evaluate(self.factory, state, self.split(split), self.device)
+        model = build_model(self.task.build_model, state, self.settings.init_seed)
+        ev = self.task.evaluate(model, self.split(split), self.device)
+        if not isinstance(ev, Evaluation):
+            raise PluginError(
+                f"task {task_name(self.task)!r}: evaluate returned {type(ev).__name__}"
+            )
+        return ev
 
     async def train_async(
         self, global_state: Mapping[str, torch.Tensor], seed: int, label_flip: bool = False
@@ -153,3 +255,45 @@ class Learner:
         self, state: Mapping[str, torch.Tensor], split: SplitName = "val"
     ) -> Evaluation:
         return await trio.to_thread.run_sync(functools.partial(self.evaluate, state, split))
+
+
+def exchanged_names(task: Any, init_seed: int) -> tuple[str, ...]:
+    """The task's exchanged entries (all of the model's state unless it says otherwise)."""
+    from flocknode.learning.models import seeded_model
+
+    model = seeded_model(task.build_model, init_seed)
+    pick = getattr(task, "exchanged", None)
+    names = list(pick(model)) if callable(pick) else list(model.state_dict())
+    model_state(model, names)  # every name exists and has a usable dtype
+    return tuple(names)
+
+
+def task_initial_state(settings: TrainingSettings) -> State:
+    """The initial global model of the task these settings name (no data needed)."""
+    task = load_task(settings.task)
+    return initial_state(
+        task.build_model, settings.init_seed, exchanged_names(task, settings.init_seed)
+    )
+
+
+def state_delta(trained: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> State:
+    """``trained - base`` per entry, in the base's dtype (float deltas computed in float32)."""
+    out: State = {}
+    for name, g in base.items():
+        t = trained[name]
+        if g.dtype.is_floating_point:
+            d = t.detach().to(torch.float32) - g.detach().to(torch.float32)
+        else:
+            d = t.detach() - g.detach()
+        out[name] = d.to(g.dtype).contiguous()
+    return out
+
+
+def _opt_path(p: str | Path | None) -> Path | None:
+    return Path(p) if p is not None and str(p) else None
+
+
+def _fields(s: TrainingSettings) -> dict[str, Any]:
+    from dataclasses import fields
+
+    return {f.name: getattr(s, f.name) for f in fields(s)}

@@ -1,15 +1,19 @@
-"""Built-in models, model state as plain tensors, the deterministic initial model.
+"""Model state as plain tensors, the deterministic initial model, task resolution.
 
-A model factory is any callable taking no arguments and returning a
-``torch.nn.Module`` whose ``state_dict`` holds only float32 tensors (the
-update format is float32). ``initial_state`` seeds torch inside a forked RNG
-state, so the same factory and seed give the same tensors in every process
-(same torch build), without touching the caller's random state.
+A task (``flocknode.learning.task``) builds the model; the global model is the
+task's exchanged state entries, each a float32, float16, bfloat16, int64 or
+int32 tensor (the dtypes the canonical encoding and the aggregation handle).
+``initial_state`` seeds torch inside a forked RNG state, so the same task and
+seed give the same tensors in every process (same torch build), without
+touching the caller's random state; ``build_model`` builds a model the same
+way and then loads a global state into it (entries that are not exchanged
+keep their seeded initial values).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -18,50 +22,72 @@ from flocknode.learning.factory import PluginError, load_callable
 
 State = dict[str, torch.Tensor]
 ModelFactory = Callable[[], nn.Module]
+STATE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32)
 
 
 def digits_mlp() -> nn.Module:
     """The demo model: 64 inputs (8x8 digits), one hidden layer of 64, 10 classes."""
-    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    from flocknode.learning.builtin import digits_mlp as build
+
+    return build()
 
 
 def load_model_factory(spec: str) -> ModelFactory:
-    """Resolve ``module:function`` and check it builds a module with a float32 state."""
+    """Resolve ``module:function`` and check it builds a module with a usable state."""
     factory = load_callable(spec, "model factory")
     with torch.random.fork_rng(devices=[]):
         model = factory()
     if not isinstance(model, nn.Module):
         raise PluginError(f"model factory {spec!r} returned {type(model).__name__}, not a Module")
-    model_state(model)  # raises on non-float32 entries
+    model_state(model)  # raises on entries of another dtype
     return factory
 
 
-def model_state(model: nn.Module) -> State:
-    """A detached copy of the model's state, refusing anything that is not float32."""
+def model_state(model: nn.Module, names: Sequence[str] | None = None) -> State:
+    """A detached copy of the model's state (``names`` only, if given); refuses other dtypes."""
+    full = model.state_dict()
     state: State = {}
-    for name, t in model.state_dict().items():
-        if t.dtype != torch.float32:
-            raise PluginError(f"model state {name!r} is {t.dtype}; updates must be float32")
+    for name in full if names is None else names:
+        if name not in full:
+            raise PluginError(f"the task exchanges {name!r}, which the model's state lacks")
+        t = full[name]
+        if t.dtype not in STATE_DTYPES:
+            allowed = ", ".join(str(d).removeprefix("torch.") for d in STATE_DTYPES)
+            raise PluginError(f"model state {name!r} is {t.dtype}; state entries must be {allowed}")
         state[name] = t.detach().clone()
     if not state:
-        raise PluginError("model has no parameters")
+        raise PluginError("model has no state to exchange")
     return state
 
 
-def build_model(factory: ModelFactory, state: Mapping[str, torch.Tensor]) -> nn.Module:
-    """A fresh model from ``factory`` holding ``state`` (the caller's RNG is untouched)."""
-    with torch.random.fork_rng(devices=[]):
-        model = factory()
-    model.load_state_dict(dict(state), strict=True)
-    return model
-
-
-def initial_state(factory: ModelFactory, seed: int) -> State:
-    """The task's initial global model: ``factory()`` after ``torch.manual_seed(seed)``."""
+def seeded_model(factory: ModelFactory, seed: int) -> nn.Module:
+    """``factory()`` after ``torch.manual_seed(seed)``, the caller's RNG untouched."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = factory()
-    return model_state(model)
+    if not isinstance(model, nn.Module):
+        raise PluginError(f"the task's model is {type(model).__name__}, not a torch Module")
+    return model
+
+
+def build_model(
+    factory: ModelFactory, state: Mapping[str, torch.Tensor], seed: int = 0
+) -> nn.Module:
+    """A fresh model from ``factory`` (seeded with ``seed``) holding ``state``.
+
+    ``state`` may be a subset of the model's entries (the exchanged ones); the
+    rest keep their seeded initial values.
+    """
+    model = seeded_model(factory, seed)
+    _, unexpected = model.load_state_dict(dict(state), strict=False)
+    if unexpected:
+        raise PluginError(f"state entry {unexpected[0]!r} is not in the task's model")
+    return model
+
+
+def initial_state(factory: ModelFactory, seed: int, names: Sequence[str] | None = None) -> State:
+    """The task's initial global model: ``factory()`` after ``torch.manual_seed(seed)``."""
+    return model_state(seeded_model(factory, seed), names)
 
 
 def model_hash(state: Mapping[str, torch.Tensor]) -> bytes:
@@ -69,3 +95,38 @@ def model_hash(state: Mapping[str, torch.Tensor]) -> bytes:
     from flocknode.crypto.canonical import update_hash
 
     return update_hash(state)
+
+
+def load_task(spec: str) -> Any:
+    """A built-in task by name (``digits-mlp``), or ``module:attr`` naming a task object,
+    a task class or a function returning one (``PluginError`` naming the spec if not)."""
+    from flocknode.learning.builtin import BUILTIN_TASKS
+
+    builtin = BUILTIN_TASKS.get(spec)
+    if builtin is not None:
+        return builtin()
+    if ":" not in spec:
+        known = ", ".join(sorted(BUILTIN_TASKS))
+        raise PluginError(f"task {spec!r}: not built in ({known}) and not 'module:attr'")
+    obj = _resolve(spec)
+    if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "build_model")):
+        obj = obj()
+    for method in ("build_model", "load_data", "train", "evaluate"):
+        if not callable(getattr(obj, method, None)):
+            raise PluginError(f"task {spec!r}: has no {method}() method")
+    return obj
+
+
+def _resolve(spec: str) -> Any:
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise PluginError(f"task {spec!r}: cannot import module {module_name!r} ({e})") from None
+    for part in attr.split("."):
+        if not part or not hasattr(obj, part):
+            raise PluginError(f"task {spec!r}: {module_name!r} has no {attr!r}")
+        obj = getattr(obj, part)
+    return obj

@@ -11,42 +11,13 @@ update against its on-chain hash, never retrain it.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from flocknode.learning.data import Split
-from flocknode.learning.models import ModelFactory, State, build_model
-
-
-@dataclass(frozen=True)
-class TrainResult:
-    """``update`` = trained minus global (float32, the global's names); wall seconds."""
-
-    update: State
-    seconds: float
-    samples: int
-    final_loss: float
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """Correct predictions out of ``total``; ``ppm`` is exact integer arithmetic."""
-
-    correct: int
-    total: int
-
-    @property
-    def accuracy(self) -> float:
-        return self.correct / self.total if self.total else 0.0
-
-    @property
-    def ppm(self) -> int:
-        """Accuracy in parts per million, rounded half up with integers only."""
-        return (self.correct * 2_000_000 + self.total) // (2 * self.total) if self.total else 0
+from flocknode.learning.task import Evaluation, Samples
 
 
 def flipped_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -54,10 +25,9 @@ def flipped_labels(y: torch.Tensor, num_classes: int) -> torch.Tensor:
     return (num_classes - 1) - y
 
 
-def train_local(
-    factory: ModelFactory,
-    global_state: Mapping[str, torch.Tensor],
-    data: Split,
+def train_classifier(
+    model: nn.Module,
+    data: Samples,
     *,
     steps: int,
     epochs: int,
@@ -66,32 +36,23 @@ def train_local(
     learning_rate: float,
     momentum: float,
     seed: int,
-    num_classes: int,
-    label_flip: bool = False,
-    device: str = "cpu",
-) -> TrainResult:
-    """Train from ``global_state`` on ``data``; returns the update and the wall time.
+    device: torch.device | None = None,
+) -> dict[str, float]:
+    """Train ``model`` in place with cross-entropy on ``data``; returns its metrics.
 
     ``steps`` > 0: exactly that many mini-batches (a new random order after each
     pass over the data); otherwise ``epochs`` full passes. ``optimizer`` is
-    ``"adam"`` or ``"sgd"`` (with ``momentum``). ``label_flip`` trains on
-    permuted labels (``flipped_labels``): the cheater behaviour of the test
-    cluster, off for honest nodes. ``device``: where the model and the data
-    live while training; the batch order is drawn on the CPU and the update is
-    returned on the CPU whatever the device.
+    ``"adam"`` or ``"sgd"`` (with ``momentum``).
     """
     n = len(data)
     if n == 0:
         raise ValueError("no training samples")
-    start = time.perf_counter()
-    model = build_model(factory, global_state).to(device)
-    model.train()
-    x = torch.from_numpy(data.x).to(device)
-    y = torch.from_numpy(data.y).to(device)
-    if label_flip:
-        y = flipped_labels(y, num_classes)
     if optimizer not in ("adam", "sgd"):
         raise ValueError(f"unknown optimizer {optimizer!r}")
+    device = device or torch.device("cpu")
+    model.to(device)
+    model.train()
+    x, y = data.x.to(device), data.y.to(device)
     opt = _Optimizer(list(model.parameters()), optimizer, learning_rate, momentum)
     loss_fn = nn.CrossEntropyLoss()
     gen = torch.Generator().manual_seed(seed)
@@ -103,12 +64,40 @@ def train_local(
         loss = loss_fn(model(x[idx]), y[idx])
         loss.backward()
         opt.step()
-    trained = model.state_dict()
-    update = {
-        name: (trained[name].detach().cpu() - g.detach()).to(torch.float32).contiguous()
-        for name, g in global_state.items()
-    }
-    return TrainResult(update, time.perf_counter() - start, n, float(loss.detach()))
+    model.to("cpu")
+    return {"final_loss": float(loss.detach()), "samples": float(n)}
+
+
+def evaluate_classifier(
+    model: nn.Module, data: Samples, score: str = "accuracy", device: torch.device | None = None
+) -> Evaluation:
+    """Accuracy (argmax) and mean cross-entropy loss of ``model`` on ``data``.
+
+    ``score`` picks the voters' score: ``"accuracy"`` (the share correct),
+    ``"loss"`` (minus the mean loss, so higher is better) or ``"brier"`` (minus
+    the mean Brier score, the squared distance between the predicted
+    probabilities and the one-hot label: bounded by 2 per sample, so one
+    confidently wrong sample cannot dominate it as it can the log loss). No
+    samples: score 0.
+    """
+    n = len(data)
+    if n == 0:
+        return Evaluation(0.0, 0, {"accuracy": 0.0, "loss": math.nan})
+    device = device or torch.device("cpu")
+    model.to(device)
+    model.eval()
+    with torch.no_grad():
+        out = model(data.x.to(device))
+        y = data.y.to(device)
+        correct = int((out.argmax(dim=1) == y).sum())
+        loss = float(nn.functional.cross_entropy(out, y, reduction="sum")) / n
+        onehot = nn.functional.one_hot(y, out.shape[1]).to(out.dtype)
+        brier = float(((out.softmax(dim=1) - onehot) ** 2).sum()) / n
+    model.to("cpu")
+    accuracy = correct / n
+    value = {"accuracy": accuracy, "loss": -loss, "brier": -brier}[score]
+    metrics = {"accuracy": accuracy, "loss": loss, "brier": brier, "correct": float(correct)}
+    return Evaluation(value, n, metrics)
 
 
 class _Optimizer:
@@ -172,17 +161,3 @@ def _batches(
                 return
             yield order[i : i + size]
             done += 1
-
-
-def evaluate(
-    factory: ModelFactory, state: Mapping[str, torch.Tensor], data: Split, device: str = "cpu"
-) -> Evaluation:
-    """Accuracy of the model ``state`` on ``data`` (argmax of the outputs)."""
-    if len(data) == 0:
-        return Evaluation(0, 0)
-    model = build_model(factory, state).to(device)
-    model.eval()
-    with torch.no_grad():
-        pred = model(torch.from_numpy(data.x).to(device)).argmax(dim=1).cpu()
-    correct = int((pred == torch.from_numpy(data.y)).sum())
-    return Evaluation(correct, len(data))

@@ -27,15 +27,15 @@ from flocknode.p2p.messages import (
     MAX_ROUND,
     MAX_WRAPPED_KEY_LEN,
     MAX_WRAPS,
-    KeyWrap,
     KeyWraps,
     Message,
     ModelAvailable,
     UpdateAnnounce,
+    WireKeyWrap,
 )
 
 WIRE_VERSION = 1
-MAX_MESSAGE_BYTES = 64 * 1024 - 1  # "under 64 KiB" (PROTOCOL.md "Wire")
+MAX_MESSAGE_BYTES = 64 * 1024 - 1  # "under 64 KiB" (docs/protocol.md, "Wire")
 
 
 class DecodeError(Exception):
@@ -169,7 +169,7 @@ def _key_wraps(obj: dict[str, Any]) -> KeyWraps:
         if type(item) is not list or len(item) != 2:
             raise DecodeError("malformed", "field w entry")
         wraps.append(
-            KeyWrap(
+            WireKeyWrap(
                 recipient=_bin(item[0], "w.recipient", BOX_KEY_LEN),
                 wrapped=_bin(item[1], "w.wrapped", max_len=MAX_WRAPPED_KEY_LEN),
             )

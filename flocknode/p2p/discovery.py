@@ -37,6 +37,7 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo, info_from_p2p_addr
 from multiaddr import Multiaddr
 
+from flocknode.p2p import compat
 from flocknode.p2p.membership import Membership
 from flocknode.p2p.metrics import DIAL, P2PMetrics
 
@@ -246,9 +247,10 @@ class PeerDialer:
         is a failed dial, never an exception out of the dialer."""
         try:
             self._host.get_peerstore().add_addrs(peer, addrs, int(ADDR_TTL))
+            # our backoff governs retries, not the swarm's failed-dial cache
+            compat.forget_failed_dial(self._host.get_network(), peer)
         except Exception as e:
             return False, type(e).__name__
-        forget_failed_dial(self._host, peer)  # our backoff governs retries, not libp2p's cache
         with trio.move_on_after(self._dial_timeout), explicit_dial(peer):
             try:
                 await self._host.connect(PeerInfo(peer, addrs))
@@ -256,18 +258,3 @@ class PeerDialer:
                 return False, type(e).__name__
             return True, ""
         return False, "timeout"
-
-
-def forget_failed_dial(host: IHost, peer: ID) -> None:
-    """Clear py-libp2p's mark on a peer whose last dial failed (the swarm refuses
-    to redial it for 60 s). ``Swarm.unblock_peer`` is public in 0.8.1; if it is
-    missing, evict from the cache it wraps (a private attribute, skipped if absent)."""
-    network = host.get_network()
-    with contextlib.suppress(Exception):
-        unblock = getattr(network, "unblock_peer", None)
-        if callable(unblock):
-            unblock(peer)
-            return
-        cache = getattr(network, "_negative_peer_cache", None)
-        if cache is not None:
-            cache.evict(str(peer))

@@ -12,7 +12,7 @@ kind, checked in the validator before the message is delivered or relayed);
 the rest are dropped as ``rate_limited`` (docs/protocol.md "Floods and log
 limiting"). Honest nodes repeat an announcement every 2 s at most.
 
-Keep gossip small and rare (LIBRARIES.md): messages of 1 MiB and more vanish
+Keep gossip small and rare: messages of 1 MiB and more vanish
 silently, and py-libp2p throttles every publisher, this node too, to 10
 messages per topic per second.
 """
@@ -30,6 +30,7 @@ from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
 from flocknode.logs import PeerLog
+from flocknode.p2p import compat
 from flocknode.p2p.codec import DecodeError, decode_message, encode_message
 from flocknode.p2p.host import P2PHost
 from flocknode.p2p.messages import Message
@@ -113,7 +114,7 @@ class TaskGossip:
         await self._p2p.started.wait()
         pubsub = self._p2p.pubsub
         pubsub.set_topic_validator(self.topic, self.validate, False)
-        pubsub.allowed_topics = frozenset({self.topic})  # ignore peers' other subscriptions
+        compat.restrict_topics(pubsub, {self.topic})  # ignore peers' other subscriptions
         subscription = await pubsub.subscribe(self.topic)
         self.started.set()
         task_status.started()

@@ -3,9 +3,9 @@
 One ``P2PHost`` per node. ``run()`` listens, starts GossipSub and the dialer,
 reports the bound addresses through ``task_status`` and ``started``, and on
 ``stop()`` (or cancellation) closes everything in reverse, the listener
-included. Configuration follows LIBRARIES.md: Noise only (py-libp2p's default
-also accepts plaintext and secio), yamux, one connection per peer, GossipSub
-heartbeat 1 s, strict signing, no mDNS.
+included. Configuration: Noise only (py-libp2p's default also accepts plaintext and
+secio), yamux, one connection per peer, GossipSub heartbeat 1 s, strict
+signing, no mDNS, no health monitor.
 
 Only members talk to us: a connection from a peer that is not a member is
 closed as soon as the Noise handshake has told us who it is, every stream
@@ -28,6 +28,9 @@ connection ends and by the periodic sweep (which also catches members whose
 membership ended, and entries other members' gossip added), the dialer forgets
 former members, and py-libp2p's auto-connector (disabled) keeps no table of
 disconnects. What remains are counters by reason, never by peer.
+
+Every hook into py-libp2p goes through ``flocknode.p2p.compat``: the host is not
+built if one is missing, and a gate whose check fails refuses (fail closed).
 """
 
 from __future__ import annotations
@@ -36,19 +39,16 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 from libp2p import new_host
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.host.exceptions import StreamFailure
 from libp2p.host.ping import ID as PING_PROTOCOL_ID
 from libp2p.identity.identify.identify import ID as IDENTIFY_PROTOCOL_ID
 from libp2p.identity.identify_push.identify_push import ID_PUSH as IDENTIFY_PUSH_PROTOCOL_ID
-from libp2p.network.config import ConnectionConfig
-from libp2p.network.exceptions import SwarmException
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import PROTOCOL_ID, PROTOCOL_ID_V11, GossipSub
 from libp2p.pubsub.pubsub import Pubsub
@@ -60,12 +60,12 @@ from multiaddr import Multiaddr
 from flocknode.errors import FlockError
 from flocknode.identity.keys import PeerKey
 from flocknode.logs import PeerLog, limit_library_logs
+from flocknode.p2p import compat
 from flocknode.p2p.discovery import (
     Backoff,
     PeerDialer,
     dial_is_explicit,
     explicit_dial,
-    forget_failed_dial,
     parse_bootstrap,
 )
 from flocknode.p2p.membership import Membership
@@ -119,14 +119,15 @@ class HostConfig:
 
 
 def build_host(peer_key: PeerKey, config: HostConfig) -> IHost:
-    """A py-libp2p host with Noise only, yamux, one connection per peer."""
+    """A py-libp2p host with Noise only, yamux, one connection per peer.
+
+    Raises ``compat.Libp2pCompatError`` if the installed py-libp2p is not the one
+    whose internals the gates hook."""
+    compat.check_library()
     kp = peer_key.keypair
     noise = NoiseTransport(kp, noise_privkey=new_x25519_key_pair().private_key)
-    conn_config = ConnectionConfig(
-        max_connections_per_peer=1,
-        max_connections=config.max_connections,
-        high_watermark=config.max_connections,
-        dial_timeout=config.dial_timeout,
+    conn_config = compat.connection_config(
+        max_connections=config.max_connections, dial_timeout=config.dial_timeout
     )
     return new_host(
         key_pair=kp,
@@ -180,7 +181,7 @@ class P2PHost:
         self.metrics = metrics or P2PMetrics()
         self.host = build_host(peer_key, self.config)
         self.peer_id: ID = self.host.get_id()
-        _disable_auto_connector(self.host)
+        compat.disable_auto_connector(self.host.get_network())
         self.router = GossipSub(
             protocols=list(GOSSIP_PROTOCOLS),
             degree=self.config.gossip_degree,
@@ -201,9 +202,10 @@ class P2PHost:
             stable_after=self.config.stable_after,
         )
         self.host.get_network().register_notifee(_MembershipNotifee(self))
-        self._gate_builtin_handlers()
-        self._install_dial_gate()
-        self._install_stream_gate()
+        compat.gate_builtin_handlers(self.host, MEMBERS_ONLY_BUILTINS, self._members_only)
+        compat.install_dial_gate(self.host.get_network(), self._dial_refusal)
+        compat.install_stream_gate(self.host, self._stream_refusal)
+        compat.verify_installed(self.host, self.pubsub, MEMBERS_ONLY_BUILTINS)
         self.started = trio.Event()
         self.stopped = trio.Event()
         self._stop = trio.Event()
@@ -303,22 +305,11 @@ class P2PHost:
             return await self.host.new_stream(peer_id, [TProtocol(p) for p in protocols])
 
     # -- membership gate -------------------------------------------------
-    def _gate_builtin_handlers(self) -> None:
-        """Wrap the identify, identify-push and ping handlers ``new_host`` installed:
-        a non-member's stream is reset before the original handler sees it.
+    def _members_only(self, protocol: TProtocol, handler: StreamHandler) -> StreamHandler:
+        """``handler`` (identify, identify-push or ping, as ``new_host`` installed it)
+        for members; a non-member's stream is reset before the handler sees it."""
+        label = MEMBERS_ONLY_BUILTINS[protocol]
 
-        Public API only: the installed handlers are read from ``get_mux().handlers``
-        and the wrappers registered with ``set_stream_handler`` (the same way
-        ``install_pubsub_guard`` replaces pubsub's handlers)."""
-        installed = self.host.get_mux().handlers
-        for protocol, label in MEMBERS_ONLY_BUILTINS.items():
-            original = installed.get(protocol)
-            if original is None:
-                log.warning("no built-in handler to gate protocol=%s", protocol)
-                continue
-            self.host.set_stream_handler(protocol, self._members_only(label, original))
-
-    def _members_only(self, label: str, handler: StreamHandler) -> StreamHandler:
         async def gated(stream: INetStream) -> None:
             try:
                 peer_id = stream.muxed_conn.peer_id
@@ -337,73 +328,14 @@ class P2PHost:
 
         return gated
 
-    def _install_dial_gate(self) -> None:
-        """Refuse the dials py-libp2p starts by itself to peers we would not dial.
-
-        Relies on one py-libp2p 0.8.1 detail: every dial goes through the swarm's
-        public ``dial_peer`` (``host.connect``, and ``Swarm.new_stream`` when no
-        connection is open, which is how pubsub and identify redial), and the swarm
-        calls it as ``self.dial_peer``, so an attribute on the instance shadows the
-        method. If ``dial_peer`` is missing the gate is not installed (logged): dials
-        then work as before, only without the gate."""
-        network = self.host.get_network()
-        original = getattr(network, "dial_peer", None)
-        if not callable(original):
-            log.warning("dial gate not installed: the swarm has no dial_peer")
-            return
-
-        async def gated_dial_peer(peer_id: ID, *args: Any, **kwargs: Any) -> list[INetConn]:
-            reason = self._dial_refusal(peer_id)
-            if reason is not None:
-                self.metrics.inc(DIAL_REFUSED, reason)
-                log.debug("dial refused peer=%s reason=%s", peer_id, reason)
-                raise SwarmException(f"dial to {peer_id} refused by the dial gate: {reason}")
-            conns: list[INetConn] = await original(peer_id, *args, **kwargs)
-            return conns
-
-        network.dial_peer = gated_dial_peer  # type: ignore[method-assign]
-
-    def _install_stream_gate(self) -> None:
-        """Refuse the streams py-libp2p opens by itself to non-members.
-
-        On every new connection py-libp2p's host runs identify outbound (it asks the
-        peer and stores the reply: addrs, protocols, key) and pubsub opens its stream
-        (sending our subscriptions). Both go through the host's public ``new_stream``
-        (identify as ``self.new_stream``, pubsub and identify-push as
-        ``host.new_stream``), so an attribute on the instance shadows the method, as
-        for the dial gate. A refused open raises ``StreamFailure`` (identify gives up,
-        pubsub does not retry). ``open_stream`` passes (``explicit_dial``). If
-        ``new_stream`` is missing the gate is not installed (logged)."""
-        original = getattr(self.host, "new_stream", None)
-        if not callable(original):
-            log.warning("stream gate not installed: the host has no new_stream")
-            return
-
-        async def gated_new_stream(
-            peer_id: ID, protocol_ids: Sequence[TProtocol], *args: Any, **kwargs: Any
-        ) -> INetStream:
-            if not self._stream_allowed(peer_id):
-                self.metrics.inc(OUTBOUND_REFUSED, _protocol_label(protocol_ids))
-                log.debug("stream refused peer=%s protocols=%s", peer_id, protocol_ids)
-                raise StreamFailure(f"stream to {peer_id} refused by the stream gate: not_member")
-            stream: INetStream = await original(peer_id, protocol_ids, *args, **kwargs)
-            return stream
-
-        self.host.new_stream = gated_new_stream  # type: ignore[method-assign]
-
-    def _stream_allowed(self, peer_id: ID) -> bool:
-        try:
-            return (
-                dial_is_explicit(peer_id)
-                or peer_id == self.peer_id
-                or self.membership.is_member(peer_id)
-            )
-        except Exception as e:  # fail open, like the dial gate
-            log.debug("stream gate check failed peer=%s error=%r", peer_id, e)
-            return True
-
     def _dial_refusal(self, peer_id: ID) -> str | None:
-        """Why a dial to ``peer_id`` that we did not ask for is refused; None to allow it."""
+        """The dial gate: why a dial to ``peer_id`` is refused (counted); None to allow.
+
+        py-libp2p dials by itself (pubsub and identify redial a peer whose connection
+        ended): those dials pass only to members we are not backing off from. The
+        dialer's own dials and ``open_stream`` pass (``explicit_dial``). A check that
+        fails refuses the dial."""
+        reason: str | None
         try:
             if dial_is_explicit(peer_id):
                 return None
@@ -411,12 +343,38 @@ class P2PHost:
             if any(not getattr(c, "is_closed", False) for c in conns):
                 return None  # dial_peer returns the open connection, nothing is dialed
             if not self.membership.is_member(peer_id):
-                return "not_member"
-            if self.dialer.backing_off(peer_id):
-                return "backoff"
-        except Exception as e:  # fail open: a broken check must not cut the node off
+                reason = "not_member"
+            elif self.dialer.backing_off(peer_id):
+                reason = "backoff"
+            else:
+                return None
+        except Exception as e:
             log.debug("dial gate check failed peer=%s error=%r", peer_id, e)
-        return None
+            reason = "gate_error"
+        self.metrics.inc(DIAL_REFUSED, reason)
+        log.debug("dial refused peer=%s reason=%s", peer_id, reason)
+        return reason
+
+    def _stream_refusal(self, peer_id: ID, protocol_ids: Sequence[TProtocol]) -> str | None:
+        """The stream gate: py-libp2p opens streams by itself on every new connection
+        (identify asks who the peer is, pubsub sends its subscriptions); to a
+        non-member they are refused, so its identify reply never reaches the
+        peerstore. ``open_stream`` passes (``explicit_dial``). A check that fails
+        refuses the stream. The metric's reason is the protocol."""
+        try:
+            if (
+                dial_is_explicit(peer_id)
+                or peer_id == self.peer_id
+                or self.membership.is_member(peer_id)
+            ):
+                return None
+            reason = "not_member"
+        except Exception as e:
+            log.debug("stream gate check failed peer=%s error=%r", peer_id, e)
+            reason = "gate_error"
+        self.metrics.inc(OUTBOUND_REFUSED, _protocol_label(protocol_ids))
+        log.debug("stream refused peer=%s protocols=%s", peer_id, protocol_ids)
+        return reason
 
     def _on_connected(self, peer_id: ID) -> None:
         if self.membership.is_member(peer_id):
@@ -452,7 +410,7 @@ class P2PHost:
         with contextlib.suppress(Exception):  # gone already: nothing to drop
             if peerstore.has_peer(peer_id):
                 peerstore.clear_peerdata(peer_id)
-        forget_failed_dial(self.host, peer_id)
+        compat.forget_failed_dial(self.host.get_network(), peer_id)
 
     def _forget_non_members(self) -> None:
         """Peerstore entries of non-members that are not connected: members whose
@@ -483,27 +441,3 @@ def _protocol_label(protocol_ids: Sequence[TProtocol]) -> str:
         if p in GOSSIP_PROTOCOLS:
             return "pubsub"
     return "other"
-
-
-def _disable_auto_connector(host: IHost) -> None:
-    """py-libp2p's auto-connector dials any peer in the peerstore to keep 100+
-    connections; our dialer decides whom to dial (members only).
-
-    The swarm also records every disconnect in the connector (``record_disconnect``,
-    a peer id -> time table) that only ``maybe_connect`` ever prunes: with
-    ``maybe_connect`` off it would keep every peer id that ever connected, so the
-    recording is turned off too. Both are public attributes of the swarm's
-    ``auto_connector``; whichever is missing is left alone."""
-    connector = getattr(host.get_network(), "auto_connector", None)
-    if connector is None:
-        return
-
-    async def _no_auto_connect() -> None:
-        return None
-
-    def _no_record(peer_id: ID) -> None:
-        return None
-
-    connector.maybe_connect = _no_auto_connect
-    if callable(getattr(connector, "record_disconnect", None)):
-        connector.record_disconnect = _no_record

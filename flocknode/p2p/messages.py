@@ -1,4 +1,4 @@
-"""Wire messages of the task gossip topic (PROTOCOL.md "Wire", steps 3, 4 and 9).
+"""Wire messages of the task gossip topic (docs/protocol.md, "Wire", steps 3, 4 and 9).
 
 Plain frozen dataclasses; ``flocknode.p2p.codec`` turns them into bytes and back
 and checks their shape (types, lengths, caps); ``flocknode.p2p.validation`` checks
@@ -34,8 +34,11 @@ class UpdateAnnounce:
 
 
 @dataclass(frozen=True)
-class KeyWrap:
-    """The content key of one blob wrapped for one recipient's box key."""
+class WireKeyWrap:
+    """The content key of one blob wrapped for one recipient's box key, as gossiped.
+
+    The wire form of ``flocknode.crypto.KeyWrap`` (whose ``sealed`` is ``wrapped``
+    here); the p2p layer checks only its shape."""
 
     recipient: bytes  # the recipient's X25519 box public key (32 bytes)
     wrapped: bytes  # opaque to the p2p layer (NaCl Box output)
@@ -48,7 +51,7 @@ class KeyWraps:
     TYPE_ID: ClassVar[int] = 2
     round: int
     blob_id: bytes
-    wraps: tuple[KeyWrap, ...]
+    wraps: tuple[WireKeyWrap, ...]
 
 
 @dataclass(frozen=True)

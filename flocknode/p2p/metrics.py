@@ -2,15 +2,20 @@
 
 One ``P2PMetrics`` object is shared by the host, gossip and stream services of a
 node. Every counter is an (event, reason) pair, for example
-``("gossip_dropped", "stale_round")``; ``snapshot()`` flattens them to
-``"event{reason}"`` keys so a later Prometheus exporter can map them to one
-metric family per event with a ``reason`` label. Reasons are a small fixed set:
-never a peer id, so the table stays bounded however many peers come and go.
+``("gossip_dropped", "stale_round")``; ``counts()`` takes a frozen ``P2PCounts``
+copy that consumers read by event and reason (the /metrics exporter turns each
+event into a metric family with a ``reason`` label). Reasons are a small fixed
+set: never a peer id, so the table stays bounded however many peers come and go.
+
+In JSON (status.json) the counters are one object with ``"event{reason}"`` keys
+(``"event"`` for the empty reason): ``P2PCounts.to_json`` and ``from_json``.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 
 # Events (the metric families). Reasons are short snake_case strings.
 GOSSIP_DROPPED = "gossip_dropped"  # a gossip message the topic validator rejected
@@ -32,6 +37,64 @@ BYTES_SERVED = "bytes_served"
 BYTES_FETCHED = "bytes_fetched"
 
 
+@dataclass(frozen=True)
+class P2PCount:
+    """One counter: how often ``event`` happened for ``reason`` ("" if it has none)."""
+
+    event: str
+    reason: str
+    value: int
+
+
+@dataclass(frozen=True)
+class P2PCounts:
+    """A frozen copy of counters: ``P2PMetrics.counts()`` holds the non-zero ones
+    sorted by (event, reason); ``from_json`` keeps the order it reads."""
+
+    entries: tuple[P2PCount, ...] = ()
+
+    def __iter__(self) -> Iterator[P2PCount]:
+        return iter(self.entries)
+
+    def get(self, event: str, reason: str = "") -> int:
+        return sum(c.value for c in self.entries if c.event == event and c.reason == reason)
+
+    def total(self, event: str) -> int:
+        """The sum over every reason of ``event``."""
+        return sum(c.value for c in self.entries if c.event == event)
+
+    def reasons(self, event: str) -> dict[str, int]:
+        return {c.reason: c.value for c in self.entries if c.event == event}
+
+    def to_json(self) -> dict[str, int]:
+        """``{"gossip_dropped{stale_round}": 3, "bytes_served": 100}``."""
+        return {(f"{c.event}{{{c.reason}}}" if c.reason else c.event): c.value for c in self}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, object]) -> P2PCounts:
+        """The inverse of ``to_json``; keys that name no counter and values that are
+        not integers are skipped (the file may come from another version)."""
+        found: dict[tuple[str, str], int] = {}
+        for key, value in data.items():
+            event, brace, reason = str(key).partition("{")
+            if brace:
+                if not reason.endswith("}") or "{" in reason[:-1] or "}" in reason[:-1]:
+                    continue
+                reason = reason[:-1]
+            if not _is_event(event) or type(value) is not int:
+                continue
+            found[(event, reason)] = value
+        return cls(tuple(P2PCount(e, r, v) for (e, r), v in found.items()))
+
+
+def _is_event(name: str) -> bool:
+    return bool(name) and all(ch == "_" or "a" <= ch <= "z" for ch in name)
+
+
+def _counts(counts: Mapping[tuple[str, str], int]) -> P2PCounts:
+    return P2PCounts(tuple(P2PCount(e, r, v) for (e, r), v in sorted(counts.items()) if v))
+
+
 class P2PMetrics:
     """A small counter registry; cheap enough to call on every message."""
 
@@ -51,5 +114,10 @@ class P2PMetrics:
     def reasons(self, event: str) -> dict[str, int]:
         return {r: v for (e, r), v in self._counts.items() if e == event}
 
+    def counts(self) -> P2PCounts:
+        """A frozen copy of every non-zero counter."""
+        return _counts(self._counts)
+
     def snapshot(self) -> dict[str, int]:
-        return {(f"{e}{{{r}}}" if r else e): v for (e, r), v in sorted(self._counts.items()) if v}
+        """The counters as JSON (``counts().to_json()``)."""
+        return self.counts().to_json()

@@ -1,6 +1,6 @@
 """Keep bytes from peers from ending the process through py-libp2p's pubsub.
 
-py-libp2p 0.8.1 has two holes (LIBRARIES.md, and reproduced while building this):
+py-libp2p 0.8.1 has two holes:
 - ``Pubsub.stream_handler`` catches only StreamError, ParseError and
   IncompleteReadError; a frame that is not a valid protobuf RPC raises
   ``google.protobuf.message.DecodeError``, which escapes through the swarm and
@@ -12,7 +12,9 @@ py-libp2p 0.8.1 has two holes (LIBRARIES.md, and reproduced while building this)
 ``install_pubsub_guard`` replaces the stream handler registered for every
 protocol id of the router (``Pubsub.__init__`` has already registered the
 original) with its own read loop over the library's, and wraps ``push_msg`` so
-nothing a peer sends escapes. Cancellation is never swallowed.
+nothing a peer sends escapes; both hooks go through ``flocknode.p2p.compat``,
+which refuses to build the host if either is missing. Cancellation is never
+swallowed.
 
 A bad frame costs that frame, not the member's gossip (docs/protocol.md
 "Malformed pubsub frames"). An inbound pubsub stream only carries what the peer
@@ -43,6 +45,7 @@ from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import Pubsub
 
 from flocknode.logs import PeerLog
+from flocknode.p2p import compat
 from flocknode.p2p.membership import Membership
 from flocknode.p2p.metrics import PUBSUB_STREAM_REJECTED, PUBSUB_TASK_ERROR, P2PMetrics
 from flocknode.p2p.stream_io import reset_quietly
@@ -120,7 +123,7 @@ def _reject_reason(e: Exception) -> str:
 
 def install_pubsub_guard(pubsub: Pubsub, membership: Membership, metrics: P2PMetrics) -> None:
     """Replace pubsub's stream handlers and wrap ``push_msg`` (see module doc)."""
-    original_push = pubsub.push_msg
+    compat.check_pubsub(pubsub)
 
     def reject(peer_id: ID, reason: str) -> None:
         metrics.inc(PUBSUB_STREAM_REJECTED, reason)
@@ -180,18 +183,19 @@ def install_pubsub_guard(pubsub: Pubsub, membership: Membership, metrics: P2PMet
             reject(peer_id, reason)
             await reset_quietly(stream)
 
-    async def guarded_push_msg(msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
-        try:
-            await original_push(msg_forwarder, msg)
-        except Exception as e:
-            metrics.inc(PUBSUB_TASK_ERROR, "push_msg_" + type(e).__name__)
-            peer_log.warning(
-                "push_msg",
-                "pubsub message dropped forwarder=%s error=%s",
-                msg_forwarder,
-                type(e).__name__,
-            )
+    def guard_push(original_push: compat.PushMsg) -> compat.PushMsg:
+        async def guarded_push_msg(msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+            try:
+                await original_push(msg_forwarder, msg)
+            except Exception as e:
+                metrics.inc(PUBSUB_TASK_ERROR, "push_msg_" + type(e).__name__)
+                peer_log.warning(
+                    "push_msg",
+                    "pubsub message dropped forwarder=%s error=%s",
+                    msg_forwarder,
+                    type(e).__name__,
+                )
 
-    for protocol in pubsub.router.get_protocols():
-        pubsub.host.set_stream_handler(protocol, guarded_stream_handler)
-    pubsub.push_msg = guarded_push_msg  # type: ignore[method-assign]
+        return guarded_push_msg
+
+    compat.install_pubsub_guard(pubsub, guarded_stream_handler, guard_push)

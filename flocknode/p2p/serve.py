@@ -72,6 +72,9 @@ class _Slots:
         self._open[peer] += 1
         return True
 
+    def held(self, peer: ID) -> int:
+        return self._open[peer]
+
     def release(self, peer: ID) -> None:
         self._open[peer] -= 1
         if self._open[peer] <= 0:
@@ -93,6 +96,10 @@ class ContentServer:
         self.limits = limits or StreamLimits()
         self._pending = _Slots(self.limits.max_pending_per_peer, self.limits.max_pending_total)
         self._slots = _Slots(self.limits.max_streams_per_peer, self.limits.max_streams_total)
+
+    def awaiting_request(self, peer: ID) -> int:
+        """Streams of ``peer`` admitted and waiting for their request (``max_pending_per_peer``)."""
+        return self._pending.held(peer)
 
     def install(self) -> None:
         async def blob(stream: INetStream) -> None:

@@ -1,1 +1,1 @@
-"""The round state machine (PROTOCOL.md "A round"): keeper, proposer and voter paths."""
+"""The round state machine (docs/protocol.md, "A round"): keeper, proposer and voter paths."""

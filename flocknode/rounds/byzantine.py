@@ -3,6 +3,12 @@
 ``flocknode cluster up --byzantine K:BEHAVIOUR`` sets ``FLOCKNODE_BYZANTINE`` for
 K nodes. A node accepts it only on a local chain (chain id 31337); there is no
 config-file key for it, so a real deployment cannot switch it on by accident.
+
+The proposer and voter paths know nothing of cheating: they call the hooks of
+the ``RoleStrategy`` they are given (``RoleDeps.behaviour``) at the few points a
+cheater decides differently, and the node composes them with ``strategy_for``
+of its ``Behaviour`` (``Honest``, whose hooks change nothing, unless the
+launcher asked for a cheat).
 """
 
 from __future__ import annotations
@@ -10,12 +16,14 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import torch
 
 from flocknode.config import LOCAL_CHAIN_ID, NodeConfig
 from flocknode.errors import ConfigError
+from flocknode.rounds.unservable import unservable_hash
+from flocknode.store.journal import VoteRecord
 
 ENV_BYZANTINE = "FLOCKNODE_BYZANTINE"
 T = TypeVar("T")
@@ -82,3 +90,98 @@ def tamper_hash(behaviour: Behaviour, aggregate_hash: bytes) -> bytes:
     if behaviour is Behaviour.WRONG_HASH:
         return bytes([aggregate_hash[0] ^ 0xFF]) + aggregate_hash[1:]
     return aggregate_hash
+
+
+Update = dict[str, torch.Tensor]
+
+
+class RoleStrategy(Protocol):
+    """The decision points of the proposer and voter paths (``Honest``: change nothing)."""
+
+    name: str  # the Behaviour's value (journal notes, logs)
+
+    @property
+    def flips_labels(self) -> bool:
+        """Train on permuted labels."""
+        ...
+
+    @property
+    def reveals(self) -> bool:
+        """Reveal the committed vote."""
+        ...
+
+    def update(self, update: Update, seed: int) -> Update:
+        """The update sealed in place of the trained one."""
+        ...
+
+    def wraps(self, wraps: list[T]) -> list[T]:
+        """The key wraps published in place of the sealed ones."""
+        ...
+
+    def aggregate_hash(self, aggregate_hash: bytes) -> bytes:
+        """The aggregate hash voted for in place of the computed one."""
+        ...
+
+    def vote(self, round_number: int, vote: VoteRecord) -> VoteRecord:
+        """The vote journaled and committed in place of the decided one."""
+        ...
+
+
+class Honest:
+    """What every production node does: the hooks return what they are given."""
+
+    name = Behaviour.HONEST.value
+    flips_labels = False
+    reveals = True
+
+    def update(self, update: Update, seed: int) -> Update:
+        return update
+
+    def wraps(self, wraps: list[T]) -> list[T]:
+        return wraps
+
+    def aggregate_hash(self, aggregate_hash: bytes) -> bytes:
+        return aggregate_hash
+
+    def vote(self, round_number: int, vote: VoteRecord) -> VoteRecord:
+        return vote
+
+
+class Cheat(Honest):
+    """One of the test behaviours, through the same hooks."""
+
+    def __init__(self, behaviour: Behaviour) -> None:
+        self.behaviour = behaviour
+        self.name = behaviour.value
+        self.flips_labels = behaviour is Behaviour.LABEL_FLIP
+        self.reveals = behaviour is not Behaviour.NO_REVEAL
+
+    def update(self, update: Update, seed: int) -> Update:
+        return tamper_update(self.behaviour, update, seed)
+
+    def wraps(self, wraps: list[T]) -> list[T]:
+        return tamper_wraps(self.behaviour, wraps)
+
+    def aggregate_hash(self, aggregate_hash: bytes) -> bytes:
+        return tamper_hash(self.behaviour, aggregate_hash)
+
+    def vote(self, round_number: int, vote: VoteRecord) -> VoteRecord:
+        return collude(self.behaviour, round_number, vote)
+
+
+def strategy_for(behaviour: Behaviour) -> RoleStrategy:
+    return Honest() if behaviour is Behaviour.HONEST else Cheat(behaviour)
+
+
+def collude(behaviour: Behaviour, round_number: int, vote: VoteRecord) -> VoteRecord:
+    """An ``unservable_hash`` voter's vote: a hash nobody holds, no inputs, a positive score."""
+    if behaviour is not Behaviour.UNSERVABLE_HASH:
+        return vote
+    return VoteRecord(
+        aggregate_hash=unservable_hash(round_number).hex(),
+        included_bits=0,
+        rejected_bits=0,
+        flag_bits=0,
+        score=1,
+        salt=vote.salt,
+    )

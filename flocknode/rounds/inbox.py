@@ -1,19 +1,20 @@
-"""What the round engine learned from gossip: announced blobs, key wraps, model holders.
+"""What the node learned from gossip: announced blobs, key wraps, model holders.
 
 Facts only; whether a fact is *useful* (the origin is the proposer that
 submitted this blob on chain, the wrap opens) is decided where it is used.
 
 Bounded per origin, so one member cannot crowd out the others (docs/protocol.md
 "Gossip table caps"):
-- rounds: only the last ``KEEP_ROUNDS`` rounds are kept (the validator already
-  admits only the current and the next round);
+- rounds: only the last ``GOSSIP_ROUNDS_KEPT`` rounds are kept
+  (flocknode.rounds.windows; the validator admits only the current and the
+  next round);
 - blobs: an origin announces, and sends wraps for, at most ``blobs_per_origin``
   blob ids per round (an honest proposer names one; an honest voter relays key
   wraps for each seat it opened, so the node sets it to the task's proposers
   per round, never below ``BLOBS_PER_ORIGIN``);
 - models: an origin holds at most ``MODELS_PER_ORIGIN`` model hashes; announcing
   a newer one forgets the origin's oldest, never another origin's entry; a hash
-  nobody announced in the last ``KEEP_ROUNDS`` rounds is forgotten.
+  nobody announced in the last ``GOSSIP_ROUNDS_KEPT`` rounds is forgotten.
 What a cap refuses is counted in ``dropped`` (by reason) and logged rate-limited.
 """
 
@@ -28,11 +29,11 @@ from libp2p.peer.id import ID
 from flocknode.logs import PeerLog
 from flocknode.p2p.gossip import Received
 from flocknode.p2p.messages import KeyWraps, ModelAvailable, UpdateAnnounce
+from flocknode.rounds.windows import GOSSIP_ROUNDS_KEPT
 
 log = logging.getLogger(__name__)
 peer_log = PeerLog(log)  # lines a peer can cause: rate-limited
 
-KEEP_ROUNDS = 4
 BLOBS_PER_ORIGIN = 2  # the least blob ids one origin may announce (and wrap) per round
 MODELS_PER_ORIGIN = 2  # model hashes one origin is recorded as holding
 MAX_MODEL_HOLDERS = 64  # holders kept per model hash
@@ -123,7 +124,7 @@ class Inbox:
         peer_log.info(reason, "gossip fact dropped reason=%s origin=%s", reason, origin)
 
     def _prune(self, newest: int) -> None:
-        oldest = newest - KEEP_ROUNDS
+        oldest = newest - GOSSIP_ROUNDS_KEPT
         for r in [r for r in self.announced if r < oldest]:
             del self.announced[r]
         for k in [k for k in self.wraps if k[0] < oldest]:

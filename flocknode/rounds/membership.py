@@ -1,8 +1,8 @@
 """The p2p layer's ``Membership`` over the chain: the task registry and round seats.
 
-The round engine refreshes it from the chain (``update_registry``,
-``update_round``); the p2p layer reads it on every message, so every method is
-a dictionary look-up that never blocks and never raises.
+The chain follower brings it in line with each snapshot it publishes
+(``follow``); the p2p layer reads it on every message, so every method is a
+dictionary look-up that never blocks and never raises.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from multiaddr import Multiaddr
 from flocknode.chain.registry import Member, Registry
 from flocknode.chain.types import RoundView
 from flocknode.p2p.membership import StaticMembership
-
-KEEP_ROUNDS = 4  # seat tables kept for rounds this far behind the current one
+from flocknode.rounds.windows import GOSSIP_ROUNDS_KEPT
 
 
 class ChainMembership(StaticMembership):
@@ -25,6 +24,19 @@ class ChainMembership(StaticMembership):
         self.registry = Registry((), 0)
         self._by_wallet: dict[str, Member] = {}
         self._seats: dict[int, RoundView] = {}
+
+    def follow(self, registry: Registry, view: RoundView | None) -> None:
+        """Take the registry and the current round's seats from a chain snapshot.
+
+        Compared by value: an unchanged registry or view costs a comparison only.
+        The seats are set again after a registry change (voters' peer ids come
+        from it).
+        """
+        changed = registry != self.registry
+        if changed:
+            self.update_registry(registry)
+        if view is not None and (changed or self._seats.get(view.round) != view):
+            self.update_round(view)
 
     def update_registry(self, registry: Registry) -> None:
         self.registry = registry
@@ -42,7 +54,7 @@ class ChainMembership(StaticMembership):
         self._seats[view.round] = view
         voters = [self.peer_of(w) for w in view.voters]
         self.set_voters(view.round, [p for p in voters if p is not None])
-        for r in [r for r in self._seats if r < view.round - KEEP_ROUNDS]:
+        for r in [r for r in self._seats if r < view.round - GOSSIP_ROUNDS_KEPT]:
             del self._seats[r]
 
     def member_by_wallet(self, wallet: str) -> Member | None:

@@ -151,6 +151,8 @@ class MeteredConnection(ChainConnection):
 
     def transact(self, fn: Any, action: str) -> Receipt:
         name = action_name(action)
+        # a duration measured in the worker thread that sends the transaction
+        # (trio's clock is not readable there); reported, never decided on
         t0 = time.monotonic()
         try:
             receipt = super().transact(fn, action)

@@ -27,9 +27,9 @@ from libp2p.peer.id import ID
 
 from flocknode.crypto import iter_canonical, parse_canonical
 from flocknode.p2p.content import FileSink
+from flocknode.p2p.fetch import FetchFailed, fetch
 from flocknode.p2p.framing import PROTOCOL_MODEL
 from flocknode.p2p.host import P2PHost
-from flocknode.p2p.streams import FetchFailed, fetch
 from flocknode.store import ContentStore
 
 log = logging.getLogger(__name__)

@@ -1,102 +1,191 @@
-"""The proposer path (PROTOCOL.md step 3): train, seal, submit, announce, release keys.
+"""The proposer's I/O (docs/protocol.md, "Behaviour of the node", Proposer): train, seal,
+submit, announce, release key wraps.
 
-Crash-safe through the journal: the sealed blob is in the content store and its
-ids and key wraps are journaled before ``submitUpdate`` is sent, so a restarted
-proposer re-announces the same update instead of training a different one.
+A thin loop around ``proposer_machine.decide``: gather the facts, decide,
+perform the action, repeat. Crash-safe through the journal: the sealed blob is
+in the content store and its ids and key wraps are journaled before
+``submitUpdate`` is sent, so a restarted proposer re-announces the same update
+instead of training a different one.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import trio
 from nacl.public import PublicKey
 
+from flocknode.chain.client import AsyncTaskClient
 from flocknode.chain.errors import ContractRevert
 from flocknode.chain.types import Phase, RoundView
 from flocknode.crypto import KeyWrap as EnvelopeWrap
 from flocknode.crypto import seal_update
-from flocknode.p2p.messages import KeyWrap, KeyWraps, UpdateAnnounce
-from flocknode.rounds.byzantine import Behaviour, tamper_update, tamper_wraps
-from flocknode.rounds.context import RoundContext
+from flocknode.identity import BoxKey
+from flocknode.learning.learner import RoundLearner
+from flocknode.p2p.gossip import TaskGossip
+from flocknode.p2p.messages import KeyWraps, UpdateAnnounce, WireKeyWrap
+from flocknode.rounds import proposer_machine as m
+from flocknode.rounds.byzantine import RoleStrategy
+from flocknode.rounds.membership import ChainMembership
+from flocknode.rounds.metrics import RoundMetrics
+from flocknode.rounds.models import ModelBook
+from flocknode.rounds.snapshot import ChainFeed
+from flocknode.store import ContentStore, Journal
 
 log = logging.getLogger(__name__)
 
-REANNOUNCE_SECONDS = 2.0
+REANNOUNCE_SECONDS = m.REANNOUNCE_SECONDS
+
+
+class ProposerDeps(Protocol):
+    """What the proposer reads: every collaborator it uses, nothing else."""
+
+    @property
+    def client(self) -> AsyncTaskClient: ...
+    @property
+    def chain(self) -> ChainFeed: ...
+    @property
+    def journal(self) -> Journal: ...
+    @property
+    def store(self) -> ContentStore: ...
+    @property
+    def models(self) -> ModelBook: ...
+    @property
+    def membership(self) -> ChainMembership: ...
+    @property
+    def learner(self) -> RoundLearner: ...
+    @property
+    def gossip(self) -> TaskGossip: ...
+    @property
+    def box_key(self) -> BoxKey: ...
+    @property
+    def metrics(self) -> RoundMetrics: ...
+    @property
+    def behaviour(self) -> RoleStrategy: ...
 
 
 def train_seed(round_seed: bytes, seat: int) -> int:
     return int.from_bytes(hashlib.sha256(round_seed + seat.to_bytes(4, "big")).digest()[:8], "big")
 
 
-async def run_proposer(ctx: RoundContext, view: RoundView, seat: int) -> None:
+@dataclass
+class _Progress:
+    """What this run of the proposer did that the journal does not record."""
+
+    refused: str = ""
+    published_phase: Phase | None = None
+    published_at: float = 0.0
+
+
+def facts(ctx: ProposerDeps, view: RoundView, progress: _Progress) -> m.ProposerFacts:
     r = view.round
     rec = ctx.journal.get(r)
-    if not (rec.blob_id and ctx.store.has(bytes.fromhex(rec.blob_id))):
-        if view.phase is not Phase.TRAIN:
-            log.warning("missed the train phase round=%d phase=%s", r, view.phase.label)
-            return
-        if not await _train_and_seal(ctx, view, seat):
-            return
-        rec = ctx.journal.get(r)
-    blob_id, update_hash = bytes.fromhex(rec.blob_id), bytes.fromhex(rec.update_hash)
-    if not rec.submitted:
-        try:
-            await ctx.client.submit_update(r, update_hash, blob_id, rec.blob_size)
-        except ContractRevert as e:
-            if e.name != "AlreadySubmitted":
-                log.warning("submitUpdate refused round=%d reason=%s", r, e)
-                return
-        ctx.journal.update(r, submitted=True)
-        log.info("update submitted round=%d seat=%d blob=%s", r, seat, rec.blob_id[:12])
-    announce = UpdateAnnounce(r, blob_id, rec.blob_size, update_hash)
-    rows = tamper_wraps(ctx.behaviour, list(rec.notes.get("wraps", [])))
-    wraps = KeyWraps(r, blob_id, tuple(_wire_wraps(rows)))
-    # Announce until the train phase closes, then release the key wraps (never before).
-    while True:
-        v = ctx.chain.rounds.get(r, view)
-        if v.phase is Phase.TRAIN:
-            await _publish(ctx, announce)
-        elif v.phase in (Phase.COMMIT, Phase.REVEAL):
-            await _publish(ctx, wraps)  # the voters wait on these: first
-            await _publish(ctx, announce)
-            if not ctx.journal.get(r).wraps_sent:
-                ctx.journal.update(r, wraps_sent=True)
-                log.info("key wraps released round=%d voters=%d", r, len(wraps.wraps))
-        else:
-            return
-        await ctx.chain.wait_for(r, _phase_changed(v.phase), REANNOUNCE_SECONDS)
+    v = ctx.chain.rounds.get(r, view)
+    sealed = bool(rec.blob_id) and ctx.store.has(bytes.fromhex(rec.blob_id))
+    return m.ProposerFacts(
+        phase=v.phase,
+        now=ctx.chain.now(),
+        sealed=sealed,
+        submitted=rec.submitted,
+        base_held=sealed or ctx.models.has(ctx.chain.global_model_hash),
+        recipients=() if sealed else _recipients(ctx, v),
+        refused=progress.refused,
+        published_phase=progress.published_phase,
+        published_at=progress.published_at,
+    )
 
 
-def _phase_changed(phase: Phase) -> Callable[[RoundView], bool]:
-    return lambda view: view.phase is not phase
+async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
+    """Act as the proposer of ``seat`` in ``view.round`` until its work is over or given up.
 
-
-async def _train_and_seal(ctx: RoundContext, view: RoundView, seat: int) -> bool:
+    An exception (a chain call that failed, a store error) leaves the journal
+    as it was before the failed action; the caller retries the whole run.
+    """
     r = view.round
-    base_hash = ctx.chain.global_model_hash
-    if not ctx.models.has(base_hash):
-        log.warning("cannot train: global model not held yet round=%d", r)
-        return False
+    progress = _Progress()
+    while True:
+        known = facts(ctx, view, progress)
+        action = m.decide(known)
+        if isinstance(action, m.Done):
+            return
+        if isinstance(action, m.GiveUp):
+            log.warning("proposer gave up round=%d seat=%d: %s", r, seat, action.reason)
+            return
+        if isinstance(action, m.Train):
+            await _train_and_seal(ctx, view, seat, action.recipients)
+        elif isinstance(action, m.Submit):
+            progress.refused = await _submit(ctx, r, seat)
+        elif isinstance(action, m.Publish):
+            await _announce(ctx, r, action.wraps)
+            # the phase it was published for: a phase that began meanwhile publishes at once
+            progress.published_phase = known.phase
+            progress.published_at = ctx.chain.now()
+        else:
+            with trio.move_on_after(max(0.0, action.until - ctx.chain.now())):
+                await ctx.chain.changed()
+
+
+async def _journal(ctx: ProposerDeps, r: int, **changes: Any) -> None:
+    """Make ``changes`` durable (an fsync) in a worker thread: not on the event loop.
+    The write is not abandoned on cancellation, so what follows it never runs first."""
+    await trio.to_thread.run_sync(functools.partial(ctx.journal.update, r, **changes))
+
+
+def _recipients(ctx: ProposerDeps, v: RoundView) -> tuple[bytes, ...]:
     recipients: list[bytes] = []
-    for w in view.voters:
-        m = ctx.membership.member_by_wallet(w)
-        if m is None:
-            log.warning("voter without a valid registration round=%d voter=%s", r, w)
+    for w in v.voters:
+        member = ctx.membership.member_by_wallet(w)
+        if member is None:
+            log.warning("voter without a valid registration round=%d voter=%s", v.round, w)
             continue
-        recipients.append(m.box_public_key)
-    recipients = list(dict.fromkeys(recipients))
-    if not recipients:
-        log.warning("no voter to seal for round=%d", r)
-        return False
-    state = await ctx.models.load_async(base_hash)
+        recipients.append(member.box_public_key)
+    return tuple(dict.fromkeys(recipients))
+
+
+async def _submit(ctx: ProposerDeps, r: int, seat: int) -> str:
+    """Send submitUpdate for the journaled update; the refusal reason, or "" on success."""
+    rec = ctx.journal.get(r)
+    try:
+        await ctx.client.submit_update(
+            r, bytes.fromhex(rec.update_hash), bytes.fromhex(rec.blob_id), rec.blob_size
+        )
+    except ContractRevert as e:
+        if e.name != "AlreadySubmitted":
+            return str(e)
+    await _journal(ctx, r, submitted=True)
+    log.info("update submitted round=%d seat=%d blob=%s", r, seat, rec.blob_id[:12])
+    return ""
+
+
+async def _announce(ctx: ProposerDeps, r: int, release_wraps: bool) -> None:
+    """Gossip the update's announcement; with ``release_wraps`` its key wraps first
+    (the voters wait on these), journaling ``wraps_sent`` the first time."""
+    rec = ctx.journal.get(r)
+    blob_id = bytes.fromhex(rec.blob_id)
+    if release_wraps:
+        rows = ctx.behaviour.wraps(list(rec.notes.get("wraps", [])))
+        wraps = KeyWraps(r, blob_id, tuple(_wire_wraps(rows)))
+        await _publish(ctx, wraps)
+    await _publish(ctx, UpdateAnnounce(r, blob_id, rec.blob_size, bytes.fromhex(rec.update_hash)))
+    if release_wraps and not rec.wraps_sent:
+        await _journal(ctx, r, wraps_sent=True)
+        log.info("key wraps released round=%d voters=%d", r, len(wraps.wraps))
+
+
+async def _train_and_seal(
+    ctx: ProposerDeps, view: RoundView, seat: int, recipients: tuple[bytes, ...]
+) -> None:
+    r = view.round
+    state = await ctx.models.load_async(ctx.chain.global_model_hash)
     seed = train_seed(view.seed, seat)
-    label_flip = ctx.behaviour is Behaviour.LABEL_FLIP
+    label_flip = ctx.behaviour.flips_labels
     res = await ctx.learner.train_async(state, seed=seed, label_flip=label_flip)
     ctx.metrics.train_seconds.observe(res.seconds)
-    update = tamper_update(ctx.behaviour, res.update, seed)
+    update = ctx.behaviour.update(res.update, seed)
 
     def seal() -> tuple[bytes, bytes, int, list[EnvelopeWrap]]:
         with ctx.store.writer() as w:
@@ -112,7 +201,8 @@ async def _train_and_seal(ctx: RoundContext, view: RoundView, seat: int) -> bool
         return sealed.update_hash, sealed.blob_id, sealed.size, list(sealed.wraps)
 
     update_hash, blob_id, size, env_wraps = await trio.to_thread.run_sync(seal)
-    ctx.journal.update(
+    await _journal(
+        ctx,
         r,
         role="proposer",
         seat=seat,
@@ -122,7 +212,7 @@ async def _train_and_seal(ctx: RoundContext, view: RoundView, seat: int) -> bool
         notes={
             "wraps": [[wr.recipient.hex(), wr.sealed.hex()] for wr in env_wraps],
             "train_seconds": res.seconds,
-            "behaviour": ctx.behaviour.value,
+            "behaviour": ctx.behaviour.name,
         },
     )
     log.info(
@@ -132,14 +222,13 @@ async def _train_and_seal(ctx: RoundContext, view: RoundView, seat: int) -> bool
         res.seconds,
         size,
     )
-    return True
 
 
-def _wire_wraps(rows: list[list[str]]) -> list[KeyWrap]:
-    return [KeyWrap(bytes.fromhex(rcpt), bytes.fromhex(wrapped)) for rcpt, wrapped in rows]
+def _wire_wraps(rows: list[list[str]]) -> list[WireKeyWrap]:
+    return [WireKeyWrap(bytes.fromhex(rcpt), bytes.fromhex(wrapped)) for rcpt, wrapped in rows]
 
 
-async def _publish(ctx: RoundContext, msg: UpdateAnnounce | KeyWraps) -> None:
+async def _publish(ctx: ProposerDeps, msg: UpdateAnnounce | KeyWraps) -> None:
     try:
         await ctx.gossip.publish(msg)
         ctx.metrics.inc("gossip_published")

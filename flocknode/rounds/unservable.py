@@ -14,16 +14,32 @@ import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from typing import Protocol, TypeVar
 
 from flocknode.chain.types import Phase, RoundView
-from flocknode.rounds.byzantine import Behaviour
-from flocknode.rounds.context import RoundContext
+from flocknode.rounds.metrics import RoundMetrics
+from flocknode.rounds.models import ModelBook
+from flocknode.rounds.snapshot import ChainFeed
 from flocknode.store.journal import VoteRecord
 
 log = logging.getLogger(__name__)
 
 UNAVAILABLE_HASH = bytes(32)
 RETRY_SECONDS = 0.5
+
+
+class BaseModelDeps(Protocol):
+    """What ``base_model`` reads."""
+
+    @property
+    def chain(self) -> ChainFeed: ...
+    @property
+    def models(self) -> ModelBook: ...
+    @property
+    def metrics(self) -> RoundMetrics: ...
+
+
+D = TypeVar("D", bound=BaseModelDeps)
 
 
 def unavailable_vote() -> VoteRecord:
@@ -39,10 +55,10 @@ def unavailable_vote() -> VoteRecord:
 
 
 async def base_model(
-    ctx: RoundContext,
+    ctx: D,
     view: RoundView,
-    cutoff: Callable[[RoundContext, RoundView], float],
-    news: Callable[[RoundContext, float], Awaitable[None]],
+    cutoff: Callable[[D, RoundView], float],
+    news: Callable[[D, float], Awaitable[None]],
 ) -> bytes | None:
     """The base model's hash once this node holds it (the engine keeps fetching it),
     or None when the round's commit cutoff (``cutoff``, on the chain's clock) passes
@@ -71,20 +87,7 @@ async def base_model(
 
 
 def unservable_hash(round_number: int) -> bytes:
-    """The made-up aggregate hash every ``unservable_hash`` cheater reveals in a round:
-    derived from the round alone, so colluders agree without talking."""
+    """The made-up aggregate hash every ``unservable_hash`` cheater reveals in a round
+    (``byzantine.collude``): derived from the round alone, so colluders agree
+    without talking."""
     return hashlib.sha256(b"flocknode/unservable/" + round_number.to_bytes(8, "big")).digest()
-
-
-def collude(behaviour: Behaviour, round_number: int, vote: VoteRecord) -> VoteRecord:
-    """An ``unservable_hash`` voter's vote: a hash nobody holds, no inputs, a positive score."""
-    if behaviour is not Behaviour.UNSERVABLE_HASH:
-        return vote
-    return VoteRecord(
-        aggregate_hash=unservable_hash(round_number).hex(),
-        included_bits=0,
-        rejected_bits=0,
-        flag_bits=0,
-        score=1,
-        salt=vote.salt,
-    )

@@ -1,6 +1,9 @@
-"""The voter path (PROTOCOL.md steps 4-7): fetch, open, check, aggregate, score, vote.
+"""The voter's I/O (docs/protocol.md, "Behaviour of the node", Voter): fetch, open,
+check, aggregate, score, commit, reveal.
 
-The vote and its salt are journaled (fsynced) before ``commitVote`` is sent; a
+Thin loops around ``voter_machine``: ``run_voter`` around ``decide`` (the vote's
+life), ``_collect_seat`` around ``decide_seat`` (one proposer's update). The
+vote and its salt are journaled (fsynced) before ``commitVote`` is sent; a
 voter restarted at any point commits or reveals exactly what it journaled.
 """
 
@@ -12,6 +15,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 import trio
@@ -20,26 +24,39 @@ from nacl.public import PublicKey
 
 from flocknode.aggregation import aggregate
 from flocknode.aggregation.core import apply_update, step_scale
+from flocknode.chain.client import AsyncTaskClient
 from flocknode.chain.errors import ContractRevert
-from flocknode.chain.types import Phase, RoundView
+from flocknode.chain.types import Phase, RoundView, TaskParams
 from flocknode.crypto import EnvelopeError, canonical_size, open_update
 from flocknode.crypto import KeyWrap as EnvelopeWrap
 from flocknode.crypto.envelope import ABYTES, DEFAULT_CHUNK_SIZE, HEAD_LEN, unwrap_key, wrap_key
+from flocknode.identity import BoxKey
+from flocknode.learning.learner import RoundLearner
+from flocknode.learning.settings import TaskSettings
 from flocknode.logs import PeerLog
 from flocknode.p2p.content import FileSink
+from flocknode.p2p.fetch import FetchFailed, fetch
 from flocknode.p2p.framing import PROTOCOL_BLOB
-from flocknode.p2p.messages import KeyWrap, KeyWraps
-from flocknode.p2p.streams import FetchFailed, fetch
+from flocknode.p2p.gossip import TaskGossip
+from flocknode.p2p.host import P2PHost
+from flocknode.p2p.messages import KeyWraps, WireKeyWrap
 from flocknode.rounds import unservable
-from flocknode.rounds.byzantine import Behaviour, tamper_hash
-from flocknode.rounds.context import RoundContext
+from flocknode.rounds import voter_machine as m
+from flocknode.rounds.byzantine import RoleStrategy
+from flocknode.rounds.inbox import Inbox
+from flocknode.rounds.membership import ChainMembership
+from flocknode.rounds.metrics import RoundMetrics
+from flocknode.rounds.models import ModelBook
+from flocknode.rounds.snapshot import ChainFeed
+from flocknode.store import ContentStore, Journal
 from flocknode.store.journal import VoteRecord
 
 log = logging.getLogger(__name__)
 peer_log = PeerLog(log)
 
 State = dict[str, torch.Tensor]
-RETRY_SECONDS = 0.5
+RETRY_SECONDS = m.RETRY_SECONDS
+Candidate = tuple[ID, bytes, bytes]  # (origin, sender box key, wrapped content key)
 
 
 @dataclass
@@ -51,47 +68,107 @@ class SeatInput:
     wrong_size: bool = False  # the size claimed on chain is not the model's envelope size
 
 
-async def run_voter(ctx: RoundContext, view: RoundView, seat: int) -> None:
+class VoterDeps(Protocol):
+    """What the voter reads: every collaborator it uses, nothing else."""
+
+    @property
+    def client(self) -> AsyncTaskClient: ...
+    @property
+    def chain(self) -> ChainFeed: ...
+    @property
+    def journal(self) -> Journal: ...
+    @property
+    def store(self) -> ContentStore: ...
+    @property
+    def models(self) -> ModelBook: ...
+    @property
+    def membership(self) -> ChainMembership: ...
+    @property
+    def inbox(self) -> Inbox: ...
+    @property
+    def learner(self) -> RoundLearner: ...
+    @property
+    def gossip(self) -> TaskGossip: ...
+    @property
+    def p2p(self) -> P2PHost: ...
+    @property
+    def box_key(self) -> BoxKey: ...
+    @property
+    def wallet(self) -> str: ...
+    @property
+    def params(self) -> TaskParams: ...
+    @property
+    def settings(self) -> TaskSettings: ...
+    @property
+    def metrics(self) -> RoundMetrics: ...
+    @property
+    def behaviour(self) -> RoleStrategy: ...
+
+
+def facts(ctx: VoterDeps, view: RoundView, seat: int, refused: str = "") -> m.VoterFacts:
     r = view.round
     rec = ctx.journal.get(r)
-    if rec.vote is None:
-        if view.phase not in (Phase.TRAIN, Phase.COMMIT):
-            log.warning("missed the commit phase round=%d phase=%s", r, view.phase.label)
-            return
-        decided = await _decide(ctx, view, seat)
-        if decided is None:
-            return
-        ctx.journal.update(r, role="voter", seat=seat, vote=decided[0], notes=decided[1])
-        rec = ctx.journal.get(r)
-    vote = rec.vote
-    assert vote is not None
     v = ctx.chain.rounds.get(r, view)
-    if not rec.committed and not v.votes[seat].committed:
-        if v.phase is Phase.TRAIN:
-            # decided before the train phase closed (no seat could be fetched at all):
-            # the commit phase opens at the train deadline
-            v = await ctx.chain.wait_for(r, lambda x: x.phase is not Phase.TRAIN) or v
-        if v.phase is not Phase.COMMIT:
-            log.warning("vote ready after the commit phase round=%d", r)
-            return
-        if not await _commit(ctx, r, vote):
-            return
-    if not ctx.journal.get(r).committed:
-        ctx.journal.update(r, committed=True)
-    if ctx.behaviour is Behaviour.NO_REVEAL:
-        log.warning("byzantine no_reveal: not revealing round=%d", r)
-        return
-    v2 = await ctx.chain.wait_for(r, lambda x: x.phase is not Phase.COMMIT)
-    if v2 is None or v2.votes[seat].revealed:
-        ctx.journal.update(r, revealed=True)
-        return
-    if v2.phase is not Phase.REVEAL:
-        log.warning("missed the reveal phase round=%d phase=%s", r, v2.phase.label)
-        return
-    await _reveal(ctx, r, vote)
+    on_chain = v.votes[seat]
+    return m.VoterFacts(
+        phase=v.phase,
+        decided=rec.vote is not None,
+        committed=rec.committed,
+        revealed=rec.revealed,
+        chain_committed=on_chain.committed,
+        chain_revealed=on_chain.revealed,
+        withhold_reveal=not ctx.behaviour.reveals,
+        refused=refused,
+    )
 
 
-async def _commit(ctx: RoundContext, r: int, vote: VoteRecord) -> bool:
+async def run_voter(ctx: VoterDeps, view: RoundView, seat: int) -> None:
+    """Act as the voter of ``seat`` in ``view.round`` until its vote is revealed or given up.
+
+    An exception (a chain call that failed, a store error) leaves the journal
+    as it was before the failed action; the caller retries the whole run.
+    """
+    r = view.round
+    refused = ""
+    while True:
+        action = m.decide(facts(ctx, view, seat, refused))
+        if isinstance(action, m.Done):
+            return
+        if isinstance(action, m.GiveUp):
+            log.warning("voter gave up round=%d seat=%d: %s", r, seat, action.reason)
+            return
+        if isinstance(action, m.Decide):
+            vote, notes = await _decide(ctx, ctx.chain.rounds.get(r, view), seat)
+            await _journal(ctx, r, role="voter", seat=seat, vote=vote, notes=notes)
+        elif isinstance(action, m.Commit):
+            refused = await _commit(ctx, r, _journaled_vote(ctx, r))
+        elif isinstance(action, m.Reveal):
+            refused = await _reveal(ctx, r, _journaled_vote(ctx, r))
+        elif isinstance(action, m.Record):
+            await _journal(ctx, r, **{action.field: True})
+        else:
+            await ctx.chain.wait_for(r, functools.partial(_moved_past, action.phase))
+
+
+async def _journal(ctx: VoterDeps, r: int, **changes: Any) -> None:
+    """Make ``changes`` durable (an fsync) in a worker thread: not on the event loop.
+    The write is not abandoned on cancellation, so what follows it never runs first."""
+    await trio.to_thread.run_sync(functools.partial(ctx.journal.update, r, **changes))
+
+
+def _moved_past(phase: Phase, v: RoundView) -> bool:
+    return v.phase is not phase
+
+
+def _journaled_vote(ctx: VoterDeps, r: int) -> VoteRecord:
+    vote = ctx.journal.get(r).vote
+    if vote is None:
+        raise RuntimeError(f"round {r}: no journaled vote to send")
+    return vote
+
+
+async def _commit(ctx: VoterDeps, r: int, vote: VoteRecord) -> str:
+    """Send commitVote; the refusal reason, or "" once committed (journaled)."""
     try:
         c = await ctx.client.vote_commitment(
             r,
@@ -106,14 +183,14 @@ async def _commit(ctx: RoundContext, r: int, vote: VoteRecord) -> bool:
         await ctx.client.commit_vote(r, c)
     except ContractRevert as e:
         if e.name != "AlreadyCommitted":
-            log.warning("commitVote refused round=%d reason=%s", r, e)
-            return False
-    ctx.journal.update(r, committed=True)
+            return str(e)
+    await _journal(ctx, r, committed=True)
     log.info("vote committed round=%d hash=%s", r, vote.aggregate_hash[:12])
-    return True
+    return ""
 
 
-async def _reveal(ctx: RoundContext, r: int, vote: VoteRecord) -> None:
+async def _reveal(ctx: VoterDeps, r: int, vote: VoteRecord) -> str:
+    """Send revealVote; the refusal reason, or "" once revealed (journaled)."""
     try:
         await ctx.client.reveal_vote(
             r,
@@ -126,15 +203,16 @@ async def _reveal(ctx: RoundContext, r: int, vote: VoteRecord) -> None:
         )
     except ContractRevert as e:
         if e.name != "AlreadyRevealed":
-            log.warning("revealVote refused round=%d reason=%s", r, e)
-            return
-    ctx.journal.update(r, revealed=True)
+            return str(e)
+    await _journal(ctx, r, revealed=True)
     log.info("vote revealed round=%d", r)
+    return ""
 
 
 async def _decide(
-    ctx: RoundContext, view: RoundView, seat: int
-) -> tuple[VoteRecord, dict[str, float]] | None:
+    ctx: VoterDeps, view: RoundView, seat: int
+) -> tuple[VoteRecord, dict[str, float]]:
+    """The vote: the base model (or "unavailable"), every seat collected, aggregated, scored."""
     r = view.round
     base_hash = await unservable.base_model(ctx, view, _collect_deadline, _news)
     if base_hash is None:
@@ -178,14 +256,14 @@ async def _decide(
         "collected_at": time.time() - (time.monotonic() - t_collected),
     }
     vote = VoteRecord(
-        aggregate_hash=tamper_hash(ctx.behaviour, agg_hash).hex(),
+        aggregate_hash=ctx.behaviour.aggregate_hash(agg_hash).hex(),
         included_bits=_bits([*(s.seat for s in included), *wrong_size]),
         rejected_bits=_bits([*result.rejected, *wrong_size]),
         flag_bits=_bits(flags),
         score=score,
         salt=os.urandom(32).hex(),
     )
-    vote = unservable.collude(ctx.behaviour, r, vote)
+    vote = ctx.behaviour.vote(r, vote)
     log.info(
         "aggregated round=%d rule=%s included=%s rejected=%s flagged=%s score_ppm=%d hash=%s",
         r,
@@ -200,7 +278,8 @@ async def _decide(
 
 
 def update_blob_size(model: State) -> int:
-    """The exact size of a sealed update of ``model``'s shapes (PROTOCOL.md step 3).
+    """The exact size of a sealed update of ``model``'s shapes (docs/protocol.md,
+    "Oversized or stalled update blobs").
 
     Canonical bytes are fixed by the names and shapes; the envelope adds its
     head and ``ABYTES`` per chunk of ``DEFAULT_CHUNK_SIZE`` (the chunk size
@@ -212,76 +291,94 @@ def update_blob_size(model: State) -> int:
 
 
 async def _collect_seat(
-    ctx: RoundContext, r: int, s: SeatInput, shapes: dict[str, tuple[int, ...]], size: int
+    ctx: VoterDeps, r: int, s: SeatInput, shapes: dict[str, tuple[int, ...]], size: int
 ) -> None:
-    """Fetch and open one proposer's update, retrying until the collection deadline."""
+    """Fetch and open one proposer's update (``voter_machine.decide_seat``), until the
+    collection deadline; ``s`` ends with the update, or with why it has none."""
     member = ctx.membership.member_by_wallet(s.proposer)
-    if member is None:
-        s.failed = "proposer_not_member"
-        return
-    proposer_peer: ID = member.peer_id
-    blob_ready = False
-    tried: set[tuple[ID, bytes]] = set()  # wraps that did not open the blob
+    blob_ready = False  # the fetch (or the store) has the ciphertext
+    fetch_failed = False
+    tried: set[Candidate] = set()  # wraps that did not open the blob
     while True:
         v = ctx.chain.rounds[r]
-        late = ctx.chain.now() >= _collect_deadline(ctx, v)
-        if v.phase not in (Phase.TRAIN, Phase.COMMIT) or late:
-            return
         up = v.updates[s.seat]
-        if v.phase is Phase.COMMIT and not up.submitted:
-            s.failed = "not_submitted"
-            return
-        if up.submitted and up.size != size:
-            s.failed, s.wrong_size = "wrong_size", True
-            ctx.metrics.inc("seat_wrong_size")
-            peer_log.warning(
-                "wrong_size",
-                "seat rejected: claimed size is not the envelope size round=%d seat=%d "
-                "claimed=%d expected=%d",
-                r,
-                s.seat,
-                up.size,
-                size,
+        untried: tuple[Candidate, ...] = ()
+        if member is not None and blob_ready and v.phase is Phase.COMMIT:
+            found = _wraps_for(ctx, v, up.blob_id, member.peer_id, member.box_public_key)
+            untried = tuple(c for c in found if c not in tried)
+        action = m.decide_seat(
+            m.SeatFacts(
+                phase=v.phase,
+                now=ctx.chain.now(),
+                deadline=_collect_deadline(ctx, v),
+                member=member is not None,
+                submitted=up.submitted,
+                claimed_size=up.size,
+                expected_size=size,
+                blob_held=blob_ready,
+                fetch_failed=fetch_failed,
+                untried=untried,
+                opened=s.update is not None,
             )
+        )
+        if isinstance(action, m.Stop):
             return
-        if up.submitted and not blob_ready:
-            blob_ready = await _until_collect_deadline(
-                ctx, r, functools.partial(_fetch_blob, ctx, r, up.blob_id, size, proposer_peer)
-            )
-        if blob_ready and v.phase is Phase.COMMIT:
-            candidates = _wraps_for(ctx, v, up.blob_id, proposer_peer, member.box_public_key)
-            for origin, sender_box, wrapped in candidates:
-                if (origin, wrapped) in tried:
-                    continue
-                tried.add((origin, wrapped))
-                try:
-                    s.update, key = await trio.to_thread.run_sync(
-                        _open, ctx, up.blob_id, up.update_hash, wrapped, sender_box, shapes
-                    )
-                except EnvelopeError as e:
-                    # another wrap (a relay) may still open it: not final before the deadline
-                    s.failed = f"envelope: {e}"
-                    continue
-                except (KeyError, FileNotFoundError):
-                    # the blob left the store since the fetch (pruned: an old blob id
-                    # replayed): fetch it again, as for any blob not held
-                    blob_ready = False
-                    tried.discard((origin, wrapped))
-                    break
-                await _relay(ctx, v, up.blob_id, key)
-                return
-        await _news(ctx, RETRY_SECONDS)
+        if isinstance(action, m.LeaveOut):
+            s.failed = action.reason
+            if action.wrong_size:
+                s.wrong_size = True
+                _count_wrong_size(ctx, r, s.seat, up.size, size)
+            return
+        assert member is not None  # decide_seat left out a seat without one
+        if isinstance(action, m.Fetch):
+            fetch_one = functools.partial(_fetch_blob, ctx, r, up.blob_id, size, member.peer_id)
+            blob_ready = await _until_collect_deadline(ctx, r, fetch_one)
+            fetch_failed = not blob_ready
+        elif isinstance(action, m.Open):
+            _origin, sender_box, wrapped = action.wrap
+            try:
+                s.update, key = await trio.to_thread.run_sync(
+                    _open, ctx, up.blob_id, up.update_hash, wrapped, sender_box, shapes
+                )
+            except EnvelopeError as e:
+                # another wrap (a relay) may still open it: not final before the deadline
+                s.failed = f"envelope: {e}"
+                tried.add(action.wrap)
+                continue
+            except (KeyError, FileNotFoundError):
+                # the blob left the store since the fetch (pruned: an old blob id
+                # replayed): fetch it again, as for any blob not held
+                blob_ready = False
+                continue
+            await _relay(ctx, v, up.blob_id, key)
+            return
+        else:
+            await _news(ctx, max(0.0, action.until - ctx.chain.now()))
+            fetch_failed = False
+
+
+def _count_wrong_size(ctx: VoterDeps, r: int, seat: int, claimed: int, size: int) -> None:
+    ctx.metrics.inc("seat_wrong_size")
+    peer_log.warning(
+        "wrong_size",
+        "seat rejected: claimed size is not the envelope size round=%d seat=%d "
+        "claimed=%d expected=%d",
+        r,
+        seat,
+        claimed,
+        size,
+    )
 
 
 def _wraps_for(
-    ctx: RoundContext, v: RoundView, blob_id: bytes, proposer: ID, proposer_box: bytes
-) -> list[tuple[ID, bytes, bytes]]:
+    ctx: VoterDeps, v: RoundView, blob_id: bytes, proposer: ID, proposer_box: bytes
+) -> list[Candidate]:
     """``(origin, sender box key, wrapped key)`` for ``blob_id``: the proposer's, then relays.
 
     A relay is the same content key wrapped by another voter of the round
     (``_relay``); wraps from anyone else are not looked at.
     """
-    out: list[tuple[ID, bytes, bytes]] = []
+    out: list[Candidate] = []
     senders: list[tuple[ID, bytes]] = [(proposer, proposer_box)]
     for w in dict.fromkeys(v.voters):
         m = ctx.membership.member_by_wallet(w)
@@ -294,7 +391,7 @@ def _wraps_for(
     return out
 
 
-async def _relay(ctx: RoundContext, v: RoundView, blob_id: bytes, key: bytes) -> None:
+async def _relay(ctx: VoterDeps, v: RoundView, blob_id: bytes, key: bytes) -> None:
     """Wrap a seat's content key (verified: it opened the update) for the round's other voters.
 
     One honest voter that received the proposer's wrap is enough for every
@@ -303,7 +400,7 @@ async def _relay(ctx: RoundContext, v: RoundView, blob_id: bytes, key: bytes) ->
     nothing before it), so no key is released before the train phase ends.
     """
     me = ctx.box_key.public_bytes
-    wraps: list[KeyWrap] = []
+    wraps: list[WireKeyWrap] = []
     for w in dict.fromkeys(v.voters):
         m = ctx.membership.member_by_wallet(w)
         if m is None or m.box_public_key == me:
@@ -313,7 +410,7 @@ async def _relay(ctx: RoundContext, v: RoundView, blob_id: bytes, key: bytes) ->
         except Exception:  # a box key nacl refuses (low order): that voter gets no relay
             ctx.metrics.inc("relay_wrap_failed")
             continue
-        wraps.append(KeyWrap(env.recipient, env.sealed))
+        wraps.append(WireKeyWrap(env.recipient, env.sealed))
     wraps = list({w.recipient: w for w in wraps}.values())
     if not wraps:
         return
@@ -325,7 +422,7 @@ async def _relay(ctx: RoundContext, v: RoundView, blob_id: bytes, key: bytes) ->
         log.debug("relay publish failed round=%d error=%r", v.round, e)
 
 
-async def _news(ctx: RoundContext, timeout: float) -> None:
+async def _news(ctx: VoterDeps, timeout: float) -> None:
     """Wait for new gossip or a new view of the chain, at most ``timeout`` seconds."""
     with trio.move_on_after(timeout):
         async with trio.open_nursery() as nursery:
@@ -339,7 +436,7 @@ async def _news(ctx: RoundContext, timeout: float) -> None:
 
 
 async def _until_collect_deadline(
-    ctx: RoundContext, r: int, step: Callable[[], Awaitable[bool]]
+    ctx: VoterDeps, r: int, step: Callable[[], Awaitable[bool]]
 ) -> bool:
     """``step()``, cancelled (False) once the collection deadline passes or the phase ends.
 
@@ -366,7 +463,7 @@ async def _until_collect_deadline(
     return done
 
 
-def _collect_deadline(ctx: RoundContext, v: RoundView) -> float:
+def _collect_deadline(ctx: VoterDeps, v: RoundView) -> float:
     """Stop collecting early enough to aggregate, score and commit in time."""
     if v.phase is Phase.TRAIN or not v.commit_end:
         return float("inf")
@@ -374,7 +471,7 @@ def _collect_deadline(ctx: RoundContext, v: RoundView) -> float:
     return v.commit_end - margin
 
 
-async def _fetch_blob(ctx: RoundContext, r: int, blob_id: bytes, size: int, proposer: ID) -> bool:
+async def _fetch_blob(ctx: VoterDeps, r: int, blob_id: bytes, size: int, proposer: ID) -> bool:
     if ctx.store.has(blob_id):
         return True
     holders = [proposer, *sorted(ctx.inbox.holders(r, blob_id) - {proposer}, key=str)]
@@ -397,7 +494,7 @@ async def _fetch_blob(ctx: RoundContext, r: int, blob_id: bytes, size: int, prop
 
 
 def _open(
-    ctx: RoundContext,
+    ctx: VoterDeps,
     blob_id: bytes,
     update_hash: bytes,
     wrapped: bytes,
@@ -427,7 +524,7 @@ def _open(
 
 
 async def _score(
-    ctx: RoundContext, base: State, new: State, included: list[SeatInput]
+    ctx: VoterDeps, base: State, new: State, included: list[SeatInput]
 ) -> tuple[int, list[int]]:
     """Accuracy change (ppm) of the new model on private validation data, and flags."""
     t0 = time.monotonic()

@@ -5,12 +5,16 @@ on every change. The order of writes is the crash-safety argument: the vote and
 its salt are journaled *before* the commit transaction is sent, so a node killed
 at any moment can still reveal what it committed.
 
+The round services write through ``update_async``: the write and its fsyncs
+run in a worker thread, so the event loop (gossip, streams, the chain follower)
+goes on meanwhile, and the caller resumes only once the record is durable.
 Records of finished rounds are dropped by the store's retention
-(``flocknode.store.retention``) from a worker thread, hence the lock.
+(``flocknode.store.retention``) from a worker thread too, hence the lock.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -18,6 +22,8 @@ import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import trio
 
 from flocknode.fsutil import atomic_write_text, fsync_dir
 
@@ -96,6 +102,19 @@ class Journal:
         """Apply ``changes`` to the round's record and make it durable before returning."""
         with self._lock:
             return self._write(replace(self.get(round), **changes))
+
+    async def update_async(self, round: int, **changes: Any) -> RoundRecord:
+        """``update`` in a worker thread; durable when it returns, as ``update``.
+
+        A write that has started is not abandoned when the caller is cancelled:
+        it completes (whole, by the atomic rename) before Cancelled is
+        delivered, so the record on disk is the one the caller would have
+        acted on, and the caller does not act.
+        """
+        write = functools.partial(self.update, round, **changes)
+        rec = await trio.to_thread.run_sync(write)
+        await trio.lowlevel.checkpoint_if_cancelled()  # cancelled meanwhile: do not act
+        return rec
 
     def rewrite(self, rec: RoundRecord) -> None:
         """Replace a round's record as a whole (durable before returning)."""

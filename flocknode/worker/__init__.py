@@ -7,7 +7,7 @@ safetensors files, results as size-capped JSON, never pickles);
 """
 
 from flocknode.worker.client import TaskWorker
-from flocknode.worker.learner import IsolatedLearner, node_learner
+from flocknode.worker.learner import IsolatedLearner
 from flocknode.worker.protocol import REASONS, Reason, WorkerFailure
 from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec
 
@@ -19,5 +19,4 @@ __all__ = [
     "TaskWorker",
     "WorkerFailure",
     "WorkerSpec",
-    "node_learner",
 ]

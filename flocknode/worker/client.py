@@ -117,6 +117,13 @@ class TaskWorker:
                 os.killpg(proc.pid, signal.SIGKILL)
             self._killed.append(proc)
 
+    async def refuse(self, reason: Reason) -> None:
+        """A result the caller refused: kill the worker (the next call starts a new
+        one), count the failure, and wait for the process to exit."""
+        self.kill()
+        self.count(reason)
+        await self._reap()
+
     async def _reap(self) -> None:
         """Wait for killed processes to exit (no zombies), even while being cancelled."""
         with trio.CancelScope(shield=True), trio.move_on_after(10):
@@ -191,7 +198,7 @@ class TaskWorker:
             if not answer.ok:
                 # a task that raised leaves a sound process; one out of memory does not
                 sound = answer.reason == "error"
-                raise WorkerFailure(answer.reason, answer.detail)
+                raise WorkerFailure(answer.reason, answer.detail, answer.kind)
             result: dict[str, Any] = dict(answer.result)
             if expect is None:
                 if answer.tensor_bytes:

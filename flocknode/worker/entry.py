@@ -26,7 +26,8 @@ from typing import Any, BinaryIO
 import torch
 from safetensors.torch import load, save
 
-from flocknode.learning.factory import load_callable
+from flocknode.learning.factory import PluginError, load_callable
+from flocknode.learning.task import DataError
 from flocknode.worker.sandbox import WorkerSpec
 
 _PR_SET_PDEATHSIG = 1
@@ -40,10 +41,8 @@ def _limit(spec: WorkerSpec) -> None:
 
 
 def _answer(out: BinaryIO, body: dict[str, Any], blob: bytes = b"") -> None:
-    try:
-        line = json.dumps(
-            {**body, "tensor_bytes": len(blob)}, separators=(",", ":"), allow_nan=False
-        )
+    try:  # NaN and infinities travel as JSON's common extension; the daemon checks them
+        line = json.dumps({**body, "tensor_bytes": len(blob)}, separators=(",", ":"))
     except (TypeError, ValueError) as e:
         blob = b""
         line = json.dumps(
@@ -57,6 +56,13 @@ def _is_oom(e: BaseException) -> bool:
     return isinstance(e, MemoryError) or (
         isinstance(e, RuntimeError) and "allocate" in str(e) and "memory" in str(e)
     )
+
+
+def _kind(e: BaseException) -> str:
+    """``data`` and ``plugin`` errors are one-line messages a node shows as they are."""
+    if isinstance(e, DataError):
+        return "data"
+    return "plugin" if isinstance(e, PluginError) else ""
 
 
 def _handle(req: dict[str, Any], blob: bytes) -> tuple[dict[str, Any], bytes]:
@@ -88,7 +94,10 @@ def serve(spec: WorkerSpec, inp: BinaryIO, out: BinaryIO) -> None:
             body, result = _handle(req, blob)
         except (Exception, SystemExit) as e:  # the task's failure is an answer, not our end
             reason = "oom" if _is_oom(e) else "error"
-            body = {"id": req["id"], "ok": False, "reason": reason, "detail": repr(e)[:500]}
+            kind = _kind(e)
+            detail = str(e) if kind else repr(e)
+            body = {"id": req["id"], "ok": False, "reason": reason, "detail": detail[:500]}
+            body["kind"] = kind
             result = b""
         _answer(out, body, result)
 

@@ -1,15 +1,19 @@
-"""``IsolatedLearner``: the round engine's learner, with training and evaluation in the worker.
+"""``IsolatedLearner``: the round engine's learner, with the task's code in the worker.
 
-Same interface as ``Learner`` for the round engine (``initial_state``,
-``train_async``, ``evaluate_async``). The initial model is built in the daemon
-(it is pinned by the task's initial-model hash and gives the expected tensor
-shapes); everything that touches the participant's data runs in the task
-worker (``TaskWorker``), and every result is checked before it is used: an
-update must have exactly the global model's names, shapes and dtype, finite;
-an evaluation two integers with ``0 <= correct <= total``. A failed call is
-one log line, a count by reason (``worker_failures_<reason>``), and
-``WorkerFailure`` to the caller, whose role ends; the next call starts a
-fresh worker.
+It offers what the round engine uses of ``Learner`` (``settings``,
+``has_test``, ``initial_state``, ``train_async``, ``evaluate_async``; the
+``RoundLearner`` protocol) with the same results bit for bit. The daemon
+resolves the task (``load_task``) only to build its initial model, which the
+on-chain initial-model hash pins; everything that touches the participant's
+data (the task's ``load_data``, ``train``, ``evaluate``) runs in the task
+worker (``TaskWorker``, ``flocknode.worker.calls``). Every result is checked
+before it is used: an update must have exactly the global model's names,
+shapes and dtypes, all finite; an evaluation a number score, a sample count
+and numeric metrics. A failed call is one log line, a count by reason
+(``worker_failures_<reason>``) and ``WorkerFailure`` to the caller, whose
+role ends; the next call starts a fresh worker. Bad data or a task that does
+not resolve in the worker is ``DataError``/``PluginError``, one line as in
+the daemon (docs/protocol.md, "Task worker").
 """
 
 from __future__ import annotations
@@ -17,46 +21,46 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Any, TypeGuard
 
 import torch
 
-from flocknode.config import NodeConfig
-from flocknode.errors import ConfigError
-from flocknode.learning.learner import Learner, RoundLearner, SplitName
-from flocknode.learning.models import ModelFactory, State, initial_state, load_model_factory
+from flocknode.learning.factory import PluginError
+from flocknode.learning.learner import DataSizes, SplitName, TrainResult, task_initial_state
+from flocknode.learning.models import State
 from flocknode.learning.settings import TrainingSettings
-from flocknode.learning.train import Evaluation, TrainResult
+from flocknode.learning.task import DataError, Evaluation
 from flocknode.logs import PeerLog
 from flocknode.worker.client import TaskWorker
-from flocknode.worker.devices import DeviceUnavailable, resolve_device
 from flocknode.worker.protocol import Reason, WorkerFailure, spec_of
-from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec, probe
+from flocknode.worker.sandbox import WorkerSpec
 
 log = logging.getLogger(__name__)
 limited_log = PeerLog(log)  # a task failing every call must not flood the log
 
-TASKS = "flocknode.worker.tasks"
+CALLS = "flocknode.worker.calls"
+MAX_METRICS = 64
 
 
 @dataclass(eq=False)
 class IsolatedLearner:
     settings: TrainingSettings
-    factory: ModelFactory
-    node_index: int
-    num_nodes: int
     worker: TaskWorker
-    timeout: float  # warm-up; any call's upper bound
+    data_path: str
+    test_path: str | None  # a tester's held-out set ([data] test_path)
+    timeout: float  # load and warm-up; any call's upper bound
     train_timeout: float | None = None  # None: ``timeout``
     eval_timeout: float | None = None
+    sizes: DataSizes | None = None  # once the worker has read the data
+    _initial: State | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(
         cls,
         settings: TrainingSettings,
-        node_index: int,
-        num_nodes: int,
+        data_path: str,
+        test_path: str | None,
         spec: WorkerSpec,
         *,
         timeout: float,
@@ -66,57 +70,75 @@ class IsolatedLearner:
         """``phase_seconds``: the task's train and commit phase lengths; a training
         call is killed after the train phase's length at most, an evaluation after
         the commit phase's (no later call of its role could use the result)."""
-        factory = load_model_factory(settings.model_factory)
         worker = TaskWorker(spec, on_failure)
         train_t, eval_t = (min(timeout, p) for p in phase_seconds or (timeout, timeout))
-        return cls(settings, factory, node_index, num_nodes, worker, timeout, train_t, eval_t)
+        return cls(settings, worker, data_path, test_path or None, timeout, train_t, eval_t)
+
+    @property
+    def has_test(self) -> bool:
+        """Whether a tester's test set was given (else evaluating "test" raises)."""
+        return self.test_path is not None
 
     def initial_state(self) -> State:
-        return initial_state(self.factory, self.settings.init_seed)
+        if self._initial is None:
+            self._initial = task_initial_state(self.settings)
+        return {k: v.clone() for k, v in self._initial.items()}
 
     def _args(self, **extra: Any) -> dict[str, Any]:
         training = {f.name: getattr(self.settings, f.name) for f in fields(self.settings)}
         return {
             "training": training,
-            "node_index": self.node_index,
-            "num_nodes": self.num_nodes,
+            "data_path": self.data_path,
+            "test_path": self.test_path,
             "device": self.worker.spec.device,
             **extra,
         }
 
-    async def warm_up_async(self) -> None:
-        """Start the worker, load its data and pay torch's first-step cost before any role."""
-        await self._call("warm_up", {}, self._args(), None, self.timeout)
+    async def load(self) -> DataSizes:
+        """Start the worker and read the participant's data in it (``DataError`` if unusable)."""
+        return await self._sizes(await self._call("load", {}, self._args(), None, self.timeout))
+
+    async def warm_up_async(self) -> DataSizes:
+        """``load``, then pay torch's first-step cost before any role."""
+        got = await self._call("warm_up", {}, self._args(), None, self.timeout)
+        return await self._sizes(got)
 
     async def train_async(
         self, global_state: Mapping[str, torch.Tensor], seed: int, label_flip: bool = False
     ) -> TrainResult:
-        expect = {n: (shape, torch.float32) for n, (shape, _) in spec_of(global_state).items()}
         args = self._args(seed=seed, label_flip=label_flip)
+        expect = spec_of(global_state)
         update, info = await self._call("train", global_state, args, expect, self.train_timeout)
-        try:
-            seconds, samples, loss = info["seconds"], info["samples"], info["final_loss"]
-            if not (_number(seconds) and seconds >= 0 and _int(samples) and _number(loss)):
-                raise TypeError
-        except (KeyError, TypeError):
-            raise self._failed("garbage", f"train result {str(info)[:200]}") from None
-        return TrainResult(update, float(seconds), int(samples), float(loss))
+        seconds, samples = info.get("seconds"), info.get("samples")
+        metrics = _metrics(info.get("metrics"))
+        if not (_number(seconds) and seconds >= 0 and _count(samples)) or metrics is None:
+            raise await self._refuse(f"train result {str(info)[:200]}")
+        return TrainResult(update, float(seconds), samples, metrics)
 
     async def evaluate_async(
         self, state: Mapping[str, torch.Tensor], split: SplitName = "val"
     ) -> Evaluation:
-        _, info = await self._call(
-            "evaluate", state, self._args(split=split), None, self.eval_timeout
-        )
-        correct, total = info.get("correct"), info.get("total")
-        if not (isinstance(correct, int) and isinstance(total, int)) or not (
-            _int(correct) and _int(total) and 0 <= correct <= total
-        ):
-            raise self._failed("garbage", f"evaluate result {str(info)[:200]}")
-        return Evaluation(correct, total)
+        if split == "test" and not self.has_test:
+            raise DataError("no test set ([data] test_path is for testers' reports)")
+        args = self._args(split=split)
+        _, info = await self._call("evaluate", state, args, None, self.eval_timeout)
+        score, samples = info.get("score"), info.get("samples")
+        metrics = _metrics(info.get("metrics"))
+        # a score that is not a number is allowed: ``Evaluation.ppm`` ranks it below any
+        if not (_real(score) and _count(samples)) or metrics is None:
+            raise await self._refuse(f"evaluate result {str(info)[:200]}")
+        return Evaluation(float(score), samples, metrics)
 
     def close(self) -> None:
         self.worker.close()
+
+    async def _sizes(self, got: tuple[dict[str, torch.Tensor], dict[str, Any]]) -> DataSizes:
+        info = got[1]
+        train, val, test = info.get("train"), info.get("val"), info.get("test")
+        if not (_count(train) and _count(val) and (test is None or _count(test))):
+            raise await self._refuse(f"load result {str(info)[:200]}")
+        self.sizes = DataSizes(train, val, test)
+        return self.sizes
 
     async def _call(
         self,
@@ -128,72 +150,40 @@ class IsolatedLearner:
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         try:
             return await self.worker.call(
-                f"{TASKS}:{name}", tensors, args, expect=expect, timeout=timeout or self.timeout
+                f"{CALLS}:{name}", tensors, args, expect=expect, timeout=timeout or self.timeout
             )
         except WorkerFailure as e:
             limited_log.warning(e.reason, "task worker %s failed: %s", name, e)
+            if e.kind == "data":
+                raise DataError(e.detail) from None
+            if e.kind == "plugin":
+                raise PluginError(e.detail) from None
             raise
 
-    def _failed(self, reason: Reason, detail: str) -> WorkerFailure:
+    async def _refuse(self, detail: str) -> WorkerFailure:
         """A result the worker answered that does not check: counted like any failure."""
-        self.worker.kill()
-        self.worker.count(reason)
-        e = WorkerFailure(reason, detail)
-        limited_log.warning(reason, "task worker result refused: %s", e)
+        await self.worker.refuse("garbage")
+        e = WorkerFailure("garbage", detail)
+        limited_log.warning("garbage", "task worker result refused: %s", e)
         return e
 
 
-def _int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _count(v: object) -> TypeGuard[int]:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-def _number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _real(v: object) -> TypeGuard[int | float]:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def node_learner(
-    cfg: NodeConfig,
-    settings: TrainingSettings,
-    on_failure: Callable[[Reason], None],
-    phase_seconds: tuple[float, float] | None = None,
-) -> RoundLearner:
-    """The learner ``[compute] isolation`` asks for; ``ConfigError`` (one line) if the
-    machine cannot give namespace isolation. ``phase_seconds``: the task's train and
-    commit phase lengths (``IsolatedLearner.from_settings``)."""
-    c = cfg.compute
-    try:
-        device = resolve_device(c.device)
-    except DeviceUnavailable as e:
-        raise ConfigError(cfg.source, "compute.device", str(e)) from None
-    if c.isolation == "none":
-        return Learner.from_settings(settings, cfg.data.node_index, cfg.data.num_nodes, device)
-    if c.isolation == "namespace":
-        try:
-            probe()
-        except IsolationUnavailable as e:
-            raise ConfigError(
-                cfg.source,
-                "compute.isolation",
-                f"namespace isolation is unavailable here: {e}; "
-                'set isolation = "process" or "none" to run task code without it',
-            ) from None
-    read_only = [str(cfg.path(p)) for p in c.read_only]
-    if cfg.data.path:
-        read_only.append(str(cfg.path(cfg.data.path)))
-    spec = WorkerSpec(
-        isolation=c.isolation,
-        base=str(cfg.data_path / "worker"),
-        read_only=tuple(read_only),
-        memory_bytes=c.memory_mb << 20,
-        threads=c.threads,
-        device=device,
-    )
-    return IsolatedLearner.from_settings(
-        settings,
-        cfg.data.node_index,
-        cfg.data.num_nodes,
-        spec,
-        timeout=c.timeout_seconds,
-        phase_seconds=phase_seconds,
-        on_failure=on_failure,
-    )
+def _number(v: object) -> TypeGuard[int | float]:
+    return _real(v) and math.isfinite(v)
+
+
+def _metrics(v: Any) -> dict[str, float] | None:
+    """A task's named metrics as floats; None if they are not that."""
+    if not isinstance(v, dict) or len(v) > MAX_METRICS:
+        return None
+    if not all(isinstance(k, str) and _real(x) for k, x in v.items()):
+        return None
+    return {k: float(x) for k, x in v.items()}

@@ -27,6 +27,8 @@ HEADER_ALLOWANCE = 64 * 1024  # safetensors header beyond the raw tensor bytes
 
 Reason = Literal["crash", "oom", "timeout", "garbage", "error", "unavailable"]
 REASONS: tuple[Reason, ...] = ("crash", "oom", "timeout", "garbage", "error", "unavailable")
+# what a task's ``error`` was: bad data or a task that does not resolve (one line each)
+ErrorKind = Literal["", "data", "plugin"]
 
 # What a tensor is expected to look like: name -> (shape, dtype).
 TensorSpec = Mapping[str, tuple[tuple[int, ...], torch.dtype]]
@@ -41,9 +43,10 @@ class WorkerFailure(FlockError):
     be started).
     """
 
-    def __init__(self, reason: Reason, detail: str) -> None:
+    def __init__(self, reason: Reason, detail: str, kind: ErrorKind = "") -> None:
         self.reason = reason
         self.detail = detail
+        self.kind = kind  # for ``error``: "data" (DataError), "plugin" (PluginError) or ""
         super().__init__(f"task worker {reason}: {detail}")
 
 
@@ -79,6 +82,7 @@ class Answer:
     tensor_bytes: int
     reason: Reason
     detail: str
+    kind: ErrorKind = ""
 
 
 def decode_answer(line: bytes, want_id: int) -> Answer:
@@ -103,7 +107,10 @@ def decode_answer(line: bytes, want_id: int) -> Answer:
         detail = body.get("detail")
         if reason not in ("oom", "error") or not isinstance(detail, str):
             raise WorkerFailure("garbage", "failure answer without a known reason")
-        return Answer(want_id, False, {}, 0, reason, detail[:500])
+        kind = body.get("kind", "")
+        if kind not in ("", "data", "plugin"):
+            kind = ""
+        return Answer(want_id, False, {}, 0, reason, detail[:500], kind)
     raise WorkerFailure("garbage", "answer without 'ok'")
 
 

@@ -31,6 +31,7 @@ password reaches task code in either mode.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import os
 import shutil
@@ -120,6 +121,36 @@ def worker_env(spec: WorkerSpec) -> dict[str, str]:
         "LANG": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",
     }
+
+
+def task_import_path(task: str) -> tuple[str, ...]:
+    """The directory the worker must import a ``module:attr`` task from (bound
+    read-only and put on its ``sys.path``); empty for a built-in task or a module
+    of the installed environment, which the jail binds anyway.
+
+    Found with ``importlib.util.find_spec`` of the top-level name, which runs
+    none of the task's code.
+    """
+    module, sep, _ = task.partition(":")
+    if not sep:
+        return ()
+    top = module.split(".")[0]
+    if top == "flocknode":
+        return ()
+    try:
+        found = importlib.util.find_spec(top)
+    except (ImportError, ValueError):
+        return ()  # the task does not resolve: the worker says so in one line
+    origin = found.origin if found is not None else None
+    if found is None or not found.has_location or origin is None:
+        return ()
+    where = Path(origin).parent
+    if found.submodule_search_locations:  # a package: its parent holds it
+        where = where.parent
+    base = {Path(sys.prefix), Path(sys.base_prefix)}
+    if any(b == where or b in where.parents for b in base):
+        return ()
+    return (str(where),)
 
 
 @functools.cache

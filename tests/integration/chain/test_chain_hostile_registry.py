@@ -95,7 +95,8 @@ def test_finding1_registry_read_survives_junk_multiaddrs(chain: AnvilChain) -> N
 
     # `flocknode status` of a wallet whose own record holds junk
     status = collect_status(task.client(4), not_utf8)
-    assert status["multiaddrs"] == ["/ip4/127.0.0.1/tcp/\\xff\\xfe", "\\x80\\x81"]
+    assert status.registration is not None
+    assert status.registration.multiaddrs == ("/ip4/127.0.0.1/tcp/\\xff\\xfe", "\\x80\\x81")
     assert "addresses     /ip4/127.0.0.1/tcp/\\xff\\xfe, \\x80\\x81" in format_status(status)
 
 

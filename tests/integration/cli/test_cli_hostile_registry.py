@@ -23,6 +23,7 @@ from flocknode.chain.anvil import AnvilChain
 from flocknode.cli import main
 from flocknode.config import load_config
 from flocknode.identity import BoxKey, PeerKey, sign_registration
+from flocknode.learning import DigitsMLP, write_shards
 from flocknode.node import FlockNode, prepare
 
 pytestmark = pytest.mark.integration
@@ -79,6 +80,8 @@ def test_finding1_status_doctor_and_node_start_with_junk_registrations(
     cfg = node / "node.toml"
     text = cfg.read_text().replace('task = ""', f'task = "{task}"')
     text = text.replace(f"/ip4/0.0.0.0/tcp/{port}", f"/ip4/127.0.0.1/tcp/{port}")
+    shards = write_shards(DigitsMLP(), tmp_path / "data", 1, "iid")  # the participant's files
+    text = text.replace('\npath = ""', f'\npath = "{shards.nodes[0]}"')
     cfg.write_text(text.replace("enabled = true", "enabled = false"))  # no HTTP port needed
     monkeypatch.setenv("FLOCKNODE_PRIVATE_KEY", anvil_chain.private_keys[1])
     rc, _, err = run(capsys, "register", "-c", str(cfg))
@@ -97,9 +100,9 @@ def test_finding1_status_doctor_and_node_start_with_junk_registrations(
 
     rc, out, err = run(capsys, "doctor", "-c", str(cfg), "--json", "--peer-timeout", "1")
     checks = {c["name"]: c for c in json.loads(out)["checks"]}
-    assert len(checks) == 10, err
+    assert len(checks) == 11, err
     assert all("unexpected error" not in c["detail"] for c in checks.values()), checks
-    for name in ("config", "keys", "rpc", "task", "settings", "stake", "addresses"):
+    for name in ("config", "keys", "rpc", "task", "settings", "data", "stake", "addresses"):
         assert checks[name]["status"] == "PASS", checks[name]
     # the registry was read: nobody else is a usable, staked member
     assert checks["peers"]["detail"] == "no other staked participant is registered in the task"
@@ -122,4 +125,4 @@ def test_finding1_status_doctor_and_node_start_with_junk_registrations(
         "multiaddr_invalid": 1,
         "no_valid_multiaddr": 2,
     }
-    assert flock.status()["registry"]["ignored"]["no_valid_multiaddr"] == 2
+    assert flock.status().registry_ignored["no_valid_multiaddr"] == 2

@@ -1,6 +1,6 @@
 """finalizeRound on a real anvil: one vote per seat, quorum edges, the
 acceptance rule (half the winners' scores >= 0), rewards arithmetic and every
-slash of PROTOCOL.md step 8.
+slash of docs/protocol.md, step 8.
 
 Base deployment: 3 proposers, 3 voters, quorum 6666, stake 200 each, reward 10
 per round (half to proposers), slash 10%, idle slash 1%, pool 100.

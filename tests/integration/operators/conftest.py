@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flocknode.cluster.launcher import ClusterSpec, create_cluster, down, node_status
+from flocknode.cluster.launcher import ClusterSpec, _alive, create_cluster, down, node_status
 from tests.integration.operators.operators_cluster import OperatorCluster
 
 # 1 proposer and 2 voters in 4 nodes: a round reaches quorum only if both voters
@@ -39,7 +39,11 @@ def op_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorClu
         h.start()
         yield h
     finally:
-        down(state)
+        stopped = down(state)
+    # down returns only once every process it started is gone (anvil included)
+    pids = [state.anvil_pid, *(n.pid for n in state.nodes)]
+    assert [p for p in pids if p and _alive(p)] == [], stopped
+    assert {s.name for s in stopped} == {"anvil", *(n.name for n in state.nodes)}
 
 
 @pytest.fixture(scope="package")
@@ -51,8 +55,11 @@ def settled(op_cluster: OperatorCluster) -> OperatorCluster:
     h.wait_all_hold(final.global_model_hash_after, names, timeout=120)
 
     def all_see_the_end() -> bool:
-        docs = [node_status(n) for n in h.state.nodes]
-        return all(d.get("round") == SPEC.rounds and d.get("phase") == "finalized" for d in docs)
+        docs = [node_status(n).status for n in h.state.nodes]
+        return all(
+            d is not None and d.round.number == SPEC.rounds and d.round.phase == "finalized"
+            for d in docs
+        )
 
     h.wait("every node to see the last round finalized", all_see_the_end, 60, poll=0.25)
     return h

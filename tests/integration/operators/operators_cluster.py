@@ -114,7 +114,7 @@ class OperatorCluster(Harness):
 
     def wait_up(self, name: str, since: float, timeout: float = 120) -> None:
         """Wait until ``name`` (started at wall time ``since``) writes its status file."""
-        path = Path(self.state.node(name).data_dir) / "status.json"
+        path = self.state.node(name).layout.status_file
 
         def fresh() -> bool:
             try:
@@ -125,7 +125,7 @@ class OperatorCluster(Harness):
         self.wait(f"{name} to come up", fresh, timeout, poll=0.25)
 
     def log_text(self, name: str) -> str:
-        return (Path(self.state.node(name).data_dir) / "node.log").read_text(errors="replace")
+        return self.state.node(name).layout.log_file.read_text(errors="replace")
 
     def url(self, name: str) -> str:
         return self.state.node(name).http_url

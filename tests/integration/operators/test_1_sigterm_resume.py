@@ -1,5 +1,5 @@
 """SIGTERM (what systemd sends on stop) in the train, commit and reveal phases, then a
-restart: the node exits before systemd's stop timeout and loses nothing (PROTOCOL.md
+restart: the node exits before systemd's stop timeout and loses nothing (docs/protocol.md,
 "Local state"): a proposer stopped while training still gets its update in, a voter
 stopped after its commitment or before its reveal still reveals (journal resume).
 

@@ -95,7 +95,7 @@ def test_cli_exit_codes_and_lines(
     assert good.returncode == 0, good.stdout + good.stderr
     lines = good.stdout.splitlines()
     assert (
-        sum(line.startswith("PASS ") for line in lines) == 10 and lines[-1] == "all checks passed"
+        sum(line.startswith("PASS ") for line in lines) == 11 and lines[-1] == "all checks passed"
     )
     bad = copy(('rpc_url = "', 'rpc_url = "http://127.0.0.1:9/x'))
     out = subprocess.run([*cmd, str(bad), "--json"], env=env, capture_output=True, text=True)
@@ -152,6 +152,15 @@ def test_wrong_task_and_settings(
     assert failed(checks) == ["settings"], checks
     detail = checks["settings"].detail  # names the setting when the task published its own
     assert "learning_rate" in detail or "differs from the task's configHash" in detail, detail
+
+
+def test_bad_data_is_named(copy: Callable[..., Path], tmp_path: Path) -> None:
+    bad = tmp_path / "mine.csv"
+    bad.write_text("p0,label\n1,3\n")  # digits-mlp needs p0..p63
+    checks = results(copy(('\npath = "', f'\npath = "{bad}" # was ')))
+    assert failed(checks) == ["data"], checks
+    assert checks["data"].detail == f"{bad}: no column 'p1' (the task needs it)"
+    assert "[data] path" in checks["data"].fix
 
 
 def test_unregistered_unstaked_and_poor_wallet(

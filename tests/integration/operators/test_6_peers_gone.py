@@ -53,7 +53,11 @@ def test_no_peers_not_ready_and_doctor_says_why(
         assert "not ready" in r.read().decode()
 
     # doctor reads a running node's status.json (rewritten every second)
-    h.wait("status.json", lambda: node_status(h.state.node("node-0")).get("peers") == [], 10)
+    def no_peers() -> bool:
+        s = node_status(h.state.node("node-0")).status
+        return s is not None and s.p2p.peers == ()
+
+    h.wait("status.json", no_peers, 10)
     monkeypatch.setenv(ENV_PRIVATE_KEY, h.state.node("node-0").key)
     checks = {c.name: c for c in Doctor(Path(h.state.node("node-0").data_dir) / "node.toml").run()}
     assert checks["peers"].status == "FAIL" and checks["peers"].fix, checks["peers"]

@@ -101,9 +101,10 @@ def test_finding2_rounds_finalize_with_hostile_registrants(tmp_path: Path) -> No
         slashed = [e for e in h.events(Slashed) if e.wallet in honest]
         assert slashed == [], slashed
         for n in h.state.nodes:  # every node still runs and ignores both registrants
-            s = node_status(h.state.node(n.name))
-            assert s["alive"] and s.get("round", 0) >= 2, (n.name, h.tails())
-            ignored = s["registry"]["ignored"]
+            report = node_status(h.state.node(n.name))
+            s = report.status
+            assert report.alive and s is not None and s.round.number >= 2, (n.name, h.tails())
+            ignored = s.registry_ignored
             assert ignored["no_valid_multiaddr"] == 1, ignored
             assert ignored.get("bad_box_key", 0) == int(low_stored), ignored
         members = {m.wallet for m in h.client.registry().members}

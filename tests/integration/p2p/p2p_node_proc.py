@@ -18,7 +18,7 @@ from flocknode.identity.keys import PeerKey
 from flocknode.p2p.content import DirectoryBlobSource
 from flocknode.p2p.host import HostConfig, P2PHost
 from flocknode.p2p.membership import StaticMembership
-from flocknode.p2p.streams import ContentServer
+from flocknode.p2p.serve import ContentServer
 
 
 async def main(args: dict[str, Any]) -> None:

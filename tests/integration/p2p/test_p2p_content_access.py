@@ -17,10 +17,12 @@ import trio
 from flocknode.crypto.canonical import MAGIC as MODEL_MAGIC
 from flocknode.crypto.canonical import canonical_bytes
 from flocknode.p2p.content import MemorySink, PrefixedSource, SealedBlobs
+from flocknode.p2p.fetch import FetchFailed, fetch
 from flocknode.p2p.framing import PROTOCOL_BLOB, PROTOCOL_MODEL
 from flocknode.p2p.membership import StaticMembership
 from flocknode.p2p.metrics import STREAM_REFUSED
-from flocknode.p2p.streams import ContentServer, FetchFailed, StreamLimits, fetch
+from flocknode.p2p.serve import ContentServer
+from flocknode.p2p.stream_io import StreamLimits
 from flocknode.store import ContentStore, Journal
 from tests.integration.p2p.p2p_helpers import LOOPBACK, Node, running_nodes, wait_connected
 

@@ -18,10 +18,11 @@ from libp2p.network.stream.exceptions import StreamError
 from libp2p.peer.id import ID
 
 from flocknode.identity.keys import PeerKey
-from flocknode.p2p.host import P2PHost
+from flocknode.p2p import compat
+from flocknode.p2p.host import MEMBERS_ONLY_BUILTINS, P2PHost
 from flocknode.p2p.membership import StaticMembership
 from flocknode.p2p.metrics import BUILTIN_REFUSED, CONN_REFUSED, DIAL_REFUSED, OUTBOUND_REFUSED
-from tests.integration.p2p.p2p_helpers import LOOPBACK, start_node, wait_until
+from tests.integration.p2p.p2p_helpers import LOOPBACK, TOPIC, start_node, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -72,6 +73,9 @@ async def test_libp2p_does_not_dial_a_non_member_by_itself() -> None:
     async with trio.open_nursery() as nursery:
         a = await start_node(nursery, membership, config=QUIET)
         x = await start_node(nursery, StaticMembership(), member=False, config=QUIET)
+        # every gate is still in force on a running host with its gossip subscribed
+        compat.verify_installed(a.p2p.host, a.p2p.pubsub, MEMBERS_ONLY_BUILTINS)
+        assert a.p2p.pubsub.allowed_topics == frozenset({TOPIC})
         a.p2p.host.get_peerstore().add_addrs(x.peer_id, x.p2p.host.get_transport_addrs(), 60)
         # host.new_stream is how pubsub and identify open streams (and redial, not
         # through our dialer): the stream gate refuses a non-member at once ...

@@ -13,9 +13,10 @@ from flocknode.identity.keys import PeerKey
 from flocknode.p2p.codec import encode_message
 from flocknode.p2p.gossip import Received
 from flocknode.p2p.membership import StaticMembership
-from flocknode.p2p.messages import KeyWrap, KeyWraps, ModelAvailable, UpdateAnnounce
+from flocknode.p2p.messages import KeyWraps, ModelAvailable, UpdateAnnounce, WireKeyWrap
 from flocknode.p2p.metrics import CONN_REFUSED, GOSSIP_DROPPED
 from tests.integration.p2p.p2p_helpers import (
+    Node,
     drain,
     running_nodes,
     start_node,
@@ -74,7 +75,7 @@ async def test_validator_drops_and_counts_stale_future_and_malformed() -> None:
             a.gossip.topic, encode_message(ModelAvailable(9, b"\x01" * 32, 9))
         )
         await a.p2p.pubsub.publish(a.gossip.topic, b"\xc1 not msgpack")
-        wraps = KeyWraps(6, b"\x02" * 32, (KeyWrap(b"\x03" * 32, b"\x04" * 72),))
+        wraps = KeyWraps(6, b"\x02" * 32, (WireKeyWrap(b"\x03" * 32, b"\x04" * 72),))
         await a.gossip.publish(wraps)  # next round: accepted
         await wait_until(lambda: any(r.message == wraps for r in drain(b)), timeout=10)
         dropped = a.p2p.metrics.reasons(GOSSIP_DROPPED)  # dropped at the origin already
@@ -113,19 +114,34 @@ async def test_unregistered_peer_is_disconnected_and_its_gossip_not_delivered() 
         outsider_view = StaticMembership(round_number=1)
         for n in (a, b):
             outsider_view.add(n.peer_id, membership.addrs(n.peer_id))
+        received: dict[str, list[Received]] = {"a": [], "b": [], "outsider": []}
+
+        def collect(name: str, node: Node) -> list[Received]:
+            received[name].extend(drain(node))
+            return received[name]
+
         async with trio.open_nursery() as nursery:
             outsider = await start_node(nursery, outsider_view, member=False)
             outsider_view.add(outsider.peer_id, [])
             await wait_until(lambda: a.p2p.metrics.get(CONN_REFUSED, "not_member") >= 1, 10)
-            for _ in range(3):
+            for i in range(3):
                 with contextlib.suppress(Exception):
                     await outsider.gossip.publish(UpdateAnnounce(1, b"\x06" * 32, 7))
-                await trio.sleep(0.3)
+                # delivered to itself: published and handed to every peer it sends to
+                await wait_until(lambda k=i + 1: len(collect("outsider", outsider)) >= k, 10)
+            # a and b closed the outsider and never took a pubsub stream from it: the
+            # guard resets a non-member's stream before reading a frame
+            for node in (a, b):
+                await wait_until(
+                    lambda node=node: outsider.peer_id not in node.p2p.connected_peers(), 10
+                )
+                assert outsider.peer_id not in node.p2p.pubsub.peers
             await a.gossip.publish(UpdateAnnounce(1, b"\x07" * 32, 8))
-            await wait_until(lambda: any(r.origin == a.peer_id for r in drain(b)), 10)
-            await trio.sleep(0.5)
+            await wait_until(lambda: any(r.origin == a.peer_id for r in collect("b", b)), 10)
+            collect("a", a)
+            for name in ("a", "b"):
+                assert all(r.origin != outsider.peer_id for r in received[name])
             for n in (a, b):
-                assert all(r.origin != outsider.peer_id for r in drain(n))
                 assert n.p2p.metrics.total(CONN_REFUSED) >= 1
             outsider.gossip.stop()
             outsider.p2p.stop()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import socket
 from dataclasses import replace
 
 import pytest
 import trio
+from libp2p.peer.peerinfo import PeerInfo
 from multiaddr import Multiaddr
 
 from flocknode.identity.keys import PeerKey
@@ -79,18 +81,24 @@ async def test_non_member_connection_is_closed_and_redials_back_off() -> None:
         outsider_view = StaticMembership()
         outsider_view.add(a.peer_id, membership.addrs(a.peer_id))
         outsider = P2PHost(PeerKey.generate(), outsider_view, LOOPBACK)
+        # (when, failures so far) of every dial the outsider's dialer starts
+        dials: list[tuple[float, int]] = []
+        connect = outsider.host.connect
+
+        async def recording_connect(info: PeerInfo) -> None:
+            dials.append((trio.current_time(), outsider.dialer.failures(a.peer_id)))
+            await connect(info)
+
+        outsider.host.connect = recording_connect  # type: ignore[method-assign]
         async with trio.open_nursery() as nursery:
             await nursery.start(outsider.run)
             await wait_until(lambda: a.p2p.metrics.get(CONN_REFUSED, "not_member") >= 1, 10)
             await wait_until(lambda: outsider.peer_id not in a.p2p.connected_peers(), 10)
-            # connections that end at once count as failures: the outsider backs off
-            await wait_until(lambda: outsider.dialer.failures(a.peer_id) >= 5, 20)
-            failures = outsider.dialer.failures(a.peer_id)
-            # delays are now at the 2 s cap (>= 1.6 s with jitter): in 4 s at most three
-            # attempts end, each counted at most twice (the dial and the short-lived
-            # connection); without backoff (0.2 s) it would be 8-16 attempts
-            await trio.sleep(4.0)
-            assert outsider.dialer.failures(a.peer_id) <= failures + 6
+            # connections that end at once count as failures: the outsider backs off,
+            # and from 5 failures on its delay is at the 2 s cap (>= 1.6 s with jitter)
+            await wait_until(lambda: sum(f >= 5 for _, f in dials) >= 2, 30)
+            gaps = [t1 - t0 for (t0, _), (t1, f1) in itertools.pairwise(dials) if f1 >= 5]
+            assert len(gaps) >= 2 and min(gaps) >= 1.6  # without backoff: 0.2 s apart
             outsider.stop()
 
 

@@ -12,10 +12,11 @@ import trio
 
 from flocknode.identity.keys import PeerKey
 from flocknode.p2p.content import DirectoryBlobSource
+from flocknode.p2p.fetch import fetch
 from flocknode.p2p.framing import PROTOCOL_BLOB
 from flocknode.p2p.membership import StaticMembership
 from flocknode.p2p.messages import UpdateAnnounce
-from flocknode.p2p.streams import ContentServer, fetch
+from flocknode.p2p.serve import ContentServer
 from tests.integration.p2p.p2p_helpers import (
     RecordingSink,
     drain,

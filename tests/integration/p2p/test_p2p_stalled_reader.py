@@ -35,11 +35,12 @@ from multiaddr import Multiaddr
 
 from flocknode.identity.keys import PeerKey
 from flocknode.p2p.content import DirectoryBlobSource, MemorySink
+from flocknode.p2p.fetch import fetch
 from flocknode.p2p.framing import PROTOCOL_BLOB
 from flocknode.p2p.membership import StaticMembership
 from flocknode.p2p.metrics import STREAM_SERVED
-from flocknode.p2p.stream_io import RESET_TIMEOUT
-from flocknode.p2p.streams import ContentServer, StreamLimits, fetch
+from flocknode.p2p.serve import ContentServer
+from flocknode.p2p.stream_io import RESET_TIMEOUT, StreamLimits
 from tests.integration.p2p.p2p_helpers import running_nodes, wait_until, write_blob
 
 pytestmark = pytest.mark.integration

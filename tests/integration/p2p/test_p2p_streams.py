@@ -14,6 +14,7 @@ from libp2p.abc import INetStream
 
 from flocknode.identity.keys import PeerKey
 from flocknode.p2p.content import DirectoryBlobSource, FileSink, MemorySink, Pieces
+from flocknode.p2p.fetch import Attempt, FetchFailed, fetch
 from flocknode.p2p.framing import (
     MAX_FRAME,
     PROTOCOL_BLOB,
@@ -24,13 +25,15 @@ from flocknode.p2p.framing import (
 )
 from flocknode.p2p.membership import StaticMembership
 from flocknode.p2p.metrics import FETCH_ATTEMPT_FAILED, STREAM_REFUSED
-from flocknode.p2p.streams import Attempt, ContentServer, FetchFailed, StreamLimits, fetch
+from flocknode.p2p.serve import ContentServer
+from flocknode.p2p.stream_io import StreamLimits
 from tests.integration.p2p.p2p_helpers import (
     LOOPBACK,
     Node,
     RecordingSink,
     running_nodes,
     wait_connected,
+    wait_until,
     write_blob,
 )
 
@@ -357,10 +360,11 @@ async def test_per_peer_stream_limit_refuses_the_excess(tmp_path: Path) -> None:
         await wait_connected([server, member])
         source = DirectoryBlobSource(tmp_path / "src")
         limits = StreamLimits(max_streams_per_peer=2, request_timeout=3.0)
-        ContentServer(server.p2p, source, source, limits).install()
+        content_server = ContentServer(server.p2p, source, source, limits)
+        content_server.install()
         # two streams that never send their request hold both slots
         held = [await member.p2p.open_stream(server.peer_id, [PROTOCOL_MODEL]) for _ in range(2)]
-        await trio.sleep(0.2)
+        await wait_until(lambda: content_server.awaiting_request(member.peer_id) == 2, 10)
         with pytest.raises(FetchFailed) as err:
             await fetch(
                 member.p2p,
@@ -373,7 +377,13 @@ async def test_per_peer_stream_limit_refuses_the_excess(tmp_path: Path) -> None:
             )
         assert err.value.attempts[0].reason == "refused_busy"
         # a stalled requester is cut off after request_timeout; the slots free up
-        await trio.sleep(limits.request_timeout + 0.5)
+        await wait_until(
+            lambda: (
+                server.p2p.metrics.get(STREAM_REFUSED, "bad_request") == 2
+                and content_server.awaiting_request(member.peer_id) == 0
+            ),
+            15,
+        )
         sink = MemorySink()
         await fetch(member.p2p, PROTOCOL_MODEL, cid, [server.peer_id], sink, max_size=8 << 20)
         assert sink.data is not None and hashlib.sha256(sink.data).digest() == cid

@@ -77,11 +77,8 @@ class Harness:
         want = "0x" + model_hash.hex()
 
         def check() -> bool:
-            return all(
-                node_status(self.state.node(n)).get("global_model_hash") == want
-                and node_status(self.state.node(n)).get("holds_global_model")
-                for n in names
-            )
+            docs = [node_status(self.state.node(n)).status for n in names]
+            return all(s is not None and s.model.held and s.model.global_hash == want for s in docs)
 
         self.wait(f"nodes {names} to hold {want[:12]}", check, timeout, poll=0.25)
 

@@ -1,4 +1,4 @@
-"""Rounds end to end with real node processes on a real anvil (PROTOCOL.md "A round").
+"""Rounds end to end with real node processes on a real anvil (docs/protocol.md, "A round").
 
 Each test runs one local cluster; the draw is random, so the tests steer it
 with stake (a node with ten times the stake of the others almost always takes

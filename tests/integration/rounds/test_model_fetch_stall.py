@@ -26,12 +26,12 @@ from flocknode.p2p.gossip import Received
 from flocknode.p2p.membership import StaticMembership
 from flocknode.p2p.messages import ModelAvailable
 from flocknode.p2p.metrics import FETCH_ATTEMPT_FAILED
-from flocknode.p2p.streams import ContentServer
-from flocknode.rounds.context import ChainView
-from flocknode.rounds.engine import RoundEngine
+from flocknode.p2p.serve import ContentServer
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.metrics import RoundMetrics
+from flocknode.rounds.model_keeper import ModelKeeper
 from flocknode.rounds.models import ModelBook, attempt_budget
+from flocknode.rounds.snapshot import ChainFeed
 from flocknode.store import ContentStore
 from tests.integration.p2p.p2p_helpers import Node, running_nodes, wait_connected
 
@@ -90,16 +90,18 @@ def fetcher_book(node: Node, root: Path) -> ModelBook:
     return book
 
 
-def engine_for(book: ModelBook, winners: list[ID]) -> RoundEngine:
-    ctx = SimpleNamespace(
-        chain=ChainView(),
+def engine_for(book: ModelBook, winners: list[ID]) -> ModelKeeper:
+    engine = ModelKeeper(
+        client=SimpleNamespace(),  # type: ignore[arg-type]
+        feed=ChainFeed(),
+        models=book,
+        inbox=Inbox(bytes(32)),
+        gossip=SimpleNamespace(),  # type: ignore[arg-type]
+        learner=None,
         params=PARAMS,
         wallet="0x" + "ab" * 20,
-        inbox=Inbox(bytes(32)),
-        models=book,
         metrics=RoundMetrics(),
     )
-    engine = RoundEngine(ctx)  # type: ignore[arg-type]
 
     async def winning_voters(h: bytes) -> list[Any]:  # what the chain's revealed votes say
         return list(winners)
@@ -119,7 +121,7 @@ async def test_finding3_announcer_claiming_a_huge_size_does_not_stall_the_model_
         book = fetcher_book(node, tmp_path / "node")
         engine = engine_for(book, [winner.peer_id])
         # the attacker announced the model first, as any member can
-        engine.ctx.inbox.on_message(Received(bad.peer_id, ModelAvailable(1, h, HUGE)))
+        engine.inbox.on_message(Received(bad.peer_id, ModelAvailable(1, h, HUGE)))
         t0 = trio.current_time()
         with trio.fail_after(20):  # 599c82c: the announcer first, 10 s + 1 GiB at 1 MiB/s
             await engine._fetch_model(h)

@@ -57,6 +57,11 @@ def journal(n: NodeInfo) -> dict[int, RoundRecord]:
     return out
 
 
+def _counters(n: NodeInfo) -> dict[str, int]:
+    s = node_status(n).status
+    return dict(s.counters) if s else {}
+
+
 def objects(n: NodeInfo) -> set[bytes]:
     names = (p.name for p in (Path(n.data_dir) / "store").iterdir())
     return {bytes.fromhex(name) for name in names if len(name) == 64}
@@ -65,7 +70,7 @@ def objects(n: NodeInfo) -> set[bytes]:
 def problems(n: NodeInfo, old_objects: set[bytes], final: bytes) -> list[Any]:
     """What is left that retention should have removed (empty once it has)."""
     out: list[Any] = []
-    if "store_pruned_objects" not in (node_status(n).get("counters") or {}):
+    if "store_pruned_objects" not in _counters(n):
         out.append("no prune yet")
     recs = journal(n)
     applied = [bytes.fromhex(recs[r].applied_model) for r in sorted(recs, reverse=True)]
@@ -110,9 +115,8 @@ def test_nodes_keep_a_bounded_store_and_restart_on_it(tmp_path: Path) -> None:
         h.wait_all_hold(final, ["node-0"], timeout=60)
 
         def pruned_again() -> bool:
-            counters = node_status(h.state.node("node-0")).get("counters") or {}
-            return "store_pruned_objects" in counters
+            return "store_pruned_objects" in _counters(h.state.node("node-0"))
 
         h.wait("node-0 to prune after its restart", pruned_again, 30, poll=0.25)
-        counters = node_status(h.state.node("node-0"))["counters"]
+        counters = _counters(h.state.node("node-0"))
         assert "store_prune_errors" not in counters, counters

@@ -10,7 +10,6 @@ from __future__ import annotations
 import ctypes
 import os
 import socket
-import time
 from typing import Any
 
 import torch
@@ -50,16 +49,6 @@ def environment(tensors: dict[str, torch.Tensor], args: dict[str, Any]) -> Out:
     return {}, {"env": sorted(os.environ), "cap_eff": effective, "cap_bnd": bounding}
 
 
-def hog(tensors: dict[str, torch.Tensor], args: dict[str, Any]) -> Out:
-    held = [bytearray(1 << 28) for _ in range(args["chunks"])]  # 256 MiB each
-    return {}, {"held": len(held)}
-
-
-def hang(tensors: dict[str, torch.Tensor], args: dict[str, Any]) -> Out:
-    while True:
-        time.sleep(60)
-
-
 def segfault(tensors: dict[str, torch.Tensor], args: dict[str, Any]) -> Out:
     ctypes.string_at(0)  # a real invalid read: SIGSEGV from the kernel
     return {}, {}
@@ -71,10 +60,6 @@ def exits(tensors: dict[str, torch.Tensor], args: dict[str, Any]) -> Out:
 
 def raises(tensors: dict[str, torch.Tensor], args: dict[str, Any]) -> Out:
     raise ValueError("the task's own bug")
-
-
-def wrong_shape(tensors: dict[str, torch.Tensor], args: dict[str, Any]) -> Out:
-    return {name: torch.zeros(3, 3) for name in tensors}, {}
 
 
 def non_finite(tensors: dict[str, torch.Tensor], args: dict[str, Any]) -> Out:

@@ -1,63 +1,89 @@
-"""``IsolatedLearner``: real digits training in the jailed worker gives the daemon's bits."""
+"""``IsolatedLearner`` against the in-process ``Learner``: the same task code in the
+jailed worker gives the same bits (updates, metrics, evaluations), for the built-in
+tasks and a third-party task package imported from its own directory."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
-from flocknode.learning.learner import Learner
-from flocknode.learning.settings import TrainingSettings
+from flocknode.learning import Learner, TrainingSettings, load_task, write_shards
+from flocknode.learning.task import DataError
+from flocknode.worker.client import TaskWorker
 from flocknode.worker.learner import IsolatedLearner
-from flocknode.worker.protocol import WorkerFailure
-from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec, probe
+from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec, probe, task_import_path
 
-SETTINGS = TrainingSettings(local_steps=20)
+FIXTURE_TASKS = Path(__file__).resolve().parents[2] / "fixtures" / "tasks"
+SETTINGS = [
+    TrainingSettings(task="digits-mlp", local_steps=20),
+    TrainingSettings(task="digits-cnn", local_steps=8, batch_size=32),  # BatchNorm: int64 too
+    TrainingSettings(task="example_task:TASK", optimizer="sgd", learning_rate=0.5, local_steps=20),
+]
 
 
 @pytest.fixture
-async def isolated(tmp_path: Path) -> AsyncIterator[tuple[IsolatedLearner, list[str]]]:
+def on_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.syspath_prepend(str(FIXTURE_TASKS))
+    yield
+
+
+async def test_same_bits_as_in_process(tmp_path: Path, on_path: None) -> None:
+    """One jailed worker serves the three tasks in turn (a worker start is the slow part)."""
     try:
         probe()
     except IsolationUnavailable as e:
         pytest.skip(f"no namespaces on this machine: {e}")
+    shards = {s.task: write_shards(load_task(s.task), tmp_path / s.task, 3) for s in SETTINGS}
+    paths = tuple(str(p) for sh in shards.values() for p in (sh.nodes[1], sh.test))
     reasons: list[str] = []
-    spec = WorkerSpec("namespace", str(tmp_path / "worker"), threads=torch.get_num_threads())
-    learner = IsolatedLearner.from_settings(
-        SETTINGS, 2, 5, spec, timeout=300, on_failure=reasons.append
+    spec = WorkerSpec(
+        "namespace",
+        str(tmp_path / "worker"),
+        read_only=paths,
+        python_path=task_import_path("example_task:TASK"),
+        threads=torch.get_num_threads(),
     )
-    yield learner, reasons
-    learner.close()
+    worker = TaskWorker(spec, reasons.append)
+    try:
+        for settings in SETTINGS:
+            sh = shards[settings.task]
+            local = Learner.from_settings(settings, sh.nodes[1], sh.test)
+            iso = IsolatedLearner(settings, worker, str(sh.nodes[1]), str(sh.test), 300)
+            init = local.initial_state()
+            assert {k: (v.dtype, v.shape) for k, v in iso.initial_state().items()} == {
+                k: (v.dtype, v.shape) for k, v in init.items()
+            }
+            assert all(torch.equal(init[k], v) for k, v in iso.initial_state().items())
+            assert await iso.warm_up_async() == local.sizes and iso.has_test
+            for seed in (7, 8):
+                want = local.train(init, seed=seed)
+                got = await iso.train_async(init, seed=seed)
+                assert (got.samples, got.metrics) == (want.samples, want.metrics)
+                assert list(got.update) == list(want.update)
+                for k, t in want.update.items():
+                    assert got.update[k].dtype == t.dtype and torch.equal(got.update[k], t), k
+            trained = {k: init[k] + want.update[k] for k in init}
+            for split in ("val", "test"):
+                assert await iso.evaluate_async(trained, split) == local.evaluate(trained, split)
+            if settings.task == "digits-cnn":
+                dtypes = {t.dtype for t in got.update.values()}
+                assert dtypes == {torch.float32, torch.int64}
+            flipped = await iso.train_async(init, seed=8, label_flip=True)
+            assert any(not torch.equal(flipped.update[k], want.update[k]) for k in init)
+        assert reasons == [] and worker.starts == 1
 
-
-async def test_same_bits_as_in_process(isolated: tuple[IsolatedLearner, list[str]]) -> None:
-    learner, reasons = isolated
-    local = Learner.from_settings(SETTINGS, 2, 5)
-    init = local.initial_state()
-    assert all(torch.equal(init[k], v) for k, v in learner.initial_state().items())
-    await learner.warm_up_async()
-    for seed in (7, 8):
-        want = local.train(init, seed=seed)
-        got = await learner.train_async(init, seed=seed)
-        assert got.samples == want.samples and got.final_loss == want.final_loss
-        assert list(got.update) == list(want.update)
-        assert all(torch.equal(got.update[k], want.update[k]) for k in want.update)
-    trained = {k: init[k] + want.update[k] for k in init}
-    for split in ("val", "test"):
-        assert await learner.evaluate_async(trained, split) == local.evaluate(trained, split)
-    flipped = await learner.train_async(init, seed=8, label_flip=True)
-    assert not torch.equal(flipped.update["0.weight"], want.update["0.weight"])
-    assert reasons == []
-
-
-async def test_task_error_is_a_counted_failure(
-    isolated: tuple[IsolatedLearner, list[str]],
-) -> None:
-    learner, reasons = isolated
-    with pytest.raises(WorkerFailure) as e:
-        await learner.evaluate_async(learner.initial_state(), "nope")  # type: ignore[arg-type]
-    assert e.value.reason == "error" and "unknown split" in e.value.detail
-    assert reasons == ["error"]
-    assert (await learner.evaluate_async(learner.initial_state(), "val")).total > 0
+        # A task error is counted and leaves the worker serving; a DataError in the
+        # worker is one in the daemon too; a split the node does not have is refused
+        # in the daemon, as the in-process learner does.
+        with pytest.raises(DataError, match="unknown split 'nope'"):
+            await iso.evaluate_async(init, "nope")  # type: ignore[arg-type]
+        no_test = IsolatedLearner(SETTINGS[0], worker, paths[0], None, 300)
+        with pytest.raises(DataError, match="no test set"):
+            await no_test.evaluate_async(init, "test")
+        assert reasons == ["error"] and worker.starts == 1
+        assert (await iso.evaluate_async(init, "val")).samples == local.sizes.val
+    finally:
+        worker.close()

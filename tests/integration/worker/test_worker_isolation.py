@@ -119,11 +119,12 @@ async def test_network_reachable_without_the_jail(
         w.close()
 
 
+# Through a task's own methods (and so through the learner's checks) the memory
+# hog, the hang and wrong shapes are in test_hostile_tasks.py; these are the
+# failures below any task interface.
 FAILURES = [
-    ("hog", "oom"),
     ("segfault", "crash"),
     ("exits", "crash"),
-    ("wrong_shape", "garbage"),
     ("non_finite", "garbage"),
     ("huge_result", "garbage"),
     ("raises", "error"),
@@ -148,19 +149,6 @@ async def test_each_failure_is_contained(jailed: tuple[TaskWorker, list[str]]) -
                 os.kill(first_pid, 0)
         await _ping(w)  # the next call is served
     assert w.failures == collections.Counter(r for _, r in FAILURES)
-
-
-async def test_hang_is_killed_at_the_deadline(jailed: tuple[TaskWorker, list[str]]) -> None:
-    w, reasons = jailed
-    first_pid = w.pid
-    assert first_pid is not None
-    with pytest.raises(WorkerFailure) as e:
-        await w.call("hostile:hang", STATE, {}, expect=SPEC, timeout=1.0)
-    assert e.value.reason == "timeout"
-    assert reasons == ["timeout"]
-    with pytest.raises(ProcessLookupError):
-        os.kill(first_pid, 0)
-    await _ping(w)
 
 
 async def test_user_namespace_jail_as_for_a_non_root_daemon(

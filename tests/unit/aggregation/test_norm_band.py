@@ -1,4 +1,7 @@
-"""The norm check's band (step scale): zero updates and majority cheaters (PROTOCOL.md step 5)."""
+"""The norm check's band (step scale): zero updates and majority cheaters.
+
+docs/protocol.md, step 5, and "Zero updates and cheaters holding most proposer seats".
+"""
 
 from __future__ import annotations
 

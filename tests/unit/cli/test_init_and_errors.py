@@ -90,3 +90,25 @@ def test_bad_input_is_one_line_and_exit_2_never_a_traceback(tmp_path: Path) -> N
         assert len(lines) == 1, r.stderr
         assert fragment in lines[0]
         assert "Traceback" not in r.stderr
+
+
+def test_init_writes_further_settings_through_the_config_model(tmp_path: Path) -> None:
+    from flocknode.commands.init import init_data_dir
+    from flocknode.errors import ConfigError
+
+    res = init_data_dir(
+        tmp_path / "n",
+        port=4102,
+        settings={
+            "data": {"node_index": 3, "num_nodes": 5},
+            "http": {"listen": "127.0.0.1:9200"},
+            "p2p": {"listen": ["/ip4/127.0.0.1/tcp/4102"]},
+        },
+    )
+    cfg = load_config(res.config, environ={})
+    assert (cfg.data.node_index, cfg.data.num_nodes) == (3, 5)
+    assert cfg.http.listen == "127.0.0.1:9200"
+    assert cfg.p2p.listen == ["/ip4/127.0.0.1/tcp/4102"]
+    with pytest.raises(ConfigError, match=r"data\.num_nodes"):  # validated before writing
+        init_data_dir(tmp_path / "m", settings={"data": {"num_nodes": 0}})
+    assert not (tmp_path / "m").exists()

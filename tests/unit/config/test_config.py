@@ -90,3 +90,23 @@ def test_flags_are_named_in_errors() -> None:
             flag_names={"chain.rpc_url": "--rpc"},
         )
     assert str(ei.value).startswith("--rpc: chain.rpc_url:")
+
+
+def test_to_toml_writes_every_setting_so_it_reads_back(tmp_path: Path) -> None:
+    from flocknode.config import to_toml
+
+    cfg = load_config(
+        overrides={
+            "chain": {"task": TASK, "password_file": 'pw "quoted"\\file', "confirmations": 3},
+            "p2p": {"listen": ["/ip4/127.0.0.1/tcp/4100"], "bootstrap": []},
+            "data": {"node_index": 2, "num_nodes": 7, "path": "data/ünï"},
+            "store": {"keep_rounds": 0},
+            "http": {"enabled": False},
+            "log": {"modules": {"libp2p": "info", "flocknode.rounds": "debug"}},
+        },
+        environ={},
+    )
+    text = to_toml(cfg, {"data.node_index": "# which shard is yours"}, "# header\n")
+    assert text.startswith("# header\n") and "# which shard is yours\nnode_index = 2\n" in text
+    back = load_config(write(tmp_path, text), environ={})
+    assert back.model_dump() == cfg.model_dump()

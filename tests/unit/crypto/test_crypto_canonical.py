@@ -92,7 +92,7 @@ def test_zero_copy_pieces() -> None:
     [
         ({}, ValueError),
         ({"x": torch.ones(2, dtype=torch.float64)}, TypeError),
-        ({"x": np.ones(2, np.float16)}, TypeError),
+        ({"x": np.ones(2, np.bool_)}, TypeError),
         ({"x": [1.0, 2.0]}, TypeError),
         ({"": torch.ones(1)}, ValueError),
         ({"a\nb": torch.ones(1)}, ValueError),
@@ -136,7 +136,8 @@ def _header(entries: list[tuple[bytes, tuple[int, ...]]], count: int | None = No
         (golden()[:-1], "truncated"),
         (golden() + b"\x00", "after the end"),
         (b"XXXX" + golden()[4:], "known version"),
-        (golden()[:4] + b"\x02" + golden()[5:], "known version"),
+        (golden()[:4] + b"\x03" + golden()[5:], "known version"),
+        (golden()[:4] + b"\x02" + golden()[5:], "dtype"),
         (golden()[:5] + b"\x02" + golden()[6:], "dtype"),
         (golden()[:6] + b"\x01\x00" + golden()[8:], "reserved"),
         (_header([(b"b", (1,)), (b"a", (1,))]) + bytes(8), "increasing"),

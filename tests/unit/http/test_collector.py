@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
-from flocknode.http.collector import NodeCollector, parse_p2p
+from flocknode.http.collector import FAMILIES, NodeCollector
 from flocknode.rounds.metrics import TX_BUCKETS, WORK_BUCKETS, Timing, TxStats, summary
+from flocknode.status import NodeStatus
 
 
 def snapshot() -> dict[str, Any]:
@@ -65,7 +67,7 @@ def snapshot() -> dict[str, Any]:
 
 def scrape(s: dict[str, Any]) -> dict[str, Any]:
     reg = CollectorRegistry(auto_describe=False)
-    reg.register(NodeCollector(lambda: s))
+    reg.register(NodeCollector(lambda: NodeStatus.from_json(s)))
     text = generate_latest(reg).decode()
     return {f.name: f for f in text_string_to_metric_families(text)}
 
@@ -125,7 +127,9 @@ def test_a_fresh_node_exports_without_errors() -> None:
 
 
 def test_p2p_keys_and_timing_accumulator() -> None:
-    assert parse_p2p({"a{b}": 1, "c": 2, "bad key{": 3}) == [("a", "b", 1), ("c", "", 2)]
+    m = scrape({**snapshot(), "p2p": {"a{b}": 1, "c": 2, "bad key{": 3}})
+    every = samples(m["flocknode_p2p_events"], "_total")
+    assert every == {(("event", "a"), ("reason", "b")): 1, (("event", "c"), ("reason", "")): 2}
     t = Timing(TX_BUCKETS)
     for v in (0.01, 0.01, 200.0):
         t.observe(v)
@@ -137,3 +141,15 @@ def test_p2p_keys_and_timing_accumulator() -> None:
         "sum": 0.0,
         "buckets": [[b, 0] for b in WORK_BUCKETS],
     }
+
+
+def test_families_are_declared_once_and_a_name_clash_fails_at_register() -> None:
+    for s in (NodeStatus(), NodeStatus.from_json(snapshot())):
+        collector = NodeCollector(lambda s=s: s)
+        described = {(m.name, m.type) for m in collector.describe()}
+        assert {(m.name, m.type) for m in collector.collect()} <= described
+    assert len({f.name for f in FAMILIES}) == len(FAMILIES)
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(NodeCollector(lambda: NodeStatus()))
+    with pytest.raises(ValueError, match="Duplicated"):
+        reg.register(NodeCollector(lambda: NodeStatus()))

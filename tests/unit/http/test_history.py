@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from flocknode.http.history import StakeHistory, StakeSample
+from flocknode.http.history import StakeHistory
+from flocknode.status import StakeRecord
 
 
-def sample(at: float, stake: int = 100, rewards: int = 0) -> StakeSample:
-    return StakeSample(at, 1, stake, rewards, 0, 0)
+def sample(at: float, stake: int = 100, rewards: int = 0) -> StakeRecord:
+    return StakeRecord(at=at, round=1, stake=stake, rewards=rewards, slashed=0, pending_unstake=0)
 
 
 def history(**kw: Any) -> StakeHistory:
@@ -25,7 +26,7 @@ def test_keeps_changes_and_a_sample_every_keep_every_seconds() -> None:
     assert [s.at for s in h.samples] == [0, 20, 620]
     assert h.latest is not None and h.latest.at == 620
     snap = h.snapshot()
-    assert snap["latest"]["rewards"] == 5 and len(snap["history"]) == 3
+    assert snap.latest is not None and snap.latest.rewards == 5 and len(snap.history) == 3
 
 
 def test_history_is_bounded() -> None:

@@ -7,11 +7,17 @@ import time
 from typing import Any
 
 from flocknode.http.page import render_page, tokens
-from flocknode.http.readiness import CHAIN_STALE_SECONDS, readiness
+from flocknode.http.readiness import CHAIN_STALE_SECONDS, not_ready_reasons
 from flocknode.http.svg import Series, _ticks, line_plot
+from flocknode.status import NodeStatus
 
 
-def status(**over: Any) -> dict[str, Any]:
+def status(**over: Any) -> NodeStatus:
+    """A node's status, built from its JSON form (as another process reads it)."""
+    return NodeStatus.from_json(doc(**over))
+
+
+def doc(**over: Any) -> dict[str, Any]:
     s: dict[str, Any] = {
         "wallet": "0xW",
         "peer_id": "12D3KooWpeer",
@@ -40,20 +46,21 @@ def status(**over: Any) -> dict[str, Any]:
 
 
 def test_ready_when_chain_fresh_peer_connected_and_model_held() -> None:
-    assert readiness(status()) == []
+    assert not_ready_reasons(status()) == []
 
 
 def test_each_unready_condition_has_its_reason() -> None:
-    assert readiness(status(chain={"age_seconds": None, "error": ""})) == ["chain not read yet"]
-    stale = readiness(status(chain={"age_seconds": CHAIN_STALE_SECONDS + 1, "error": ""}))
+    fresh = status(chain={"age_seconds": None, "error": ""})
+    assert not_ready_reasons(fresh) == ["chain not read yet"]
+    stale = not_ready_reasons(status(chain={"age_seconds": CHAIN_STALE_SECONDS + 1, "error": ""}))
     assert stale == [f"chain unreachable: no successful read for {CHAIN_STALE_SECONDS + 1:.0f} s"]
-    down = readiness(status(chain={"age_seconds": 3.0, "error": "rpc refused"}))
+    down = not_ready_reasons(status(chain={"age_seconds": 3.0, "error": "rpc refused"}))
     assert down == ["chain unreachable: rpc refused"]
-    assert readiness(status(peers=[])) == ["no peer connected"]
-    assert readiness(status(holds_global_model=False)) == [
+    assert not_ready_reasons(status(peers=[])) == ["no peer connected"]
+    assert not_ready_reasons(status(holds_global_model=False)) == [
         "does not hold the current global model 0xabababababab"
     ]
-    assert len(readiness(status(peers=[], holds_global_model=False))) == 2
+    assert len(not_ready_reasons(status(peers=[], holds_global_model=False))) == 2
 
 
 def test_page_shows_round_role_history_and_plots() -> None:
@@ -74,7 +81,8 @@ def test_page_shows_round_role_history_and_plots() -> None:
 
 def test_page_escapes_everything_it_did_not_write() -> None:
     evil = '<script>alert(1)</script>"'
-    html = render_page(status(peer_id=evil, peers=[evil], role=evil, last_error=evil), ["x<y>"])
+    chain = {"age_seconds": 1.0, "error": evil}
+    html = render_page(status(peer_id=evil, peers=[evil], role=evil, chain=chain), ["x<y>"])
     assert "<script>" not in html and "&lt;script&gt;" in html
     assert "x&lt;y&gt;" in html
 

@@ -1,12 +1,16 @@
-"""The digits partition: disjoint, complete, deterministic, non-IID when asked."""
+"""Testers' shards: disjoint, complete, deterministic, non-IID when asked, written as files."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import torch
 
-from flocknode.learning import DataError, load_digits_node, partition
-from flocknode.learning.data import MIN_SHARD, load_digits_arrays
+from flocknode.learning import DataError, DigitsMLP, partition, shard_in_memory, write_shards
+from flocknode.learning.builtin import load_digits_arrays
+from flocknode.learning.data import MIN_SHARD
 
 
 def _labels() -> np.ndarray:
@@ -28,14 +32,28 @@ def test_shards_are_disjoint_and_cover_the_training_set(split: str, num_nodes: i
 
 
 def test_every_node_sees_the_same_test_split_and_its_own_shard() -> None:
-    nodes = [load_digits_node(i, 5, "dirichlet", 0.5, seed=1) for i in range(5)]
-    for d in nodes[1:]:
-        assert np.array_equal(d.test.x, nodes[0].test.x)
-        assert np.array_equal(d.test.y, nodes[0].test.y)
-    assert sum(len(d.train) + len(d.val) for d in nodes) + len(nodes[0].test) == 1797
-    assert nodes[0].num_classes == 10
-    assert nodes[0].train.x.dtype == np.float32 and nodes[0].train.y.dtype == np.int64
-    assert nodes[0].train.x.min() >= 0.0 and nodes[0].train.x.max() <= 1.0
+    data = DigitsMLP().reference_data()
+    nodes = [shard_in_memory(data, i, 5, "dirichlet", 0.5, seed=1) for i in range(5)]
+    for _, test in nodes[1:]:
+        assert np.array_equal(test.x.numpy(), nodes[0][1].x.numpy())
+        assert np.array_equal(test.y.numpy(), nodes[0][1].y.numpy())
+    assert sum(len(mine) for mine, _ in nodes) + len(nodes[0][1]) == 1797
+    mine = nodes[0][0]
+    assert mine.x.dtype == torch.float32 and mine.y.dtype == torch.int64
+    assert mine.x.min() >= 0.0 and mine.x.max() <= 1.0
+
+
+def test_written_shards_read_back_through_the_participants_loader(tmp_path: Path) -> None:
+    task = DigitsMLP()
+    shards = write_shards(task, tmp_path, 3, "dirichlet", 0.5, seed=2)
+    data = task.reference_data()
+    for i, d in enumerate(shards.nodes):
+        assert (d / "digits.csv").is_file()
+        mine, test = shard_in_memory(data, i, 3, "dirichlet", 0.5, seed=2)
+        loaded = task.load_data(d)
+        assert torch.equal(loaded.x, mine.x) and torch.equal(loaded.y, mine.y)
+        assert len(loaded) == shards.sizes[i]
+    assert torch.equal(task.load_data(shards.test).y, test.y)
 
 
 def test_dirichlet_split_is_deterministic_and_depends_on_the_seed() -> None:
@@ -63,7 +81,7 @@ def test_dirichlet_split_is_skewed_and_iid_is_not() -> None:
 def test_bad_data_settings_are_refused() -> None:
     y = _labels()
     with pytest.raises(DataError, match="node_index"):
-        load_digits_node(5, 5)
+        shard_in_memory(DigitsMLP().reference_data(), 5, 5)
     with pytest.raises(DataError, match="split"):
         partition(y, 2, "pathological", 0.5, 0, 0.2, 0.2)
     with pytest.raises(DataError, match="cannot give"):

@@ -56,7 +56,7 @@ def test_every_setting_changes_the_hash_and_is_named_in_the_error() -> None:
     task = TaskSettings()
     published = task.canonical_json()
     names = list(flat_settings(task))
-    assert len(names) == 25  # version + 14 training + 9 aggregation + flag threshold
+    assert len(names) == 22  # version + 11 training + 9 aggregation + flag threshold
     for name in names:
         if name == "version":
             continue

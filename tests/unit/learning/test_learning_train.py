@@ -1,10 +1,11 @@
-"""Model factories, the initial model, local training and evaluation (real torch)."""
+"""Tasks, the initial model, local training and evaluation over files (real torch)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from torch import nn
 
 from flocknode.aggregation import apply_update
 from flocknode.learning import (
+    DataError,
+    DigitsMLP,
     Evaluation,
     Learner,
     PluginError,
@@ -19,6 +22,7 @@ from flocknode.learning import (
     initial_state,
     load_model_factory,
     model_hash,
+    write_shards,
 )
 from flocknode.learning.models import digits_mlp
 
@@ -27,13 +31,29 @@ SETTINGS = TrainingSettings()
 _HASH_SNIPPET = (
     "import torch, sys; torch.set_num_threads(int(sys.argv[1])); torch.manual_seed(999);"
     "from flocknode.learning import Learner, TrainingSettings, model_hash;"
-    "print(model_hash(Learner.from_settings(TrainingSettings(), 0, 1).initial_state()).hex())"
+    "from flocknode.learning import task_initial_state;"
+    "print(model_hash(task_initial_state(TrainingSettings())).hex())"
 )
 
 
 @pytest.fixture(scope="module")
-def learner() -> Learner:
-    return Learner.from_settings(SETTINGS, node_index=2, num_nodes=5)
+def shards(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], Path]:
+    s = write_shards(DigitsMLP(), tmp_path_factory.mktemp("digits"), 5, "dirichlet", 0.5, 0)
+    return list(s.nodes), s.test
+
+
+@pytest.fixture(scope="module")
+def learner(shards: tuple[list[Path], Path]) -> Learner:
+    return Learner.from_settings(SETTINGS, shards[0][2], shards[1])
+
+
+def test_files_and_the_in_memory_shard_give_the_same_learner(learner: Learner) -> None:
+    same = Learner.for_shard(SETTINGS, 2, 5)
+    for split in ("train", "val", "test"):
+        a, b = learner.split(split), same.split(split)  # type: ignore[arg-type]
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    n = len(learner.data.train) + len(learner.data.val)
+    assert len(learner.data.val) == -(-n // 10)  # ceil(val_fraction * n)
 
 
 def test_initial_model_hash_is_stable_across_processes(learner: Learner, restore_threads) -> None:
@@ -101,16 +121,31 @@ def test_label_flip_trains_on_permuted_labels(learner: Learner) -> None:
     with torch.no_grad():
         m = digits_mlp()
         m.load_state_dict(flipped)
-        pred = m(torch.from_numpy(data.x)).argmax(1)
-    flipped_acc = float((pred == 9 - torch.from_numpy(data.y)).float().mean())
+        pred = m(data.x).argmax(1)
+    flipped_acc = float((pred == 9 - data.y).float().mean())
     assert flipped_acc > 0.6
 
 
-def test_evaluation_ppm_is_exact_integer_rounding() -> None:
-    assert Evaluation(1, 3).ppm == 333_333
-    assert Evaluation(2, 3).ppm == 666_667
-    assert Evaluation(1, 8).ppm == 125_000
-    assert Evaluation(0, 0).ppm == 0 and Evaluation(0, 0).accuracy == 0.0
+def test_evaluation_ppm_rounds_the_score_half_up() -> None:
+    assert Evaluation(1 / 3, 3).ppm == 333_333
+    assert Evaluation(2 / 3, 3).ppm == 666_667
+    assert Evaluation(0.125, 8).ppm == 125_000
+    assert Evaluation(-0.0000015, 8).ppm == -1
+    assert Evaluation(float("nan"), 8).ppm < -(10**12)
+    assert Evaluation(0.0, 0).ppm == 0 and Evaluation(0.0, 0).accuracy == 0.0
+
+
+def test_the_score_is_accuracy_or_minus_the_loss(learner: Learner) -> None:
+    g = learner.initial_state()
+    ev = learner.evaluate(g, "val")
+    assert ev.score == ev.accuracy == ev.metrics["correct"] / len(learner.data.val)
+    task = DigitsMLP()
+    task.score = "loss"
+    by_loss = Learner.from_data(SETTINGS, task, learner.data).evaluate(g, "val")
+    assert by_loss.score == -by_loss.metrics["loss"] and by_loss.metrics["loss"] > 1.5
+    task.score = "brier"
+    by_brier = Learner.from_data(SETTINGS, task, learner.data).evaluate(g, "val")
+    assert by_brier.score == -by_brier.metrics["brier"] and 0.8 < by_brier.metrics["brier"] < 2
 
 
 async def test_async_wrappers_run_in_a_thread(learner: Learner) -> None:
@@ -118,7 +153,7 @@ async def test_async_wrappers_run_in_a_thread(learner: Learner) -> None:
     result = await learner.train_async(g, seed=1)
     assert model_hash(result.update) == model_hash(learner.train(g, seed=1).update)
     ev = await learner.evaluate_async(g, "test")
-    assert ev == learner.evaluate(g, "test") and ev.total == 359
+    assert ev == learner.evaluate(g, "test") and ev.samples == 359
 
 
 def _float64_model() -> nn.Module:
@@ -141,18 +176,30 @@ def test_model_factory_errors_name_the_spec() -> None:
         ("flocknode.learning.models:nope", "has no 'nope'"),
         (f"{mod}:not_callable", "is not callable"),
         (f"{mod}:_not_a_model", "not a Module"),
-        (f"{mod}:_float64_model", "must be float32"),
+        (f"{mod}:_float64_model", "must be float32, float16"),
     ]:
         with pytest.raises(PluginError, match=message) as e:
             load_model_factory(spec)
-        assert spec in str(e.value) or "float32" in message
+        assert spec in str(e.value) or "float16" in message
 
 
-def test_unknown_data_set_is_refused() -> None:
+def test_unknown_task_is_refused(shards: tuple[list[Path], Path]) -> None:
     with pytest.raises(PluginError, match="not built in"):
-        Learner.from_settings(TrainingSettings(dataset="mnist"), 0, 1)
+        Learner.from_settings(TrainingSettings(task="mnist"), shards[0][0])
     with pytest.raises(PluginError, match="cannot import"):
-        Learner.from_settings(TrainingSettings(dataset="nowhere.at_all:load"), 0, 1)
+        Learner.from_settings(TrainingSettings(task="nowhere.at_all:TASK"), shards[0][0])
+
+
+def test_missing_data_and_too_small_a_validation_split_are_one_line(
+    shards: tuple[list[Path], Path], tmp_path: Path
+) -> None:
+    with pytest.raises(DataError, match="does not exist") as e:
+        Learner.from_settings(SETTINGS, tmp_path / "nothing-here")
+    assert e.value.exit_code == 2 and "nothing-here" in str(e.value)
+    needy = TrainingSettings(min_val_samples=10_000)
+    with pytest.raises(DataError, match="needs at least 10000") as e:
+        Learner.from_settings(needy, shards[0][0])
+    assert str(shards[0][0]) in str(e.value)
 
 
 def test_batches_by_steps_and_by_epochs() -> None:
@@ -171,7 +218,7 @@ def test_batches_by_steps_and_by_epochs() -> None:
 
 def test_sgd_by_epochs_also_trains() -> None:
     settings = TrainingSettings(optimizer="sgd", local_steps=0, local_epochs=3, learning_rate=0.1)
-    lr = Learner.from_settings(settings, node_index=0, num_nodes=3)
+    lr = Learner.for_shard(settings, 0, 3)
     g = lr.initial_state()
     after = lr.evaluate(apply_update(g, lr.train(g, seed=0).update), "train")
     assert after.accuracy > lr.evaluate(g, "train").accuracy + 0.4

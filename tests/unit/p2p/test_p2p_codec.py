@@ -20,16 +20,16 @@ from flocknode.p2p.messages import (
     MAX_ROUND,
     MAX_WRAPPED_KEY_LEN,
     MAX_WRAPS,
-    KeyWrap,
     KeyWraps,
     ModelAvailable,
     UpdateAnnounce,
+    WireKeyWrap,
 )
 
 hashes = st.binary(min_size=32, max_size=32)
 rounds = st.integers(0, MAX_ROUND)
 sizes = st.integers(0, MAX_CONTENT_SIZE)
-wraps = st.builds(KeyWrap, hashes, st.binary(min_size=1, max_size=MAX_WRAPPED_KEY_LEN))
+wraps = st.builds(WireKeyWrap, hashes, st.binary(min_size=1, max_size=MAX_WRAPPED_KEY_LEN))
 messages = st.one_of(
     st.builds(UpdateAnnounce, rounds, hashes, sizes, st.none() | hashes),
     st.builds(KeyWraps, rounds, hashes, st.lists(wraps, max_size=40).map(tuple)),
@@ -47,7 +47,9 @@ def test_round_trip(msg: object) -> None:
 
 def test_full_key_wraps_fit_under_the_size_cap() -> None:
     msg = KeyWraps(
-        1, b"\x01" * 32, tuple(KeyWrap(bytes([i]) * 32, b"\x02" * 128) for i in range(MAX_WRAPS))
+        1,
+        b"\x01" * 32,
+        tuple(WireKeyWrap(bytes([i]) * 32, b"\x02" * 128) for i in range(MAX_WRAPS)),
     )
     assert decode_message(encode_message(msg)) == msg
 
@@ -146,7 +148,7 @@ def test_specific_rejections(data: bytes, reason: str | None) -> None:
 def test_key_wraps_shape_checks() -> None:
     ok = {"t": 2, "v": 1, "r": 1, "b": b"\x01" * 32, "w": [[b"\x02" * 32, b"\x03" * 72]]}
     assert decode_message(msgpack.packb(ok)) == KeyWraps(
-        1, b"\x01" * 32, (KeyWrap(b"\x02" * 32, b"\x03" * 72),)
+        1, b"\x01" * 32, (WireKeyWrap(b"\x02" * 32, b"\x03" * 72),)
     )
     for bad_w in (
         [[b"\x02" * 32]],
@@ -174,3 +176,26 @@ def test_encode_refuses_what_would_not_decode() -> None:
         encode_message(ModelAvailable(-1, b"\x01" * 32, 5))
     with pytest.raises(ValueError):
         encode_message("not a message")  # type: ignore[arg-type]
+
+
+def test_key_wraps_encoding_is_fixed() -> None:
+    """The wire bytes of a KeyWraps message (field names and order are the protocol)."""
+    msg = KeyWraps(
+        7,
+        b"\x01" * 32,
+        (WireKeyWrap(b"\x02" * 32, b"\x03" * 72), WireKeyWrap(b"\x04" * 32, b"\x05" * 72)),
+    )
+    expected = bytes.fromhex(
+        "85a17402a17601a17207a162c420"
+        + "01" * 32
+        + "a1779292c420"
+        + "02" * 32
+        + "c448"
+        + "03" * 72
+        + "92c420"
+        + "04" * 32
+        + "c448"
+        + "05" * 72
+    )
+    assert encode_message(msg) == expected
+    assert decode_message(expected) == msg

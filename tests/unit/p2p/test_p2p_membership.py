@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from multiaddr import Multiaddr
 
 from flocknode.identity.keys import PeerKey
 from flocknode.p2p.discovery import Backoff, parse_bootstrap
 from flocknode.p2p.membership import Membership, StaticMembership
-from flocknode.p2p.metrics import P2PMetrics
+from flocknode.p2p.metrics import P2PCount, P2PCounts, P2PMetrics
 
 
 def test_static_membership_table() -> None:
@@ -74,3 +76,33 @@ def test_metrics_counts_by_reason() -> None:
         "gossip_dropped{not_member}": 1,
         "gossip_dropped{stale_round}": 2,
     }
+
+
+def test_counts_are_a_frozen_labelled_copy_and_round_trip_through_json() -> None:
+    m = P2PMetrics()
+    m.inc("gossip_dropped", "stale_round", 2)
+    m.inc("bytes_served", n=100)
+    m.inc("dial", "ok", 0)  # zero: left out
+    counts = m.counts()
+    assert list(counts) == [
+        P2PCount("bytes_served", "", 100),
+        P2PCount("gossip_dropped", "stale_round", 2),
+    ]
+    m.inc("gossip_dropped", "stale_round")  # the copy does not change
+    assert counts.get("gossip_dropped", "stale_round") == 2 and counts.total("bytes_served") == 100
+    assert counts.reasons("gossip_dropped") == {"stale_round": 2}
+    assert counts.to_json() == {"bytes_served": 100, "gossip_dropped{stale_round}": 2}
+    assert P2PCounts.from_json(m.snapshot()) == m.counts()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        counts.entries = ()  # type: ignore[misc]
+
+
+def test_counts_from_json_skip_what_is_no_counter() -> None:
+    read = P2PCounts.from_json(
+        {"a{b}": 1, "c": 2, "bad key{": 3, "d{e}f": 4, "G": 5, "h{i}": "6", "j{}": 7}
+    )
+    assert [(c.event, c.reason, c.value) for c in read] == [
+        ("a", "b", 1),
+        ("c", "", 2),
+        ("j", "", 7),
+    ]

@@ -7,7 +7,7 @@ import pytest
 from flocknode.identity.keys import PeerKey
 from flocknode.p2p.codec import encode_message
 from flocknode.p2p.membership import StaticMembership
-from flocknode.p2p.messages import KeyWrap, KeyWraps, ModelAvailable, UpdateAnnounce
+from flocknode.p2p.messages import KeyWraps, ModelAvailable, UpdateAnnounce, WireKeyWrap
 from flocknode.p2p.validation import check_gossip, check_message
 
 H = b"\x01" * 32
@@ -32,9 +32,9 @@ def test_content_and_wrap_checks() -> None:
     assert check_message(UpdateAnnounce(1, H, 0), 1) == "empty_content"
     assert check_message(ModelAvailable(1, H, 0), 1) == "empty_content"
     assert check_message(KeyWraps(1, H, ()), 1) == "no_wraps"
-    w = KeyWrap(b"\x02" * 32, b"\x03" * 72)
+    w = WireKeyWrap(b"\x02" * 32, b"\x03" * 72)
     assert check_message(KeyWraps(1, H, (w, w)), 1) == "duplicate_recipient"
-    assert check_message(KeyWraps(1, H, (w, KeyWrap(b"\x04" * 32, b"\x03" * 72))), 1) == ""
+    assert check_message(KeyWraps(1, H, (w, WireKeyWrap(b"\x04" * 32, b"\x03" * 72))), 1) == ""
 
 
 def test_check_gossip_needs_a_member_origin_and_well_formed_bytes() -> None:

@@ -1,32 +1,34 @@
-"""The round engine survives bad ticks and retries its roles (MockClock, a fake chain reader).
+"""The round services survive bad ticks and retry their roles (MockClock, a fake chain reader).
 
-The engine runs for real (its loops, nursery, ModelBook, journal and store on
-disk); only the chain reader is a fake, so a test can make one read fail.
+The services run for real (their loops and nurseries, the feed, ModelBook,
+journal and store on disk); only the chain reader is a fake, so a test can
+make one read fail.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import pytest
 import torch
 import trio
+import trio.testing
 from eth_utils import to_checksum_address
 
 from flocknode.chain.registry import Registry
 from flocknode.chain.types import Phase, RoundView, TaskParams
 from flocknode.crypto import update_hash
-from flocknode.rounds import engine as engine_mod
-from flocknode.rounds.context import ChainView
-from flocknode.rounds.engine import RoundEngine
+from flocknode.rounds.engine import RoundServices
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.membership import ChainMembership
 from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
+from flocknode.rounds.roles import ROLE_RETRY, RoleRunner
+from flocknode.rounds.snapshot import ChainFeed
 from flocknode.store import ContentStore, Journal
 from tests.unit.rounds.views import make_view
 
@@ -89,11 +91,19 @@ class FakeGossip:
         pass
 
 
-def make_engine(tmp_path: Path, reader: FakeChainReader, models: ModelBook) -> RoundEngine:
-    ctx = SimpleNamespace(
+RolePath = Callable[[Any, RoundView, int], Any]
+
+
+def make_services(
+    tmp_path: Path,
+    reader: FakeChainReader,
+    models: ModelBook,
+    proposer: RolePath | None = None,
+) -> RoundServices:
+    deps = SimpleNamespace(
+        chain=ChainFeed(),
         client=reader,
         params=PARAMS,
-        chain=ChainView(clock=trio.current_time),
         membership=ChainMembership(),
         metrics=RoundMetrics(),
         inbox=Inbox(bytes(32)),
@@ -101,11 +111,24 @@ def make_engine(tmp_path: Path, reader: FakeChainReader, models: ModelBook) -> R
         store=models.store,
         journal=Journal(tmp_path / "journal"),
         gossip=FakeGossip(),
-        learner=None,  # evaluating a model fails (and is logged): not under test
+        learner=None,  # no evaluation: not under test
         wallet=WALLET,
-        pruner=None,
     )
-    return RoundEngine(ctx, poll=0.1)  # type: ignore[arg-type]
+    services = RoundServices(deps, poll=0.1)  # type: ignore[arg-type]
+    if proposer is not None:
+        services.roles = RoleRunner(deps, proposer=proposer)  # type: ignore[arg-type]
+    return services
+
+
+@asynccontextmanager
+async def running(services: RoundServices) -> AsyncIterator[None]:
+    """Start the services in order, stop them in reverse (as the node does)."""
+    async with trio.open_nursery() as nursery:
+        for s in services.services:
+            await nursery.start(s.run)
+        yield
+        for s in reversed(services.services):
+            s.stop()
 
 
 async def until(pred: Callable[[], bool], seconds: float = 120.0) -> None:
@@ -125,111 +148,98 @@ def role_view(view_round: int = 1, open_for: int = 100) -> RoundView:
     )
 
 
-async def test_finding1_engine_tick_exception_does_not_end_the_engine(
+async def test_finding1_a_tick_exception_does_not_end_the_follower(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     models = ModelBook(ContentStore(tmp_path / "store"), None)
     reader = FakeChainReader(models.put(STATE))
     # what web3 raised for a non-UTF-8 registered multiaddr
     reader.fail["registry"] = UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
-    engine = make_engine(tmp_path, reader, models)
-    ticks: list[float] = []
-    engine.on_tick = lambda e: ticks.append(trio.current_time())
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
-        await until(lambda: len(ticks) >= 5)
-        counters = engine.ctx.metrics.counters
+    services = make_services(tmp_path, reader, models)
+    feed, counters = services.feed, services.follower.metrics.counters
+    async with running(services):
+        await until(lambda: feed.published >= 5)
         assert counters["engine_errors"] == 1 and counters["engine_errors_tick"] == 1
-        assert engine.ready and engine.last_error == ""  # the later ticks went through
+        assert services.ready and services.last_error == ""  # the later ticks went through
         # a read that fails again later is survived the same way
         reader.fail["block_number"] = RuntimeError("bad RPC answer")
-        seen = len(ticks)
-        await until(lambda: len(ticks) >= seen + 3)
-        assert counters["engine_errors_tick"] == 2
-        engine.stop()
+        seen = feed.published
+        await until(lambda: not services.follower.healthy)
+        assert services.last_error == "RuntimeError: bad RPC answer" and not services.ready
+        await until(lambda: feed.published >= seen + 3)
+        assert counters["engine_errors_tick"] == 2 and services.ready
 
 
 async def test_finding1_a_spawned_task_or_gossip_message_that_raises_is_counted(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     models = ModelBook(ContentStore(tmp_path / "store"), None)
-    reader = FakeChainReader(models.put(STATE))
-    engine = make_engine(tmp_path, reader, models)
+    services = make_services(tmp_path, FakeChainReader(models.put(STATE)), models)
 
     async def broken() -> None:
         raise ValueError("bad entry")
 
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
-        engine._spawn(broken)
-        await engine.ctx.gossip.send.send(object())  # not a Received: on_message raises
-        counters = engine.ctx.metrics.counters
+    counters = services.follower.metrics.counters
+    async with running(services):
+        services.keeper.spawn(broken)
+        await services.deps.gossip.send.send(object())  # not a Received: on_message raises
         await until(lambda: counters["engine_errors"] >= 2)
         assert counters["engine_errors_broken"] == 1 and counters["engine_errors_gossip"] == 1
         await trio.sleep(5)
-        engine.stop()
+        assert all(s.running for s in services.services)  # every service still up
 
 
 async def test_finding3_a_role_that_raised_is_retried_while_its_phase_is_open(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     models = ModelBook(ContentStore(tmp_path / "store"), None)
     reader = FakeChainReader(models.put(STATE), role_view())
     calls: list[float] = []
 
-    async def proposer(ctx: Any, view: RoundView, seat: int) -> None:
+    async def proposer(deps: Any, view: RoundView, seat: int) -> None:
         calls.append(trio.current_time())
         if len(calls) == 1:  # e.g. sealing raised for a bad recipient key
             raise RuntimeError("seal failed")
 
-    monkeypatch.setattr(engine_mod, "run_proposer", proposer)
-    engine = make_engine(tmp_path, reader, models)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
+    services = make_services(tmp_path, reader, models, proposer)
+    async with running(services):
         await until(lambda: len(calls) >= 2)
         await trio.sleep(30)
         assert len(calls) == 2  # done after the successful run: not run a third time
-        assert calls[1] - calls[0] >= engine_mod.ROLE_RETRY.first
-        assert engine.ctx.metrics.counters["role_errors"] == 1
-        engine.stop()
+        assert calls[1] - calls[0] >= ROLE_RETRY.first
+        assert services.roles.metrics.counters["role_errors"] == 1
 
 
 async def test_finding3_a_role_starts_once_the_model_arrives_in_time(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     models = ModelBook(ContentStore(tmp_path / "store"), None)
     reader = FakeChainReader(update_hash(STATE), role_view())  # a model this node lacks
     held_when_called: list[bool] = []
 
-    async def proposer(ctx: Any, view: RoundView, seat: int) -> None:
-        held_when_called.append(ctx.models.has(ctx.chain.global_model_hash))
+    async def proposer(deps: Any, view: RoundView, seat: int) -> None:
+        held_when_called.append(deps.models.has(deps.chain.global_model_hash))
 
-    monkeypatch.setattr(engine_mod, "run_proposer", proposer)
-    engine = make_engine(tmp_path, reader, models)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
+    services = make_services(tmp_path, reader, models, proposer)
+    async with running(services):
         await trio.sleep(10)
         assert held_when_called == []  # waiting for the model, not given up
         await models.put_async(STATE)  # the model arrives (fetched, in the node)
         await until(lambda: bool(held_when_called))
         assert held_when_called == [True]
-        engine.stop()
 
 
 async def test_finding3_a_role_without_the_model_ends_when_its_phase_closes(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     models = ModelBook(ContentStore(tmp_path / "store"), None)
     reader = FakeChainReader(update_hash(STATE), role_view(open_for=20))
     called: list[int] = []
 
-    async def proposer(ctx: Any, view: RoundView, seat: int) -> None:
+    async def proposer(deps: Any, view: RoundView, seat: int) -> None:
         called.append(seat)
 
-    monkeypatch.setattr(engine_mod, "run_proposer", proposer)
-    engine = make_engine(tmp_path, reader, models)
-    async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
-        await until(lambda: engine.ctx.metrics.counters["role_no_model"] == 1)
+    services = make_services(tmp_path, reader, models, proposer)
+    async with running(services):
+        await until(lambda: services.roles.metrics.counters["role_no_model"] == 1)
         assert called == []
-        engine.stop()

@@ -6,8 +6,9 @@ from libp2p.peer.id import ID
 
 from flocknode.identity import PeerKey
 from flocknode.p2p.gossip import Received
-from flocknode.p2p.messages import KeyWrap, KeyWraps, ModelAvailable, UpdateAnnounce
-from flocknode.rounds.inbox import BLOBS_PER_ORIGIN, KEEP_ROUNDS, MODELS_PER_ORIGIN, Inbox
+from flocknode.p2p.messages import KeyWraps, ModelAvailable, UpdateAnnounce, WireKeyWrap
+from flocknode.rounds.inbox import BLOBS_PER_ORIGIN, MODELS_PER_ORIGIN, Inbox
+from flocknode.rounds.windows import GOSSIP_ROUNDS_KEPT as KEEP_ROUNDS
 
 ME = b"\x01" * 32
 FLOOD = 1000
@@ -47,10 +48,10 @@ def test_finding11_blob_and_wrap_flood_is_capped_per_origin_and_round() -> None:
     proposer, attacker = peer(), peer()
     blob = b"\xbb" * 32
     inbox.on_message(Received(proposer, UpdateAnnounce(3, blob, 10)))
-    inbox.on_message(Received(proposer, KeyWraps(3, blob, (KeyWrap(ME, b"w" * 72),))))
+    inbox.on_message(Received(proposer, KeyWraps(3, blob, (WireKeyWrap(ME, b"w" * 72),))))
     for i in range(FLOOD):
         inbox.on_message(Received(attacker, UpdateAnnounce(3, fake(i), 10)))
-        inbox.on_message(Received(attacker, KeyWraps(3, fake(i), (KeyWrap(ME, b"x" * 72),))))
+        inbox.on_message(Received(attacker, KeyWraps(3, fake(i), (WireKeyWrap(ME, b"x" * 72),))))
     assert len(inbox.announced[3]) == 1 + BLOBS_PER_ORIGIN
     assert len(inbox.wraps) == 1 + BLOBS_PER_ORIGIN
     assert inbox.holders(3, blob) == {proposer}
@@ -71,7 +72,7 @@ def test_finding11_a_voter_relaying_a_wrap_per_seat_is_within_its_cap() -> None:
     inbox = Inbox(ME, blobs_per_origin=seats)
     voter = peer()
     for i in range(seats + 1):
-        inbox.on_message(Received(voter, KeyWraps(3, fake(i), (KeyWrap(ME, b"r" * 72),))))
+        inbox.on_message(Received(voter, KeyWraps(3, fake(i), (WireKeyWrap(ME, b"r" * 72),))))
     assert all(inbox.wrap_for(3, fake(i), voter) == b"r" * 72 for i in range(seats))
     assert inbox.wrap_for(3, fake(seats), voter) is None
     assert inbox.dropped["blobs_per_origin"] == 1

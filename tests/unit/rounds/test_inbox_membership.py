@@ -7,7 +7,7 @@ from libp2p.peer.id import ID
 from flocknode.chain.registry import Member, Registry
 from flocknode.identity import PeerKey
 from flocknode.p2p.gossip import Received
-from flocknode.p2p.messages import KeyWrap, KeyWraps, ModelAvailable, UpdateAnnounce
+from flocknode.p2p.messages import KeyWraps, ModelAvailable, UpdateAnnounce, WireKeyWrap
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.membership import ChainMembership
 from tests.unit.rounds.views import make_view
@@ -23,11 +23,11 @@ def peer() -> ID:
 def test_inbox_keeps_only_wraps_addressed_to_this_node() -> None:
     inbox, p = Inbox(ME), peer()
     blob = b"\xaa" * 32
-    wraps = (KeyWrap(OTHER, b"x" * 72), KeyWrap(ME, b"y" * 72))
+    wraps = (WireKeyWrap(OTHER, b"x" * 72), WireKeyWrap(ME, b"y" * 72))
     inbox.on_message(Received(p, KeyWraps(3, blob, wraps)))
     assert inbox.wrap_for(3, blob, p) == b"y" * 72
     assert inbox.wrap_for(3, blob, peer()) is None  # another origin: not the proposer's
-    inbox.on_message(Received(p, KeyWraps(4, blob, (KeyWrap(OTHER, b"z" * 72),))))
+    inbox.on_message(Received(p, KeyWraps(4, blob, (WireKeyWrap(OTHER, b"z" * 72),))))
     assert inbox.wrap_for(4, blob, p) is None
 
 

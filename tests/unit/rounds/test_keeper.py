@@ -46,7 +46,7 @@ def test_nothing_to_do_while_a_round_runs_or_after_the_last() -> None:
 
 
 def test_keepers_take_turns_in_one_order_every_node_derives() -> None:
-    from flocknode.rounds.engine import keeper_turn
+    from flocknode.rounds.keeper_service import keeper_turn
 
     wallets = [f"0x{i:040x}" for i in range(1, 11)]
     call = KeeperCall("elect", 7)

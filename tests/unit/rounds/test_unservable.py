@@ -11,11 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 import trio
 import trio.testing
 
 from flocknode.chain.types import Phase, RoundView
-from flocknode.rounds import unservable
+from flocknode.rounds import byzantine, unservable
 from flocknode.rounds.byzantine import Behaviour
 from flocknode.store.journal import VoteRecord
 from tests.unit.rounds.views import make_view
@@ -108,8 +109,8 @@ async def test_a_held_base_model_costs_no_wait(autojump_clock: trio.testing.Mock
 
 def test_colluders_agree_on_a_made_up_hash_per_round() -> None:
     honest = VoteRecord("ab" * 32, 0b111, 0b100, 0b1, -3, "cd" * 32)
-    a = unservable.collude(Behaviour.UNSERVABLE_HASH, 5, honest)
-    b = unservable.collude(Behaviour.UNSERVABLE_HASH, 5, honest)
+    a = byzantine.collude(Behaviour.UNSERVABLE_HASH, 5, honest)
+    b = byzantine.collude(Behaviour.UNSERVABLE_HASH, 5, honest)
     assert (a.aggregate_hash, a.included_bits, a.rejected_bits) == (
         b.aggregate_hash,
         b.included_bits,
@@ -118,5 +119,29 @@ def test_colluders_agree_on_a_made_up_hash_per_round() -> None:
     assert a.aggregate_hash == unservable.unservable_hash(5).hex() != "00" * 32
     assert unservable.unservable_hash(6) != unservable.unservable_hash(5)
     assert a.score >= 0 and a.salt == honest.salt
-    assert unservable.collude(Behaviour.HONEST, 5, honest) is honest
-    assert unservable.collude(Behaviour.WRONG_HASH, 5, honest) is honest
+    assert byzantine.collude(Behaviour.HONEST, 5, honest) is honest
+    assert byzantine.collude(Behaviour.WRONG_HASH, 5, honest) is honest
+
+
+def test_role_strategies_change_only_their_own_decision() -> None:
+    vote = VoteRecord("ab" * 32, 0b1, 0, 0, 7, "cd" * 32)
+    update = {"w": torch.ones(2)}
+    h = bytes(range(32))
+    honest = byzantine.strategy_for(Behaviour.HONEST)
+    assert isinstance(honest, byzantine.Honest) and honest.name == "honest"
+    assert honest.reveals and not honest.flips_labels
+    assert honest.update(update, 1) is update and honest.wraps([1, 2]) == [1, 2]
+    assert honest.aggregate_hash(h) == h and honest.vote(5, vote) is vote
+    changed = {b: byzantine.strategy_for(b) for b in Behaviour if b is not Behaviour.HONEST}
+    assert [b for b, s in changed.items() if not s.reveals] == [Behaviour.NO_REVEAL]
+    assert [b for b, s in changed.items() if s.flips_labels] == [Behaviour.LABEL_FLIP]
+    assert [b for b, s in changed.items() if s.wraps([1, 2]) != [1, 2]] == [Behaviour.PARTIAL_WRAPS]
+    assert [b for b, s in changed.items() if s.aggregate_hash(h) != h] == [Behaviour.WRONG_HASH]
+    assert [b for b, s in changed.items() if s.vote(5, vote) != vote] == [Behaviour.UNSERVABLE_HASH]
+    assert {
+        b for b, s in changed.items() if not torch.equal(s.update(update, 1)["w"], update["w"])
+    } == {
+        Behaviour.SIGN_FLIP,
+        Behaviour.GAUSSIAN_NOISE,
+        Behaviour.ZERO_UPDATE,
+    }

@@ -22,7 +22,7 @@ from nacl.public import PublicKey
 
 from flocknode.aggregation import aggregate
 from flocknode.chain.registry import Member, Registry
-from flocknode.chain.types import Phase, UpdateView, VoteView
+from flocknode.chain.types import Phase, RoundView, UpdateView, VoteView
 from flocknode.crypto import seal_update
 from flocknode.crypto.envelope import unwrap_key, wrap_key
 from flocknode.identity import BoxKey, PeerKey
@@ -30,14 +30,14 @@ from flocknode.learning import Learner
 from flocknode.learning.models import initial_state, load_model_factory
 from flocknode.learning.settings import TaskSettings
 from flocknode.p2p.gossip import Received
-from flocknode.p2p.messages import KeyWrap, KeyWraps
+from flocknode.p2p.messages import KeyWraps, WireKeyWrap
 from flocknode.rounds import voter
-from flocknode.rounds.byzantine import Behaviour, tamper_update, tamper_wraps
-from flocknode.rounds.context import ChainView
+from flocknode.rounds.byzantine import Behaviour, Honest, tamper_update, tamper_wraps
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.membership import ChainMembership
 from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
+from flocknode.rounds.snapshot import ChainFeed
 from flocknode.store import ContentStore
 from flocknode.store.journal import Journal
 from tests.unit.rounds.views import make_view
@@ -46,11 +46,15 @@ R = 5
 COMMIT_SECONDS = 20
 
 
-class TrioChainView(ChainView):
-    """The chain clock is trio's clock (deadlines below are in it)."""
+class TrioChainView(ChainFeed):
+    """The chain clock is trio's clock (deadlines below are in it): the snapshots
+    published here are of block time 0 read at time 0."""
 
-    def now(self) -> float:
-        return trio.current_time()
+    def put_round(self, view: RoundView) -> None:
+        self.publish(self.latest.with_round(view))
+
+    def put_model(self, model_hash: bytes) -> None:
+        self.publish(dataclasses.replace(self.latest, global_model_hash=model_hash))
 
 
 class Recorder:
@@ -73,7 +77,7 @@ def _model() -> dict[str, torch.Tensor]:
     return initial_state(load_model_factory("flocknode.learning.models:digits_mlp"), 0)
 
 
-def _node(tmp: Path, name: str, chain: ChainView, membership: ChainMembership) -> Node:
+def _node(tmp: Path, name: str, chain: TrioChainView, membership: ChainMembership) -> Node:
     box = BoxKey.generate()
     ctx = SimpleNamespace(
         chain=chain,
@@ -84,7 +88,7 @@ def _node(tmp: Path, name: str, chain: ChainView, membership: ChainMembership) -
         metrics=RoundMetrics(),
         gossip=Recorder(),
         params=SimpleNamespace(commit_seconds=COMMIT_SECONDS),
-        behaviour=Behaviour.HONEST,
+        behaviour=Honest(),
         p2p=None,
     )
     return Node(name, PeerKey.generate().peer_id, box, ctx)
@@ -103,14 +107,21 @@ def _cluster(tmp: Path, voters: int) -> tuple[Node, list[Node], TrioChainView]:
 
 
 def _round(
-    chain: ChainView, prop: Node, vs: list[Node], phase: Phase, up: UpdateView, commit_end: float
+    chain: TrioChainView,
+    prop: Node,
+    vs: list[Node],
+    phase: Phase,
+    up: UpdateView,
+    commit_end: float,
 ) -> None:
-    chain.rounds[R] = dataclasses.replace(
-        make_view(R, phase),
-        proposers=(prop.wallet,),
-        voters=tuple(v.wallet for v in vs),
-        updates=(up,),
-        commit_end=int(commit_end),
+    chain.put_round(
+        dataclasses.replace(
+            make_view(R, phase),
+            proposers=(prop.wallet,),
+            voters=tuple(v.wallet for v in vs),
+            updates=(up,),
+            commit_end=int(commit_end),
+        )
     )
 
 
@@ -179,7 +190,6 @@ def test_finding4_stalled_blob_fetch_ends_at_the_collection_deadline(
             await trio.sleep(10)
             # ... and is still running when the commit phase begins
             _round(chain, prop, [v], Phase.COMMIT, up, commit_end)
-            chain.publish()
             with trio.fail_after(COMMIT_SECONDS):
                 while s.update is None and nursery.child_tasks:
                     await trio.sleep(0.1)
@@ -211,7 +221,9 @@ def test_finding9_a_relayed_key_opens_a_seat_the_proposer_did_not_wrap_for(
     published = tamper_wraps(Behaviour.PARTIAL_WRAPS, rows)
     assert published == rows[:1]  # the wrap for voter a only
     proposer_msg = KeyWraps(
-        R, sealed.blob_id, tuple(KeyWrap(bytes.fromhex(x), bytes.fromhex(y)) for x, y in published)
+        R,
+        sealed.blob_id,
+        tuple(WireKeyWrap(bytes.fromhex(x), bytes.fromhex(y)) for x, y in published),
     )
     up = UpdateView(True, sealed.update_hash, sealed.blob_id, sealed.size)
 
@@ -259,12 +271,12 @@ def test_relays_from_non_voters_and_bad_relays_are_not_used(tmp_path: Path) -> N
     async def main() -> None:
         _round(chain, prop, [a, b], Phase.COMMIT, up, trio.current_time() + 30)
         b.ctx.inbox.on_message(
-            Received(a.peer, KeyWraps(R, sealed.blob_id, (KeyWrap(bad.recipient, bad.sealed),)))
+            Received(a.peer, KeyWraps(R, sealed.blob_id, (WireKeyWrap(bad.recipient, bad.sealed),)))
         )
         b.ctx.inbox.on_message(
             Received(
                 outsider.peer,
-                KeyWraps(R, sealed.blob_id, (KeyWrap(good.recipient, good.sealed),)),
+                KeyWraps(R, sealed.blob_id, (WireKeyWrap(good.recipient, good.sealed),)),
             )
         )
         s = voter.SeatInput(0, prop.wallet)
@@ -299,7 +311,7 @@ def test_finding4_wrong_size_seat_is_included_and_rejected_in_the_vote(tmp_path:
     learner = Learner.from_settings(settings.training, 0, 5)
     base = learner.initial_state()
     v.ctx.models = ModelBook(v.ctx.store, None)
-    chain.global_model_hash = v.ctx.models.put(base)
+    chain.put_model(v.ctx.models.put(base))
     v.ctx.learner = learner
     v.ctx.settings = settings
     trained = learner.train(base, seed=3).update
@@ -317,17 +329,19 @@ def test_finding4_wrong_size_seat_is_included_and_rejected_in_the_vote(tmp_path:
         v.ctx.inbox.on_message(
             Received(
                 p.peer,
-                KeyWraps(R, sealed.blob_id, (KeyWrap(*dataclasses.astuple(sealed.wraps[0])),)),
+                KeyWraps(R, sealed.blob_id, (WireKeyWrap(*dataclasses.astuple(sealed.wraps[0])),)),
             )
         )
 
     async def main() -> Any:
-        chain.rounds[R] = dataclasses.replace(
-            make_view(R, Phase.COMMIT),
-            proposers=tuple(p.wallet for p in props),
-            voters=(v.wallet,),
-            updates=tuple(ups),
-            commit_end=int(trio.current_time() + 100),
+        chain.put_round(
+            dataclasses.replace(
+                make_view(R, Phase.COMMIT),
+                proposers=tuple(p.wallet for p in props),
+                voters=(v.wallet,),
+                updates=tuple(ups),
+                commit_end=int(trio.current_time() + 100),
+            )
         )
         return await voter._decide(v.ctx, chain.rounds[R], 0)
 
@@ -374,7 +388,7 @@ def test_a_vote_decided_in_the_train_phase_is_committed_once_the_commit_phase_op
     settings = TaskSettings()
     learner = Learner.from_settings(settings.training, 0, 5)
     v.ctx.models = ModelBook(v.ctx.store, None)
-    chain.global_model_hash = v.ctx.models.put(learner.initial_state())
+    chain.put_model(v.ctx.models.put(learner.initial_state()))
     v.ctx.learner, v.ctx.settings = learner, settings
     v.ctx.journal = Journal(tmp_path / "journal")
     v.ctx.client = client = VoteClient()
@@ -382,15 +396,16 @@ def test_a_vote_decided_in_the_train_phase_is_committed_once_the_commit_phase_op
     no_vote = VoteView(False, False, bytes(32), bytes(32), 0, 0, 0, 0)
 
     def set_phase(phase: Phase, commit_end: float) -> None:
-        chain.rounds[R] = dataclasses.replace(
-            make_view(R, phase),
-            proposers=("0x00000000000000000000000000000000000000aa",),
-            voters=(v.wallet,),
-            updates=(UpdateView(False, bytes(32), bytes(32), 0),),
-            votes=(no_vote,),
-            commit_end=int(commit_end),
+        chain.put_round(
+            dataclasses.replace(
+                make_view(R, phase),
+                proposers=("0x00000000000000000000000000000000000000aa",),
+                voters=(v.wallet,),
+                updates=(UpdateView(False, bytes(32), bytes(32), 0),),
+                votes=(no_vote,),
+                commit_end=int(commit_end),
+            )
         )
-        chain.publish()
 
     async def main() -> None:
         # the real clock: aggregation and scoring run in worker threads, and a

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from flocknode import node as node_module
 from flocknode.config import load_config
 from flocknode.errors import ConfigError
 from flocknode.learning.learner import Learner
-from flocknode.learning.settings import TrainingSettings
-from flocknode.worker import learner as worker_learner
+from flocknode.learning.settings import TaskSettings
+from flocknode.node import node_learner
 from flocknode.worker.devices import DeviceUnavailable, resolve_device
-from flocknode.worker.learner import IsolatedLearner, node_learner
+from flocknode.worker.learner import IsolatedLearner
 from flocknode.worker.protocol import (
     MAX_LINE,
     Request,
@@ -24,7 +25,15 @@ from flocknode.worker.protocol import (
     max_tensor_bytes,
     spec_of,
 )
-from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec, command, worker_env
+from flocknode.worker.sandbox import (
+    IsolationUnavailable,
+    WorkerSpec,
+    command,
+    task_import_path,
+    worker_env,
+)
+
+FIXTURE_TASKS = Path(__file__).resolve().parents[2] / "fixtures" / "tasks"
 
 STATE = {"w": torch.zeros(4, 3), "b": torch.zeros(3)}
 
@@ -43,7 +52,13 @@ def test_good_answers_decode() -> None:
     a = decode_answer(_line(id=5, ok=True, result={"n": 1}, tensor_bytes=40), 5)
     assert a.ok and a.tensor_bytes == 40 and a.result == {"n": 1}
     f = decode_answer(_line(id=5, ok=False, reason="oom", detail="MemoryError()"), 5)
-    assert not f.ok and f.reason == "oom"
+    assert not f.ok and f.reason == "oom" and f.kind == ""
+    d = decode_answer(
+        _line(id=5, ok=False, reason="error", detail="x.csv: no samples", kind="data"), 5
+    )
+    assert (d.reason, d.kind, d.detail) == ("error", "data", "x.csv: no samples")
+    odd = decode_answer(_line(id=5, ok=False, reason="error", detail="", kind="root"), 5)
+    assert odd.kind == ""  # an unknown kind is a plain task error
 
 
 @pytest.mark.parametrize(
@@ -96,7 +111,7 @@ def test_worker_gets_none_of_the_daemon_environment(monkeypatch: pytest.MonkeyPa
 
 def _cfg(tmp_path: Path, compute: str) -> Path:
     p = tmp_path / "node.toml"
-    p.write_text(f"data_dir = 'd'\n[compute]\n{compute}\n")
+    p.write_text(f"data_dir = 'd'\n[data]\npath = 'mine'\n[compute]\n{compute}\n")
     return p
 
 
@@ -116,13 +131,20 @@ def test_compute_section_is_validated(tmp_path: Path) -> None:
 
 
 def test_node_learner_follows_the_switch(tmp_path: Path) -> None:
-    settings = TrainingSettings()
+    from flocknode.learning import DigitsMLP, write_shards
+
+    shards = write_shards(DigitsMLP(), tmp_path / "shards", 2)
+    shards.nodes[0].rename(tmp_path / "mine")
+    settings = TaskSettings()
     none = node_learner(load_config(_cfg(tmp_path, 'isolation = "none"')), settings, print)
-    assert isinstance(none, Learner)
+    assert isinstance(none, Learner) and not none.has_test
     cfg = load_config(_cfg(tmp_path, 'isolation = "process"\ntimeout_seconds = 20'))
     proc = node_learner(cfg, settings, print, (30, 10))
     assert isinstance(proc, IsolatedLearner) and proc.worker.spec.isolation == "process"
     assert proc.worker.spec.base == str(tmp_path / "d" / "worker")
+    assert proc.worker.spec.read_only == (str(tmp_path / "mine"),) and not proc.has_test
+    assert proc.data_path == str(tmp_path / "mine") and proc.settings == settings.training
+    assert all(torch.equal(proc.initial_state()[k], v) for k, v in none.initial_state().items())
     # a call is killed at its phase's length, or earlier if the config says so
     assert (proc.timeout, proc.train_timeout, proc.eval_timeout) == (20, 20, 10)
     proc.close()
@@ -132,10 +154,10 @@ def test_namespace_isolation_fails_closed(tmp_path: Path, monkeypatch: pytest.Mo
     def unavailable() -> None:
         raise IsolationUnavailable("cannot create network/mount/PID namespaces (EPERM)")
 
-    monkeypatch.setattr(worker_learner, "probe", unavailable)
+    monkeypatch.setattr(node_module, "probe", unavailable)
     cfg = load_config(_cfg(tmp_path, ""))
     with pytest.raises(ConfigError) as e:
-        node_learner(cfg, TrainingSettings(), print)
+        node_learner(cfg, TaskSettings(), print)
     assert e.value.key == "compute.isolation"
     assert "\n" not in str(e.value) and 'isolation = "process"' in str(e.value)
 
@@ -158,5 +180,16 @@ def test_missing_device_is_one_config_line(tmp_path: Path) -> None:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     cfg = load_config(_cfg(tmp_path, f'device = "cuda:{gpus}"\nisolation = "none"'))
     with pytest.raises(ConfigError) as e:
-        node_learner(cfg, TrainingSettings(), print)
+        node_learner(cfg, TaskSettings(), print)
     assert e.value.key == "compute.device" and "CUDA device" in str(e.value)
+
+
+def test_a_third_party_task_is_imported_from_its_own_directory(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert task_import_path("digits-cnn") == ()
+    assert task_import_path("flocknode.learning.builtin:DigitsMLP") == ()  # bound anyway
+    assert task_import_path("no_such_task_package:TASK") == ()  # the worker says so
+    monkeypatch.syspath_prepend(str(FIXTURE_TASKS))
+    assert task_import_path("example_task:TASK") == (str(FIXTURE_TASKS),)
+    assert task_import_path("example_task.task:RingsTask") == (str(FIXTURE_TASKS),)

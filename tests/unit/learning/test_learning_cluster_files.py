@@ -1,0 +1,46 @@
+"""What ``cluster up`` hands its nodes and reports: data paths in node.toml, JSON fields."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flocknode.cluster.launcher import ClusterSpec, node_settings
+from flocknode.cluster.monitor import RoundSummary
+from flocknode.commands.init import init_data_dir
+from flocknode.config import load_config
+from flocknode.learning import DigitsCNN, TaskSettings, write_shards
+from flocknode.node import node_learner
+
+
+def test_a_cluster_node_reads_its_shard_through_the_participant_path(tmp_path: Path) -> None:
+    shards = write_shards(DigitsCNN(), tmp_path / "data", 3)
+    values = node_settings(
+        ClusterSpec(nodes=3),
+        1,
+        4101,
+        9101,
+        tmp_path / "s.json",
+        str(shards.nodes[1]),
+        str(shards.test),
+    )
+    init_data_dir(
+        tmp_path / "node-1",
+        rpc_url="http://127.0.0.1:8545",
+        chain_id=31337,
+        task="",
+        port=4101,
+        settings=values,
+    )
+    in_process = {"FLOCKNODE_COMPUTE_ISOLATION": "none"}  # the worker: tests/integration/worker
+    cfg = load_config(tmp_path / "node-1" / "node.toml", environ=in_process)
+    assert cfg.path(cfg.data.path) == shards.nodes[1] and cfg.data.test_path == str(shards.test)
+    learner = node_learner(cfg, TaskSettings.from_dict({"training": {"task": "digits-cnn"}}))
+    assert len(learner.data.train) + len(learner.data.val) == shards.sizes[1]
+    assert learner.has_test and len(learner.split("test")) == 359
+
+
+def test_round_json_carries_the_metric_and_the_update_size() -> None:
+    r = RoundSummary(3, True, "0xab", "0xab", 0.9, {}, [], [], [], 1.0, update_bytes=19373)
+    doc = r.to_json()
+    assert doc["metric"] == {"name": "test_accuracy", "value": 0.9}
+    assert doc["update_bytes"] == 19373

@@ -1,0 +1,138 @@
+"""State beyond float32: canonical bytes, aggregation and a BatchNorm model end to end."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flocknode.aggregation import AggregationSettings, aggregate, apply_update
+from flocknode.aggregation.core import NonFiniteUpdateError
+from flocknode.crypto import CanonicalError, canonical_bytes, parse_canonical, update_hash
+from flocknode.crypto.canonical import CanonicalReader
+from flocknode.learning import Learner, TrainingSettings, model_hash, state_delta
+
+FEDAVG = AggregationSettings(rule="fedavg")
+
+
+def _mixed() -> dict[str, torch.Tensor]:
+    return {
+        "w16": torch.tensor([1.5, -2.25, 0.0], dtype=torch.float16),
+        "wbf": torch.tensor([[3.0, -0.5]], dtype=torch.bfloat16),
+        "w32": torch.tensor([0.1, 0.2], dtype=torch.float32),
+        "count": torch.tensor(7, dtype=torch.int64),
+        "idx": torch.tensor([1, -2], dtype=torch.int32),
+    }
+
+
+def test_mixed_state_round_trips_bit_for_bit_in_any_pieces() -> None:
+    state = _mixed()
+    raw = canonical_bytes(state)
+    assert raw[4] == 2 and raw[5] == 0  # version 2, per-tensor dtypes
+    back = parse_canonical(raw)
+    assert list(back) == sorted(state)
+    for name, t in state.items():
+        assert back[name].dtype == t.dtype and torch.equal(back[name], t)
+    reader = CanonicalReader()
+    for i in range(len(raw)):
+        reader.feed(raw[i : i + 1])
+    assert canonical_bytes(reader.finish()) == raw
+
+
+def test_float32_states_keep_their_version_1_bytes() -> None:
+    state = {"a": torch.ones(2)}
+    raw = canonical_bytes(state)
+    assert raw[4] == 1 and raw[5] == 1
+    # the same tensors dressed as version 2 are refused: one encoding per state
+    v2 = bytearray(raw[:16]) + raw[16:-8] + b"\x01" + raw[-8:]
+    v2[4], v2[5], v2[12] = 2, 0, v2[12] + 1
+    with pytest.raises(CanonicalError, match="must be version 1"):
+        parse_canonical(bytes(v2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_non_finite_values_are_refused(dtype: torch.dtype) -> None:
+    for bad in (float("nan"), float("inf")):
+        raw = canonical_bytes({"a": torch.tensor([1.0, bad], dtype=dtype), "n": torch.tensor(1)})
+        with pytest.raises(CanonicalError, match="non-finite"):
+            parse_canonical(raw)
+        assert parse_canonical(raw, require_finite=False)["a"].dtype == dtype
+
+
+def test_aggregation_keeps_dtypes_and_moves_counters_by_the_median_delta() -> None:
+    base = _mixed()
+    ups = []
+    for k in (1, 2, 100):  # the third update claims a huge counter step
+        u = {n: torch.zeros_like(t) for n, t in base.items()}
+        u["w16"] = torch.full((3,), 0.25 * min(k, 2), dtype=torch.float16)
+        u["count"] = torch.tensor(10 * k if k < 100 else 10**6)
+        u["idx"] = torch.tensor([k, -k], dtype=torch.int32)
+        ups.append(u)
+    res = aggregate(base, ups[:2], FEDAVG)
+    assert {n: t.dtype for n, t in res.model.items()} == {n: t.dtype for n, t in base.items()}
+    # fedavg of 0.25 and 0.5 is 0.375, added in float64 and rounded to float16 once
+    assert torch.equal(res.model["w16"], (base["w16"].double() + 0.375).half())
+    assert int(res.model["count"]) == 7 + 10  # lower median of (10, 20)
+    three = aggregate(base, ups, AggregationSettings(rule="median"))
+    assert int(three.model["count"]) == 7 + 20  # the outlier does not move it
+    assert torch.equal(three.model["idx"], torch.tensor([3, -4], dtype=torch.int32))
+    assert three.rejected == ()  # the counter did not count in the norm check
+    # integers take no part in the norms
+    assert res.norms[0] == pytest.approx((3 * 0.25**2) ** 0.5)
+    alone = apply_update(base, ups[0])
+    assert int(alone["count"]) == 17 and alone["wbf"].dtype == torch.bfloat16
+
+
+def test_aggregation_rejects_dtype_mismatches_and_half_precision_overflow() -> None:
+    base = _mixed()
+    bad = {n: torch.zeros_like(t) for n, t in base.items()}
+    bad["w16"] = bad["w16"].float()
+    with pytest.raises(ValueError, match=r"expected torch\.float16"):
+        aggregate(base, [bad], FEDAVG)
+    big = {n: torch.zeros_like(t) for n, t in base.items()}
+    big["w16"] = torch.full((3,), 60000.0, dtype=torch.float16)
+    with pytest.raises(NonFiniteUpdateError, match=r"overflows torch\.float16"):
+        aggregate({**base, "w16": torch.full((3,), 60000.0, dtype=torch.float16)}, [big], FEDAVG)
+
+
+def test_counters_saturate_instead_of_wrapping() -> None:
+    top = torch.iinfo(torch.int64).max
+    base = {"w": torch.zeros(1), "n": torch.tensor(top - 1)}
+    up = {"w": torch.ones(1), "n": torch.tensor(5)}
+    assert int(apply_update(base, up)["n"]) == top
+
+
+def test_state_delta_is_in_the_global_dtypes() -> None:
+    g = _mixed()
+    trained = {n: (t + 1).to(t.dtype) for n, t in g.items()}
+    d = state_delta(trained, g)
+    assert all(d[n].dtype == g[n].dtype for n in g)
+    assert int(d["count"]) == 1 and torch.equal(d["w16"], torch.ones(3, dtype=torch.float16))
+
+
+def test_digits_cnn_trains_batchnorm_state_through_the_whole_path() -> None:
+    settings = TrainingSettings(task="digits-cnn", local_steps=30)
+    learner = Learner.for_shard(settings, 0, 3)
+    g = learner.initial_state()
+    assert g["1.num_batches_tracked"].dtype == torch.int64
+    assert {"1.running_mean", "1.running_var", "4.running_mean"} <= set(g)
+    res = learner.train(g, seed=1)
+    assert int(res.update["1.num_batches_tracked"]) == 30
+    assert float(res.update["1.running_var"].abs().sum()) > 0
+    # the update survives sealing's canonical encoding bit for bit
+    assert update_hash(parse_canonical(canonical_bytes(res.update))) == model_hash(res.update)
+    new = aggregate(g, [res.update], FEDAVG).model
+    assert int(new["1.num_batches_tracked"]) == 30
+    before, after = learner.evaluate(g, "test"), learner.evaluate(new, "test")
+    assert after.accuracy > before.accuracy + 0.3
+
+
+def test_running_statistics_skip_the_norm_check_and_move_by_the_median_delta() -> None:
+    base = {"0.weight": torch.zeros(2), "1.running_var": torch.ones(2)}
+    ups = [
+        {"0.weight": torch.full((2,), 0.5), "1.running_var": torch.full((2,), d)}
+        for d in (0.1, 0.2, 500.0)  # a huge statistic alone is not a rejected update
+    ]
+    res = aggregate(base, ups, FEDAVG)
+    assert res.rejected == () and res.norms == pytest.approx([0.5 * 2**0.5] * 3)
+    assert torch.equal(res.model["1.running_var"], torch.full((2,), 1.2))
+    assert torch.equal(res.model["0.weight"], torch.full((2,), 0.5))
