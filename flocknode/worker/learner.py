@@ -153,11 +153,12 @@ class IsolatedLearner:
                 f"{CALLS}:{name}", tensors, args, expect=expect, timeout=timeout or self.timeout
             )
         except WorkerFailure as e:
-            limited_log.warning(e.reason, "task worker %s failed: %s", name, e)
+            # bad data or an unresolvable task is the caller's one line, not a log line too
             if e.kind == "data":
                 raise DataError(e.detail) from None
             if e.kind == "plugin":
                 raise PluginError(e.detail) from None
+            limited_log.warning(e.reason, "task worker %s failed: %s", name, e)
             raise
 
     async def _refuse(self, detail: str) -> WorkerFailure:

@@ -83,10 +83,12 @@ async def test_each_hostile_task_is_contained(
 
             # bad data read in the worker is the daemon's one line (exit code 2 at start)
             unusable = IsolatedLearner(TrainingSettings(), worker, str(bad), None, 300)
+            caplog.clear()
             with pytest.raises(DataError) as bad_data:
                 await unusable.load()
             assert str(bad_data.value) == f"{bad / 'x.csv'}: no column 'p1' (the task needs it)"
             assert bad_data.value.exit_code == 2 and reasons == ["error"]
+            assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
             reasons.clear()
 
             for n, (task, call, reason) in enumerate(FAILURES, start=1):
