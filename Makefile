@@ -25,13 +25,15 @@ system-deps:
 	  fi; \
 	fi
 
-# Python side: a virtualenv with the package installed editable and its dev
-# extras; torch pinned to the CPU build through constraints.txt.
+# Python side: a virtualenv with the package installed editable, its dev extras
+# and the llm extra (transformers and peft for the lm-lora task: about 15 s and
+# 180 MB more on top of torch; its tests run in `make test`); torch pinned to the
+# CPU build through constraints.txt.
 $(STAMP): pyproject.toml constraints.txt
 	@command -v python3 >/dev/null || { echo "python3 (3.11+) is required"; exit 1; }
 	@[ -x $(PY) ] || python3 -m venv .venv
 	$(PIP) install --quiet --upgrade pip
-	$(PIP) install --quiet -c constraints.txt -e '.[dev]'
+	$(PIP) install --quiet -c constraints.txt -e '.[dev,llm]'
 	@touch $@
 
 # Chain toolchain: anvil and solcjs, pinned in package-lock.json.
@@ -65,6 +67,7 @@ bench: setup
 	$(PY) bench/envelope.py --json
 	$(PY) bench/transfer.py --json
 	$(PY) bench/accuracy.py --json
+	$(PY) bench/lora.py --nodes 5 --rounds 5 --json
 	$(PY) bench/cluster.py --nodes 10 --rounds 10 --json
 	$(PY) bench/soak.py --nodes 4 --rounds 60 --json
 

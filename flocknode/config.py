@@ -103,9 +103,16 @@ class TaskConfig(_Section):
 
     Empty: the node reads the settings its creator published on chain. A file:
     the node checks it against the chain and names any setting that differs.
+    ``base_model``: this participant's copy of the task's base model (a local
+    Hugging Face directory, for ``lm-lora``), checked against the settings'
+    ``training.base_model_hash`` at start.
+    ``package``: the task's package if this node has it (it must hash to the
+    settings' ``task_package``); empty: fetched from members by its hash.
     """
 
     settings: str = ""
+    base_model: str = ""
+    package: str = ""  # the task's package (dir, .py, .whl or archive); else fetched by hash
 
 
 class ComputeConfig(_Section):

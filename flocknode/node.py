@@ -43,6 +43,7 @@ from flocknode.identity import (
 )
 from flocknode.identity.wallet import load_wallet, read_password
 from flocknode.learning.learner import DataSizes, Learner, RoundLearner
+from flocknode.learning.package import PackageCache
 from flocknode.learning.settings import TaskSettings, check_config
 from flocknode.logs import PeerLog, redact, redact_bytes
 from flocknode.p2p.content import PrefixedSource, SealedBlobs
@@ -51,6 +52,7 @@ from flocknode.p2p.host import HostConfig, P2PHost
 from flocknode.p2p.messages import Message
 from flocknode.p2p.metrics import P2PMetrics
 from flocknode.p2p.serve import ContentServer
+from flocknode.packages import FirstOf, resolve_task_package
 from flocknode.rounds.byzantine import Behaviour, behaviour_from_env, strategy_for
 from flocknode.rounds.context import RoleDeps
 from flocknode.rounds.engine import RoundServices
@@ -139,6 +141,7 @@ def load_task_settings(cfg: NodeConfig, client: TaskClient, config_hash: bytes) 
 def node_learner(
     cfg: NodeConfig,
     settings: TaskSettings,
+    package_dir: Path | None = None,
     on_failure: Callable[[Reason], None] | None = None,
     phase_seconds: tuple[float, float] | None = None,
 ) -> RoundLearner:
@@ -147,10 +150,15 @@ def node_learner(
     "Task worker"). A missing path, a device or an isolation this machine lacks is
     one line and exit code 2 here; bad data is too: here with ``isolation = "none"``,
     else when the worker first reads it (``IsolatedLearner.load``, at node start).
+
+    ``package_dir``: the task package's checked tree (``resolve_task_package``);
+    without it a package is looked for in ``[task] package`` and the cache only.
     ``phase_seconds``: the task's train and commit phase lengths, which bound a call.
     """
     if not cfg.data.path:
         raise ConfigError(cfg.source, "data.path", "not set: give the path of your data files")
+    if package_dir is None:
+        package_dir = resolve_task_package(cfg, settings, DataDir(cfg.data_path))
     c = cfg.compute
     try:
         device = resolve_device(c.device)
@@ -158,8 +166,11 @@ def node_learner(
         raise ConfigError(cfg.source, "compute.device", str(e)) from None
     data = cfg.path(cfg.data.path)
     test = cfg.path(cfg.data.test_path) if cfg.data.test_path else None
+    base = cfg.path(cfg.task.base_model) if cfg.task.base_model else None
     if c.isolation == "none":
-        return Learner.from_settings(settings.training, data, test, device)
+        return Learner.from_settings(
+            settings.training, data, test, device, base_model=base, package_dir=package_dir
+        )
     if c.isolation == "namespace":
         try:
             probe()
@@ -171,12 +182,12 @@ def node_learner(
                 'set isolation = "process" to run task code without namespaces',
             ) from None
     read_only = [str(cfg.path(p)) for p in c.read_only]
-    read_only += [str(p) for p in (data, test) if p is not None]
+    read_only += [str(p) for p in (data, test, base, package_dir) if p is not None]
     spec = WorkerSpec(
         isolation=c.isolation,
         base=str(cfg.data_path / "worker"),
         read_only=tuple(read_only),
-        python_path=task_import_path(settings.training.task),
+        python_path=() if package_dir else task_import_path(settings.training.task),
         memory_bytes=c.memory_mb << 20,
         threads=c.threads,
         device=device,
@@ -189,6 +200,8 @@ def node_learner(
         timeout=c.timeout_seconds,
         phase_seconds=phase_seconds,
         on_failure=on_failure,
+        base_model=base,
+        package_dir=package_dir,
     )
 
 
@@ -214,9 +227,11 @@ def prepare(cfg: NodeConfig) -> Prepared:
     params = client.params()
     settings = load_task_settings(cfg, client, params.config_hash)
     behaviour = behaviour_from_env(cfg)
+    package_dir = resolve_task_package(cfg, settings, layout, client)
     learner = node_learner(
         cfg,
         settings,
+        package_dir,
         lambda reason: metrics.inc(f"worker_failures_{reason}"),
         (params.train_seconds, params.commit_seconds),
     )
@@ -306,14 +321,14 @@ class FlockNode:
         self.server = ContentServer(
             self.p2p,
             SealedBlobs(prep.store, lambda cid, r: prep.journal.get(r).blob_id == cid.hex()),
-            PrefixedSource(prep.store, MODEL_MAGIC),
+            FirstOf(PrefixedSource(prep.store, MODEL_MAGIC), PackageCache(prep.layout.packages)),
         )
         self.metrics = prep.metrics
         params = prep.client.params()
         self.wallet = prep.account.address
         self.feed = ChainFeed()
         self.deps = RoleDeps(
-            chain=self.feed,
+            feed=self.feed,
             client=self.client,
             params=params,
             settings=prep.settings,
@@ -485,6 +500,7 @@ class FlockNode:
                 for r in metrics.roles[-STATUS_ROLES_SHOWN:]
             ),
             counters=dict(metrics.counters),
+            counters_by_label=metrics.by_label(),
             registry_ignored=dict(self.membership.registry.ignored),
             timings=Timings.from_json(metrics.timings()),  # RoundMetrics keeps JSON form
         )

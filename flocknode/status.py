@@ -11,7 +11,8 @@ Other processes read it from the status file in the data dir
     round, total_rounds, phase, role, seat, complete    the current round
     global_model_hash, holds_global_model, accuracy     the global model
     peers, members, p2p                                 libp2p
-    roles, counters, registry {ignored}, timings        history and counters
+    roles, counters, counters_by_label                  history and counters
+    registry {ignored}, timings
     stake {latest, history, errors}                     stake over time
 
 ``from_json`` fills what a document lacks with the empty value, so a reader
@@ -240,7 +241,9 @@ class NodeStatus:
     p2p: P2PStatus = field(default_factory=P2PStatus)
     stake: StakeStatus = field(default_factory=StakeStatus)
     roles: tuple[RoleRecord, ...] = ()  # oldest first
-    counters: Mapping[str, int] = field(default_factory=dict)  # RoundMetrics counters
+    counters: Mapping[str, int] = field(default_factory=dict)  # plain RoundMetrics counters
+    # labelled RoundMetrics counters: name -> label value -> count
+    counters_by_label: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     registry_ignored: Mapping[str, int] = field(default_factory=dict)  # by reason
     timings: Timings = field(default_factory=Timings)
 
@@ -266,6 +269,7 @@ class NodeStatus:
             ],
             "accuracy": {str(k): v for k, v in sorted(self.model.accuracy.items())},
             "counters": dict(self.counters),
+            "counters_by_label": {k: dict(v) for k, v in self.counters_by_label.items()},
             "p2p": dict(self.p2p.events),
             "last_error": self.chain.error,
             "behaviour": self.behaviour,
@@ -331,6 +335,10 @@ class NodeStatus:
                 for r in _list(d.get("roles"))
             ),
             counters={str(k): int(v) for k, v in _map(d.get("counters")).items()},
+            counters_by_label={
+                str(k): {str(label): int(n) for label, n in _map(v).items()}
+                for k, v in _map(d.get("counters_by_label")).items()
+            },
             registry_ignored={
                 str(k): int(v) for k, v in _map(_map(d.get("registry")).get("ignored")).items()
             },

@@ -39,6 +39,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         proposers=args.proposers,
         voters=args.voters,
         task=args.task,
+        task_package=args.task_package or "",
     )
     progress = _err if args.json else print
     t0 = time.monotonic()
@@ -82,6 +83,7 @@ def _summary(state: ClusterState, monitor: Monitor, finished: bool) -> dict[str,
         "byzantine": [n.wallet for n in state.nodes if n.behaviour != "honest"],
         "byzantine_nodes": {n.name: n.behaviour for n in state.nodes if n.behaviour != "honest"},
         "initial_accuracy": monitor.initial_accuracy,
+        "initial_metric": {"name": f"test_{monitor.metric}", "value": monitor.initial_metric},
         "rounds": [r.to_json() for r in monitor.rounds],
         "task": state.task_name,
         "task_address": state.task,
@@ -93,9 +95,10 @@ def _summary(state: ClusterState, monitor: Monitor, finished: bool) -> dict[str,
 
 def _print_summary(s: dict[str, Any]) -> None:
     print()
-    print("round  accepted  accuracy  model       seconds  slashed")
+    print(f"round  accepted  {s['initial_metric']['name'][5:]:>8}  model       seconds  slashed")
     for r in s["rounds"]:
-        acc = f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "  n/a"
+        value = r["metric"]["value"]
+        acc = f"{value:.3f}" if value is not None else "  n/a"
         accepted = "void" if r["voided"] else ("yes" if r["accepted"] else "no")
         print(
             f"{r['round']:>5}  {accepted:<8}  {acc:>8}  {r['model_after'][:10]:<10}  "
@@ -207,7 +210,14 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--task",
         default="digits-mlp",
-        help="built-in task (digits-mlp, digits-cnn) or module:attr (default digits-mlp)",
+        help="built-in task (digits-mlp, digits-cnn) or module:attr (with --task-package; "
+        "default digits-mlp)",
+    )
+    p.add_argument(
+        "--task-package",
+        metavar="PATH",
+        help="the task's code package for --task module:attr (a directory, .py, .whl or "
+        "archive); every node but the last gets the file, the last fetches it by hash",
     )
     p.add_argument("--proposers", type=int, help="proposers per round (default: half the nodes)")
     p.add_argument("--voters", type=int, help="voters per round (default: half the nodes)")

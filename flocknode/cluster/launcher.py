@@ -28,15 +28,17 @@ from eth_account import Account
 from flocknode.chain.anvil import AnvilOptions, spawn_anvil
 from flocknode.chain.contracts import ChainConnection
 from flocknode.commands.init import init_data_dir
-from flocknode.commands.task_create import Funding, TaskPlan, create_task
+from flocknode.commands.task_create import Funding, TaskPlan, create_task, with_package
 from flocknode.config import ENV_PRIVATE_KEY, load_config
 from flocknode.connect import connect
 from flocknode.datadir import DataDir
 from flocknode.errors import FlockError
 from flocknode.fsutil import atomic_write_text
 from flocknode.identity import load_box_key, load_peer_key
+from flocknode.learning.base_model import dir_hash
 from flocknode.learning.data import write_shards
 from flocknode.learning.models import load_task
+from flocknode.learning.package import PackageCache, build_package
 from flocknode.learning.settings import TaskSettings
 from flocknode.rounds.byzantine import ENV_BYZANTINE, Behaviour
 from flocknode.status import NodeStatus, read_status_file
@@ -84,6 +86,7 @@ class ClusterState:
     settings_file: str
     task_name: str = "digits-mlp"
     test_path: str = ""  # the shared test split (testers' reports)
+    package_dir: str = ""  # the launcher's checked copy of the task package, if any
 
     def save(self) -> None:
         atomic_write_text(Path(self.directory) / STATE_FILE, json.dumps(asdict(self), indent=1))
@@ -149,6 +152,9 @@ class ClusterSpec:
     reveal_seconds: int = 10
     block_time: float = 1.0
     task: str = "digits-mlp"
+    # The task's code package (docs/tasks.md): every node but the last is given
+    # it in [task] package; the last fetches it from the others by its hash.
+    task_package: str = ""
     split: str = "dirichlet"  # how the reference data is sharded among the nodes
     alpha: float = 0.5
     data_seed: int = 0
@@ -165,16 +171,24 @@ def node_settings(
     settings_file: Path,
     data_path: str = "",
     test_path: str = "",
+    base_model: str = "",
+    package: str = "",
 ) -> dict[str, dict[str, Any]]:
     """The config values of a cluster node beyond ``init``'s: its data shard (the
     files ``write_shards`` wrote, and the shared test split), the task settings
-    file, and loopback-only p2p and HTTP ports."""
+    file (and the base model, for a task that has one), and loopback-only p2p
+    and HTTP ports."""
     data: dict[str, Any] = {"node_index": index, "num_nodes": spec.nodes}
     if data_path:
         data.update(path=data_path, test_path=test_path)
+    task: dict[str, Any] = {"settings": str(settings_file)}
+    if base_model:
+        task["base_model"] = base_model
+    if package:
+        task["package"] = package
     return {
         "data": data,
-        "task": {"settings": str(settings_file)},
+        "task": task,
         "p2p": {"listen": [f"/ip4/127.0.0.1/tcp/{port}"]},
         "http": {"listen": f"127.0.0.1:{http_port}"},
     }
@@ -211,12 +225,33 @@ def _deploy(
     # number of voters gives the score's median a middle)
     proposers = spec.proposers or max(1, spec.nodes // 2)
     voters = spec.voters or max(1, spec.nodes - proposers)
-    training: dict[str, Any] = {"task": spec.task}
+    package, package_dir, package_src = None, None, ""
+    if spec.task_package:
+        package_src = str(Path(spec.task_package).resolve())
+        package = build_package(Path(package_src))
+        package_dir = PackageCache(directory / "packages").install(package.archive, package_src)
+        progress(
+            f"task package {package.ref}: nodes 0-{spec.nodes - 2} have it, the last fetches it"
+        )
+    task = load_task(spec.task, package_dir)
+    # a task may suggest settings for its small test data (lm-lora: fewer steps)
+    training: dict[str, Any] = {"task": spec.task, **getattr(task, "tester_training", {})}
+    base_model = ""
+    write_base = getattr(task, "write_base_model", None)
+    if callable(write_base):  # testers' stand-in for a downloaded model, pinned by its hash
+        base_dir = directory / "base-model"
+        _rmtree(base_dir)
+        progress(f"writing the {spec.task} base model to {base_dir} ...")
+        write_base(base_dir)
+        training["base_model_hash"] = dir_hash(base_dir)
+        base_model = str(base_dir)
     aggregation: dict[str, Any] = {"rule": spec.rule}
     extra: dict[str, Any] = {}
     for section, key, value in spec.settings_overrides:
         {"training": training, "aggregation": aggregation}.get(section, extra)[key] = value
     settings = TaskSettings.from_dict({"training": training, "aggregation": aggregation, **extra})
+    if package is not None:
+        settings = with_package(settings, package)
     deployer = Account.from_key(chain.private_keys[0])
     conn = ChainConnection(chain.rpc_url, deployer, expected_chain_id=chain.chain_id)
     keys = chain.private_keys[1 : spec.nodes + 1]
@@ -244,10 +279,13 @@ def _deploy(
         fund=[Funding(w, max(1000, *spec.stakes, 0) * TOKENS, 0) for w in wallets],
         reward_pool=10 * TOKENS * spec.rounds,
         settings_out=settings_file,
+        base_model=Path(base_model) if base_model else None,
+        package=package,
+        package_cache=directory / "packages",
     )
     progress(f"writing each node's {settings.training.task} data files ...")
     shards = write_shards(
-        load_task(settings.training.task),
+        task,
         directory / "data",
         spec.nodes,
         spec.split,
@@ -279,6 +317,8 @@ def _deploy(
                 settings_file,
                 str(shards.nodes[i]),
                 str(shards.test),
+                base_model,
+                package_src if i < spec.nodes - 1 else "",
             ),
         )
         nodes.append(
@@ -315,6 +355,7 @@ def _deploy(
         settings_file=str(settings_file),
         task_name=settings.training.task,
         test_path=str(shards.test),
+        package_dir=str(package_dir or ""),
     )
     state.save()
     return state

@@ -1,10 +1,13 @@
 """Watching a local cluster: live progress lines and the end-of-run summary.
 
 Reads the chain (rounds, roles, finalization, slashes) and each node's
-``status.json`` (which global model it holds). Accuracy is the global model's
-on the held-out test split (the files ``cluster up`` wrote to ``data/test``),
-evaluated here on the model a node stored. ``update_bytes`` is the size of one
-sealed update of the task's model (every update has the model's shapes).
+``status.json`` (which global model it holds). The metric is the task's report
+on the global model (test accuracy for classifiers, ``test_loss`` for
+``lm-lora``) over the held-out test split (the files ``cluster up`` wrote to
+``data/test``), evaluated here on the model a node stored. ``update_bytes`` is
+the size of one sealed update (the exchanged entries: every update has their
+shapes); ``model_bytes`` the canonical bytes of the full model state, frozen
+entries included.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ from flocknode.connect import connect
 from flocknode.crypto import canonical_size, parse_canonical
 from flocknode.crypto.envelope import ABYTES, DEFAULT_CHUNK_SIZE, HEAD_LEN
 from flocknode.learning.learner import Learner
+from flocknode.learning.models import build_model, model_state
 from flocknode.learning.settings import TaskSettings
+from flocknode.learning.task import Evaluation
 
 
 def _hex(h: bytes) -> str:
@@ -45,6 +50,12 @@ class RoundSummary:
     seconds: float
     voided: bool = False
     update_bytes: int = 0
+    metric_name: str = "test_accuracy"  # the task's report: test_accuracy, or test_loss (lm-lora)
+    metric: float | None = None  # its value for model_after (the accuracy if not given)
+
+    def __post_init__(self) -> None:
+        if self.metric is None and self.metric_name == "test_accuracy":
+            self.metric = self.accuracy
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -59,7 +70,7 @@ class RoundSummary:
             "voters": self.voters,
             "seconds": round(self.seconds, 2),
             "voided": self.voided,
-            "metric": {"name": "test_accuracy", "value": self.accuracy},
+            "metric": {"name": self.metric_name, "value": self.metric},
             "update_bytes": self.update_bytes,
         }
 
@@ -73,6 +84,7 @@ def round_summary(
     slashed: list[str],
     seconds: float,
     update_bytes: int = 0,
+    metric: tuple[str, float | None] = ("test_accuracy", None),
 ) -> RoundSummary:
     """A finalized round's line in the summary, from its on-chain view.
 
@@ -92,6 +104,8 @@ def round_summary(
         voters=[name(v) for v in view.voters],
         seconds=seconds,
         update_bytes=update_bytes,
+        metric_name=metric[0],
+        metric=metric[1],
     )
 
 
@@ -101,6 +115,7 @@ class Monitor:
     progress: Any = print
     rounds: list[RoundSummary] = field(default_factory=list)
     initial_accuracy: float | None = None
+    initial_metric: float | None = None
 
     def __post_init__(self) -> None:
         chain = {
@@ -114,10 +129,25 @@ class Monitor:
         test = self.state.test_path or (
             node0.path(node0.data.test_path) if node0.data.test_path else None
         )
-        self.learner = Learner.from_settings(settings.training, node0.path(node0.data.path), test)
-        self.model_bytes = canonical_size(self.learner.initial_state())
-        chunks = -(-self.model_bytes // DEFAULT_CHUNK_SIZE)
-        self.update_bytes = HEAD_LEN + self.model_bytes + ABYTES * chunks
+        base = node0.path(node0.task.base_model) if node0.task.base_model else None
+        package = Path(self.state.package_dir) if self.state.package_dir else None
+        self.learner = Learner.from_settings(
+            settings.training,
+            node0.path(node0.data.path),
+            test,
+            base_model=base,
+            package_dir=package,
+        )
+        # the task's report: accuracy for classifiers, held-out loss for lm-lora
+        self.metric = str(getattr(self.learner.task, "report_metric", "accuracy"))
+        init = self.learner.initial_state()
+        # the full model (with entries that are not exchanged, such as a frozen base)
+        task = self.learner.task
+        full = model_state(build_model(task.build_model, init, settings.training.init_seed))
+        self.model_bytes = canonical_size(full)
+        exchanged = canonical_size(init)
+        chunks = -(-exchanged // DEFAULT_CHUNK_SIZE)
+        self.update_bytes = HEAD_LEN + exchanged + ABYTES * chunks
         self.names = {n.wallet.lower(): n.name for n in self.state.nodes}
         self._seen_phase: dict[int, Phase] = {}
         self._round_start: dict[int, float] = {}
@@ -138,14 +168,32 @@ class Monitor:
                 return self.learner.evaluate(state, "test").accuracy
         return None
 
+    def metric_of(self, model_hash: bytes) -> tuple[float | None, float | None]:
+        """(accuracy, the task's report metric) of a stored model on the test split."""
+        for n in self.state.nodes:
+            p = n.layout.store / model_hash.hex()
+            if p.exists():
+                try:
+                    state = parse_canonical(p.read_bytes())
+                except Exception:
+                    continue
+                return self._report(self.learner.evaluate(state, "test"))
+        return None, None
+
+    def _report(self, ev: Evaluation) -> tuple[float | None, float | None]:
+        if self.metric == "accuracy":
+            return ev.accuracy, ev.accuracy
+        return None, float(ev.metrics[self.metric])
+
     def run(self, timeout: float, settle: float = 30.0) -> bool:
         """Follow the rounds until the last is finalized; True if every round finalized."""
         deadline = time.monotonic() + timeout
         total = self.state.rounds
-        if self.initial_accuracy is None:
+        if self.initial_metric is None:
             init = self.learner.initial_state()
-            self.initial_accuracy = self.learner.evaluate(init, "test").accuracy
-            self.progress(f"initial model: test accuracy {self.initial_accuracy:.3f}")
+            ev = self.learner.evaluate(init, "test")
+            self.initial_accuracy, self.initial_metric = self._report(ev)
+            self.progress(f"initial model: test {self.metric} {self.initial_metric:.3f}")
         while time.monotonic() < deadline:
             self._step()
             if len([r for r in self.rounds if not r.voided]) >= total:
@@ -197,7 +245,20 @@ class Monitor:
         _, reasons = self._slashes(r)
         self.progress(f"round {r}: VOIDED ({'; '.join(reasons) or 'no reason given'})")
         self.rounds.append(
-            RoundSummary(r, False, "", "", None, {}, [], [], [], self._elapsed(r), voided=True)
+            RoundSummary(
+                r,
+                False,
+                "",
+                "",
+                None,
+                {},
+                [],
+                [],
+                [],
+                self._elapsed(r),
+                voided=True,
+                metric_name=f"test_{self.metric}",
+            )
         )
 
     def _finalized(self, r: int, view: RoundView) -> None:
@@ -205,7 +266,7 @@ class Monitor:
         h = view.global_model_hash_after
         before = next((x.model_after for x in reversed(self.rounds) if x.model_after), "")
         node_hashes = self._wait_nodes_hold(h, 20.0)
-        acc = self.accuracy_of(h)
+        acc, value = self.metric_of(h)
         summary = round_summary(
             view,
             self.name,
@@ -214,6 +275,7 @@ class Monitor:
             slashed=[s.split(" ")[0] for s in slashed],
             seconds=self._elapsed(r),
             update_bytes=self.update_bytes,
+            metric=(f"test_{self.metric}", value),
         )
         self.rounds.append(summary)
         if view.accepted:
@@ -222,10 +284,10 @@ class Monitor:
             verdict = "NOT accepted (model rolled back)"
         else:
             verdict = "NOT accepted (model stays)"
-        acc_text = f"{acc:.3f}" if acc is not None else "n/a"
+        acc_text = f"{value:.3f}" if value is not None else "n/a"
         held = sum(1 for v in node_hashes.values() if v == summary.model_after)
         self.progress(
-            f"round {r}: {verdict}  accuracy {acc_text}  model {h.hex()[:10]}  "
+            f"round {r}: {verdict}  {self.metric} {acc_text}  model {h.hex()[:10]}  "
             f"held by {held}/{len(node_hashes)} live nodes  {summary.seconds:.1f} s"
             + (f"  slashed: {', '.join(slashed)}" if slashed else "")
         )

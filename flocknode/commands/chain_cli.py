@@ -15,6 +15,8 @@ from flocknode.errors import ConfigError
 # TaskParams fields that are flags of `task create` (the rest are computed).
 _COMPUTED = {"token", "model_spec_hash", "config_hash", "initial_model_hash"}
 _TOKEN_FIELDS = {"min_stake", "reward_per_round"}  # given in tokens, stored in base units
+# Settings with a flag of their own (--task-package takes a path, not the hash).
+_OWN_FLAGS = {("training", "task_package")}
 _PARAM_DEFAULTS = {"total_rounds": 10, "min_stake": 10 * 10**18, "reward_per_round": 10**18}
 
 
@@ -91,8 +93,17 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_task_create(args: argparse.Namespace) -> int:
     from flocknode.commands.common import parse_amount
-    from flocknode.commands.task_create import Funding, TaskPlan, create_task, format_amount
+    from flocknode.commands.task_create import (
+        Funding,
+        TaskPlan,
+        create_task,
+        creator_package,
+        format_amount,
+        with_package,
+    )
     from flocknode.connect import chain_connection
+    from flocknode.datadir import DataDir
+    from flocknode.fsutil import atomic_write_bytes
 
     chain: dict[str, Any] = {"rpc_url": args.rpc, "chain_id": args.chain_id}
     if args.keystore:
@@ -116,7 +127,14 @@ def _cmd_task_create(args: argparse.Namespace) -> int:
             params[f.name] = parse_amount(v, _flag(f.name))
         else:
             params[f.name] = v
-    settings = _task_settings(args)
+    base_model = args.base_model or (cfg.path(cfg.task.base_model) if cfg.task.base_model else "")
+    settings = _task_settings(args, Path(base_model) if base_model else None)
+    package = None
+    if args.task_package is not None:
+        package = creator_package(args.task_package)
+        settings = with_package(settings, package)
+        if package is not None and args.package_out:
+            atomic_write_bytes(Path(args.package_out), package.archive)
     fund = [
         Funding(w, parse_amount(args.fund_tokens, "--fund-tokens"), int(args.fund_eth * 10**18))
         for w in args.fund
@@ -128,6 +146,9 @@ def _cmd_task_create(args: argparse.Namespace) -> int:
         fund=fund,
         reward_pool=parse_amount(args.reward_pool, "--reward-pool"),
         settings_out=Path(args.settings_out) if args.settings_out else None,
+        base_model=Path(base_model) if base_model else None,
+        package=package,
+        package_cache=DataDir(cfg.data_path).packages if args.config else None,
     )
     created = create_task(chain_connection(cfg), plan)
     if args.json:
@@ -137,14 +158,20 @@ def _cmd_task_create(args: argparse.Namespace) -> int:
         print(f"task         {created.task}")
         print(f"config hash  0x{created.config_hash.hex()}")
         print(f"init model   0x{created.initial_model_hash.hex()}")
+        if created.task_package:
+            print(
+                f"package      {created.task_package}  ({created.package_files} files, "
+                f"{created.package_bytes} bytes)"
+            )
         print(f"settings     {created.settings_json.decode()}")
         if plan.reward_pool:
             print(f"reward pool  {format_amount(plan.reward_pool)}")
     return 0
 
 
-def _task_settings(args: argparse.Namespace) -> Any:
+def _task_settings(args: argparse.Namespace, base_model: Path | None = None) -> Any:
     from flocknode.aggregation.settings import AggregationSettings, SettingsError
+    from flocknode.learning.base_model import dir_hash
     from flocknode.learning.settings import TaskSettings, TrainingSettings
 
     base: dict[str, Any] = {}
@@ -156,11 +183,15 @@ def _task_settings(args: argparse.Namespace) -> Any:
             raise ConfigError(args.settings, "--settings", msg) from None
     for section, cls in (("training", TrainingSettings), ("aggregation", AggregationSettings)):
         for f in dataclasses.fields(cls):
+            if (section, f.name) in _OWN_FLAGS:
+                continue
             v = getattr(args, f"{section}_{f.name}")
             if v is not None:
                 base.setdefault(section, {})[f.name] = v
     if args.flag_threshold_ppm is not None:
         base["flag_threshold_ppm"] = args.flag_threshold_ppm
+    if base_model is not None and not base.get("training", {}).get("base_model_hash"):
+        base.setdefault("training", {})["base_model_hash"] = dir_hash(base_model)
     try:
         return TaskSettings.from_dict(base)
     except SettingsError as e:
@@ -169,6 +200,7 @@ def _task_settings(args: argparse.Namespace) -> Any:
 
 def _add_task_create(sub: Any) -> None:
     from flocknode.aggregation.settings import AggregationSettings
+    from flocknode.learning.package import BUILTIN
     from flocknode.learning.settings import TrainingSettings
 
     p = sub.add_parser(
@@ -202,8 +234,17 @@ def _add_task_create(sub: Any) -> None:
         )
     g = p.add_argument_group("training and aggregation settings (hashed into configHash)")
     g.add_argument("--settings", help="a JSON file of settings (flags override it)")
+    g.add_argument(
+        "--task-package",
+        metavar="PATH|NAME",
+        help="the task's code: a directory, .py, .whl or package archive, an importable "
+        f"package's name, or '{BUILTIN}' (its hash goes into the settings)",
+    )
+    g.add_argument("--package-out", metavar="FILE", help="also write the package archive here")
     for section, cls in (("training", TrainingSettings), ("aggregation", AggregationSettings)):
         for f in dataclasses.fields(cls):
+            if (section, f.name) in _OWN_FLAGS:
+                continue
             typ: Any = {"int": int, "float": float, "int | None": int}.get(str(f.type), str)
             g.add_argument(
                 _flag(f.name),
@@ -213,6 +254,12 @@ def _add_task_create(sub: Any) -> None:
                 help=f"default {f.default}",
             )
     g.add_argument("--flag-threshold-ppm", type=int, help="default 0")
+    g.add_argument(
+        "--base-model",
+        metavar="DIR",
+        help="the task's base model directory (lm-lora; default [task] base_model of -c): "
+        "its hash fills --base-model-hash",
+    )
     g = p.add_argument_group("local chains")
     g.add_argument("--fund", action="append", default=[], metavar="ADDR", help="mint to and fund")
     g.add_argument("--fund-tokens", default="1000", help="tokens minted per --fund wallet")

@@ -58,6 +58,15 @@ COMMENTS = {
         "# chain. Either way the node checks them against the task's configHash and\n"
         "# refuses to start, naming the setting, if they differ."
     ),
+    "task.base_model": (
+        "# Tasks that start from a base model (lm-lora): your copy of it, a local Hugging\n"
+        "# Face model directory. The node checks its hash against the task's settings."
+    ),
+    "task.package": (
+        "# The task's code package if you have it (a directory, .py, .whl or package\n"
+        "# archive; docs/tasks.md). It must hash to the settings' task_package. Empty:\n"
+        "# the node fetches the package by its hash from other members."
+    ),
     "store.keep_rounds": (
         "# History kept in store/ and journal/: the blobs, models and journal records of\n"
         "# the last keep_rounds finished rounds (at least 2; 0 keeps everything). The\n"

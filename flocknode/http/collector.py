@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from flocknode.http.readiness import not_ready_reasons
 from flocknode.p2p.metrics import P2PCounts
+from flocknode.rounds.metrics import COUNTERS
 from flocknode.status import Histogram, NodeStatus
 
 TOKEN = 10**18
@@ -106,6 +107,13 @@ MODEL_ROUND = Family(
 ROUND_EVENTS = Family(
     "flocknode_round_events", "counter", "Round engine events by name", ("event",)
 )
+# One family per labelled round counter (``rounds.metrics.COUNTERS``), e.g.
+# ``flocknode_engine_errors{where}``, ``flocknode_keeper_calls{action}``.
+LABELLED_ROUND_COUNTERS = {
+    c.name: Family(f"flocknode_{c.name}", "counter", c.doc, (c.label,))
+    for c in COUNTERS.values()
+    if c.label
+}
 CHAIN_ERRORS = Family(
     "flocknode_chain_errors", "counter", "Chain reads that failed (the engine retried)"
 )
@@ -175,6 +183,7 @@ FAMILIES = (
     MODEL_ACCURACY,
     MODEL_ROUND,
     ROUND_EVENTS,
+    *LABELLED_ROUND_COUNTERS.values(),
     CHAIN_ERRORS,
     REGISTRY_IGNORED,
     STAKE_SAMPLE_ERRORS,
@@ -260,6 +269,9 @@ class NodeCollector(Collector):
             yield MODEL_ACCURACY.value(latest[1])
             yield MODEL_ROUND.value(latest[0])
         yield ROUND_EVENTS.of([([name], n) for name, n in sorted(s.counters.items())])
+        for name, fam in LABELLED_ROUND_COUNTERS.items():
+            by_label = s.counters_by_label.get(name, {})
+            yield fam.of([([label], n) for label, n in sorted(by_label.items())])
         yield CHAIN_ERRORS.value(s.counters.get("chain_errors", 0))
 
     def _registry(self, s: NodeStatus) -> Iterator[Any]:

@@ -1,4 +1,5 @@
-"""Built-in tasks: ``digits-mlp`` (CSV files) and ``digits-cnn`` (PNG image folders).
+"""Built-in tasks: ``digits-mlp`` (CSV files), ``digits-cnn`` (PNG image folders) and
+``lm-lora`` (JSONL text on a pinned language model: ``flocknode.learning.lm_lora``).
 
 Both classify 8x8 images of the digits 0-9 and read the participant's files
 from ``[data] path`` with the built-in loaders:
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from flocknode.learning.lm_lora import LMLoRA
 from flocknode.learning.loaders import load_csv, load_image_folder, write_csv, write_image_folder
 from flocknode.learning.task import DataError, Evaluation, Samples, Task
 from flocknode.learning.train import evaluate_classifier, train_classifier
@@ -147,4 +149,8 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-BUILTIN_TASKS: dict[str, type[Task]] = {"digits-mlp": DigitsMLP, "digits-cnn": DigitsCNN}
+BUILTIN_TASKS: dict[str, type[Task]] = {
+    "digits-mlp": DigitsMLP,
+    "digits-cnn": DigitsCNN,
+    "lm-lora": LMLoRA,  # imports transformers and peft only once it builds a model or reads data
+}

@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 import torch
 import trio
 
+from flocknode.learning.base_model import attach_base_model
 from flocknode.learning.factory import PluginError
 from flocknode.learning.models import State, build_model, initial_state, load_task, model_state
 from flocknode.learning.settings import TrainingSettings
@@ -135,6 +136,7 @@ class Learner:
     data: NodeData
     names: tuple[str, ...]  # the exchanged state entries
     device: torch.device = CPU
+    package_dir: Path | None = None  # the task package's checked tree the task came from
 
     @classmethod
     def from_settings(
@@ -143,8 +145,14 @@ class Learner:
         data_path: str | Path | int,
         test_path: str | Path | int | None = None,
         device: str = "cpu",
+        base_model: str | Path | None = None,
+        package_dir: Path | None = None,
     ) -> Learner:
-        """Resolve the task and load this node's files (``PluginError``/``DataError``).
+        """Resolve the task and load this node's files (``PluginError``/``DataError``);
+        ``base_model`` is the node's copy of the task's base model (``[task] base_model``).
+
+        ``package_dir``: the checked tree of the settings' task package, if any
+        (``load_task``).
 
         Testers' shorthand: ``from_settings(settings, node_index, num_nodes)``
         is ``for_shard`` (the node's part of the task's reference data, in memory).
@@ -155,9 +163,10 @@ class Learner:
             return cls.for_shard(settings, data_path, test_path, device=device)
         if isinstance(test_path, int):
             raise TypeError("test_path must be a path")
-        task = load_task(settings.task)
+        task = load_task(settings.task, _checked_package(settings, package_dir))
+        attach_base_model(task, settings.base_model_hash, _opt_path(base_model))
         data = load_node_data(task, settings, Path(data_path), _opt_path(test_path))
-        return cls.from_data(settings, task, data, device)
+        return cls.from_data(settings, task, data, device, package_dir)
 
     @classmethod
     def for_shard(
@@ -175,7 +184,7 @@ class Learner:
         privately as a participant's files would be, with the shared test split."""
         from flocknode.learning.data import shard_in_memory
 
-        task = load_task(settings.task)
+        task = load_task(settings.task, _checked_package(settings, None))
         mine, test = shard_in_memory(
             task.reference_data(), node_index, num_nodes, split, alpha, seed, test_fraction
         )
@@ -185,10 +194,15 @@ class Learner:
 
     @classmethod
     def from_data(
-        cls, settings: TrainingSettings, task: Any, data: NodeData, device: str = "cpu"
+        cls,
+        settings: TrainingSettings,
+        task: Any,
+        data: NodeData,
+        device: str = "cpu",
+        package_dir: Path | None = None,
     ) -> Learner:
         names = exchanged_names(task, settings.init_seed)
-        return cls(settings, task, data, names, as_device(device))
+        return cls(settings, task, data, names, as_device(device), package_dir)
 
     def warm_up(self) -> None:
         """One throw-away training step: the first optimizer in a process costs about
@@ -268,12 +282,28 @@ def exchanged_names(task: Any, init_seed: int) -> tuple[str, ...]:
     return tuple(names)
 
 
-def task_initial_state(settings: TrainingSettings) -> State:
+def task_initial_state(
+    settings: TrainingSettings,
+    *,
+    base_model: Path | None = None,
+    package_dir: Path | None = None,
+) -> State:
     """The initial global model of the task these settings name (no data needed)."""
-    task = load_task(settings.task)
+    task = load_task(settings.task, _checked_package(settings, package_dir))
+    attach_base_model(task, settings.base_model_hash, base_model)
     return initial_state(
         task.build_model, settings.init_seed, exchanged_names(task, settings.init_seed)
     )
+
+
+def _checked_package(settings: TrainingSettings, package_dir: Path | None) -> Path | None:
+    """Settings that pin the task's code need its checked tree (never ``sys.path``)."""
+    if settings.task_package and package_dir is None:
+        raise PluginError(
+            f"task {settings.task!r} is pinned to package {settings.task_package}; "
+            "its checked directory is needed (docs/tasks.md, task packages)"
+        )
+    return package_dir
 
 
 def state_delta(trained: Mapping[str, torch.Tensor], base: Mapping[str, torch.Tensor]) -> State:

@@ -15,7 +15,8 @@ or empty file, a label the task does not know.
 - ``load_jsonl(path, kind)``: one JSON object a line, as ``text``
   (``{"text": ...}``), ``instruction`` (``{"instruction": ..., "response":
   ...}`` with an optional ``"input"``) or ``chat`` (``{"messages": [{"role":
-  ..., "content": ...}, ...]}``); returns the records.
+  ..., "content": ...}, ...]}``), or ``auto`` (the first record's keys
+  decide); returns the records.
 
 The writers (``write_csv``, ``write_image_folder``, ``write_jsonl``) are the
 inverse, used by testers to lay out each node's shard.
@@ -154,8 +155,12 @@ def write_image_folder(
         Image.fromarray(img).save(d / f"{i:06d}.png")
 
 
-def load_jsonl(path: Path, kind: JsonlKind) -> list[dict[str, Any]]:
-    """The records of JSONL file(s) in the ``kind`` format, each checked."""
+def load_jsonl(path: Path, kind: JsonlKind | Literal["auto"]) -> list[dict[str, Any]]:
+    """The records of JSONL file(s) in the ``kind`` format, each checked.
+
+    ``"auto"``: the first record's keys decide the format for every record
+    (``jsonl_kind``).
+    """
     out: list[dict[str, Any]] = []
     for file in data_files(Path(path), (".jsonl",)):
         before = len(out)
@@ -168,6 +173,8 @@ def load_jsonl(path: Path, kind: JsonlKind) -> list[dict[str, Any]]:
                         rec = json.loads(line)
                     except ValueError:
                         raise DataError(f"{file}:{n}: not a JSON object") from None
+                    if kind == "auto":
+                        kind = jsonl_kind(rec)
                     problem = _jsonl_problem(rec, kind)
                     if problem:
                         raise DataError(f"{file}:{n}: {problem}")
@@ -177,6 +184,15 @@ def load_jsonl(path: Path, kind: JsonlKind) -> list[dict[str, Any]]:
         if len(out) == before:
             raise DataError(f"{file}: no records")
     return out
+
+
+def jsonl_kind(rec: Any) -> JsonlKind:
+    """A record's format by its keys: ``messages`` chat, ``instruction``, else plain text."""
+    if isinstance(rec, dict) and "messages" in rec:
+        return "chat"
+    if isinstance(rec, dict) and "instruction" in rec:
+        return "instruction"
+    return "text"
 
 
 def render_jsonl(rec: dict[str, Any], kind: JsonlKind) -> str:

@@ -13,6 +13,7 @@ keep their seeded initial values).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -97,24 +98,76 @@ def model_hash(state: Mapping[str, torch.Tensor]) -> bytes:
     return update_hash(state)
 
 
-def load_task(spec: str) -> Any:
+def load_task(spec: str, package_dir: Path | None = None) -> Any:
     """A built-in task by name (``digits-mlp``), or ``module:attr`` naming a task object,
-    a task class or a function returning one (``PluginError`` naming the spec if not)."""
+    a task class or a function returning one (``PluginError`` naming the spec if not).
+
+    ``package_dir`` is the unpacked tree of the task's package, already checked
+    against the settings' ``task_package`` hash (``PackageCache.checked_dir``):
+    the task's top-level module must come from it (docs/protocol.md, "Task
+    packages"). Without it, ``module:attr`` is imported from ``sys.path``.
+    """
     from flocknode.learning.builtin import BUILTIN_TASKS
 
     builtin = BUILTIN_TASKS.get(spec)
-    if builtin is not None:
+    if builtin is not None and package_dir is None:
         return builtin()
     if ":" not in spec:
         known = ", ".join(sorted(BUILTIN_TASKS))
         raise PluginError(f"task {spec!r}: not built in ({known}) and not 'module:attr'")
+    if package_dir is not None:
+        _use_package(spec, Path(package_dir))
     obj = _resolve(spec)
+    if package_dir is not None:
+        _check_origin(spec, Path(package_dir))
     if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "build_model")):
         obj = obj()
     for method in ("build_model", "load_data", "train", "evaluate"):
         if not callable(getattr(obj, method, None)):
             raise PluginError(f"task {spec!r}: has no {method}() method")
     return obj
+
+
+def _top_module(spec: str) -> str:
+    return spec.partition(":")[0].split(".")[0]
+
+
+def _use_package(spec: str, package_dir: Path) -> None:
+    """Put the package's tree first on ``sys.path``; its module must be in it and
+    not already imported from anywhere else."""
+    import importlib
+    import sys
+
+    top = _top_module(spec)
+    if not ((package_dir / top).is_dir() or (package_dir / f"{top}.py").is_file()):
+        raise PluginError(f"task {spec!r}: the task package has no module {top!r}")
+    loaded = sys.modules.get(top)
+    if loaded is not None and not _inside(loaded, package_dir):
+        raise PluginError(
+            f"task {spec!r}: module {top!r} is already imported from outside the task package"
+        )
+    entry = str(package_dir)
+    if entry not in sys.path:
+        sys.path.insert(0, entry)
+        importlib.invalidate_caches()
+
+
+def _check_origin(spec: str, package_dir: Path) -> None:
+    import sys
+
+    top = _top_module(spec)
+    if not _inside(sys.modules.get(top), package_dir):
+        raise PluginError(f"task {spec!r}: module {top!r} was not imported from the task package")
+
+
+def _inside(module: Any, package_dir: Path) -> bool:
+    origin = getattr(module, "__file__", None)
+    if not origin:
+        return False
+    try:
+        return Path(origin).resolve().is_relative_to(package_dir.resolve())
+    except OSError:
+        return False
 
 
 def _resolve(spec: str) -> Any:

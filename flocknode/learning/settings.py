@@ -6,7 +6,11 @@ Canonical form (version 1): the JSON object
 
 with every setting present, keys sorted at every level, no whitespace
 (``separators=(",", ":")``), ASCII only, integers as integers and floats as
-Python's shortest round-trip ``repr`` (``0.05``, ``1e-05``). ``configHash`` is
+Python's shortest round-trip ``repr`` (``0.05``, ``1e-05``). One exception to
+"every setting present": ``training.task_package`` and
+``training.base_model_hash`` appear only when they are set, so settings
+without a task package or a base model keep the bytes and hash they always had
+(docs/protocol.md, "Task packages"). ``configHash`` is
 the SHA-256 of those UTF-8 bytes. Whoever creates a task publishes the
 canonical JSON next to the task address (the cluster launcher writes it into
 each node's directory); a node checks the published bytes against the on-chain
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -26,6 +31,8 @@ from flocknode.aggregation.settings import AggregationSettings, SettingsError
 from flocknode.errors import FlockError
 
 CANONICAL_VERSION = 1
+_PACKAGE_HASH = re.compile(r"^sha256:[0-9a-f]{64}$")
+OPTIONAL_TRAINING = ("task_package", "base_model_hash")  # left out of the canonical JSON when empty
 DEFAULT_TASK = "digits-mlp"
 
 
@@ -35,7 +42,11 @@ class TrainingSettings:
 
     ``task`` is a built-in task (``digits-mlp``, ``digits-cnn``) or
     ``module:attr`` naming a task's code (docs/tasks.md); it builds the model
-    and reads each participant's own files (``[data] path``). ``data_seed``
+    and reads each participant's own files (``[data] path``).
+    ``task_package`` pins that code: ``sha256:<hex>`` of the task package's
+    canonical archive (``flocknode.learning.package``), whose tree holds
+    ``task``'s module (so only with ``module:attr``); empty for built-in tasks
+    and for code the nodes have installed themselves (not pinned). ``data_seed``
     and ``val_fraction`` decide how a participant splits their samples into
     training and validation (``flocknode.learning.task.private_split``); a
     node refuses to start with fewer than ``min_val_samples`` validation
@@ -46,7 +57,9 @@ class TrainingSettings:
     number for every proposer whatever its shard size, reshuffling after each
     pass), or ``local_epochs`` full passes when ``local_steps`` is 0;
     ``optimizer`` is ``adam`` (default betas) or ``sgd`` (with ``momentum``,
-    which Adam ignores).
+    which Adam ignores). ``base_model_hash``: for a task that starts from a
+    base model (``lm-lora``), the SHA-256 (64 hex digits) of the model's
+    directory (``flocknode.learning.base_model.dir_hash``); empty otherwise.
 
     The defaults come from bench/accuracy.py (10 nodes, Dirichlet(0.5), 5
     proposers a round): a fixed step count and Adam keep honest update norms
@@ -57,6 +70,7 @@ class TrainingSettings:
     """
 
     task: str = DEFAULT_TASK
+    task_package: str = ""
     data_seed: int = 0
     val_fraction: float = 0.1
     min_val_samples: int = 5
@@ -67,10 +81,19 @@ class TrainingSettings:
     batch_size: int = 16
     learning_rate: float = 0.02
     momentum: float = 0.9
+    base_model_hash: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.task, str) or not self.task:
             raise SettingsError("task", f"expected a non-empty string, got {self.task!r}")
+        h = self.base_model_hash
+        if not isinstance(h, str) or (h and re.fullmatch(r"[0-9a-f]{64}", h) is None):
+            raise SettingsError("base_model_hash", f"expected 64 lowercase hex digits, got {h!r}")
+        pkg = self.task_package
+        if not isinstance(pkg, str) or (pkg and not _PACKAGE_HASH.match(pkg)):
+            raise SettingsError("task_package", f"expected 'sha256:<64 hex>' or '', got {pkg!r}")
+        if pkg and ":" not in self.task:
+            raise SettingsError("task_package", f"task {self.task!r} is built in: no package")
         if self.optimizer not in ("adam", "sgd"):
             raise SettingsError("optimizer", f"must be 'adam' or 'sgd', got {self.optimizer!r}")
         _number("val_fraction", self.val_fraction, lambda v: 0 <= v < 1, "must be in [0, 1)")
@@ -114,7 +137,11 @@ class TaskSettings:
     def to_dict(self) -> dict[str, Any]:
         return {
             "version": CANONICAL_VERSION,
-            "training": {f.name: getattr(self.training, f.name) for f in fields(self.training)},
+            "training": {
+                f.name: getattr(self.training, f.name)
+                for f in fields(self.training)
+                if f.name not in OPTIONAL_TRAINING or getattr(self.training, f.name)
+            },
             "aggregation": self.aggregation.to_dict(),
             "flag_threshold_ppm": self.flag_threshold_ppm,
         }
@@ -224,7 +251,8 @@ def check_config(
         )
     task = flat_settings(TaskSettings.from_canonical_json(raw))
     mine = flat_settings(local)
-    diffs = [(k, task[k], mine[k]) for k in sorted(task) if task[k] != mine[k]]
+    keys = sorted(set(task) | set(mine))  # an optional setting may be in one only
+    diffs = [(k, task.get(k, ""), mine.get(k, "")) for k in keys if task.get(k) != mine.get(k)]
     detail = "; ".join(f"{k}: task {t!r}, node {n!r}" for k, t, n in diffs)
     if not diffs:
         detail = "no single setting differs (a different canonical form or version?)"

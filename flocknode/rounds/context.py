@@ -1,8 +1,10 @@
-"""What the proposer and voter paths are given: ``RoleDeps``.
+"""What the proposer and voter paths are given: ``RoleDeps``, and what they read of it.
 
-Built once by the node and passed to ``run_proposer`` / ``run_voter`` by the
-role runner. References only, no logic. Two names to keep apart:
-``chain`` is the chain follower's feed of published snapshots (reading it never
+``RoleDeps`` is built once by the node and passed to ``run_proposer`` /
+``run_voter`` by the role runner. References only, no logic. ``RoleReads`` is
+what both paths read (``ProposerDeps`` is exactly that; ``VoterDeps`` adds what
+only a voter uses), so a test hands a path a stand-in with just those. Two names to keep apart:
+``feed`` is the chain follower's feed of published snapshots (reading it never
 asks the chain anything; a role waits on it for the chain to move), ``client``
 is the task client that sends transactions and reads the chain directly.
 """
@@ -10,6 +12,7 @@ is the task client that sends transactions and reads the chain directly.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from flocknode.chain.client import AsyncTaskClient
 from flocknode.chain.types import TaskParams
@@ -27,9 +30,36 @@ from flocknode.rounds.snapshot import ChainFeed
 from flocknode.store import ContentStore, Journal
 
 
+class RoleReads(Protocol):
+    """The collaborators both role paths read."""
+
+    @property
+    def client(self) -> AsyncTaskClient: ...
+    @property
+    def feed(self) -> ChainFeed: ...
+    @property
+    def journal(self) -> Journal: ...
+    @property
+    def store(self) -> ContentStore: ...
+    @property
+    def models(self) -> ModelBook: ...
+    @property
+    def membership(self) -> ChainMembership: ...
+    @property
+    def learner(self) -> RoundLearner: ...
+    @property
+    def gossip(self) -> TaskGossip: ...
+    @property
+    def box_key(self) -> BoxKey: ...
+    @property
+    def metrics(self) -> RoundMetrics: ...
+    @property
+    def behaviour(self) -> RoleStrategy: ...
+
+
 @dataclass(frozen=True)
 class RoleDeps:
-    chain: ChainFeed  # published snapshots: the current round's views, the global model
+    feed: ChainFeed  # published snapshots: the current round's views, the global model
     client: AsyncTaskClient  # transactions (submit, commit, reveal) and direct reads
     params: TaskParams
     settings: TaskSettings

@@ -46,7 +46,7 @@ class RoundServices:
         self, deps: RoleDeps, pruner: StorePruner | None = None, poll: float = 0.1
     ) -> None:
         self.deps = deps
-        self.feed = deps.chain
+        self.feed = deps.feed
         self.intake = GossipIntake(deps.gossip.messages, deps.inbox, deps.metrics)
         self.follower = ChainFollower(deps.client, self.feed, deps.membership, deps.metrics, poll)
         self.keeper = KeeperService(deps.client, self.feed, deps.params, deps.wallet, deps.metrics)

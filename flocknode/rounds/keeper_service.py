@@ -21,7 +21,7 @@ from flocknode.chain.errors import ChainError, ContractRevert
 from flocknode.chain.types import TaskParams
 from flocknode.rounds.keeper import BENIGN_REVERTS, KeeperCall, keeper_call
 from flocknode.rounds.metrics import RoundMetrics
-from flocknode.rounds.service import Service, SingleFlight
+from flocknode.rounds.service import SingleFlight, SnapshotService
 from flocknode.rounds.snapshot import ChainFeed, ChainSnapshot
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def due_call(snapshot: ChainSnapshot, params: TaskParams) -> KeeperCall | None:
     return keeper_call(snapshot.current, snapshot.view, params, snapshot.block)
 
 
-class KeeperService(Service):
+class KeeperService(SnapshotService):
     name = "keeper"
 
     def __init__(
@@ -70,21 +70,16 @@ class KeeperService(Service):
         wallet: str,
         metrics: RoundMetrics,
     ) -> None:
-        super().__init__(metrics)
+        super().__init__(metrics, feed)
         self.client = client
-        self.feed = feed
         self.params = params
         self.wallet = wallet
         self._flight = SingleFlight(clock=feed.clock)
 
-    async def start(self, nursery: trio.Nursery) -> None:
-        nursery.start_soon(self._loop)
-
-    async def _loop(self) -> None:
-        async for snapshot in self.feed.snapshots():
-            call = due_call(snapshot, self.params)
-            if call is not None:
-                self._flight.start(self.spawn, self._keeper, call)
+    def on_snapshot(self, snapshot: ChainSnapshot) -> None:
+        call = due_call(snapshot, self.params)
+        if call is not None:
+            self._flight.start(self.spawn, self._keeper, call)
 
     async def _my_turn(self, call: KeeperCall) -> bool:
         """Wait for this node's turn at ``call``; False once it is no longer due."""
@@ -107,7 +102,7 @@ class KeeperService(Service):
                 await self.client.open_round()
             else:
                 await self.client.elect_roles(call.round)
-            self.metrics.inc(f"keeper_{call.action}")
+            self.metrics.inc("keeper_calls", call.action)
             log.info("keeper %s round=%d", call.action, call.round)
         except ContractRevert as e:
             if e.name not in BENIGN_REVERTS:

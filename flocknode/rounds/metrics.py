@@ -1,6 +1,12 @@
 """What the round engine did, for status, /metrics and the cluster summary.
 
-``RoundMetrics`` is plain state the round paths append to. Chain transactions
+``RoundMetrics`` is plain state the round paths append to. Its counters are
+declared once below (``COUNTERS``: name, help, label name if any), the way a
+Prometheus registry declares them: ``inc`` refuses a name that is not
+declared, or a label value where none is declared (and the other way round),
+so a counter's name never carries a value and /metrics exports one family per
+labelled counter (``flocknode_<name>{<label>}``) and the plain ones as
+``flocknode_round_events{event}``. Chain transactions
 are timed where every one of them passes (``MeteredConnection.transact``, in
 worker threads, hence the lock in :class:`TxStats`). ``summary()`` turns a list
 of durations into cumulative histogram buckets for the status snapshot, so
@@ -106,9 +112,49 @@ class TxStats:
             }
 
 
+@dataclass(frozen=True)
+class CounterSpec:
+    """A round-engine counter: its name, what it counts, its label name ("" for none)."""
+
+    name: str
+    doc: str
+    label: str = ""
+
+
+COUNTERS = {
+    c.name: c
+    for c in (
+        # labelled: one /metrics family each
+        CounterSpec(
+            "engine_errors",
+            "Failures a round service survived (counted, logged, went on), by where",
+            "where",
+        ),
+        CounterSpec("keeper_calls", "Keeper transactions this node sent, by action", "action"),
+        # plain: flocknode_round_events{event}
+        CounterSpec("chain_errors", "Chain reads that failed (retried)"),
+        CounterSpec("status_errors", "Status snapshots that could not be built"),
+        CounterSpec("role_no_model", "Roles given up without the global model"),
+        CounterSpec("role_errors", "Role runs that raised (retried while the phase lasted)"),
+        CounterSpec("role_given_up", "Roles given up: phase closed or retries ran out"),
+        CounterSpec("gossip_published", "Proposer announcements and key wraps published"),
+        CounterSpec("gossip_publish_failed", "Role gossip that could not be published"),
+        CounterSpec("seat_wrong_size", "Seats rejected: size claim not the envelope size"),
+        CounterSpec("relay_wrap_failed", "Key relays not wrapped (a box key refused)"),
+        CounterSpec("key_relays_published", "Key relays published to the other voters"),
+        CounterSpec("votes_base_unavailable", "Votes cast without the base model"),
+        CounterSpec("store_prune_errors", "Store prunes that failed (retried next round)"),
+        CounterSpec("store_pruned_objects", "Store objects pruned"),
+        CounterSpec("store_pruned_bytes", "Bytes the store pruning freed"),
+        CounterSpec("journal_pruned_records", "Journal records pruned"),
+    )
+}
+
+
 @dataclass
 class RoundMetrics:
-    counters: Counter[str] = field(default_factory=Counter)
+    counters: Counter[str] = field(default_factory=Counter)  # plain counters by name
+    labelled: dict[str, Counter[str]] = field(default_factory=dict)  # name -> label value -> n
     # fixed-size histograms, not lists: a node runs for weeks of rounds
     train_seconds: Timing = field(default_factory=lambda: Timing(WORK_BUCKETS))
     eval_seconds: Timing = field(default_factory=lambda: Timing(WORK_BUCKETS))
@@ -116,8 +162,33 @@ class RoundMetrics:
     accuracy: dict[int, float] = field(default_factory=dict)  # round -> test acc, last KEEP_HISTORY
     tx: TxStats = field(default_factory=TxStats)
 
-    def inc(self, name: str, n: int = 1) -> None:
-        self.counters[name] += n
+    def inc(self, name: str, label: str = "", n: int = 1) -> None:
+        """Add ``n`` to counter ``name`` (for ``label`` if it is a labelled counter).
+
+        ValueError for an undeclared name or a label that does not fit its declaration.
+        """
+        spec = COUNTERS.get(name)
+        if spec is None:
+            raise ValueError(f"undeclared round counter {name!r}")
+        if bool(spec.label) != bool(label):
+            raise ValueError(f"round counter {name!r} takes label {spec.label!r}, got {label!r}")
+        if label:
+            self.labelled.setdefault(name, Counter())[label] += n
+        else:
+            self.counters[name] += n
+
+    def get(self, name: str, label: str = "") -> int:
+        if label:
+            return self.labelled.get(name, Counter())[label]
+        return self.counters[name]
+
+    def total(self, name: str) -> int:
+        """A labelled counter summed over its labels (a plain counter's value)."""
+        return sum(self.labelled.get(name, Counter()).values()) + self.counters[name]
+
+    def by_label(self) -> dict[str, dict[str, int]]:
+        """The labelled counters: ``{name: {label value: n}}`` (JSON form for the status)."""
+        return {k: dict(sorted(c.items())) for k, c in sorted(self.labelled.items()) if c}
 
     def role(self, round: int, role: str, seat: int) -> None:
         if not any(r["round"] == round for r in self.roles):

@@ -5,8 +5,9 @@ On every published snapshot:
   failed one, the next starts ``MODEL_FETCH_PAUSE`` later) from the round's
   winning voters first, then any node that announced it, by the deadline of the
   phase that needs it (``model_needed_by``);
-- a held global model is evaluated once on the test split (status, plots) and
-  announced (``ModelAvailable``) every ``MODEL_ANNOUNCE_SECONDS``.
+- a held global model is evaluated once on the test split (status, plots),
+  when the node has one (a tester's ``[data] test_path``; a participant has
+  none and evaluates nothing), and announced (``ModelAvailable``) every ``MODEL_ANNOUNCE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
 from flocknode.rounds.roles import model_needed_until
-from flocknode.rounds.service import Every, Service, SingleFlight, limited_log
+from flocknode.rounds.service import Every, SingleFlight, SnapshotService, limited_log
 from flocknode.rounds.snapshot import ChainFeed, ChainSnapshot
 from flocknode.rounds.windows import EVALUATED_MODELS_KEPT
 
@@ -60,7 +61,7 @@ def model_needed_by(snapshot: ChainSnapshot, chain_now: float, wallet: str, trai
     return max(need - chain_now, MIN_MODEL_FETCH_SECONDS)
 
 
-class ModelKeeper(Service):
+class ModelKeeper(SnapshotService):
     name = "models"
 
     def __init__(
@@ -75,9 +76,8 @@ class ModelKeeper(Service):
         wallet: str,
         metrics: RoundMetrics,
     ) -> None:
-        super().__init__(metrics)
+        super().__init__(metrics, feed)
         self.client = client
-        self.feed = feed
         self.models = models
         self.inbox = inbox
         self.gossip = gossip
@@ -88,13 +88,6 @@ class ModelKeeper(Service):
         self._announce = Every(MODEL_ANNOUNCE_SECONDS, feed.clock)
         self._evaluated: OrderedDict[bytes, None] = OrderedDict()
 
-    async def start(self, nursery: trio.Nursery) -> None:
-        nursery.start_soon(self._loop)
-
-    async def _loop(self) -> None:
-        async for snapshot in self.feed.snapshots():
-            self.on_snapshot(snapshot)
-
     def holds_global_model(self) -> bool:
         return self.models.has(self.feed.global_model_hash)
 
@@ -103,7 +96,7 @@ class ModelKeeper(Service):
         if not self.models.has(h):
             self._fetch.start(self.spawn, self._fetch_model, h)
             return
-        if h not in self._evaluated:
+        if h not in self._evaluated and self.learner is not None and self.learner.has_test:
             self._evaluated[h] = None
             while len(self._evaluated) > EVALUATED_MODELS_KEPT:
                 self._evaluated.popitem(last=False)
@@ -157,9 +150,8 @@ class ModelKeeper(Service):
 
     async def _evaluate_model(self, h: bytes) -> None:
         """Test-split accuracy of each global model this node applies (status, plots)."""
+        assert self.learner is not None  # on_snapshot evaluates only with a test split
         try:
-            if self.learner is None:
-                return
             r = await self.client.global_model_round()
             state = await self.models.load_async(h)
             ev = await self.learner.evaluate_async(state, "test")

@@ -10,62 +10,27 @@ instead of training a different one.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 from dataclasses import dataclass
-from typing import Any, Protocol
 
 import trio
 from nacl.public import PublicKey
 
-from flocknode.chain.client import AsyncTaskClient
 from flocknode.chain.errors import ContractRevert
 from flocknode.chain.types import Phase, RoundView
 from flocknode.crypto import KeyWrap as EnvelopeWrap
 from flocknode.crypto import seal_update
-from flocknode.identity import BoxKey
-from flocknode.learning.learner import RoundLearner
-from flocknode.p2p.gossip import TaskGossip
 from flocknode.p2p.messages import KeyWraps, UpdateAnnounce, WireKeyWrap
 from flocknode.rounds import proposer_machine as m
-from flocknode.rounds.byzantine import RoleStrategy
-from flocknode.rounds.membership import ChainMembership
-from flocknode.rounds.metrics import RoundMetrics
-from flocknode.rounds.models import ModelBook
-from flocknode.rounds.snapshot import ChainFeed
-from flocknode.store import ContentStore, Journal
+from flocknode.rounds.context import RoleReads
 
 log = logging.getLogger(__name__)
 
 REANNOUNCE_SECONDS = m.REANNOUNCE_SECONDS
 
 
-class ProposerDeps(Protocol):
-    """What the proposer reads: every collaborator it uses, nothing else."""
-
-    @property
-    def client(self) -> AsyncTaskClient: ...
-    @property
-    def chain(self) -> ChainFeed: ...
-    @property
-    def journal(self) -> Journal: ...
-    @property
-    def store(self) -> ContentStore: ...
-    @property
-    def models(self) -> ModelBook: ...
-    @property
-    def membership(self) -> ChainMembership: ...
-    @property
-    def learner(self) -> RoundLearner: ...
-    @property
-    def gossip(self) -> TaskGossip: ...
-    @property
-    def box_key(self) -> BoxKey: ...
-    @property
-    def metrics(self) -> RoundMetrics: ...
-    @property
-    def behaviour(self) -> RoleStrategy: ...
+ProposerDeps = RoleReads  # what the proposer reads: every collaborator it uses, nothing else
 
 
 def train_seed(round_seed: bytes, seat: int) -> int:
@@ -84,14 +49,14 @@ class _Progress:
 def facts(ctx: ProposerDeps, view: RoundView, progress: _Progress) -> m.ProposerFacts:
     r = view.round
     rec = ctx.journal.get(r)
-    v = ctx.chain.rounds.get(r, view)
+    v = ctx.feed.rounds.get(r, view)
     sealed = bool(rec.blob_id) and ctx.store.has(bytes.fromhex(rec.blob_id))
     return m.ProposerFacts(
         phase=v.phase,
-        now=ctx.chain.now(),
+        now=ctx.feed.now(),
         sealed=sealed,
         submitted=rec.submitted,
-        base_held=sealed or ctx.models.has(ctx.chain.global_model_hash),
+        base_held=sealed or ctx.models.has(ctx.feed.global_model_hash),
         recipients=() if sealed else _recipients(ctx, v),
         refused=progress.refused,
         published_phase=progress.published_phase,
@@ -123,16 +88,10 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
             await _announce(ctx, r, action.wraps)
             # the phase it was published for: a phase that began meanwhile publishes at once
             progress.published_phase = known.phase
-            progress.published_at = ctx.chain.now()
+            progress.published_at = ctx.feed.now()
         else:
-            with trio.move_on_after(max(0.0, action.until - ctx.chain.now())):
-                await ctx.chain.changed()
-
-
-async def _journal(ctx: ProposerDeps, r: int, **changes: Any) -> None:
-    """Make ``changes`` durable (an fsync) in a worker thread: not on the event loop.
-    The write is not abandoned on cancellation, so what follows it never runs first."""
-    await trio.to_thread.run_sync(functools.partial(ctx.journal.update, r, **changes))
+            with trio.move_on_after(max(0.0, action.until - ctx.feed.now())):
+                await ctx.feed.changed()
 
 
 def _recipients(ctx: ProposerDeps, v: RoundView) -> tuple[bytes, ...]:
@@ -156,7 +115,7 @@ async def _submit(ctx: ProposerDeps, r: int, seat: int) -> str:
     except ContractRevert as e:
         if e.name != "AlreadySubmitted":
             return str(e)
-    await _journal(ctx, r, submitted=True)
+    await ctx.journal.update_async(r, submitted=True)
     log.info("update submitted round=%d seat=%d blob=%s", r, seat, rec.blob_id[:12])
     return ""
 
@@ -172,7 +131,7 @@ async def _announce(ctx: ProposerDeps, r: int, release_wraps: bool) -> None:
         await _publish(ctx, wraps)
     await _publish(ctx, UpdateAnnounce(r, blob_id, rec.blob_size, bytes.fromhex(rec.update_hash)))
     if release_wraps and not rec.wraps_sent:
-        await _journal(ctx, r, wraps_sent=True)
+        await ctx.journal.update_async(r, wraps_sent=True)
         log.info("key wraps released round=%d voters=%d", r, len(wraps.wraps))
 
 
@@ -180,7 +139,7 @@ async def _train_and_seal(
     ctx: ProposerDeps, view: RoundView, seat: int, recipients: tuple[bytes, ...]
 ) -> None:
     r = view.round
-    state = await ctx.models.load_async(ctx.chain.global_model_hash)
+    state = await ctx.models.load_async(ctx.feed.global_model_hash)
     seed = train_seed(view.seed, seat)
     label_flip = ctx.behaviour.flips_labels
     res = await ctx.learner.train_async(state, seed=seed, label_flip=label_flip)
@@ -201,8 +160,7 @@ async def _train_and_seal(
         return sealed.update_hash, sealed.blob_id, sealed.size, list(sealed.wraps)
 
     update_hash, blob_id, size, env_wraps = await trio.to_thread.run_sync(seal)
-    await _journal(
-        ctx,
+    await ctx.journal.update_async(
         r,
         role="proposer",
         seat=seat,

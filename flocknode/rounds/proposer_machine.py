@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flocknode.chain.types import Phase
+from flocknode.rounds.outcomes import Done, GiveUp
 
 REANNOUNCE_SECONDS = 2.0
 RELEASE_PHASES = (Phase.COMMIT, Phase.REVEAL)
@@ -63,16 +64,6 @@ class Wait:
     """Wait for the next chain view, at most until ``until`` on the chain's clock."""
 
     until: float
-
-
-@dataclass(frozen=True)
-class GiveUp:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Done:
-    """The round's proposer work is over (the reveal phase closed)."""
 
 
 Action = Train | Submit | Publish | Wait | GiveUp | Done

@@ -18,7 +18,7 @@ import trio
 from flocknode.chain.types import Phase
 from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
-from flocknode.rounds.service import Service, SingleFlight
+from flocknode.rounds.service import SingleFlight, SnapshotService
 from flocknode.rounds.snapshot import ChainFeed, ChainSnapshot
 from flocknode.store import Journal
 from flocknode.store.retention import StorePruner
@@ -39,7 +39,7 @@ def finished_round(snapshot: ChainSnapshot) -> int:
     return snapshot.current if done else snapshot.current - 1
 
 
-class PruneService(Service):
+class PruneService(SnapshotService):
     name = "pruner"
 
     def __init__(
@@ -51,21 +51,13 @@ class PruneService(Service):
         models: ModelBook,
         metrics: RoundMetrics,
     ) -> None:
-        super().__init__(metrics)
+        super().__init__(metrics, feed)
         self.client = client
-        self.feed = feed
         self.pruner = pruner
         self.journal = journal
         self.models = models
         self._flight = SingleFlight(clock=feed.clock)
         self.pruned_through = 0  # the last finished round the store was pruned for
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        nursery.start_soon(self._loop)
-
-    async def _loop(self) -> None:
-        async for snapshot in self.feed.snapshots():
-            self.on_snapshot(snapshot)
 
     def on_snapshot(self, snapshot: ChainSnapshot) -> None:
         if not self.models.has(snapshot.global_model_hash):
@@ -92,9 +84,9 @@ class PruneService(Service):
         finally:
             self.pruned_through = max(self.pruned_through, finished)
         self.models.forget(report.removed)
-        metrics.inc("store_pruned_objects", report.objects)
-        metrics.inc("store_pruned_bytes", report.bytes_freed)
-        metrics.inc("journal_pruned_records", report.records)
+        metrics.inc("store_pruned_objects", n=report.objects)
+        metrics.inc("store_pruned_bytes", n=report.bytes_freed)
+        metrics.inc("journal_pruned_records", n=report.records)
         if report.objects or report.records:
             log.info(
                 "store pruned round=%d objects=%d bytes_freed=%d journal_records=%d "

@@ -13,13 +13,11 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 
-import trio
-
 from flocknode.chain.types import Phase, RoundView
 from flocknode.rounds.context import RoleDeps
 from flocknode.rounds.proposer import run_proposer
 from flocknode.rounds.retry import RetryPolicy, run_with_retries
-from flocknode.rounds.service import Service, limited_log
+from flocknode.rounds.service import SnapshotService, limited_log
 from flocknode.rounds.snapshot import ChainSnapshot
 from flocknode.rounds.voter import run_voter
 from flocknode.rounds.windows import VIEWS_KEPT_BEHIND
@@ -40,7 +38,7 @@ def model_needed_until(role: str, view: RoundView) -> float:
     return float(end) if end else math.inf
 
 
-class RoleRunner(Service):
+class RoleRunner(SnapshotService):
     name = "roles"
 
     def __init__(
@@ -51,19 +49,11 @@ class RoleRunner(Service):
         voter: RolePath = run_voter,
         retry: RetryPolicy = ROLE_RETRY,
     ) -> None:
-        super().__init__(deps.metrics)
+        super().__init__(deps.metrics, deps.feed)
         self.deps = deps
-        self.feed = deps.chain
         self.paths = {"proposer": proposer, "voter": voter}
         self.retry = retry
         self._started: set[tuple[int, str]] = set()  # (round, role) paths started
-
-    async def start(self, nursery: trio.Nursery) -> None:
-        nursery.start_soon(self._loop)
-
-    async def _loop(self) -> None:
-        async for snapshot in self.feed.snapshots():
-            self.on_snapshot(snapshot)
 
     def on_snapshot(self, snapshot: ChainSnapshot) -> None:
         view = snapshot.view

@@ -7,7 +7,7 @@ cancelled. The node starts the services in dependency order and stops them in
 reverse.
 
 No exception from one loop iteration or one spawned task ends a service (the
-node): it is counted (``engine_errors`` and ``engine_errors_<where>``), logged
+node): it is counted (``engine_errors`` labelled with where it failed), logged
 at most a few times a minute per kind, and the service goes on. Only
 cancellation stops it.
 """
@@ -23,6 +23,7 @@ import trio
 
 from flocknode.logs import PeerLog
 from flocknode.rounds.metrics import RoundMetrics
+from flocknode.rounds.snapshot import ChainFeed, ChainSnapshot
 
 log = logging.getLogger(__name__)
 limited_log = PeerLog(log)  # lines input from others can cause: a few per minute per kind
@@ -32,8 +33,7 @@ Job = Callable[..., Awaitable[Any]]
 
 def count_error(metrics: RoundMetrics, where: str, e: BaseException) -> None:
     """Count and log (rate-limited) a failure a service survives."""
-    metrics.inc("engine_errors")
-    metrics.inc(f"engine_errors_{where}")
+    metrics.inc("engine_errors", where)
     limited_log.warning(where, "engine %s failed, going on: %r", where, e)
     log.debug("engine %s failed", where, exc_info=e)
 
@@ -85,6 +85,30 @@ class Service:
             await fn(*args)
         except Exception as e:
             count_error(self.metrics, where, e)
+
+
+class SnapshotService(Service):
+    """A service that reacts to each snapshot the chain feed publishes.
+
+    ``on_snapshot`` runs for the latest snapshot each time the feed moves (a
+    snapshot published while it ran is skipped for the newest one,
+    ``ChainFeed.snapshots``); it does not await: work that does goes to
+    ``spawn`` or a ``SingleFlight``.
+    """
+
+    def __init__(self, metrics: RoundMetrics, feed: ChainFeed) -> None:
+        super().__init__(metrics)
+        self.feed = feed
+
+    async def start(self, nursery: trio.Nursery) -> None:
+        nursery.start_soon(self._follow)
+
+    async def _follow(self) -> None:
+        async for snapshot in self.feed.snapshots():
+            self.on_snapshot(snapshot)
+
+    def on_snapshot(self, snapshot: ChainSnapshot) -> None:
+        raise NotImplementedError
 
 
 class SingleFlight:

@@ -32,7 +32,7 @@ class BaseModelDeps(Protocol):
     """What ``base_model`` reads."""
 
     @property
-    def chain(self) -> ChainFeed: ...
+    def feed(self) -> ChainFeed: ...
     @property
     def models(self) -> ModelBook: ...
     @property
@@ -66,13 +66,13 @@ async def base_model(
     r = view.round
     waited = False
     while True:
-        h = ctx.chain.global_model_hash
+        h = ctx.feed.global_model_hash
         if h and ctx.models.has(h):
             if waited:
                 log.info("base model arrived round=%d model=%s", r, h.hex()[:12])
             return h
-        v = ctx.chain.rounds.get(r, view)
-        if v.phase not in (Phase.TRAIN, Phase.COMMIT) or ctx.chain.now() >= cutoff(ctx, v):
+        v = ctx.feed.rounds.get(r, view)
+        if v.phase not in (Phase.TRAIN, Phase.COMMIT) or ctx.feed.now() >= cutoff(ctx, v):
             ctx.metrics.inc("votes_base_unavailable")
             log.warning(
                 "base model not held by the commit cutoff round=%d model=%s: voting unavailable",

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 import trio
@@ -24,31 +24,22 @@ from nacl.public import PublicKey
 
 from flocknode.aggregation import aggregate
 from flocknode.aggregation.core import apply_update, step_scale
-from flocknode.chain.client import AsyncTaskClient
 from flocknode.chain.errors import ContractRevert
 from flocknode.chain.types import Phase, RoundView, TaskParams
 from flocknode.crypto import EnvelopeError, canonical_size, open_update
 from flocknode.crypto import KeyWrap as EnvelopeWrap
 from flocknode.crypto.envelope import ABYTES, DEFAULT_CHUNK_SIZE, HEAD_LEN, unwrap_key, wrap_key
-from flocknode.identity import BoxKey
-from flocknode.learning.learner import RoundLearner
 from flocknode.learning.settings import TaskSettings
 from flocknode.logs import PeerLog
 from flocknode.p2p.content import FileSink
 from flocknode.p2p.fetch import FetchFailed, fetch
 from flocknode.p2p.framing import PROTOCOL_BLOB
-from flocknode.p2p.gossip import TaskGossip
 from flocknode.p2p.host import P2PHost
 from flocknode.p2p.messages import KeyWraps, WireKeyWrap
 from flocknode.rounds import unservable
 from flocknode.rounds import voter_machine as m
-from flocknode.rounds.byzantine import RoleStrategy
+from flocknode.rounds.context import RoleReads
 from flocknode.rounds.inbox import Inbox
-from flocknode.rounds.membership import ChainMembership
-from flocknode.rounds.metrics import RoundMetrics
-from flocknode.rounds.models import ModelBook
-from flocknode.rounds.snapshot import ChainFeed
-from flocknode.store import ContentStore, Journal
 from flocknode.store.journal import VoteRecord
 
 log = logging.getLogger(__name__)
@@ -68,47 +59,25 @@ class SeatInput:
     wrong_size: bool = False  # the size claimed on chain is not the model's envelope size
 
 
-class VoterDeps(Protocol):
-    """What the voter reads: every collaborator it uses, nothing else."""
+class VoterDeps(RoleReads, Protocol):
+    """What the voter reads: what both roles read, and these."""
 
-    @property
-    def client(self) -> AsyncTaskClient: ...
-    @property
-    def chain(self) -> ChainFeed: ...
-    @property
-    def journal(self) -> Journal: ...
-    @property
-    def store(self) -> ContentStore: ...
-    @property
-    def models(self) -> ModelBook: ...
-    @property
-    def membership(self) -> ChainMembership: ...
     @property
     def inbox(self) -> Inbox: ...
     @property
-    def learner(self) -> RoundLearner: ...
-    @property
-    def gossip(self) -> TaskGossip: ...
-    @property
     def p2p(self) -> P2PHost: ...
-    @property
-    def box_key(self) -> BoxKey: ...
     @property
     def wallet(self) -> str: ...
     @property
     def params(self) -> TaskParams: ...
     @property
     def settings(self) -> TaskSettings: ...
-    @property
-    def metrics(self) -> RoundMetrics: ...
-    @property
-    def behaviour(self) -> RoleStrategy: ...
 
 
 def facts(ctx: VoterDeps, view: RoundView, seat: int, refused: str = "") -> m.VoterFacts:
     r = view.round
     rec = ctx.journal.get(r)
-    v = ctx.chain.rounds.get(r, view)
+    v = ctx.feed.rounds.get(r, view)
     on_chain = v.votes[seat]
     return m.VoterFacts(
         phase=v.phase,
@@ -138,22 +107,16 @@ async def run_voter(ctx: VoterDeps, view: RoundView, seat: int) -> None:
             log.warning("voter gave up round=%d seat=%d: %s", r, seat, action.reason)
             return
         if isinstance(action, m.Decide):
-            vote, notes = await _decide(ctx, ctx.chain.rounds.get(r, view), seat)
-            await _journal(ctx, r, role="voter", seat=seat, vote=vote, notes=notes)
+            vote, notes = await _decide(ctx, ctx.feed.rounds.get(r, view), seat)
+            await ctx.journal.update_async(r, role="voter", seat=seat, vote=vote, notes=notes)
         elif isinstance(action, m.Commit):
             refused = await _commit(ctx, r, _journaled_vote(ctx, r))
         elif isinstance(action, m.Reveal):
             refused = await _reveal(ctx, r, _journaled_vote(ctx, r))
         elif isinstance(action, m.Record):
-            await _journal(ctx, r, **{action.field: True})
+            await ctx.journal.update_async(r, **{action.field: True})
         else:
-            await ctx.chain.wait_for(r, functools.partial(_moved_past, action.phase))
-
-
-async def _journal(ctx: VoterDeps, r: int, **changes: Any) -> None:
-    """Make ``changes`` durable (an fsync) in a worker thread: not on the event loop.
-    The write is not abandoned on cancellation, so what follows it never runs first."""
-    await trio.to_thread.run_sync(functools.partial(ctx.journal.update, r, **changes))
+            await ctx.feed.wait_for(r, functools.partial(_moved_past, action.phase))
 
 
 def _moved_past(phase: Phase, v: RoundView) -> bool:
@@ -167,24 +130,27 @@ def _journaled_vote(ctx: VoterDeps, r: int) -> VoteRecord:
     return vote
 
 
+def _vote_args(vote: VoteRecord) -> tuple[bytes, int, int, int, int, bytes]:
+    """A vote as the contract takes it: the commitment's preimage and the reveal's arguments."""
+    return (
+        bytes.fromhex(vote.aggregate_hash),
+        vote.included_bits,
+        vote.rejected_bits,
+        vote.flag_bits,
+        vote.score,
+        bytes.fromhex(vote.salt),
+    )
+
+
 async def _commit(ctx: VoterDeps, r: int, vote: VoteRecord) -> str:
     """Send commitVote; the refusal reason, or "" once committed (journaled)."""
     try:
-        c = await ctx.client.vote_commitment(
-            r,
-            ctx.wallet,
-            bytes.fromhex(vote.aggregate_hash),
-            vote.included_bits,
-            vote.rejected_bits,
-            vote.flag_bits,
-            vote.score,
-            bytes.fromhex(vote.salt),
-        )
+        c = await ctx.client.vote_commitment(r, ctx.wallet, *_vote_args(vote))
         await ctx.client.commit_vote(r, c)
     except ContractRevert as e:
         if e.name != "AlreadyCommitted":
             return str(e)
-    await _journal(ctx, r, committed=True)
+    await ctx.journal.update_async(r, committed=True)
     log.info("vote committed round=%d hash=%s", r, vote.aggregate_hash[:12])
     return ""
 
@@ -192,19 +158,11 @@ async def _commit(ctx: VoterDeps, r: int, vote: VoteRecord) -> str:
 async def _reveal(ctx: VoterDeps, r: int, vote: VoteRecord) -> str:
     """Send revealVote; the refusal reason, or "" once revealed (journaled)."""
     try:
-        await ctx.client.reveal_vote(
-            r,
-            bytes.fromhex(vote.aggregate_hash),
-            vote.included_bits,
-            vote.rejected_bits,
-            vote.flag_bits,
-            vote.score,
-            bytes.fromhex(vote.salt),
-        )
+        await ctx.client.reveal_vote(r, *_vote_args(vote))
     except ContractRevert as e:
         if e.name != "AlreadyRevealed":
             return str(e)
-    await _journal(ctx, r, revealed=True)
+    await ctx.journal.update_async(r, revealed=True)
     log.info("vote revealed round=%d", r)
     return ""
 
@@ -300,7 +258,7 @@ async def _collect_seat(
     fetch_failed = False
     tried: set[Candidate] = set()  # wraps that did not open the blob
     while True:
-        v = ctx.chain.rounds[r]
+        v = ctx.feed.rounds[r]
         up = v.updates[s.seat]
         untried: tuple[Candidate, ...] = ()
         if member is not None and blob_ready and v.phase is Phase.COMMIT:
@@ -309,7 +267,7 @@ async def _collect_seat(
         action = m.decide_seat(
             m.SeatFacts(
                 phase=v.phase,
-                now=ctx.chain.now(),
+                now=ctx.feed.now(),
                 deadline=_collect_deadline(ctx, v),
                 member=member is not None,
                 submitted=up.submitted,
@@ -353,7 +311,7 @@ async def _collect_seat(
             await _relay(ctx, v, up.blob_id, key)
             return
         else:
-            await _news(ctx, max(0.0, action.until - ctx.chain.now()))
+            await _news(ctx, max(0.0, action.until - ctx.feed.now()))
             fetch_failed = False
 
 
@@ -432,7 +390,7 @@ async def _news(ctx: VoterDeps, timeout: float) -> None:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(first, ctx.inbox.changed)
-            nursery.start_soon(first, ctx.chain.changed)
+            nursery.start_soon(first, ctx.feed.changed)
 
 
 async def _until_collect_deadline(
@@ -453,13 +411,13 @@ async def _until_collect_deadline(
 
         nursery.start_soon(run)
         while True:
-            v = ctx.chain.rounds[r]
-            left = _collect_deadline(ctx, v) - ctx.chain.now()
+            v = ctx.feed.rounds[r]
+            left = _collect_deadline(ctx, v) - ctx.feed.now()
             if left <= 0 or v.phase not in (Phase.TRAIN, Phase.COMMIT):
                 nursery.cancel_scope.cancel()
                 break
             with trio.move_on_after(min(left, RETRY_SECONDS)):
-                await ctx.chain.changed()
+                await ctx.feed.changed()
     return done
 
 

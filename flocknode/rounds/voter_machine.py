@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from flocknode.chain.types import Phase
+from flocknode.rounds.outcomes import Done, GiveUp
 
 RETRY_SECONDS = 0.5
 DECIDE_PHASES = (Phase.TRAIN, Phase.COMMIT)
@@ -78,16 +79,6 @@ class WaitPhase:
     """Wait until the round's phase is no longer ``phase``."""
 
     phase: Phase
-
-
-@dataclass(frozen=True)
-class GiveUp:
-    reason: str
-
-
-@dataclass(frozen=True)
-class Done:
-    """The vote is revealed (or the chain shows it revealed)."""
 
 
 VoterAction = Decide | Commit | Reveal | Record | WaitPhase | GiveUp | Done

@@ -12,6 +12,7 @@ states go back as tensors (safetensors bytes, ``flocknode.worker.entry``).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -24,13 +25,19 @@ _LEARNERS: dict[str, Learner] = {}
 
 
 def _learner(args: dict[str, Any]) -> Learner:
-    where = [args["training"], args["data_path"], args["test_path"], args["device"]]
-    key = json.dumps(where, sort_keys=True)
+    names = ("training", "data_path", "test_path", "device", "base_model", "package_dir")
+    key = json.dumps([args.get(k) for k in names], sort_keys=True)
     learner = _LEARNERS.get(key)
     if learner is None:
         settings = TrainingSettings(**args["training"])
+        package = args.get("package_dir")
         learner = Learner.from_settings(
-            settings, args["data_path"], args["test_path"], args["device"]
+            settings,
+            args["data_path"],
+            args["test_path"],
+            args["device"],
+            base_model=args.get("base_model"),
+            package_dir=None if package is None else Path(package),
         )
         _LEARNERS.clear()
         _LEARNERS[key] = learner
@@ -39,12 +46,8 @@ def _learner(args: dict[str, Any]) -> Learner:
 
 def load(tensors: Tensors, args: dict[str, Any]) -> tuple[Tensors, dict[str, Any]]:
     """Read and split the participant's files; the split sizes."""
-    d = _learner(args).data
-    return {}, {
-        "train": len(d.train),
-        "val": len(d.val),
-        "test": None if d.test is None else len(d.test),
-    }
+    sizes = _learner(args).sizes
+    return {}, {"train": sizes.train, "val": sizes.val, "test": sizes.test}
 
 
 def warm_up(tensors: Tensors, args: dict[str, Any]) -> tuple[Tensors, dict[str, Any]]:

@@ -22,6 +22,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, TypeGuard
 
 import torch
@@ -53,6 +54,8 @@ class IsolatedLearner:
     train_timeout: float | None = None  # None: ``timeout``
     eval_timeout: float | None = None
     sizes: DataSizes | None = None  # once the worker has read the data
+    base_model: Path | None = None  # the node's copy of the task's base model
+    package_dir: Path | None = None  # the task package's checked tree
     _initial: State | None = field(default=None, repr=False)
 
     @classmethod
@@ -66,13 +69,25 @@ class IsolatedLearner:
         timeout: float,
         phase_seconds: tuple[float, float] | None = None,
         on_failure: Callable[[Reason], None] | None = None,
+        base_model: Path | None = None,
+        package_dir: Path | None = None,
     ) -> IsolatedLearner:
         """``phase_seconds``: the task's train and commit phase lengths; a training
         call is killed after the train phase's length at most, an evaluation after
         the commit phase's (no later call of its role could use the result)."""
         worker = TaskWorker(spec, on_failure)
         train_t, eval_t = (min(timeout, p) for p in phase_seconds or (timeout, timeout))
-        return cls(settings, worker, data_path, test_path or None, timeout, train_t, eval_t)
+        return cls(
+            settings,
+            worker,
+            data_path,
+            test_path or None,
+            timeout,
+            train_t,
+            eval_t,
+            base_model=base_model,
+            package_dir=package_dir,
+        )
 
     @property
     def has_test(self) -> bool:
@@ -81,7 +96,9 @@ class IsolatedLearner:
 
     def initial_state(self) -> State:
         if self._initial is None:
-            self._initial = task_initial_state(self.settings)
+            self._initial = task_initial_state(
+                self.settings, base_model=self.base_model, package_dir=self.package_dir
+            )
         return {k: v.clone() for k, v in self._initial.items()}
 
     def _args(self, **extra: Any) -> dict[str, Any]:
@@ -91,6 +108,8 @@ class IsolatedLearner:
             "data_path": self.data_path,
             "test_path": self.test_path,
             "device": self.worker.spec.device,
+            "base_model": None if self.base_model is None else str(self.base_model),
+            "package_dir": None if self.package_dir is None else str(self.package_dir),
             **extra,
         }
 

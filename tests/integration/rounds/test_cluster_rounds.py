@@ -134,10 +134,10 @@ def test_label_flip_proposer_goes_unrewarded_when_flagged(tmp_path: Path) -> Non
         assert flagged >= 1, "the label flipper was never flagged by a quorum"
 
 
-def test_cheating_voters_are_slashed_and_a_killed_voter_reveals_after_restart(
-    tmp_path: Path,
-) -> None:
+def test_cheating_voters_are_slashed(tmp_path: Path) -> None:
     # node-0 (10x stake) proposes; the other five vote. 3 of 5 seats make a quorum at 60%.
+    # A voter killed and restarted mid-round commits and reveals what it journaled:
+    # tests/unit/rounds/test_voter_run.py restarts one at every journal point.
     behaviours = (H, Behaviour.WRONG_HASH, Behaviour.NO_REVEAL, H, H, H)
     spec = ClusterSpec(
         nodes=6,
@@ -147,33 +147,15 @@ def test_cheating_voters_are_slashed_and_a_killed_voter_reveals_after_restart(
         quorum_bps=6000,
         byzantine=behaviours,
         stakes=(1000, 100, 100, 100, 100, 100),
-        commit_seconds=15,
-        reveal_seconds=25,
     )
     with cluster(tmp_path / "c", spec) as h:
         wh, nr = h.wallet("node-1"), h.wallet("node-2")
-        # Kill an honest voter of round 1 as soon as its commitment is on chain.
-        v = h.wait_phase(1, {Phase.TRAIN, Phase.COMMIT})
-        victim = next(w for w in v.voters if h.by_wallet[w] in ("node-3", "node-4", "node-5"))
-        seat = v.voters.index(victim)
-        h.wait(
-            "the victim's commitment",
-            lambda: (x := h.round_view(1)) is not None and x.votes[seat].committed,
-            90,
-            poll=0.02,
-        )
-        h.kill(h.by_wallet[victim])
-        h.start(h.by_wallet[victim])
-        v1 = h.wait_finalized(1, timeout=120)
-        assert v1.votes[seat].revealed, "the restarted voter revealed its journaled vote"
-        v2 = h.wait_finalized(2, timeout=120)
-        for view in (v1, v2):
-            r = view.round
+        for r in (1, 2):
+            view = h.wait_finalized(r, timeout=120)
             assert view.winning_hash != bytes(32), f"round {r}: honest voters reach quorum"
             slashed = {e.wallet: e.reason for e in h.events(Slashed, r)}
             if wh in view.voters:
                 assert wh in slashed, f"round {r}: wrong-hash voter not slashed {slashed}"
             if nr in view.voters:
                 assert nr in slashed, f"round {r}: non-revealer not slashed {slashed}"
-            assert victim not in slashed
             assert_honest_voters_agree(h, view, {"node-0", "node-3", "node-4", "node-5"})

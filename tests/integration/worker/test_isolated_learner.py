@@ -30,14 +30,35 @@ def on_path(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+def _lm_lora(tmp_path: Path) -> tuple[TrainingSettings, Path] | None:
+    """lm-lora on a tiny random GPT-2 saved to disk (the llm extra), or None without it."""
+    try:
+        from flocknode.learning.base_model import dir_hash
+        from flocknode.learning.lm_lora import LMLoRA, require_llm
+
+        require_llm()
+    except Exception:
+        return None
+    tiny = tmp_path / "tiny-gpt2"
+    tiny.mkdir()
+    LMLoRA().write_base_model(tiny)
+    base = {"task": "lm-lora", "base_model_hash": dir_hash(tiny), **LMLoRA.tester_training}
+    return TrainingSettings(**{**base, "local_steps": 4}), tiny  # type: ignore[arg-type]
+
+
 async def test_same_bits_as_in_process(tmp_path: Path, on_path: None) -> None:
-    """One jailed worker serves the three tasks in turn (a worker start is the slow part)."""
+    """One jailed worker serves the tasks in turn (a worker start is the slow part)."""
     try:
         probe()
     except IsolationUnavailable as e:
         pytest.skip(f"no namespaces on this machine: {e}")
-    shards = {s.task: write_shards(load_task(s.task), tmp_path / s.task, 3) for s in SETTINGS}
+    cases: list[tuple[TrainingSettings, Path | None]] = [(s, None) for s in SETTINGS]
+    lm = _lm_lora(tmp_path)
+    if lm is not None:  # adapters only, on a frozen base model bound read-only
+        cases.append(lm)
+    shards = {s.task: write_shards(load_task(s.task), tmp_path / s.task, 3) for s, _ in cases}
     paths = tuple(str(p) for sh in shards.values() for p in (sh.nodes[1], sh.test))
+    paths += tuple(str(b) for _, b in cases if b is not None)
     reasons: list[str] = []
     spec = WorkerSpec(
         "namespace",
@@ -48,10 +69,12 @@ async def test_same_bits_as_in_process(tmp_path: Path, on_path: None) -> None:
     )
     worker = TaskWorker(spec, reasons.append)
     try:
-        for settings in SETTINGS:
+        for settings, base in cases:
             sh = shards[settings.task]
-            local = Learner.from_settings(settings, sh.nodes[1], sh.test)
-            iso = IsolatedLearner(settings, worker, str(sh.nodes[1]), str(sh.test), 300)
+            local = Learner.from_settings(settings, sh.nodes[1], sh.test, base_model=base)
+            iso = IsolatedLearner(
+                settings, worker, str(sh.nodes[1]), str(sh.test), 300, base_model=base
+            )
             init = local.initial_state()
             assert {k: (v.dtype, v.shape) for k, v in iso.initial_state().items()} == {
                 k: (v.dtype, v.shape) for k, v in init.items()
@@ -71,8 +94,9 @@ async def test_same_bits_as_in_process(tmp_path: Path, on_path: None) -> None:
             if settings.task == "digits-cnn":
                 dtypes = {t.dtype for t in got.update.values()}
                 assert dtypes == {torch.float32, torch.int64}
-            flipped = await iso.train_async(init, seed=8, label_flip=True)
-            assert any(not torch.equal(flipped.update[k], want.update[k]) for k in init)
+            if settings.task != "lm-lora":  # label flipping: classifiers only
+                flipped = await iso.train_async(init, seed=8, label_flip=True)
+                assert any(not torch.equal(flipped.update[k], want.update[k]) for k in init)
         assert reasons == [] and worker.starts == 1
 
         # A task error is counted and leaves the worker serving; a DataError in the

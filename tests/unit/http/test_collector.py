@@ -35,7 +35,8 @@ def snapshot() -> dict[str, Any]:
         "peers": ["a", "b", "c"],
         "members": 6,
         "accuracy": {"5": 0.8, "6": 0.9},
-        "counters": {"chain_errors": 4, "keeper_open": 2},
+        "counters": {"chain_errors": 4, "store_pruned_objects": 2},
+        "counters_by_label": {"keeper_calls": {"open": 2}, "engine_errors": {"tick": 1}},
         "p2p": {
             "gossip_accepted": 40,
             "gossip_published{KeyWraps}": 3,
@@ -96,6 +97,11 @@ def test_every_issue_metric_is_exported_with_its_type_and_value() -> None:
     assert samples(m["flocknode_rewards_claimable_tokens"])[()] == 2.5
     assert samples(m["flocknode_slashed_tokens"])[()] == 1
     assert samples(m["flocknode_chain_errors"], "_total")[()] == 4
+    events = samples(m["flocknode_round_events"], "_total")
+    assert events == {(("event", "chain_errors"),): 4, (("event", "store_pruned_objects"),): 2}
+    keeper = samples(m["flocknode_keeper_calls"], "_total")
+    assert keeper == {(("action", "open"),): 2}
+    assert samples(m["flocknode_engine_errors"], "_total") == {(("where", "tick"),): 1}
     assert samples(m["flocknode_global_model_accuracy"])[()] == 0.9
     assert samples(m["flocknode_ready"])[()] == 1
 

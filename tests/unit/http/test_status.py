@@ -46,6 +46,7 @@ def full_doc() -> dict[str, Any]:
         "roles": [{"round": 4, "role": "voter", "seat": 2, "at": 1700000000.0}],
         "accuracy": {"2": 0.5, "3": 0.75},
         "counters": {"chain_errors": 1},
+        "counters_by_label": {"engine_errors": {"tick": 2}},
         "p2p": {"gossip_accepted": 3, "gossip_dropped{stale_round}": 1},
         "last_error": "",
         "behaviour": "honest",
@@ -75,6 +76,7 @@ def test_the_json_form_round_trips_and_reads_by_attribute() -> None:
     assert s.stake.min_stake == 10 * 10**18
     assert s.timings.train is not None and s.timings.train.count == 2
     assert s.timings.tx_failures[0].reason == "AlreadyElected"
+    assert s.counters_by_label["engine_errors"]["tick"] == 2
 
 
 def test_a_partial_document_reads_as_empty_values() -> None:

@@ -25,6 +25,7 @@ def _changed(value: Any) -> Any:
     if value is None:
         return 3
     swaps = {"digits": "my.data:loader", "dirichlet": "iid", "fedavg": "median", "adam": "sgd"}
+    swaps[""] = "ab" * 32  # training.base_model_hash: none -> a SHA-256
     return swaps.get(value, value + "x")
 
 
@@ -56,7 +57,10 @@ def test_every_setting_changes_the_hash_and_is_named_in_the_error() -> None:
     task = TaskSettings()
     published = task.canonical_json()
     names = list(flat_settings(task))
-    assert len(names) == 22  # version + 11 training + 9 aggregation + flag threshold
+    # version + 11 training + 9 aggregation + flag threshold; the optional
+    # training.task_package and training.base_model_hash appear only when set
+    assert len(names) == 22
+    assert "training.base_model_hash" not in names
     for name in names:
         if name == "version":
             continue
@@ -67,6 +71,16 @@ def test_every_setting_changes_the_hash_and_is_named_in_the_error() -> None:
             check_config(node, task.config_hash(), published)
         assert [d[0] for d in e.value.differences] == [name]
         assert name in str(e.value)
+
+
+def test_a_base_model_hash_is_covered_when_set() -> None:
+    task = TaskSettings()
+    pinned = _with(task, "training.base_model_hash", "ab" * 32)
+    assert '"base_model_hash":"' + "ab" * 32 + '"' in pinned.canonical_json().decode()
+    assert pinned.config_hash() != task.config_hash()
+    with pytest.raises(ConfigMismatchError) as e:
+        check_config(task, pinned.config_hash(), pinned.canonical_json())
+    assert [d[0] for d in e.value.differences] == ["training.base_model_hash"]
 
 
 def test_check_config_accepts_matching_settings_and_explains_mismatches() -> None:

@@ -174,7 +174,7 @@ class Role:
 
     root: Path
     me: Peer
-    chain: ChainFeed
+    feed: ChainFeed
     membership: ChainMembership
     client: Client = field(default_factory=Client)
     gossip: Gossip = field(default_factory=Gossip)
@@ -195,7 +195,7 @@ class Role:
 
     def restarted(self, **changes: Any) -> Role:
         """The same node after a crash: same directories and keys, fresh in-memory state."""
-        return Role(self.root, self.me, self.chain, self.membership, **changes)
+        return Role(self.root, self.me, self.feed, self.membership, **changes)
 
 
 def world(root: Path, proposers: int, voters: int) -> tuple[list[Peer], list[Peer], TrioChainView]:
@@ -249,7 +249,7 @@ class RoundSim:
     fill in updates and votes, and every change is published as a new view."""
 
     def __init__(self, chain: ChainFeed, proposers: list[Peer], voters: list[Peer]) -> None:
-        self.chain, self.proposers, self.voters = chain, proposers, voters
+        self.feed, self.proposers, self.voters = chain, proposers, voters
         self.updates = [NO_UPDATE] * len(proposers)
         self.votes = [NO_VOTE] * len(voters)
         self.phase = Phase.TRAIN
@@ -272,7 +272,7 @@ class RoundSim:
     def publish(self) -> RoundView:
         end = [int(t) if math.isfinite(t) else 0 for t in self.ends]
         return set_round(
-            self.chain,
+            self.feed,
             self.phase,
             self.proposers,
             self.voters,

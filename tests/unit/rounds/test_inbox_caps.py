@@ -8,7 +8,7 @@ from flocknode.identity import PeerKey
 from flocknode.p2p.gossip import Received
 from flocknode.p2p.messages import KeyWraps, ModelAvailable, UpdateAnnounce, WireKeyWrap
 from flocknode.rounds.inbox import BLOBS_PER_ORIGIN, MODELS_PER_ORIGIN, Inbox
-from flocknode.rounds.windows import GOSSIP_ROUNDS_KEPT as KEEP_ROUNDS
+from flocknode.rounds.windows import GOSSIP_ROUNDS_KEPT
 
 ME = b"\x01" * 32
 FLOOD = 1000
@@ -38,8 +38,8 @@ def test_finding11_model_flood_cannot_evict_real_holders() -> None:
     nxt = b"\x78" * 32
     inbox.on_message(Received(honest[0], ModelAvailable(6, nxt, 1000)))
     assert honest[0] in inbox.model_holders[real] and inbox.model_holders[nxt] == {honest[0]}
-    # models nobody announced for KEEP_ROUNDS rounds are forgotten
-    inbox.on_message(Received(honest[1], ModelAvailable(6 + KEEP_ROUNDS + 1, nxt, 1000)))
+    # models nobody announced for GOSSIP_ROUNDS_KEPT rounds are forgotten
+    inbox.on_message(Received(honest[1], ModelAvailable(6 + GOSSIP_ROUNDS_KEPT + 1, nxt, 1000)))
     assert set(inbox.model_holders) == {nxt}
 
 
@@ -61,8 +61,8 @@ def test_finding11_blob_and_wrap_flood_is_capped_per_origin_and_round() -> None:
     inbox.on_message(Received(attacker, UpdateAnnounce(4, fake(0), 10)))
     assert inbox.holders(4, fake(0)) == {attacker}
     # and the per-round bookkeeping leaves with the round
-    inbox.on_message(Received(proposer, UpdateAnnounce(4 + KEEP_ROUNDS + 1, blob, 10)))
-    assert set(inbox.announced) == {4 + KEEP_ROUNDS + 1} and not inbox.wraps
+    inbox.on_message(Received(proposer, UpdateAnnounce(4 + GOSSIP_ROUNDS_KEPT + 1, blob, 10)))
+    assert set(inbox.announced) == {4 + GOSSIP_ROUNDS_KEPT + 1} and not inbox.wraps
 
 
 def test_finding11_a_voter_relaying_a_wrap_per_seat_is_within_its_cap() -> None:

@@ -7,10 +7,12 @@ fails at once, which is the case the pause is for.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import torch
 import trio
 import trio.testing
@@ -59,8 +61,9 @@ class Reader:
 
 
 class Learner:
-    def __init__(self) -> None:
+    def __init__(self, has_test: bool = True) -> None:
         self.evaluated: list[bytes] = []
+        self.has_test = has_test
 
     async def evaluate_async(self, state: Any, split: str) -> Any:
         self.evaluated.append(update_hash(state))
@@ -117,4 +120,33 @@ async def test_fetch_retries_pause_then_the_held_model_is_evaluated_once_and_ann
         times = [t for t, _ in gossip.sent]
         assert len(times) == 3 and all(m.model_hash == h and m.round == 3 for _, m in gossip.sent)
         assert times[1] - times[0] >= MODEL_ANNOUNCE_SECONDS
+        keeper.stop()
+
+
+async def test_a_participant_without_a_test_split_evaluates_nothing_and_warns_nothing(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    book = ModelBook(ContentStore(tmp_path / "store"), None)
+    learner, gossip, feed = Learner(has_test=False), Gossip(), ChainFeed()
+    keeper = ModelKeeper(
+        Reader(),  # type: ignore[arg-type]
+        feed,
+        book,
+        Inbox(bytes(32)),
+        gossip,
+        learner,  # type: ignore[arg-type]
+        PARAMS,
+        "0x" + "ab" * 20,
+        RoundMetrics(),
+    )
+    caplog.set_level(logging.INFO, logger="flocknode.rounds")
+    async with trio.open_nursery() as nursery:
+        await nursery.start(keeper.run)
+        for r in range(1, 6):  # a new global model every round
+            h = await book.put_async({"w": STATE["w"] + r})
+            feed.publish(ChainSnapshot(block=r, current=r, global_model_hash=h))
+            await trio.sleep(1)
+        assert learner.evaluated == []
+        assert gossip.sent  # the models are still announced
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
         keeper.stop()

@@ -60,7 +60,7 @@ async def _until_published(role: Role) -> None:
 
 async def _run_until_submitted(role: Role, ps: list[Peer], vs: list[Peer]) -> None:
     """Run a proposer in the train phase until its update is submitted, then crash it."""
-    view = set_round(role.chain, Phase.TRAIN, ps, vs)
+    view = set_round(role.feed, Phase.TRAIN, ps, vs)
     async with trio.open_nursery() as n:
         n.start_soon(run_proposer, role, view, 0)
         await _until_called(role, "submit_update")
@@ -72,7 +72,7 @@ async def test_trains_submits_announces_and_releases_wraps_only_after_train(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
     role, ps, vs = _proposer(tmp_path)
-    view = set_round(role.chain, Phase.TRAIN, ps, vs)
+    view = set_round(role.feed, Phase.TRAIN, ps, vs)
     async with trio.open_nursery() as n:
         n.start_soon(run_proposer, role, view, 0)
         await _until_called(role, "submit_update")
@@ -97,7 +97,7 @@ async def test_trains_submits_announces_and_releases_wraps_only_after_train(
         assert role.journal.get(R).submitted
 
         role.gossip.sent.clear()
-        set_round(role.chain, Phase.COMMIT, ps, vs)
+        set_round(role.feed, Phase.COMMIT, ps, vs)
         await until(lambda: role.journal.get(R).wraps_sent)
         first, second = (msg for _, msg in role.gossip.sent[:2])
         assert isinstance(first, KeyWraps) and isinstance(second, UpdateAnnounce)
@@ -111,10 +111,10 @@ async def test_trains_submits_announces_and_releases_wraps_only_after_train(
                 v.box.private,
                 PublicKey(role.me.box.public_bytes),
             )
-        set_round(role.chain, Phase.REVEAL, ps, vs)
+        set_round(role.feed, Phase.REVEAL, ps, vs)
         await trio.sleep(3)
         assert len(role.gossip.messages(KeyWraps)) >= 3
-        set_round(role.chain, Phase.FINALIZED, ps, vs)
+        set_round(role.feed, Phase.FINALIZED, ps, vs)
     # the run returned by itself once the round was over
     assert len(role.client.named("submit_update")) == 1
 
@@ -125,7 +125,7 @@ async def test_crash_after_training_before_submit_resubmits_the_same_update(
 ) -> None:
     role, ps, vs = _proposer(tmp_path)
     role.client.fail["submit_update"] = ConnectionError("rpc down")
-    view = set_round(role.chain, Phase.TRAIN, ps, vs)
+    view = set_round(role.feed, Phase.TRAIN, ps, vs)
     with pytest.raises(ConnectionError):
         await run_proposer(role, view, 0)
     sealed = role.journal.get(R)
@@ -133,14 +133,14 @@ async def test_crash_after_training_before_submit_resubmits_the_same_update(
 
     again = role.restarted()
     again.learner = NoTraining()  # type: ignore[assignment]
-    view = set_round(role.chain, restart_phase, ps, vs)
+    view = set_round(role.feed, restart_phase, ps, vs)
     async with trio.open_nursery() as n:
         n.start_soon(run_proposer, again, view, 0)
         await _until_called(again, "submit_update")
         if restart_phase is Phase.COMMIT:
             await until(lambda: again.journal.get(R).wraps_sent)
         await until(lambda: again.gossip.sent)
-        set_round(role.chain, Phase.FINALIZED, ps, vs)
+        set_round(role.feed, Phase.FINALIZED, ps, vs)
     (call,) = again.client.named("submit_update")
     assert call[1:3] == (bytes.fromhex(sealed.update_hash), bytes.fromhex(sealed.blob_id))
     rec = again.journal.get(R)
@@ -156,14 +156,14 @@ async def test_crash_after_submit_restarts_in_commit_and_releases_wraps_without_
 
     again = role.restarted()
     again.learner = NoTraining()  # type: ignore[assignment]
-    view = set_round(role.chain, Phase.COMMIT, ps, vs)
+    view = set_round(role.feed, Phase.COMMIT, ps, vs)
     async with trio.open_nursery() as n:
         n.start_soon(run_proposer, again, view, 0)
         await until(lambda: again.journal.get(R).wraps_sent)
         assert isinstance(again.gossip.sent[0][1], KeyWraps)
-        set_round(role.chain, Phase.REVEAL, ps, vs)
+        set_round(role.feed, Phase.REVEAL, ps, vs)
         await trio.sleep(0.1)
-        set_round(role.chain, Phase.VOIDED, ps, vs)
+        set_round(role.feed, Phase.VOIDED, ps, vs)
     assert again.client.calls == []
 
 
@@ -174,7 +174,7 @@ async def test_restart_after_wraps_sent_publishes_them_again_in_reveal(
     await _run_until_submitted(role, ps, vs)
     role.journal.update(R, wraps_sent=True)
     again = role.restarted()
-    view = set_round(role.chain, Phase.REVEAL, ps, vs)
+    view = set_round(role.feed, Phase.REVEAL, ps, vs)
     with trio.move_on_after(REANNOUNCE_SECONDS + 0.5):
         await run_proposer(again, view, 0)
     assert len(again.gossip.messages(KeyWraps)) == 2 and again.client.calls == []
@@ -185,7 +185,7 @@ async def test_already_submitted_counts_as_submitted(
 ) -> None:
     role, ps, vs = _proposer(tmp_path)
     role.client.fail["submit_update"] = revert("AlreadySubmitted")
-    view = set_round(role.chain, Phase.TRAIN, ps, vs)
+    view = set_round(role.feed, Phase.TRAIN, ps, vs)
     async with trio.open_nursery() as n:
         n.start_soon(run_proposer, role, view, 0)
         await _until_published(role)
@@ -199,7 +199,7 @@ async def test_a_refused_submit_gives_up_without_announcing(
 ) -> None:
     role, ps, vs = _proposer(tmp_path)
     role.client.fail["submit_update"] = revert("WrongPhase")
-    view = set_round(role.chain, Phase.TRAIN, ps, vs)
+    view = set_round(role.feed, Phase.TRAIN, ps, vs)
     await run_proposer(role, view, 0)  # returns: given up
     assert not role.journal.get(R).submitted and role.gossip.sent == []
 
@@ -210,7 +210,7 @@ async def test_a_proposer_elected_late_does_not_train(
 ) -> None:
     role, ps, vs = _proposer(tmp_path)
     role.learner = NoTraining()  # type: ignore[assignment]
-    await run_proposer(role, set_round(role.chain, phase, ps, vs), 0)
+    await run_proposer(role, set_round(role.feed, phase, ps, vs), 0)
     assert role.client.calls == [] and role.gossip.sent == [] and not role.journal.get(R).blob_id
 
 
@@ -219,12 +219,12 @@ async def test_no_base_model_or_no_registered_voter_gives_up(
 ) -> None:
     role, ps, vs = _proposer(tmp_path)
     role.learner = NoTraining()  # type: ignore[assignment]
-    held = role.chain.global_model_hash
-    role.chain.global_model_hash = b"\x99" * 32
-    await run_proposer(role, set_round(role.chain, Phase.TRAIN, ps, vs), 0)
-    role.chain.global_model_hash = held
+    held = role.feed.global_model_hash
+    role.feed.global_model_hash = b"\x99" * 32
+    await run_proposer(role, set_round(role.feed, Phase.TRAIN, ps, vs), 0)
+    role.feed.global_model_hash = held
     role.membership = membership_of(*ps)  # no voter has a valid registration
-    await run_proposer(role, set_round(role.chain, Phase.TRAIN, ps, vs), 0)
+    await run_proposer(role, set_round(role.feed, Phase.TRAIN, ps, vs), 0)
     assert role.client.calls == [] and not role.journal.get(R).blob_id
 
 
@@ -233,7 +233,7 @@ async def test_a_journaled_blob_missing_from_the_store_is_trained_again(
 ) -> None:
     role, ps, vs = _proposer(tmp_path)
     role.journal.update(R, role="proposer", seat=0, blob_id="ab" * 32, update_hash="cd" * 32)
-    view = set_round(role.chain, Phase.TRAIN, ps, vs)
+    view = set_round(role.feed, Phase.TRAIN, ps, vs)
     async with trio.open_nursery() as n:
         n.start_soon(run_proposer, role, view, 0)
         await _until_called(role, "submit_update")
@@ -250,7 +250,7 @@ async def test_gossip_failures_are_counted_and_retried(
     role.journal.update(R, wraps_sent=True)  # no journal write below: exact timing
     again = role.restarted()
     again.gossip.fail = True
-    view = set_round(role.chain, Phase.COMMIT, ps, vs)
+    view = set_round(role.feed, Phase.COMMIT, ps, vs)
     with trio.move_on_after(3 * REANNOUNCE_SECONDS - 0.5):
         await run_proposer(again, view, 0)
     assert again.metrics.counters["gossip_publish_failed"] == 6  # wraps + announce, 3 times
@@ -265,11 +265,11 @@ async def test_a_phase_that_begins_during_a_publish_is_published_for_at_once(
     again = role.restarted()
 
     def reveal_begins(msg: object) -> None:
-        if role.chain.rounds[R].phase is Phase.COMMIT:
-            set_round(role.chain, Phase.REVEAL, ps, vs)
+        if role.feed.rounds[R].phase is Phase.COMMIT:
+            set_round(role.feed, Phase.REVEAL, ps, vs)
 
     again.gossip.deliver = reveal_begins
-    view = set_round(role.chain, Phase.COMMIT, ps, vs)
+    view = set_round(role.feed, Phase.COMMIT, ps, vs)
     with trio.move_on_after(REANNOUNCE_SECONDS / 2):
         await run_proposer(again, view, 0)
     assert len(again.gossip.messages(KeyWraps)) == 2  # commit's, then reveal's at once

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from flocknode.rounds.metrics import KEEP_HISTORY, WORK_BUCKETS, RoundMetrics
 
 
@@ -27,3 +29,24 @@ def test_work_timings_are_fixed_size_histograms() -> None:
     le = dict((b, n) for b, n in t["train"]["buckets"])
     assert le[0.5] == 5_000 and le[10.0] == 10_000
     assert t["eval"]["count"] == 1 and t["eval"]["buckets"][0] == [0.1, 1]
+
+
+def test_counters_are_declared_once_with_their_label_names() -> None:
+    m = RoundMetrics()
+    m.inc("engine_errors", "tick")
+    m.inc("engine_errors", "tick")
+    m.inc("engine_errors", "gossip")
+    m.inc("keeper_calls", "open")
+    m.inc("store_pruned_bytes", n=300)
+    assert m.get("engine_errors", "tick") == 2 and m.total("engine_errors") == 3
+    assert m.by_label() == {
+        "engine_errors": {"gossip": 1, "tick": 2},
+        "keeper_calls": {"open": 1},
+    }
+    assert dict(m.counters) == {"store_pruned_bytes": 300}  # no value in a name
+    with pytest.raises(ValueError, match="undeclared"):
+        m.inc("engine_errors_tick")
+    with pytest.raises(ValueError, match="takes label 'where'"):
+        m.inc("engine_errors")
+    with pytest.raises(ValueError, match="takes label ''"):
+        m.inc("chain_errors", "x")

@@ -52,7 +52,7 @@ class _Metrics:
 
 @dataclass
 class _Ctx:
-    chain: _Chain
+    feed: _Chain
     models: _Models = field(default_factory=_Models)
     metrics: _Metrics = field(default_factory=_Metrics)
 
@@ -67,7 +67,7 @@ async def _news(_ctx: Any, timeout: float) -> None:
 
 def _ctx(phase: Phase = Phase.COMMIT) -> tuple[_Ctx, RoundView]:
     view = make_view(7, phase)
-    return _Ctx(chain=_Chain(rounds={7: view})), view
+    return _Ctx(feed=_Chain(rounds={7: view})), view
 
 
 async def test_a_voter_without_the_base_model_votes_unavailable_at_the_cutoff(

@@ -82,7 +82,7 @@ async def _until(cond: Any, chain: Any) -> None:
 async def _drive(sim: RoundSim, run: Callable[[], Awaitable[None]], phases: list[Phase]) -> None:
     """Run a role and move the round through ``phases``, each once the role has
     nothing left to do in the current phase (it waits for the phase to change)."""
-    chain = sim.chain
+    chain = sim.feed
     assert isinstance(chain, TrioChainView)
     done = trio.Event()
 
@@ -110,13 +110,13 @@ async def test_one_round_proposer_and_voters_agree_commit_and_reveal(
         n.start_soon(run_proposer, w.proposers[0], view, 0)
         for seat, v in enumerate(w.voters):
             n.start_soon(voter.run_voter, v, view, seat)
-        await _until(lambda: sim.updates[0].submitted, sim.chain)
-        await _until(lambda: len(w.net.fetched_at) >= 3, sim.chain)  # prefetched during training
+        await _until(lambda: sim.updates[0].submitted, sim.feed)
+        await _until(lambda: len(w.net.fetched_at) >= 3, sim.feed)  # prefetched during training
         assert all(v.journal.get(R).vote is None for v in w.voters)  # nothing opened yet
         sim.to(Phase.COMMIT)
-        await _until(lambda: all(x.committed for x in sim.votes), sim.chain)
+        await _until(lambda: all(x.committed for x in sim.votes), sim.feed)
         sim.to(Phase.REVEAL)
-        await _until(lambda: all(x.revealed for x in sim.votes), sim.chain)
+        await _until(lambda: all(x.revealed for x in sim.votes), sim.feed)
         sim.to(Phase.FINALIZED)
     votes = [v.journal.get(R) for v in w.voters]
     assert all(rec.committed and rec.revealed for rec in votes)
@@ -147,9 +147,9 @@ async def test_a_proposer_wrapping_for_one_voter_does_not_split_the_voters(
         n.start_soon(run_proposer, p, view, 0)
         for seat, v in enumerate(w.voters):
             n.start_soon(voter.run_voter, v, view, seat)
-        await _until(lambda: sim.updates[0].submitted, sim.chain)
+        await _until(lambda: sim.updates[0].submitted, sim.feed)
         sim.to(Phase.COMMIT)
-        await _until(lambda: all(x.committed for x in sim.votes), sim.chain)
+        await _until(lambda: all(x.committed for x in sim.votes), sim.feed)
         sim.to(Phase.FINALIZED)
     (wraps, *_) = p.gossip.messages(KeyWraps)
     assert len(wraps.wraps) == 1  # the proposer wrapped for one voter only
@@ -291,7 +291,7 @@ async def test_a_failed_commit_raises_and_the_rerun_commits_the_same_vote(
     del v.client.fail["commit_vote"]
     async with trio.open_nursery() as n:
         n.start_soon(voter.run_voter, v, view, 0)
-        await _until(lambda: sim.votes[0].committed, sim.chain)
+        await _until(lambda: sim.votes[0].committed, sim.feed)
         sim.to(Phase.REVEAL)
     assert v.journal.get(R).revealed
     assert v.client.named("commit_vote") == [(R, bytes.fromhex(VOTE.aggregate_hash))]
@@ -350,7 +350,7 @@ async def test_base_model_unavailable_until_the_cutoff_votes_all_zero(
 ) -> None:
     w = _world(tmp_path, monkeypatch, 3, 1)
     sim, v = w.sim, w.voters[0]
-    sim.chain.global_model_hash = b"\x77" * 32  # a model nobody serves
+    sim.feed.global_model_hash = b"\x77" * 32  # a model nobody serves
     view = sim.to(Phase.COMMIT)
     async with trio.open_nursery() as n:
         n.start_soon(voter.run_voter, v, view, 0)
@@ -358,7 +358,7 @@ async def test_base_model_unavailable_until_the_cutoff_votes_all_zero(
         # the cutoff is the collection deadline: 40% of the commit phase before its end
         cutoff = view.commit_end - 0.4 * COMMIT_SECONDS
         assert cutoff <= trio.current_time() <= cutoff + voter.RETRY_SECONDS + 0.01
-        await _until(lambda: sim.votes[0].committed, sim.chain)
+        await _until(lambda: sim.votes[0].committed, sim.feed)
         sim.to(Phase.REVEAL)
     rec = v.journal.get(R)
     assert rec.vote is not None and rec.revealed
@@ -374,14 +374,14 @@ async def test_a_base_model_arriving_before_the_cutoff_is_used(
     sim, v = w.sim, w.voters[0]
     late = {k: t + 0.5 for k, t in learner().initial_state().items()}
     late_hash = w.proposers[0].models.put(late)
-    sim.chain.global_model_hash = late_hash
+    sim.feed.global_model_hash = late_hash
     async with trio.open_nursery() as n:
         n.start_soon(voter.run_voter, v, sim.to(Phase.COMMIT), 0)
         await trio.sleep(0.5 * COMMIT_SECONDS)  # before the cutoff (0.6 of the phase)
         assert v.journal.get(R).vote is None
         v.models.put(late)  # the engine's model fetch lands
-        sim.chain.publish()
-        await _until(lambda: sim.votes[0].committed, sim.chain)
+        sim.feed.publish()
+        await _until(lambda: sim.votes[0].committed, sim.feed)
         sim.to(Phase.REVEAL)
     rec = v.journal.get(R)
     assert rec.vote is not None and rec.vote.aggregate_hash not in (UNAVAILABLE_HASH.hex(), "")
@@ -399,11 +399,11 @@ async def test_an_update_that_never_arrives_is_left_out_at_the_collection_deadli
     async with trio.open_nursery() as n:
         n.start_soon(run_proposer, p, view, 0)
         n.start_soon(voter.run_voter, v, view, 0)
-        await _until(lambda: sim.updates[0].submitted, sim.chain)
+        await _until(lambda: sim.updates[0].submitted, sim.feed)
         deadline = sim.to(Phase.COMMIT).commit_end - 0.4 * COMMIT_SECONDS
-        await _until(lambda: sim.votes[0].committed, sim.chain)
+        await _until(lambda: sim.votes[0].committed, sim.feed)
         sim.to(Phase.REVEAL)
-        await _until(lambda: sim.votes[0].revealed, sim.chain)
+        await _until(lambda: sim.votes[0].revealed, sim.feed)
         sim.to(Phase.FINALIZED)
     rec = v.journal.get(R)
     assert rec.vote is not None and rec.vote.included_bits == 0
@@ -428,6 +428,6 @@ async def test_a_vote_decided_in_train_waits_for_the_commit_phase(
         await trio.sleep(30)
         assert v.client.calls == []  # decided, and waiting for the commit phase
         sim.to(Phase.COMMIT)
-        await _until(lambda: sim.votes[0].committed, sim.chain)
+        await _until(lambda: sim.votes[0].committed, sim.feed)
         sim.to(Phase.REVEAL)
     assert v.journal.get(R).revealed

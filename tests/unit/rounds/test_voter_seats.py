@@ -80,7 +80,7 @@ def _model() -> dict[str, torch.Tensor]:
 def _node(tmp: Path, name: str, chain: TrioChainView, membership: ChainMembership) -> Node:
     box = BoxKey.generate()
     ctx = SimpleNamespace(
-        chain=chain,
+        feed=chain,
         membership=membership,
         inbox=Inbox(box.public_bytes),
         store=ContentStore(tmp / name),

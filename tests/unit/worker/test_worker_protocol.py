@@ -136,10 +136,12 @@ def test_node_learner_follows_the_switch(tmp_path: Path) -> None:
     shards = write_shards(DigitsMLP(), tmp_path / "shards", 2)
     shards.nodes[0].rename(tmp_path / "mine")
     settings = TaskSettings()
-    none = node_learner(load_config(_cfg(tmp_path, 'isolation = "none"')), settings, print)
+    none = node_learner(
+        load_config(_cfg(tmp_path, 'isolation = "none"')), settings, on_failure=print
+    )
     assert isinstance(none, Learner) and not none.has_test
     cfg = load_config(_cfg(tmp_path, 'isolation = "process"\ntimeout_seconds = 20'))
-    proc = node_learner(cfg, settings, print, (30, 10))
+    proc = node_learner(cfg, settings, on_failure=print, phase_seconds=(30, 10))
     assert isinstance(proc, IsolatedLearner) and proc.worker.spec.isolation == "process"
     assert proc.worker.spec.base == str(tmp_path / "d" / "worker")
     assert proc.worker.spec.read_only == (str(tmp_path / "mine"),) and not proc.has_test
@@ -157,7 +159,7 @@ def test_namespace_isolation_fails_closed(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(node_module, "probe", unavailable)
     cfg = load_config(_cfg(tmp_path, ""))
     with pytest.raises(ConfigError) as e:
-        node_learner(cfg, TaskSettings(), print)
+        node_learner(cfg, TaskSettings(), on_failure=print)
     assert e.value.key == "compute.isolation"
     assert "\n" not in str(e.value) and 'isolation = "process"' in str(e.value)
 
@@ -180,7 +182,7 @@ def test_missing_device_is_one_config_line(tmp_path: Path) -> None:
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     cfg = load_config(_cfg(tmp_path, f'device = "cuda:{gpus}"\nisolation = "none"'))
     with pytest.raises(ConfigError) as e:
-        node_learner(cfg, TaskSettings(), print)
+        node_learner(cfg, TaskSettings(), on_failure=print)
     assert e.value.key == "compute.device" and "CUDA device" in str(e.value)
 
 
