@@ -364,13 +364,20 @@ class FlockNode:
         if self.prep.behaviour is not Behaviour.HONEST:
             log.warning("BYZANTINE TEST NODE behaviour=%s", self.prep.behaviour.value)
         await self._read_registry()
+        worker_ready = trio.Event()
         async with trio.open_nursery() as nursery:
             if isinstance(self.prep.learner, IsolatedLearner):
-                nursery.start_soon(self._warm_up_worker, self.prep.learner)
+                nursery.start_soon(self._warm_up_worker, self.prep.learner, worker_ready)
+            else:
+                worker_ready.set()
             addrs = await nursery.start(self.p2p.run)
             await self._sync_registration([str(a) for a in self.p2p.host.get_transport_addrs()])
             self.server.install()
             await nursery.start(self.gossip.run)
+            # The round services (the keeper that opens rounds among them) start once
+            # task code can run: a proposer elected while its worker still starts
+            # would miss its train phase.
+            await worker_ready.wait()
             for service in self.rounds.services:
                 await nursery.start(service.run)
             await nursery.start(self.stake.run)
@@ -388,17 +395,21 @@ class FlockNode:
             nursery.start_soon(self._write_status_loop)
             nursery.start_soon(self._wait_for_signal, nursery)
 
-    async def _warm_up_worker(self, learner: IsolatedLearner) -> None:
-        """Start the task worker and read the data in it while the node starts.
+    async def _warm_up_worker(self, learner: IsolatedLearner, ready: trio.Event) -> None:
+        """Start the task worker and read the data in it while the node starts
+        (p2p, registration); ``ready`` is set when it is done or failed.
 
         Bad data or a task that does not resolve (``DataError``/``PluginError``)
         stops the node with one line and exit code 2 (``run_node``). Any other
         failure is logged and counted by the learner; the first role starts the
         worker again.
         """
-        with contextlib.suppress(WorkerFailure):
-            sizes = await learner.warm_up_async()
-            log.info("task worker ready train=%d val=%d", sizes.train, sizes.val)
+        try:
+            with contextlib.suppress(WorkerFailure):
+                sizes = await learner.warm_up_async()
+                log.info("task worker ready train=%d val=%d", sizes.train, sizes.val)
+        finally:
+            ready.set()
 
     async def _wait_for_signal(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
