@@ -115,6 +115,30 @@ class TaskConfig(_Section):
     package: str = ""  # the task's package (dir, .py, .whl or archive); else fetched by hash
 
 
+class ComputeConfig(_Section):
+    """Where and how task code (training, evaluation) runs on this node (node-local).
+
+    ``isolation``: ``namespace`` runs it in a worker process without network,
+    with a read-only view of the data and the task's package (docs/protocol.md,
+    "Task worker"); a node where namespaces are unavailable refuses to start.
+    ``process``: a worker process with the memory limit and deadline but no
+    namespaces; ``none``: inside the daemon (development only).
+    ``memory_mb``: the worker's address-space limit. ``timeout_seconds``: the
+    longest one training or evaluation call may take before the worker is
+    killed. ``threads``: torch threads in the worker (0: torch's default).
+    ``device``: ``auto`` (a GPU if torch sees one, else the CPU), ``cpu``,
+    ``cuda`` or ``cuda:N``, for training and evaluation only.
+    ``read_only``: more paths task code may read (a task package directory).
+    """
+
+    isolation: Literal["namespace", "process", "none"] = "namespace"
+    memory_mb: int = Field(default=4096, ge=256)
+    timeout_seconds: float = Field(default=600.0, gt=0)
+    threads: int = Field(default=0, ge=0)
+    device: str = Field(default="auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$")
+    read_only: list[str] = Field(default_factory=list)
+
+
 MIN_KEEP_ROUNDS = 2
 
 
@@ -159,6 +183,7 @@ class NodeConfig(_Section):
     p2p: P2PConfig = Field(default_factory=P2PConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     http: HttpConfig = Field(default_factory=HttpConfig)
     log: LogConfig = Field(default_factory=LogConfig)
@@ -218,6 +243,7 @@ _SECTIONS: dict[str, type[_Section]] = {
     "p2p": P2PConfig,
     "data": DataConfig,
     "task": TaskConfig,
+    "compute": ComputeConfig,
     "store": StoreConfig,
     "http": HttpConfig,
     "log": LogConfig,

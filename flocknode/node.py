@@ -15,6 +15,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ from flocknode.identity import (
     load_or_create_peer_key,
 )
 from flocknode.identity.wallet import load_wallet, read_password
-from flocknode.learning.learner import Learner
+from flocknode.learning.learner import DataSizes, Learner, RoundLearner
 from flocknode.learning.package import PackageCache
 from flocknode.learning.settings import TaskSettings, check_config
 from flocknode.logs import PeerLog, redact, redact_bytes
@@ -73,6 +74,10 @@ from flocknode.status import (
 )
 from flocknode.store import ContentStore, Journal
 from flocknode.store.retention import StorePruner
+from flocknode.worker.devices import DeviceUnavailable, resolve_device
+from flocknode.worker.learner import IsolatedLearner
+from flocknode.worker.protocol import Reason, WorkerFailure
+from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec, probe, task_import_path
 
 log = logging.getLogger(__name__)
 _limited = PeerLog(log)  # lines that could repeat every tick
@@ -95,7 +100,7 @@ class Prepared:
     account: LocalAccount
     client: TaskClient
     settings: TaskSettings
-    learner: Learner
+    learner: RoundLearner
     store: ContentStore
     journal: Journal
     models: ModelBook
@@ -134,27 +139,82 @@ def load_task_settings(cfg: NodeConfig, client: TaskClient, config_hash: bytes) 
 
 
 def node_learner(
-    cfg: NodeConfig, settings: TaskSettings, package_dir: Path | None = None
-) -> Learner:
+    cfg: NodeConfig,
+    settings: TaskSettings,
+    package_dir: Path | None = None,
+    on_failure: Callable[[Reason], None] | None = None,
+    phase_seconds: tuple[float, float] | None = None,
+) -> RoundLearner:
     """The task's code over this participant's files (``[data] path``; ``test_path``
-    for testers' reports); a missing path or bad data is one line and exit code 2.
+    for testers' reports), where ``[compute] isolation`` says (docs/protocol.md,
+    "Task worker"). A missing path, a device or an isolation this machine lacks is
+    one line and exit code 2 here; bad data is too: here with ``isolation = "none"``,
+    else when the worker first reads it (``IsolatedLearner.load``, at node start).
 
     ``package_dir``: the task package's checked tree (``resolve_task_package``);
     without it a package is looked for in ``[task] package`` and the cache only.
+    ``phase_seconds``: the task's train and commit phase lengths, which bound a call.
     """
     if not cfg.data.path:
         raise ConfigError(cfg.source, "data.path", "not set: give the path of your data files")
     if package_dir is None:
         package_dir = resolve_task_package(cfg, settings, DataDir(cfg.data_path))
+    c = cfg.compute
+    try:
+        device = resolve_device(c.device)
+    except DeviceUnavailable as e:
+        raise ConfigError(cfg.source, "compute.device", str(e)) from None
+    data = cfg.path(cfg.data.path)
     test = cfg.path(cfg.data.test_path) if cfg.data.test_path else None
     base = cfg.path(cfg.task.base_model) if cfg.task.base_model else None
-    return Learner.from_settings(
+    if c.isolation == "none":
+        return Learner.from_settings(
+            settings.training, data, test, device, base_model=base, package_dir=package_dir
+        )
+    if c.isolation == "namespace":
+        try:
+            probe()
+        except IsolationUnavailable as e:
+            raise ConfigError(
+                cfg.source,
+                "compute.isolation",
+                f"namespace isolation is unavailable here: {e}; "
+                'set isolation = "process" to run task code without namespaces',
+            ) from None
+    read_only = [str(cfg.path(p)) for p in c.read_only]
+    read_only += [str(p) for p in (data, test, base, package_dir) if p is not None]
+    spec = WorkerSpec(
+        isolation=c.isolation,
+        base=str(cfg.data_path / "worker"),
+        read_only=tuple(read_only),
+        python_path=() if package_dir else task_import_path(settings.training.task),
+        memory_bytes=c.memory_mb << 20,
+        threads=c.threads,
+        device=device,
+    )
+    return IsolatedLearner.from_settings(
         settings.training,
-        cfg.path(cfg.data.path),
-        test,
+        str(data),
+        None if test is None else str(test),
+        spec,
+        timeout=c.timeout_seconds,
+        phase_seconds=phase_seconds,
+        on_failure=on_failure,
         base_model=base,
         package_dir=package_dir,
     )
+
+
+def node_data_sizes(cfg: NodeConfig, settings: TaskSettings) -> DataSizes:
+    """Read the participant's data where the node would (``doctor``); ``DataError`` etc."""
+    learner = node_learner(cfg, settings)
+    if isinstance(learner, Learner):
+        return learner.sizes
+    assert isinstance(learner, IsolatedLearner)
+    try:
+        return trio.run(learner.load)
+    finally:
+        learner.close()
 
 
 def prepare(cfg: NodeConfig) -> Prepared:
@@ -168,7 +228,13 @@ def prepare(cfg: NodeConfig) -> Prepared:
     settings = load_task_settings(cfg, client, params.config_hash)
     behaviour = behaviour_from_env(cfg)
     package_dir = resolve_task_package(cfg, settings, layout, client)
-    learner = node_learner(cfg, settings, package_dir)
+    learner = node_learner(
+        cfg,
+        settings,
+        package_dir,
+        lambda reason: metrics.inc(f"worker_failures_{reason}"),
+        (params.train_seconds, params.commit_seconds),
+    )
     store = ContentStore(layout.store)
     models = ModelBook(store, None)
     init = learner.initial_state()
@@ -298,11 +364,20 @@ class FlockNode:
         if self.prep.behaviour is not Behaviour.HONEST:
             log.warning("BYZANTINE TEST NODE behaviour=%s", self.prep.behaviour.value)
         await self._read_registry()
+        worker_ready = trio.Event()
         async with trio.open_nursery() as nursery:
+            if isinstance(self.prep.learner, IsolatedLearner):
+                nursery.start_soon(self._warm_up_worker, self.prep.learner, worker_ready)
+            else:
+                worker_ready.set()
             addrs = await nursery.start(self.p2p.run)
             await self._sync_registration([str(a) for a in self.p2p.host.get_transport_addrs()])
             self.server.install()
             await nursery.start(self.gossip.run)
+            # The round services (the keeper that opens rounds among them) start once
+            # task code can run: a proposer elected while its worker still starts
+            # would miss its train phase.
+            await worker_ready.wait()
             for service in self.rounds.services:
                 await nursery.start(service.run)
             await nursery.start(self.stake.run)
@@ -319,6 +394,22 @@ class FlockNode:
             task_status.started()
             nursery.start_soon(self._write_status_loop)
             nursery.start_soon(self._wait_for_signal, nursery)
+
+    async def _warm_up_worker(self, learner: IsolatedLearner, ready: trio.Event) -> None:
+        """Start the task worker and read the data in it while the node starts
+        (p2p, registration); ``ready`` is set when it is done or failed.
+
+        Bad data or a task that does not resolve (``DataError``/``PluginError``)
+        stops the node with one line and exit code 2 (``run_node``). Any other
+        failure is logged and counted by the learner; the first role starts the
+        worker again.
+        """
+        try:
+            with contextlib.suppress(WorkerFailure):
+                sizes = await learner.warm_up_async()
+                log.info("task worker ready train=%d val=%d", sizes.train, sizes.val)
+        finally:
+            ready.set()
 
     async def _wait_for_signal(self, nursery: trio.Nursery) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -340,6 +431,8 @@ class FlockNode:
         with trio.move_on_after(STOP_TIMEOUT):
             await self.p2p.stopped.wait()
         self._write_status()
+        if isinstance(self.prep.learner, IsolatedLearner):
+            self.prep.learner.close()
         nursery.cancel_scope.cancel()
 
     async def _read_registry(self) -> None:

@@ -237,20 +237,19 @@ class Doctor:
         return f"rule {settings.aggregation.rule}, task {settings.training.task}"
 
     def check_data(self) -> str:
-        from flocknode.node import node_learner
+        from flocknode.node import node_data_sizes
 
         if self.s.settings is None:
             raise Failed("the task settings are not known", "fix the settings check first")
-        try:
-            learner = node_learner(self._cfg(), self.s.settings)
+        try:  # read where the node reads it: in the task worker unless isolation is "none"
+            d = node_data_sizes(self._cfg(), self.s.settings)
         except FlockError as e:
             raise Failed(
                 str(e), f"fix the file it names, or [data] path in {self.config} (docs/tasks.md)"
             ) from None
-        d = learner.data
         return (
-            f"{self._cfg().data.path}: {len(d.train)} training and {len(d.val)} validation "
-            f"samples for task {learner.settings.task}"
+            f"{self._cfg().data.path}: {d.train} training and {d.val} validation "
+            f"samples for task {self.s.settings.training.task}"
         )
 
     def check_stake(self) -> str:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 import trio
@@ -63,6 +63,15 @@ class NodeData:
     test: Samples | None = None
 
 
+@dataclass(frozen=True)
+class DataSizes:
+    """How many samples a node's splits hold (``test``: None without a test set)."""
+
+    train: int
+    val: int
+    test: int | None = None
+
+
 def load_node_data(
     task: Any, settings: TrainingSettings, data_path: Path, test_path: Path | None = None
 ) -> NodeData:
@@ -96,6 +105,28 @@ def _checked_samples(task: Any, samples: Any, path: Path) -> Samples:
 
 def task_name(task: Any) -> str:
     return str(getattr(task, "name", type(task).__name__))
+
+
+class RoundLearner(Protocol):
+    """What the round engine, the voter, the proposer and the model keeper use of a
+    learner: ``Learner`` (task code in the daemon) or ``flocknode.worker.IsolatedLearner``
+    (task code in the task worker, docs/protocol.md, "Task worker")."""
+
+    @property
+    def settings(self) -> TrainingSettings: ...
+
+    @property
+    def has_test(self) -> bool: ...
+
+    def initial_state(self) -> State: ...
+
+    async def train_async(
+        self, global_state: Mapping[str, torch.Tensor], seed: int, label_flip: bool = False
+    ) -> TrainResult: ...
+
+    async def evaluate_async(
+        self, state: Mapping[str, torch.Tensor], split: SplitName = "val"
+    ) -> Evaluation: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,6 +219,11 @@ class Learner:
     def has_test(self) -> bool:
         """Whether a tester's test set was given (``evaluate(state, "test")`` raises if not)."""
         return self.data.test is not None
+
+    @property
+    def sizes(self) -> DataSizes:
+        d = self.data
+        return DataSizes(len(d.train), len(d.val), None if d.test is None else len(d.test))
 
     def split(self, name: SplitName) -> Samples:
         if name == "test":

@@ -17,7 +17,7 @@ from typing import Protocol
 from flocknode.chain.client import AsyncTaskClient
 from flocknode.chain.types import TaskParams
 from flocknode.identity import BoxKey
-from flocknode.learning.learner import Learner
+from flocknode.learning.learner import RoundLearner
 from flocknode.learning.settings import TaskSettings
 from flocknode.p2p.gossip import TaskGossip
 from flocknode.p2p.host import P2PHost
@@ -46,7 +46,7 @@ class RoleReads(Protocol):
     @property
     def membership(self) -> ChainMembership: ...
     @property
-    def learner(self) -> Learner: ...
+    def learner(self) -> RoundLearner: ...
     @property
     def gossip(self) -> TaskGossip: ...
     @property
@@ -69,7 +69,7 @@ class RoleDeps:
     journal: Journal
     store: ContentStore
     models: ModelBook
-    learner: Learner
+    learner: RoundLearner
     p2p: P2PHost
     gossip: TaskGossip
     inbox: Inbox

@@ -23,7 +23,7 @@ from libp2p.peer.id import ID
 
 from flocknode.chain.errors import ChainError
 from flocknode.chain.types import Phase, RoundView, TaskParams
-from flocknode.learning.learner import Learner
+from flocknode.learning.learner import RoundLearner
 from flocknode.p2p.messages import ModelAvailable
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.metrics import RoundMetrics
@@ -71,7 +71,7 @@ class ModelKeeper(SnapshotService):
         models: ModelBook,
         inbox: Inbox,
         gossip: Publisher,
-        learner: Learner | None,
+        learner: RoundLearner | None,
         params: TaskParams,
         wallet: str,
         metrics: RoundMetrics,

@@ -26,6 +26,8 @@ RULES = {
     "flocknode.p2p": {"flocknode.rounds"},
     "flocknode.chain": {"flocknode.rounds"},
     "flocknode.store": {"flocknode.p2p"},
+    # the task worker (issue 11): task code's process knows nothing of the node's network
+    "flocknode.worker": {"flocknode.p2p", "flocknode.chain", "flocknode.rounds"},
 }
 
 

@@ -31,7 +31,8 @@ def test_a_cluster_node_reads_its_shard_through_the_participant_path(tmp_path: P
         port=4101,
         settings=values,
     )
-    cfg = load_config(tmp_path / "node-1" / "node.toml", environ={})
+    in_process = {"FLOCKNODE_COMPUTE_ISOLATION": "none"}  # the worker: tests/integration/worker
+    cfg = load_config(tmp_path / "node-1" / "node.toml", environ=in_process)
     assert cfg.path(cfg.data.path) == shards.nodes[1] and cfg.data.test_path == str(shards.test)
     learner = node_learner(cfg, TaskSettings.from_dict({"training": {"task": "digits-cnn"}}))
     assert len(learner.data.train) + len(learner.data.val) == shards.sizes[1]

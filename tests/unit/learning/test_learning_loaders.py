@@ -147,7 +147,8 @@ def test_a_node_config_without_data_or_with_bad_data_is_one_line(tmp_path: Path)
         node_learner(load_config(cfg_file, environ={}), TaskSettings())
     assert e.value.exit_code == 2
     _csv(tmp_path / "mine" / "x.csv", "p0,label\n3,1\n")
-    cfg_file.write_text("[data]\npath = 'mine'\n")  # relative to the config file
+    # relative to the config file; in-process (the worker's one line: tests/integration/worker)
+    cfg_file.write_text("[data]\npath = 'mine'\n[compute]\nisolation = 'none'\n")
     with pytest.raises(DataError) as e2:
         node_learner(load_config(cfg_file, environ={}), TaskSettings())
     assert str(e2.value) == f"{tmp_path / 'mine' / 'x.csv'}: no column 'p1' (the task needs it)"

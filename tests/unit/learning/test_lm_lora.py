@@ -221,7 +221,8 @@ def test_a_cluster_node_finds_its_base_model_in_node_toml(
         port=4101,
         settings=values,
     )
-    cfg = load_config(tmp_path / "node-1" / "node.toml", environ={})
+    in_process = {"FLOCKNODE_COMPUTE_ISOLATION": "none"}  # the worker: tests/integration/worker
+    cfg = load_config(tmp_path / "node-1" / "node.toml", environ=in_process)
     assert cfg.path(cfg.task.base_model) == tiny
     learner = node_learner(cfg, TaskSettings(training=settings(tiny)))
     assert learner.task.name == "lm-lora" and len(learner.data.val) >= 3
