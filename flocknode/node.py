@@ -232,7 +232,7 @@ def prepare(cfg: NodeConfig) -> Prepared:
         cfg,
         settings,
         package_dir,
-        lambda reason: metrics.inc(f"worker_failures_{reason}"),
+        lambda reason: metrics.inc("worker_failures", reason),
         (params.train_seconds, params.commit_seconds),
     )
     store = ContentStore(layout.store)

@@ -131,6 +131,7 @@ COUNTERS = {
             "where",
         ),
         CounterSpec("keeper_calls", "Keeper transactions this node sent, by action", "action"),
+        CounterSpec("worker_failures", "Task worker calls that failed, by reason", "reason"),
         # plain: flocknode_round_events{event}
         CounterSpec("chain_errors", "Chain reads that failed (retried)"),
         CounterSpec("status_errors", "Status snapshots that could not be built"),

@@ -10,7 +10,7 @@ worker (``TaskWorker``, ``flocknode.worker.calls``). Every result is checked
 before it is used: an update must have exactly the global model's names,
 shapes and dtypes, all finite; an evaluation a number score, a sample count
 and numeric metrics. A failed call is one log line, a count by reason
-(``worker_failures_<reason>``) and ``WorkerFailure`` to the caller, whose
+(``worker_failures`` by reason) and ``WorkerFailure`` to the caller, whose
 role ends; the next call starts a fresh worker. Bad data or a task that does
 not resolve in the worker is ``DataError``/``PluginError``, one line as in
 the daemon (docs/protocol.md, "Task worker").

@@ -50,3 +50,16 @@ def test_counters_are_declared_once_with_their_label_names() -> None:
         m.inc("engine_errors")
     with pytest.raises(ValueError, match="takes label ''"):
         m.inc("chain_errors", "x")
+
+
+def test_every_worker_failure_reason_is_a_counted_label() -> None:
+    # the node counts each failed task-worker call by its reason (docs/protocol.md,
+    # "Task worker"); an undeclared counter would raise inside the failure path
+    from typing import get_args
+
+    from flocknode.worker.protocol import Reason
+
+    m = RoundMetrics()
+    for reason in get_args(Reason):
+        m.inc("worker_failures", reason)
+    assert m.by_label()["worker_failures"] == {r: 1 for r in sorted(get_args(Reason))}
