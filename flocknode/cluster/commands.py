@@ -40,6 +40,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         voters=args.voters,
         task=args.task,
         task_package=args.task_package or "",
+        isolation=args.isolation or "",
     )
     progress = _err if args.json else print
     t0 = time.monotonic()
@@ -218,6 +219,12 @@ def register(sub: Any) -> None:
         metavar="PATH",
         help="the task's code package for --task module:attr (a directory, .py, .whl or "
         "archive); every node but the last gets the file, the last fetches it by hash",
+    )
+    p.add_argument(
+        "--isolation",
+        choices=("namespace", "process", "none"),
+        help="where the nodes run task code ([compute] isolation; default namespace: "
+        "the jailed task worker)",
     )
     p.add_argument("--proposers", type=int, help="proposers per round (default: half the nodes)")
     p.add_argument("--voters", type=int, help="voters per round (default: half the nodes)")

@@ -161,6 +161,9 @@ class ClusterSpec:
     settings_overrides: tuple[tuple[str, str, Any], ...] = ()  # (section, key, value)
     quorum_bps: int = 6666
     stakes: tuple[int, ...] = ()  # tokens per node (tests steer the draw); default 100 each
+    # [compute] isolation of every node ("namespace", "process", "none"); empty:
+    # the node's default (docs/protocol.md, "Task worker")
+    isolation: str = ""
 
 
 def node_settings(
@@ -186,12 +189,15 @@ def node_settings(
         task["base_model"] = base_model
     if package:
         task["package"] = package
-    return {
+    out: dict[str, dict[str, Any]] = {
         "data": data,
         "task": task,
         "p2p": {"listen": [f"/ip4/127.0.0.1/tcp/{port}"]},
         "http": {"listen": f"127.0.0.1:{http_port}"},
     }
+    if spec.isolation:
+        out["compute"] = {"isolation": spec.isolation}
+    return out
 
 
 def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) -> ClusterState:

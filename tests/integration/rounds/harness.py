@@ -7,6 +7,7 @@ status files, and kills and restarts processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -112,6 +113,11 @@ class Harness:
 
 @contextmanager
 def cluster(directory: Path, spec: ClusterSpec, start: bool = True) -> Iterator[Harness]:
+    # These tests are about the protocol: task code runs in the node process
+    # (isolation "none") unless a test asks for the task worker, which has its
+    # own tests (tests/integration/worker) and test_cluster_task_package.py.
+    if not spec.isolation:
+        spec = dataclasses.replace(spec, isolation="none")
     state = create_cluster(directory, spec, progress=lambda line: None)
     h = Harness(state)
     try:

@@ -48,6 +48,7 @@ def test_example_package_runs_and_a_node_without_it_fetches_it_by_hash(tmp_path:
         task="example_task:TASK",
         task_package=str(EXAMPLE),
         settings_overrides=(("training", "optimizer", "sgd"), ("training", "learning_rate", 0.5)),
+        isolation="namespace",  # the package's code runs in each node's jailed task worker
     )
     ref = build_package(EXAMPLE).ref
     with cluster(tmp_path / "c", spec) as h:

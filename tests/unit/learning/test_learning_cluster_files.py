@@ -44,3 +44,17 @@ def test_round_json_carries_the_metric_and_the_update_size() -> None:
     doc = r.to_json()
     assert doc["metric"] == {"name": "test_accuracy", "value": 0.9}
     assert doc["update_bytes"] == 19373
+
+
+def test_cluster_isolation_reaches_each_nodes_config(tmp_path: Path) -> None:
+    def compute(spec: ClusterSpec) -> str:
+        values = node_settings(spec, 0, 4101, 9101, tmp_path / "s.json", "d", "t")
+        d = tmp_path / f"n-{spec.isolation or 'default'}"
+        init_data_dir(
+            d, rpc_url="http://127.0.0.1:8545", chain_id=31337, task="", port=4101, settings=values
+        )
+        return load_config(d / "node.toml", environ={}).compute.isolation
+
+    assert compute(ClusterSpec(nodes=2)) == "namespace"  # the node's default: the jailed worker
+    assert compute(ClusterSpec(nodes=2, isolation="none")) == "none"
+    assert compute(ClusterSpec(nodes=2, isolation="process")) == "process"
