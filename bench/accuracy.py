@@ -25,6 +25,12 @@ picks a built-in task (its default settings, score and flag threshold apply
 unless flags override them) and ``--score`` the classifiers' voting score
 (``accuracy``, ``loss`` for minus the mean validation loss, ``brier``); ``lowering_rounds``
 counts accepted rounds that lowered test accuracy by more than one point.
+``--lr-schedule`` gives each round a learning rate every node can compute
+from the round number (``exp``: ``lr x gamma^(r-1)``; ``cosine``: down to
+``lr x floor`` over ``--rounds``) and ``--warm-steps`` more local steps in
+the first ``--warm-rounds``; the norm band's step scale follows the round's
+lr and steps. ``--weight-by-samples`` weights FedAvg by the proposers' own
+sample counts, which nobody can check (not protocol-safe: a gap measure only).
 
 Also times each rule on 5 and 10 updates of the MLP's size and of about 100k
 parameters, as a ratio to a naive float32 ``torch.stack(...).mean(0)`` baseline
@@ -67,23 +73,30 @@ def simulate(
     attack: str = "sign_flip",
     flag_threshold: int = -450_000,
     margin: int = 0,
+    schedule: Schedule | None = None,
+    weight_by_samples: bool = False,
 ) -> dict[str, Any]:
     n = len(learners)
     state = learners[0].initial_state()
-    t = learners[0].settings
-    scale = step_scale(
-        t.optimizer, t.learning_rate, t.local_steps, sum(v.numel() for v in state.values())
-    )
+    base = learners[0].settings
+    params = sum(v.numel() for v in state.values())
     test = learners[0]
     history: list[dict[str, Any]] = []
     for r in range(1, rounds + 1):
+        t = base if schedule is None else schedule.settings(base, r, rounds)
+        # the norm band follows the round's lr and steps, as every node can compute them
+        scale = step_scale(t.optimizer, t.learning_rate, t.local_steps, params)
+        trainers = (
+            learners if t is base else [dataclasses.replace(lr, settings=t) for lr in learners]
+        )
         order = random.Random(seed * 1_000_003 + r).sample(range(n), n)
         props = sorted(order[:proposers])
         voters = order[proposers:] if vote else []
-        updates, secs = [], []
+        updates, secs, counts = [], [], []
         for node in props:
-            res = learners[node].train(state, seed=seed * 100_003 + r * 1_000 + node)
+            res = trainers[node].train(state, seed=seed * 100_003 + r * 1_000 + node)
             secs.append(res.seconds)
+            counts.append(res.samples)
             up = res.update
             if node in byzantine:
                 factor = SIGN_FLIP_SCALE if attack == "sign_flip" else 0.0
@@ -92,6 +105,10 @@ def simulate(
         t0 = time.perf_counter()
         result = aggregate(state, updates, rule, seats=list(range(len(props))), scale=scale)
         agg_s = time.perf_counter() - t0
+        if weight_by_samples and rule.rule == "fedavg":
+            result = dataclasses.replace(
+                result, model=_weighted(state, updates, counts, set(result.rejected))
+            )
         accepted = True
         flags = [0] * len(props)
         if voters:
@@ -123,6 +140,13 @@ def simulate(
                 if result.selected is None
                 else [props[i] for i in result.selected],
                 "train_seconds_max": round(max(secs), 4),
+                "honest_norm_over_scale": None
+                if scale is None
+                else [
+                    round(result.norms[i] / scale, 3)
+                    for i, node in enumerate(props)
+                    if node not in byzantine
+                ],
                 "aggregate_seconds": round(agg_s, 4),
             }
         )
@@ -161,8 +185,62 @@ def simulate(
             1 for h in history for x in h["rejected_nodes"] if x in byzantine
         ),
         "train_seconds_max": max(h["train_seconds_max"] for h in history),
+        "honest_norm_over_scale_max": max(
+            (x for h in history for x in h["honest_norm_over_scale"] or []), default=None
+        ),
         "rounds": history,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """A per-round learning rate (and local step count) every node can compute.
+
+    ``kind``: ``const``; ``exp`` (``lr x gamma^(r-1)``); ``cosine`` (from
+    ``lr`` down to ``lr x floor`` over the task's ``rounds``, half a cosine).
+    ``warm_steps`` replaces ``local_steps`` in rounds 1 .. ``warm_rounds``.
+    """
+
+    kind: str = "const"
+    gamma: float = 1.0
+    floor: float = 0.0
+    warm_rounds: int = 0
+    warm_steps: int = 0
+
+    def lr(self, lr: float, r: int, rounds: int) -> float:
+        if self.kind == "exp":
+            return lr * self.gamma ** (r - 1)
+        if self.kind == "cosine":
+            frac = (r - 1) / max(1, rounds - 1)
+            return lr * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * frac)))
+        return lr
+
+    def settings(self, base: Any, r: int, rounds: int) -> Any:
+        steps = self.warm_steps if r <= self.warm_rounds and self.warm_steps else base.local_steps
+        return dataclasses.replace(
+            base, learning_rate=self.lr(base.learning_rate, r, rounds), local_steps=steps
+        )
+
+
+def _weighted(
+    state: dict[str, torch.Tensor],
+    updates: list[dict[str, torch.Tensor]],
+    counts: list[int],
+    rejected: set[int],
+) -> dict[str, torch.Tensor]:
+    """FedAvg weighted by the proposers' own (unverifiable) sample counts: NOT protocol-safe."""
+    keep = [i for i in range(len(updates)) if i not in rejected]
+    if not keep:
+        return dict(state)
+    total = float(sum(counts[i] for i in keep))
+    mean = {
+        k: torch.stack([updates[i][k].double() * (counts[i] / total) for i in keep])
+        .sum(0)
+        .to(v.dtype)
+        for k, v in updates[keep[0]].items()
+        if v.is_floating_point()
+    }
+    return apply_update(state, {**updates[keep[0]], **mean})
 
 
 def time_rules(sizes: dict[str, int], repeats: int) -> dict[str, Any]:
@@ -317,6 +395,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-timing", action="store_true")
     p.add_argument("--skip-probe", action="store_true")
     p.add_argument("--only", help="comma list of scenario names")
+    p.add_argument(
+        "--lr-schedule",
+        choices=["const", "exp", "cosine"],
+        default="const",
+        help="per-round learning rate (the norm band's step scale follows it)",
+    )
+    p.add_argument("--lr-gamma", type=float, default=1.0, help="exp: lr x gamma^(round-1)")
+    p.add_argument(
+        "--lr-floor", type=float, default=0.0, help="cosine: final lr as a fraction of --lr"
+    )
+    p.add_argument("--warm-rounds", type=int, default=0, help="rounds using --warm-steps")
+    p.add_argument("--warm-steps", type=int, default=0, help="local_steps in the warm rounds")
+    p.add_argument("--norm-ceiling", type=float, help="override the task's norm_ceiling")
+    p.add_argument(
+        "--weight-by-samples",
+        action="store_true",
+        help="fedavg weighted by proposers' claimed sample counts (NOT protocol-safe)",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -344,13 +440,19 @@ def main(argv: list[str] | None = None) -> int:
         lr.task.score = args.score or lr.task.score
     learners[0].train(learners[0].initial_state(), seed=0)  # warm torch up (first call ~1.5 s)
     half = args.proposers or args.nodes // 2
+    agg_base = task.aggregation
+    if args.norm_ceiling is not None:
+        agg_base = dataclasses.replace(agg_base, norm_ceiling=args.norm_ceiling)
+    schedule = Schedule(
+        args.lr_schedule, args.lr_gamma, args.lr_floor, args.warm_rounds, args.warm_steps
+    )
     byz = set(range(args.byzantine))
     seeds = [int(x) for x in args.seeds.split(",")]
     t0 = time.perf_counter()
     scenarios: dict[str, Any] = {}
     only = set(args.only.split(",")) if args.only else None
     for name, (rule, props, bad, vote, attack) in scenario_list(
-        args.nodes, half, byz, task.aggregation
+        args.nodes, half, byz, agg_base
     ).items():
         if only is not None and name not in only:
             continue
@@ -366,6 +468,8 @@ def main(argv: list[str] | None = None) -> int:
                 attack,
                 args.flag_threshold_ppm,
                 args.score_margin_ppm,
+                schedule,
+                args.weight_by_samples,
             )
             for sd in seeds
         ]
@@ -396,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             },
             "train_seconds_max": max(r["train_seconds_max"] for r in runs),
+            "honest_norm_over_scale_max": max(
+                (r["honest_norm_over_scale_max"] or 0.0 for r in runs), default=None
+            ),
         }
         if args.detail:
             scenarios[name]["rounds"] = {
@@ -403,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
             }
     report: dict[str, Any] = {
         "settings": dataclasses.asdict(settings),
-        "aggregation": task.aggregation.to_dict(),
+        "aggregation": agg_base.to_dict(),
         "score": learners[0].task.score,
         "flag_threshold_ppm": args.flag_threshold_ppm,
         "score_margin_ppm": args.score_margin_ppm,
