@@ -43,6 +43,7 @@ from flocknode.identity import (
 )
 from flocknode.identity.wallet import load_wallet, read_password
 from flocknode.learning.learner import DataSizes, Learner, RoundLearner
+from flocknode.learning.models import State, model_hash
 from flocknode.learning.package import PackageCache
 from flocknode.learning.settings import TaskSettings, check_config
 from flocknode.logs import PeerLog, redact, redact_bytes
@@ -59,7 +60,7 @@ from flocknode.rounds.engine import RoundServices
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.membership import ChainMembership
 from flocknode.rounds.metrics import RoundMetrics
-from flocknode.rounds.models import ModelBook
+from flocknode.rounds.models import MAX_MODEL_BYTES, ModelBook
 from flocknode.rounds.snapshot import ChainFeed
 from flocknode.rounds.windows import STATUS_ROLES_SHOWN
 from flocknode.status import (
@@ -205,9 +206,11 @@ def node_learner(
     )
 
 
-def node_data_sizes(cfg: NodeConfig, settings: TaskSettings) -> DataSizes:
+def node_data_sizes(
+    cfg: NodeConfig, settings: TaskSettings, package_dir: Path | None = None
+) -> DataSizes:
     """Read the participant's data where the node would (``doctor``); ``DataError`` etc."""
-    learner = node_learner(cfg, settings)
+    learner = node_learner(cfg, settings, package_dir)
     if isinstance(learner, Learner):
         return learner.sizes
     assert isinstance(learner, IsolatedLearner)
@@ -237,14 +240,8 @@ def prepare(cfg: NodeConfig) -> Prepared:
     )
     store = ContentStore(layout.store)
     models = ModelBook(store, None)
-    init = learner.initial_state()
-    init_hash = models.put(init)
-    if init_hash != params.initial_model_hash:
-        raise StartupError(
-            f"the task {settings.training.task!r} with init seed "
-            f"{settings.training.init_seed} gives initial model 0x{init_hash.hex()[:16]}..., "
-            f"the task's is 0x{params.initial_model_hash.hex()[:16]}..."
-        )
+    if isinstance(learner, Learner):  # isolation "none": task code runs in the daemon
+        check_initial_model(models, learner.initial_state(), settings, params.initial_model_hash)
     try:
         client.participant(account.address)
     except ContractRevert as e:
@@ -267,6 +264,23 @@ def prepare(cfg: NodeConfig) -> Prepared:
         behaviour,
         metrics,
     )
+
+
+def check_initial_model(
+    models: ModelBook, init: State, settings: TaskSettings, want: bytes
+) -> None:
+    """Keep the task's initial model if its hash is the task's on-chain one."""
+    try:
+        got = model_hash(init)
+    except (TypeError, ValueError) as e:  # names or dtypes no model can have
+        raise StartupError(f"the task's initial model is not a model state: {e}") from None
+    if got != want:
+        raise StartupError(
+            f"the task {settings.training.task!r} with init seed "
+            f"{settings.training.init_seed} gives initial model 0x{got.hex()[:16]}..., "
+            f"the task's is 0x{want.hex()[:16]}..."
+        )
+    models.put(init)
 
 
 def redact_key_material(cfg: NodeConfig, account: LocalAccount, *keys: PeerKey | BoxKey) -> None:
@@ -396,15 +410,32 @@ class FlockNode:
             nursery.start_soon(self._wait_for_signal, nursery)
 
     async def _warm_up_worker(self, learner: IsolatedLearner, ready: trio.Event) -> None:
-        """Start the task worker and read the data in it while the node starts
-        (p2p, registration); ``ready`` is set when it is done or failed.
+        """Start the task worker, build the task's initial model and read the data
+        in it while the node starts (p2p, registration); ``ready`` is set when it
+        is done or failed.
 
-        Bad data or a task that does not resolve (``DataError``/``PluginError``)
-        stops the node with one line and exit code 2 (``run_node``). Any other
-        failure is logged and counted by the learner; the first role starts the
-        worker again.
+        A worker that cannot build the initial model, an initial model other than
+        the task's, bad data or a task that does not resolve (``DataError``/
+        ``PluginError``) stop the node with one line and exit code 2
+        (``run_node``): a node that cannot run the task must not take roles and be
+        slashed for idling. A later failure (reading the data, warming up) is
+        logged and counted by the learner; the first role starts the worker again.
         """
+        prep = self.prep
         try:
+            try:
+                init = await learner.initial_state_async(MAX_MODEL_BYTES)
+            except WorkerFailure as e:
+                raise StartupError(
+                    f"the task worker could not build the task's initial model: {e}"
+                ) from None
+            await trio.to_thread.run_sync(
+                check_initial_model,
+                prep.models,
+                init,
+                prep.settings,
+                prep.client.params().initial_model_hash,
+            )
             with contextlib.suppress(WorkerFailure):
                 sizes = await learner.warm_up_async()
                 log.info("task worker ready train=%d val=%d", sizes.train, sizes.val)

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from flocknode.learning.learner import Learner
+from flocknode.learning.learner import Learner, task_initial_state
 from flocknode.learning.settings import TrainingSettings
 
 Tensors = dict[str, torch.Tensor]
@@ -42,6 +42,19 @@ def _learner(args: dict[str, Any]) -> Learner:
         _LEARNERS.clear()
         _LEARNERS[key] = learner
     return learner
+
+
+def initial(tensors: Tensors, args: dict[str, Any]) -> tuple[Tensors, dict[str, Any]]:
+    """The task's initial global model (no data read): the daemon checks its hash
+    against the task's on-chain initial model, so the task's import-time code
+    runs here and never in the daemon."""
+    package = args.get("package_dir")
+    state = task_initial_state(
+        TrainingSettings(**args["training"]),
+        base_model=None if args.get("base_model") is None else Path(args["base_model"]),
+        package_dir=None if package is None else Path(package),
+    )
+    return {k: v.contiguous() for k, v in state.items()}, {}
 
 
 def load(tensors: Tensors, args: dict[str, Any]) -> tuple[Tensors, dict[str, Any]]:

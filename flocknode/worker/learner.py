@@ -2,11 +2,12 @@
 
 It offers what the round engine uses of ``Learner`` (``settings``,
 ``has_test``, ``initial_state``, ``train_async``, ``evaluate_async``; the
-``RoundLearner`` protocol) with the same results bit for bit. The daemon
-resolves the task (``load_task``) only to build its initial model, which the
-on-chain initial-model hash pins; everything that touches the participant's
-data (the task's ``load_data``, ``train``, ``evaluate``) runs in the task
-worker (``TaskWorker``, ``flocknode.worker.calls``). Every result is checked
+``RoundLearner`` protocol) with the same results bit for bit. The task's
+code never runs in the daemon: its initial model is built in the worker too
+(``initial_state_async``; the node checks its hash against the task's on-chain
+initial model), and everything that touches the participant's data (the
+task's ``load_data``, ``train``, ``evaluate``) runs there (``TaskWorker``,
+``flocknode.worker.calls``). Every result is checked
 before it is used: an update must have exactly the global model's names,
 shapes and dtypes, all finite; an evaluation a number score, a sample count
 and numeric metrics. A failed call is one log line, a count by reason
@@ -28,7 +29,7 @@ from typing import Any, TypeGuard
 import torch
 
 from flocknode.learning.factory import PluginError
-from flocknode.learning.learner import DataSizes, SplitName, TrainResult, task_initial_state
+from flocknode.learning.learner import DataSizes, SplitName, TrainResult
 from flocknode.learning.models import State
 from flocknode.learning.settings import TrainingSettings
 from flocknode.learning.task import DataError, Evaluation
@@ -94,11 +95,20 @@ class IsolatedLearner:
         """Whether a tester's test set was given (else evaluating "test" raises)."""
         return self.test_path is not None
 
-    def initial_state(self) -> State:
+    async def initial_state_async(self, max_bytes: int) -> State:
+        """The task's initial model, built in the worker (which this starts).
+
+        Any tensors of at most ``max_bytes`` are taken: the caller compares their
+        hash with the task's on-chain initial model before using them.
+        """
         if self._initial is None:
-            self._initial = task_initial_state(
-                self.settings, base_model=self.base_model, package_dir=self.package_dir
-            )
+            self._initial, _ = await self._call("initial", {}, self._args(), max_bytes, None)
+        return {k: v.clone() for k, v in self._initial.items()}
+
+    def initial_state(self) -> State:
+        """The initial model ``initial_state_async`` built (it must have run)."""
+        if self._initial is None:
+            raise RuntimeError("initial_state_async has not run")
         return {k: v.clone() for k, v in self._initial.items()}
 
     def _args(self, **extra: Any) -> dict[str, Any]:
@@ -164,7 +174,7 @@ class IsolatedLearner:
         name: str,
         tensors: Mapping[str, torch.Tensor],
         args: dict[str, Any],
-        expect: Mapping[str, tuple[tuple[int, ...], torch.dtype]] | None,
+        expect: Mapping[str, tuple[tuple[int, ...], torch.dtype]] | int | None,
         timeout: float | None,
     ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         try:

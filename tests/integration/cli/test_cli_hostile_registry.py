@@ -126,3 +126,12 @@ def test_finding1_status_doctor_and_node_start_with_junk_registrations(
         "no_valid_multiaddr": 2,
     }
     assert flock.status().registry_ignored["no_valid_multiaddr"] == 2
+
+    # a node whose task worker cannot start takes no role (it would be slashed
+    # for idling): one line naming the worker, exit code 2, no traceback
+    monkeypatch.setenv("FLOCKNODE_COMPUTE_ISOLATION", "process")
+    monkeypatch.setenv("FLOCKNODE_COMPUTE_MEMORY_MB", "256")
+    rc, _, err = run(capsys, "run", "-c", str(cfg))
+    assert rc == 2, err
+    assert "the task worker could not build the task's initial model" in err, err
+    assert "Traceback" not in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,11 +75,14 @@ async def test_each_hostile_task_is_contained(
         return IsolatedLearner(settings, worker, str(data), None, 300, train_timeout)
 
     honest = learner("digits-mlp")
-    init = honest.initial_state()
     with socket.create_server(("127.0.0.1", 0)) as listener:
         (data / "port.txt").write_text(str(listener.getsockname()[1]))
         try:
+            init = await honest.initial_state_async(1 << 30)
             prober = learner("hostile_task:Prober")
+            # the task's code runs in the worker only: its initial model too
+            assert set(await prober.initial_state_async(1 << 30)) == set(init)
+            assert "hostile_task" not in sys.modules
             got = await prober.train_async(init, seed=1)
             assert {k: got.metrics[k] for k in ("connected", "read_outside", "wrote_data")} == {
                 "connected": 0.0,  # no network in the jail

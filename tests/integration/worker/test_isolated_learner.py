@@ -76,10 +76,11 @@ async def test_same_bits_as_in_process(tmp_path: Path, on_path: None) -> None:
                 settings, worker, str(sh.nodes[1]), str(sh.test), 300, base_model=base
             )
             init = local.initial_state()
-            assert {k: (v.dtype, v.shape) for k, v in iso.initial_state().items()} == {
+            built = await iso.initial_state_async(1 << 30)  # in the worker
+            assert {k: (v.dtype, v.shape) for k, v in built.items()} == {
                 k: (v.dtype, v.shape) for k, v in init.items()
             }
-            assert all(torch.equal(init[k], v) for k, v in iso.initial_state().items())
+            assert all(torch.equal(init[k], v) for k, v in built.items())
             assert await iso.warm_up_async() == local.sizes and iso.has_test
             for seed in (7, 8):
                 want = local.train(init, seed=seed)

@@ -25,6 +25,7 @@ from flocknode.learning import (
     write_shards,
 )
 from flocknode.learning.factory import PluginError
+from flocknode.learning.learner import task_initial_state
 from flocknode.learning.models import load_task
 from flocknode.learning.package import PackageCache, PackageError, build_package
 from flocknode.node import node_learner
@@ -127,7 +128,8 @@ def test_a_node_with_the_package_file_checks_it_caches_it_and_runs_it(
     shards = write_shards(load_task("example_task:TASK", d), data, 2, "iid", 0.5, seed=0)
     learner = node_learner(cfg, s, d)
     assert learner.package_dir == d  # what a worker process imports the task from
-    assert sorted(learner.initial_state()) == ["head.bias", "head.weight"]
+    # what the worker runs to build the initial model
+    assert sorted(task_initial_state(s.training, package_dir=d)) == ["head.bias", "head.weight"]
     assert Path(sys.modules["example_task"].__file__ or "").is_relative_to(d)
     # next start: no [task] package needed, the cache has it (re-checked)
     cfg2 = load_config(node_cfg(tmp_path, shards.nodes[0]), environ={})
