@@ -56,7 +56,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         per_round = 60 + 3 * (spec.train_seconds + spec.commit_seconds + spec.reveal_seconds)
         monitor = Monitor(state, progress)
         finished = monitor.run(timeout=90 + per_round * spec.rounds)
-        summary = _summary(state, monitor, finished)
+        summary = cluster_summary(state, monitor, finished)
         summary["seconds"] = round(time.monotonic() - t0, 1)
         if args.json:
             print(json.dumps(summary))
@@ -73,7 +73,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             progress(f"cluster left running; stop it with: flocknode cluster down --dir {args.dir}")
 
 
-def _summary(state: ClusterState, monitor: Monitor, finished: bool) -> dict[str, Any]:
+def cluster_summary(state: ClusterState, monitor: Monitor, finished: bool) -> dict[str, Any]:
+    """``cluster up``'s summary (``--json``): the rounds, the task and its package."""
     honest_live = [n for n in state.nodes if n.behaviour == "honest" and node_status(n).alive]
     rounds = [r for r in monitor.rounds if not r.voided]
     ok = finished and all(
@@ -87,6 +88,7 @@ def _summary(state: ClusterState, monitor: Monitor, finished: bool) -> dict[str,
         "initial_metric": {"name": f"test_{monitor.metric}", "value": monitor.initial_metric},
         "rounds": [r.to_json() for r in monitor.rounds],
         "task": state.task_name,
+        "task_package": monitor.learner.settings.task_package or None,
         "task_address": state.task,
         "model_bytes": monitor.model_bytes,
         "rpc_url": state.rpc_url,

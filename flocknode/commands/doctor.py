@@ -49,6 +49,7 @@ from flocknode.errors import FlockError
 from flocknode.identity import BoxKey, DataDir, PeerKey, load_box_key, load_peer_key
 from flocknode.identity.wallet import exposed_mode, load_wallet
 from flocknode.learning.settings import TaskSettings
+from flocknode.packages import resolve_task_package
 from flocknode.status import NodeStatus
 
 # Gas used (bench/gas.py, max over 10/50/100 participants, 5 proposers + 5 voters).
@@ -241,15 +242,25 @@ class Doctor:
 
         if self.s.settings is None:
             raise Failed("the task settings are not known", "fix the settings check first")
+        cfg, settings = self._cfg(), self.s.settings
+        try:  # the task's code, fetched by hash from members as the node would
+            package = resolve_task_package(
+                cfg, settings, DataDir(cfg.data_path), self._client(), self.peer_timeout
+            )
+        except FlockError as e:
+            raise Failed(
+                str(e), f"set [task] package in {self.config} to the task package's directory"
+            ) from None
         try:  # read where the node reads it: in the task worker unless isolation is "none"
-            d = node_data_sizes(self._cfg(), self.s.settings)
+            d = node_data_sizes(cfg, settings, package)
         except FlockError as e:
             raise Failed(
                 str(e), f"fix the file it names, or [data] path in {self.config} (docs/tasks.md)"
             ) from None
+        held = f" (task package {settings.training.task_package} checked)" if package else ""
         return (
-            f"{self._cfg().data.path}: {d.train} training and {d.val} validation "
-            f"samples for task {self.s.settings.training.task}"
+            f"{cfg.data.path}: {d.train} training and {d.val} validation "
+            f"samples for task {settings.training.task}{held}"
         )
 
     def check_stake(self) -> str:

@@ -9,13 +9,17 @@ node-2 is not and fetches the archive by hash from the other two at start.
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from flocknode.cluster.commands import cluster_summary
 from flocknode.cluster.launcher import ClusterSpec
+from flocknode.commands.doctor import Doctor
+from flocknode.config import ENV_PRIVATE_KEY
 from flocknode.learning.package import build_package
 from flocknode.learning.settings import TaskSettings
 from tests.integration.rounds.harness import cluster
@@ -41,7 +45,9 @@ def no_example_module() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("no_example_module")
-def test_example_package_runs_and_a_node_without_it_fetches_it_by_hash(tmp_path: Path) -> None:
+def test_example_package_runs_and_a_node_without_it_fetches_it_by_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = ClusterSpec(
         nodes=3,
         rounds=1,
@@ -69,3 +75,16 @@ def test_example_package_runs_and_a_node_without_it_fetches_it_by_hash(tmp_path:
             ).read_bytes()
         # the launcher's monitor evaluates the round's model with the same checked code
         assert 0.0 <= h.accuracy(v1.global_model_hash_after) <= 1.0
+        summary = cluster_summary(h.state, h.monitor, finished=True)  # cluster up --json
+        assert (summary["task"], summary["task_package"]) == ("example_task:TASK", ref)
+
+        # doctor on a data dir without the package fetches it from the members
+        node2 = h.state.node("node-2")
+        fresh = tmp_path / "fresh-node-2"
+        shutil.copytree(node2.data_dir, fresh, ignore=shutil.ignore_patterns("packages", "store"))
+        monkeypatch.setenv(ENV_PRIVATE_KEY, node2.key)
+        config = fresh / "node.toml"
+        config.write_text(config.read_text().replace(node2.data_dir, str(fresh)))
+        (data,) = [c for c in Doctor(config, peer_timeout=30).run() if c.name == "data"]
+        assert data.status == "PASS" and f"task package {ref} checked" in data.detail, data
+        assert (fresh / "packages" / ref.removeprefix("sha256:")).is_dir()
