@@ -121,7 +121,10 @@ def load_task(spec: str, package_dir: Path | None = None) -> Any:
     if package_dir is not None:
         _check_origin(spec, Path(package_dir))
     if isinstance(obj, type) or (callable(obj) and not hasattr(obj, "build_model")):
-        obj = obj()
+        try:
+            obj = obj()
+        except Exception as e:  # an abstract Task subclass, a constructor that raised
+            raise PluginError(f"task {spec!r}: cannot be created ({type(e).__name__}: {e})") from e
     for method in ("build_model", "load_data", "train", "evaluate"):
         if not callable(getattr(obj, method, None)):
             raise PluginError(f"task {spec!r}: has no {method}() method")

@@ -26,6 +26,7 @@ aggregation and the canonical encoding give each a deterministic treatment
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -95,8 +96,9 @@ class Evaluation:
         return float(self.metrics.get("accuracy", 0.0))
 
 
-class Task:
-    """Defaults for a task: all state entries are exchanged; subclasses fill in the rest.
+class Task(abc.ABC):
+    """Defaults for a task: all state entries are exchanged; subclasses implement
+    the four abstract methods (a class missing one cannot be instantiated).
 
     ``name`` is for messages; ``num_classes`` is set by classifiers (the test
     cluster's label-flip cheat needs it) and ``None`` otherwise.
@@ -108,12 +110,13 @@ class Task:
     # kind is created (``flocknode.learning.settings.task_defaults``).
     settings_defaults: ClassVar[Mapping[str, Any]] = {}
 
-    def build_model(self) -> nn.Module:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def build_model(self) -> nn.Module: ...
 
-    def load_data(self, path: Path) -> Samples:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def load_data(self, path: Path) -> Samples: ...
 
+    @abc.abstractmethod
     def train(
         self,
         model: nn.Module,
@@ -121,11 +124,10 @@ class Task:
         settings: TrainingSettings,
         seed: int,
         device: torch.device,
-    ) -> dict[str, float]:
-        raise NotImplementedError
+    ) -> dict[str, float]: ...
 
-    def evaluate(self, model: nn.Module, data: Samples, device: torch.device) -> Evaluation:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def evaluate(self, model: nn.Module, data: Samples, device: torch.device) -> Evaluation: ...
 
     def exchanged(self, model: nn.Module) -> list[str]:
         """The state entries that make up the global model (default: all of them)."""

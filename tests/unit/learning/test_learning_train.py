@@ -25,6 +25,7 @@ from flocknode.learning import (
     write_shards,
 )
 from flocknode.learning.models import digits_mlp
+from flocknode.learning.task import Task
 
 SETTINGS = TrainingSettings()
 
@@ -183,11 +184,17 @@ def test_model_factory_errors_name_the_spec() -> None:
         assert spec in str(e.value) or "float16" in message
 
 
+class _NoEvaluate(DigitsMLP):
+    evaluate = Task.evaluate  # still abstract
+
+
 def test_unknown_task_is_refused(shards: tuple[list[Path], Path]) -> None:
     with pytest.raises(PluginError, match="not built in"):
         Learner.from_settings(TrainingSettings(task="mnist"), shards[0][0])
     with pytest.raises(PluginError, match="cannot import"):
         Learner.from_settings(TrainingSettings(task="nowhere.at_all:TASK"), shards[0][0])
+    with pytest.raises(PluginError, match=r"cannot be created .*abstract method evaluate"):
+        Learner.from_settings(TrainingSettings(task=f"{__name__}:_NoEvaluate"), shards[0][0])
 
 
 def test_missing_data_and_too_small_a_validation_split_are_one_line(
