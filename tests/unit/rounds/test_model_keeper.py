@@ -78,12 +78,9 @@ class Gossip:
         self.sent.append((trio.current_time(), message))
 
 
-async def test_fetch_retries_pause_then_the_held_model_is_evaluated_once_and_announced(
-    tmp_path: Path, autojump_clock: trio.testing.MockClock
-) -> None:
-    book = CountingBook(ContentStore(tmp_path / "store"))
-    learner, gossip, feed = Learner(), Gossip(), ChainFeed()
-    keeper = ModelKeeper(
+def make_keeper(book: ModelBook, learner: Learner, gossip: Gossip, feed: ChainFeed) -> ModelKeeper:
+    """A keeper for task PARAMS over these fakes, with a chain reader at round 0."""
+    return ModelKeeper(
         Reader(),  # type: ignore[arg-type]
         feed,
         book,
@@ -94,6 +91,14 @@ async def test_fetch_retries_pause_then_the_held_model_is_evaluated_once_and_ann
         "0x" + "ab" * 20,
         RoundMetrics(),
     )
+
+
+async def test_fetch_retries_pause_then_the_held_model_is_evaluated_once_and_announced(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    book = CountingBook(ContentStore(tmp_path / "store"))
+    learner, gossip, feed = Learner(), Gossip(), ChainFeed()
+    keeper = make_keeper(book, learner, gossip, feed)
     h = update_hash(STATE)
 
     async def blocks(seconds: float) -> None:
@@ -128,17 +133,7 @@ async def test_a_participant_without_a_test_split_evaluates_nothing_and_warns_no
 ) -> None:
     book = ModelBook(ContentStore(tmp_path / "store"), None)
     learner, gossip, feed = Learner(has_test=False), Gossip(), ChainFeed()
-    keeper = ModelKeeper(
-        Reader(),  # type: ignore[arg-type]
-        feed,
-        book,
-        Inbox(bytes(32)),
-        gossip,
-        learner,  # type: ignore[arg-type]
-        PARAMS,
-        "0x" + "ab" * 20,
-        RoundMetrics(),
-    )
+    keeper = make_keeper(book, learner, gossip, feed)
     caplog.set_level(logging.INFO, logger="flocknode.rounds")
     async with trio.open_nursery() as nursery:
         await nursery.start(keeper.run)
