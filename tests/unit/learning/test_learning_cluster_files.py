@@ -4,35 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flocknode.cluster.launcher import ClusterSpec, node_settings
+from flocknode.cluster.launcher import ClusterSpec
 from flocknode.cluster.monitor import RoundSummary
-from flocknode.commands.init import init_data_dir
-from flocknode.config import load_config
 from flocknode.learning import DigitsCNN, TaskSettings, write_shards
 from flocknode.node import node_learner
+from tests.unit.learning.cluster_node import cluster_node_config
 
 
 def test_a_cluster_node_reads_its_shard_through_the_participant_path(tmp_path: Path) -> None:
     shards = write_shards(DigitsCNN(), tmp_path / "data", 3)
-    values = node_settings(
-        ClusterSpec(nodes=3),
-        1,
-        4101,
-        9101,
-        tmp_path / "s.json",
-        str(shards.nodes[1]),
-        str(shards.test),
+    cfg = cluster_node_config(
+        tmp_path / "node-1", ClusterSpec(nodes=3), 1, str(shards.nodes[1]), str(shards.test)
     )
-    init_data_dir(
-        tmp_path / "node-1",
-        rpc_url="http://127.0.0.1:8545",
-        chain_id=31337,
-        task="",
-        port=4101,
-        settings=values,
-    )
-    in_process = {"FLOCKNODE_COMPUTE_ISOLATION": "none"}  # the worker: tests/integration/worker
-    cfg = load_config(tmp_path / "node-1" / "node.toml", environ=in_process)
     assert cfg.path(cfg.data.path) == shards.nodes[1] and cfg.data.test_path == str(shards.test)
     learner = node_learner(cfg, TaskSettings.from_dict({"training": {"task": "digits-cnn"}}))
     assert len(learner.data.train) + len(learner.data.val) == shards.sizes[1]
@@ -48,12 +31,8 @@ def test_round_json_carries_the_metric_and_the_update_size() -> None:
 
 def test_cluster_isolation_reaches_each_nodes_config(tmp_path: Path) -> None:
     def compute(spec: ClusterSpec) -> str:
-        values = node_settings(spec, 0, 4101, 9101, tmp_path / "s.json", "d", "t")
         d = tmp_path / f"n-{spec.isolation or 'default'}"
-        init_data_dir(
-            d, rpc_url="http://127.0.0.1:8545", chain_id=31337, task="", port=4101, settings=values
-        )
-        return load_config(d / "node.toml", environ={}).compute.isolation
+        return cluster_node_config(d, spec, 0, "d", "t", environ={}).compute.isolation
 
     assert compute(ClusterSpec(nodes=2)) == "namespace"  # the node's default: the jailed worker
     assert compute(ClusterSpec(nodes=2, isolation="none")) == "none"

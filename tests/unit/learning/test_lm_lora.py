@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from flocknode.cluster.launcher import ClusterSpec, node_settings
+from flocknode.cluster.launcher import ClusterSpec
 from flocknode.cluster.monitor import RoundSummary
-from flocknode.commands.init import init_data_dir
-from flocknode.config import load_config
 from flocknode.crypto import canonical_size
 from flocknode.learning.base_model import attach_base_model, dir_hash
 from flocknode.learning.data import write_shards
@@ -31,6 +29,7 @@ from flocknode.learning.models import build_model, load_task, model_state, seede
 from flocknode.learning.settings import TaskSettings, TrainingSettings
 from flocknode.learning.task import DataError
 from flocknode.node import node_learner
+from tests.unit.learning.cluster_node import cluster_node_config
 
 CPU = torch.device("cpu")
 
@@ -203,26 +202,14 @@ def test_the_daemon_starts_without_the_llm_packages() -> None:
 def test_a_cluster_node_finds_its_base_model_in_node_toml(
     tiny: Path, shards: Path, tmp_path: Path
 ) -> None:
-    values = node_settings(
+    cfg = cluster_node_config(
+        tmp_path / "node-1",
         ClusterSpec(nodes=4, task="lm-lora"),
         1,
-        4101,
-        9101,
-        tmp_path / "s.json",
         str(shards / "node-1"),
         str(shards / "test"),
         str(tiny),
     )
-    init_data_dir(
-        tmp_path / "node-1",
-        rpc_url="http://127.0.0.1:8545",
-        chain_id=31337,
-        task="",
-        port=4101,
-        settings=values,
-    )
-    in_process = {"FLOCKNODE_COMPUTE_ISOLATION": "none"}  # the worker: tests/integration/worker
-    cfg = load_config(tmp_path / "node-1" / "node.toml", environ=in_process)
     assert cfg.path(cfg.task.base_model) == tiny
     learner = node_learner(cfg, TaskSettings(training=settings(tiny)))
     assert learner.task.name == "lm-lora" and len(learner.data.val) >= 3
