@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import struct
 import sys
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,31 +23,6 @@ from flocknode.learning.package import (
     parse_archive,
     unpack_archive,
 )
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "tasks" / "example_task"
-
-
-@pytest.fixture
-def pkg(tmp_path: Path) -> Path:
-    """A copy of the docs/tasks.md example package (a directory with __init__.py)."""
-    d = tmp_path / "src" / "example_task"
-    shutil.copytree(EXAMPLE, d, ignore=shutil.ignore_patterns("__pycache__"))
-    return d
-
-
-@pytest.fixture
-def fresh_modules() -> Iterator[None]:
-    """Tests that import example_task from a package tree start and end without it."""
-    saved_path = list(sys.path)
-
-    def drop() -> None:
-        for name in [m for m in sys.modules if m.split(".")[0] == "example_task"]:
-            del sys.modules[name]
-
-    drop()
-    yield
-    drop()
-    sys.path[:] = saved_path
 
 
 def raw_archive(entries: list[tuple[bytes, bytes]], count: int | None = None) -> bytes:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,29 +29,9 @@ from flocknode.learning.package import PackageCache, PackageError, build_package
 from flocknode.node import node_learner
 from flocknode.packages import PackageUnavailable, resolve_task_package
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "fixtures" / "tasks" / "example_task"
 RINGS = TrainingSettings(task="example_task:TASK", optimizer="sgd", learning_rate=0.5)
 
-
-@pytest.fixture(autouse=True)
-def fresh_modules() -> Iterator[None]:
-    saved_path = list(sys.path)
-
-    def drop() -> None:
-        for name in [m for m in sys.modules if m.split(".")[0] == "example_task"]:
-            del sys.modules[name]
-
-    drop()
-    yield
-    drop()
-    sys.path[:] = saved_path
-
-
-@pytest.fixture
-def pkg(tmp_path: Path) -> Path:
-    d = tmp_path / "src" / "example_task"
-    shutil.copytree(EXAMPLE, d, ignore=shutil.ignore_patterns("__pycache__"))
-    return d
+pytestmark = pytest.mark.usefixtures("fresh_modules")  # every test here may import example_task
 
 
 def pinned(pkg: Path) -> TaskSettings:
