@@ -68,6 +68,16 @@ async def _run_until_submitted(role: Role, ps: list[Peer], vs: list[Peer]) -> No
         n.cancel_scope.cancel()
 
 
+async def _restarted_after_wraps_sent(
+    tmp_path: Path,
+) -> tuple[Role, Role, list[Peer], list[Peer]]:
+    """A proposer crashed after submitting and journaling its wraps as sent, and its restart."""
+    role, ps, vs = _proposer(tmp_path)
+    await _run_until_submitted(role, ps, vs)
+    role.journal.update(R, wraps_sent=True)
+    return role, role.restarted(), ps, vs
+
+
 async def test_trains_submits_announces_and_releases_wraps_only_after_train(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
@@ -170,10 +180,7 @@ async def test_crash_after_submit_restarts_in_commit_and_releases_wraps_without_
 async def test_restart_after_wraps_sent_publishes_them_again_in_reveal(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    role, ps, vs = _proposer(tmp_path)
-    await _run_until_submitted(role, ps, vs)
-    role.journal.update(R, wraps_sent=True)
-    again = role.restarted()
+    role, again, ps, vs = await _restarted_after_wraps_sent(tmp_path)
     view = set_round(role.feed, Phase.REVEAL, ps, vs)
     with trio.move_on_after(REANNOUNCE_SECONDS + 0.5):
         await run_proposer(again, view, 0)
@@ -245,10 +252,8 @@ async def test_a_journaled_blob_missing_from_the_store_is_trained_again(
 async def test_gossip_failures_are_counted_and_retried(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    role, ps, vs = _proposer(tmp_path)
-    await _run_until_submitted(role, ps, vs)
-    role.journal.update(R, wraps_sent=True)  # no journal write below: exact timing
-    again = role.restarted()
+    # wraps_sent is journaled already: no journal write below, exact timing
+    role, again, ps, vs = await _restarted_after_wraps_sent(tmp_path)
     again.gossip.fail = True
     view = set_round(role.feed, Phase.COMMIT, ps, vs)
     with trio.move_on_after(3 * REANNOUNCE_SECONDS - 0.5):
@@ -259,10 +264,7 @@ async def test_gossip_failures_are_counted_and_retried(
 async def test_a_phase_that_begins_during_a_publish_is_published_for_at_once(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    role, ps, vs = _proposer(tmp_path)
-    await _run_until_submitted(role, ps, vs)
-    role.journal.update(R, wraps_sent=True)
-    again = role.restarted()
+    role, again, ps, vs = await _restarted_after_wraps_sent(tmp_path)
 
     def reveal_begins(msg: object) -> None:
         if role.feed.rounds[R].phase is Phase.COMMIT:
