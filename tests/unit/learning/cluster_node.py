@@ -16,17 +16,14 @@ def cluster_node_config(
     data_dir: Path,
     spec: ClusterSpec,
     index: int,
-    data_path: str = "",
-    test_path: str = "",
-    base_model: str = "",
+    *paths: str,
     environ: Mapping[str, str] = IN_PROCESS,
 ) -> NodeConfig:
     """``init_data_dir`` with the ``node_settings`` of node ``index`` of ``spec``
     (p2p port 4101, HTTP port 9101, the task settings file ``s.json`` beside
-    ``data_dir``), then its node.toml loaded under ``environ``."""
-    values = node_settings(
-        spec, index, 4101, 9101, data_dir.parent / "s.json", data_path, test_path, base_model
-    )
+    ``data_dir``, and ``paths``: the data shard, the test split, the base model),
+    then its node.toml loaded under ``environ``."""
+    values = node_settings(spec, index, 4101, 9101, data_dir.parent / "s.json", *paths)
     init_data_dir(
         data_dir,
         rpc_url="http://127.0.0.1:8545",
