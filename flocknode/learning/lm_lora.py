@@ -35,7 +35,7 @@ import json
 import math
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -95,6 +95,19 @@ class LMLoRA(Task):
         "val_fraction": 0.25,
         "min_val_samples": 3,
     }
+    # The voters' flag threshold. The score is minus the validation loss, so a gain
+    # of -400000 ppm is an update that alone raises a voter's loss by 0.4 nats.
+    # Measured on cluster up's setup (bench/lora.py --probe 4,5,6 --rounds 10
+    # --seeds 0,1: 1,240 gains of each kind, an update alone on every other node's
+    # validation split): honest gains min -348122, 5th percentile -207040, median
+    # -72085 (they fall as the rounds go on and the adapters fit the shards; 20 rounds
+    # of 5 nodes, seed 4: min -322033); sign flip and Gaussian noise gain at most
+    # -465910 and -579175 from round 2 on. -400000 flagged no honest update and every
+    # one of those. Not separable: in round 1 (adapters still at their start) a
+    # sign-flipped update also lowers the loss (+0.48 to +0.69 nats) and noise moves
+    # it by under 0.08, and a zero update's gain is exactly 0, which only a threshold
+    # above 0 flags (one of 0 flagged most honest updates from round 4 on).
+    settings_defaults: ClassVar[Mapping[str, Any]] = {"flag_threshold_ppm": -400_000}
 
     def __init__(self) -> None:
         self._base_dir: Path | None = None

@@ -17,7 +17,8 @@ from flocknode.learning import (
     TrainingSettings,
     check_config,
 )
-from flocknode.learning.settings import flat_settings
+from flocknode.learning.lm_lora import LMLoRA
+from flocknode.learning.settings import DEFAULT_FLAG_THRESHOLD_PPM, flat_settings
 
 
 def _changed(value: Any) -> Any:
@@ -153,3 +154,15 @@ def test_left_out_settings_take_the_tasks_defaults() -> None:
         given = TaskSettings.from_dict({"training": {"task": name}, "flag_threshold_ppm": -1})
         assert given.flag_threshold_ppm == -1
     assert TaskSettings.for_task("my_tasks:TASK").training == TrainingSettings(task="my_tasks:TASK")
+
+
+def test_lm_lora_settings_carry_its_own_flag_threshold() -> None:
+    # its score is minus the validation loss: digits-mlp's accuracy-based threshold
+    # does not apply, and cluster up's settings (the tester training) keep lm-lora's
+    own = LMLoRA.settings_defaults["flag_threshold_ppm"]
+    assert own != DEFAULT_FLAG_THRESHOLD_PPM
+    training = {"task": "lm-lora", **LMLoRA.tester_training, "base_model_hash": "ab" * 32}
+    s = TaskSettings.from_dict({"training": training})
+    assert s.flag_threshold_ppm == own == TaskSettings.for_task("lm-lora").flag_threshold_ppm
+    assert json.loads(s.canonical_json())["flag_threshold_ppm"] == own
+    assert TaskSettings.from_canonical_json(s.canonical_json()) == s

@@ -232,6 +232,8 @@ def test_task_create_fills_in_the_base_model_hash(tiny: Path) -> None:
     )
     s = _task_settings(args, Path(args.base_model))
     assert s.training.task == "lm-lora" and s.training.base_model_hash == dir_hash(tiny)
+    # the voters' flag threshold is lm-lora's own (a loss-based score), not digits-mlp's
+    assert s.flag_threshold_ppm == LMLoRA.settings_defaults["flag_threshold_ppm"]
     given = "ab" * 32  # a hash in the settings is kept (the node checks it against the model)
     args = build_parser().parse_args(["task", "create", "--base-model-hash", given])
     assert _task_settings(args, tiny).training.base_model_hash == given
