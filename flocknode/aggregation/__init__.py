@@ -12,16 +12,41 @@ Bit-for-bit deterministic across machines, thread counts and library builds;
 see ``numeric`` for how and ``rules`` for each rule's exact definition.
 """
 
-from flocknode.aggregation.core import (
-    AggregationInputError,
-    AggregationResult,
-    Model,
-    NonFiniteUpdateError,
-    aggregate,
-    apply_update,
-    norm_check,
-)
+from typing import TYPE_CHECKING, Any
+
 from flocknode.aggregation.settings import RULES, AggregationSettings, SettingsError
+
+if TYPE_CHECKING:
+    from flocknode.aggregation.core import (
+        AggregationInputError,
+        AggregationResult,
+        Model,
+        NonFiniteUpdateError,
+        aggregate,
+        apply_update,
+        norm_check,
+    )
+
+_CORE = {
+    "AggregationInputError",
+    "AggregationResult",
+    "Model",
+    "NonFiniteUpdateError",
+    "aggregate",
+    "apply_update",
+    "norm_check",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """The torch-based core is imported on first use: reading settings (the CLI's
+    config checks, ``status``) does not pay torch's import."""
+    if name in _CORE:
+        from flocknode.aggregation import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "RULES",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import os
 import subprocess
@@ -83,8 +84,10 @@ def test_bad_input_is_one_line_and_exit_2_never_a_traceback(tmp_path: Path) -> N
         (["status", "-c", str(bad)], {}, f"{bad}: chain.wallet_key: unknown key"),
         (["status", "-c", str(tmp_path / "missing.toml")], {}, "config file not found"),
     ]
-    for argv, env, fragment in cases:
-        r = _run(*argv, env=env)
+    # the CLI processes run at once (each spends seconds importing)
+    with concurrent.futures.ThreadPoolExecutor(len(cases)) as pool:
+        runs = list(pool.map(lambda c: _run(*c[0], env=c[1]), cases))
+    for (argv, _env, fragment), r in zip(cases, runs, strict=True):
         assert r.returncode == 2, (argv, r.stderr)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1, r.stderr
