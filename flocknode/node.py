@@ -414,12 +414,13 @@ class FlockNode:
         in it while the node starts (p2p, registration); ``ready`` is set when it
         is done or failed.
 
-        A worker that cannot build the initial model, an initial model other than
-        the task's, bad data or a task that does not resolve (``DataError``/
-        ``PluginError``) stop the node with one line and exit code 2
-        (``run_node``): a node that cannot run the task must not take roles and be
-        slashed for idling. A later failure (reading the data, warming up) is
-        logged and counted by the learner; the first role starts the worker again.
+        A worker that cannot build the initial model or warm up (one training
+        step on the participant's data: out of memory, a crash, a timeout), an
+        initial model other than the task's, bad data or a task that does not
+        resolve (``DataError``/``PluginError``) stop the node with one line and
+        exit code 2 (``run_node``): a node that cannot run the task must not take
+        roles and be slashed for idling. Failures after the start are counted by
+        the learner; the next role's call starts the worker again.
         """
         prep = self.prep
         try:
@@ -436,9 +437,11 @@ class FlockNode:
                 prep.settings,
                 prep.client.params().initial_model_hash,
             )
-            with contextlib.suppress(WorkerFailure):
+            try:
                 sizes = await learner.warm_up_async()
-                log.info("task worker ready train=%d val=%d", sizes.train, sizes.val)
+            except WorkerFailure as e:
+                raise StartupError(f"the task worker could not warm up on the data: {e}") from None
+            log.info("task worker ready train=%d val=%d", sizes.train, sizes.val)
         finally:
             ready.set()
 

@@ -133,5 +133,6 @@ def test_finding1_status_doctor_and_node_start_with_junk_registrations(
     monkeypatch.setenv("FLOCKNODE_COMPUTE_MEMORY_MB", "256")
     rc, _, err = run(capsys, "run", "-c", str(cfg))
     assert rc == 2, err
-    assert "the task worker could not build the task's initial model" in err, err
+    # (256 MB stops it building the initial model or, at the limit, warming up)
+    assert "flocknode: error: the task worker could not " in err, err
     assert "Traceback" not in err
