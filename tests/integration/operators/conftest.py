@@ -27,12 +27,6 @@ SPEC = ClusterSpec(
     commit_seconds=60,
     reveal_seconds=45,
     settings_overrides=(("training", "local_steps", 8000),),
-    # Task code in the daemon: these tests are about the service (signals, status,
-    # endpoints, doctor, logs); the task worker's start, failures and doctor's
-    # read through it are tested in tests/integration/worker,
-    # tests/integration/cli/test_cli_hostile_registry.py and
-    # tests/integration/rounds/test_cluster_task_package.py.
-    isolation="none",
 )
 
 
