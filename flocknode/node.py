@@ -43,7 +43,7 @@ from flocknode.identity import (
 )
 from flocknode.identity.wallet import load_wallet, read_password
 from flocknode.learning.learner import DataSizes, Learner, RoundLearner
-from flocknode.learning.models import State, model_hash
+from flocknode.learning.models import State
 from flocknode.learning.package import PackageCache
 from flocknode.learning.settings import TaskSettings, check_config
 from flocknode.logs import PeerLog, redact, redact_bytes
@@ -269,9 +269,10 @@ def prepare(cfg: NodeConfig) -> Prepared:
 def check_initial_model(
     models: ModelBook, init: State, settings: TaskSettings, want: bytes
 ) -> None:
-    """Keep the task's initial model if its hash is the task's on-chain one."""
+    """Store the task's initial model (hashing it once) and check that its hash
+    is the task's on-chain one."""
     try:
-        got = model_hash(init)
+        got = models.put(init)
     except (TypeError, ValueError) as e:  # names or dtypes no model can have
         raise StartupError(f"the task's initial model is not a model state: {e}") from None
     if got != want:
@@ -280,7 +281,6 @@ def check_initial_model(
             f"{settings.training.init_seed} gives initial model 0x{got.hex()[:16]}..., "
             f"the task's is 0x{want.hex()[:16]}..."
         )
-    models.put(init)
 
 
 def redact_key_material(cfg: NodeConfig, account: LocalAccount, *keys: PeerKey | BoxKey) -> None:
