@@ -388,12 +388,17 @@ class FlockNode:
             await self._sync_registration([str(a) for a in self.p2p.host.get_transport_addrs()])
             self.server.install()
             await nursery.start(self.gossip.run)
-            # The round services (the keeper that opens rounds among them) start once
-            # task code can run: a proposer elected while its worker still starts
-            # would miss its train phase.
+            # Services that run no task code start now: a vote journaled before a
+            # restart is committed and revealed while the worker warms up. The
+            # others (the keeper that opens rounds among them) start once task
+            # code can run; a role elected meanwhile waits for the worker.
+            early = self.rounds.without_task_code
+            for service in early:
+                await nursery.start(service.run)
             await worker_ready.wait()
             for service in self.rounds.services:
-                await nursery.start(service.run)
+                if service not in early:
+                    await nursery.start(service.run)
             await nursery.start(self.stake.run)
             if self.http is not None:
                 self.http_urls = await nursery.start(self.http.run)

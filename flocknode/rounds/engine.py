@@ -83,6 +83,14 @@ class RoundServices:
         return out
 
     @property
+    def without_task_code(self) -> list[Service]:
+        """The services that never call the task's code, in start order: the node
+        starts them while its task worker warms up, so a node restarted in a
+        reveal phase reveals its journaled vote at once; the others (opening
+        rounds, fetching and evaluating models) start once the worker is ready."""
+        return [self.intake, self.follower, self.roles]
+
+    @property
     def ready(self) -> bool:
         """The chain is readable and the node holds the current global model."""
         return self.follower.healthy and self.model_keeper.holds_global_model()

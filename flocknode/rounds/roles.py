@@ -5,6 +5,12 @@ commit, reveal) and seats this node, it starts the seat's path once: after the
 node holds the round's global model (the model keeper fetches it meanwhile),
 and again while the phase is open if it raised (``retry.run_with_retries``;
 the paths resume from the journal).
+
+On its first snapshot it also settles the journal of recent rounds whose role
+phases ended while the node was down: a vote journaled but not recorded as
+revealed is recorded from the chain (``run_voter`` on the round's final view),
+so a node stopped between ``revealVote`` and its journal write, and back only
+after the round ended, still has a journal that says what the chain says.
 """
 
 from __future__ import annotations
@@ -54,8 +60,12 @@ class RoleRunner(SnapshotService):
         self.paths = {"proposer": proposer, "voter": voter}
         self.retry = retry
         self._started: set[tuple[int, str]] = set()  # (round, role) paths started
+        self._settled = False  # the journal of ended rounds was checked against the chain
 
     def on_snapshot(self, snapshot: ChainSnapshot) -> None:
+        if not self._settled:
+            self._settled = True
+            self._settle_ended_votes(snapshot)
         view = snapshot.view
         if view is None or view.phase not in ROLE_PHASES:
             return
@@ -71,6 +81,26 @@ class RoleRunner(SnapshotService):
         self.metrics.role(view.round, name, seat)
         log.info("elected round=%d role=%s seat=%d", view.round, name, seat)
         self.spawn(self._role, name, view, seat, where="role")
+
+    def _settle_ended_votes(self, snapshot: ChainSnapshot) -> None:
+        """Check each recent journaled vote not recorded as revealed against the
+        chain, for rounds whose role phases are over (the current round's open
+        role is ``on_snapshot``'s)."""
+        current = snapshot.view
+        for r, rec in self.deps.journal.records().items():
+            if rec.role != "voter" or rec.vote is None or rec.revealed:
+                continue
+            if r < snapshot.current - VIEWS_KEPT_BEHIND or r > snapshot.current:
+                continue
+            if current is not None and r == current.round and current.phase in ROLE_PHASES:
+                continue
+            self.spawn(self._settle_vote, r, rec.seat, where="settle_vote")
+
+    async def _settle_vote(self, r: int, seat: int) -> None:
+        view = await self.deps.client.get_round(r)
+        if view.phase in ROLE_PHASES:
+            return  # still open: the role path takes it when the snapshot shows it
+        await self.paths["voter"](self.deps, view, seat)
 
     def _open_until(self, view: RoundView) -> float:
         """The chain time a role of ``view.round`` can still act until (-inf: over)."""

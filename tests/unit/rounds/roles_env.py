@@ -124,6 +124,7 @@ class Client:
     fail: dict[str, BaseException] = field(default_factory=dict)
     called: trio.Event = field(default_factory=trio.Event)
     on_call: Callable[[str, tuple[Any, ...]], None] | None = None  # the chain's side
+    views: dict[int, RoundView] = field(default_factory=dict)  # what ``get_round`` reads
 
     async def _call(self, name: str, *args: Any) -> None:
         if name in self.fail:
@@ -145,6 +146,10 @@ class Client:
 
     async def reveal_vote(self, r: int, h: bytes, *rest: Any) -> None:
         await self._call("reveal_vote", r, h, *rest)
+
+    async def get_round(self, r: int) -> RoundView:
+        self.calls.append(("get_round", (r,)))
+        return self.views[r]
 
     def named(self, name: str) -> list[tuple[Any, ...]]:
         return [args for n, args in self.calls if n == name]
