@@ -25,6 +25,7 @@ from flocknode.config import load_config
 from flocknode.identity import BoxKey, PeerKey, sign_registration
 from flocknode.learning import DigitsMLP, write_shards
 from flocknode.node import FlockNode, prepare
+from flocknode.status import NodeStatus
 
 pytestmark = pytest.mark.integration
 
@@ -110,14 +111,15 @@ def test_finding1_status_doctor_and_node_start_with_junk_registrations(
     # the node starts with this chain state (and so restarts after any crash)
     prep = prepare(load_config(cfg))
 
-    async def start_and_stop() -> FlockNode:
+    async def start_and_stop() -> tuple[FlockNode, NodeStatus]:
         flock = FlockNode(prep)
         async with trio.open_nursery() as nursery:
             await nursery.start(flock.run)
+            status = flock.status()  # the status page's document, read while running
             await flock.stop(nursery)
-        return flock
+        return flock, status
 
-    flock = trio.run(start_and_stop)
+    flock, status = trio.run(start_and_stop)
     registry = flock.membership.registry
     assert [m.wallet for m in registry.members] == [wallet]
     assert dict(registry.ignored) == {
@@ -125,7 +127,7 @@ def test_finding1_status_doctor_and_node_start_with_junk_registrations(
         "multiaddr_invalid": 1,
         "no_valid_multiaddr": 2,
     }
-    assert flock.status().registry_ignored["no_valid_multiaddr"] == 2
+    assert status.registry_ignored["no_valid_multiaddr"] == 2
 
     # a node whose task worker cannot start takes no role (it would be slashed
     # for idling): one line naming the worker, exit code 2, no traceback
