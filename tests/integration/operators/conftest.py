@@ -15,12 +15,14 @@ from tests.integration.operators.operators_cluster import OperatorCluster
 # end early once everyone acted, so the long deadlines cost time only while a
 # node restarts (10-35 s here with 4 nodes on 2 cores; a voter must be back
 # 0.4 * commit_seconds before the commit deadline to collect the updates).
-# Three SIGTERM cases each take a round that opened while every node was up:
-# at most rounds 1, 3 and 5. 8000 local steps make training last a few seconds,
-# so a SIGTERM can land in it (about 1 s per 3000 steps here).
+# The three SIGTERM cases take round 1 and then, each, the round after the one
+# current once the restarted node is up; rounds go on meanwhile (a restarted
+# voter reveals before its task worker is ready), so 8 rounds leave room.
+# 8000 local steps make training last a few seconds, so a SIGTERM can land in
+# it (about 1 s per 3000 steps here).
 SPEC = ClusterSpec(
     nodes=4,
-    rounds=5,
+    rounds=8,
     proposers=1,
     voters=2,
     train_seconds=60,

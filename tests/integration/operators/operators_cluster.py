@@ -95,6 +95,10 @@ class OperatorCluster(Harness):
         """SIGSTOP ``name`` (``terminate(..., resume=True)`` delivers SIGTERM and continues it)."""
         os.kill(self.state.node(name).pid, signal.SIGSTOP)
 
+    def resume(self, name: str) -> None:
+        """SIGCONT ``name``."""
+        os.kill(self.state.node(name).pid, signal.SIGCONT)
+
     def terminate(self, name: str, phase: str, timeout: float, resume: bool = False) -> float:
         """SIGTERM ``name``; the seconds until it exited (inf if it had to be killed)."""
         n = self.state.node(name)
