@@ -45,10 +45,21 @@ node_modules/.flocknode-setup: package.json package-lock.json
 demo: setup
 	.venv/bin/flocknode cluster up --nodes 5 --rounds 5
 
-# Lint first (seconds), then every test: unit, then integration (real anvil,
-# real libp2p hosts on loopback, real node processes).
+# Lint first (seconds), then every test: unit and integration (real anvil, real
+# libp2p hosts on loopback, real node processes) in two lanes side by side
+# (tests/conftest.py): the cluster tests, which mostly wait on phase deadlines,
+# and the rest at a lower CPU priority, its report printed after the clusters'.
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=15
 test: setup lint
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15
+	@rest_log=$$(mktemp); \
+	nice -n 10 $(PYTEST) -m "not clusters" > "$$rest_log" 2>&1 & rest=$$!; \
+	trap 'kill $$rest 2>/dev/null; rm -f "$$rest_log"' EXIT; \
+	echo "== tests: clusters lane (the other lane's report follows)"; \
+	$(PYTEST) -m clusters; clusters_rc=$$?; \
+	wait $$rest; rest_rc=$$?; \
+	echo "== tests: the other lane (not clusters)"; cat "$$rest_log"; \
+	echo "== tests: clusters lane exit $$clusters_rc, other lane exit $$rest_rc"; \
+	[ $$clusters_rc = 0 ] && [ $$rest_rc = 0 ]
 
 # Layer rules (pyproject.toml, [tool.importlinter]): lint-imports exits non-zero
 # on any import that crosses them, so `make test` fails.
