@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from flocknode.cluster.chaos import Chaos, ChaosSpecError, invariants, parse_chaos
 from flocknode.cluster.launcher import (
     ClusterSpec,
     ClusterState,
@@ -43,8 +45,19 @@ def cmd_up(args: argparse.Namespace) -> int:
         isolation=args.isolation or "",
     )
     progress = _err if args.json else print
+    try:
+        chaos_spec = parse_chaos(args.chaos, args.chaos_seed) if args.chaos else None
+    except ChaosSpecError as e:
+        _err(str(e))
+        return 2
+    if chaos_spec is not None:
+        # phases end early once everyone acted: longer deadlines cost time only
+        # while a node is down, and give a node the chaos stopped room to come
+        # back and still commit and reveal
+        spec = dataclasses.replace(spec, commit_seconds=30, reveal_seconds=40)
     t0 = time.monotonic()
     state = create_cluster(Path(args.dir), spec, progress)
+    chaos: Chaos | None = None
     try:
         for n in state.nodes:
             start_node(state, n.name)
@@ -55,8 +68,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         per_round = 60 + 3 * (spec.train_seconds + spec.commit_seconds + spec.reveal_seconds)
         monitor = Monitor(state, progress)
-        finished = monitor.run(timeout=90 + per_round * spec.rounds)
+        step = None
+        if chaos_spec is not None:
+            chaos = Chaos(state, chaos_spec, spec.rounds, progress)
+            step = lambda: chaos.tick(monitor.latest_view)  # noqa: E731
+        finished = monitor.run(timeout=90 + per_round * spec.rounds, each_step=step)
         summary = cluster_summary(state, monitor, finished)
+        if chaos is not None:
+            chaos.finish()
+            summary.update(chaos_summary(state, monitor, chaos))
+            summary["ok"] = summary["ok"] and all(
+                check["ok"] for check in summary["invariants"].values()
+            )
         summary["seconds"] = round(time.monotonic() - t0, 1)
         if args.json:
             print(json.dumps(summary))
@@ -67,6 +90,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         progress("interrupted")
         return 130
     finally:
+        if chaos is not None:
+            chaos.finish()
         if not args.keep:
             _report_down(down(state), progress)
         else:
@@ -96,6 +121,22 @@ def cluster_summary(state: ClusterState, monitor: Monitor, finished: bool) -> di
     }
 
 
+def chaos_summary(state: ClusterState, monitor: Monitor, chaos: Chaos) -> dict[str, Any]:
+    """``--json``'s ``chaos`` (the faults injected) and ``invariants`` (each check)."""
+    initial = "0x" + monitor.client.params().initial_model_hash.hex()
+    return {
+        "chaos": chaos.to_json(),
+        "invariants": invariants(
+            state,
+            [r.to_json() for r in monitor.rounds],
+            monitor.views,
+            monitor.slash_events,
+            chaos.faults,
+            initial,
+        ),
+    }
+
+
 def _print_summary(s: dict[str, Any]) -> None:
     print()
     print(f"round  accepted  {s['initial_metric']['name'][5:]:>8}  model       seconds  slashed")
@@ -107,6 +148,16 @@ def _print_summary(s: dict[str, Any]) -> None:
             f"{r['round']:>5}  {accepted:<8}  {acc:>8}  {r['model_after'][:10]:<10}  "
             f"{r['seconds']:>7.1f}  {', '.join(r['slashed']) or '-'}"
         )
+    if "chaos" in s:
+        print()
+        for f in s["chaos"]["faults"]:
+            print(
+                f"chaos: {f['kind']} {f['node']} ({f['role']} of round {f['round']}, "
+                f"{f['phase']}) for {f['seconds']:.1f} s"
+            )
+        for name, check in s["invariants"].items():
+            figures = {k: v for k, v in check.items() if k != "ok"}
+            print(f"invariant {name}: {'ok' if check['ok'] else 'BROKEN'} {json.dumps(figures)}")
     print()
     print(
         "OK: every round finalized and every live honest node holds the final model"
@@ -230,6 +281,14 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--proposers", type=int, help="proposers per round (default: half the nodes)")
     p.add_argument("--voters", type=int, help="voters per round (default: half the nodes)")
+    p.add_argument(
+        "--chaos",
+        metavar="SPEC",
+        help="faults to inject, e.g. kill,pause or kill=2,pause=1: kill -9 and restart, or "
+        "SIGSTOP and SIGCONT, an honest node holding a seat, one at a time, 5 s each; the "
+        "summary gains the faults and the invariants checked after them",
+    )
+    p.add_argument("--chaos-seed", type=int, default=0, help="seed of the chaos draws (0)")
     p.add_argument("--json", action="store_true", help="print one JSON summary at the end")
     p.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
     p = add("status", "show the nodes of a running cluster", cmd_status)

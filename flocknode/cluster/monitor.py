@@ -149,6 +149,9 @@ class Monitor:
         chunks = -(-exchanged // DEFAULT_CHUNK_SIZE)
         self.update_bytes = HEAD_LEN + exchanged + ABYTES * chunks
         self.names = {n.wallet.lower(): n.name for n in self.state.nodes}
+        self.latest_view: RoundView | None = None  # the current round, as last read
+        self.views: dict[int, RoundView] = {}  # finalized rounds
+        self.slash_events: list[Slashed] = []
         self._seen_phase: dict[int, Phase] = {}
         self._round_start: dict[int, float] = {}
         self._events_from = 0
@@ -185,8 +188,11 @@ class Monitor:
             return ev.accuracy, ev.accuracy
         return None, float(ev.metrics[self.metric])
 
-    def run(self, timeout: float, settle: float = 30.0) -> bool:
-        """Follow the rounds until the last is finalized; True if every round finalized."""
+    def run(
+        self, timeout: float, settle: float = 30.0, each_step: Callable[[], None] | None = None
+    ) -> bool:
+        """Follow the rounds until the last is finalized; True if every round finalized.
+        ``each_step`` runs after each look at the chain (``latest_view`` is fresh)."""
         deadline = time.monotonic() + timeout
         total = self.state.rounds
         if self.initial_metric is None:
@@ -196,6 +202,8 @@ class Monitor:
             self.progress(f"initial model: test {self.metric} {self.initial_metric:.3f}")
         while time.monotonic() < deadline:
             self._step()
+            if each_step is not None:
+                each_step()
             if len([r for r in self.rounds if not r.voided]) >= total:
                 return True
             time.sleep(0.25)
@@ -211,6 +219,8 @@ class Monitor:
             if r in done:
                 continue
             view = self.client.get_round(r)
+            if r == cur:
+                self.latest_view = view
             prev = self._seen_phase.get(r)
             if prev is None:
                 self._round_start[r] = time.monotonic()
@@ -234,6 +244,7 @@ class Monitor:
         # the next round's look-up starts past what this one read
         if events:
             self._events_from = max(e.block_number for e in events) + 1
+        self.slash_events += [e for e in events if isinstance(e, Slashed)]
         slashed = [
             self.name(e.wallet) + f" ({e.reason})"
             for e in events
@@ -262,6 +273,7 @@ class Monitor:
         )
 
     def _finalized(self, r: int, view: RoundView) -> None:
+        self.views[r] = view
         slashed, _ = self._slashes(r)
         h = view.global_model_hash_after
         before = next((x.model_after for x in reversed(self.rounds) if x.model_after), "")

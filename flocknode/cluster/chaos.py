@@ -1,0 +1,251 @@
+"""Faults on demand for testers (``cluster up --chaos SPEC``) and the promises
+checked after them (docs/protocol.md, "Faults and the promises kept under them").
+
+SPEC is a comma-separated list of fault kinds, each with an optional count
+(``kill,pause`` or ``kill=2,pause=1``; one of each by default):
+
+- ``kill``: SIGKILL an honest node that holds a seat in the current round,
+  while the round is in its train, commit or reveal phase, and restart it
+  ``down_seconds`` later;
+- ``pause``: SIGSTOP such a node and SIGCONT it ``down_seconds`` later.
+
+Faults come one at a time, in rounds spread over the run (never the first or
+the last), each in a phase (train, commit or reveal; the next round's first
+role phase if the round left that phase unseen), in an order and on nodes
+drawn from ``seed``; each is bounded in time, and a fault still active when
+the run ends is undone first. The
+invariants read the chain and the summary's rounds afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from flocknode.chain.events import Slashed
+from flocknode.chain.types import Phase, RoundView
+from flocknode.cluster.launcher import ClusterState, _alive, kill_node, start_node
+
+KINDS = ("kill", "pause")
+MAX_FAULTS = 20  # per kind and run
+ROLE_PHASES = (Phase.TRAIN, Phase.COMMIT, Phase.REVEAL)
+
+
+class ChaosSpecError(ValueError):
+    """A ``--chaos`` value that does not parse: the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class ChaosSpec:
+    faults: tuple[tuple[str, int], ...]  # (kind, count) in the order given
+    seed: int = 0
+    down_seconds: float = 5.0
+
+    @property
+    def text(self) -> str:
+        return ",".join(f"{k}={n}" for k, n in self.faults)
+
+
+def parse_chaos(text: str, seed: int = 0, down_seconds: float = 5.0) -> ChaosSpec:
+    faults: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        kind, _, count = part.partition("=")
+        if kind not in KINDS:
+            raise ChaosSpecError(
+                f"--chaos {text!r}: unknown fault {kind!r} (known: {', '.join(KINDS)})"
+            )
+        try:
+            n = int(count) if count else 1
+        except ValueError:
+            raise ChaosSpecError(f"--chaos {text!r}: {part!r} needs a whole count") from None
+        if not 1 <= n <= MAX_FAULTS:
+            raise ChaosSpecError(f"--chaos {text!r}: {kind} count must be 1..{MAX_FAULTS}")
+        faults[kind] = faults.get(kind, 0) + n
+    if not faults:
+        raise ChaosSpecError(f"--chaos {text!r}: name at least one fault ({', '.join(KINDS)})")
+    return ChaosSpec(tuple(faults.items()), seed, down_seconds)
+
+
+@dataclass
+class Fault:
+    kind: str
+    node: str
+    round: int
+    phase: str  # the round's phase when the fault began
+    role: str  # "proposer" or "voter": the seat the node held in that round
+    began: float  # seconds since the chaos started
+    seconds: float = 0.0  # how long the node was down or paused
+    undone: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["began"], d["seconds"] = round(self.began, 2), round(self.seconds, 2)
+        return d
+
+
+@dataclass
+class Chaos:
+    """Injects ``spec``'s faults into a running cluster of ``rounds`` rounds."""
+
+    state: ClusterState
+    spec: ChaosSpec
+    rounds: int
+    progress: Callable[[str], None] = print
+    faults: list[Fault] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        rng = random.Random(self.spec.seed)
+        kinds = [k for k, n in self.spec.faults for _ in range(n)]
+        rng.shuffle(kinds)
+        # rounds 2 .. rounds-1 (the last one shows the cluster recovered)
+        usable = list(range(2, max(2, self.rounds - 1) + 1))
+        self._plan = [
+            (usable[i * len(usable) // len(kinds)], k, rng.choice(ROLE_PHASES))
+            for i, k in enumerate(kinds)
+        ]
+        self._rng = rng
+        self._t0 = time.monotonic()
+        self._active: Fault | None = None
+        self._until = 0.0
+
+    @property
+    def pending(self) -> int:
+        return len(self._plan)
+
+    def tick(self, view: RoundView | None) -> None:
+        """Undo the active fault when its time is up, else begin the next one when due."""
+        now = time.monotonic()
+        if self._active is not None:
+            if now >= self._until:
+                self._undo(self._active, now)
+            return
+        if view is None or not self._plan or view.phase not in ROLE_PHASES:
+            return
+        due, kind, phase = self._plan[0]
+        # in the drawn phase of the due round; in any role phase once that passed
+        if view.round < due or (view.round == due and view.phase is not phase):
+            return
+        honest = {n.wallet.lower(): n.name for n in self.state.nodes if n.behaviour == "honest"}
+        seats = [("proposer", w) for w in view.proposers] + [("voter", w) for w in view.voters]
+        seats = [(role, honest[w.lower()]) for role, w in seats if w.lower() in honest]
+        seats = [(r, name) for r, name in seats if _alive(self.state.node(name).pid)]
+        if not seats:
+            return
+        role, name = self._rng.choice(seats)
+        self._plan.pop(0)
+        fault = Fault(kind, name, view.round, view.phase.label, role, now - self._t0)
+        if kind == "kill":
+            kill_node(self.state, name)
+        else:
+            os.kill(self.state.node(name).pid, signal.SIGSTOP)
+        self.faults.append(fault)
+        self._active, self._until = fault, now + self.spec.down_seconds
+        self.progress(f"chaos: {kind} {name} ({role} of round {view.round}, {view.phase.label})")
+
+    def finish(self) -> None:
+        """Undo a fault still active (the run ended or was interrupted)."""
+        if self._active is not None:
+            self._undo(self._active, time.monotonic())
+
+    def _undo(self, fault: Fault, now: float) -> None:
+        if fault.kind == "kill":
+            start_node(self.state, fault.node)
+        else:
+            pid = self.state.node(fault.node).pid
+            if pid and _alive(pid):
+                os.kill(pid, signal.SIGCONT)
+        fault.seconds = now - self._t0 - fault.began
+        fault.undone = True
+        self._active = None
+        self.progress(f"chaos: {fault.node} back after {fault.seconds:.1f} s")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "spec": self.spec.text,
+            "seed": self.spec.seed,
+            "faults": [f.to_json() for f in self.faults],
+            "not_injected": [k for _, k, _ in self._plan],
+        }
+
+
+def invariants(
+    state: ClusterState,
+    rounds: list[dict[str, Any]],
+    views: dict[int, RoundView],
+    slashes: list[Slashed],
+    faults: list[Fault],
+    initial_model: str,
+) -> dict[str, dict[str, Any]]:
+    """The promises a run keeps under its faults, each with its figures.
+
+    - ``agreement``: no live honest node reported a global model that is not a
+      finalized one (a node catching up may hold an earlier one), every honest
+      node is running at the end and holds the last round's model;
+    - ``honest_not_slashed``: an honest node is slashed only for idling, and
+      only in a round in which the chaos stopped it;
+    - ``committed_votes_revealed``: every vote committed in a finalized round
+      was revealed (honest voters only: a byzantine ``no_reveal`` voter is the
+      slash's business);
+    - ``rounds_finalized``: every round of the task finalized.
+    """
+    name = {n.wallet.lower(): n for n in state.nodes}
+    honest = {n.name for n in state.nodes if n.behaviour == "honest"}
+    finalized = [r for r in rounds if not r["voided"]]
+    known = {initial_model} | {r["model_after"] for r in finalized}
+    stray: list[str] = []
+    for r in finalized:
+        for node, held in r["node_hashes"].items():
+            if node in honest and held and held not in known:
+                stray.append(f"round {r['round']}: {node} held {held[:12]}")
+    at_end: dict[str, str] = finalized[-1]["node_hashes"] if finalized else {}
+    final = finalized[-1]["model_after"] if finalized else ""
+    down = sorted(honest - set(at_end))  # the chaos restarts every node it stops: a crash
+    behind = [n for n in sorted(honest & set(at_end)) if at_end[n] != final]
+    stopped = {(f.round, f.node) for f in faults}
+    bad_slashes = []
+    for s in slashes:
+        n = name.get(s.wallet.lower())
+        if n is None or n.name not in honest:
+            continue
+        if not (s.reason.startswith("idle") and (s.round, n.name) in stopped):
+            bad_slashes.append(f"round {s.round}: {n.name} ({s.reason})")
+    unrevealed = []
+    for number, v in sorted(views.items()):
+        if v.phase is not Phase.FINALIZED:
+            continue
+        for wallet, vote in zip(v.voters, v.votes, strict=True):
+            n = name.get(wallet.lower())
+            if n is not None and n.name in honest and vote.committed and not vote.revealed:
+                unrevealed.append(f"round {number}: {n.name}")
+    return {
+        "agreement": {
+            "ok": not stray and not behind and not down,
+            "stray_models": stray,
+            "not_holding_the_last_model": behind,
+            "honest_nodes_down": down,
+        },
+        "honest_not_slashed": {
+            "ok": not bad_slashes,
+            "slashes": bad_slashes,
+            "idle_slashes_of_stopped_nodes": sum(
+                1
+                for s in slashes
+                if (n := name.get(s.wallet.lower())) is not None
+                and n.name in honest
+                and (s.round, n.name) in stopped
+            ),
+        },
+        "committed_votes_revealed": {"ok": not unrevealed, "unrevealed": unrevealed},
+        "rounds_finalized": {
+            "ok": len(finalized) >= state.rounds,
+            "finalized": len(finalized),
+            "voided": len(rounds) - len(finalized),
+        },
+    }

@@ -1,0 +1,142 @@
+"""``cluster up --chaos``: the spec, the plan of faults and the invariants (pure logic;
+the faults themselves run in tests/integration/rounds/test_cluster_chaos.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from flocknode.chain.events import Slashed
+from flocknode.chain.types import Phase, VoteView
+from flocknode.cluster.chaos import Chaos, ChaosSpecError, Fault, invariants, parse_chaos
+from tests.unit.rounds.views import make_view
+
+
+def test_spec_names_kinds_and_counts() -> None:
+    assert parse_chaos("kill,pause").faults == (("kill", 1), ("pause", 1))
+    assert parse_chaos(" kill=2 , pause ").faults == (("kill", 2), ("pause", 1))
+    assert parse_chaos("kill,kill=2").faults == (("kill", 3),)
+    assert parse_chaos("pause=3", seed=7).text == "pause=3"
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("nuke", "unknown fault 'nuke' (known: kill, pause)"),
+        ("kill=0", "kill count must be 1..20"),
+        ("kill=21", "kill count must be 1..20"),
+        ("kill=two", "'kill=two' needs a whole count"),
+        (" , ", "name at least one fault"),
+    ],
+)
+def test_a_bad_spec_says_what_is_wrong(text: str, says: str) -> None:
+    with pytest.raises(ChaosSpecError, match=r"^--chaos ") as e:
+        parse_chaos(text)
+    assert says in str(e.value)
+
+
+def _state(*behaviours: str, rounds: int = 5) -> Any:
+    nodes = [
+        SimpleNamespace(name=f"node-{i}", wallet=f"0x{i + 1:040x}", behaviour=b, pid=0)
+        for i, b in enumerate(behaviours)
+    ]
+    return SimpleNamespace(nodes=nodes, rounds=rounds, node=lambda n: nodes[int(n[5:])])
+
+
+def test_faults_are_spread_over_the_rounds_between_the_first_and_the_last() -> None:
+    for count, rounds, want in [(2, 5, [2, 3]), (3, 5, [2, 3, 4]), (4, 4, [2, 2, 3, 3])]:
+        chaos = Chaos(_state("honest"), parse_chaos(f"kill={count}"), rounds, lambda _: None)
+        assert [r for r, _, _ in chaos._plan] == want
+    a = Chaos(_state("honest"), parse_chaos("kill=2,pause=2", seed=1), 10, lambda _: None)
+    b = Chaos(_state("honest"), parse_chaos("kill=2,pause=2", seed=1), 10, lambda _: None)
+    assert a._plan == b._plan and sorted(k for _, k, _ in a._plan) == ["kill"] * 2 + ["pause"] * 2
+
+
+def test_no_fault_without_a_live_honest_seat_holder() -> None:
+    state = _state("honest", "sign_flip")
+    chaos = Chaos(state, parse_chaos("kill"), 5, lambda _: None)
+    view = dataclasses.replace(
+        make_view(3, Phase.COMMIT),
+        proposers=(state.nodes[1].wallet,),
+        voters=(state.nodes[0].wallet,),  # honest but not running (pid 0)
+    )
+    chaos.tick(view)
+    assert chaos.faults == [] and chaos.pending == 1
+
+
+INITIAL = "0x" + "00" * 31 + "01"
+M1, M2 = "0x" + "11" * 32, "0x" + "22" * 32
+
+
+def _round(r: int, model: str, **held: str) -> dict[str, Any]:
+    return {"round": r, "voided": False, "model_after": model, "node_hashes": held}
+
+
+def _slash(r: int, wallet: str, reason: str) -> Slashed:
+    return Slashed(1, 0, b"", r, wallet, 10, reason)
+
+
+def _vote(committed: bool, revealed: bool) -> VoteView:
+    return VoteView(committed, revealed, bytes(32), bytes(32), 0, 0, 0, 0)
+
+
+def test_invariants_hold_for_a_run_whose_faults_cost_only_idle_slashes() -> None:
+    state = _state("honest", "honest", "honest", rounds=2)
+    rounds = [
+        _round(1, M1, **{"node-0": M1, "node-1": M1, "node-2": INITIAL}),  # node-2 behind
+        _round(2, M2, **{"node-0": M2, "node-1": M2, "node-2": M2}),
+    ]
+    faults = [Fault("kill", "node-2", 1, "commit", "voter", 3.0, 5.0, True)]
+    slashes = [_slash(1, state.nodes[2].wallet, "idle: no vote committed")]
+    views = {
+        2: dataclasses.replace(
+            make_view(2, Phase.FINALIZED),
+            voters=(state.nodes[0].wallet, state.nodes[1].wallet),
+            votes=(_vote(True, True), _vote(True, True)),
+        )
+    }
+    checks = invariants(state, rounds, views, slashes, faults, INITIAL)
+    assert all(c["ok"] for c in checks.values()), checks
+    assert checks["honest_not_slashed"]["idle_slashes_of_stopped_nodes"] == 1
+    assert checks["rounds_finalized"] == {"ok": True, "finalized": 2, "voided": 0}
+
+
+def test_each_broken_promise_is_named() -> None:
+    state = _state("honest", "honest", "honest", "no_reveal", rounds=2)
+    rounds = [
+        _round(1, M1, **{"node-0": M1, "node-1": "0x" + "99" * 32}),  # a model nobody finalized
+        _round(2, M2, **{"node-0": M2, "node-1": M1}),  # node-2 down, node-1 behind
+    ]
+    faults = [Fault("pause", "node-0", 1, "train", "proposer", 1.0, 5.0, True)]
+    slashes = [
+        _slash(2, state.nodes[0].wallet, "idle: no update submitted"),  # not stopped in round 2
+        _slash(1, state.nodes[1].wallet, "update rejected by norm check"),
+        _slash(1, state.nodes[3].wallet, "vote committed but not revealed"),  # byzantine
+    ]
+    views = {
+        1: dataclasses.replace(
+            make_view(1, Phase.FINALIZED),
+            voters=(state.nodes[2].wallet, state.nodes[3].wallet),
+            votes=(_vote(True, False), _vote(True, False)),
+        )
+    }
+    checks = invariants(state, rounds, views, slashes, faults, INITIAL)
+    assert checks["agreement"] == {
+        "ok": False,
+        "stray_models": ["round 1: node-1 held 0x9999999999"],
+        "not_holding_the_last_model": ["node-1"],
+        "honest_nodes_down": ["node-2"],
+    }
+    assert checks["honest_not_slashed"] == {
+        "ok": False,
+        "slashes": [
+            "round 2: node-0 (idle: no update submitted)",
+            "round 1: node-1 (update rejected by norm check)",
+        ],
+        "idle_slashes_of_stopped_nodes": 0,
+    }
+    assert checks["committed_votes_revealed"] == {"ok": False, "unrevealed": ["round 1: node-2"]}
+    assert checks["rounds_finalized"] == {"ok": True, "finalized": 2, "voided": 0}
