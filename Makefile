@@ -49,10 +49,14 @@ demo: setup
 # libp2p hosts on loopback, real node processes) in two lanes side by side
 # (tests/conftest.py): the cluster tests, which mostly wait on phase deadlines,
 # and the rest at a lower CPU priority, its report printed after the clusters'.
+# The rest lane gets a session of its own whose scheduler autogroup is niced:
+# with autogroups (Linux's default) a process's nice counts only within its
+# session, and every cluster node runs in a session of its own.
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=15
 test: setup lint
 	@rest_log=$$(mktemp); \
-	nice -n 10 $(PYTEST) -m "not clusters" > "$$rest_log" 2>&1 & rest=$$!; \
+	setsid -w bash -c 'echo 10 > /proc/self/autogroup 2>/dev/null; exec nice -n 10 "$$@"' \
+	  rest $(PYTEST) -m "not clusters" > "$$rest_log" 2>&1 & rest=$$!; \
 	trap 'kill $$rest 2>/dev/null; rm -f "$$rest_log"' EXIT; \
 	echo "== tests: clusters lane (the other lane's report follows)"; \
 	$(PYTEST) -m clusters; clusters_rc=$$?; \
