@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -119,6 +120,11 @@ class Chaos:
     def pending(self) -> int:
         return len(self._plan)
 
+    @property
+    def active(self) -> bool:
+        """A fault is in progress (a node is down or paused)."""
+        return self._active is not None
+
     def tick(self, view: RoundView | None) -> None:
         """Undo the active fault when its time is up, else begin the next one when due."""
         now = time.monotonic()
@@ -173,6 +179,45 @@ class Chaos:
             "faults": [f.to_json() for f in self.faults],
             "not_injected": [k for _, k, _ in self._plan],
         }
+
+
+class ChaosRunner:
+    """Runs ``chaos`` in a thread of its own, on the chain's current round as
+    ``read_view`` reads it every ``every`` seconds, so a fault is undone on time
+    whatever the caller's loop waits for (``cluster up``'s monitor waits up to
+    20 s for the nodes to hold a finalized model, a paused one included)."""
+
+    def __init__(
+        self,
+        chaos: Chaos,
+        read_view: Callable[[], RoundView | None],
+        every: float = 0.1,
+    ) -> None:
+        self.chaos, self.read_view, self.every = chaos, read_view, every
+        self.read_errors = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="chaos", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread and undo a fault still active (idempotent)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self.chaos.finish()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                view = self.read_view()
+            except Exception:  # an RPC hiccup: the next look decides
+                self.read_errors += 1
+                view = None
+                if not self.chaos.active:
+                    continue
+            self.chaos.tick(view)
 
 
 def invariants(

@@ -7,10 +7,18 @@ import dataclasses
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flocknode.cluster.chaos import Chaos, ChaosSpecError, invariants, parse_chaos
+from flocknode.chain.types import RoundView
+from flocknode.cluster.chaos import (
+    Chaos,
+    ChaosRunner,
+    ChaosSpecError,
+    invariants,
+    parse_chaos,
+)
 from flocknode.cluster.launcher import (
     ClusterSpec,
     ClusterState,
@@ -23,6 +31,8 @@ from flocknode.cluster.launcher import (
     start_node,
 )
 from flocknode.cluster.monitor import Monitor
+from flocknode.config import NodeConfig
+from flocknode.connect import connect
 from flocknode.rounds.byzantine import Behaviour
 
 DEFAULT_DIR = "run/cluster"
@@ -57,7 +67,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, commit_seconds=30, reveal_seconds=40)
     t0 = time.monotonic()
     state = create_cluster(Path(args.dir), spec, progress)
-    chaos: Chaos | None = None
+    chaos: ChaosRunner | None = None
     try:
         for n in state.nodes:
             start_node(state, n.name)
@@ -68,15 +78,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         per_round = 60 + 3 * (spec.train_seconds + spec.commit_seconds + spec.reveal_seconds)
         monitor = Monitor(state, progress)
-        step = None
         if chaos_spec is not None:
-            chaos = Chaos(state, chaos_spec, spec.rounds, progress)
-            step = lambda: chaos.tick(monitor.latest_view)  # noqa: E731
-        finished = monitor.run(timeout=90 + per_round * spec.rounds, each_step=step)
+            chaos = ChaosRunner(
+                Chaos(state, chaos_spec, spec.rounds, progress), current_round_reader(state)
+            )
+            chaos.start()
+        finished = monitor.run(timeout=90 + per_round * spec.rounds)
         summary = cluster_summary(state, monitor, finished)
         if chaos is not None:
-            chaos.finish()
-            summary.update(chaos_summary(state, monitor, chaos))
+            chaos.stop()
+            summary.update(chaos_summary(state, monitor, chaos.chaos))
             summary["ok"] = summary["ok"] and all(
                 check["ok"] for check in summary["invariants"].values()
             )
@@ -91,7 +102,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 130
     finally:
         if chaos is not None:
-            chaos.finish()
+            chaos.stop()
         if not args.keep:
             _report_down(down(state), progress)
         else:
@@ -119,6 +130,18 @@ def cluster_summary(state: ClusterState, monitor: Monitor, finished: bool) -> di
         "rpc_url": state.rpc_url,
         "directory": state.directory,
     }
+
+
+def current_round_reader(state: ClusterState) -> Callable[[], RoundView | None]:
+    """A reader of the chain's current round, with a connection of its own."""
+    chain = {"rpc_url": state.rpc_url, "chain_id": state.chain_id, "task": state.task}
+    client = connect(NodeConfig.model_validate({"chain": chain}), account=None)
+
+    def read() -> RoundView | None:
+        current = client.current_round()
+        return client.get_round(current) if current else None
+
+    return read
 
 
 def chaos_summary(state: ClusterState, monitor: Monitor, chaos: Chaos) -> dict[str, Any]:

@@ -149,7 +149,6 @@ class Monitor:
         chunks = -(-exchanged // DEFAULT_CHUNK_SIZE)
         self.update_bytes = HEAD_LEN + exchanged + ABYTES * chunks
         self.names = {n.wallet.lower(): n.name for n in self.state.nodes}
-        self.latest_view: RoundView | None = None  # the current round, as last read
         self.views: dict[int, RoundView] = {}  # finalized rounds
         self.slash_events: list[Slashed] = []
         self._seen_phase: dict[int, Phase] = {}
@@ -188,11 +187,8 @@ class Monitor:
             return ev.accuracy, ev.accuracy
         return None, float(ev.metrics[self.metric])
 
-    def run(
-        self, timeout: float, settle: float = 30.0, each_step: Callable[[], None] | None = None
-    ) -> bool:
-        """Follow the rounds until the last is finalized; True if every round finalized.
-        ``each_step`` runs after each look at the chain (``latest_view`` is fresh)."""
+    def run(self, timeout: float, settle: float = 30.0) -> bool:
+        """Follow the rounds until the last is finalized; True if every round finalized."""
         deadline = time.monotonic() + timeout
         total = self.state.rounds
         if self.initial_metric is None:
@@ -202,8 +198,6 @@ class Monitor:
             self.progress(f"initial model: test {self.metric} {self.initial_metric:.3f}")
         while time.monotonic() < deadline:
             self._step()
-            if each_step is not None:
-                each_step()
             if len([r for r in self.rounds if not r.voided]) >= total:
                 return True
             time.sleep(0.25)
@@ -219,8 +213,6 @@ class Monitor:
             if r in done:
                 continue
             view = self.client.get_round(r)
-            if r == cur:
-                self.latest_view = view
             prev = self._seen_phase.get(r)
             if prev is None:
                 self._round_start[r] = time.monotonic()

@@ -32,7 +32,8 @@ def test_kill_and_pause_faults_keep_every_promise(tmp_path: Path) -> None:
         # unseen; a seat holder in a role phase
         assert 2 <= f["round"] <= 4 and f["role"] in ("proposer", "voter"), f
         assert f["phase"] in ("train", "commit", "reveal") and f["undone"], f
-        assert f["seconds"] >= 5.0, f
+        # undone on time, whatever the monitor waits for meanwhile
+        assert 5.0 <= f["seconds"] < 10.0, f
     checks = s["invariants"]
     assert set(checks) == {
         "agreement",
