@@ -34,6 +34,7 @@ from flocknode.cluster.launcher import ClusterState, _alive, kill_node, start_no
 
 KINDS = ("kill", "pause")
 MAX_FAULTS = 20  # per kind and run
+RESTART_LIMIT = 120.0  # seconds a killed node may take to run again before the next fault
 ROLE_PHASES = (Phase.TRAIN, Phase.COMMIT, Phase.REVEAL)
 
 
@@ -84,6 +85,9 @@ class Fault:
     began: float  # seconds since the chaos started
     seconds: float = 0.0  # how long the node was down or paused
     undone: bool = False
+    # the rounds current while the node was out: down or paused, then, after a
+    # kill, until the restarted process wrote its first status (it runs again)
+    out_rounds: list[int] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -115,6 +119,7 @@ class Chaos:
         self._t0 = time.monotonic()
         self._active: Fault | None = None
         self._until = 0.0
+        self._restarting: tuple[Fault, float] | None = None  # (fault, wall time of the restart)
 
     @property
     def pending(self) -> int:
@@ -122,16 +127,25 @@ class Chaos:
 
     @property
     def active(self) -> bool:
-        """A fault is in progress (a node is down or paused)."""
-        return self._active is not None
+        """A fault is in progress (a node is down, paused or restarting)."""
+        return self._active is not None or self._restarting is not None
 
     def tick(self, view: RoundView | None) -> None:
-        """Undo the active fault when its time is up, else begin the next one when due."""
+        """Undo the active fault when its time is up; once its node runs again,
+        begin the next fault when due."""
         now = time.monotonic()
+        out = self._active or (self._restarting[0] if self._restarting else None)
+        if out is not None and view is not None and view.round not in out.out_rounds:
+            out.out_rounds.append(view.round)
         if self._active is not None:
             if now >= self._until:
                 self._undo(self._active, now)
             return
+        if self._restarting is not None:
+            fault, since = self._restarting
+            if not self._runs_again(fault.node, since) and now < self._until + RESTART_LIMIT:
+                return
+            self._restarting = None
         if view is None or not self._plan or view.phase not in ROLE_PHASES:
             return
         due, kind, phase = self._plan[0]
@@ -147,6 +161,7 @@ class Chaos:
         role, name = self._rng.choice(seats)
         self._plan.pop(0)
         fault = Fault(kind, name, view.round, view.phase.label, role, now - self._t0)
+        fault.out_rounds.append(view.round)
         if kind == "kill":
             kill_node(self.state, name)
         else:
@@ -159,9 +174,17 @@ class Chaos:
         """Undo a fault still active (the run ended or was interrupted)."""
         if self._active is not None:
             self._undo(self._active, time.monotonic())
+        self._restarting = None
+
+    def _runs_again(self, name: str, since: float) -> bool:
+        try:
+            return self.state.node(name).layout.status_file.stat().st_mtime > since
+        except OSError:
+            return False
 
     def _undo(self, fault: Fault, now: float) -> None:
         if fault.kind == "kill":
+            self._restarting = (fault, time.time())
             start_node(self.state, fault.node)
         else:
             pid = self.state.node(fault.node).pid
@@ -234,7 +257,8 @@ def invariants(
       finalized one (a node catching up may hold an earlier one), every honest
       node is running at the end and holds the last round's model;
     - ``honest_not_slashed``: an honest node is slashed only for idling, and
-      only in a round in which the chaos stopped it;
+      only in a round current while the chaos had it out (down, paused, or
+      restarting after a kill);
     - ``committed_votes_revealed``: every vote committed in a finalized round
       was revealed (honest voters only: a byzantine ``no_reveal`` voter is the
       slash's business);
@@ -253,7 +277,7 @@ def invariants(
     final = finalized[-1]["model_after"] if finalized else ""
     down = sorted(honest - set(at_end))  # the chaos restarts every node it stops: a crash
     behind = [n for n in sorted(honest & set(at_end)) if at_end[n] != final]
-    stopped = {(f.round, f.node) for f in faults}
+    stopped = {(r, f.node) for f in faults for r in f.out_rounds}
     bad_slashes = []
     for s in slashes:
         n = name.get(s.wallet.lower())

@@ -4,6 +4,9 @@ the faults themselves run in tests/integration/rounds/test_cluster_chaos.py)."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import time
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -67,6 +70,52 @@ def test_no_fault_without_a_live_honest_seat_holder() -> None:
     assert chaos.faults == [] and chaos.pending == 1
 
 
+def test_a_pause_is_undone_on_time_and_records_the_rounds_it_spanned() -> None:
+    state = _state("honest", "honest")
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        state.nodes[1].pid = sleeper.pid
+        chaos = Chaos(state, parse_chaos("pause", down_seconds=0.3), 5, lambda _: None)
+        chaos._plan = [(2, "pause", Phase.TRAIN)]
+        seats = {"proposers": (state.nodes[1].wallet,), "voters": (state.nodes[0].wallet,)}
+        round2 = dataclasses.replace(make_view(2, Phase.TRAIN), **seats)
+        chaos.tick(dataclasses.replace(round2, phase=Phase.COMMIT))  # not the drawn phase
+        assert chaos.faults == []
+        chaos.tick(round2)
+        assert chaos.active
+        _wait_for(lambda: _state_of(sleeper.pid) == "T")
+        chaos.tick(dataclasses.replace(make_view(3, Phase.TRAIN), **seats))
+        deadline = time.monotonic() + 10
+        while chaos.active and time.monotonic() < deadline:
+            chaos.tick(dataclasses.replace(make_view(3, Phase.COMMIT), **seats))
+            time.sleep(0.05)
+        (fault,) = chaos.faults
+        assert (fault.kind, fault.node, fault.round, fault.role) == (
+            "pause",
+            "node-1",
+            2,
+            "proposer",
+        )
+        assert fault.undone and 0.3 <= fault.seconds < 5 and fault.out_rounds == [2, 3]
+        assert _state_of(sleeper.pid) != "T"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def _wait_for(cond: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def _state_of(pid: int) -> str:
+    """The process state letter in /proc (T: stopped)."""
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
 INITIAL = "0x" + "00" * 31 + "01"
 M1, M2 = "0x" + "11" * 32, "0x" + "22" * 32
 
@@ -89,8 +138,12 @@ def test_invariants_hold_for_a_run_whose_faults_cost_only_idle_slashes() -> None
         _round(1, M1, **{"node-0": M1, "node-1": M1, "node-2": INITIAL}),  # node-2 behind
         _round(2, M2, **{"node-0": M2, "node-1": M2, "node-2": M2}),
     ]
-    faults = [Fault("kill", "node-2", 1, "commit", "voter", 3.0, 5.0, True)]
-    slashes = [_slash(1, state.nodes[2].wallet, "idle: no vote committed")]
+    # killed in round 1, still restarting when round 2 began
+    faults = [Fault("kill", "node-2", 1, "commit", "voter", 3.0, 5.0, True, [1, 2])]
+    slashes = [
+        _slash(1, state.nodes[2].wallet, "idle: no vote committed"),
+        _slash(2, state.nodes[2].wallet, "idle: no update submitted"),
+    ]
     views = {
         2: dataclasses.replace(
             make_view(2, Phase.FINALIZED),
@@ -100,7 +153,7 @@ def test_invariants_hold_for_a_run_whose_faults_cost_only_idle_slashes() -> None
     }
     checks = invariants(state, rounds, views, slashes, faults, INITIAL)
     assert all(c["ok"] for c in checks.values()), checks
-    assert checks["honest_not_slashed"]["idle_slashes_of_stopped_nodes"] == 1
+    assert checks["honest_not_slashed"]["idle_slashes_of_stopped_nodes"] == 2
     assert checks["rounds_finalized"] == {"ok": True, "finalized": 2, "voided": 0}
 
 
@@ -110,7 +163,7 @@ def test_each_broken_promise_is_named() -> None:
         _round(1, M1, **{"node-0": M1, "node-1": "0x" + "99" * 32}),  # a model nobody finalized
         _round(2, M2, **{"node-0": M2, "node-1": M1}),  # node-2 down, node-1 behind
     ]
-    faults = [Fault("pause", "node-0", 1, "train", "proposer", 1.0, 5.0, True)]
+    faults = [Fault("pause", "node-0", 1, "train", "proposer", 1.0, 5.0, True, [1])]
     slashes = [
         _slash(2, state.nodes[0].wallet, "idle: no update submitted"),  # not stopped in round 2
         _slash(1, state.nodes[1].wallet, "update rejected by norm check"),
