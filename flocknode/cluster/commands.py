@@ -30,9 +30,7 @@ from flocknode.cluster.launcher import (
     parse_byzantine,
     start_node,
 )
-from flocknode.cluster.monitor import Monitor
-from flocknode.config import NodeConfig
-from flocknode.connect import connect
+from flocknode.cluster.monitor import Monitor, cluster_client
 from flocknode.rounds.byzantine import Behaviour
 
 DEFAULT_DIR = "run/cluster"
@@ -134,8 +132,7 @@ def cluster_summary(state: ClusterState, monitor: Monitor, finished: bool) -> di
 
 def current_round_reader(state: ClusterState) -> Callable[[], RoundView | None]:
     """A reader of the chain's current round, with a connection of its own."""
-    chain = {"rpc_url": state.rpc_url, "chain_id": state.chain_id, "task": state.task}
-    client = connect(NodeConfig.model_validate({"chain": chain}), account=None)
+    client = cluster_client(state)
 
     def read() -> RoundView | None:
         current = client.current_round()

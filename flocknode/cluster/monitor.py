@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flocknode.chain.client import TaskClient
 from flocknode.chain.events import RoundVoided, Slashed
 from flocknode.chain.types import Phase, RoundView
 from flocknode.cluster.launcher import ClusterState, node_status
@@ -109,6 +110,12 @@ def round_summary(
     )
 
 
+def cluster_client(state: ClusterState) -> TaskClient:
+    """A read-only client of the cluster's task, on a connection of its own."""
+    chain = {"rpc_url": state.rpc_url, "chain_id": state.chain_id, "task": state.task}
+    return connect(NodeConfig.model_validate({"chain": chain}), account=None)
+
+
 @dataclass
 class Monitor:
     state: ClusterState
@@ -118,12 +125,7 @@ class Monitor:
     initial_metric: float | None = None
 
     def __post_init__(self) -> None:
-        chain = {
-            "rpc_url": self.state.rpc_url,
-            "chain_id": self.state.chain_id,
-            "task": self.state.task,
-        }
-        self.client = connect(NodeConfig.model_validate({"chain": chain}), account=None)
+        self.client = cluster_client(self.state)
         settings = TaskSettings.from_canonical_json(Path(self.state.settings_file).read_bytes())
         node0 = load_config(Path(self.state.nodes[0].data_dir) / "node.toml", environ={})
         test = self.state.test_path or (

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from flocknode.chain.events import Slashed
-from flocknode.chain.types import Phase, VoteView
+from flocknode.chain.types import Phase, RoundView, VoteView
 from flocknode.cluster.chaos import Chaos, ChaosSpecError, Fault, invariants, parse_chaos
 from tests.unit.rounds.views import make_view
 
@@ -128,8 +128,12 @@ def _slash(r: int, wallet: str, reason: str) -> Slashed:
     return Slashed(1, 0, b"", r, wallet, 10, reason)
 
 
-def _vote(committed: bool, revealed: bool) -> VoteView:
-    return VoteView(committed, revealed, bytes(32), bytes(32), 0, 0, 0, 0)
+def _finalized(r: int, voters: list[tuple[Any, bool]]) -> RoundView:
+    """Round ``r`` finalized with these voters, each committed, revealed or not."""
+    votes = tuple(VoteView(True, rev, bytes(32), bytes(32), 0, 0, 0, 0) for _, rev in voters)
+    return dataclasses.replace(
+        make_view(r, Phase.FINALIZED), voters=tuple(n.wallet for n, _ in voters), votes=votes
+    )
 
 
 def test_invariants_hold_for_a_run_whose_faults_cost_only_idle_slashes() -> None:
@@ -144,13 +148,7 @@ def test_invariants_hold_for_a_run_whose_faults_cost_only_idle_slashes() -> None
         _slash(1, state.nodes[2].wallet, "idle: no vote committed"),
         _slash(2, state.nodes[2].wallet, "idle: no update submitted"),
     ]
-    views = {
-        2: dataclasses.replace(
-            make_view(2, Phase.FINALIZED),
-            voters=(state.nodes[0].wallet, state.nodes[1].wallet),
-            votes=(_vote(True, True), _vote(True, True)),
-        )
-    }
+    views = {2: _finalized(2, [(state.nodes[0], True), (state.nodes[1], True)])}
     checks = invariants(state, rounds, views, slashes, faults, INITIAL)
     assert all(c["ok"] for c in checks.values()), checks
     assert checks["honest_not_slashed"]["idle_slashes_of_stopped_nodes"] == 2
@@ -169,13 +167,7 @@ def test_each_broken_promise_is_named() -> None:
         _slash(1, state.nodes[1].wallet, "update rejected by norm check"),
         _slash(1, state.nodes[3].wallet, "vote committed but not revealed"),  # byzantine
     ]
-    views = {
-        1: dataclasses.replace(
-            make_view(1, Phase.FINALIZED),
-            voters=(state.nodes[2].wallet, state.nodes[3].wallet),
-            votes=(_vote(True, False), _vote(True, False)),
-        )
-    }
+    views = {1: _finalized(1, [(state.nodes[2], False), (state.nodes[3], False)])}
     checks = invariants(state, rounds, views, slashes, faults, INITIAL)
     assert checks["agreement"] == {
         "ok": False,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,9 +38,19 @@ from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
 from flocknode.rounds.snapshot import ChainFeed, ChainSnapshot
 from flocknode.store import ContentStore, Journal
+from flocknode.store.journal import VoteRecord
 from tests.unit.rounds.views import make_view
 
 R = 7
+# a journaled vote, as a voter's path writes it before commitVote
+VOTE = VoteRecord(
+    aggregate_hash=os.urandom(32).hex(),
+    included_bits=0b101,
+    rejected_bits=0b100,
+    flag_bits=0,
+    score=1234,
+    salt=os.urandom(32).hex(),
+)
 TRAIN_END = 100.0
 # Long phases in virtual time: while a worker thread runs (training, opening,
 # aggregating) every waiting task's timeout fires at once under MockClock, so

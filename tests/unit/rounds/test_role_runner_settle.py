@@ -8,7 +8,6 @@ revealed stays as journaled.
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,16 @@ import trio.testing
 
 from flocknode.chain.types import Phase
 from flocknode.rounds.roles import RoleRunner
-from flocknode.store.journal import VoteRecord
-from tests.unit.rounds.roles_env import NO_VOTE, R, Role, TrioChainView, membership_of, peer
-from tests.unit.rounds.views import make_view
-
-VOTE = VoteRecord(
-    aggregate_hash=os.urandom(32).hex(),
-    included_bits=0b1,
-    rejected_bits=0,
-    flag_bits=0,
-    score=10,
-    salt=os.urandom(32).hex(),
+from tests.unit.rounds.roles_env import (
+    NO_VOTE,
+    VOTE,
+    R,
+    Role,
+    TrioChainView,
+    membership_of,
+    peer,
 )
+from tests.unit.rounds.views import make_view
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,9 @@ from flocknode.rounds import voter
 from flocknode.rounds.byzantine import Behaviour, strategy_for
 from flocknode.rounds.proposer import run_proposer
 from flocknode.rounds.unservable import UNAVAILABLE_HASH
-from flocknode.store.journal import VoteRecord
 from tests.unit.rounds.roles_env import (
     COMMIT_SECONDS,
+    VOTE,
     Net,
     Peer,
     R,
@@ -158,16 +157,6 @@ async def test_a_proposer_wrapping_for_one_voter_does_not_split_the_voters(
     votes = [v.journal.get(R).vote for v in w.voters]
     assert all(x is not None and x.included_bits == 1 for x in votes)
     assert len({x.aggregate_hash for x in votes if x}) == 1
-
-
-VOTE = VoteRecord(
-    aggregate_hash=os.urandom(32).hex(),
-    included_bits=0b101,
-    rejected_bits=0b100,
-    flag_bits=0,
-    score=1234,
-    salt=os.urandom(32).hex(),
-)
 
 
 @dataclasses.dataclass(frozen=True)
