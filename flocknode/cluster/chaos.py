@@ -24,13 +24,14 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from flocknode.chain.events import Slashed
 from flocknode.chain.types import Phase, RoundView
 from flocknode.cluster.launcher import ClusterState, _alive, kill_node, start_node
+from flocknode.cluster.resources import Usage, growth
 
 KINDS = ("kill", "pause")
 MAX_FAULTS = 20  # per kind and run
@@ -250,6 +251,8 @@ def invariants(
     slashes: list[Slashed],
     faults: list[Fault],
     initial_model: str,
+    usage: Mapping[int, Mapping[str, Usage]] | None = None,
+    keep_rounds: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """The promises a run keeps under its faults, each with its figures.
 
@@ -262,7 +265,9 @@ def invariants(
     - ``committed_votes_revealed``: every vote committed in a finalized round
       was revealed (honest voters only: a byzantine ``no_reveal`` voter is the
       slash's business);
-    - ``rounds_finalized``: every round of the task finalized.
+    - ``rounds_finalized``: every round of the task finalized;
+    - ``bounded_growth``: no node's memory, descriptors or disk kept growing
+      (cluster/resources.py; ``usage`` by finalized round).
     """
     name = {n.wallet.lower(): n for n in state.nodes}
     honest = {n.name for n in state.nodes if n.behaviour == "honest"}
@@ -313,4 +318,5 @@ def invariants(
             "finalized": len(finalized),
             "voided": len(rounds) - len(finalized),
         },
+        "bounded_growth": growth(usage or {}, keep_rounds, [n.name for n in state.nodes]),
     }

@@ -153,6 +153,8 @@ def chaos_summary(state: ClusterState, monitor: Monitor, chaos: Chaos) -> dict[s
             monitor.slash_events,
             chaos.faults,
             initial,
+            {r.round: r.usage for r in monitor.rounds if not r.voided},
+            monitor.keep_rounds,
         ),
     }
 

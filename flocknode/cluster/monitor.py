@@ -22,6 +22,7 @@ from flocknode.chain.client import TaskClient
 from flocknode.chain.events import RoundVoided, Slashed
 from flocknode.chain.types import Phase, RoundView
 from flocknode.cluster.launcher import ClusterState, node_status
+from flocknode.cluster.resources import Usage, sample
 from flocknode.config import NodeConfig, load_config
 from flocknode.connect import connect
 from flocknode.crypto import canonical_size, parse_canonical
@@ -53,6 +54,7 @@ class RoundSummary:
     update_bytes: int = 0
     metric_name: str = "test_accuracy"  # the task's report: test_accuracy, or test_loss (lm-lora)
     metric: float | None = None  # its value for model_after (the accuracy if not given)
+    usage: dict[str, Usage] = field(default_factory=dict)  # live nodes' at finalization
 
     def __post_init__(self) -> None:
         if self.metric is None and self.metric_name == "test_accuracy":
@@ -73,6 +75,7 @@ class RoundSummary:
             "voided": self.voided,
             "metric": {"name": self.metric_name, "value": self.metric},
             "update_bytes": self.update_bytes,
+            "usage": {n: u.to_json() for n, u in self.usage.items()},
         }
 
 
@@ -132,6 +135,7 @@ class Monitor:
             node0.path(node0.data.test_path) if node0.data.test_path else None
         )
         base = node0.path(node0.task.base_model) if node0.task.base_model else None
+        self.keep_rounds = node0.store.keep_rounds
         package = Path(self.state.package_dir) if self.state.package_dir else None
         self.learner = Learner.from_settings(
             settings.training,
@@ -272,6 +276,7 @@ class Monitor:
         h = view.global_model_hash_after
         before = next((x.model_after for x in reversed(self.rounds) if x.model_after), "")
         node_hashes = self._wait_nodes_hold(h, 20.0)
+        usage = self.sample_usage()
         acc, value = self.metric_of(h)
         summary = round_summary(
             view,
@@ -283,6 +288,7 @@ class Monitor:
             update_bytes=self.update_bytes,
             metric=(f"test_{self.metric}", value),
         )
+        summary.usage = usage
         self.rounds.append(summary)
         if view.accepted:
             verdict = "accepted"
@@ -297,6 +303,15 @@ class Monitor:
             f"held by {held}/{len(node_hashes)} live nodes  {summary.seconds:.1f} s"
             + (f"  slashed: {', '.join(slashed)}" if slashed else "")
         )
+
+    def sample_usage(self) -> dict[str, Usage]:
+        """Each running node's memory, descriptors and disk (cluster/resources.py)."""
+        out = {}
+        for n in self.state.nodes:
+            u = sample(n.pid, n.layout.store, n.layout.journal) if n.pid else None
+            if u is not None:
+                out[n.name] = u
+        return out
 
     def _elapsed(self, r: int) -> float:
         return time.monotonic() - self._round_start.get(r, time.monotonic())

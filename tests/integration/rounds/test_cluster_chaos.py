@@ -40,8 +40,14 @@ def test_kill_and_pause_faults_keep_every_promise(tmp_path: Path) -> None:
         "honest_not_slashed",
         "committed_votes_revealed",
         "rounds_finalized",
+        "bounded_growth",
     }
     assert all(c["ok"] for c in checks.values()), checks
+    # every live node's usage was sampled at each finalized round
+    assert checks["bounded_growth"]["rounds_sampled"] == 5
+    assert checks["bounded_growth"]["peak_rss_mb"] > 50, checks["bounded_growth"]
+    last = s["rounds"][-1]["usage"]
+    assert sorted(last) == ["node-0", "node-1", "node-2", "node-3"], last
     assert s["ok"] and len([r for r in s["rounds"] if not r["voided"]]) == 5
     # the killed node was restarted and ran again: two starts in its log
     killed = next(f["node"] for f in faults if f["kind"] == "kill")
