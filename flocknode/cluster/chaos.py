@@ -9,6 +9,10 @@ SPEC is a comma-separated list of fault kinds, each with an optional count
   ``down_seconds`` later;
 - ``pause``: SIGSTOP such a node and SIGCONT it ``down_seconds`` later.
 
+A voter is chosen only while the round's reveal deadline leaves it room to come
+back and reveal (``VOTER_ROOM``): the promise that a committed vote is revealed
+holds for faults the phases can absorb.
+
 Faults come one at a time, in rounds spread over the run (never the first or
 the last), each in a phase (train, commit or reveal; the next round's first
 role phase if the round left that phase unseen), in an order and on nodes
@@ -36,6 +40,11 @@ from flocknode.cluster.resources import Usage, growth
 KINDS = ("kill", "pause")
 MAX_FAULTS = 20  # per kind and run
 RESTART_LIMIT = 120.0  # seconds a killed node may take to run again before the next fault
+# Seconds a voter needs, once back, to reveal a vote it committed before the
+# fault: a killed one restarts (interpreter, torch, libp2p, chain) and resumes
+# from its journal; a paused one only sends its reveal. A voter is faulted only
+# while the round's reveal deadline leaves it ``down_seconds`` plus this.
+VOTER_ROOM = {"kill": 15.0, "pause": 3.0}
 ROLE_PHASES = (Phase.TRAIN, Phase.COMMIT, Phase.REVEAL)
 
 
@@ -105,13 +114,17 @@ class Chaos:
     rounds: int
     progress: Callable[[str], None] = print
     faults: list[Fault] = field(default_factory=list)
+    first_round: int = 1  # the run's rounds are first_round .. first_round + rounds - 1
+    wall: Callable[[], float] = time.time  # the chain's clock (anvil's blocks follow it)
 
     def __post_init__(self) -> None:
         rng = random.Random(self.spec.seed)
         kinds = [k for k, n in self.spec.faults for _ in range(n)]
         rng.shuffle(kinds)
-        # rounds 2 .. rounds-1 (the last one shows the cluster recovered)
-        usable = list(range(2, max(2, self.rounds - 1) + 1))
+        # the run's rounds but the first and the last (the last one shows the
+        # cluster recovered)
+        offset = self.first_round - 1
+        usable = [offset + r for r in range(2, max(2, self.rounds - 1) + 1)]
         self._plan = [
             (usable[i * len(usable) // len(kinds)], k, rng.choice(ROLE_PHASES))
             for i, k in enumerate(kinds)
@@ -157,6 +170,13 @@ class Chaos:
         seats = [("proposer", w) for w in view.proposers] + [("voter", w) for w in view.voters]
         seats = [(role, honest[w.lower()]) for role, w in seats if w.lower() in honest]
         seats = [(r, name) for r, name in seats if _alive(self.state.node(name).pid)]
+        # a voter only while it can come back and still reveal
+        room = view.reveal_end - self.wall()
+        seats = [
+            (r, n)
+            for r, n in seats
+            if r == "proposer" or room >= self.spec.down_seconds + VOTER_ROOM[kind]
+        ]
         if not seats:
             return
         role, name = self._rng.choice(seats)
@@ -253,6 +273,7 @@ def invariants(
     initial_model: str,
     usage: Mapping[int, Mapping[str, Usage]] | None = None,
     keep_rounds: int = 0,
+    expected_rounds: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """The promises a run keeps under its faults, each with its figures.
 
@@ -265,7 +286,8 @@ def invariants(
     - ``committed_votes_revealed``: every vote committed in a finalized round
       was revealed (honest voters only: a byzantine ``no_reveal`` voter is the
       slash's business);
-    - ``rounds_finalized``: every round of the task finalized;
+    - ``rounds_finalized``: every round of the run (``expected_rounds``; the
+      task's rounds if 0) finalized;
     - ``bounded_growth``: no node's memory, descriptors or disk kept growing
       (cluster/resources.py; ``usage`` by finalized round).
     """
@@ -314,7 +336,7 @@ def invariants(
         },
         "committed_votes_revealed": {"ok": not unrevealed, "unrevealed": unrevealed},
         "rounds_finalized": {
-            "ok": len(finalized) >= state.rounds,
+            "ok": len(finalized) >= (expected_rounds or state.rounds),
             "finalized": len(finalized),
             "voided": len(rounds) - len(finalized),
         },

@@ -15,14 +15,17 @@ from flocknode.chain.types import RoundView
 from flocknode.cluster.chaos import (
     Chaos,
     ChaosRunner,
+    ChaosSpec,
     ChaosSpecError,
     invariants,
     parse_chaos,
 )
 from flocknode.cluster.launcher import (
+    ClusterError,
     ClusterSpec,
     ClusterState,
     Stopped,
+    _alive,
     create_cluster,
     down,
     kill_node,
@@ -65,7 +68,6 @@ def cmd_up(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, commit_seconds=30, reveal_seconds=40)
     t0 = time.monotonic()
     state = create_cluster(Path(args.dir), spec, progress)
-    chaos: ChaosRunner | None = None
     try:
         for n in state.nodes:
             start_node(state, n.name)
@@ -75,36 +77,90 @@ def cmd_up(args: argparse.Namespace) -> int:
             + (f" (byzantine: {', '.join(cheaters)})" if cheaters else "")
         )
         per_round = 60 + 3 * (spec.train_seconds + spec.commit_seconds + spec.reveal_seconds)
-        monitor = Monitor(state, progress)
-        if chaos_spec is not None:
-            chaos = ChaosRunner(
-                Chaos(state, chaos_spec, spec.rounds, progress), current_round_reader(state)
-            )
-            chaos.start()
-        finished = monitor.run(timeout=90 + per_round * spec.rounds)
-        summary = cluster_summary(state, monitor, finished)
-        if chaos is not None:
-            chaos.stop()
-            summary.update(chaos_summary(state, monitor, chaos.chaos))
-            summary["ok"] = summary["ok"] and all(
-                check["ok"] for check in summary["invariants"].values()
-            )
-        summary["seconds"] = round(time.monotonic() - t0, 1)
-        if args.json:
-            print(json.dumps(summary))
-        else:
-            _print_summary(summary)
-        return 0 if summary["ok"] else 1
+        summary = follow(
+            state, Monitor(state, progress), chaos_spec, 90 + per_round * spec.rounds, progress
+        )
+        return _finish(summary, t0, args.json)
     except KeyboardInterrupt:
         progress("interrupted")
         return 130
     finally:
-        if chaos is not None:
-            chaos.stop()
         if not args.keep:
             _report_down(down(state), progress)
         else:
             progress(f"cluster left running; stop it with: flocknode cluster down --dir {args.dir}")
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    """Faults on a running cluster, over its next ``--rounds`` rounds."""
+    progress = _err if args.json else print
+    try:
+        chaos_spec = parse_chaos(args.spec, args.chaos_seed)
+        state = ClusterState.load(Path(args.dir))
+    except (ChaosSpecError, ClusterError) as e:
+        _err(str(e))
+        return 2
+    if not _alive(state.anvil_pid):
+        _err(f"{args.dir}: the cluster's chain is not running (start one with: cluster up)")
+        return 2
+    monitor = Monitor(state, progress)
+    current = monitor.client.current_round()
+    left = monitor.client.params().total_rounds - current
+    if left < args.rounds:
+        _err(
+            f"{args.dir}: the task has {max(left, 0)} rounds left after round {current}, "
+            f"fewer than --rounds {args.rounds}"
+        )
+        return 2
+    monitor.first_round, monitor.follow = current + 1, args.rounds
+    progress(f"chaos {chaos_spec.text} over rounds {current + 1}-{current + args.rounds}")
+    t0 = time.monotonic()
+    try:
+        summary = follow(state, monitor, chaos_spec, 120 + 200 * args.rounds, progress)
+    except KeyboardInterrupt:
+        progress("interrupted")
+        return 130
+    return _finish(summary, t0, args.json)
+
+
+def follow(
+    state: ClusterState,
+    monitor: Monitor,
+    chaos_spec: ChaosSpec | None,
+    timeout: float,
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """Follow ``monitor``'s rounds, injecting ``chaos_spec``'s faults meanwhile;
+    the summary, with the faults and the invariants if there was chaos."""
+    rounds = monitor.follow or state.rounds
+    chaos: ChaosRunner | None = None
+    if chaos_spec is not None:
+        chaos = ChaosRunner(
+            Chaos(state, chaos_spec, rounds, progress, first_round=monitor.first_round),
+            current_round_reader(state),
+        )
+        chaos.start()
+    try:
+        finished = monitor.run(timeout=timeout)
+    finally:
+        if chaos is not None:
+            chaos.stop()
+    summary = cluster_summary(state, monitor, finished)
+    if chaos is not None:
+        summary.update(chaos_summary(state, monitor, chaos.chaos))
+        summary["ok"] = summary["ok"] and all(
+            check["ok"] for check in summary["invariants"].values()
+        )
+    return summary
+
+
+def _finish(summary: dict[str, Any], t0: float, as_json: bool) -> int:
+    summary["seconds"] = round(time.monotonic() - t0, 1)
+    if as_json:
+        print(json.dumps(summary))
+    else:
+        _print_summary(summary)
+    return 0 if summary["ok"] else 1
 
 
 def cluster_summary(state: ClusterState, monitor: Monitor, finished: bool) -> dict[str, Any]:
@@ -155,6 +211,7 @@ def chaos_summary(state: ClusterState, monitor: Monitor, chaos: Chaos) -> dict[s
             initial,
             {r.round: r.usage for r in monitor.rounds if not r.voided},
             monitor.keep_rounds,
+            monitor.follow,
         ),
     }
 
@@ -313,6 +370,15 @@ def register(sub: Any) -> None:
     p.add_argument("--chaos-seed", type=int, default=0, help="seed of the chaos draws (0)")
     p.add_argument("--json", action="store_true", help="print one JSON summary at the end")
     p.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
+    p = add(
+        "chaos",
+        "inject faults into a running cluster over its next rounds and check the invariants",
+        cmd_chaos,
+    )
+    p.add_argument("spec", metavar="SPEC", help="faults, as cluster up --chaos takes them")
+    p.add_argument("--rounds", type=int, default=3, help="rounds to follow (3)")
+    p.add_argument("--chaos-seed", type=int, default=0, help="seed of the chaos draws (0)")
+    p.add_argument("--json", action="store_true", help="print one JSON summary at the end")
     p = add("status", "show the nodes of a running cluster", cmd_status)
     p.add_argument("--json", action="store_true")
     add("down", "stop every node and the chain", cmd_down)

@@ -101,6 +101,20 @@ class ClusterState:
         nodes = [NodeInfo(**n) for n in doc.pop("nodes")]
         return cls(nodes=nodes, **doc)
 
+    def refresh_pids(self) -> None:
+        """Take the node pids from the state file: another ``cluster`` command
+        (``cluster chaos``, ``cluster start``) may have restarted a node."""
+        try:
+            saved = {
+                n["name"]: n["pid"]
+                for n in json.loads((Path(self.directory) / STATE_FILE).read_text())["nodes"]
+            }
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        for n in self.nodes:
+            if isinstance(saved.get(n.name), int):
+                n.pid = saved[n.name]
+
     def node(self, name: str) -> NodeInfo:
         for n in self.nodes:
             if name in (n.name, str(n.index)):
@@ -369,6 +383,7 @@ def _deploy(
 
 
 def start_node(state: ClusterState, name: str) -> NodeInfo:
+    state.refresh_pids()
     n = state.node(name)
     if n.pid and _alive(n.pid):
         raise ClusterError(f"{n.name} is already running (pid {n.pid})")
@@ -393,6 +408,7 @@ def start_node(state: ClusterState, name: str) -> NodeInfo:
 
 
 def kill_node(state: ClusterState, name: str, sig: int = signal.SIGKILL) -> NodeInfo:
+    state.refresh_pids()
     n = state.node(name)
     if n.pid and _alive(n.pid):
         os.kill(n.pid, sig)
@@ -418,6 +434,7 @@ def down(state: ClusterState, timeout: float = 10.0) -> list[Stopped]:
     SIGKILL the rest; then the same for anvil (nodes first: a stopping node may
     still talk to the chain).
     """
+    state.refresh_pids()
     nodes = [(n.name, n.pid) for n in state.nodes]
     out = _stop_all(nodes, timeout)
     out += _stop_all([("anvil", state.anvil_pid)], timeout)

@@ -126,6 +126,8 @@ class Monitor:
     rounds: list[RoundSummary] = field(default_factory=list)
     initial_accuracy: float | None = None
     initial_metric: float | None = None
+    first_round: int = 1  # follow rounds from this one on ...
+    follow: int = 0  # ... until this many finalized (0: the task's rounds)
 
     def __post_init__(self) -> None:
         self.client = cluster_client(self.state)
@@ -196,7 +198,7 @@ class Monitor:
     def run(self, timeout: float, settle: float = 30.0) -> bool:
         """Follow the rounds until the last is finalized; True if every round finalized."""
         deadline = time.monotonic() + timeout
-        total = self.state.rounds
+        total = self.follow or self.state.rounds
         if self.initial_metric is None:
             init = self.learner.initial_state()
             ev = self.learner.evaluate(init, "test")
@@ -212,10 +214,11 @@ class Monitor:
 
     def _step(self) -> None:
         cur = self.client.current_round()
-        if cur == 0:
+        if cur < self.first_round:
             return
+        self.state.refresh_pids()
         done = {r.round for r in self.rounds}
-        for r in range(max(1, cur - 2), cur + 1):
+        for r in range(max(self.first_round, cur - 2), cur + 1):
             if r in done:
                 continue
             view = self.client.get_round(r)

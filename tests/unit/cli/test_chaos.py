@@ -4,6 +4,8 @@ the faults themselves run in tests/integration/rounds/test_cluster_chaos.py)."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -68,6 +70,37 @@ def test_no_fault_without_a_live_honest_seat_holder() -> None:
     )
     chaos.tick(view)
     assert chaos.faults == [] and chaos.pending == 1
+
+
+def test_a_voter_is_faulted_only_while_it_can_still_come_back_and_reveal() -> None:
+    state = _state("honest", "honest")
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        state.nodes[0].pid = state.nodes[1].pid = sleeper.pid
+        now = 1_000_000.0
+        voter = {"proposers": (), "voters": (state.nodes[1].wallet,)}
+        for kind, room in (("kill", 20.0), ("pause", 8.0)):  # 5 s down, and 15 s or 3 s
+            chaos = Chaos(state, parse_chaos(kind), 5, lambda _: None, wall=lambda: now)
+            chaos._plan = [(2, kind, Phase.REVEAL)]
+            tight = dataclasses.replace(make_view(2, Phase.REVEAL), reveal_end=int(now + room) - 1)
+            chaos.tick(dataclasses.replace(tight, **voter))
+            assert chaos.faults == [], kind  # too late in the round: it waits
+            if kind == "pause":  # (a kill of the sleeper would end it)
+                enough = dataclasses.replace(tight, reveal_end=int(now + room))
+                chaos.tick(dataclasses.replace(enough, **voter))
+                assert [(f.node, f.role) for f in chaos.faults] == [("node-1", "voter")]
+                os.kill(sleeper.pid, signal.SIGCONT)
+        # a proposer's work is on chain by then: it may be faulted at any time
+        chaos = Chaos(state, parse_chaos("pause"), 5, lambda _: None, wall=lambda: now)
+        chaos._plan = [(2, "pause", Phase.REVEAL)]
+        proposer = {"proposers": (state.nodes[0].wallet,), "voters": ()}
+        late = dataclasses.replace(make_view(2, Phase.REVEAL), reveal_end=int(now))
+        chaos.tick(dataclasses.replace(late, **proposer))
+        assert [(f.node, f.role) for f in chaos.faults] == [("node-0", "proposer")]
+        os.kill(sleeper.pid, signal.SIGCONT)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_a_pause_is_undone_on_time_and_records_the_rounds_it_spanned() -> None:
