@@ -30,6 +30,7 @@ as a real downloaded model.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -114,6 +115,8 @@ class LMLoRA(Task):
         self._base: nn.Module | None = None
         self._tokenizer: Any = None
         self._lock = threading.Lock()
+        # the shared base moves with every model sent to a device: one at a time
+        self._device_lock = threading.Lock()
 
     # -- the base model -------------------------------------------------------------------
 
@@ -147,12 +150,25 @@ class LMLoRA(Task):
                 self._base, self._tokenizer = base, tok
             return self._base, self._tokenizer
 
+    def _device_guard(self, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+        """Held while a model is on a device other than the CPU (its base moves too)."""
+        return self._device_lock if device.type != "cpu" else contextlib.nullcontext()
+
     # -- the task interface ---------------------------------------------------------------
 
     def build_model(self) -> nn.Module:
-        """A copy of the base model with fresh LoRA adapters (seeded by the caller)."""
+        """The base model with fresh LoRA adapters (seeded by the caller).
+
+        Every model built shares the base's frozen weights: the module tree is
+        copied (peft replaces its target layers in the copy), the parameters
+        and buffers are not, so a node holds the base once however many models
+        it builds (the current global model, a proposer's, each voter's
+        candidate). Nothing writes them: they take no gradient, and a model's
+        state (``exchanged``) is its adapters only.
+        """
         _, peft = require_llm()
         base, _ = self._loaded()
+        shared: dict[int, Any] = {id(t): t for t in (*base.parameters(), *base.buffers())}
         config = peft.LoraConfig(
             r=self.lora_rank,
             lora_alpha=self.lora_alpha,
@@ -164,7 +180,7 @@ class LMLoRA(Task):
             # peft notes that GPT-2's fused projection needs fan_in_fan_out and sets it
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", FutureWarning)
-            model: nn.Module = peft.get_peft_model(copy.deepcopy(base), config)
+            model: nn.Module = peft.get_peft_model(copy.deepcopy(base, shared), config)
         return model
 
     def exchanged(self, model: nn.Module) -> list[str]:
@@ -210,19 +226,20 @@ class LMLoRA(Task):
         opt = _Optimizer(params, settings.optimizer, settings.learning_rate, settings.momentum)
         gen = torch.Generator().manual_seed(seed)
         batches = _batches(n, settings.batch_size, settings.local_steps, settings.local_epochs, gen)
-        model.to(device)
-        model.train()
-        loss = torch.zeros(())
-        with torch.random.fork_rng(devices=[]):  # any dropout draws from the seed
-            torch.manual_seed(seed)
-            for idx in batches:
-                for p in params:
-                    p.grad = None
-                x, y = data.x[idx].to(device), data.y[idx].to(device)
-                loss = _lm_loss(model, x, y)[0]
-                loss.backward()
-                opt.step()
-        model.to("cpu")
+        with self._device_guard(device):
+            model.to(device)
+            model.train()
+            loss = torch.zeros(())
+            with torch.random.fork_rng(devices=[]):  # any dropout draws from the seed
+                torch.manual_seed(seed)
+                for idx in batches:
+                    for p in params:
+                        p.grad = None
+                    x, y = data.x[idx].to(device), data.y[idx].to(device)
+                    loss = _lm_loss(model, x, y)[0]
+                    loss.backward()
+                    opt.step()
+            model.to("cpu")
         return {"final_loss": float(loss.detach()), "samples": float(n)}
 
     def evaluate(self, model: nn.Module, data: Samples, device: torch.device) -> Evaluation:
@@ -230,17 +247,18 @@ class LMLoRA(Task):
         n = len(data)
         if n == 0:
             return Evaluation(0.0, 0, {"loss": math.nan})
-        model.to(device)
-        model.eval()
-        total, tokens = 0.0, 0
-        with torch.no_grad():
-            for start in range(0, n, self.eval_batch):
-                x = data.x[start : start + self.eval_batch].to(device)
-                y = data.y[start : start + self.eval_batch].to(device)
-                mean, count = _lm_loss(model, x, y)
-                total += float(mean) * count
-                tokens += count
-        model.to("cpu")
+        with self._device_guard(device):
+            model.to(device)
+            model.eval()
+            total, tokens = 0.0, 0
+            with torch.no_grad():
+                for start in range(0, n, self.eval_batch):
+                    x = data.x[start : start + self.eval_batch].to(device)
+                    y = data.y[start : start + self.eval_batch].to(device)
+                    mean, count = _lm_loss(model, x, y)
+                    total += float(mean) * count
+                    tokens += count
+            model.to("cpu")
         loss = total / tokens
         return Evaluation(-loss, n, {"loss": loss, "perplexity": math.exp(min(loss, 50.0))})
 

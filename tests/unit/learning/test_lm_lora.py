@@ -139,6 +139,33 @@ def test_training_lowers_the_loss_and_moves_only_the_adapters(tiny: Path, shards
     assert state_delta(moved, base).keys() == base.keys()
 
 
+def test_models_share_the_frozen_base_and_training_one_leaves_it_and_the_others(
+    tiny: Path, shards: Path
+) -> None:
+    task = load_task("lm-lora")
+    attach_base_model(task, dir_hash(tiny), tiny)
+    a, b = seeded_model(task.build_model, 0), seeded_model(task.build_model, 0)
+    base, _ = task._loaded()
+    frozen = {n: t for n, t in model_state(a).items() if n not in task.exchanged(a)}
+    # every frozen weight is the base's own storage in both models: one copy per node
+    storages = {t.untyped_storage().data_ptr() for t in (*base.parameters(), *base.buffers())}
+    for m in (a, b):
+        held = {p.untyped_storage().data_ptr() for n, p in m.named_parameters() if "lora_" not in n}
+        assert held <= storages, "a model holds a copy of the base"
+    adapters_a = {id(p) for n, p in a.named_parameters() if "lora_" in n}
+    assert adapters_a.isdisjoint(id(p) for n, p in b.named_parameters() if "lora_" in n)
+    snapshot = {n: t.clone() for n, t in frozen.items()}
+    b_before = {k: v.clone() for k, v in model_state(b, task.exchanged(b)).items()}
+    data = task.load_data(shards / "node-1")
+    s = settings(tiny)
+    task.train(a, data, s, seed=3, device=CPU)
+    # the base, and so every other model's frozen weights, is as it was
+    after = model_state(b)
+    assert all(torch.equal(after[n], snapshot[n]) for n in frozen)
+    assert all(torch.equal(b_before[k], after[k]) for k in b_before)  # b's adapters too
+    assert any(not torch.equal(model_state(a)[k], b_before[k]) for k in b_before)
+
+
 def test_jsonl_formats_are_read_by_their_first_record(tiny: Path, tmp_path: Path) -> None:
     task = LMLoRA()
     task.use_base_model(tiny)
