@@ -46,24 +46,29 @@ demo: setup
 	.venv/bin/flocknode cluster up --nodes 5 --rounds 5
 
 # Lint first (seconds), then every test: unit and integration (real anvil, real
-# libp2p hosts on loopback, real node processes) in two lanes side by side
-# (tests/conftest.py): the cluster tests, which mostly wait on phase deadlines,
-# and the rest at a lower CPU priority, its report printed after the clusters'.
+# libp2p hosts on loopback, real node processes) in three lanes side by side
+# (tests/conftest.py): the cluster tests and the chaos tests, which mostly wait
+# on phase deadlines, and the rest at a lower CPU priority; the reports are
+# printed one after the other.
 # The rest lane gets a session of its own whose scheduler autogroup is niced:
 # with autogroups (Linux's default) a process's nice counts only within its
 # session, and every cluster node runs in a session of its own.
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=15
 test: setup lint
-	@rest_log=$$(mktemp); \
+	@rest_log=$$(mktemp); chaos_log=$$(mktemp); \
 	setsid -w bash -c 'echo 10 > /proc/self/autogroup 2>/dev/null; exec nice -n 10 "$$@"' \
-	  rest $(PYTEST) -m "not clusters" > "$$rest_log" 2>&1 & rest=$$!; \
-	trap 'kill $$rest 2>/dev/null; rm -f "$$rest_log"' EXIT; \
-	echo "== tests: clusters lane (the other lane's report follows)"; \
+	  rest $(PYTEST) -m "not clusters and not chaos" > "$$rest_log" 2>&1 & rest=$$!; \
+	$(PYTEST) -m chaos > "$$chaos_log" 2>&1 & chaos=$$!; \
+	trap 'kill $$rest $$chaos 2>/dev/null; rm -f "$$rest_log" "$$chaos_log"' EXIT; \
+	echo "== tests: clusters lane (the chaos and the other lane's reports follow)"; \
 	$(PYTEST) -m clusters; clusters_rc=$$?; \
+	wait $$chaos; chaos_rc=$$?; \
+	echo "== tests: the chaos lane"; cat "$$chaos_log"; \
 	wait $$rest; rest_rc=$$?; \
-	echo "== tests: the other lane (not clusters)"; cat "$$rest_log"; \
-	echo "== tests: clusters lane exit $$clusters_rc, other lane exit $$rest_rc"; \
-	[ $$clusters_rc = 0 ] && [ $$rest_rc = 0 ]
+	echo "== tests: the other lane (not clusters, not chaos)"; cat "$$rest_log"; \
+	echo "== tests: clusters lane exit $$clusters_rc, chaos lane exit $$chaos_rc," \
+	  "other lane exit $$rest_rc"; \
+	[ $$clusters_rc = 0 ] && [ $$chaos_rc = 0 ] && [ $$rest_rc = 0 ]
 
 # Layer rules (pyproject.toml, [tool.importlinter]): lint-imports exits non-zero
 # on any import that crosses them, so `make test` fails.
@@ -85,6 +90,7 @@ bench: setup
 	$(PY) bench/lora.py --nodes 5 --rounds 5 --json
 	$(PY) bench/cluster.py --nodes 10 --rounds 10 --json
 	$(PY) bench/soak.py --nodes 4 --rounds 60 --json
+	$(PY) bench/chaos.py --nodes 6 --rounds 200 --json
 
 clean:
 	rm -rf .venv node_modules .pytest_cache .mypy_cache .ruff_cache

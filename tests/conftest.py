@@ -1,12 +1,15 @@
-"""The ``clusters`` mark: the tests that run whole clusters of ``flocknode run``
-processes against phase deadlines.
+"""The ``clusters`` and ``chaos`` marks: the tests that run whole clusters of
+``flocknode run`` processes against phase deadlines (``chaos``: those that
+inject faults into them, docs/protocol.md "Faults and the promises kept under
+them").
 
 They wait on the chain's clock far more than they compute, and every other test
-computes far more than it waits, so ``make test`` runs the two sets side by side
-in two pytest processes (``-m clusters`` and ``-m "not clusters"``, the second
-at a lower CPU priority so the clusters' nodes meet their deadlines as they
-would alone). Within the clusters lane the tests run one at a time in file
-order: the operator tests share one cluster and rely on that order.
+computes far more than it waits, so ``make test`` runs the three sets side by
+side in three pytest processes (``-m clusters``, ``-m chaos`` and ``-m "not
+clusters and not chaos"``, the last at a lower CPU priority so the clusters'
+nodes meet their deadlines as they would alone). Within a lane the tests run
+one at a time in file order: the operator tests share one cluster and rely on
+that order.
 """
 
 from __future__ import annotations
@@ -20,6 +23,11 @@ CLUSTER_PATHS = (
 )
 
 
+CHAOS_PATHS = ("tests/integration/rounds/test_cluster_chaos",)
+
+
 def pytest_itemcollected(item: pytest.Item) -> None:
-    if item.nodeid.startswith(CLUSTER_PATHS):
+    if item.nodeid.startswith(CHAOS_PATHS):
+        item.add_marker(pytest.mark.chaos)
+    elif item.nodeid.startswith(CLUSTER_PATHS):
         item.add_marker(pytest.mark.clusters)
