@@ -6,11 +6,13 @@ Used by the test fixtures and by the local cluster launcher::
         w3 = Web3(Web3.HTTPProvider(chain.rpc_url))
         key = chain.private_keys[0]
 
-anvil listens on 127.0.0.1 only, on a port the OS picks (``--port 0``; the
-port is read back from anvil's own start-up line, so there is no race for a
-"free" port). The dev accounts are anvil's default mnemonic accounts; their
-keys come from ``--config-out``. The process is always terminated (then killed
-if it lingers) when the context exits, also on errors and KeyboardInterrupt.
+anvil listens on 127.0.0.1 only (``AnvilOptions.host``: a cluster whose nodes
+run in network namespaces gives its bridge's address instead), on a port the
+OS picks (``--port 0``; the port is read back from anvil's own start-up line,
+so there is no race for a "free" port). The dev accounts are anvil's default
+mnemonic accounts; their keys come from ``--config-out``. The process is always
+terminated (then killed if it lingers) when the context exits, also on errors
+and KeyboardInterrupt.
 With ``run_anvil`` started from the main thread on Linux, anvil also gets
 SIGTERM if this process dies without cleaning up (SIGKILL, an unhandled
 SIGTERM), so no chain is left behind; from another thread that is not done,
@@ -47,7 +49,7 @@ log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANVIL_RELATIVE = Path("node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil")
 LOCAL_CHAIN_ID = 31337
-_LISTENING = re.compile(r"Listening on 127\.0\.0\.1:(\d+)")
+_LISTENING = re.compile(r"Listening on [0-9.]+:(\d+)")
 
 
 class AnvilError(FlockError, RuntimeError):
@@ -69,6 +71,7 @@ class AnvilOptions:
     balance_ether: int = 10_000
     chain_id: int = LOCAL_CHAIN_ID
     extra_args: tuple[str, ...] = ()
+    host: str = "127.0.0.1"  # a cluster in network namespaces: its bridge's address
 
     def __post_init__(self) -> None:
         if self.block_time is not None and self.block_time <= 0:
@@ -103,7 +106,7 @@ def anvil_command(binary: Path, options: AnvilOptions, config_out: Path) -> list
     cmd = [
         str(binary),
         "--host",
-        "127.0.0.1",
+        options.host,
         "--port",
         "0",
         "--accounts",
@@ -250,7 +253,7 @@ def _wait_ready(
             if match:
                 port = int(match.group(1))
         if port is not None and config_out.exists():
-            url = f"http://127.0.0.1:{port}"
+            url = f"http://{options.host}:{port}"
             try:
                 chain_id = int(str(rpc_request(url, "eth_chainId", timeout=1.0)), 16)
                 keys = _read_keys(config_out)

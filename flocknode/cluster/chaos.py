@@ -7,7 +7,10 @@ SPEC is a comma-separated list of fault kinds, each with an optional count
 - ``kill``: SIGKILL an honest node that holds a seat in the current round,
   while the round is in its train, commit or reveal phase, and restart it
   ``down_seconds`` later;
-- ``pause``: SIGSTOP such a node and SIGCONT it ``down_seconds`` later.
+- ``pause``: SIGSTOP such a node and SIGCONT it ``down_seconds`` later;
+- ``partition``: cut the p2p traffic between a minority of the nodes and the
+  rest for ``partition.SECONDS``, both sides still reaching the chain (the
+  cluster's nodes run in network namespaces, cluster/partition.py).
 
 A voter is chosen only while the round's reveal deadline leaves it room to come
 back and reveal (``VOTER_ROOM``): the promise that a committed vote is revealed
@@ -34,10 +37,11 @@ from typing import Any
 
 from flocknode.chain.events import Slashed
 from flocknode.chain.types import Phase, RoundView
+from flocknode.cluster import partition
 from flocknode.cluster.launcher import ClusterState, _alive, kill_node, start_node
 from flocknode.cluster.resources import Usage, growth
 
-KINDS = ("kill", "pause")
+KINDS = ("kill", "pause", "partition")
 MAX_FAULTS = 20  # per kind and run
 RESTART_LIMIT = 120.0  # seconds a killed node may take to run again before the next fault
 # Seconds a voter needs, once back, to reveal a vote it committed before the
@@ -98,6 +102,12 @@ class Fault:
     # the rounds current while the node was out: down or paused, then, after a
     # kill, until the restarted process wrote its first status (it runs again)
     out_rounds: list[int] = field(default_factory=list)
+    sides: list[list[str]] = field(default_factory=list)  # partition: [minority, majority]
+
+    @property
+    def out_nodes(self) -> list[str]:
+        """The nodes the fault had out: a partition's minority, else its node."""
+        return self.sides[0] if self.sides else [self.node]
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -166,6 +176,9 @@ class Chaos:
         # in the drawn phase of the due round; in any role phase once that passed
         if view.round < due or (view.round == due and view.phase is not phase):
             return
+        if kind == "partition":
+            self._partition(view, now)
+            return
         honest = {n.wallet.lower(): n.name for n in self.state.nodes if n.behaviour == "honest"}
         seats = [("proposer", w) for w in view.proposers] + [("voter", w) for w in view.voters]
         seats = [(role, honest[w.lower()]) for role, w in seats if w.lower() in honest]
@@ -191,6 +204,21 @@ class Chaos:
         self._active, self._until = fault, now + self.spec.down_seconds
         self.progress(f"chaos: {kind} {name} ({role} of round {view.round}, {view.phase.label})")
 
+    def _partition(self, view: RoundView, now: float) -> None:
+        sides = partition.split(self.state, view, self._rng)
+        if sides is None:
+            return
+        minority, majority = sides
+        partition.cut(self.state, minority, majority)
+        self._plan.pop(0)
+        names, began = ",".join(minority), now - self._t0
+        fault = Fault("partition", names, view.round, view.phase.label, "minority", began)
+        fault.sides = [minority, majority]
+        fault.out_rounds.append(view.round)
+        self.faults.append(fault)
+        self._active, self._until = fault, now + partition.SECONDS
+        self.progress(f"chaos: partition {minority} | {majority} (round {view.round})")
+
     def finish(self) -> None:
         """Undo a fault still active (the run ended or was interrupted)."""
         if self._active is not None:
@@ -207,6 +235,9 @@ class Chaos:
         if fault.kind == "kill":
             self._restarting = (fault, time.time())
             start_node(self.state, fault.node)
+        elif fault.kind == "partition":
+            for line in partition.heal(self.state, *fault.sides):
+                self.progress(f"chaos: heal: {line}")
         else:
             pid = self.state.node(fault.node).pid
             if pid and _alive(pid):
@@ -281,15 +312,17 @@ def invariants(
       finalized one (a node catching up may hold an earlier one), every honest
       node is running at the end and holds the last round's model;
     - ``honest_not_slashed``: an honest node is slashed only for idling, and
-      only in a round current while the chaos had it out (down, paused, or
-      restarting after a kill);
+      only in a round current while the chaos had it out (down, paused,
+      restarting after a kill, or on a partition's minority side);
     - ``committed_votes_revealed``: every vote committed in a finalized round
       was revealed (honest voters only: a byzantine ``no_reveal`` voter is the
       slash's business);
     - ``rounds_finalized``: every round of the run (``expected_rounds``; the
       task's rounds if 0) finalized;
     - ``bounded_growth``: no node's memory, descriptors or disk kept growing
-      (cluster/resources.py; ``usage`` by finalized round).
+      (cluster/resources.py; ``usage`` by finalized round);
+    - ``resumes_after_partition`` (runs with a partition only): a round has a
+      winning vote again within 3 rounds of each heal.
     """
     name = {n.wallet.lower(): n for n in state.nodes}
     honest = {n.name for n in state.nodes if n.behaviour == "honest"}
@@ -304,7 +337,7 @@ def invariants(
     final = finalized[-1]["model_after"] if finalized else ""
     down = sorted(honest - set(at_end))  # the chaos restarts every node it stops: a crash
     behind = [n for n in sorted(honest & set(at_end)) if at_end[n] != final]
-    stopped = {(r, f.node) for f in faults for r in f.out_rounds}
+    stopped = {(r, node) for f in faults for r in f.out_rounds for node in f.out_nodes}
     bad_slashes, excused = [], 0
     for s in slashes:
         n = name.get(s.wallet.lower())
@@ -322,7 +355,7 @@ def invariants(
             n = name.get(wallet.lower())
             if n is not None and n.name in honest and vote.committed and not vote.revealed:
                 unrevealed.append(f"round {number}: {n.name}")
-    return {
+    checks: dict[str, dict[str, Any]] = {
         "agreement": {
             "ok": not stray and not behind and not down,
             "stray_models": stray,
@@ -342,3 +375,7 @@ def invariants(
         },
         "bounded_growth": growth(usage or {}, keep_rounds, [n.name for n in state.nodes]),
     }
+    cuts = [(max(f.out_rounds), f.sides[0]) for f in faults if f.kind == "partition"]
+    if cuts:
+        checks["resumes_after_partition"] = partition.resumes_after_partition(rounds, cuts)
+    return checks

@@ -34,6 +34,7 @@ from flocknode.cluster.launcher import (
     start_node,
 )
 from flocknode.cluster.monitor import Monitor, cluster_client
+from flocknode.cluster.netns import can_create_namespaces
 from flocknode.rounds.byzantine import Behaviour
 
 DEFAULT_DIR = "run/cluster"
@@ -66,6 +67,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         # while a node is down, and give a node the chaos stopped room to come
         # back and still commit and reveal
         spec = dataclasses.replace(spec, commit_seconds=30, reveal_seconds=40)
+    if chaos_spec is not None and "partition" in dict(chaos_spec.faults):
+        refusal = can_create_namespaces()
+        if refusal:
+            _err(refusal)
+            return 2
+        spec = dataclasses.replace(spec, netns=True)  # each node in a namespace of its own
     t0 = time.monotonic()
     state = create_cluster(Path(args.dir), spec, progress)
     try:
@@ -102,6 +109,12 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         return 2
     if not _alive(state.anvil_pid):
         _err(f"{args.dir}: the cluster's chain is not running (start one with: cluster up)")
+        return 2
+    if "partition" in dict(chaos_spec.faults) and not state.network:
+        _err(
+            f"{args.dir}: partition needs nodes in network namespaces "
+            "(start the cluster with: cluster up --chaos partition ...)"
+        )
         return 2
     monitor = Monitor(state, progress)
     current = monitor.client.current_round()
@@ -364,8 +377,10 @@ def register(sub: Any) -> None:
         "--chaos",
         metavar="SPEC",
         help="faults to inject, e.g. kill,pause or kill=2,pause=1: kill -9 and restart, or "
-        "SIGSTOP and SIGCONT, an honest node holding a seat, one at a time, 5 s each; the "
-        "summary gains the faults and the invariants checked after them",
+        "SIGSTOP and SIGCONT, an honest node holding a seat, one at a time, 5 s each; "
+        "partition: cut a minority of the nodes off the rest for 30 s (root: each node runs "
+        "in a network namespace); the summary gains the faults and the invariants checked "
+        "after them",
     )
     p.add_argument("--chaos-seed", type=int, default=0, help="seed of the chaos draws (0)")
     p.add_argument("--json", action="store_true", help="print one JSON summary at the end")

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from eth_account import Account
 
 from flocknode.chain.anvil import AnvilOptions, spawn_anvil
 from flocknode.chain.contracts import ChainConnection
+from flocknode.cluster import netns
 from flocknode.commands.init import init_data_dir
 from flocknode.commands.task_create import Funding, TaskPlan, create_task, with_package
 from flocknode.config import ENV_PRIVATE_KEY, load_config
@@ -62,10 +64,12 @@ class NodeInfo:
     behaviour: str = "honest"
     pid: int = 0
     http_port: int = 0  # the node's status page, /metrics, /healthz, /readyz (0: disabled)
+    host: str = "127.0.0.1"  # where it listens (p2p and HTTP)
+    netns: str = ""  # the network namespace it runs in ("": the launcher's)
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}" if self.http_port else ""
+        return f"http://{self.host}:{self.http_port}" if self.http_port else ""
 
     @property
     def layout(self) -> DataDir:
@@ -87,6 +91,7 @@ class ClusterState:
     task_name: str = "digits-mlp"
     test_path: str = ""  # the shared test split (testers' reports)
     package_dir: str = ""  # the launcher's checked copy of the task package, if any
+    network: dict[str, Any] = field(default_factory=dict)  # netns.NetPlan's JSON, if any
 
     def save(self) -> None:
         atomic_write_text(Path(self.directory) / STATE_FILE, json.dumps(asdict(self), indent=1))
@@ -178,6 +183,9 @@ class ClusterSpec:
     # [compute] isolation of every node ("namespace", "process", "none"); empty:
     # the node's default (docs/protocol.md, "Task worker")
     isolation: str = ""
+    # every node in a network namespace of its own (cluster/netns.py), for
+    # ``--chaos partition``; anvil then listens on the namespaces' bridge
+    netns: bool = False
 
 
 def node_settings(
@@ -190,11 +198,12 @@ def node_settings(
     test_path: str = "",
     base_model: str = "",
     package: str = "",
+    host: str = "127.0.0.1",
 ) -> dict[str, dict[str, Any]]:
     """The config values of a cluster node beyond ``init``'s: its data shard (the
     files ``write_shards`` wrote, and the shared test split), the task settings
     file (and the base model, for a task that has one), and loopback-only p2p
-    and HTTP ports."""
+    and HTTP ports (or the node's namespace address: ``host``)."""
     data: dict[str, Any] = {"node_index": index, "num_nodes": spec.nodes}
     if data_path:
         data.update(path=data_path, test_path=test_path)
@@ -206,8 +215,8 @@ def node_settings(
     out: dict[str, dict[str, Any]] = {
         "data": data,
         "task": task,
-        "p2p": {"listen": [f"/ip4/127.0.0.1/tcp/{port}"]},
-        "http": {"listen": f"127.0.0.1:{http_port}"},
+        "p2p": {"listen": [f"/ip4/{host}/tcp/{port}"]},
+        "http": {"listen": f"{host}:{http_port}"},
     }
     if spec.isolation:
         out["compute"] = {"isolation": spec.isolation}
@@ -221,6 +230,7 @@ def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) ->
         old = ClusterState.load(directory)
         if _alive(old.anvil_pid):
             raise ClusterError(f"{directory}: a cluster is running there (cluster down first)")
+        tear_down_network(old)  # a run that died before its teardown
     if spec.nodes < 2:
         raise ClusterError("a cluster needs at least 2 nodes")
     if len(spec.byzantine) > spec.nodes:
@@ -228,18 +238,42 @@ def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) ->
     directory.mkdir(parents=True, exist_ok=True)
     for stale in [*directory.glob("node-*"), directory / "data"]:
         _rmtree(stale)
+    plan: netns.NetPlan | None = None
+    if spec.netns:
+        plan = netns.draw_plan(spec.nodes, netns.machine_addresses(), random.Random())
+        progress(
+            f"network namespaces {plan.namespace(0)}.. on {plan.gateway}/24 (bridge {plan.bridge})"
+        )
+        netns.set_up(plan)
     progress(f"starting anvil (block time {spec.block_time:g} s) ...")
-    opts = AnvilOptions(block_time=spec.block_time, mixed_mining=True, accounts=spec.nodes + 1)
-    proc, chain = spawn_anvil(opts, directory / "anvil", directory / "anvil.log")
+    opts = AnvilOptions(
+        block_time=spec.block_time,
+        mixed_mining=True,
+        accounts=spec.nodes + 1,
+        host=plan.gateway if plan else "127.0.0.1",
+    )
     try:
-        return _deploy(directory, spec, chain, proc.pid, progress)
+        proc, chain = spawn_anvil(opts, directory / "anvil", directory / "anvil.log")
+    except BaseException:
+        if plan is not None:
+            netns.tear_down(plan)
+        raise
+    try:
+        return _deploy(directory, spec, chain, proc.pid, progress, plan)
     except BaseException:
         proc.terminate()
+        if plan is not None:
+            netns.tear_down(plan)
         raise
 
 
 def _deploy(
-    directory: Path, spec: ClusterSpec, chain: Any, anvil_pid: int, progress: Any
+    directory: Path,
+    spec: ClusterSpec,
+    chain: Any,
+    anvil_pid: int,
+    progress: Any,
+    net: netns.NetPlan | None = None,
 ) -> ClusterState:
     # half the nodes propose, the other half vote (an odd one out votes: an odd
     # number of voters gives the score's median a middle)
@@ -323,6 +357,7 @@ def _deploy(
     for i in range(spec.nodes):
         name = f"node-{i}"
         d = directory / name
+        host = net.address(i) if net else "127.0.0.1"
         init_data_dir(
             d,
             rpc_url=chain.rpc_url,
@@ -340,6 +375,7 @@ def _deploy(
                 str(shards.test),
                 base_model,
                 package_src if i < spec.nodes - 1 else "",
+                host,
             ),
         )
         nodes.append(
@@ -352,6 +388,8 @@ def _deploy(
                 str(d),
                 behaviours[i].value,
                 http_port=http_ports[i],
+                host=host,
+                netns=net.namespace(i) if net else "",
             )
         )
     progress(f"registering and staking {spec.nodes} nodes ...")
@@ -377,6 +415,7 @@ def _deploy(
         task_name=settings.training.task,
         test_path=str(shards.test),
         package_dir=str(package_dir or ""),
+        network=net.to_json() if net else {},
     )
     state.save()
     return state
@@ -393,8 +432,9 @@ def start_node(state: ClusterState, name: str) -> NodeInfo:
         env[ENV_BYZANTINE] = n.behaviour
     env.setdefault("OMP_NUM_THREADS", "1")  # N nodes share the machine's cores
     log = open(n.layout.log_file, "ab")  # noqa: SIM115 - handed to the child
+    prefix = netns.exec_prefix(n.netns) if n.netns else []
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flocknode.cli", "run", "-c", str(n.layout.config)],
+        [*prefix, sys.executable, "-m", "flocknode.cli", "run", "-c", str(n.layout.config)],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -432,13 +472,23 @@ def down(state: ClusterState, timeout: float = 10.0) -> list[Stopped]:
 
     SIGTERM to all nodes, wait up to ``timeout`` seconds for them together,
     SIGKILL the rest; then the same for anvil (nodes first: a stopping node may
-    still talk to the chain).
+    still talk to the chain); then the cluster's network namespaces and bridge,
+    if it has them, are deleted.
     """
     state.refresh_pids()
     nodes = [(n.name, n.pid) for n in state.nodes]
     out = _stop_all(nodes, timeout)
     out += _stop_all([("anvil", state.anvil_pid)], timeout)
+    tear_down_network(state)
     return out
+
+
+def tear_down_network(state: ClusterState) -> None:
+    """Delete the cluster's namespaces and bridge (none: nothing to do; gone
+    already: quiet)."""
+    if state.network:
+        for line in netns.tear_down(netns.NetPlan.from_json(state.network)):
+            print(f"cluster down: {line}", file=sys.stderr)
 
 
 def _stop_all(procs: list[tuple[str, int]], timeout: float) -> list[Stopped]:

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import CodeType
 from typing import Any
 
+import trio
 from libp2p.abc import IHost, INetConn, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.host.basic_host import BasicHost
@@ -272,6 +273,24 @@ def forget_failed_dial(network: object, peer: ID) -> None:
     it for 60 s): our dialer's backoff governs retries."""
     unblock = _callable(network, "unblock_peer", "Swarm", "dialer: clear failed dials")
     unblock(peer)
+
+
+# the attributes from a connection down to its TCP socket (swarm connection ->
+# yamux -> Noise session -> Noise framing -> raw connection -> trio stream)
+_SOCKET_PATH = ("muxed_conn", "secured_conn", "conn", "read_writer", "read_write_closer", "stream")
+
+
+def tcp_socket(conn: INetConn) -> trio.socket.SocketType | None:
+    """The TCP socket under ``conn`` (None for another transport, or when the
+    library's layers changed: the caller then leaves the socket as it is)."""
+    todo: list[tuple[object, int]] = [(conn, 0)]
+    while todo:
+        obj, depth = todo.pop()
+        if isinstance(obj, trio.SocketStream):
+            return obj.socket
+        if depth < 10:
+            todo += [(getattr(obj, a), depth + 1) for a in _SOCKET_PATH if hasattr(obj, a)]
+    return None
 
 
 def verify_installed(host: IHost, pubsub: Pubsub, builtins: Iterable[TProtocol]) -> None:

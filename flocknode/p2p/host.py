@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -112,6 +113,9 @@ class HostConfig:
     redial_cap: float = 60.0
     discovery_interval: float = 5.0
     stable_after: float = 10.0  # a connection that ends sooner counts as a failed dial
+    # a connection whose sent data goes unacknowledged this long is closed by the
+    # kernel (TCP_USER_TIMEOUT): a peer cut off by the network, not just slow
+    tcp_user_timeout: float = 10.0
     max_connections: int = 600
     gossip_degree: int = 6
     gossip_degree_low: int = 4
@@ -141,6 +145,25 @@ def build_host(peer_key: PeerKey, config: HostConfig) -> IHost:
     )
 
 
+def set_user_timeout(conn: INetConn, seconds: float) -> bool:
+    """Have the kernel close ``conn``'s TCP socket once data it sent stays
+    unacknowledged for ``seconds`` (docs/protocol.md, "Faults and the promises
+    kept under them", partition). Without it a connection whose packets are
+    dropped stays open for many minutes (TCP retransmits with backoff), and
+    every stream on it waits: a voter could not leave an unreachable proposer's
+    seat out by its collection deadline, and after the network heals the
+    connection resumes only at the next retransmission, tens of seconds later.
+    False when ``conn`` has no TCP socket to set (another transport)."""
+    sock = compat.tcp_socket(conn)
+    if sock is None:
+        return False
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))
+    except OSError:
+        return False
+    return True
+
+
 class _MembershipNotifee(INotifee):
     """Closes connections of non-members; wakes the dialer when a peer drops."""
 
@@ -148,6 +171,7 @@ class _MembershipNotifee(INotifee):
         self._service = service
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
+        set_user_timeout(conn, self._service.config.tcp_user_timeout)
         self._service._on_connected(conn.muxed_conn.peer_id)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,18 +165,25 @@ NODE_PROC = Path(__file__).with_name("p2p_node_proc.py")
 
 
 def spawn_node_process(
-    seed: bytes, members: dict[ID, list[Multiaddr]], voters: list[ID], blob_dir: Path
+    seed: bytes,
+    members: dict[ID, list[Multiaddr]],
+    voters: list[ID],
+    blob_dir: Path,
+    listen: str = "/ip4/127.0.0.1/tcp/0",
+    prefix: Sequence[str] = (),
 ) -> tuple[subprocess.Popen[str], list[Multiaddr]]:
-    """A node in its own process serving ``blob_dir``; returns it and its bound addrs."""
+    """A node in its own process serving ``blob_dir``; returns it and its bound addrs.
+    ``prefix``: a command that runs it (``ip netns exec NS``)."""
     args = {
         "seed": seed.hex(),
         "members": {str(p): [str(a) for a in addrs] for p, addrs in members.items()},
         "voters": [str(v) for v in voters],
         "blob_dir": str(blob_dir),
+        "listen": listen,
     }
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3]))
     proc = subprocess.Popen(
-        [sys.executable, str(NODE_PROC), json.dumps(args)],
+        [*prefix, sys.executable, str(NODE_PROC), json.dumps(args)],
         stdout=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,

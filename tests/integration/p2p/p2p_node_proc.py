@@ -1,6 +1,7 @@
 """A p2p node in its own process (for the SIGKILL test): serves blobs until killed.
 
-argv[1]: JSON {"seed", "members": {peer id: [addrs]}, "voters": [peer ids], "blob_dir"}.
+argv[1]: JSON {"seed", "members": {peer id: [addrs]}, "voters": [peer ids], "blob_dir"},
+and optionally "listen" (a multiaddr; loopback by default).
 Prints one JSON line {"addrs": [...]} once listening.
 """
 
@@ -26,7 +27,8 @@ async def main(args: dict[str, Any]) -> None:
     for pid, addrs in args["members"].items():
         membership.add(ID.from_base58(pid), addrs)
     membership.set_voters(1, [ID.from_base58(v) for v in args["voters"]])
-    config = HostConfig(listen_addrs=("/ip4/127.0.0.1/tcp/0",), discovery_interval=0.5)
+    listen = args.get("listen", "/ip4/127.0.0.1/tcp/0")
+    config = HostConfig(listen_addrs=(listen,), discovery_interval=0.5, redial_cap=2.0)
     p2p = P2PHost(PeerKey.from_seed(bytes.fromhex(args["seed"])), membership, config)
     source = DirectoryBlobSource(Path(args["blob_dir"]))
     async with trio.open_nursery() as nursery:
