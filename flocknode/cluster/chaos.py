@@ -7,7 +7,10 @@ SPEC is a comma-separated list of fault kinds, each with an optional count
 - ``kill``: SIGKILL an honest node that holds a seat in the current round,
   while the round is in its train, commit or reveal phase, and restart it
   ``down_seconds`` later;
-- ``pause``: SIGSTOP such a node and SIGCONT it ``down_seconds`` later.
+- ``pause``: SIGSTOP such a node and SIGCONT it ``down_seconds`` later;
+- ``rpc``: open a fault window of such a node's RPC proxy (rpcproxy.py) for
+  ``rpcproxy.WINDOW_SECONDS``; the node is not out meanwhile (it is expected to
+  act through the faults).
 
 Faults come one at a time, in rounds spread over the run (never the first or
 the last), each in a phase (train, commit or reveal; the next round's first
@@ -31,8 +34,9 @@ from typing import Any
 from flocknode.chain.events import Slashed
 from flocknode.chain.types import Phase, RoundView
 from flocknode.cluster.launcher import ClusterState, _alive, kill_node, start_node
+from flocknode.cluster.rpcproxy import WINDOW_SECONDS, RpcProxies
 
-KINDS = ("kill", "pause")
+KINDS = ("kill", "pause", "rpc")
 MAX_FAULTS = 20  # per kind and run
 RESTART_LIMIT = 120.0  # seconds a killed node may take to run again before the next fault
 ROLE_PHASES = (Phase.TRAIN, Phase.COMMIT, Phase.REVEAL)
@@ -104,6 +108,7 @@ class Chaos:
     rounds: int
     progress: Callable[[str], None] = print
     faults: list[Fault] = field(default_factory=list)
+    rpc: RpcProxies | None = None  # the nodes' RPC proxies (``rpc`` faults)
 
     def __post_init__(self) -> None:
         rng = random.Random(self.spec.seed)
@@ -135,6 +140,8 @@ class Chaos:
         begin the next fault when due."""
         now = time.monotonic()
         out = self._active or (self._restarting[0] if self._restarting else None)
+        if out is not None and out.kind == "rpc":
+            out = None  # a node behind a faulty RPC is not out: it acts through the faults
         if out is not None and view is not None and view.round not in out.out_rounds:
             out.out_rounds.append(view.round)
         if self._active is not None:
@@ -161,13 +168,18 @@ class Chaos:
         role, name = self._rng.choice(seats)
         self._plan.pop(0)
         fault = Fault(kind, name, view.round, view.phase.label, role, now - self._t0)
-        fault.out_rounds.append(view.round)
+        seconds = self.spec.down_seconds
         if kind == "kill":
             kill_node(self.state, name)
+        elif kind == "rpc" and self.rpc is not None:
+            self.rpc.window(name, True)
+            seconds = WINDOW_SECONDS
         else:
             os.kill(self.state.node(name).pid, signal.SIGSTOP)
+        if kind != "rpc":
+            fault.out_rounds.append(view.round)
         self.faults.append(fault)
-        self._active, self._until = fault, now + self.spec.down_seconds
+        self._active, self._until = fault, now + seconds
         self.progress(f"chaos: {kind} {name} ({role} of round {view.round}, {view.phase.label})")
 
     def finish(self) -> None:
@@ -186,6 +198,8 @@ class Chaos:
         if fault.kind == "kill":
             self._restarting = (fault, time.time())
             start_node(self.state, fault.node)
+        elif fault.kind == "rpc" and self.rpc is not None:
+            self.rpc.window(fault.node, False)
         else:
             pid = self.state.node(fault.node).pid
             if pid and _alive(pid):
@@ -201,6 +215,7 @@ class Chaos:
             "seed": self.spec.seed,
             "faults": [f.to_json() for f in self.faults],
             "not_injected": [k for _, k, _ in self._plan],
+            **({"rpc": self.rpc.to_json()} if self.rpc is not None else {}),
         }
 
 

@@ -31,6 +31,7 @@ from flocknode.cluster.launcher import (
     start_node,
 )
 from flocknode.cluster.monitor import Monitor, cluster_client
+from flocknode.cluster.rpcproxy import RpcProxies, start_for_cluster
 from flocknode.rounds.byzantine import Behaviour
 
 DEFAULT_DIR = "run/cluster"
@@ -66,7 +67,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     state = create_cluster(Path(args.dir), spec, progress)
     chaos: ChaosRunner | None = None
+    proxies: RpcProxies | None = None
     try:
+        if chaos_spec is not None and "rpc" in dict(chaos_spec.faults):
+            proxies = start_for_cluster(state, chaos_spec.seed)  # every node behind its own
         for n in state.nodes:
             start_node(state, n.name)
         cheaters = [f"{n.name}={n.behaviour}" for n in state.nodes if n.behaviour != "honest"]
@@ -78,7 +82,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         monitor = Monitor(state, progress)
         if chaos_spec is not None:
             chaos = ChaosRunner(
-                Chaos(state, chaos_spec, spec.rounds, progress), current_round_reader(state)
+                Chaos(state, chaos_spec, spec.rounds, progress, rpc=proxies),
+                current_round_reader(state),
             )
             chaos.start()
         finished = monitor.run(timeout=90 + per_round * spec.rounds)
@@ -105,6 +110,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             _report_down(down(state), progress)
         else:
             progress(f"cluster left running; stop it with: flocknode cluster down --dir {args.dir}")
+        if proxies is not None:  # after the nodes: a stopping node may still talk to the chain
+            proxies.close()
 
 
 def cluster_summary(state: ClusterState, monitor: Monitor, finished: bool) -> dict[str, Any]:
@@ -305,8 +312,9 @@ def register(sub: Any) -> None:
         "--chaos",
         metavar="SPEC",
         help="faults to inject, e.g. kill,pause or kill=2,pause=1: kill -9 and restart, or "
-        "SIGSTOP and SIGCONT, an honest node holding a seat, one at a time, 5 s each; the "
-        "summary gains the faults and the invariants checked after them",
+        "SIGSTOP and SIGCONT, an honest node holding a seat, one at a time, 5 s each; rpc: "
+        "errors, timeouts, drops, 429s and stale answers from the node's RPC proxy for 20 s; "
+        "the summary gains the faults and the invariants checked after them",
     )
     p.add_argument("--chaos-seed", type=int, default=0, help="seed of the chaos draws (0)")
     p.add_argument("--json", action="store_true", help="print one JSON summary at the end")
