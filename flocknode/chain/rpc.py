@@ -63,10 +63,12 @@ class RetryPolicy:
     attempts: int = 6
     base_delay: float = 0.1
     max_delay: float = 4.0
-    request_timeout: float = 15.0
-    # The hot reads (block number, latest block, contract views): a request the
-    # endpoint holds is given up this soon and retried, so the node's view of
-    # the chain is never older than this because of one stuck request.
+    # A request the endpoint holds is given up this soon and retried: one stuck
+    # request must not eat a phase (a 20 s train phase on a local cluster).
+    # The web3 path (gas estimates, sends, receipts, logs):
+    request_timeout: float = 6.0
+    # The hot reads (block number, latest block, contract views): the node's
+    # view of the chain is never older than this because of one stuck request.
     read_timeout: float = 4.0
 
     def delay(self, attempt: int) -> float:
