@@ -49,7 +49,7 @@ WINDOW_KINDS: tuple[tuple[str, float], ...] = (
     ("rate_limit", 2.0),
     ("drop", 2.0),
     ("stale", 3.0),
-    ("timeout", 1.0),
+    ("timeout", 2.0),
 )
 KINDS = (*(k for k, _ in WINDOW_KINDS), "range_cap")
 STALE_LAG = (2, 6)  # blocks behind the head a stale answer is (inclusive range)
@@ -383,7 +383,8 @@ class RpcProxies:
         for s in per_node.values():
             for k, n in s["injected"].items():
                 total[k] += n
-        return {"injected": total, "nodes": per_node}
+        caps = {p.range_cap for p in self.proxies.values()}
+        return {"injected": total, "get_logs_range_cap": max(caps, default=0), "nodes": per_node}
 
 
 def start_for_cluster(state: ClusterState, seed: int) -> RpcProxies:
