@@ -59,6 +59,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ChaosSpecError as e:
         _err(str(e))
         return 2
+    if chaos_spec is not None and args.keep and "rpc" in dict(chaos_spec.faults):
+        _err("--chaos rpc: --keep would leave the nodes on RPC proxies that stop with cluster up")
+        return 2
     if chaos_spec is not None:
         # phases end early once everyone acted: longer deadlines cost time only
         # while a node is down, and give a node the chaos stopped room to come

@@ -51,3 +51,13 @@ def test_rpc_faults_keep_every_promise(tmp_path: Path) -> None:
     assert checks["honest_not_slashed"]["idle_slashes_of_stopped_nodes"] == 0
     assert s["ok"] and len([r for r in s["rounds"] if not r["voided"]]) == 4
     assert "chaos: rpc" in done.stderr
+
+
+def test_rpc_chaos_and_keep_do_not_go_together(tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "flocknode.cli", "cluster", "up", "--dir", str(tmp_path / "c")]
+    done = subprocess.run([*cmd, "--chaos", "rpc", "--keep"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "--chaos rpc: --keep would leave the nodes on RPC proxies that stop with cluster up"
+    )
+    assert not (tmp_path / "c").exists()
