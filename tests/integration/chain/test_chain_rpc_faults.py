@@ -53,17 +53,17 @@ def _proxy(made: list[RpcFaultProxy], chain: AnvilChain, **kw: object) -> RpcFau
 def test_get_logs_over_a_providers_range_cap_is_split(
     task: Deployed, chain: AnvilChain, make_proxy: list[RpcFaultProxy]
 ) -> None:
-    proxy = _proxy(make_proxy, chain, range_cap=100)
+    proxy = _proxy(make_proxy, chain, range_cap=25)
     first = block_number(chain)
-    mine(chain, 300)  # the task's events, then blocks without any
+    mine(chain, 60)  # the task's events, then blocks without any
     task.join(2, 150)  # more events, well past the first range
     direct = task.owner.events(0)
     assert len(direct) >= 4
     client = TaskClient(ChainConnection(proxy.url, retry=QUICK), task.address)
     assert client.events(0) == direct
-    # the whole range, then its half were refused; a quarter went through
-    assert proxy.stats.injected["range_cap"] == 2
-    assert client.log_range <= 100
+    # the whole range, then its half, ... were refused, until one fit the cap
+    assert proxy.stats.injected["range_cap"] >= 2
+    assert client.log_range <= 25
     refused = proxy.stats.injected["range_cap"]
     assert client.events(first) == [e for e in direct if e.block_number >= first]
     assert proxy.stats.injected["range_cap"] == refused  # the smaller range is kept
