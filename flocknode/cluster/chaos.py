@@ -171,8 +171,9 @@ class Chaos:
         seconds = self.spec.down_seconds
         if kind == "kill":
             kill_node(self.state, name)
-        elif kind == "rpc" and self.rpc is not None:
-            self.rpc.window(name, True)
+        elif kind == "rpc":
+            if self.rpc is not None:
+                self.rpc.window(name, True)
             seconds = WINDOW_SECONDS
         else:
             os.kill(self.state.node(name).pid, signal.SIGSTOP)
@@ -198,8 +199,9 @@ class Chaos:
         if fault.kind == "kill":
             self._restarting = (fault, time.time())
             start_node(self.state, fault.node)
-        elif fault.kind == "rpc" and self.rpc is not None:
-            self.rpc.window(fault.node, False)
+        elif fault.kind == "rpc":
+            if self.rpc is not None:
+                self.rpc.window(fault.node, False)
         else:
             pid = self.state.node(fault.node).pid
             if pid and _alive(pid):
