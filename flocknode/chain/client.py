@@ -27,9 +27,11 @@ from eth_utils import keccak, to_canonical_address, to_checksum_address
 from web3.exceptions import Web3RPCError
 
 from flocknode.chain.contracts import ChainConnection
+from flocknode.chain.errors import RpcRejected
 from flocknode.chain.events import ChainEvent, EventDecoder, RoundOpened, of_type
 from flocknode.chain.fastview import FastViews
 from flocknode.chain.registry import Registry, RegistryReader
+from flocknode.chain.rpc import is_range_cap
 from flocknode.chain.token import TokenClient
 from flocknode.chain.types import ParticipantView, Phase, RoundView, TaskParams, from_abi
 from flocknode.identity import BoxKey, PeerKey, sign_registration
@@ -151,6 +153,7 @@ class TaskClient:
         )
         self._params: TaskParams | None = None
         self._token: TokenClient | None = None
+        self.log_range = MAX_LOG_RANGE  # blocks per eth_getLogs (smaller once refused)
 
     @property
     def wallet(self) -> str:
@@ -162,9 +165,17 @@ class TaskClient:
 
     # -- views ----------------------------------------------------------------
 
-    def _view(self, name: str, args: tuple[Any, ...], what: str, convert: Callable[[Any], R]) -> R:
-        """A contract view through the cheap path (``conn.view`` semantics, fastview.py)."""
-        return self._views.view(name, args, what, convert)
+    def _view(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        what: str,
+        convert: Callable[[Any], R],
+        block: int | None = None,
+    ) -> R:
+        """A contract view through the cheap path (``conn.view`` semantics, fastview.py),
+        as of ``block`` (the latest when None)."""
+        return self._views.view(name, args, what, convert, block)
 
     def params(self) -> TaskParams:
         if self._params is None:  # immutable after deployment
@@ -176,8 +187,8 @@ class TaskClient:
             self._token = TokenClient(self.conn, self.params().token)
         return self._token
 
-    def current_round(self) -> int:
-        return self._view("currentRound", (), "currentRound", int)
+    def current_round(self, block: int | None = None) -> int:
+        return self._view("currentRound", (), "currentRound", int, block)
 
     def published_settings(self) -> bytes | None:
         """The canonical settings JSON published on chain, checked against configHash.
@@ -202,8 +213,8 @@ class TaskClient:
     def finalized_rounds(self) -> int:
         return self._view("finalizedRounds", (), "finalizedRounds", int)
 
-    def global_model_hash(self) -> bytes:
-        return self._view("globalModelHash", (), "globalModelHash", bytes)
+    def global_model_hash(self, block: int | None = None) -> bytes:
+        return self._view("globalModelHash", (), "globalModelHash", bytes, block)
 
     def global_model_round(self) -> int:
         return self._view("globalModelRound", (), "globalModelRound", int)
@@ -254,8 +265,8 @@ class TaskClient:
         w = to_checksum_address(wallet or self.wallet)
         return self._view("isEligible", (w,), "isEligible", bool)
 
-    def get_round(self, round: int) -> RoundView:
-        return self._view("getRound", (round,), f"getRound({round})", _round_view)
+    def get_round(self, round: int, block: int | None = None) -> RoundView:
+        return self._view("getRound", (round,), f"getRound({round})", _round_view, block)
 
     def phase(self, round: int) -> Phase:
         return self._view("phase", (round,), f"phase({round})", _phase)
@@ -377,22 +388,34 @@ class TaskClient:
     # -- events ---------------------------------------------------------------
 
     def events(self, from_block: int, to_block: int | None = None) -> list[ChainEvent]:
-        """Typed events of this task in [from_block, to_block] (latest when None)."""
+        """Typed events of this task in [from_block, to_block] (latest when None).
+
+        The range goes in chunks of at most ``MAX_LOG_RANGE`` blocks; an endpoint
+        that refuses a chunk as too wide (a provider's range cap) gets half as
+        many blocks per query, down to one, and the client keeps the smaller
+        chunk for later calls.
+        """
         last = self.conn.rpc.block_number() if to_block is None else to_block
         out: list[ChainEvent] = []
         start = max(0, from_block)
         while start <= last:
-            end = min(last, start + MAX_LOG_RANGE - 1)
+            end = min(last, start + self.log_range - 1)
             flt = {
                 "address": self.address,
                 "fromBlock": start,
                 "toBlock": end,
                 "topics": [["0x" + t.hex() for t in self.events_decoder.topics()]],
             }
-            logs = self.conn.rpc.request(
-                f"eth_getLogs({start}..{end})",
-                lambda flt=flt: self.conn.rpc.w3.eth.get_logs(flt),  # type: ignore[misc]
-            )
+            try:
+                logs = self.conn.rpc.request(
+                    f"eth_getLogs({start}..{end})",
+                    lambda flt=flt: self.conn.rpc.w3.eth.get_logs(flt),  # type: ignore[misc]
+                )
+            except RpcRejected as exc:
+                if end == start or not is_range_cap(exc):
+                    raise
+                self.log_range = max(1, (end - start + 1) // 2)
+                continue
             out.extend(self.events_decoder.decode_all(logs))
             start = end + 1
         return out

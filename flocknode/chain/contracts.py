@@ -132,11 +132,11 @@ class ChainConnection:
                 f"({self.url})"
             )
 
-    def view(self, fn: Any, what: str) -> Any:
-        """Run a view with retries; a revert becomes a ContractRevert sentence."""
+    def view(self, fn: Any, what: str, block: int | str = "latest") -> Any:
+        """Run a view (as of ``block``) with retries; a revert becomes a ContractRevert sentence."""
         _ = self.chain_id
         try:
-            return self.rpc.request(what, fn.call)
+            return self.rpc.request(what, lambda: fn.call(block_identifier=block))
         except ContractLogicError as exc:
             data = revert_data_from(exc.data)
             raise self.decoder.decode(data or b"", what) from None

@@ -128,25 +128,35 @@ class FastViews:
         self._lock = threading.Lock()
         self.decoded = 0  # results decoded (memo misses): for tests and profiling
 
-    def view(self, name: str, args: tuple[Any, ...], what: str, convert: Callable[[Any], T]) -> T:
+    def view(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        what: str,
+        convert: Callable[[Any], T],
+        block: int | None = None,
+    ) -> T:
         """``convert`` of the view's result; ``convert`` must return an immutable value.
+
+        ``block``: read the state as of that block (the latest when None).
 
         The converted value is what gets reused when the chain answers the
         same bytes again, so the caller gets a value equal to a fresh one.
         """
         data = self._encode(name, args)
         if data is None:
-            return self._slow(name, args, what, convert)
+            return self._slow(name, args, what, convert, block)
         _ = self.conn.chain_id  # the endpoint serves the expected chain (checked once)
         rpc = self.conn.rpc
-        params: list[Any] = [{"to": self.address, "data": data}, "latest"]
+        tag = "latest" if block is None else hex(block)
+        params: list[Any] = [{"to": self.address, "data": data}, tag]
         try:
             result = rpc.request(
                 what,
                 lambda: rpc.raw_result("eth_call", params, raise_contract_logic_error_on_revert),
             )
         except OffchainLookup:
-            return self._slow(name, args, what, convert)  # CCIP read is web3's business
+            return self._slow(name, args, what, convert, block)  # CCIP read is web3's business
         except ContractLogicError as exc:
             raise self.conn.decoder.decode(revert_data_from(exc.data) or b"", what) from None
         memo_key = data
@@ -157,7 +167,7 @@ class FastViews:
         try:
             raw = rpc.w3.codec.decode(fn.output_types, bytes.fromhex(str(result)[2:]))
         except (DecodingError, ValueError):
-            return self._slow(name, args, what, convert)  # web3 words the failure
+            return self._slow(name, args, what, convert, block)  # web3 words the failure
         values = [_named(o, v) for o, v in zip(fn.outputs, raw, strict=True)]
         value = convert(values[0] if len(values) == 1 else tuple(values))
         with self._lock:
@@ -186,6 +196,14 @@ class FastViews:
             self._calldata[key] = data
         return data
 
-    def _slow(self, name: str, args: tuple[Any, ...], what: str, convert: Callable[[Any], T]) -> T:
+    def _slow(
+        self,
+        name: str,
+        args: tuple[Any, ...],
+        what: str,
+        convert: Callable[[Any], T],
+        block: int | None = None,
+    ) -> T:
         """The web3 contract call, with its own validation and wording of failures."""
-        return convert(self.conn.view(self.contract.functions[name](*args), what))
+        fn = self.contract.functions[name](*args)
+        return convert(self.conn.view(fn, what, "latest" if block is None else block))

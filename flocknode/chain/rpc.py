@@ -63,7 +63,13 @@ class RetryPolicy:
     attempts: int = 6
     base_delay: float = 0.1
     max_delay: float = 4.0
-    request_timeout: float = 15.0
+    # A request the endpoint holds is given up this soon and retried: one stuck
+    # request must not eat a phase (a 20 s train phase on a local cluster).
+    # The web3 path (gas estimates, sends, receipts, logs):
+    request_timeout: float = 6.0
+    # The hot reads (block number, latest block, contract views): the node's
+    # view of the chain is never older than this because of one stuck request.
+    read_timeout: float = 4.0
 
     def delay(self, attempt: int) -> float:
         """Backoff before retry number ``attempt`` (1-based), with +-20% jitter."""
@@ -80,6 +86,8 @@ _TRANSIENT_RPC_MESSAGES = (
     "temporarily unavailable",
     "service unavailable",
     "try again",
+    "internal error",  # a provider's backend failed (JSON-RPC -32603 / -32000)
+    "header not found",  # a lagging backend behind a load balancer
 )
 
 
@@ -109,6 +117,28 @@ def is_transient(exc: BaseException) -> bool:
         msg = rpc_message(exc).lower()
         return any(m in msg for m in _TRANSIENT_RPC_MESSAGES)
     return False
+
+
+# Messages public providers refuse an eth_getLogs with when its block range
+# (or its result) is over their cap; a smaller range is the cure.
+_RANGE_CAP_MESSAGES = (
+    "block range",
+    "range is too large",
+    "range too large",
+    "too many blocks",
+    "query returned more than",
+    "log response size exceeded",
+    "limit the query",
+)
+
+
+def is_range_cap(exc: BaseException) -> bool:
+    """True for an eth_getLogs refusal that asks for a smaller block range."""
+    cause = exc.__cause__ if isinstance(exc, RpcRejected) else exc
+    if not isinstance(cause, Web3RPCError):
+        return False
+    msg = rpc_message(cause).lower()
+    return any(m in msg for m in _RANGE_CAP_MESSAGES)
 
 
 def rpc_message(exc: BaseException) -> str:
@@ -230,9 +260,7 @@ class Rpc:
         )
         self.w3 = Web3(provider)
         self._provider = provider
-        self.direct = (
-            DirectHttp(url, self.retry.request_timeout) if DirectHttp.serves(url) else None
-        )
+        self.direct = DirectHttp(url, self.retry.read_timeout) if DirectHttp.serves(url) else None
         self._ids = itertools.count(1)
         self._chain_id: int | None = None
         self.retries = 0  # transient failures retried so far (for status and tests)

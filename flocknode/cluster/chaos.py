@@ -10,7 +10,10 @@ SPEC is a comma-separated list of fault kinds, each with an optional count
 - ``pause``: SIGSTOP such a node and SIGCONT it ``down_seconds`` later;
 - ``partition``: cut the p2p traffic between a minority of the nodes and the
   rest for ``partition.SECONDS``, both sides still reaching the chain (the
-  cluster's nodes run in network namespaces, cluster/partition.py).
+  cluster's nodes run in network namespaces, cluster/partition.py);
+- ``rpc``: open a fault window of such a node's RPC proxy (rpcproxy.py) for
+  ``rpcproxy.WINDOW_SECONDS``; the node is not out meanwhile (it is expected to
+  act through the faults).
 
 A voter is chosen only while the round's reveal deadline leaves it room to come
 back and reveal (``VOTER_ROOM``): the promise that a committed vote is revealed
@@ -40,15 +43,16 @@ from flocknode.chain.types import Phase, RoundView
 from flocknode.cluster import partition
 from flocknode.cluster.launcher import ClusterState, _alive, kill_node, start_node
 from flocknode.cluster.resources import Usage, growth
+from flocknode.cluster.rpcproxy import WINDOW_SECONDS, RpcProxies
 
-KINDS = ("kill", "pause", "partition")
+KINDS = ("kill", "pause", "partition", "rpc")
 MAX_FAULTS = 20  # per kind and run
 RESTART_LIMIT = 120.0  # seconds a killed node may take to run again before the next fault
 # Seconds a voter needs, once back, to reveal a vote it committed before the
 # fault: a killed one restarts (interpreter, torch, libp2p, chain) and resumes
 # from its journal; a paused one only sends its reveal. A voter is faulted only
 # while the round's reveal deadline leaves it ``down_seconds`` plus this.
-VOTER_ROOM = {"kill": 15.0, "pause": 3.0}
+VOTER_ROOM = {"kill": 15.0, "pause": 3.0, "rpc": 0.0}
 ROLE_PHASES = (Phase.TRAIN, Phase.COMMIT, Phase.REVEAL)
 
 
@@ -126,6 +130,7 @@ class Chaos:
     faults: list[Fault] = field(default_factory=list)
     first_round: int = 1  # the run's rounds are first_round .. first_round + rounds - 1
     wall: Callable[[], float] = time.time  # the chain's clock (anvil's blocks follow it)
+    rpc: RpcProxies | None = None  # the nodes' RPC proxies (``rpc`` faults)
 
     def __post_init__(self) -> None:
         rng = random.Random(self.spec.seed)
@@ -159,6 +164,8 @@ class Chaos:
         begin the next fault when due."""
         now = time.monotonic()
         out = self._active or (self._restarting[0] if self._restarting else None)
+        if out is not None and out.kind == "rpc":
+            out = None  # a node behind a faulty RPC is not out: it acts through the faults
         if out is not None and view is not None and view.round not in out.out_rounds:
             out.out_rounds.append(view.round)
         if self._active is not None:
@@ -195,13 +202,19 @@ class Chaos:
         role, name = self._rng.choice(seats)
         self._plan.pop(0)
         fault = Fault(kind, name, view.round, view.phase.label, role, now - self._t0)
-        fault.out_rounds.append(view.round)
+        seconds = self.spec.down_seconds
         if kind == "kill":
             kill_node(self.state, name)
+        elif kind == "rpc":
+            if self.rpc is not None:
+                self.rpc.window(name, True)
+            seconds = WINDOW_SECONDS
         else:
             os.kill(self.state.node(name).pid, signal.SIGSTOP)
+        if kind != "rpc":
+            fault.out_rounds.append(view.round)
         self.faults.append(fault)
-        self._active, self._until = fault, now + self.spec.down_seconds
+        self._active, self._until = fault, now + seconds
         self.progress(f"chaos: {kind} {name} ({role} of round {view.round}, {view.phase.label})")
 
     def _partition(self, view: RoundView, now: float) -> None:
@@ -238,6 +251,9 @@ class Chaos:
         elif fault.kind == "partition":
             for line in partition.heal(self.state, *fault.sides):
                 self.progress(f"chaos: heal: {line}")
+        elif fault.kind == "rpc":
+            if self.rpc is not None:
+                self.rpc.window(fault.node, False)
         else:
             pid = self.state.node(fault.node).pid
             if pid and _alive(pid):
@@ -253,6 +269,7 @@ class Chaos:
             "seed": self.spec.seed,
             "faults": [f.to_json() for f in self.faults],
             "not_injected": [k for _, k, _ in self._plan],
+            **({"rpc": self.rpc.to_json()} if self.rpc is not None else {}),
         }
 
 

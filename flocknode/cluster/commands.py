@@ -35,6 +35,7 @@ from flocknode.cluster.launcher import (
 )
 from flocknode.cluster.monitor import Monitor, cluster_client
 from flocknode.cluster.netns import can_create_namespaces
+from flocknode.cluster.rpcproxy import RpcProxies, start_for_cluster
 from flocknode.rounds.byzantine import Behaviour
 
 DEFAULT_DIR = "run/cluster"
@@ -62,6 +63,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     except ChaosSpecError as e:
         _err(str(e))
         return 2
+    if chaos_spec is not None and args.keep and "rpc" in dict(chaos_spec.faults):
+        _err("--chaos rpc: --keep would leave the nodes on RPC proxies that stop with cluster up")
+        return 2
     if chaos_spec is not None:
         # phases end early once everyone acted: longer deadlines cost time only
         # while a node is down, and give a node the chaos stopped room to come
@@ -75,7 +79,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, netns=True)  # each node in a namespace of its own
     t0 = time.monotonic()
     state = create_cluster(Path(args.dir), spec, progress)
+    proxies: RpcProxies | None = None
     try:
+        if chaos_spec is not None and "rpc" in dict(chaos_spec.faults):
+            proxies = start_for_cluster(state, chaos_spec.seed)  # every node behind its own
         for n in state.nodes:
             start_node(state, n.name)
         cheaters = [f"{n.name}={n.behaviour}" for n in state.nodes if n.behaviour != "honest"]
@@ -85,7 +92,12 @@ def cmd_up(args: argparse.Namespace) -> int:
         )
         per_round = 60 + 3 * (spec.train_seconds + spec.commit_seconds + spec.reveal_seconds)
         summary = follow(
-            state, Monitor(state, progress), chaos_spec, 90 + per_round * spec.rounds, progress
+            state,
+            Monitor(state, progress),
+            chaos_spec,
+            90 + per_round * spec.rounds,
+            progress,
+            rpc=proxies,
         )
         return _finish(summary, t0, args.json)
     except KeyboardInterrupt:
@@ -96,6 +108,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             _report_down(down(state), progress)
         else:
             progress(f"cluster left running; stop it with: flocknode cluster down --dir {args.dir}")
+        if proxies is not None:  # after the nodes: a stopping node may still talk to the chain
+            proxies.close()
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -109,6 +123,9 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         return 2
     if not _alive(state.anvil_pid):
         _err(f"{args.dir}: the cluster's chain is not running (start one with: cluster up)")
+        return 2
+    if "rpc" in dict(chaos_spec.faults):
+        _err(f"{args.dir}: rpc faults need the proxies of: cluster up --chaos rpc ...")
         return 2
     if "partition" in dict(chaos_spec.faults) and not state.network:
         _err(
@@ -142,6 +159,7 @@ def follow(
     chaos_spec: ChaosSpec | None,
     timeout: float,
     progress: Callable[[str], None],
+    rpc: RpcProxies | None = None,
 ) -> dict[str, Any]:
     """Follow ``monitor``'s rounds, injecting ``chaos_spec``'s faults meanwhile;
     the summary, with the faults and the invariants if there was chaos."""
@@ -149,7 +167,7 @@ def follow(
     chaos: ChaosRunner | None = None
     if chaos_spec is not None:
         chaos = ChaosRunner(
-            Chaos(state, chaos_spec, rounds, progress, first_round=monitor.first_round),
+            Chaos(state, chaos_spec, rounds, progress, first_round=monitor.first_round, rpc=rpc),
             current_round_reader(state),
         )
         chaos.start()
@@ -379,8 +397,9 @@ def register(sub: Any) -> None:
         help="faults to inject, e.g. kill,pause or kill=2,pause=1: kill -9 and restart, or "
         "SIGSTOP and SIGCONT, an honest node holding a seat, one at a time, 5 s each; "
         "partition: cut a minority of the nodes off the rest for 30 s (root: each node runs "
-        "in a network namespace); the summary gains the faults and the invariants checked "
-        "after them",
+        "in a network namespace); rpc: errors, timeouts, drops, 429s and stale answers from "
+        "the node's RPC proxy for 20 s; the summary gains the faults and the invariants "
+        "checked after them",
     )
     p.add_argument("--chaos-seed", type=int, default=0, help="seed of the chaos draws (0)")
     p.add_argument("--json", action="store_true", help="print one JSON summary at the end")

@@ -134,6 +134,7 @@ COUNTERS = {
         CounterSpec("worker_failures", "Task worker calls that failed, by reason", "reason"),
         # plain: flocknode_round_events{event}
         CounterSpec("chain_errors", "Chain reads that failed (retried)"),
+        CounterSpec("stale_chain_reads", "Chain answers older than the node's view (ignored)"),
         CounterSpec("status_errors", "Status snapshots that could not be built"),
         CounterSpec("role_no_model", "Roles given up without the global model"),
         CounterSpec("role_errors", "Role runs that raised (retried while the phase lasted)"),

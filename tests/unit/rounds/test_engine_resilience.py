@@ -63,16 +63,16 @@ class FakeChainReader:
         self.block += 1  # a new block every tick: every tick is a full read
         return self.block
 
-    async def current_round(self) -> int:
+    async def current_round(self, block: int | None = None) -> int:
         return self.view.round if self.view else 0
 
-    async def get_round(self, r: int) -> RoundView | None:
+    async def get_round(self, r: int, block: int | None = None) -> RoundView | None:
         return self.view
 
     async def latest_block(self) -> tuple[int, int]:
         return self.block, BLOCK_TIME + int(trio.current_time())  # chain time follows the clock
 
-    async def global_model_hash(self) -> bytes:
+    async def global_model_hash(self, block: int | None = None) -> bytes:
         return self.model
 
     async def global_model_round(self) -> int:

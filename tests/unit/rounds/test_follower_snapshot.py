@@ -18,7 +18,7 @@ import trio.testing
 from flocknode.chain.registry import Member, Registry
 from flocknode.chain.types import Phase, RoundView
 from flocknode.identity import PeerKey
-from flocknode.rounds.follower import FULL_READ_SECONDS, ChainFollower
+from flocknode.rounds.follower import FULL_READ_SECONDS, ROLLBACK_SECONDS, ChainFollower
 from flocknode.rounds.membership import ChainMembership
 from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.snapshot import ChainFeed, ChainSnapshot
@@ -63,11 +63,11 @@ class MovingChain:
             self.round += 1
         return self.block
 
-    async def current_round(self) -> int:
+    async def current_round(self, block: int | None = None) -> int:
         await self._read("current_round")
         return self.round
 
-    async def get_round(self, r: int) -> RoundView:
+    async def get_round(self, r: int, block: int | None = None) -> RoundView:
         await self._read("get_round")
         return dataclasses.replace(make_view(r, self.phase), voters=self.voters)
 
@@ -75,7 +75,7 @@ class MovingChain:
         await self._read("latest_block")
         return self.block, 1_000 + self.block
 
-    async def global_model_hash(self) -> bytes:
+    async def global_model_hash(self, block: int | None = None) -> bytes:
         await self._read("global_model_hash")
         return model_of(self.round)
 
@@ -230,7 +230,7 @@ async def test_a_failed_tick_publishes_nothing_and_is_reported(
     broken: dict[str, Any] = {"on": False}
     original = chain.global_model_hash
 
-    async def model_hash() -> bytes:
+    async def model_hash(block: int | None = None) -> bytes:
         if broken["on"]:
             raise ValueError("undecodable answer")
         return await original()
@@ -250,3 +250,72 @@ async def test_a_failed_tick_publishes_nothing_and_is_reported(
         broken["on"] = False
         await until(lambda: follower.healthy and follower.feed.current == 2)
         follower.stop()
+
+
+class LaggingChain(MovingChain):
+    """A chain behind a load balancer: ``lag`` blocks behind on the head reads that
+    ``lagging`` names; records the block each state read was pinned to."""
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__(registry)
+        self.lag = 0
+        self.lagging: set[str] = set()
+        self.pinned: list[int | None] = []
+
+    async def block_number(self) -> int:
+        block = await super().block_number()
+        return block - self.lag if "block_number" in self.lagging else block
+
+    async def latest_block(self) -> tuple[int, int]:
+        block, stamp = await super().latest_block()
+        if "latest_block" in self.lagging:
+            return block - self.lag, stamp - self.lag
+        return block, stamp
+
+    async def current_round(self, block: int | None = None) -> int:
+        self.pinned.append(block)
+        return await super().current_round(block)
+
+    async def get_round(self, r: int, block: int | None = None) -> RoundView:
+        self.pinned.append(block)
+        return await super().get_round(r, block)
+
+    async def global_model_hash(self, block: int | None = None) -> bytes:
+        self.pinned.append(block)
+        return await super().global_model_hash(block)
+
+
+async def test_reads_are_pinned_and_a_stale_answer_never_moves_the_view_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    chain = LaggingChain(Registry((), 0))
+    follower = follower_on(chain)
+    first = await follower.tick()
+    assert first is not None
+    # every state read of the tick was of the block the snapshot says
+    assert chain.pinned and set(chain.pinned) == {first.block}
+    for where in ("block_number", "latest_block"):
+        chain.lag, chain.lagging = 5, {where}
+        published = follower.feed.published
+        assert await follower.tick() is None
+        assert follower.feed.published == published and follower.feed.latest.block >= first.block
+    assert follower.metrics.counters["stale_chain_reads"] == 2
+    chain.lag = 0  # a fresh answer: followed again
+    again = await follower.tick()
+    assert again is not None and again.block > first.block
+
+
+async def test_a_head_that_stays_older_is_a_rollback_and_is_followed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    chain = LaggingChain(Registry((), 0))
+    follower = follower_on(chain)
+    first = await follower.tick()
+    assert first is not None
+    chain.lag, chain.lagging = 50, {"block_number", "latest_block"}
+    start = trio.current_time()
+    while (s := await follower.tick()) is None:
+        await trio.sleep(0.5)
+    assert s.block < first.block
+    assert ROLLBACK_SECONDS <= trio.current_time() - start < ROLLBACK_SECONDS + 1
+    assert follower.metrics.counters["stale_chain_reads"] >= ROLLBACK_SECONDS / 0.5 - 1
