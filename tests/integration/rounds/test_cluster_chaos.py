@@ -43,7 +43,8 @@ def wait_for_round(directory: Path, number: int, timeout: float) -> int:
 def test_kill_and_pause_faults_on_a_running_cluster_keep_every_promise(tmp_path: Path) -> None:
     directory = tmp_path / "c"
     up_cmd = [sys.executable, "-m", "flocknode.cli", "cluster", "up", "--dir", str(directory)]
-    up_cmd += ["--nodes", "4", "--rounds", "12", "--isolation", "none", "--json"]
+    # more rounds than the test follows: cluster up still runs when it is interrupted
+    up_cmd += ["--nodes", "4", "--rounds", "30", "--isolation", "none", "--json"]
     up = subprocess.Popen(up_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         # as soon as the cluster is laid out (its rounds may not have begun)

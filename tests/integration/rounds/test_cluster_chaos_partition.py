@@ -48,6 +48,7 @@ def test_a_partition_heals_and_the_cluster_resumes_and_agrees(tmp_path: Path) ->
         "honest_not_slashed",
         "committed_votes_revealed",
         "rounds_finalized",
+        "bounded_growth",
         "resumes_after_partition",
     }
     assert all(c["ok"] for c in checks.values()), checks
