@@ -62,6 +62,9 @@ class NodeInfo:
     behaviour: str = "honest"
     pid: int = 0
     http_port: int = 0  # the node's status page, /metrics, /healthz, /readyz (0: disabled)
+    # laid out (wallet funded, config and data written) but neither registered,
+    # staked nor started by create_cluster: a participant that joins mid-task
+    spare: bool = False
 
     @property
     def http_url(self) -> str:
@@ -164,6 +167,7 @@ class ClusterSpec:
     # [compute] isolation of every node ("namespace", "process", "none"); empty:
     # the node's default (docs/protocol.md, "Task worker")
     isolation: str = ""
+    spares: int = 0  # nodes laid out after the others, to join mid-task (NodeInfo.spare)
 
 
 def node_settings(
@@ -181,7 +185,7 @@ def node_settings(
     files ``write_shards`` wrote, and the shared test split), the task settings
     file (and the base model, for a task that has one), and loopback-only p2p
     and HTTP ports."""
-    data: dict[str, Any] = {"node_index": index, "num_nodes": spec.nodes}
+    data: dict[str, Any] = {"node_index": index, "num_nodes": spec.nodes + spec.spares}
     if data_path:
         data.update(path=data_path, test_path=test_path)
     task: dict[str, Any] = {"settings": str(settings_file)}
@@ -201,7 +205,8 @@ def node_settings(
 
 
 def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) -> ClusterState:
-    """Start anvil, deploy the task, lay out and fund/register/stake every node."""
+    """Start anvil, deploy the task, lay out and fund every node (and the spares),
+    register and stake every node but the spares."""
     directory = Path(directory).resolve()
     if (directory / STATE_FILE).exists():
         old = ClusterState.load(directory)
@@ -215,7 +220,8 @@ def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) ->
     for stale in [*directory.glob("node-*"), directory / "data"]:
         _rmtree(stale)
     progress(f"starting anvil (block time {spec.block_time:g} s) ...")
-    opts = AnvilOptions(block_time=spec.block_time, mixed_mining=True, accounts=spec.nodes + 1)
+    total = spec.nodes + spec.spares
+    opts = AnvilOptions(block_time=spec.block_time, mixed_mining=True, accounts=total + 1)
     proc, chain = spawn_anvil(opts, directory / "anvil", directory / "anvil.log")
     try:
         return _deploy(directory, spec, chain, proc.pid, progress)
@@ -260,7 +266,8 @@ def _deploy(
         settings = with_package(settings, package)
     deployer = Account.from_key(chain.private_keys[0])
     conn = ChainConnection(chain.rpc_url, deployer, expected_chain_id=chain.chain_id)
-    keys = chain.private_keys[1 : spec.nodes + 1]
+    total = spec.nodes + spec.spares
+    keys = chain.private_keys[1 : total + 1]
     wallets = [Account.from_key(k).address for k in keys]
     params = {
         "total_rounds": spec.rounds,
@@ -293,7 +300,7 @@ def _deploy(
     shards = write_shards(
         task,
         directory / "data",
-        spec.nodes,
+        total,
         spec.split,
         spec.alpha,
         spec.data_seed,
@@ -301,12 +308,12 @@ def _deploy(
     )
     progress(f"deploying the task: {proposers} proposers and {voters} voters per round ...")
     created = create_task(conn, plan)
-    ports = free_ports(2 * spec.nodes)  # libp2p ports, then HTTP ports
-    http_ports = ports[spec.nodes :]
-    behaviours = list(spec.byzantine) + [Behaviour.HONEST] * (spec.nodes - len(spec.byzantine))
+    ports = free_ports(2 * total)  # libp2p ports, then HTTP ports
+    http_ports = ports[total:]
+    behaviours = list(spec.byzantine) + [Behaviour.HONEST] * (total - len(spec.byzantine))
     # cheaters are the first K nodes (registration order does not favour anyone in the draw)
     nodes: list[NodeInfo] = []
-    for i in range(spec.nodes):
+    for i in range(total):
         name = f"node-{i}"
         d = directory / name
         init_data_dir(
@@ -338,10 +345,11 @@ def _deploy(
                 str(d),
                 behaviours[i].value,
                 http_port=http_ports[i],
+                spare=i >= spec.nodes,
             )
         )
     progress(f"registering and staking {spec.nodes} nodes ...")
-    for i, n in enumerate(nodes):
+    for i, n in enumerate(nodes[: spec.nodes]):
         stake = spec.stakes[i] if i < len(spec.stakes) else 100
         cfg = load_config(n.layout.config, environ={})
         client = connect(cfg, Account.from_key(n.key))
