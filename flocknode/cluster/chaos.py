@@ -7,7 +7,9 @@ SPEC is a comma-separated list of fault kinds, each with an optional count
 - ``kill``: SIGKILL an honest node that holds a seat in the current round,
   while the round is in its train, commit or reveal phase, and restart it
   ``down_seconds`` later;
-- ``pause``: SIGSTOP such a node and SIGCONT it ``down_seconds`` later.
+- ``pause``: SIGSTOP such a node and SIGCONT it ``down_seconds`` later;
+- ``join``, ``leave``: churn (flocknode/cluster/churn.py): a spare node
+  registers, stakes and starts; an honest node unstakes, withdraws and stops.
 
 Faults come one at a time, in rounds spread over the run (never the first or
 the last), each in a phase (train, commit or reveal; the next round's first
@@ -30,9 +32,10 @@ from typing import Any
 
 from flocknode.chain.events import Slashed
 from flocknode.chain.types import Phase, RoundView
+from flocknode.cluster.churn import CHURN_KINDS, Churn
 from flocknode.cluster.launcher import ClusterState, _alive, kill_node, start_node
 
-KINDS = ("kill", "pause")
+KINDS = ("kill", "pause", *CHURN_KINDS)
 MAX_FAULTS = 20  # per kind and run
 RESTART_LIMIT = 120.0  # seconds a killed node may take to run again before the next fault
 ROLE_PHASES = (Phase.TRAIN, Phase.COMMIT, Phase.REVEAL)
@@ -120,6 +123,7 @@ class Chaos:
         self._active: Fault | None = None
         self._until = 0.0
         self._restarting: tuple[Fault, float] | None = None  # (fault, wall time of the restart)
+        self.churn = Churn(self.state, self.progress, self._t0)
 
     @property
     def pending(self) -> int:
@@ -134,6 +138,7 @@ class Chaos:
         """Undo the active fault when its time is up; once its node runs again,
         begin the next fault when due."""
         now = time.monotonic()
+        self.churn.tick(view)
         out = self._active or (self._restarting[0] if self._restarting else None)
         if out is not None and view is not None and view.round not in out.out_rounds:
             out.out_rounds.append(view.round)
@@ -151,6 +156,10 @@ class Chaos:
         due, kind, phase = self._plan[0]
         # in the drawn phase of the due round; in any role phase once that passed
         if view.round < due or (view.round == due and view.phase is not phase):
+            return
+        if kind in CHURN_KINDS:
+            if self.churn.begin(kind, view, {f.node for f in self.faults if not f.undone}):
+                self._plan.pop(0)
             return
         honest = {n.wallet.lower(): n.name for n in self.state.nodes if n.behaviour == "honest"}
         seats = [("proposer", w) for w in view.proposers] + [("voter", w) for w in view.voters]
@@ -200,6 +209,7 @@ class Chaos:
             "spec": self.spec.text,
             "seed": self.spec.seed,
             "faults": [f.to_json() for f in self.faults],
+            "churn": self.churn.to_json(),
             "not_injected": [k for _, k, _ in self._plan],
         }
 
@@ -250,12 +260,14 @@ def invariants(
     slashes: list[Slashed],
     faults: list[Fault],
     initial_model: str,
+    gone: frozenset[str] = frozenset(),
 ) -> dict[str, dict[str, Any]]:
     """The promises a run keeps under its faults, each with its figures.
 
     - ``agreement``: no live honest node reported a global model that is not a
       finalized one (a node catching up may hold an earlier one), every honest
-      node is running at the end and holds the last round's model;
+      node is running at the end and holds the last round's model (but for the
+      nodes ``gone`` names: churn's leavers and spares that never joined);
     - ``honest_not_slashed``: an honest node is slashed only for idling, and
       only in a round current while the chaos had it out (down, paused, or
       restarting after a kill);
@@ -275,7 +287,7 @@ def invariants(
                 stray.append(f"round {r['round']}: {node} held {held[:12]}")
     at_end: dict[str, str] = finalized[-1]["node_hashes"] if finalized else {}
     final = finalized[-1]["model_after"] if finalized else ""
-    down = sorted(honest - set(at_end))  # the chaos restarts every node it stops: a crash
+    down = sorted(honest - set(at_end) - gone)  # the chaos restarts every node it stops: a crash
     behind = [n for n in sorted(honest & set(at_end)) if at_end[n] != final]
     stopped = {(r, f.node) for f in faults for r in f.out_rounds}
     bad_slashes, excused = [], 0

@@ -19,6 +19,7 @@ from flocknode.cluster.chaos import (
     invariants,
     parse_chaos,
 )
+from flocknode.cluster.churn import CHURN_KINDS, churn_invariants
 from flocknode.cluster.launcher import (
     ClusterSpec,
     ClusterState,
@@ -63,15 +64,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         # while a node is down, and give a node the chaos stopped room to come
         # back and still commit and reveal
         spec = dataclasses.replace(spec, commit_seconds=30, reveal_seconds=40)
+        # a spare node per join, laid out but not registered (flocknode/cluster/churn.py)
+        spec = dataclasses.replace(spec, spares=dict(chaos_spec.faults).get("join", 0))
     t0 = time.monotonic()
     state = create_cluster(Path(args.dir), spec, progress)
     chaos: ChaosRunner | None = None
     try:
         for n in state.nodes:
-            start_node(state, n.name)
+            if not n.spare:
+                start_node(state, n.name)
         cheaters = [f"{n.name}={n.behaviour}" for n in state.nodes if n.behaviour != "honest"]
         progress(
-            f"started {len(state.nodes)} nodes in {state.directory}"
+            f"started {len([n for n in state.nodes if not n.spare])} nodes in {state.directory}"
             + (f" (byzantine: {', '.join(cheaters)})" if cheaters else "")
         )
         per_round = 60 + 3 * (spec.train_seconds + spec.commit_seconds + spec.reveal_seconds)
@@ -144,17 +148,24 @@ def current_round_reader(state: ClusterState) -> Callable[[], RoundView | None]:
 def chaos_summary(state: ClusterState, monitor: Monitor, chaos: Chaos) -> dict[str, Any]:
     """``--json``'s ``chaos`` (the faults injected) and ``invariants`` (each check)."""
     initial = "0x" + monitor.client.params().initial_model_hash.hex()
-    return {
-        "chaos": chaos.to_json(),
-        "invariants": invariants(
-            state,
-            [r.to_json() for r in monitor.rounds],
-            monitor.views,
-            monitor.slash_events,
-            chaos.faults,
-            initial,
-        ),
-    }
+    rounds = [r.to_json() for r in monitor.rounds]
+    checks = invariants(
+        state,
+        rounds,
+        monitor.views,
+        monitor.slash_events,
+        chaos.faults,
+        initial,
+        frozenset(chaos.churn.gone()),
+    )
+    planned = {k: n for k, n in chaos.spec.faults if k in CHURN_KINDS}
+    if planned:
+        stopped = {(r, f.node) for f in chaos.faults for r in f.out_rounds}
+        churn = chaos.churn
+        checks |= churn_invariants(
+            state, rounds, monitor.views, monitor.slash_events, churn, planned, stopped
+        )
+    return {"chaos": chaos.to_json(), "invariants": checks}
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -306,7 +317,8 @@ def register(sub: Any) -> None:
         metavar="SPEC",
         help="faults to inject, e.g. kill,pause or kill=2,pause=1: kill -9 and restart, or "
         "SIGSTOP and SIGCONT, an honest node holding a seat, one at a time, 5 s each; the "
-        "summary gains the faults and the invariants checked after them",
+        "summary gains the faults and the invariants checked after them; join,leave: a "
+        "spare node registers, starts and stakes, an honest node unstakes, withdraws and stops",
     )
     p.add_argument("--chaos-seed", type=int, default=0, help="seed of the chaos draws (0)")
     p.add_argument("--json", action="store_true", help="print one JSON summary at the end")
