@@ -164,7 +164,8 @@ class Chaos:
         honest = {n.wallet.lower(): n.name for n in self.state.nodes if n.behaviour == "honest"}
         seats = [("proposer", w) for w in view.proposers] + [("voter", w) for w in view.voters]
         seats = [(role, honest[w.lower()]) for role, w in seats if w.lower() in honest]
-        seats = [(r, name) for r, name in seats if _alive(self.state.node(name).pid)]
+        leaving = {lv.node for lv in self.churn.leaves}  # a leaver is not restarted
+        seats = [(r, n) for r, n in seats if _alive(self.state.node(n).pid) and n not in leaving]
         if not seats:
             return
         role, name = self._rng.choice(seats)

@@ -335,3 +335,22 @@ def test_agreement_does_not_count_a_node_gone_by_design_as_down(tmp_path: Path) 
     assert down["honest_nodes_down"] == ["node-2"] and not down["ok"]
     left = invariants(state, rounds, {}, [], no_faults, initial, frozenset({"node-2"}))
     assert left["agreement"]["ok"], left
+
+
+def test_a_kill_or_pause_spares_a_leaver(tmp_path: Path) -> None:
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        nodes = [_node(i, tmp_path) for i in range(2)]
+        for n in nodes:
+            n.pid = sleeper.pid
+        chaos = Chaos(_state(tmp_path, *nodes), parse_chaos("pause"), 5, lambda _: None)
+        chaos._plan = [(2, "pause", Phase.TRAIN)]
+        chaos.churn.leaves.append(Leave("node-1", 2, "train", 0.0))
+        chaos.tick(_seated(2, (), (nodes[1].wallet,)))
+        assert chaos.faults == [] and chaos.pending == 1  # its only seat holder leaves
+        chaos.tick(_seated(2, (nodes[0].wallet,), (nodes[1].wallet,)))
+        assert [f.node for f in chaos.faults] == ["node-0"]
+        chaos.finish()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
