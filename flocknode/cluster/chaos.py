@@ -13,7 +13,9 @@ SPEC is a comma-separated list of fault kinds, each with an optional count
   cluster's nodes run in network namespaces, cluster/partition.py);
 - ``rpc``: open a fault window of such a node's RPC proxy (rpcproxy.py) for
   ``rpcproxy.WINDOW_SECONDS``; the node is not out meanwhile (it is expected to
-  act through the faults).
+  act through the faults);
+- ``join``, ``leave``: churn (flocknode/cluster/churn.py): a spare node
+  registers, stakes and starts; an honest node unstakes, withdraws and stops.
 
 A voter is chosen only while the round's reveal deadline leaves it room to come
 back and reveal (``VOTER_ROOM``): the promise that a committed vote is revealed
@@ -41,11 +43,12 @@ from typing import Any
 from flocknode.chain.events import Slashed
 from flocknode.chain.types import Phase, RoundView
 from flocknode.cluster import partition
+from flocknode.cluster.churn import CHURN_KINDS, Churn
 from flocknode.cluster.launcher import ClusterState, _alive, kill_node, start_node
 from flocknode.cluster.resources import Usage, growth
 from flocknode.cluster.rpcproxy import WINDOW_SECONDS, RpcProxies
 
-KINDS = ("kill", "pause", "partition", "rpc")
+KINDS = ("kill", "pause", "partition", "rpc", *CHURN_KINDS)
 MAX_FAULTS = 20  # per kind and run
 RESTART_LIMIT = 120.0  # seconds a killed node may take to run again before the next fault
 # Seconds a voter needs, once back, to reveal a vote it committed before the
@@ -149,6 +152,7 @@ class Chaos:
         self._active: Fault | None = None
         self._until = 0.0
         self._restarting: tuple[Fault, float] | None = None  # (fault, wall time of the restart)
+        self.churn = Churn(self.state, self.progress, self._t0)
 
     @property
     def pending(self) -> int:
@@ -163,6 +167,7 @@ class Chaos:
         """Undo the active fault when its time is up; once its node runs again,
         begin the next fault when due."""
         now = time.monotonic()
+        self.churn.tick(view)
         out = self._active or (self._restarting[0] if self._restarting else None)
         if out is not None and out.kind == "rpc":
             out = None  # a node behind a faulty RPC is not out: it acts through the faults
@@ -186,10 +191,16 @@ class Chaos:
         if kind == "partition":
             self._partition(view, now)
             return
+        if kind in CHURN_KINDS:
+            if self.churn.begin(kind, view, {f.node for f in self.faults if not f.undone}):
+                self._plan.pop(0)
+            return
         honest = {n.wallet.lower(): n.name for n in self.state.nodes if n.behaviour == "honest"}
         seats = [("proposer", w) for w in view.proposers] + [("voter", w) for w in view.voters]
         seats = [(role, honest[w.lower()]) for role, w in seats if w.lower() in honest]
         seats = [(r, name) for r, name in seats if _alive(self.state.node(name).pid)]
+        leaving = {lv.node for lv in self.churn.leaves}  # a leaver is not restarted
+        seats = [(r, n) for r, n in seats if n not in leaving]
         # a voter only while it can come back and still reveal
         room = view.reveal_end - self.wall()
         seats = [
@@ -268,6 +279,7 @@ class Chaos:
             "spec": self.spec.text,
             "seed": self.spec.seed,
             "faults": [f.to_json() for f in self.faults],
+            "churn": self.churn.to_json(),
             "not_injected": [k for _, k, _ in self._plan],
             **({"rpc": self.rpc.to_json()} if self.rpc is not None else {}),
         }
@@ -322,12 +334,14 @@ def invariants(
     usage: Mapping[int, Mapping[str, Usage]] | None = None,
     keep_rounds: int = 0,
     expected_rounds: int = 0,
+    gone: frozenset[str] = frozenset(),
 ) -> dict[str, dict[str, Any]]:
     """The promises a run keeps under its faults, each with its figures.
 
     - ``agreement``: no live honest node reported a global model that is not a
       finalized one (a node catching up may hold an earlier one), every honest
-      node is running at the end and holds the last round's model;
+      node is running at the end and holds the last round's model (but for the
+      nodes ``gone`` names: churn's leavers and spares that never joined);
     - ``honest_not_slashed``: an honest node is slashed only for idling, and
       only in a round current while the chaos had it out (down, paused,
       restarting after a kill, or on a partition's minority side);
@@ -352,7 +366,7 @@ def invariants(
                 stray.append(f"round {r['round']}: {node} held {held[:12]}")
     at_end: dict[str, str] = finalized[-1]["node_hashes"] if finalized else {}
     final = finalized[-1]["model_after"] if finalized else ""
-    down = sorted(honest - set(at_end))  # the chaos restarts every node it stops: a crash
+    down = sorted(honest - set(at_end) - gone)  # the chaos restarts every node it stops: a crash
     behind = [n for n in sorted(honest & set(at_end)) if at_end[n] != final]
     stopped = {(r, node) for f in faults for r in f.out_rounds for node in f.out_nodes}
     bad_slashes, excused = [], 0

@@ -20,6 +20,7 @@ from flocknode.cluster.chaos import (
     invariants,
     parse_chaos,
 )
+from flocknode.cluster.churn import CHURN_KINDS, churn_invariants
 from flocknode.cluster.launcher import (
     ClusterError,
     ClusterSpec,
@@ -71,6 +72,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         # while a node is down, and give a node the chaos stopped room to come
         # back and still commit and reveal
         spec = dataclasses.replace(spec, commit_seconds=30, reveal_seconds=40)
+        # a spare node per join, laid out but not registered (flocknode/cluster/churn.py)
+        spec = dataclasses.replace(spec, spares=dict(chaos_spec.faults).get("join", 0))
     if chaos_spec is not None and "partition" in dict(chaos_spec.faults):
         refusal = can_create_namespaces()
         if refusal:
@@ -84,10 +87,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         if chaos_spec is not None and "rpc" in dict(chaos_spec.faults):
             proxies = start_for_cluster(state, chaos_spec.seed)  # every node behind its own
         for n in state.nodes:
-            start_node(state, n.name)
+            if not n.spare:
+                start_node(state, n.name)
         cheaters = [f"{n.name}={n.behaviour}" for n in state.nodes if n.behaviour != "honest"]
         progress(
-            f"started {len(state.nodes)} nodes in {state.directory}"
+            f"started {len([n for n in state.nodes if not n.spare])} nodes in {state.directory}"
             + (f" (byzantine: {', '.join(cheaters)})" if cheaters else "")
         )
         per_round = 60 + 3 * (spec.train_seconds + spec.commit_seconds + spec.reveal_seconds)
@@ -126,6 +130,13 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         return 2
     if "rpc" in dict(chaos_spec.faults):
         _err(f"{args.dir}: rpc faults need the proxies of: cluster up --chaos rpc ...")
+        return 2
+    spares = len([n for n in state.nodes if n.spare and not n.pid])
+    if dict(chaos_spec.faults).get("join", 0) > spares:
+        _err(
+            f"{args.dir}: join needs a spare node per join and the cluster has {spares} "
+            "(start it with: cluster up --chaos join ...)"
+        )
         return 2
     if "partition" in dict(chaos_spec.faults) and not state.network:
         _err(
@@ -231,20 +242,27 @@ def current_round_reader(state: ClusterState) -> Callable[[], RoundView | None]:
 def chaos_summary(state: ClusterState, monitor: Monitor, chaos: Chaos) -> dict[str, Any]:
     """``--json``'s ``chaos`` (the faults injected) and ``invariants`` (each check)."""
     initial = "0x" + monitor.client.params().initial_model_hash.hex()
-    return {
-        "chaos": chaos.to_json(),
-        "invariants": invariants(
-            state,
-            [r.to_json() for r in monitor.rounds],
-            monitor.views,
-            monitor.slash_events,
-            chaos.faults,
-            initial,
-            {r.round: r.usage for r in monitor.rounds if not r.voided},
-            monitor.keep_rounds,
-            monitor.follow,
-        ),
-    }
+    rounds = [r.to_json() for r in monitor.rounds]
+    checks = invariants(
+        state,
+        rounds,
+        monitor.views,
+        monitor.slash_events,
+        chaos.faults,
+        initial,
+        {r.round: r.usage for r in monitor.rounds if not r.voided},
+        monitor.keep_rounds,
+        monitor.follow,
+        frozenset(chaos.churn.gone()),
+    )
+    planned = {k: n for k, n in chaos.spec.faults if k in CHURN_KINDS}
+    if planned:
+        stopped = {(r, node) for f in chaos.faults for r in f.out_rounds for node in f.out_nodes}
+        churn = chaos.churn
+        checks |= churn_invariants(
+            state, rounds, monitor.views, monitor.slash_events, churn, planned, stopped
+        )
+    return {"chaos": chaos.to_json(), "invariants": checks}
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -398,8 +416,9 @@ def register(sub: Any) -> None:
         "SIGSTOP and SIGCONT, an honest node holding a seat, one at a time, 5 s each; "
         "partition: cut a minority of the nodes off the rest for 30 s (root: each node runs "
         "in a network namespace); rpc: errors, timeouts, drops, 429s and stale answers from "
-        "the node's RPC proxy for 20 s; the summary gains the faults and the invariants "
-        "checked after them",
+        "the node's RPC proxy for 20 s; join,leave: a spare node registers, starts and "
+        "stakes, an honest node unstakes, withdraws and stops; the summary gains the faults "
+        "and the invariants checked after them",
     )
     p.add_argument("--chaos-seed", type=int, default=0, help="seed of the chaos draws (0)")
     p.add_argument("--json", action="store_true", help="print one JSON summary at the end")

@@ -66,6 +66,9 @@ class NodeInfo:
     http_port: int = 0  # the node's status page, /metrics, /healthz, /readyz (0: disabled)
     host: str = "127.0.0.1"  # where it listens (p2p and HTTP)
     netns: str = ""  # the network namespace it runs in ("": the launcher's)
+    # laid out (wallet funded, config and data written) but neither registered,
+    # staked nor started by create_cluster: a participant that joins mid-task
+    spare: bool = False
 
     @property
     def http_url(self) -> str:
@@ -94,7 +97,9 @@ class ClusterState:
     network: dict[str, Any] = field(default_factory=dict)  # netns.NetPlan's JSON, if any
 
     def save(self) -> None:
-        atomic_write_text(Path(self.directory) / STATE_FILE, json.dumps(asdict(self), indent=1))
+        path = Path(self.directory) / STATE_FILE
+        atomic_write_text(path, json.dumps(asdict(self), indent=1))
+        self._seen(path)
 
     @classmethod
     def load(cls, directory: Path) -> ClusterState:
@@ -104,21 +109,33 @@ class ClusterState:
         except FileNotFoundError:
             raise ClusterError(f"{path}: no cluster here (start one with: cluster up)") from None
         nodes = [NodeInfo(**n) for n in doc.pop("nodes")]
-        return cls(nodes=nodes, **doc)
+        state = cls(nodes=nodes, **doc)
+        state._seen(path)
+        return state
+
+    def _seen(self, path: Path) -> None:
+        """Note the state file's mtime as this state last read or wrote it (an
+        attribute, not a field: the fields are exactly what the file holds)."""
+        try:
+            self._mtime_ns: int | None = path.stat().st_mtime_ns
+        except OSError:
+            self._mtime_ns = None
 
     def refresh_pids(self) -> None:
-        """Take the node pids from the state file: another ``cluster`` command
-        (``cluster chaos``, ``cluster start``) may have restarted a node."""
+        """Take the node pids from the state file when another ``cluster``
+        command (``cluster chaos``, ``cluster start``) wrote it since this one
+        last read or wrote it: it may have restarted a node."""
+        path = Path(self.directory) / STATE_FILE
         try:
-            saved = {
-                n["name"]: n["pid"]
-                for n in json.loads((Path(self.directory) / STATE_FILE).read_text())["nodes"]
-            }
+            if path.stat().st_mtime_ns == getattr(self, "_mtime_ns", None):
+                return
+            saved = {n["name"]: n["pid"] for n in json.loads(path.read_text())["nodes"]}
         except (OSError, ValueError, KeyError, TypeError):
             return
         for n in self.nodes:
             if isinstance(saved.get(n.name), int):
                 n.pid = saved[n.name]
+        self._seen(path)
 
     def node(self, name: str) -> NodeInfo:
         for n in self.nodes:
@@ -186,6 +203,7 @@ class ClusterSpec:
     # every node in a network namespace of its own (cluster/netns.py), for
     # ``--chaos partition``; anvil then listens on the namespaces' bridge
     netns: bool = False
+    spares: int = 0  # nodes laid out after the others, to join mid-task (NodeInfo.spare)
 
 
 def node_settings(
@@ -204,7 +222,7 @@ def node_settings(
     files ``write_shards`` wrote, and the shared test split), the task settings
     file (and the base model, for a task that has one), and loopback-only p2p
     and HTTP ports (or the node's namespace address: ``host``)."""
-    data: dict[str, Any] = {"node_index": index, "num_nodes": spec.nodes}
+    data: dict[str, Any] = {"node_index": index, "num_nodes": spec.nodes + spec.spares}
     if data_path:
         data.update(path=data_path, test_path=test_path)
     task: dict[str, Any] = {"settings": str(settings_file)}
@@ -224,7 +242,8 @@ def node_settings(
 
 
 def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) -> ClusterState:
-    """Start anvil, deploy the task, lay out and fund/register/stake every node."""
+    """Start anvil, deploy the task, lay out and fund every node (and the spares),
+    register and stake every node but the spares."""
     directory = Path(directory).resolve()
     if (directory / STATE_FILE).exists():
         old = ClusterState.load(directory)
@@ -240,16 +259,17 @@ def create_cluster(directory: Path, spec: ClusterSpec, progress: Any = print) ->
         _rmtree(stale)
     plan: netns.NetPlan | None = None
     if spec.netns:
-        plan = netns.draw_plan(spec.nodes, netns.machine_addresses(), random.Random())
+        plan = netns.draw_plan(spec.nodes + spec.spares, netns.machine_addresses(), random.Random())
         progress(
             f"network namespaces {plan.namespace(0)}.. on {plan.gateway}/24 (bridge {plan.bridge})"
         )
         netns.set_up(plan)
     progress(f"starting anvil (block time {spec.block_time:g} s) ...")
+    total = spec.nodes + spec.spares
     opts = AnvilOptions(
         block_time=spec.block_time,
         mixed_mining=True,
-        accounts=spec.nodes + 1,
+        accounts=total + 1,
         host=plan.gateway if plan else "127.0.0.1",
     )
     try:
@@ -308,7 +328,8 @@ def _deploy(
         settings = with_package(settings, package)
     deployer = Account.from_key(chain.private_keys[0])
     conn = ChainConnection(chain.rpc_url, deployer, expected_chain_id=chain.chain_id)
-    keys = chain.private_keys[1 : spec.nodes + 1]
+    total = spec.nodes + spec.spares
+    keys = chain.private_keys[1 : total + 1]
     wallets = [Account.from_key(k).address for k in keys]
     params = {
         "total_rounds": spec.rounds,
@@ -341,7 +362,7 @@ def _deploy(
     shards = write_shards(
         task,
         directory / "data",
-        spec.nodes,
+        total,
         spec.split,
         spec.alpha,
         spec.data_seed,
@@ -349,12 +370,12 @@ def _deploy(
     )
     progress(f"deploying the task: {proposers} proposers and {voters} voters per round ...")
     created = create_task(conn, plan)
-    ports = free_ports(2 * spec.nodes)  # libp2p ports, then HTTP ports
-    http_ports = ports[spec.nodes :]
-    behaviours = list(spec.byzantine) + [Behaviour.HONEST] * (spec.nodes - len(spec.byzantine))
+    ports = free_ports(2 * total)  # libp2p ports, then HTTP ports
+    http_ports = ports[total:]
+    behaviours = list(spec.byzantine) + [Behaviour.HONEST] * (total - len(spec.byzantine))
     # cheaters are the first K nodes (registration order does not favour anyone in the draw)
     nodes: list[NodeInfo] = []
-    for i in range(spec.nodes):
+    for i in range(total):
         name = f"node-{i}"
         d = directory / name
         host = net.address(i) if net else "127.0.0.1"
@@ -390,10 +411,11 @@ def _deploy(
                 http_port=http_ports[i],
                 host=host,
                 netns=net.namespace(i) if net else "",
+                spare=i >= spec.nodes,
             )
         )
     progress(f"registering and staking {spec.nodes} nodes ...")
-    for i, n in enumerate(nodes):
+    for i, n in enumerate(nodes[: spec.nodes]):
         stake = spec.stakes[i] if i < len(spec.stakes) else 100
         cfg = load_config(n.layout.config, environ={})
         client = connect(cfg, Account.from_key(n.key))

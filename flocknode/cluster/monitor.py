@@ -320,15 +320,19 @@ class Monitor:
         return time.monotonic() - self._round_start.get(r, time.monotonic())
 
     def _wait_nodes_hold(self, h: bytes, timeout: float) -> dict[str, str]:
-        """Live nodes' global model hashes, waiting a little for stragglers."""
+        """Live nodes' global model hashes, waiting a little for stragglers (a
+        node still starting, with no status file yet, is none: it is left out;
+        a node holding the task's current model, when later rounds moved it on
+        while the monitor caught up, is none either)."""
         want = "0x" + h.hex()
         deadline = time.monotonic() + timeout
         while True:
             hashes = {}
             for n in self.state.nodes:
                 report = node_status(n)
-                if report.alive:
+                if report.alive and report.status is not None:
                     hashes[n.name] = report.holds
-            if all(v == want for v in hashes.values()) or time.monotonic() > deadline:
+            done = {want, "0x" + self.client.global_model_hash().hex()}
+            if all(v in done for v in hashes.values()) or time.monotonic() > deadline:
                 return hashes
             time.sleep(0.25)

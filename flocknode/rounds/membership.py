@@ -17,7 +17,12 @@ from flocknode.rounds.windows import GOSSIP_ROUNDS_KEPT
 
 
 class ChainMembership(StaticMembership):
-    """Members = registered participants with a valid peer signature and enough stake."""
+    """Members = registered participants with a valid peer signature and either
+    enough stake (counted from the next round, so a newcomer is heard before its
+    stake counts) or a seat in a round still kept (``GOSSIP_ROUNDS_KEPT``): a
+    participant that requested its unstake keeps its stake in the current round
+    and may hold a seat there, and finishes that role before it leaves
+    (docs/protocol.md, "Faults and the promises kept under them")."""
 
     def __init__(self) -> None:
         super().__init__(0)
@@ -40,14 +45,8 @@ class ChainMembership(StaticMembership):
 
     def update_registry(self, registry: Registry) -> None:
         self.registry = registry
-        current = {m.peer_id for m in registry.members if m.eligible}
-        for pid in self.members():
-            if pid not in current:
-                self.remove(pid)
-        for m in registry.members:
-            if m.eligible:
-                self.add(m.peer_id, _parse_addrs(m.multiaddrs))
         self._by_wallet = {m.wallet.lower(): m for m in registry.members}
+        self._sync_members()
 
     def update_round(self, view: RoundView) -> None:
         self.set_round(max(self.current_round(), view.round))
@@ -56,6 +55,18 @@ class ChainMembership(StaticMembership):
         self.set_voters(view.round, [p for p in voters if p is not None])
         for r in [r for r in self._seats if r < view.round - GOSSIP_ROUNDS_KEPT]:
             del self._seats[r]
+        self._sync_members()
+
+    def _sync_members(self) -> None:
+        seated = {w.lower() for v in self._seats.values() for w in (*v.proposers, *v.voters)}
+        current = {
+            m.peer_id: m for m in self.registry.members if m.eligible or m.wallet.lower() in seated
+        }
+        for pid in self.members():
+            if pid not in current:
+                self.remove(pid)
+        for pid, m in current.items():
+            self.add(pid, _parse_addrs(m.multiaddrs))
 
     def member_by_wallet(self, wallet: str) -> Member | None:
         return self._by_wallet.get(wallet.lower())

@@ -108,7 +108,8 @@ def test_a_bad_chaos_spec_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = subprocess.run([*cmd, "--chaos", "kill,nuke"], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip() == (
-        "--chaos 'kill,nuke': unknown fault 'nuke' (known: kill, pause, partition, rpc)"
+        "--chaos 'kill,nuke': unknown fault 'nuke' "
+        "(known: kill, pause, partition, rpc, join, leave)"
     )
     assert not (tmp_path / "c").exists()
 

@@ -10,6 +10,7 @@ from flocknode.p2p.gossip import Received
 from flocknode.p2p.messages import KeyWraps, ModelAvailable, UpdateAnnounce, WireKeyWrap
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.membership import ChainMembership
+from flocknode.rounds.windows import GOSSIP_ROUNDS_KEPT
 from tests.unit.rounds.views import make_view
 
 ME = b"\x01" * 32
@@ -63,3 +64,36 @@ def test_membership_follows_registry_stake_and_round_seats() -> None:
     assert m.is_voter(5, bob.peer_id) and not m.is_voter(5, alice.peer_id)
     m.update_registry(Registry((alice,), 0))  # bob unstaked and left
     assert not m.is_member(bob.peer_id) and not m.is_voter(5, bob.peer_id)
+
+
+def test_a_seated_leaver_stays_a_member_until_its_round_is_no_longer_kept() -> None:
+    # docs/protocol.md, "Faults and the promises kept under them": a participant
+    # that requested its unstake still holds its seat in the current round and
+    # must be heard (and hear) until that role is done
+    m = ChainMembership()
+    alice, bob = member("0xA1"), member("0xB2")
+    m.update_registry(Registry((alice, bob), 0))
+    m.update_round(make_view(5, voters=("0xB2",)))
+    bob_unstaked = Member(
+        "0xB2", bob.peer_id, bob.box_public_key, bob.multiaddrs, 0, eligible=False
+    )
+    m.update_registry(Registry((alice, bob_unstaked), 0))
+    assert m.is_member(bob.peer_id) and m.is_voter(5, bob.peer_id)
+    assert [str(a) for a in m.addrs(bob.peer_id)] == ["/ip4/127.0.0.1/tcp/4001"]
+    m.update_round(make_view(6, voters=("0xA1",)))
+    assert m.is_member(bob.peer_id)  # round 5 is still kept: its role may still run
+    m.update_round(make_view(5 + GOSSIP_ROUNDS_KEPT + 1, voters=("0xA1",)))
+    assert not m.is_member(bob.peer_id) and m.is_member(alice.peer_id)
+
+
+def test_a_newcomer_is_a_member_once_staked_before_it_holds_a_seat() -> None:
+    m = ChainMembership()
+    alice, newcomer = member("0xA1"), member("0xD4", eligible=False)
+    m.update_registry(Registry((alice, newcomer), 0))
+    m.update_round(make_view(3, voters=("0xA1",)))
+    assert not m.is_member(newcomer.peer_id)  # registered, not staked
+    staked = Member(
+        "0xD4", newcomer.peer_id, newcomer.box_public_key, newcomer.multiaddrs, 10, True
+    )
+    m.update_registry(Registry((alice, staked), 0))
+    assert m.is_member(newcomer.peer_id) and not m.is_voter(3, newcomer.peer_id)
