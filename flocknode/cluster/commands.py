@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -46,6 +47,17 @@ def _err(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM stops ``cluster up`` as Ctrl-C does: its cluster is brought down
+    (a background job of a non-interactive shell ignores SIGINT, and service
+    managers send SIGTERM)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     spec = ClusterSpec(
         nodes=args.nodes,
@@ -81,6 +93,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             return 2
         spec = dataclasses.replace(spec, netns=True)  # each node in a namespace of its own
     t0 = time.monotonic()
+    _interrupt_on_sigterm()
     state = create_cluster(Path(args.dir), spec, progress)
     proxies: RpcProxies | None = None
     try:

@@ -52,8 +52,9 @@ def test_kill_and_pause_faults_on_a_running_cluster_keep_every_promise(tmp_path:
         cmd = [sys.executable, "-m", "flocknode.cli", "cluster", "chaos", "kill,pause"]
         cmd += ["--dir", str(directory), "--rounds", "4", "--chaos-seed", "3", "--json"]
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
-        # Ctrl-C on cluster up: it stops every node, the one the chaos restarted included
-        up.send_signal(signal.SIGINT)
+        # SIGTERM (as Ctrl-C) on cluster up: it stops every node, the one the
+        # chaos restarted included
+        up.send_signal(signal.SIGTERM)
         _, up_err = up.communicate(timeout=60)
     finally:
         if up.poll() is None:
@@ -97,7 +98,7 @@ def test_kill_and_pause_faults_on_a_running_cluster_keep_every_promise(tmp_path:
     # the progress lines say what the chaos did
     assert "chaos: kill" in done.stderr and "chaos: pause" in done.stderr
     # cluster up, which started the cluster, followed its rounds through the
-    # faults; interrupted, it stopped every node, the restarted one included
+    # faults; stopped, it stopped every node, the restarted one included
     assert up.returncode == 130 and "interrupted" in up_err, up_err[-3000:]
     state = ClusterState.load(directory)
     assert not any(_alive(n.pid) for n in state.nodes) and not _alive(state.anvil_pid)

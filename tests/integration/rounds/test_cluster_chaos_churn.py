@@ -42,6 +42,7 @@ def test_a_participant_joins_and_another_leaves_mid_task(tmp_path: Path) -> None
         "honest_not_slashed",
         "committed_votes_revealed",
         "rounds_finalized",
+        "bounded_growth",
         "new_participants_contribute",
         "leavers_left",
     }
