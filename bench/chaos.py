@@ -7,9 +7,10 @@ Runs ``flocknode cluster up --json`` twice, as a tester would: once without
 faults (the baseline), once with ``--chaos`` drawing one fault per ``--every``
 rounds from ``--mix`` in turn (at most 20 of a kind, the spec's cap). Prints,
 for each run, the rounds finalized, voided and accepted, the median and 95th
-percentile round time, the last round's test accuracy and the peak memory of a
-node; for the chaos run also the faults injected and every invariant
-(docs/protocol.md, "Faults and the promises kept under them"); and the ratios
+percentile round time, the last round's test accuracy, the peak memory of a
+node and the slashes (every node is honest); for the chaos run also the
+faults injected and every invariant (docs/protocol.md, "Faults and the
+promises kept under them"); and the ratios
 of the chaos run's round times to the baseline's. Prints one JSON object with
 --json.
 """
@@ -81,6 +82,9 @@ def cluster_run(args: argparse.Namespace, chaos: str | None, workdir: Path) -> d
         "round_s_p95": round(percentile(times, 0.95), 2) if times else None,
         "last_metric": final[-1]["metric"] if final else None,
         "peak_rss_mb": max(rss) if rss else None,
+        # every node of these runs is honest: each slash is one of an honest node
+        "slashes": sum(len(r["slashed"]) for r in final),
+        "rounds_with_slashes": sum(1 for r in final if r["slashed"]),
     }
     if chaos:
         out["chaos"] = s.get("chaos")
