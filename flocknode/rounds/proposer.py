@@ -44,6 +44,8 @@ class _Progress:
     refused: str = ""
     published_phase: Phase | None = None
     published_at: float = 0.0
+    seat: int = 0
+    sent_at: float | None = None  # the feed's clock when the last submitUpdate returned
 
 
 def facts(ctx: ProposerDeps, view: RoundView, progress: _Progress) -> m.ProposerFacts:
@@ -61,6 +63,8 @@ def facts(ctx: ProposerDeps, view: RoundView, progress: _Progress) -> m.Proposer
         refused=progress.refused,
         published_phase=progress.published_phase,
         published_at=progress.published_at,
+        chain_submitted=v.updates[progress.seat].submitted,
+        fresh=progress.sent_at is None or ctx.feed.latest.read_at > progress.sent_at,
     )
 
 
@@ -71,7 +75,7 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
     as it was before the failed action; the caller retries the whole run.
     """
     r = view.round
-    progress = _Progress()
+    progress = _Progress(seat=seat)
     while True:
         known = facts(ctx, view, progress)
         action = m.decide(known)
@@ -84,6 +88,7 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
             await _train_and_seal(ctx, view, seat, action.recipients)
         elif isinstance(action, m.Submit):
             progress.refused = await _submit(ctx, r, seat)
+            progress.sent_at = ctx.feed.clock()
         elif isinstance(action, m.Publish):
             await _announce(ctx, r, action.wraps)
             # the phase it was published for: a phase that began meanwhile publishes at once
