@@ -7,7 +7,9 @@ SPEC is a comma-separated list of fault kinds, each with an optional count
 - ``kill``: SIGKILL an honest node that holds a seat in the current round,
   while the round is in its train, commit or reveal phase, and restart it
   ``down_seconds`` later;
-- ``pause``: SIGSTOP such a node and SIGCONT it ``down_seconds`` later.
+- ``pause``: SIGSTOP such a node and SIGCONT it ``down_seconds`` later;
+- ``reorg``: replace the chain's last 1-3 blocks right after a seat holder's
+  transaction was mined in them (``flocknode.cluster.reorg``).
 
 Faults come one at a time, in rounds spread over the run (never the first or
 the last), each in a phase (train, commit or reveal; the next round's first
@@ -32,7 +34,7 @@ from flocknode.chain.events import Slashed
 from flocknode.chain.types import Phase, RoundView
 from flocknode.cluster.launcher import ClusterState, _alive, kill_node, start_node
 
-KINDS = ("kill", "pause")
+KINDS = ("kill", "pause", "reorg")
 MAX_FAULTS = 20  # per kind and run
 RESTART_LIMIT = 120.0  # seconds a killed node may take to run again before the next fault
 ROLE_PHASES = (Phase.TRAIN, Phase.COMMIT, Phase.REVEAL)
@@ -120,6 +122,11 @@ class Chaos:
         self._active: Fault | None = None
         self._until = 0.0
         self._restarting: tuple[Fault, float] | None = None  # (fault, wall time of the restart)
+        self._reorger: Any = None
+        if "reorg" in kinds:
+            from flocknode.cluster.reorg import Reorger  # it builds on Fault: imported late
+
+            self._reorger = Reorger(self.state, self.spec.seed)
 
     @property
     def pending(self) -> int:
@@ -152,6 +159,9 @@ class Chaos:
         # in the drawn phase of the due round; in any role phase once that passed
         if view.round < due or (view.round == due and view.phase is not phase):
             return
+        if kind == "reorg":
+            self._reorg(view, now)
+            return
         honest = {n.wallet.lower(): n.name for n in self.state.nodes if n.behaviour == "honest"}
         seats = [("proposer", w) for w in view.proposers] + [("voter", w) for w in view.voters]
         seats = [(role, honest[w.lower()]) for role, w in seats if w.lower() in honest]
@@ -169,6 +179,17 @@ class Chaos:
         self.faults.append(fault)
         self._active, self._until = fault, now + self.spec.down_seconds
         self.progress(f"chaos: {kind} {name} ({role} of round {view.round}, {view.phase.label})")
+
+    def _reorg(self, view: RoundView, now: float) -> None:
+        fault = self._reorger.inject(view, now - self._t0)
+        if fault is None:
+            return
+        self._plan.pop(0)
+        self.faults.append(fault)
+        self.progress(
+            f"chaos: reorg of {fault.depth} blocks ({fault.method}) in round {view.round}, "
+            f"{view.phase.label}: {len(fault.removed)} transactions removed"
+        )
 
     def finish(self) -> None:
         """Undo a fault still active (the run ended or was interrupted)."""

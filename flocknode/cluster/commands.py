@@ -31,6 +31,7 @@ from flocknode.cluster.launcher import (
     start_node,
 )
 from flocknode.cluster.monitor import Monitor, cluster_client
+from flocknode.cluster.reorg import REORG_CONFIRMATIONS, reorg_invariants, tx_mined
 from flocknode.rounds.byzantine import Behaviour
 
 DEFAULT_DIR = "run/cluster"
@@ -63,6 +64,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         # while a node is down, and give a node the chaos stopped room to come
         # back and still commit and reveal
         spec = dataclasses.replace(spec, commit_seconds=30, reveal_seconds=40)
+    if chaos_spec is not None and "reorg" in dict(chaos_spec.faults):
+        spec = dataclasses.replace(spec, confirmations=REORG_CONFIRMATIONS)
     t0 = time.monotonic()
     state = create_cluster(Path(args.dir), spec, progress)
     chaos: ChaosRunner | None = None
@@ -144,17 +147,17 @@ def current_round_reader(state: ClusterState) -> Callable[[], RoundView | None]:
 def chaos_summary(state: ClusterState, monitor: Monitor, chaos: Chaos) -> dict[str, Any]:
     """``--json``'s ``chaos`` (the faults injected) and ``invariants`` (each check)."""
     initial = "0x" + monitor.client.params().initial_model_hash.hex()
-    return {
-        "chaos": chaos.to_json(),
-        "invariants": invariants(
-            state,
-            [r.to_json() for r in monitor.rounds],
-            monitor.views,
-            monitor.slash_events,
-            chaos.faults,
-            initial,
-        ),
-    }
+    checks = invariants(
+        state,
+        [r.to_json() for r in monitor.rounds],
+        monitor.views,
+        monitor.slash_events,
+        chaos.faults,
+        initial,
+    )
+    honest = {n.name for n in state.nodes if n.behaviour == "honest"}
+    checks.update(reorg_invariants(chaos.faults, monitor.views, tx_mined(state), honest))
+    return {"chaos": chaos.to_json(), "invariants": checks}
 
 
 def _print_summary(s: dict[str, Any]) -> None:
@@ -305,7 +308,8 @@ def register(sub: Any) -> None:
         "--chaos",
         metavar="SPEC",
         help="faults to inject, e.g. kill,pause or kill=2,pause=1: kill -9 and restart, or "
-        "SIGSTOP and SIGCONT, an honest node holding a seat, one at a time, 5 s each; the "
+        "SIGSTOP and SIGCONT, an honest node holding a seat, one at a time, 5 s each; reorg: "
+        "replace the last 1-3 blocks after a seat holder's transaction; the "
         "summary gains the faults and the invariants checked after them",
     )
     p.add_argument("--chaos-seed", type=int, default=0, help="seed of the chaos draws (0)")

@@ -164,6 +164,7 @@ class ClusterSpec:
     # [compute] isolation of every node ("namespace", "process", "none"); empty:
     # the node's default (docs/protocol.md, "Task worker")
     isolation: str = ""
+    confirmations: int = 0  # every node's chain.confirmations (docs/protocol.md)
 
 
 def node_settings(
@@ -197,6 +198,8 @@ def node_settings(
     }
     if spec.isolation:
         out["compute"] = {"isolation": spec.isolation}
+    if spec.confirmations:
+        out["chain"] = {"confirmations": spec.confirmations}
     return out
 
 

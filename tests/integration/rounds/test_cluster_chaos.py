@@ -55,5 +55,7 @@ def test_a_bad_chaos_spec_is_one_line_and_exit_2(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "flocknode.cli", "cluster", "up", "--dir", str(tmp_path / "c")]
     done = subprocess.run([*cmd, "--chaos", "kill,nuke"], capture_output=True, text=True)
     assert done.returncode == 2
-    assert done.stderr.strip() == ("--chaos 'kill,nuke': unknown fault 'nuke' (known: kill, pause)")
+    assert done.stderr.strip() == (
+        "--chaos 'kill,nuke': unknown fault 'nuke' (known: kill, pause, reorg)"
+    )
     assert not (tmp_path / "c").exists()
