@@ -3,7 +3,8 @@
 confirmations").
 
 A reorg fault replaces the chain's last 1-3 blocks (depth drawn from the
-seed) with empty ones, through anvil's ``anvil_reorg`` (same height) or
+seed; fewer when a block in reach opens or elects a round, which stays) with
+empty ones, through anvil's ``anvil_reorg`` (same height) or
 ``anvil_rollback`` (the height goes back; the next blocks are new), method
 drawn too: the transactions in those blocks are gone from the chain and from
 anvil's pool, as on a real chain whose fork lost. It waits, in the drawn round
@@ -48,6 +49,7 @@ WAIT_FOR_SEAT_TX = 20.0  # seconds a due reorg waits for a seat transaction in r
 # the seat transactions a reorg aims at, and the role that sends each
 SEAT_FUNCTIONS = {"submitUpdate": "proposer", "commitVote": "voter", "revealVote": "voter"}
 VOTE_FUNCTIONS = ("commitVote", "revealVote")
+ROUND_FUNCTIONS = ("openRound", "electRoles")  # never reorganised away (see inject)
 
 Rpc = Callable[[str, list[object]], object]
 
@@ -114,23 +116,30 @@ class Reorger:
         head = int(str(self.rpc("eth_blockNumber", [])), 16)
         if head <= depth:
             return None
-        blocks = [
-            self.rpc("eth_getBlockByNumber", [hex(b), True])
-            for b in range(head - depth + 1, head + 1)
-        ]
-        txs = [
-            describe(tx, self.state.task, self.nodes, self.functions)
-            for b in blocks
-            if isinstance(b, dict)
-            for tx in b.get("transactions", [])
-        ]
+        # newest first, stopping short of a block that opens or elects a round:
+        # roles re-drawn from a replaced seed block are beyond what the nodes
+        # recover from (docs/protocol.md, "Chain reorganisations and confirmations")
+        txs: list[dict[str, Any]] = []
+        reach = 0
+        for number in range(head, head - depth, -1):
+            block = self.rpc("eth_getBlockByNumber", [hex(number), True])
+            found = [
+                describe(tx, self.state.task, self.nodes, self.functions)
+                for tx in (block.get("transactions", []) if isinstance(block, dict) else [])
+            ]
+            if any(t["action"] in ROUND_FUNCTIONS for t in found):
+                break
+            txs = found + txs
+            reach += 1
+        if reach == 0:
+            return None
         aimed = [t for t in txs if t["action"] in SEAT_FUNCTIONS and t["node"] in self.honest]
         if not aimed and self.clock() - since < WAIT_FOR_SEAT_TX:
             return None
         # a block mined since the read would be reorganised unrecorded: read again next time
         if int(str(self.rpc("eth_blockNumber", [])), 16) != head:
             return None
-        self.rpc(method, [depth, []] if method == "anvil_reorg" else [depth])
+        self.rpc(method, [reach, []] if method == "anvil_reorg" else [reach])
         self._draw = None
         first = aimed[0] if aimed else {"node": "", "action": ""}
         return ReorgFault(
@@ -141,7 +150,7 @@ class Reorger:
             role=SEAT_FUNCTIONS.get(first["action"], ""),
             began=began,
             undone=True,
-            depth=depth,
+            depth=reach,
             method=method,
             removed=txs,
         )

@@ -46,6 +46,10 @@ class _Progress:
     published_at: float = 0.0
     seat: int = 0
     sent_at: float | None = None  # the feed's clock when the last submitUpdate returned
+    # the refusal was WrongPhase: the view it was sent on was behind the chain
+    # (a reorganisation took the round back); dropped once a newer view shows a
+    # phase that takes the submission
+    stale_refusal: bool = False
 
 
 def facts(ctx: ProposerDeps, view: RoundView, progress: _Progress) -> m.ProposerFacts:
@@ -63,7 +67,7 @@ def facts(ctx: ProposerDeps, view: RoundView, progress: _Progress) -> m.Proposer
         refused=progress.refused,
         published_phase=progress.published_phase,
         published_at=progress.published_at,
-        chain_submitted=v.updates[progress.seat].submitted,
+        chain_submitted=progress.seat < len(v.updates) and v.updates[progress.seat].submitted,
         fresh=progress.sent_at is None or ctx.feed.latest.read_at > progress.sent_at,
     )
 
@@ -77,6 +81,16 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
     r = view.round
     progress = _Progress(seat=seat)
     while True:
+        v = ctx.feed.rounds.get(r, view)
+        fresh = progress.sent_at is None or ctx.feed.latest.read_at > progress.sent_at
+        if progress.stale_refusal:
+            if not fresh:  # the refusal is judged on a view read after it
+                with trio.move_on_after(REANNOUNCE_SECONDS):
+                    await ctx.feed.changed()
+                continue
+            if v.phase in (Phase.SEEDING, Phase.TRAIN):
+                progress.refused = ""
+            progress.stale_refusal = False
         known = facts(ctx, view, progress)
         action = m.decide(known)
         if isinstance(action, m.Done):
@@ -87,7 +101,7 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
         if isinstance(action, m.Train):
             await _train_and_seal(ctx, view, seat, action.recipients)
         elif isinstance(action, m.Submit):
-            progress.refused = await _submit(ctx, r, seat)
+            progress.refused, progress.stale_refusal = await _submit(ctx, r, seat)
             progress.sent_at = ctx.feed.clock()
         elif isinstance(action, m.Publish):
             await _announce(ctx, r, action.wraps)
@@ -110,8 +124,9 @@ def _recipients(ctx: ProposerDeps, v: RoundView) -> tuple[bytes, ...]:
     return tuple(dict.fromkeys(recipients))
 
 
-async def _submit(ctx: ProposerDeps, r: int, seat: int) -> str:
-    """Send submitUpdate for the journaled update; the refusal reason, or "" on success."""
+async def _submit(ctx: ProposerDeps, r: int, seat: int) -> tuple[str, bool]:
+    """Send submitUpdate for the journaled update; the refusal reason ("" on success)
+    and whether it was WrongPhase."""
     rec = ctx.journal.get(r)
     try:
         await ctx.client.submit_update(
@@ -119,10 +134,10 @@ async def _submit(ctx: ProposerDeps, r: int, seat: int) -> str:
         )
     except ContractRevert as e:
         if e.name != "AlreadySubmitted":
-            return str(e)
+            return str(e), e.name == "WrongPhase"
     await ctx.journal.update_async(r, submitted=True)
     log.info("update submitted round=%d seat=%d blob=%s", r, seat, rec.blob_id[:12])
-    return ""
+    return "", False
 
 
 async def _announce(ctx: ProposerDeps, r: int, release_wraps: bool) -> None:

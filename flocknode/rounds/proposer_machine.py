@@ -76,6 +76,10 @@ Action = Train | Submit | Publish | Wait | GiveUp | Done
 
 
 def decide(f: ProposerFacts) -> Action:
+    if f.phase is Phase.SEEDING:
+        # a role starts in a role phase: a reorganisation removed the election,
+        # which is sent again (docs/protocol.md, "Chain reorganisations and confirmations")
+        return Wait(f.now + REANNOUNCE_SECONDS)
     if not f.sealed:
         if f.phase is not Phase.TRAIN:
             return GiveUp(f"missed the train phase (phase={f.phase.label})")

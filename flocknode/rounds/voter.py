@@ -80,14 +80,14 @@ def facts(
     r = view.round
     rec = ctx.journal.get(r)
     v = ctx.feed.rounds.get(r, view)
-    on_chain = v.votes[seat]
+    on_chain = v.votes[seat] if seat < len(v.votes) else None  # none: a reorg took the election
     return m.VoterFacts(
         phase=v.phase,
         decided=rec.vote is not None,
         committed=rec.committed,
         revealed=rec.revealed,
-        chain_committed=on_chain.committed,
-        chain_revealed=on_chain.revealed,
+        chain_committed=on_chain is not None and on_chain.committed,
+        chain_revealed=on_chain is not None and on_chain.revealed,
         withhold_reveal=not ctx.behaviour.reveals,
         refused=refused,
         fresh=_fresh(ctx, sent_at),

@@ -97,6 +97,10 @@ VoterAction = Decide | Commit | Reveal | Record | WaitView | WaitPhase | GiveUp 
 
 
 def decide(f: VoterFacts) -> VoterAction:
+    if f.phase is Phase.SEEDING:
+        # a role starts in a role phase: a reorganisation removed the election,
+        # which is sent again (docs/protocol.md, "Chain reorganisations and confirmations")
+        return WaitPhase(Phase.SEEDING)
     if not f.decided:
         if f.phase not in DECIDE_PHASES:
             return GiveUp(f"missed the commit phase (phase={f.phase.label})")

@@ -60,6 +60,14 @@ CASES: list[tuple[str, m.ProposerFacts, m.Action]] = [
         dataclasses.replace(SUBMITTED, fresh=True),
         m.Submit(),
     ),
+    *[
+        (
+            f"a reorg took the election away ({name})",
+            dataclasses.replace(f, phase=Phase.SEEDING, refused="round 2 is in seeding"),
+            m.Wait(50.0 + m.REANNOUNCE_SECONDS),
+        )
+        for name, f in (("fresh", FRESH), ("sealed", SEALED), ("submitted", SUBMITTED))
+    ],
     (
         "submitted and shown",
         dataclasses.replace(SUBMITTED, fresh=True, chain_submitted=True),

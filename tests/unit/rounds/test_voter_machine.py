@@ -90,6 +90,14 @@ VOTE_CASES: list[tuple[str, m.VoterFacts, m.VoterAction]] = [
         r(IN_REVEAL, revealed=True, fresh=True, refused="BadReveal"),
         m.GiveUp("revealVote refused: BadReveal"),
     ),
+    *[
+        (
+            f"a reorg took the election away ({name})",
+            r(f, phase=Phase.SEEDING),
+            m.WaitPhase(Phase.SEEDING),
+        )
+        for name, f in (("new", NEW), ("decided", DECIDED), ("committed", COMMITTED))
+    ],
     (
         "revealed, a reorg took the round back to commit",
         r(IN_REVEAL, revealed=True, phase=Phase.COMMIT),
