@@ -81,14 +81,11 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
     r = view.round
     progress = _Progress(seat=seat)
     while True:
-        v = ctx.feed.rounds.get(r, view)
-        fresh = progress.sent_at is None or ctx.feed.latest.read_at > progress.sent_at
         if progress.stale_refusal:
-            if not fresh:  # the refusal is judged on a view read after it
-                with trio.move_on_after(REANNOUNCE_SECONDS):
-                    await ctx.feed.changed()
-                continue
-            if v.phase in (Phase.SEEDING, Phase.TRAIN):
+            # WrongPhase on a train-phase view: a reorganisation took the round
+            # back to seeding if a view shows it soon; then the refusal is void
+            back = await ctx.feed.wait_for(r, _seeding, timeout=REANNOUNCE_SECONDS)
+            if back is not None:
                 progress.refused = ""
             progress.stale_refusal = False
         known = facts(ctx, view, progress)
@@ -111,6 +108,10 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
         else:
             with trio.move_on_after(max(0.0, action.until - ctx.feed.now())):
                 await ctx.feed.changed()
+
+
+def _seeding(v: RoundView) -> bool:
+    return v.phase is Phase.SEEDING
 
 
 def _recipients(ctx: ProposerDeps, v: RoundView) -> tuple[bytes, ...]:
