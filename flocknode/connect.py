@@ -45,10 +45,15 @@ def chain_connection(
             signer,
             expected_chain_id=cfg.chain.chain_id,
             retry=retry,
+            confirmations=cfg.chain.confirmations,
             tx_stats=tx_stats,
         )
     return ChainConnection(
-        cfg.chain.rpc_url, signer, expected_chain_id=cfg.chain.chain_id, retry=retry
+        cfg.chain.rpc_url,
+        signer,
+        expected_chain_id=cfg.chain.chain_id,
+        retry=retry,
+        confirmations=cfg.chain.confirmations,
     )
 
 

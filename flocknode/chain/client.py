@@ -385,6 +385,12 @@ class TaskClient:
     def finalize_round(self, round: int) -> TxResult:
         return self._tx(self._c.functions.finalizeRound(round), f"finalizeRound({round})")
 
+    def recheck_sent(self) -> int:
+        """Broadcast again the wallet's transactions a reorganisation dropped
+        (``Sender.recheck``); 0 without a wallet."""
+        sender = self.conn.sender
+        return sender.recheck() if sender is not None else 0
+
     # -- events ---------------------------------------------------------------
 
     def events(self, from_block: int, to_block: int | None = None) -> list[ChainEvent]:
@@ -532,6 +538,7 @@ class AsyncTaskClient:
     commit_vote = _off_thread(TaskClient.commit_vote)
     reveal_vote = _off_thread(TaskClient.reveal_vote)
     finalize_round = _off_thread(TaskClient.finalize_round)
+    recheck_sent = _off_thread(TaskClient.recheck_sent)
     events = _view(TaskClient.events)
 
     async def block_number(self) -> int:

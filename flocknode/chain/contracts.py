@@ -82,6 +82,7 @@ class ChainConnection:
         expected_chain_id: int | None = None,
         retry: RetryPolicy | None = None,
         receipt_timeout: float = 120.0,
+        confirmations: int = 0,
         artifacts: Path = ARTIFACTS_DIR,
     ) -> None:
         self.rpc = Rpc(url, retry=retry)
@@ -90,7 +91,13 @@ class ChainConnection:
         self.expected_chain_id = expected_chain_id
         self.account = account
         self.sender = (
-            Sender(self.rpc, account, self.decoder, receipt_timeout=receipt_timeout)
+            Sender(
+                self.rpc,
+                account,
+                self.decoder,
+                receipt_timeout=receipt_timeout,
+                confirmations=confirmations,
+            )
             if account is not None
             else None
         )

@@ -6,6 +6,18 @@ a nonce; waiting for the receipt happens outside the lock. The nonce counter
 is local and is refreshed from the chain (``pending`` count) after any error
 that leaves it in doubt ("nonce too low", a send that may or may not have
 arrived). A revert is decoded into a sentence and never retried.
+
+Reorganisations (docs/protocol.md, "Chain reorganisations and confirmations"):
+the signed bytes of the wallet's recent transactions are kept by nonce. A
+transaction the chain no longer holds (neither mined nor pending) while its
+nonce is still unused on chain was dropped by a reorganisation; :meth:`recheck`
+broadcasts the very same bytes again (same hash, same nonce), so the effect
+returns and the wallet's later nonces are not stuck behind a gap. With
+``confirmations = N > 0`` :meth:`send` returns only once ``N`` blocks are on
+top of the receipt's block, re-reading the receipt on the way: a receipt that
+disappears is waited for again after the rebroadcast. ``N = 0`` returns at the
+first receipt; the node's :meth:`recheck` on every new block then restores what
+a reorganisation removes later.
 """
 
 from __future__ import annotations
@@ -44,6 +56,19 @@ _NONCE_MESSAGES = (
     "known transaction",
 )
 
+RECENT_LIMIT = 64  # transactions of the wallet kept for rebroadcast (the highest nonces)
+RECHECK_SECONDS = 1.0  # a receipt missing this long: look for dropped transactions
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """A transaction as broadcast: enough to broadcast it again unchanged."""
+
+    nonce: int
+    tx_hash: bytes
+    raw: bytes
+    action: str
+
 
 @dataclass(frozen=True)
 class Receipt:
@@ -68,6 +93,8 @@ class Sender:
         gas_margin: float = 1.25,
         receipt_timeout: float = 120.0,
         nonce_resyncs: int = 3,
+        confirmations: int = 0,
+        poll: float = 0.25,
     ) -> None:
         self.rpc = rpc
         self.account = account
@@ -76,10 +103,20 @@ class Sender:
         self.gas_margin = gas_margin
         self.receipt_timeout = receipt_timeout
         self.nonce_resyncs = nonce_resyncs
+        self.confirmations = confirmations
+        self.poll = poll
         self._lock = threading.Lock()
+        self._recent: dict[int, _Sent] = {}  # by nonce, guarded by _lock
         self._next_nonce: int | None = None
         self._dynamic_fees: bool | None = None
         self.nonce_refreshes = 0  # times the counter was (re)loaded from the chain
+        self.reorged = 0  # receipts seen and then gone from the chain
+        self.rebroadcasts = 0  # dropped transactions broadcast again
+
+    @property
+    def recent(self) -> int:
+        """Transactions kept for a rebroadcast."""
+        return len(self._recent)
 
     # -- public -------------------------------------------------------------
 
@@ -92,6 +129,28 @@ class Sender:
     def reset_nonce(self) -> None:
         with self._lock:
             self._next_nonce = None
+
+    def recheck(self) -> int:
+        """Broadcast again every kept transaction the chain dropped; how many were.
+
+        Dropped: its nonce is not used on chain yet (``latest`` count) and the
+        node knows no transaction of that hash (not mined, not pending). Kept
+        transactions whose nonce the chain has used stay kept (a deeper
+        reorganisation may still drop them) until RECENT_LIMIT newer ones pushed
+        them out. One ``eth_getTransactionCount`` when nothing was dropped.
+        """
+        with self._lock:
+            if not self._recent:
+                return 0
+            used = self.rpc.transaction_count(self.address, "latest")
+            waiting = [self._recent[n] for n in sorted(self._recent) if n >= used]
+            sent = 0
+            for tx in waiting:
+                if self._known(tx.tx_hash):
+                    continue
+                if self._rebroadcast(tx):
+                    sent += 1
+            return sent
 
     # -- the locked part -------------------------------------------------------
 
@@ -126,6 +185,7 @@ class Sender:
                 msg = rpc_message(exc).lower()
                 if self._known(tx_hash):  # an earlier attempt of this very tx arrived
                     self._next_nonce = nonce + 1
+                    self._keep(_Sent(nonce, tx_hash, raw, action))
                     return tx_hash, tx
                 if "insufficient funds" in msg:
                     raise self._no_gas_money(gas, fees) from exc
@@ -138,8 +198,46 @@ class Sender:
                     f"the chain at {self.rpc.url} refused {action}: {rpc_message(exc)}"
                 ) from exc
             self._next_nonce = nonce + 1
+            self._keep(_Sent(nonce, tx_hash, raw, action))
             return tx_hash, tx
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _keep(self, tx: _Sent) -> None:
+        self._recent[tx.nonce] = tx
+        while len(self._recent) > RECENT_LIMIT:
+            del self._recent[min(self._recent)]
+
+    def _rebroadcast(self, tx: _Sent) -> bool:
+        """Send ``tx``'s signed bytes again (lock held); False if the chain refused them."""
+        try:
+            self.rpc.retrying(
+                f"eth_sendRawTransaction({tx.action}, again)",
+                lambda: self.rpc.w3.eth.send_raw_transaction(tx.raw),
+            )
+        except Web3RPCError as exc:
+            msg = rpc_message(exc).lower()
+            if "nonce too low" in msg or "already known" in msg or "known transaction" in msg:
+                return False  # mined or pending meanwhile
+            log.warning(
+                "rebroadcast refused wallet=%s nonce=%d action=%s error=%s",
+                self.address,
+                tx.nonce,
+                tx.action,
+                msg,
+            )
+            self._next_nonce = None  # a gap the chain will not fill: count from the chain
+            return False
+        except RpcUnavailable:
+            return False  # the next recheck tries again
+        self.rebroadcasts += 1
+        log.warning(
+            "transaction dropped, broadcast again wallet=%s nonce=%d action=%s tx=0x%s",
+            self.address,
+            tx.nonce,
+            tx.action,
+            tx.tx_hash.hex(),
+        )
+        return True
 
     def _nonce(self) -> int:
         if self._next_nonce is None:
@@ -204,24 +302,66 @@ class Sender:
 
     # -- after the lock --------------------------------------------------------
 
+    def _receipt(self, tx_hash: bytes) -> Any | None:
+        try:
+            return self.rpc.retrying(
+                "eth_getTransactionReceipt",
+                lambda: self.rpc.w3.eth.get_transaction_receipt(HexBytes(tx_hash)),
+            )
+        except TransactionNotFound:
+            return None
+
     def _wait(self, tx_hash: bytes, tx: dict[str, Any], action: str) -> Receipt:
+        """The receipt, ``confirmations`` blocks deep; a dropped transaction is sent again.
+
+        The timeout counts from the send, and again from each reorganisation
+        that removed the transaction (its rebroadcast is a new wait).
+        """
         deadline = time.monotonic() + self.receipt_timeout
+        recheck_at = time.monotonic() + RECHECK_SECONDS
         delay = 0.01
+        seen: int | None = None  # the block the receipt was last seen in
         while True:
-            try:
-                r = self.rpc.retrying(
-                    "eth_getTransactionReceipt",
-                    lambda: self.rpc.w3.eth.get_transaction_receipt(HexBytes(tx_hash)),
-                )
-                break
-            except TransactionNotFound:
-                if time.monotonic() > deadline:
+            r = self._receipt(tx_hash)
+            now = time.monotonic()
+            if r is None:
+                if seen is not None:  # mined, then gone: a reorganisation
+                    self.reorged += 1
+                    log.warning(
+                        "transaction reorganised away action=%s tx=0x%s block=%d",
+                        action,
+                        tx_hash.hex(),
+                        seen,
+                    )
+                    seen, deadline = None, now + self.receipt_timeout
+                    recheck_at = now  # broadcast it again at once
+                if now > deadline:
                     raise TransactionFailed(
                         f"transaction 0x{tx_hash.hex()} ({action}) was not mined within "
                         f"{self.receipt_timeout:.0f} s"
-                    ) from None
+                    )
+                if now >= recheck_at:
+                    self.recheck()
+                    recheck_at = now + RECHECK_SECONDS
                 time.sleep(delay)
                 delay = min(1.0, delay * 2)
+                continue
+            seen = int(r["blockNumber"])
+            if self.confirmations <= 0:
+                break
+            if self.rpc.block_number() >= seen + self.confirmations:
+                # the receipt read before the head may be reorganised away since:
+                # done only if it is still there, in the same block
+                again = self._receipt(tx_hash)
+                if again is not None and again["blockHash"] == r["blockHash"]:
+                    break
+                continue
+            if now > deadline:
+                raise TransactionFailed(
+                    f"transaction 0x{tx_hash.hex()} ({action}) was not {self.confirmations} "
+                    f"blocks deep within {self.receipt_timeout:.0f} s"
+                )
+            time.sleep(self.poll)
         receipt = Receipt(
             tx_hash=tx_hash,
             block_number=int(r["blockNumber"]),

@@ -15,7 +15,9 @@ SPEC is a comma-separated list of fault kinds, each with an optional count
   ``rpcproxy.WINDOW_SECONDS``; the node is not out meanwhile (it is expected to
   act through the faults);
 - ``join``, ``leave``: churn (flocknode/cluster/churn.py): a spare node
-  registers, stakes and starts; an honest node unstakes, withdraws and stops.
+  registers, stakes and starts; an honest node unstakes, withdraws and stops;
+- ``reorg``: replace the chain's last 1-3 blocks right after a seat holder's
+  transaction was mined in them (``flocknode.cluster.reorg``).
 
 A voter is chosen only while the round's reveal deadline leaves it room to come
 back and reveal (``VOTER_ROOM``): the promise that a committed vote is revealed
@@ -48,7 +50,7 @@ from flocknode.cluster.launcher import ClusterState, _alive, kill_node, start_no
 from flocknode.cluster.resources import Usage, growth
 from flocknode.cluster.rpcproxy import WINDOW_SECONDS, RpcProxies
 
-KINDS = ("kill", "pause", "partition", "rpc", *CHURN_KINDS)
+KINDS = ("kill", "pause", "partition", "rpc", *CHURN_KINDS, "reorg")
 MAX_FAULTS = 20  # per kind and run
 RESTART_LIMIT = 120.0  # seconds a killed node may take to run again before the next fault
 # Seconds a voter needs, once back, to reveal a vote it committed before the
@@ -153,6 +155,11 @@ class Chaos:
         self._until = 0.0
         self._restarting: tuple[Fault, float] | None = None  # (fault, wall time of the restart)
         self.churn = Churn(self.state, self.progress, self._t0)
+        self._reorger: Any = None
+        if "reorg" in kinds:
+            from flocknode.cluster.reorg import Reorger  # it builds on Fault: imported late
+
+            self._reorger = Reorger(self.state, self.spec.seed)
 
     @property
     def pending(self) -> int:
@@ -194,6 +201,9 @@ class Chaos:
         if kind in CHURN_KINDS:
             if self.churn.begin(kind, view, {f.node for f in self.faults if not f.undone}):
                 self._plan.pop(0)
+            return
+        if kind == "reorg":
+            self._reorg(view, now)
             return
         honest = {n.wallet.lower(): n.name for n in self.state.nodes if n.behaviour == "honest"}
         seats = [("proposer", w) for w in view.proposers] + [("voter", w) for w in view.voters]
@@ -242,6 +252,17 @@ class Chaos:
         self.faults.append(fault)
         self._active, self._until = fault, now + partition.SECONDS
         self.progress(f"chaos: partition {minority} | {majority} (round {view.round})")
+
+    def _reorg(self, view: RoundView, now: float) -> None:
+        fault = self._reorger.inject(view, now - self._t0)
+        if fault is None:
+            return
+        self._plan.pop(0)
+        self.faults.append(fault)
+        self.progress(
+            f"chaos: reorg of {fault.depth} blocks ({fault.method}) in round {view.round}, "
+            f"{view.phase.label}: {len(fault.removed)} transactions removed"
+        )
 
     def finish(self) -> None:
         """Undo a fault still active (the run ended or was interrupted)."""

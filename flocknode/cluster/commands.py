@@ -37,6 +37,7 @@ from flocknode.cluster.launcher import (
 )
 from flocknode.cluster.monitor import Monitor, cluster_client
 from flocknode.cluster.netns import can_create_namespaces
+from flocknode.cluster.reorg import REORG_CONFIRMATIONS, reorg_invariants, tx_mined
 from flocknode.cluster.rpcproxy import RpcProxies, start_for_cluster
 from flocknode.rounds.byzantine import Behaviour
 
@@ -92,6 +93,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             _err(refusal)
             return 2
         spec = dataclasses.replace(spec, netns=True)  # each node in a namespace of its own
+    if chaos_spec is not None and "reorg" in dict(chaos_spec.faults):
+        spec = dataclasses.replace(spec, confirmations=REORG_CONFIRMATIONS)
     t0 = time.monotonic()
     _interrupt_on_sigterm()
     state = create_cluster(Path(args.dir), spec, progress)
@@ -275,6 +278,8 @@ def chaos_summary(state: ClusterState, monitor: Monitor, chaos: Chaos) -> dict[s
         checks |= churn_invariants(
             state, rounds, monitor.views, monitor.slash_events, churn, planned, stopped
         )
+    honest = {n.name for n in state.nodes if n.behaviour == "honest"}
+    checks.update(reorg_invariants(chaos.faults, monitor.views, tx_mined(state), honest))
     return {"chaos": chaos.to_json(), "invariants": checks}
 
 
@@ -430,8 +435,9 @@ def register(sub: Any) -> None:
         "partition: cut a minority of the nodes off the rest for 30 s (root: each node runs "
         "in a network namespace); rpc: errors, timeouts, drops, 429s and stale answers from "
         "the node's RPC proxy for 20 s; join,leave: a spare node registers, starts and "
-        "stakes, an honest node unstakes, withdraws and stops; the summary gains the faults "
-        "and the invariants checked after them",
+        "stakes, an honest node unstakes, withdraws and stops; reorg: replace the last 1-3 "
+        "blocks after a seat holder's transaction; the summary gains the faults and the "
+        "invariants checked after them",
     )
     p.add_argument("--chaos-seed", type=int, default=0, help="seed of the chaos draws (0)")
     p.add_argument("--json", action="store_true", help="print one JSON summary at the end")

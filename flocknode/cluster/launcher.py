@@ -204,6 +204,7 @@ class ClusterSpec:
     # ``--chaos partition``; anvil then listens on the namespaces' bridge
     netns: bool = False
     spares: int = 0  # nodes laid out after the others, to join mid-task (NodeInfo.spare)
+    confirmations: int = 0  # every node's chain.confirmations (docs/protocol.md)
 
 
 def node_settings(
@@ -238,6 +239,8 @@ def node_settings(
     }
     if spec.isolation:
         out["compute"] = {"isolation": spec.isolation}
+    if spec.confirmations:
+        out["chain"] = {"confirmations": spec.confirmations}
     return out
 
 

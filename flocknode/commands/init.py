@@ -34,7 +34,8 @@ COMMENTS = {
         "# never read from this file; FLOCKNODE_PRIVATE_KEY works on a local chain only."
     ),
     "chain.confirmations": (
-        "# Blocks to wait before acting on a new round (use a few on chains that reorg)."
+        "# Blocks on top of a transaction before the node counts it as done; a few on\n"
+        "# chains that reorganise (a dropped transaction is broadcast again either way)."
     ),
     "p2p.listen": "# Where libp2p listens (TCP). Open this port to other participants.",
     "p2p.announce": (

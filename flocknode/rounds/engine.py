@@ -3,6 +3,7 @@
 - ``GossipIntake``: validated gossip into the inbox;
 - ``ChainFollower``: reads the chain and publishes ``ChainSnapshot``s to the
   ``ChainFeed`` (nobody else writes chain state);
+- ``TxWatch``: broadcast again the wallet's transactions a reorganisation dropped;
 - ``KeeperService``: open and elect rounds when due, one node at a time;
 - ``ModelKeeper``: fetch, evaluate and announce the global model;
 - ``RoleRunner``: this node's proposer or voter path when it holds a seat;
@@ -26,6 +27,7 @@ from flocknode.rounds.pruning import PruneService
 from flocknode.rounds.roles import RoleRunner
 from flocknode.rounds.service import Service
 from flocknode.rounds.snapshot import ChainSnapshot
+from flocknode.rounds.txwatch import TxWatch
 from flocknode.store.retention import StorePruner
 
 
@@ -49,6 +51,7 @@ class RoundServices:
         self.feed = deps.feed
         self.intake = GossipIntake(deps.gossip.messages, deps.inbox, deps.metrics)
         self.follower = ChainFollower(deps.client, self.feed, deps.membership, deps.metrics, poll)
+        self.txwatch = TxWatch(deps.client, self.feed, deps.metrics)
         self.keeper = KeeperService(deps.client, self.feed, deps.params, deps.wallet, deps.metrics)
         self.model_keeper = ModelKeeper(
             deps.client,
@@ -74,6 +77,7 @@ class RoundServices:
         out: list[Service] = [
             self.intake,
             self.follower,
+            self.txwatch,
             self.keeper,
             self.model_keeper,
             self.roles,
@@ -88,7 +92,7 @@ class RoundServices:
         starts them while its task worker warms up, so a node restarted in a
         reveal phase reveals its journaled vote at once; the others (opening
         rounds, fetching and evaluating models) start once the worker is ready."""
-        return [self.intake, self.follower, self.roles]
+        return [self.intake, self.follower, self.txwatch, self.roles]
 
     @property
     def ready(self) -> bool:

@@ -149,6 +149,9 @@ COUNTERS = {
         CounterSpec("store_pruned_objects", "Store objects pruned"),
         CounterSpec("store_pruned_bytes", "Bytes the store pruning freed"),
         CounterSpec("journal_pruned_records", "Journal records pruned"),
+        CounterSpec(
+            "tx_rebroadcast", "Own transactions a chain reorganisation dropped, sent again"
+        ),
     )
 }
 

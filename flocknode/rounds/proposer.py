@@ -44,6 +44,12 @@ class _Progress:
     refused: str = ""
     published_phase: Phase | None = None
     published_at: float = 0.0
+    seat: int = 0
+    sent_at: float | None = None  # the feed's clock when the last submitUpdate returned
+    # the refusal was WrongPhase: the view it was sent on was behind the chain
+    # (a reorganisation took the round back); dropped once a newer view shows a
+    # phase that takes the submission
+    stale_refusal: bool = False
 
 
 def facts(ctx: ProposerDeps, view: RoundView, progress: _Progress) -> m.ProposerFacts:
@@ -61,6 +67,8 @@ def facts(ctx: ProposerDeps, view: RoundView, progress: _Progress) -> m.Proposer
         refused=progress.refused,
         published_phase=progress.published_phase,
         published_at=progress.published_at,
+        chain_submitted=progress.seat < len(v.updates) and v.updates[progress.seat].submitted,
+        fresh=progress.sent_at is None or ctx.feed.latest.read_at > progress.sent_at,
     )
 
 
@@ -71,8 +79,15 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
     as it was before the failed action; the caller retries the whole run.
     """
     r = view.round
-    progress = _Progress()
+    progress = _Progress(seat=seat)
     while True:
+        if progress.stale_refusal:
+            # WrongPhase on a train-phase view: a reorganisation took the round
+            # back to seeding if a view shows it soon; then the refusal is void
+            back = await ctx.feed.wait_for(r, _seeding, timeout=REANNOUNCE_SECONDS)
+            if back is not None:
+                progress.refused = ""
+            progress.stale_refusal = False
         known = facts(ctx, view, progress)
         action = m.decide(known)
         if isinstance(action, m.Done):
@@ -83,7 +98,8 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
         if isinstance(action, m.Train):
             await _train_and_seal(ctx, view, seat, action.recipients)
         elif isinstance(action, m.Submit):
-            progress.refused = await _submit(ctx, r, seat)
+            progress.refused, progress.stale_refusal = await _submit(ctx, r, seat)
+            progress.sent_at = ctx.feed.clock()
         elif isinstance(action, m.Publish):
             await _announce(ctx, r, action.wraps)
             # the phase it was published for: a phase that began meanwhile publishes at once
@@ -92,6 +108,10 @@ async def run_proposer(ctx: ProposerDeps, view: RoundView, seat: int) -> None:
         else:
             with trio.move_on_after(max(0.0, action.until - ctx.feed.now())):
                 await ctx.feed.changed()
+
+
+def _seeding(v: RoundView) -> bool:
+    return v.phase is Phase.SEEDING
 
 
 def _recipients(ctx: ProposerDeps, v: RoundView) -> tuple[bytes, ...]:
@@ -105,8 +125,9 @@ def _recipients(ctx: ProposerDeps, v: RoundView) -> tuple[bytes, ...]:
     return tuple(dict.fromkeys(recipients))
 
 
-async def _submit(ctx: ProposerDeps, r: int, seat: int) -> str:
-    """Send submitUpdate for the journaled update; the refusal reason, or "" on success."""
+async def _submit(ctx: ProposerDeps, r: int, seat: int) -> tuple[str, bool]:
+    """Send submitUpdate for the journaled update; the refusal reason ("" on success)
+    and whether it was WrongPhase."""
     rec = ctx.journal.get(r)
     try:
         await ctx.client.submit_update(
@@ -114,10 +135,10 @@ async def _submit(ctx: ProposerDeps, r: int, seat: int) -> str:
         )
     except ContractRevert as e:
         if e.name != "AlreadySubmitted":
-            return str(e)
+            return str(e), e.name == "WrongPhase"
     await ctx.journal.update_async(r, submitted=True)
     log.info("update submitted round=%d seat=%d blob=%s", r, seat, rec.blob_id[:12])
-    return ""
+    return "", False
 
 
 async def _announce(ctx: ProposerDeps, r: int, release_wraps: bool) -> None:

@@ -12,6 +12,10 @@ What holds:
   success) and never submits a different update;
 - key wraps are released only once the train phase has closed (commit or
   reveal phase), so no voter can open an update while proposers still train;
+- a journaled submission counts only while a view of the chain read after it
+  shows it: one that does not, in the train phase, means a chain
+  reorganisation removed it, and it is sent again (docs/protocol.md, "Chain
+  reorganisations and confirmations");
 - the announcement (and later the wraps) is repeated every
   ``REANNOUNCE_SECONDS`` while the phase lasts, and at once when it changes.
 """
@@ -38,6 +42,8 @@ class ProposerFacts:
     refused: str = ""  # submitUpdate reverted for a reason other than AlreadySubmitted
     published_phase: Phase | None = None  # the phase of the last publish, if any
     published_at: float = 0.0  # the chain time of the last publish
+    chain_submitted: bool = False  # the chain shows the seat's update
+    fresh: bool = False  # the view was read after this run's last submitUpdate returned
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,10 @@ Action = Train | Submit | Publish | Wait | GiveUp | Done
 
 
 def decide(f: ProposerFacts) -> Action:
+    if f.phase is Phase.SEEDING:
+        # a role starts in a role phase: a reorganisation removed the election,
+        # which is sent again (docs/protocol.md, "Chain reorganisations and confirmations")
+        return Wait(f.now + REANNOUNCE_SECONDS)
     if not f.sealed:
         if f.phase is not Phase.TRAIN:
             return GiveUp(f"missed the train phase (phase={f.phase.label})")
@@ -82,6 +92,8 @@ def decide(f: ProposerFacts) -> Action:
         return GiveUp(f"submitUpdate refused: {f.refused}")
     if not f.submitted:
         return Submit()
+    if f.phase is Phase.TRAIN and not f.chain_submitted and f.fresh:
+        return Submit()  # a reorganisation removed it (AlreadySubmitted is success)
     if f.phase is not Phase.TRAIN and f.phase not in RELEASE_PHASES:
         return Done()
     if f.published_phase is f.phase and f.now < f.published_at + REANNOUNCE_SECONDS:

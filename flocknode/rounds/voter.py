@@ -74,20 +74,23 @@ class VoterDeps(RoleReads, Protocol):
     def settings(self) -> TaskSettings: ...
 
 
-def facts(ctx: VoterDeps, view: RoundView, seat: int, refused: str = "") -> m.VoterFacts:
+def facts(
+    ctx: VoterDeps, view: RoundView, seat: int, refused: str = "", sent_at: float | None = None
+) -> m.VoterFacts:
     r = view.round
     rec = ctx.journal.get(r)
     v = ctx.feed.rounds.get(r, view)
-    on_chain = v.votes[seat]
+    on_chain = v.votes[seat] if seat < len(v.votes) else None  # none: a reorg took the election
     return m.VoterFacts(
         phase=v.phase,
         decided=rec.vote is not None,
         committed=rec.committed,
         revealed=rec.revealed,
-        chain_committed=on_chain.committed,
-        chain_revealed=on_chain.revealed,
+        chain_committed=on_chain is not None and on_chain.committed,
+        chain_revealed=on_chain is not None and on_chain.revealed,
         withhold_reveal=not ctx.behaviour.reveals,
         refused=refused,
+        fresh=_fresh(ctx, sent_at),
     )
 
 
@@ -99,8 +102,9 @@ async def run_voter(ctx: VoterDeps, view: RoundView, seat: int) -> None:
     """
     r = view.round
     refused = ""
+    sent_at: float | None = None  # the feed's clock when this run's last commit/reveal returned
     while True:
-        action = m.decide(facts(ctx, view, seat, refused))
+        action = m.decide(facts(ctx, view, seat, refused, sent_at))
         if isinstance(action, m.Done):
             return
         if isinstance(action, m.GiveUp):
@@ -111,12 +115,28 @@ async def run_voter(ctx: VoterDeps, view: RoundView, seat: int) -> None:
             await ctx.journal.update_async(r, role="voter", seat=seat, vote=vote, notes=notes)
         elif isinstance(action, m.Commit):
             refused = await _commit(ctx, r, _journaled_vote(ctx, r))
+            sent_at = ctx.feed.clock()
         elif isinstance(action, m.Reveal):
             refused = await _reveal(ctx, r, _journaled_vote(ctx, r))
+            sent_at = ctx.feed.clock()
         elif isinstance(action, m.Record):
             await ctx.journal.update_async(r, **{action.field: True})
+        elif isinstance(action, m.WaitView):
+            phase = ctx.feed.rounds.get(r, view).phase
+            await ctx.feed.wait_for(r, functools.partial(_news_since, ctx, sent_at, phase))
         else:
             await ctx.feed.wait_for(r, functools.partial(_moved_past, action.phase))
+            refused = ""  # a refusal in one phase says nothing about the next
+
+
+def _fresh(ctx: VoterDeps, sent_at: float | None) -> bool:
+    """The latest view was read after this run's last commit or reveal returned."""
+    return sent_at is None or ctx.feed.latest.read_at > sent_at
+
+
+def _news_since(ctx: VoterDeps, sent_at: float | None, phase: Phase, v: RoundView) -> bool:
+    """A view read after ``sent_at``, or one past ``phase``."""
+    return _fresh(ctx, sent_at) or v.phase is not phase
 
 
 def _moved_past(phase: Phase, v: RoundView) -> bool:

@@ -12,7 +12,13 @@ do; ``flocknode.rounds.voter`` performs the actions.
   commits or reveals exactly what was journaled (what the chain already shows
   is journaled without a second transaction);
 - a vote decided while the train phase is still open (no seat could be
-  fetched) waits for the commit phase; one decided after it is given up.
+  fetched) waits for the commit phase; one decided after it is given up;
+- a journaled commit or reveal counts only once a view of the chain shows it
+  while its phase lasts: a view read after the transaction that does not show
+  it means a chain reorganisation removed it, and it is sent again (an
+  "Already..." answer is success, so a stale view costs one refused estimate);
+  a reorganisation that moved the phase back is waited out (docs/protocol.md,
+  "Chain reorganisations and confirmations").
 
 ``decide_seat`` collects one proposer's update (docs/protocol.md, "Threats
 and defences"):
@@ -50,6 +56,7 @@ class VoterFacts:
     chain_revealed: bool  # the chain shows this seat's reveal
     withhold_reveal: bool = False  # a test behaviour: commit, never reveal
     refused: str = ""  # commitVote or revealVote reverted for another reason than "Already..."
+    fresh: bool = False  # the view was read after this run's last commit or reveal returned
 
 
 @dataclass(frozen=True)
@@ -75,16 +82,25 @@ class Record:
 
 
 @dataclass(frozen=True)
+class WaitView:
+    """Wait for the next view of the chain (the journal is ahead of the view)."""
+
+
+@dataclass(frozen=True)
 class WaitPhase:
     """Wait until the round's phase is no longer ``phase``."""
 
     phase: Phase
 
 
-VoterAction = Decide | Commit | Reveal | Record | WaitPhase | GiveUp | Done
+VoterAction = Decide | Commit | Reveal | Record | WaitView | WaitPhase | GiveUp | Done
 
 
 def decide(f: VoterFacts) -> VoterAction:
+    if f.phase is Phase.SEEDING:
+        # a role starts in a role phase: a reorganisation removed the election,
+        # which is sent again (docs/protocol.md, "Chain reorganisations and confirmations")
+        return WaitPhase(Phase.SEEDING)
     if not f.decided:
         if f.phase not in DECIDE_PHASES:
             return GiveUp(f"missed the commit phase (phase={f.phase.label})")
@@ -99,8 +115,21 @@ def decide(f: VoterFacts) -> VoterAction:
         if f.refused:
             return GiveUp(f"commitVote refused: {f.refused}")
         return Commit()
+    if f.phase in DECIDE_PHASES and not f.chain_committed:
+        # journaled, not on chain: a view behind the journal, or a reorganisation
+        if f.phase is Phase.COMMIT and f.refused:
+            return GiveUp(f"commitVote refused: {f.refused}")
+        if f.phase is Phase.COMMIT and f.fresh:
+            return Commit()
+        return WaitView() if f.phase is Phase.COMMIT else WaitPhase(f.phase)
     if f.revealed:
-        return Done()
+        if f.chain_revealed or f.phase not in (*DECIDE_PHASES, Phase.REVEAL):
+            return Done()
+        if f.phase is Phase.REVEAL:
+            if f.refused:
+                return GiveUp(f"revealVote refused: {f.refused}")
+            return Reveal() if f.fresh else WaitView()
+        return WaitPhase(f.phase)  # a reorganisation took the round back before reveal
     if f.withhold_reveal:
         return GiveUp("byzantine no_reveal: not revealing")
     if f.phase in DECIDE_PHASES:

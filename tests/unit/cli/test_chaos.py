@@ -30,7 +30,7 @@ def test_spec_names_kinds_and_counts() -> None:
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("nuke", "unknown fault 'nuke' (known: kill, pause, partition, rpc, join, leave)"),
+        ("nuke", "unknown fault 'nuke' (known: kill, pause, partition, rpc, join, leave, reorg)"),
         ("kill=0", "kill count must be 1..20"),
         ("kill=21", "kill count must be 1..20"),
         ("kill=two", "'kill=two' needs a whole count"),

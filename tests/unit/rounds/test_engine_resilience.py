@@ -82,6 +82,9 @@ class FakeChainReader:
         self._maybe_fail("registry")
         return Registry((), 0)
 
+    async def recheck_sent(self) -> int:
+        return 0  # no wallet transactions to watch here
+
 
 class FakeGossip:
     def __init__(self) -> None:

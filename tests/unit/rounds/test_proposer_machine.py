@@ -54,6 +54,30 @@ CASES: list[tuple[str, m.ProposerFacts, m.Action]] = [
         m.GiveUp("submitUpdate refused: NotElectedProposer"),
     ),
     ("announce in train, no wraps", SUBMITTED, m.Publish(wraps=False)),
+    # docs/protocol.md, "Chain reorganisations and confirmations"
+    (
+        "submitted, a view read after it lacks it: a reorg, submit again",
+        dataclasses.replace(SUBMITTED, fresh=True),
+        m.Submit(),
+    ),
+    *[
+        (
+            f"a reorg took the election away ({name})",
+            dataclasses.replace(f, phase=Phase.SEEDING, refused="round 2 is in seeding"),
+            m.Wait(50.0 + m.REANNOUNCE_SECONDS),
+        )
+        for name, f in (("fresh", FRESH), ("sealed", SEALED), ("submitted", SUBMITTED))
+    ],
+    (
+        "submitted and shown",
+        dataclasses.replace(SUBMITTED, fresh=True, chain_submitted=True),
+        m.Publish(wraps=False),
+    ),
+    (
+        "submitted, lost after the train phase: nothing to send",
+        dataclasses.replace(SUBMITTED, fresh=True, phase=Phase.COMMIT),
+        m.Publish(wraps=True),
+    ),
     (
         "announced 1 s ago: wait",
         dataclasses.replace(SUBMITTED, published_phase=Phase.TRAIN, published_at=49.0),

@@ -63,9 +63,44 @@ VOTE_CASES: list[tuple[str, m.VoterFacts, m.VoterAction]] = [
         m.Record("committed"),
     ),
     ("committed: wait for reveal", COMMITTED, m.WaitPhase(Phase.COMMIT)),
+    ("committed, journal ahead of the view", r(COMMITTED, chain_committed=False), m.WaitView()),
+    # docs/protocol.md, "Chain reorganisations and confirmations"
     (
-        "committed, journal ahead of the view",
-        r(COMMITTED, chain_committed=False),
+        "committed, a view read after the commit lacks it: a reorg, commit again",
+        r(COMMITTED, chain_committed=False, fresh=True),
+        m.Commit(),
+    ),
+    (
+        "committed, lost in a reorg, the resend refused",
+        r(COMMITTED, chain_committed=False, fresh=True, refused="CommitClosed"),
+        m.GiveUp("commitVote refused: CommitClosed"),
+    ),
+    (
+        "committed, a reorg took the round back to train",
+        r(COMMITTED, chain_committed=False, fresh=True, phase=Phase.TRAIN),
+        m.WaitPhase(Phase.TRAIN),
+    ),
+    (
+        "revealed, a view read after the reveal lacks it: reveal again",
+        r(IN_REVEAL, revealed=True, fresh=True),
+        m.Reveal(),
+    ),
+    (
+        "revealed, lost in a reorg, the resend refused",
+        r(IN_REVEAL, revealed=True, fresh=True, refused="BadReveal"),
+        m.GiveUp("revealVote refused: BadReveal"),
+    ),
+    *[
+        (
+            f"a reorg took the election away ({name})",
+            r(f, phase=Phase.SEEDING),
+            m.WaitPhase(Phase.SEEDING),
+        )
+        for name, f in (("new", NEW), ("decided", DECIDED), ("committed", COMMITTED))
+    ],
+    (
+        "revealed, a reorg took the round back to commit",
+        r(IN_REVEAL, revealed=True, phase=Phase.COMMIT),
         m.WaitPhase(Phase.COMMIT),
     ),
     ("reveal", IN_REVEAL, m.Reveal()),
@@ -76,7 +111,8 @@ VOTE_CASES: list[tuple[str, m.VoterFacts, m.VoterAction]] = [
     ),
     # crashed after revealVote went through, before journaling it
     ("chain shows the reveal", r(IN_REVEAL, chain_revealed=True), m.Record("revealed")),
-    ("revealed", r(IN_REVEAL, revealed=True), m.Done()),
+    ("revealed and shown", r(IN_REVEAL, revealed=True, chain_revealed=True), m.Done()),
+    ("revealed, journal ahead of the view", r(IN_REVEAL, revealed=True), m.WaitView()),
     ("revealed, round over", r(IN_REVEAL, revealed=True, phase=Phase.FINALIZED), m.Done()),
     *[
         (

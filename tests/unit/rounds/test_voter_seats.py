@@ -423,6 +423,11 @@ def test_a_vote_decided_in_the_train_phase_is_committed_once_the_commit_phase_op
                 set_phase(Phase.COMMIT, commit_end)
                 await client.committed.wait()
                 set_phase(Phase.REVEAL, commit_end)
+                # a revealed vote counts once a view shows it or the phase moved on
+                # (docs/protocol.md, "Chain reorganisations and confirmations")
+                while not client.reveals:
+                    await trio.sleep(0.05)
+                set_phase(Phase.FINALIZED, commit_end)
 
     trio.run(main)
     rec = Journal(tmp_path / "journal").get(R)
