@@ -82,9 +82,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
     if chaos_spec is not None:
         # phases end early once everyone acted: longer deadlines cost time only
-        # while a node is down, and give a node the chaos stopped room to come
-        # back and still commit and reveal
-        spec = dataclasses.replace(spec, commit_seconds=30, reveal_seconds=40)
+        # while a node is down or slowed, and give a node the chaos stopped (or
+        # whose RPC it broke) room to come back and still submit, commit and reveal
+        spec = dataclasses.replace(spec, train_seconds=40, commit_seconds=30, reveal_seconds=40)
         # a spare node per join, laid out but not registered (flocknode/cluster/churn.py)
         spec = dataclasses.replace(spec, spares=dict(chaos_spec.faults).get("join", 0))
     if chaos_spec is not None and "partition" in dict(chaos_spec.faults):

@@ -27,6 +27,7 @@ from flocknode.config import NodeConfig, load_config
 from flocknode.connect import connect
 from flocknode.crypto import canonical_size, parse_canonical
 from flocknode.crypto.envelope import ABYTES, DEFAULT_CHUNK_SIZE, HEAD_LEN
+from flocknode.errors import FlockError
 from flocknode.learning.learner import Learner
 from flocknode.learning.models import build_model, model_state
 from flocknode.learning.settings import TaskSettings
@@ -127,6 +128,7 @@ class Monitor:
     initial_accuracy: float | None = None
     initial_metric: float | None = None
     first_round: int = 1  # follow rounds from this one on ...
+    read_errors: int = 0
     follow: int = 0  # ... until this many finalized (0: the task's rounds)
 
     def __post_init__(self) -> None:
@@ -205,7 +207,12 @@ class Monitor:
             self.initial_accuracy, self.initial_metric = self._report(ev)
             self.progress(f"initial model: test {self.metric} {self.initial_metric:.3f}")
         while time.monotonic() < deadline:
-            self._step()
+            try:
+                self._step()
+            except FlockError as e:  # a read the chain refused (a reorg moved it): look again
+                self.read_errors += 1
+                if self.read_errors in (1, 10, 100):
+                    self.progress(f"chain read failed ({self.read_errors}): {e}")
             if len([r for r in self.rounds if not r.voided]) >= total:
                 return True
             time.sleep(0.25)

@@ -43,6 +43,7 @@ def test_reorg_faults_keep_every_promise(tmp_path: Path) -> None:
         "honest_not_slashed",
         "committed_votes_revealed",
         "rounds_finalized",
+        "bounded_growth",
         "reorged_txs_mined_again",
         "reorged_votes_revealed",
     }
