@@ -24,10 +24,19 @@ CLUSTER_PATHS = (
 
 
 CHAOS_PATHS = ("tests/integration/rounds/test_cluster_chaos",)
+# One cluster run per fault kind (partition, rpc, join/leave, reorg): together
+# about 270 s of clusters that, beside the other lanes on 2 cores, take
+# ``make test`` past its 15 minutes; ``make test-chaos`` runs them.
+CHAOS_KIND_PATHS = tuple(
+    f"tests/integration/rounds/test_cluster_chaos_{kind}.py"
+    for kind in ("partition", "rpc", "churn", "reorg")
+)
 
 
 def pytest_itemcollected(item: pytest.Item) -> None:
-    if item.nodeid.startswith(CHAOS_PATHS):
+    if item.nodeid.startswith(CHAOS_KIND_PATHS):
+        item.add_marker(pytest.mark.chaos_kinds)
+    elif item.nodeid.startswith(CHAOS_PATHS):
         item.add_marker(pytest.mark.chaos)
     elif item.nodeid.startswith(CLUSTER_PATHS):
         item.add_marker(pytest.mark.clusters)
