@@ -121,7 +121,11 @@ def simulate(
                     alone = learners[v].evaluate(apply_update(state, up), "val").ppm - before
                     flags[i] += alone < flag_threshold
             accepted = 2 * sum(1 for s in scores if s >= 0) >= len(scores)
-        flagged = [props[i] for i, f in enumerate(flags) if voters and f * 3 >= 2 * len(voters)]
+        flagged = [
+            props[i]
+            for i, f in enumerate(flags)
+            if voters and (f * 3 >= 2 * len(voters) or i in result.no_work)
+        ]
         before_acc = test.evaluate(state, "test").accuracy
         if accepted:
             state = result.model
@@ -136,6 +140,7 @@ def simulate(
                 "proposers": props,
                 "byzantine_proposers": [p for p in props if p in byzantine],
                 "rejected_nodes": [props[i] for i in result.rejected],
+                "no_work_nodes": [props[i] for i in result.no_work],
                 "selected_nodes": None
                 if result.selected is None
                 else [props[i] for i in result.selected],
@@ -354,7 +359,7 @@ def scenario_list(
         out[f"{rule}_signflip"] = (with_rule(rule=rule), half, byz, True, "sign_flip")
     for rule in ("median", "multi_krum"):
         out[f"{rule}_signflip_no_normcheck"] = (
-            with_rule(rule=rule, norm_factor=1e9),
+            with_rule(rule=rule, norm_factor=1e9, norm_floor=0.0, norm_ceiling=1e9),
             half,
             byz,
             True,

@@ -3,6 +3,7 @@
     result = aggregate(global_model, updates, settings, seats, scale)
     result.model      # new global model, float32
     result.rejected   # seats the norm check rejected (slashable)
+    result.no_work    # seats set aside below the norm floor (not paid, not slashed)
     result.selected   # multi_krum: the seats it averaged
 
 ``scale`` is the task's step scale (``core.step_scale``), the norm check's
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
         NonFiniteUpdateError,
         aggregate,
         apply_update,
+        no_work,
         norm_check,
     )
 
@@ -34,6 +36,7 @@ _CORE = {
     "NonFiniteUpdateError",
     "aggregate",
     "apply_update",
+    "no_work",
     "norm_check",
 }
 
@@ -58,5 +61,6 @@ __all__ = [
     "SettingsError",
     "aggregate",
     "apply_update",
+    "no_work",
     "norm_check",
 ]

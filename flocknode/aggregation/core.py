@@ -25,15 +25,26 @@ on the non-IID digits shards, and would get honest updates rejected):
 
 So a minority of updates cannot move either outside the honest deltas.
 
-The norm check (docs/protocol.md, step 5) rejects, in this order:
+The norm check (docs/protocol.md, step 5) first sets aside "no work": an
+update whose L2 norm is 0, or below ``norm_floor`` x the task's step scale.
+Such an update takes no part in the rule or the median and is not paid (voters
+flag it), but it is not misconduct: an honest proposer whose shard the global
+model already fits trains to a near-zero step (its softmax saturates, the
+gradients vanish and Adam's steps with them: 0.003 of the step scale on the
+digits demo past round 60, bench/accuracy.py). It then rejects, slashably:
 
-1. "no work": an update whose L2 norm is 0, or below ``norm_floor`` x the
-   task's step scale;
-2. "out of band": a norm above ``norm_ceiling`` x the step scale;
-3. a norm above ``norm_factor`` x the *lower* median of the norms left after
-   1 and 2, ``sorted(norms)[(n - 1) // 2]`` (the convention of the median of
-   voter scores in step 8). With ``norm_factor >= 1`` this step never rejects
-   every survivor.
+1. with a step scale, "out of band": a norm above ``norm_ceiling`` x the step
+   scale. That is the whole check: no reference that a proposer can move;
+2. without one, a norm above ``norm_factor`` x the *lower* median of the
+   norms left, ``sorted(norms)[(n - 1) // 2]`` (the convention of the median
+   of voter scores in step 8). With ``norm_factor >= 1`` this step never
+   rejects every survivor.
+
+A median step next to the band would be a lever for cheaters: an update just
+above the floor makes the lower median of two survivors small, and honest
+updates more than ``norm_factor`` times larger are rejected and slashed (two
+honest updates did it on their own: 0.134 and 0.599 of the scale, with a
+third proposer's "no work" set aside, bench/accuracy.py round 75).
 
 The step scale (``step_scale``) is ``learning_rate x sqrt(parameters x
 local_steps)``: with Adam each coordinate moves by about ``learning_rate`` a
@@ -44,11 +55,13 @@ only, so no proposer can move it: a zero update cannot drag the median to 0
 and rejected honest work (a median of [0, h] is 0), and proposers holding most
 of a round's seats cannot make a scaled update the median and pass (a median
 of [h, -4h, -4h] is a cheater's). Without a step scale (SGD, or training by
-epochs) steps 1 (exact zeros only) and 3 apply.
+epochs) only exact zeros are "no work" and step 2 rejects, a reference the
+proposers set: the task's creator picks a setup with a scale or accepts that.
 
 multi_krum's ``krum_f`` counts Byzantine updates among the *included* ones,
 and the updates the norm check rejects count against it: the rule runs on
-the survivors with ``f' = max(0, krum_f - rejected)`` (see ``krum_budget``).
+the survivors with ``f' = max(0, krum_f - rejected)`` (see ``krum_budget``);
+"no work" updates do not count (they may be honest).
 """
 
 from __future__ import annotations
@@ -85,7 +98,8 @@ class AggregationResult:
     ``included`` are the input seats, ``rejected`` those the norm check threw
     out (slashable), ``used`` those that entered the rule, ``selected`` the
     seats multi-Krum averaged (``None`` for other rules; the used seats that
-    are not selected are *not* rejected). ``norms`` holds each included
+    are not selected are *not* rejected), ``no_work`` those set aside below
+    the floor (not slashable, not paid). ``norms`` holds each included
     update's L2 norm in ``included`` order and ``median_norm`` the lower
     median the limit was measured against: of the norms inside the band
     (``None`` with none).
@@ -97,6 +111,7 @@ class AggregationResult:
     rejected: tuple[int, ...]
     used: tuple[int, ...]
     selected: tuple[int, ...] | None
+    no_work: tuple[int, ...]
     norms: tuple[float, ...]
     median_norm: float | None
 
@@ -117,17 +132,25 @@ def step_scale(
 def norm_check(
     norms: Sequence[float], norm_factor: float, band: tuple[float, float] | None = None
 ) -> list[int]:
-    """Positions the norm check rejects (see the module doc), in increasing order.
+    """Positions the norm check rejects, slashably (see the module doc), in increasing order.
 
-    ``band`` is ``(low, high)`` in norm units (``norm_band``); without it only
-    exact zeros are rejected before the median step.
+    ``band`` is ``(low, high)`` in norm units (``norm_band``). "No work"
+    positions (``no_work``) are neither rejected nor counted in the median.
     """
-    inside = _in_band(norms, band)
-    bad = {i for i in range(len(norms)) if i not in inside}
-    if inside:
-        limit = norm_factor * lower_median([norms[i] for i in inside])
-        bad |= {i for i in inside if norms[i] > limit}
-    return sorted(bad)
+    idle = set(no_work(norms, band))
+    rest = [i for i in range(len(norms)) if i not in idle]
+    if band is not None:
+        return [i for i in rest if norms[i] > band[1]]
+    if not rest:
+        return []
+    limit = norm_factor * lower_median([norms[i] for i in rest])
+    return [i for i in rest if norms[i] > limit]
+
+
+def no_work(norms: Sequence[float], band: tuple[float, float] | None = None) -> list[int]:
+    """Positions whose norm is 0 or below the band's floor, in increasing order."""
+    low = band[0] if band is not None else 0.0
+    return [i for i, n in enumerate(norms) if n == 0.0 or n < low]
 
 
 def _in_band(norms: Sequence[float], band: tuple[float, float] | None) -> list[int]:
@@ -175,9 +198,10 @@ def aggregate(
     norms = [l2_norm(v) for v in vectors]
     band = norm_band(settings, scale)
     bad = set(norm_check(norms, settings.norm_factor, band))
+    idle = set(no_work(norms, band))
     inside = [norms[i] for i in _in_band(norms, band)]
     rejected = tuple(seat_list[i] for i in sorted(bad))
-    keep = [i for i in range(len(vectors)) if i not in bad]
+    keep = [i for i in range(len(vectors)) if i not in bad and i not in idle]
     used = tuple(seat_list[i] for i in keep)
     kept = [vectors[i] for i in keep]
 
@@ -201,6 +225,7 @@ def aggregate(
         rejected=rejected,
         used=used,
         selected=selected,
+        no_work=tuple(seat_list[i] for i in sorted(idle)),
         norms=tuple(norms),
         median_norm=lower_median(inside) if inside else None,
     )
@@ -227,13 +252,13 @@ def krum_budget(krum_f: int, rejected: int) -> int:
     ones. The norm check runs first and every update it rejects is treated as
     misconduct (slashed, docs/protocol.md, step 5), so it is counted as one of the
     ``krum_f``: at most ``krum_f - rejected`` Byzantine updates can be left
-    among the survivors. The count is sound whenever the norm check rejects
-    only Byzantine updates, which holds while honest norms lie inside the band
-    and, among the updates inside the band, the Byzantine ones are fewer than
-    half and the honest norms lie within ``norm_factor`` of each other (then
-    the lower median norm is at least the smallest honest norm, so no honest
-    update exceeds the limit); the training defaults keep honest norms within
-    about 1.4x of each other (``TrainingSettings``).
+    among the survivors ("no work" updates are not counted: they may be
+    honest). The count is sound whenever the norm check rejects only
+    Byzantine updates, which holds while honest norms stay below the band's
+    ceiling (with a step scale) or, without one, while the Byzantine updates
+    are fewer than half of the non-zero ones and the honest norms lie within
+    ``norm_factor`` of each other (then the lower median norm is at least the
+    smallest honest norm, so no honest update exceeds the limit).
 
     Without it, multi_krum would leave out ``krum_f`` more *honest* updates
     every round in which the norm check had already removed the attackers:

@@ -30,13 +30,14 @@ class AggregationSettings:
     """How voters combine the included updates of a round (docs/protocol.md, step 5).
 
     - ``rule``: one of ``RULES``.
-    - ``norm_factor``: an update whose L2 norm exceeds ``norm_factor`` times the
-      lower median norm of the included updates inside the band is rejected (>= 1).
+    - ``norm_factor``: for tasks without a step scale, an update whose L2 norm
+      exceeds ``norm_factor`` times the lower median norm of the included
+      non-zero updates is rejected (>= 1).
     - ``norm_floor``, ``norm_ceiling``: the band, as multiples of the task's
       step scale ``learning_rate x sqrt(parameters x local_steps)`` (Adam with
       a step count only; ``core.step_scale``): a norm below the floor is "no
-      work", one above the ceiling out of band, both rejected (0 <= floor <
-      ceiling). Honest digits updates lie at 0.41 to 1.07 of the scale and
+      work" (left out and unpaid, not slashed), one above the ceiling is
+      rejected (0 <= floor < ceiling). Honest digits updates lie at 0.41 to 1.07 of the scale and
       their 4x sign flips at 1.66 or more (bench/accuracy.py, 15 rounds).
     - ``trim_ratio``: trimmed_mean drops ``floor(trim_ratio * n)`` values at each
       end of every coordinate (capped so at least one value is left); in [0, 0.5).

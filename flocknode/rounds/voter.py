@@ -227,7 +227,7 @@ async def _decide(
     )
     agg_hash = await ctx.models.put_async(result.model)
     t_aggregated = time.monotonic()
-    score, flags = await _score(ctx, base, result.model, included)
+    score, flags = await _score(ctx, base, result.model, included, set(result.no_work))
     timings = {
         "aggregate_seconds": t_aggregated - t_collected,
         "eval_seconds": time.monotonic() - t_aggregated,
@@ -243,12 +243,14 @@ async def _decide(
     )
     vote = ctx.behaviour.vote(r, vote)
     log.info(
-        "aggregated round=%d rule=%s included=%s rejected=%s flagged=%s score_ppm=%d hash=%s",
+        "aggregated round=%d rule=%s included=%s rejected=%s no_work=%s flagged=%s "
+        "score_ppm=%d hash=%s",
         r,
         result.rule,
         sorted([*(s.seat for s in included), *wrong_size]),
         sorted([*result.rejected, *wrong_size]),
-        flags,
+        list(result.no_work),
+        sorted(flags),
         score,
         agg_hash.hex()[:12],
     )
@@ -502,15 +504,19 @@ def _open(
 
 
 async def _score(
-    ctx: VoterDeps, base: State, new: State, included: list[SeatInput]
+    ctx: VoterDeps, base: State, new: State, included: list[SeatInput], no_work: set[int]
 ) -> tuple[int, list[int]]:
-    """Accuracy change (ppm) of the new model on private validation data, and flags."""
+    """Accuracy change (ppm) of the new model on private validation data, and flags.
+
+    "No work" seats (below the norm floor) are flagged without an evaluation:
+    every honest voter flags them, so they are not paid, and not slashed.
+    """
     t0 = time.monotonic()
     before = (await ctx.learner.evaluate_async(base, "val")).ppm
     after = (await ctx.learner.evaluate_async(new, "val")).ppm
-    flags = []
+    flags = sorted(no_work)
     for s in included:  # every included update is judged, rejected ones too
-        if s.update is None:
+        if s.update is None or s.seat in no_work:
             continue
         alone = await trio.to_thread.run_sync(apply_update, base, s.update)
         gain = (await ctx.learner.evaluate_async(alone, "val")).ppm - before

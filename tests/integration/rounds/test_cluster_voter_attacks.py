@@ -36,7 +36,7 @@ def _cheater_rounds(h: Harness, cheater: str) -> int:
     return n
 
 
-def test_finding5_zero_update_proposer_gets_no_honest_proposer_rejected_and_no_pay(
+def test_finding5_zero_update_gets_no_honest_proposer_rejected_and_no_pay(
     tmp_path: Path,
 ) -> None:
     # Two proposer seats: with [zero, honest] the old lower-median limit was 0.
@@ -61,7 +61,9 @@ def test_finding5_zero_update_proposer_gets_no_honest_proposer_rejected_and_no_p
             for seat, p in enumerate(v.proposers):
                 if p == zero:
                     if v.updates[seat].submitted:
-                        assert rej >> seat & 1, f"round {r}: zero update not rejected"
+                        # "no work": flagged by every winner, so unpaid; not slashable
+                        assert all(v.votes[w].flag_bits >> seat & 1 for w in win), r
+                        assert not rej >> seat & 1, f"round {r}: zero update rejected"
                         assert p not in rewarded, f"round {r}: zero update paid"
                 else:
                     assert not rej >> seat & 1, f"round {r}: honest proposer rejected"

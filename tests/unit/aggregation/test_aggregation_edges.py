@@ -17,6 +17,7 @@ from flocknode.aggregation import (
     SettingsError,
     aggregate,
     apply_update,
+    no_work,
     norm_check,
 )
 
@@ -64,12 +65,13 @@ def test_norm_check_uses_the_lower_median_for_even_counts() -> None:
     st.floats(min_value=1.0, max_value=100.0),
 )
 def test_norm_check_never_rejects_half_or_more(norms: list[float], factor: float) -> None:
-    """Of the non-zero norms at least half survive; zero norms are always rejected."""
+    """Of the non-zero norms at least half survive; zero norms are "no work", never rejected."""
     rejected = norm_check(norms, factor)
     work = [n for n in norms if n != 0.0]
-    assert len(norms) - len(rejected) >= math.ceil(len(work) / 2)
+    assert len(work) - len(rejected) >= math.ceil(len(work) / 2)
     limit = factor * sorted(work)[(len(work) - 1) // 2] if work else 0.0
-    assert rejected == [i for i, n in enumerate(norms) if n == 0.0 or n > limit]
+    assert rejected == [i for i, n in enumerate(norms) if n != 0.0 and n > limit]
+    assert no_work(norms) == [i for i, n in enumerate(norms) if n == 0.0]
 
 
 def test_rejected_updates_are_reported_by_seat_and_left_out(digest) -> None:

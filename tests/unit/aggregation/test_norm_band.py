@@ -10,7 +10,7 @@ import math
 import torch
 
 from flocknode.aggregation import AggregationSettings, SettingsError, aggregate
-from flocknode.aggregation.core import norm_band, norm_check, step_scale
+from flocknode.aggregation.core import no_work, norm_band, norm_check, step_scale
 from flocknode.learning.settings import TaskSettings
 
 DIM = 4810  # the digits MLP's parameter count
@@ -45,20 +45,28 @@ def test_finding5_zero_update_does_not_get_honest_rejected() -> None:
     zero = _model(torch.zeros(DIM))
     for scale in (None, _scale()):  # with and without a step scale
         r = aggregate(g, [zero, honest], AggregationSettings(), seats=[0, 1], scale=scale)
-        assert r.rejected == (0,), (scale, r.norms)
+        assert r.no_work == (0,) and r.rejected == (), (scale, r.norms)
         assert r.used == (1,)
         assert torch.equal(r.model["w"], honest["w"])
     # several zero updates against one honest update: still only the zeros go
     r = aggregate(g, [zero, zero, honest], AggregationSettings(), seats=[0, 1, 2])
-    assert r.rejected == (0, 1) and r.used == (2,)
+    assert r.no_work == (0, 1) and r.rejected == () and r.used == (2,)
 
 
-def test_norm_below_the_floor_is_no_work() -> None:
+def test_norm_below_the_floor_is_no_work_set_aside_and_not_rejected() -> None:
+    """A converged honest proposer's step can be tiny (0.003 of the scale on the
+    digits demo past round 60): it is left out of the rule and the median, and
+    not slashed."""
     g = _model(torch.zeros(DIM))
     s = _scale()
-    tiny, honest = _honest(0.05 * s, 2), _honest(0.6 * s, 3)
+    tiny, honest = _honest(0.003 * s, 2), _honest(0.6 * s, 3)
     r = aggregate(g, [tiny, honest], AggregationSettings(), scale=s)
-    assert r.rejected == (0,) and r.used == (1,)
+    assert r.no_work == (0,) and r.rejected == () and r.used == (1,)
+    assert r.median_norm == r.norms[1]
+    # an over-scaled update is still rejected next to a "no work" one
+    big = _model(-4.0 * honest["w"])
+    r = aggregate(g, [tiny, honest, big, _honest(0.5 * s, 4)], AggregationSettings(), scale=s)
+    assert r.no_work == (0,) and r.rejected == (2,) and r.used == (1, 3)
 
 
 def test_finding12_majority_sign_flippers_rejected() -> None:
@@ -94,7 +102,8 @@ def test_honest_spread_stays_inside_the_band() -> None:
 def test_band_edges_and_settings() -> None:
     assert norm_band(AggregationSettings(), None) is None
     assert norm_band(AggregationSettings(norm_floor=0.5, norm_ceiling=2.0), 10.0) == (5.0, 20.0)
-    assert norm_check([0.0, 5.0, 20.0, 20.000001, 4.999], 10.0, (5.0, 20.0)) == [0, 3, 4]
+    assert norm_check([0.0, 5.0, 20.0, 20.000001, 4.999], 10.0, (5.0, 20.0)) == [3]
+    assert no_work([0.0, 5.0, 20.0, 20.000001, 4.999], (5.0, 20.0)) == [0, 4]
     for bad in (
         {"norm_floor": -0.1},
         {"norm_floor": 2.0, "norm_ceiling": 2.0},
@@ -105,3 +114,21 @@ def test_band_edges_and_settings() -> None:
         except SettingsError:
             continue
         raise AssertionError(f"accepted {bad}")
+
+
+def test_an_update_just_above_the_floor_cannot_get_honest_updates_rejected() -> None:
+    """With a step scale no proposer sets the reference: a cheater's update at
+    0.11 of the scale would have made a median limit of 0.33, below honest
+    late-training norms (0.4 to 0.6 of the scale)."""
+    g = _model(torch.zeros(DIM))
+    s = _scale()
+    small = _honest(0.11 * s, 30)
+    honest = [_honest(f * s, 31 + i) for i, f in enumerate((0.5, 0.6, 1.19))]
+    for rule in ("fedavg", "median", "multi_krum"):
+        r = aggregate(g, [small, *honest], AggregationSettings(rule=rule), scale=s)
+        assert r.rejected == () and r.no_work == (), (rule, r.norms)
+        r = aggregate(g, [small, honest[0]], AggregationSettings(rule=rule), scale=s)
+        assert r.rejected == () and r.used == (0, 1), (rule, r.norms)
+    # without a scale the median step stays (exact zeros aside)
+    r = aggregate(g, [small, honest[0]], AggregationSettings(), scale=None)
+    assert r.rejected == (1,)

@@ -349,7 +349,8 @@ def test_finding4_wrong_size_seat_is_included_and_rejected_in_the_vote(tmp_path:
     assert decided is not None
     vote = decided[0]
     assert vote.included_bits == 0b111  # the wrong-size seat counts as included ...
-    assert vote.rejected_bits == 0b011  # ... and rejected, with the zero update
+    assert vote.rejected_bits == 0b001  # ... and rejected; the zero update is "no work":
+    assert vote.flag_bits & 0b010  # flagged (not paid), not rejected (not slashed)
     expected = aggregate(base, [trained], settings.aggregation, seats=[2]).model
     assert vote.aggregate_hash == v.ctx.models.put(expected).hex()
 
@@ -394,6 +395,7 @@ def test_a_vote_decided_in_the_train_phase_is_committed_once_the_commit_phase_op
     v.ctx.client = client = VoteClient()
     v.ctx.wallet = v.wallet
     no_vote = VoteView(False, False, bytes(32), bytes(32), 0, 0, 0, 0)
+    committed = dataclasses.replace(no_vote, committed=True)
 
     def set_phase(phase: Phase, commit_end: float) -> None:
         chain.put_round(
@@ -402,7 +404,7 @@ def test_a_vote_decided_in_the_train_phase_is_committed_once_the_commit_phase_op
                 proposers=("0x00000000000000000000000000000000000000aa",),
                 voters=(v.wallet,),
                 updates=(UpdateView(False, bytes(32), bytes(32), 0),),
-                votes=(no_vote,),
+                votes=(committed if client.commits else no_vote,),
                 commit_end=int(commit_end),
             )
         )
