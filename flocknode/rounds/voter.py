@@ -75,8 +75,13 @@ class VoterDeps(RoleReads, Protocol):
 
 
 def facts(
-    ctx: VoterDeps, view: RoundView, seat: int, refused: str = "", sent_at: float | None = None
+    ctx: VoterDeps,
+    view: RoundView,
+    seat: int,
+    refused: tuple[str, str] = ("", ""),
+    sent_at: float | None = None,
 ) -> m.VoterFacts:
+    """What the voter knows now; ``refused``: the commit's and the reveal's refusal."""
     r = view.round
     rec = ctx.journal.get(r)
     v = ctx.feed.rounds.get(r, view)
@@ -89,8 +94,10 @@ def facts(
         chain_committed=on_chain is not None and on_chain.committed,
         chain_revealed=on_chain is not None and on_chain.revealed,
         withhold_reveal=not ctx.behaviour.reveals,
-        refused=refused,
+        commit_refused=refused[0],
+        reveal_refused=refused[1],
         fresh=_fresh(ctx, sent_at),
+        reveal_over=v.reveal_end > 0 and ctx.feed.now() >= v.reveal_end,
     )
 
 
@@ -101,7 +108,7 @@ async def run_voter(ctx: VoterDeps, view: RoundView, seat: int) -> None:
     as it was before the failed action; the caller retries the whole run.
     """
     r = view.round
-    refused = ""
+    refused = ("", "")  # the last commitVote's and revealVote's refusal in this phase
     sent_at: float | None = None  # the feed's clock when this run's last commit/reveal returned
     while True:
         action = m.decide(facts(ctx, view, seat, refused, sent_at))
@@ -114,19 +121,24 @@ async def run_voter(ctx: VoterDeps, view: RoundView, seat: int) -> None:
             vote, notes = await _decide(ctx, ctx.feed.rounds.get(r, view), seat)
             await ctx.journal.update_async(r, role="voter", seat=seat, vote=vote, notes=notes)
         elif isinstance(action, m.Commit):
-            refused = await _commit(ctx, r, _journaled_vote(ctx, r))
+            refused = (await _commit(ctx, r, _journaled_vote(ctx, r)), refused[1])
             sent_at = ctx.feed.clock()
         elif isinstance(action, m.Reveal):
-            refused = await _reveal(ctx, r, _journaled_vote(ctx, r))
+            reason = await _reveal(ctx, r, _journaled_vote(ctx, r))
+            if reason and reason != refused[1]:  # once per reason, not per attempt
+                log.info("revealVote refused round=%d, sent again at the next view: %s", r, reason)
+            refused = (refused[0], reason)
             sent_at = ctx.feed.clock()
         elif isinstance(action, m.Record):
             await ctx.journal.update_async(r, **{action.field: True})
         elif isinstance(action, m.WaitView):
+            if _fresh(ctx, sent_at):  # nothing sent since this view: wait for the next
+                sent_at = ctx.feed.latest.read_at
             phase = ctx.feed.rounds.get(r, view).phase
             await ctx.feed.wait_for(r, functools.partial(_news_since, ctx, sent_at, phase))
         else:
             await ctx.feed.wait_for(r, functools.partial(_moved_past, action.phase))
-            refused = ""  # a refusal in one phase says nothing about the next
+            refused = ("", "")  # a refusal in one phase says nothing about the next
 
 
 def _fresh(ctx: VoterDeps, sent_at: float | None) -> bool:

@@ -18,7 +18,16 @@ do; ``flocknode.rounds.voter`` performs the actions.
   it means a chain reorganisation removed it, and it is sent again (an
   "Already..." answer is success, so a stale view costs one refused estimate);
   a reorganisation that moved the phase back is waited out (docs/protocol.md,
-  "Chain reorganisations and confirmations").
+  "Chain reorganisations and confirmations");
+- a refused commit gives the vote up once a view read after the refusal
+  does not show the commit either (it costs the voter the round's pay, not
+  its stake: a commit on chain is revealed, however its resend was
+  refused); a refused reveal never does while the reveal phase lasts: it is
+  sent again at the next view read after the refusal, as a committed voter
+  that does not reveal is slashed and a reorganisation can refuse a reveal the
+  chain takes one block later. Past the reveal deadline of the latest view
+  (the chain's clock) a refusal ends it: the feed stops reading a round once
+  the next one opens, so that view may never show the phase end.
 
 ``decide_seat`` collects one proposer's update (docs/protocol.md, "Threats
 and defences"):
@@ -55,8 +64,10 @@ class VoterFacts:
     chain_committed: bool  # the chain shows this seat's commitment
     chain_revealed: bool  # the chain shows this seat's reveal
     withhold_reveal: bool = False  # a test behaviour: commit, never reveal
-    refused: str = ""  # commitVote or revealVote reverted for another reason than "Already..."
+    commit_refused: str = ""  # commitVote reverted for another reason than "Already..."
+    reveal_refused: str = ""  # revealVote reverted for another reason than "Already..."
     fresh: bool = False  # the view was read after this run's last commit or reveal returned
+    reveal_over: bool = False  # the chain's clock is past the view's reveal deadline
 
 
 @dataclass(frozen=True)
@@ -112,13 +123,15 @@ def decide(f: VoterFacts) -> VoterAction:
             return WaitPhase(Phase.TRAIN)
         if f.phase is not Phase.COMMIT:
             return GiveUp(f"vote ready after the commit phase (phase={f.phase.label})")
-        if f.refused:
-            return GiveUp(f"commitVote refused: {f.refused}")
+        if f.commit_refused:
+            if not f.fresh:
+                return WaitView()  # judged against a view read before the refusal
+            return GiveUp(f"commitVote refused: {f.commit_refused}")
         return Commit()
     if f.phase in DECIDE_PHASES and not f.chain_committed:
         # journaled, not on chain: a view behind the journal, or a reorganisation
-        if f.phase is Phase.COMMIT and f.refused:
-            return GiveUp(f"commitVote refused: {f.refused}")
+        if f.phase is Phase.COMMIT and f.commit_refused and f.fresh:
+            return GiveUp(f"commitVote refused: {f.commit_refused}")
         if f.phase is Phase.COMMIT and f.fresh:
             return Commit()
         return WaitView() if f.phase is Phase.COMMIT else WaitPhase(f.phase)
@@ -126,8 +139,8 @@ def decide(f: VoterFacts) -> VoterAction:
         if f.chain_revealed or f.phase not in (*DECIDE_PHASES, Phase.REVEAL):
             return Done()
         if f.phase is Phase.REVEAL:
-            if f.refused:
-                return GiveUp(f"revealVote refused: {f.refused}")
+            if f.reveal_refused and f.reveal_over:
+                return GiveUp(f"revealVote refused past the reveal deadline: {f.reveal_refused}")
             return Reveal() if f.fresh else WaitView()
         return WaitPhase(f.phase)  # a reorganisation took the round back before reveal
     if f.withhold_reveal:
@@ -138,8 +151,15 @@ def decide(f: VoterFacts) -> VoterAction:
         return Record("revealed")
     if f.phase is not Phase.REVEAL:
         return GiveUp(f"missed the reveal phase (phase={f.phase.label})")
-    if f.refused:
-        return GiveUp(f"revealVote refused: {f.refused}")
+    if not f.chain_committed:
+        # journaled, not on chain: a reorganisation removed the commit, which the
+        # node's sender broadcasts again; a reveal now would be refused, and
+        # giving up then would leave the commit, once mined again, unrevealed
+        return WaitView()
+    if f.reveal_refused and f.reveal_over:
+        return GiveUp(f"revealVote refused past the reveal deadline: {f.reveal_refused}")
+    if f.reveal_refused and not f.fresh:
+        return WaitView()  # judged against a view read before the refusal
     return Reveal()
 
 

@@ -51,9 +51,29 @@ VOTE_CASES: list[tuple[str, m.VoterFacts, m.VoterAction]] = [
         m.GiveUp("vote ready after the commit phase (phase=reveal)"),
     ),
     (
-        "commit refused",
-        r(DECIDED, refused="NotElectedVoter"),
+        "commit refused, the view read before the refusal",
+        r(DECIDED, commit_refused="NotElectedVoter"),
+        m.WaitView(),
+    ),
+    (
+        "commit refused, a view read after it",
+        r(DECIDED, commit_refused="NotElectedVoter", fresh=True),
         m.GiveUp("commitVote refused: NotElectedVoter"),
+    ),
+    (
+        "commit refused, a view read after it shows the commit (an earlier send)",
+        r(DECIDED, phase=Phase.REVEAL, chain_committed=True, commit_refused="x", fresh=True),
+        m.Record("committed"),
+    ),
+    (
+        "committed, lost in a reorg, the resend refused on a view before the refusal",
+        r(COMMITTED, chain_committed=False, commit_refused="WrongPhase"),
+        m.WaitView(),
+    ),
+    (
+        "committed, the resend refused, the rebroadcast commit mined and commit over",
+        r(IN_REVEAL, commit_refused="WrongPhase", fresh=True),
+        m.Reveal(),
     ),
     # crashed after commitVote went through, before journaling it
     ("chain shows the commit", r(DECIDED, chain_committed=True), m.Record("committed")),
@@ -72,7 +92,7 @@ VOTE_CASES: list[tuple[str, m.VoterFacts, m.VoterAction]] = [
     ),
     (
         "committed, lost in a reorg, the resend refused",
-        r(COMMITTED, chain_committed=False, fresh=True, refused="CommitClosed"),
+        r(COMMITTED, chain_committed=False, fresh=True, commit_refused="CommitClosed"),
         m.GiveUp("commitVote refused: CommitClosed"),
     ),
     (
@@ -86,9 +106,14 @@ VOTE_CASES: list[tuple[str, m.VoterFacts, m.VoterAction]] = [
         m.Reveal(),
     ),
     (
-        "revealed, lost in a reorg, the resend refused",
-        r(IN_REVEAL, revealed=True, fresh=True, refused="BadReveal"),
-        m.GiveUp("revealVote refused: BadReveal"),
+        "revealed, lost in a reorg, the resend refused: again at the next view",
+        r(IN_REVEAL, revealed=True, fresh=True, reveal_refused="WrongPhase"),
+        m.Reveal(),
+    ),
+    (
+        "a reveal refused, then a reorg took the round back to commit: commit again",
+        r(IN_REVEAL, phase=Phase.COMMIT, chain_committed=False, fresh=True, reveal_refused="x"),
+        m.Commit(),
     ),
     *[
         (
@@ -104,6 +129,13 @@ VOTE_CASES: list[tuple[str, m.VoterFacts, m.VoterAction]] = [
         m.WaitPhase(Phase.COMMIT),
     ),
     ("reveal", IN_REVEAL, m.Reveal()),
+    # a reorganisation removed the commit: reveal once it is mined again
+    ("committed, the chain lost the commit", r(IN_REVEAL, chain_committed=False), m.WaitView()),
+    (
+        "committed, the chain lost the commit, a reveal was refused",
+        r(IN_REVEAL, chain_committed=False, reveal_refused="NotCommitted", fresh=True),
+        m.WaitView(),
+    ),
     (
         "no_reveal behaviour",
         r(COMMITTED, withhold_reveal=True),
@@ -122,10 +154,32 @@ VOTE_CASES: list[tuple[str, m.VoterFacts, m.VoterAction]] = [
         )
         for p in OVER
     ],
+    # a committed voter that does not reveal is slashed: a refused reveal is
+    # sent again at each view read after it while the reveal phase lasts
     (
-        "reveal refused",
-        r(IN_REVEAL, refused="BadReveal"),
-        m.GiveUp("revealVote refused: BadReveal"),
+        "reveal refused, the view read before the refusal",
+        r(IN_REVEAL, reveal_refused="NotCommitted"),
+        m.WaitView(),
+    ),
+    (
+        "reveal refused, a view read after it",
+        r(IN_REVEAL, reveal_refused="NotCommitted", fresh=True),
+        m.Reveal(),
+    ),
+    # the feed no longer reads a round once the next opens: its last view may
+    # say "reveal" for good, and the chain's clock ends the retries
+    *[
+        (
+            f"reveal refused past the reveal deadline ({name})",
+            r(f, reveal_refused="WrongPhase", fresh=True, reveal_over=True),
+            m.GiveUp("revealVote refused past the reveal deadline: WrongPhase"),
+        )
+        for name, f in (("journaled", IN_REVEAL), ("revealed", r(IN_REVEAL, revealed=True)))
+    ],
+    (
+        "past the reveal deadline, nothing refused yet: reveal",
+        r(IN_REVEAL, reveal_over=True),
+        m.Reveal(),
     ),
 ]
 
@@ -156,6 +210,26 @@ def test_a_commit_is_only_sent_in_the_commit_phase_and_a_reveal_only_in_reveal(
         assert phase is Phase.REVEAL and f.committed
     if isinstance(a, m.Decide):
         assert phase in (Phase.TRAIN, Phase.COMMIT) and not f.decided
+
+
+@pytest.mark.parametrize("fresh", [False, True])
+@pytest.mark.parametrize("revealed", [False, True])
+@pytest.mark.parametrize("chain_committed", [False, True])
+@pytest.mark.parametrize(
+    "refused", [("", ""), ("CommitClosed", ""), ("", "WrongPhase"), ("a", "b")]
+)
+def test_a_committed_voter_never_gives_up_while_the_reveal_phase_lasts(
+    fresh: bool, revealed: bool, chain_committed: bool, refused: tuple[str, str]
+) -> None:
+    f = r(
+        IN_REVEAL,
+        revealed=revealed,
+        chain_committed=chain_committed,
+        fresh=fresh,
+        commit_refused=refused[0],
+        reveal_refused=refused[1],
+    )
+    assert not isinstance(m.decide(f), m.GiveUp)
 
 
 SIZE = 1000

@@ -302,6 +302,8 @@ async def test_commit_reverts(
     sim, v = w.sim, w.voters[0]
     v.journal.update(R, role="voter", seat=0, vote=VOTE)
     v.client.fail["commit_vote"] = revert(error)
+    if error == "AlreadyCommitted":  # the chain holds the commitment (an earlier send)
+        sim.votes[0] = dataclasses.replace(sim.votes[0], committed=True)
     view = sim.to(Phase.COMMIT)
     await _drive(
         sim, functools.partial(voter.run_voter, v, view, 0), [Phase.REVEAL, Phase.FINALIZED]
@@ -420,3 +422,89 @@ async def test_a_vote_decided_in_train_waits_for_the_commit_phase(
         await _until(lambda: sim.votes[0].committed, sim.feed)
         sim.to(Phase.REVEAL)
     assert v.journal.get(R).revealed
+
+
+def _committed_voter_with_refused_reveals(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> tuple[RoundSim, Role, Any, list[float]]:
+    """A voter journaled and on chain as committed, in the reveal phase (its deadline
+    20 s from now), whose reveals are refused (``WrongPhase``) until the test says
+    otherwise; the times of its reveal attempts."""
+    w = _world(tmp_path, monkeypatch, 3, 1)
+    sim, v = w.sim, w.voters[0]
+    v.journal.update(R, role="voter", seat=0, vote=VOTE, committed=True)
+    sim.votes[0] = dataclasses.replace(sim.votes[0], committed=True)
+    view = sim.to(Phase.REVEAL)
+    v.client.fail["reveal_vote"] = revert("WrongPhase")
+    attempts: list[float] = []
+    send_reveal = v.client.reveal_vote
+
+    async def reveal_vote(*args: Any) -> None:
+        attempts.append(trio.current_time())
+        await send_reveal(*args)
+
+    monkeypatch.setattr(v.client, "reveal_vote", reveal_vote)
+    return sim, v, view, attempts
+
+
+async def _new_blocks(sim: RoundSim) -> None:
+    """A view read each second, as the chain feed reads them."""
+    while True:
+        await trio.sleep(1)
+        sim.feed.publish(dataclasses.replace(sim.feed.latest, read_at=trio.current_time()))
+
+
+@pytest.mark.parametrize("back_in", [Phase.COMMIT, Phase.REVEAL], ids=lambda p: p.label)
+async def test_a_reveal_refused_in_a_reorg_is_sent_again_once_the_commit_is_back(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    autojump_clock: trio.testing.MockClock,
+    back_in: Phase,
+) -> None:
+    """A reorganisation removed the commit that ended the commit phase early: the
+    reveal, sent on the view before it, is refused. The commit comes back (the
+    voter sends it again in the commit phase, or its sender's rebroadcast is
+    mined and the reveal phase is back) and the voter reveals: giving up would
+    leave a commit on chain unrevealed, which is slashed (docs/protocol.md,
+    "Chain reorganisations and confirmations")."""
+    sim, v, view, attempts = _committed_voter_with_refused_reveals(tmp_path, monkeypatch)
+    new_blocks = functools.partial(_new_blocks, sim)
+
+    with trio.fail_after(120):
+        async with trio.open_nursery() as blocks:
+            blocks.start_soon(new_blocks)
+            async with trio.open_nursery() as n:
+                n.start_soon(voter.run_voter, v, view, 0)
+                await _until(lambda: len(attempts) == 1, sim.feed)
+                del v.client.fail["reveal_vote"]
+                sim.votes[0] = dataclasses.replace(sim.votes[0], committed=False)  # the reorg
+                sim.to(Phase.COMMIT)
+                if back_in is Phase.REVEAL:  # the rebroadcast commit mined: commit ends again
+                    await trio.sleep(0.5)
+                    sim.votes[0] = dataclasses.replace(sim.votes[0], committed=True)
+                    sim.to(Phase.REVEAL)
+                else:  # the voter sends its journaled commit again
+                    await _until(lambda: sim.votes[0].committed, sim.feed)
+                    sim.to(Phase.REVEAL)
+            blocks.cancel_scope.cancel()
+    assert v.journal.get(R).revealed and sim.votes[0].revealed
+    assert len(attempts) == 2
+
+
+async def test_reveal_retries_end_at_the_reveal_deadline_of_a_view_that_never_moves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The feed stops reading a round once the next one opens, so a voter behind a
+    faulty RPC may keep a "reveal" view of a round the chain has finalized: its
+    refused reveals stop at that view's reveal deadline (the chain's clock)."""
+    sim, v, view, attempts = _committed_voter_with_refused_reveals(tmp_path, monkeypatch)
+    new_blocks = functools.partial(_new_blocks, sim)
+
+    t0 = trio.current_time()
+    with trio.fail_after(120):
+        async with trio.open_nursery() as blocks:
+            blocks.start_soon(new_blocks)
+            await voter.run_voter(v, view, 0)  # returns: given up
+            blocks.cancel_scope.cancel()
+    assert not v.journal.get(R).revealed
+    assert 2 <= len(attempts) <= 25 and attempts[-1] - t0 >= 19
