@@ -95,8 +95,9 @@ def test_commit_rolled_back_is_broadcast_again(
 
     assert voter.recheck_sent() == 1
     assert sender.rebroadcasts == 1
-    # automine: the same transaction (same hash) is mined again at once
-    assert _receipt_block(owner, sent.tx_hash) is not None
+    # automine: the same transaction (same hash) is mined again, in anvil's own
+    # time after the send returns
+    _until("the commit mined again", lambda: _receipt_block(owner, sent.tx_hash) is not None)
     assert owner.get_round(1).votes[0].committed
     assert voter.recheck_sent() == 0
     # the wallet's next transaction gets the next nonce and is mined

@@ -44,6 +44,7 @@ class ScriptedChain:
         self.calls: list[tuple[str, list[object]]] = []
         self.grow_on_second_read = False
         self._reads = 0
+        self.still_mined: set[str] = set()  # hashes with a receipt after the reorg
 
     def __call__(self, method: str, params: list[object]) -> object:
         if method == "eth_blockNumber":
@@ -54,6 +55,8 @@ class ScriptedChain:
             return hex(head)
         if method == "eth_getBlockByNumber":
             return {"transactions": self.blocks[int(str(params[0]), 16)]}
+        if method == "eth_getTransactionReceipt":
+            return {"status": "0x1"} if params[0] in self.still_mined else None
         self.calls.append((method, params))
         return None
 
@@ -124,6 +127,21 @@ def test_a_block_mined_during_the_read_postpones_the_reorg() -> None:
     reorger = Reorger(state, seed=2, rpc=chain, clock=lambda: 0.0)
     assert reorger.inject(make_view(2, Phase.COMMIT), 0.0) is None
     assert chain.calls == []
+
+
+def test_a_transaction_the_reorg_left_mined_is_not_counted_removed() -> None:
+    # a block mined between the read and the call: the replaced range moved up
+    # by one, and the oldest block read (with a node's commit) stayed
+    state = _state("honest", "honest")
+    chain = ScriptedChain({b: [] for b in range(1, 11)})
+    chain.blocks[9] = [_tx(1, state.nodes[0].wallet, _commit_data(2))]
+    chain.blocks[10] = [_tx(2, state.nodes[1].wallet, _commit_data(2))]
+    chain.still_mined = {f"0x{1:064x}"}
+    reorger = Reorger(state, seed=3, rpc=chain, clock=lambda: 0.0)
+    reorger._draw = (2, "anvil_rollback", 0.0)
+    fault = reorger.inject(make_view(2, Phase.COMMIT), 0.0)
+    assert fault is not None and chain.calls == [("anvil_rollback", [2])]
+    assert [t["node"] for t in fault.removed] == ["node-1"] and fault.node == "node-1"
 
 
 def test_the_chaos_plans_and_reports_reorgs() -> None:
