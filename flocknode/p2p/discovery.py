@@ -67,6 +67,7 @@ class _PeerState:
     next_at: float = 0.0
     in_flight: bool = False
     connected_at: float | None = None
+    ended: int = 0  # connections that ``disconnected`` judged (stable or not)
     last_error: str = field(default="", repr=False)
 
 
@@ -147,7 +148,15 @@ class PeerDialer:
         self._wake.set()
 
     def connected(self, peer_id: ID) -> None:
-        """A connection to a member exists (dialed by either side)."""
+        """A connection to a member exists (dialed by either side).
+
+        The swarm runs its connect and disconnect notifications in tasks of
+        their own, so a connection the other side closed at once may be reported
+        after its end: a peer that is no longer connected is ignored here, and
+        ``_dial`` counts that connection as a failure.
+        """
+        if peer_id not in self._host.get_connected_peers():
+            return
         self._state.setdefault(peer_id, _PeerState()).connected_at = trio.current_time()
 
     def disconnected(self, peer_id: ID) -> None:
@@ -157,6 +166,7 @@ class PeerDialer:
             return
         now = trio.current_time()
         lived, st.connected_at = now - st.connected_at, None
+        st.ended += 1
         if lived >= self._stable_after:
             st.failures = 0
             st.next_at = now + self._backoff.base
@@ -194,6 +204,10 @@ class PeerDialer:
             if peer == me or peer in connected:
                 continue
             st = self._state.setdefault(peer, _PeerState())
+            if st.connected_at is not None:
+                # gone without a disconnect notice (the swarm does not always send
+                # one for a connection closed while it was set up): judge it now
+                self.disconnected(peer)
             if not st.in_flight and now >= st.next_at:
                 due.append(peer)
         return due
@@ -219,6 +233,7 @@ class PeerDialer:
 
     async def _dial(self, peer: ID) -> None:
         st = self._state[peer]
+        ended_before = st.ended
         try:
             addrs = self.addrs_for(peer)
             if not addrs:
@@ -229,6 +244,10 @@ class PeerDialer:
         finally:
             st.in_flight = False
         now = trio.current_time()
+        if ok and st.ended == ended_before and peer not in self._host.get_connected_peers():
+            # gone already, and ``disconnected`` did not see it (it ran before
+            # ``connected``): a connection that ended at once is a failure
+            ok, err = False, "closed"
         if ok:  # the failure count is reset once the connection proved stable
             # the connection may already have ended (the peer closed it during the
             # handshake) and ``disconnected`` set a backoff: never shorten it
