@@ -9,11 +9,12 @@ seat fillable without it), withdraws and stops from round 7, and the invariants 
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration.rounds.chaos_run import run_cluster_up
 
 pytestmark = pytest.mark.integration
 
@@ -26,7 +27,7 @@ def test_a_participant_joins_and_another_leaves_mid_task(tmp_path: Path) -> None
     # commit phase: once the leaver's stake is gone the 4 seats take every
     # eligible node, the newcomer included
     cmd += ["--chaos", "join,leave", "--chaos-seed", "7"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
+    done = run_cluster_up(cmd, timeout=280)
     assert done.returncode == 0, done.stderr[-4000:]
     s = json.loads(done.stdout)
     assert s["chaos"]["not_injected"] == [] and s["chaos"]["faults"] == [], s["chaos"]

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.rounds.chaos_run import run_cluster_up
+
 pytestmark = pytest.mark.integration
 
 ROOT = os.geteuid() == 0 and shutil.which("ip") is not None
@@ -32,7 +34,7 @@ def test_a_partition_heals_and_the_cluster_resumes_and_agrees(tmp_path: Path) ->
     cmd = [sys.executable, "-m", "flocknode.cli", "cluster", "up", "--dir", str(directory)]
     cmd += ["--nodes", "4", "--rounds", "5", "--isolation", "none", "--json"]
     cmd += ["--chaos", "partition", "--chaos-seed", "1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
+    done = run_cluster_up(cmd, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
     s = json.loads(done.stdout)
     (fault,) = s["chaos"]["faults"]

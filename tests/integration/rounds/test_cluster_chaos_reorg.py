@@ -8,12 +8,13 @@ reorganisations and confirmations").
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tomllib
 from pathlib import Path
 
 import pytest
+
+from tests.integration.rounds.chaos_run import run_cluster_up
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +24,7 @@ def test_reorg_faults_keep_every_promise(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "flocknode.cli", "cluster", "up", "--dir", str(directory)]
     cmd += ["--nodes", "4", "--rounds", "3", "--isolation", "none", "--json"]
     cmd += ["--chaos", "reorg=2", "--chaos-seed", "1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=240)
+    done = run_cluster_up(cmd, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     s = json.loads(done.stdout)
     faults = s["chaos"]["faults"]

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.rounds.chaos_run import run_cluster_up
+
 pytestmark = pytest.mark.integration
 
 WINDOW_KINDS = ("error", "rate_limit", "drop", "stale", "timeout")
@@ -25,7 +27,7 @@ def test_rpc_faults_keep_every_promise(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "flocknode.cli", "cluster", "up", "--dir", str(directory)]
     cmd += ["--nodes", "4", "--rounds", "4", "--isolation", "none", "--json"]
     cmd += ["--chaos", "rpc=2", "--chaos-seed", "1"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=280)
+    done = run_cluster_up(cmd, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
     s = json.loads(done.stdout)
     faults = s["chaos"]["faults"]
