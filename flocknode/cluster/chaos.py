@@ -17,7 +17,11 @@ SPEC is a comma-separated list of fault kinds, each with an optional count
 - ``join``, ``leave``: churn (flocknode/cluster/churn.py): a spare node
   registers, stakes and starts; an honest node unstakes, withdraws and stops;
 - ``reorg``: replace the chain's last 1-3 blocks right after a seat holder's
-  transaction was mined in them (``flocknode.cluster.reorg``).
+  transaction was mined in them (``flocknode.cluster.reorg``);
+- ``latency``: delay (with jitter) and TCP-like loss on the p2p links of
+  such a node to a drawn set of the others (per link, all or fewer), through
+  the relays in front of the nodes (relay.py), for
+  ``relay.FAULT_SECONDS``; like ``rpc``, the node is not out meanwhile.
 
 A voter is chosen only while the round's reveal deadline leaves it room to come
 back and reveal (``VOTER_ROOM``): the promise that a committed vote is revealed
@@ -47,17 +51,24 @@ from flocknode.chain.types import Phase, RoundView
 from flocknode.cluster import partition
 from flocknode.cluster.churn import CHURN_KINDS, Churn
 from flocknode.cluster.launcher import ClusterState, _alive, kill_node, start_node
+from flocknode.cluster.relay import FAULT_SECONDS as LATENCY_SECONDS
+from flocknode.cluster.relay import Relays
 from flocknode.cluster.resources import Usage, growth
 from flocknode.cluster.rpcproxy import WINDOW_SECONDS, RpcProxies
 
-KINDS = ("kill", "pause", "partition", "rpc", *CHURN_KINDS, "reorg")
+KINDS = ("kill", "pause", "partition", "rpc", *CHURN_KINDS, "reorg", "latency")
+# faults that leave their node running and acting: it is never out, so no idle
+# slash of it is excused
+SLOWING_KINDS = frozenset({"rpc", "latency"})
 MAX_FAULTS = 20  # per kind and run
 RESTART_LIMIT = 120.0  # seconds a killed node may take to run again before the next fault
 # Seconds a voter needs, once back, to reveal a vote it committed before the
 # fault: a killed one restarts (interpreter, torch, libp2p, chain) and resumes
 # from its journal; a paused one only sends its reveal. A voter is faulted only
 # while the round's reveal deadline leaves it ``down_seconds`` plus this.
-VOTER_ROOM = {"kill": 15.0, "pause": 3.0, "rpc": 0.0}
+# kinds that leave a node without the round's model until they end
+LAST_ROUND_UNSAFE = ("kill", "pause", "partition")
+VOTER_ROOM = {"kill": 15.0, "pause": 3.0, "rpc": 0.0, "latency": 0.0}
 ROLE_PHASES = (Phase.TRAIN, Phase.COMMIT, Phase.REVEAL)
 
 
@@ -125,6 +136,18 @@ class Fault:
 
 
 @dataclass
+class LatencyFault(Fault):
+    """A ``latency`` fault: what it did to its node's links (relay.py)."""
+
+    links: list[str] = field(default_factory=list)  # the nodes its slowed links go to
+    delay_ms: float = 0.0  # one way, drawn for the fault
+    jitter_ms: float = 0.0
+    loss: float = 0.0  # share of chunks held for a retransmission timeout
+    rto_ms: float = 0.0  # the first timeout, doubling to rto_cap_ms
+    rto_cap_ms: float = 0.0
+
+
+@dataclass
 class Chaos:
     """Injects ``spec``'s faults into a running cluster of ``rounds`` rounds."""
 
@@ -136,6 +159,7 @@ class Chaos:
     first_round: int = 1  # the run's rounds are first_round .. first_round + rounds - 1
     wall: Callable[[], float] = time.time  # the chain's clock (anvil's blocks follow it)
     rpc: RpcProxies | None = None  # the nodes' RPC proxies (``rpc`` faults)
+    relays: Relays | None = None  # the relays in front of the nodes (``latency`` faults)
 
     def __post_init__(self) -> None:
         rng = random.Random(self.spec.seed)
@@ -176,8 +200,8 @@ class Chaos:
         now = time.monotonic()
         self.churn.tick(view)
         out = self._active or (self._restarting[0] if self._restarting else None)
-        if out is not None and out.kind == "rpc":
-            out = None  # a node behind a faulty RPC is not out: it acts through the faults
+        if out is not None and out.kind in SLOWING_KINDS:
+            out = None  # a node behind a faulty RPC or slow links is not out: it acts through
         if out is not None and view is not None and view.round not in out.out_rounds:
             out.out_rounds.append(view.round)
         if self._active is not None:
@@ -205,6 +229,16 @@ class Chaos:
         if kind == "reorg":
             self._reorg(view, now)
             return
+        if (
+            kind in LAST_ROUND_UNSAFE
+            and self.rounds > 2
+            and view.round >= self.first_round + self.rounds - 1
+        ):
+            # a fault the faults before it pushed into the run's last round: the
+            # run ends when that round finalizes, before the stopped or cut-off
+            # node has the round's model, and it would count as an honest node
+            # behind; it is left out (``not_injected``) rather than break ``agreement``
+            return
         honest = {n.wallet.lower(): n.name for n in self.state.nodes if n.behaviour == "honest"}
         seats = [("proposer", w) for w in view.proposers] + [("voter", w) for w in view.voters]
         seats = [(role, honest[w.lower()]) for role, w in seats if w.lower() in honest]
@@ -230,13 +264,33 @@ class Chaos:
             if self.rpc is not None:
                 self.rpc.window(name, True)
             seconds = WINDOW_SECONDS
+        elif kind == "latency":
+            fault = self._slow(fault)
+            seconds = LATENCY_SECONDS
         else:
             os.kill(self.state.node(name).pid, signal.SIGSTOP)
-        if kind != "rpc":
+        if kind not in SLOWING_KINDS:
             fault.out_rounds.append(view.round)
         self.faults.append(fault)
         self._active, self._until = fault, now + seconds
         self.progress(f"chaos: {kind} {name} ({role} of round {view.round}, {view.phase.label})")
+
+    def _slow(self, fault: Fault) -> LatencyFault:
+        """Begin a latency fault on ``fault``'s node (no relays: recorded only)."""
+        out = LatencyFault(**{k: v for k, v in vars(fault).items()})
+        # the links slowed: to a drawn non-empty set of the other running nodes
+        others = [n.name for n in self.state.nodes if n.name != fault.node and n.pid]
+        count = self._rng.randint(1, len(others)) if others else 0
+        out.links = sorted(self._rng.sample(others, count))
+        if self.relays is not None:
+            peers = {m: self.state.node(m).pid for m in out.links}
+            every = len(out.links) == len(others)
+            pid = self.state.node(fault.node).pid
+            active = self.relays.fault(fault.node, pid, None if every else peers)
+            f = active.settings
+            out.delay_ms, out.jitter_ms = round(active.delay * 1000, 1), f.jitter * 1000
+            out.loss, out.rto_ms, out.rto_cap_ms = f.loss, f.rto * 1000, f.rto_cap * 1000
+        return out
 
     def _partition(self, view: RoundView, now: float) -> None:
         sides = partition.split(self.state, view, self._rng)
@@ -286,6 +340,9 @@ class Chaos:
         elif fault.kind == "rpc":
             if self.rpc is not None:
                 self.rpc.window(fault.node, False)
+        elif fault.kind == "latency":
+            if self.relays is not None:
+                self.relays.clear(fault.node)
         else:
             pid = self.state.node(fault.node).pid
             if pid and _alive(pid):
@@ -303,6 +360,7 @@ class Chaos:
             "churn": self.churn.to_json(),
             "not_injected": [k for _, k, _ in self._plan],
             **({"rpc": self.rpc.to_json()} if self.rpc is not None else {}),
+            **({"latency": self.relays.to_json()} if self.relays is not None else {}),
         }
 
 
@@ -365,7 +423,8 @@ def invariants(
       nodes ``gone`` names: churn's leavers and spares that never joined);
     - ``honest_not_slashed``: an honest node is slashed only for idling, and
       only in a round current while the chaos had it out (down, paused,
-      restarting after a kill, or on a partition's minority side);
+      restarting after a kill, or on a partition's minority side; never
+      behind a faulty RPC or slowed links: such a node runs and must act);
     - ``committed_votes_revealed``: every vote committed in a finalized round
       was revealed (honest voters only: a byzantine ``no_reveal`` voter is the
       slash's business);

@@ -37,6 +37,8 @@ from flocknode.cluster.launcher import (
 )
 from flocknode.cluster.monitor import Monitor, cluster_client
 from flocknode.cluster.netns import can_create_namespaces
+from flocknode.cluster.relay import Relays, parse_delay_ms
+from flocknode.cluster.relay import start_for_cluster as start_relays
 from flocknode.cluster.reorg import REORG_CONFIRMATIONS, reorg_invariants, tx_mined
 from flocknode.cluster.rpcproxy import RpcProxies, start_for_cluster
 from flocknode.rounds.byzantine import Behaviour
@@ -80,6 +82,21 @@ def cmd_up(args: argparse.Namespace) -> int:
     if chaos_spec is not None and args.keep and "rpc" in dict(chaos_spec.faults):
         _err("--chaos rpc: --keep would leave the nodes on RPC proxies that stop with cluster up")
         return 2
+    kinds = dict(chaos_spec.faults) if chaos_spec is not None else {}
+    try:
+        delay = parse_delay_ms(args.latency_ms) if args.latency_ms else None
+    except ValueError as e:
+        _err(f"--latency-ms {e}")
+        return 2
+    latency = "latency" in kinds
+    if latency and args.keep:
+        _err("--chaos latency: --keep would leave the nodes dialed through relays that stop")
+        return 2
+    if latency and "partition" in kinds:
+        # a partition cuts routes between the nodes' namespaces; relays on the
+        # launcher's loopback would carry every link around the cut
+        _err("--chaos latency and partition do not go together: pick one per run")
+        return 2
     if chaos_spec is not None:
         # phases end early once everyone acted: longer deadlines cost time only
         # while a node is down or slowed, and give a node the chaos stopped (or
@@ -95,13 +112,18 @@ def cmd_up(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, netns=True)  # each node in a namespace of its own
     if chaos_spec is not None and "reorg" in dict(chaos_spec.faults):
         spec = dataclasses.replace(spec, confirmations=REORG_CONFIRMATIONS)
+    if latency:
+        spec = dataclasses.replace(spec, relays=True)  # each node registers its relay
     t0 = time.monotonic()
     _interrupt_on_sigterm()
     state = create_cluster(Path(args.dir), spec, progress)
     proxies: RpcProxies | None = None
+    relays: Relays | None = None
     try:
         if chaos_spec is not None and "rpc" in dict(chaos_spec.faults):
             proxies = start_for_cluster(state, chaos_spec.seed)  # every node behind its own
+        if chaos_spec is not None and latency:
+            relays = start_relays(state, chaos_spec.seed, delay)  # before the nodes dial them
         for n in state.nodes:
             if not n.spare:
                 start_node(state, n.name)
@@ -118,6 +140,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             90 + per_round * spec.rounds,
             progress,
             rpc=proxies,
+            relays=relays,
         )
         return _finish(summary, t0, args.json)
     except KeyboardInterrupt:
@@ -130,6 +153,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             progress(f"cluster left running; stop it with: flocknode cluster down --dir {args.dir}")
         if proxies is not None:  # after the nodes: a stopping node may still talk to the chain
             proxies.close()
+        if relays is not None:
+            relays.close()
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
@@ -146,6 +171,10 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         return 2
     if "rpc" in dict(chaos_spec.faults):
         _err(f"{args.dir}: rpc faults need the proxies of: cluster up --chaos rpc ...")
+        return 2
+    if "latency" in dict(chaos_spec.faults):
+        # the relays live in cluster up's process, which --keep does not leave running
+        _err(f"{args.dir}: latency faults need the relays of: cluster up --chaos latency ...")
         return 2
     spares = len([n for n in state.nodes if n.spare and not n.pid])
     if dict(chaos_spec.faults).get("join", 0) > spares:
@@ -187,6 +216,7 @@ def follow(
     timeout: float,
     progress: Callable[[str], None],
     rpc: RpcProxies | None = None,
+    relays: Relays | None = None,
 ) -> dict[str, Any]:
     """Follow ``monitor``'s rounds, injecting ``chaos_spec``'s faults meanwhile;
     the summary, with the faults and the invariants if there was chaos."""
@@ -194,7 +224,15 @@ def follow(
     chaos: ChaosRunner | None = None
     if chaos_spec is not None:
         chaos = ChaosRunner(
-            Chaos(state, chaos_spec, rounds, progress, first_round=monitor.first_round, rpc=rpc),
+            Chaos(
+                state,
+                chaos_spec,
+                rounds,
+                progress,
+                first_round=monitor.first_round,
+                rpc=rpc,
+                relays=relays,
+            ),
             current_round_reader(state),
         )
         chaos.start()
@@ -436,10 +474,16 @@ def register(sub: Any) -> None:
         "in a network namespace); rpc: errors, timeouts, drops, 429s and stale answers from "
         "the node's RPC proxy for 20 s; join,leave: a spare node registers, starts and "
         "stakes, an honest node unstakes, withdraws and stops; reorg: replace the last 1-3 "
-        "blocks after a seat holder's transaction; the summary gains the faults and the "
-        "invariants checked after them",
+        "blocks after a seat holder's transaction; latency: 50-300 ms one way, jitter and "
+        "TCP-like loss on a seat holder's p2p links for 10 s, through a relay in front of "
+        "each node; the summary gains the faults and the invariants checked after them",
     )
     p.add_argument("--chaos-seed", type=int, default=0, help="seed of the chaos draws (0)")
+    p.add_argument(
+        "--latency-ms",
+        metavar="LO-HI",
+        help="one-way delay of a latency fault, drawn per fault (default 50-300)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON summary at the end")
     p.add_argument("--keep", action="store_true", help="leave the cluster running at the end")
     p = add(

@@ -69,6 +69,9 @@ class NodeInfo:
     # laid out (wallet funded, config and data written) but neither registered,
     # staked nor started by create_cluster: a participant that joins mid-task
     spare: bool = False
+    # the loopback port of its relay (cluster/relay.py), which it registers and
+    # the others dial (0: none, they dial ``port``)
+    relay_port: int = 0
 
     @property
     def http_url(self) -> str:
@@ -205,6 +208,8 @@ class ClusterSpec:
     netns: bool = False
     spares: int = 0  # nodes laid out after the others, to join mid-task (NodeInfo.spare)
     confirmations: int = 0  # every node's chain.confirmations (docs/protocol.md)
+    # every node registers a relay's port (p2p.announce) for ``--chaos latency``
+    relays: bool = False
 
 
 def node_settings(
@@ -218,11 +223,14 @@ def node_settings(
     base_model: str = "",
     package: str = "",
     host: str = "127.0.0.1",
+    relay_port: int = 0,
 ) -> dict[str, dict[str, Any]]:
     """The config values of a cluster node beyond ``init``'s: its data shard (the
     files ``write_shards`` wrote, and the shared test split), the task settings
     file (and the base model, for a task that has one), and loopback-only p2p
-    and HTTP ports (or the node's namespace address: ``host``)."""
+    and HTTP ports (or the node's namespace address: ``host``); with a
+    ``relay_port`` the node announces the relay's loopback address instead of
+    its own, so the others dial it through the relay."""
     data: dict[str, Any] = {"node_index": index, "num_nodes": spec.nodes + spec.spares}
     if data_path:
         data.update(path=data_path, test_path=test_path)
@@ -237,6 +245,8 @@ def node_settings(
         "p2p": {"listen": [f"/ip4/{host}/tcp/{port}"]},
         "http": {"listen": f"{host}:{http_port}"},
     }
+    if relay_port:
+        out["p2p"]["announce"] = [f"/ip4/127.0.0.1/tcp/{relay_port}"]
     if spec.isolation:
         out["compute"] = {"isolation": spec.isolation}
     if spec.confirmations:
@@ -373,8 +383,10 @@ def _deploy(
     )
     progress(f"deploying the task: {proposers} proposers and {voters} voters per round ...")
     created = create_task(conn, plan)
-    ports = free_ports(2 * total)  # libp2p ports, then HTTP ports
-    http_ports = ports[total:]
+    # libp2p ports, HTTP ports, then the relays' ports (drawn at once: distinct)
+    ports = free_ports((3 if spec.relays else 2) * total)
+    http_ports = ports[total : 2 * total]
+    relay_ports = ports[2 * total :] or [0] * total
     behaviours = list(spec.byzantine) + [Behaviour.HONEST] * (total - len(spec.byzantine))
     # cheaters are the first K nodes (registration order does not favour anyone in the draw)
     nodes: list[NodeInfo] = []
@@ -400,6 +412,7 @@ def _deploy(
                 base_model,
                 package_src if i < spec.nodes - 1 else "",
                 host,
+                relay_ports[i],
             ),
         )
         nodes.append(
@@ -415,6 +428,7 @@ def _deploy(
                 host=host,
                 netns=net.namespace(i) if net else "",
                 spare=i >= spec.nodes,
+                relay_port=relay_ports[i],
             )
         )
     progress(f"registering and staking {spec.nodes} nodes ...")

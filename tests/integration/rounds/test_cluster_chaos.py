@@ -110,7 +110,7 @@ def test_a_bad_chaos_spec_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "--chaos 'kill,nuke': unknown fault 'nuke' "
-        "(known: kill, pause, partition, rpc, join, leave, reorg)"
+        "(known: kill, pause, partition, rpc, join, leave, reorg, latency)"
     )
     assert not (tmp_path / "c").exists()
 

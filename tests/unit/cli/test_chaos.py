@@ -30,7 +30,11 @@ def test_spec_names_kinds_and_counts() -> None:
 @pytest.mark.parametrize(
     ("text", "says"),
     [
-        ("nuke", "unknown fault 'nuke' (known: kill, pause, partition, rpc, join, leave, reorg)"),
+        (
+            "nuke",
+            "unknown fault 'nuke' "
+            "(known: kill, pause, partition, rpc, join, leave, reorg, latency)",
+        ),
         ("kill=0", "kill count must be 1..20"),
         ("kill=21", "kill count must be 1..20"),
         ("kill=two", "'kill=two' needs a whole count"),
@@ -218,3 +222,41 @@ def test_each_broken_promise_is_named() -> None:
     }
     assert checks["committed_votes_revealed"] == {"ok": False, "unrevealed": ["round 1: node-2"]}
     assert checks["rounds_finalized"] == {"ok": True, "finalized": 2, "voided": 0}
+
+
+def test_a_drawn_phase_that_passed_unseen_moves_the_fault_to_the_next_role_phase() -> None:
+    state = _state("honest", "honest")
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        state.nodes[1].pid = sleeper.pid
+        chaos = Chaos(state, parse_chaos("pause", down_seconds=0.3), 5, lambda _: None)
+        chaos._plan = [(2, "pause", Phase.TRAIN)]
+        seats = {"proposers": (state.nodes[1].wallet,), "voters": ()}
+        chaos.tick(dataclasses.replace(make_view(1, Phase.REVEAL), **seats))  # not due yet
+        assert chaos.faults == []
+        # the train phase of round 2 passed between two looks: its commit phase takes it
+        chaos.tick(dataclasses.replace(make_view(2, Phase.COMMIT), **seats))
+        assert [(f.round, f.phase) for f in chaos.faults] == [(2, "commit")]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+@pytest.mark.parametrize("kind", ["kill", "pause"])
+def test_a_kill_or_pause_pushed_into_the_last_round_is_left_out(kind: str) -> None:
+    state = _state("honest", "honest", rounds=4)
+    state.refresh_pids = state.save = lambda: None
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        state.nodes[0].pid = sleeper.pid
+        chaos = Chaos(state, parse_chaos(kind), 4, lambda _: None, wall=lambda: -60.0)
+        chaos._plan = [(3, kind, Phase.TRAIN)]  # due in round 3, the one before the last
+        seats = {"proposers": (state.nodes[0].wallet,), "voters": ()}
+        chaos.tick(dataclasses.replace(make_view(4, Phase.TRAIN), **seats))  # the last round
+        assert chaos.faults == [] and chaos.to_json()["not_injected"] == [kind]
+        assert sleeper.poll() is None  # not killed
+        chaos.tick(dataclasses.replace(make_view(3, Phase.TRAIN), **seats))  # in time: killed
+        assert [f.kind for f in chaos.faults] == [kind]
+    finally:
+        sleeper.kill()
+        sleeper.wait()
