@@ -216,8 +216,10 @@ class Chaos:
         if view is None or not self._plan or view.phase not in ROLE_PHASES:
             return
         due, kind, phase = self._plan[0]
-        # in the drawn phase of the due round; in any role phase once that passed
-        if view.round < due or (view.round == due and view.phase is not phase):
+        # from the drawn phase of the due round on: a phase can pass between two
+        # looks (a reveal phase ends as soon as every vote is revealed), and then
+        # the fault lands in the next role phase seen rather than a round later
+        if view.round < due or (view.round == due and view.phase < phase):
             return
         if kind == "partition":
             self._partition(view, now)

@@ -113,10 +113,10 @@ def test_a_pause_is_undone_on_time_and_records_the_rounds_it_spanned() -> None:
     try:
         state.nodes[1].pid = sleeper.pid
         chaos = Chaos(state, parse_chaos("pause", down_seconds=0.3), 5, lambda _: None)
-        chaos._plan = [(2, "pause", Phase.TRAIN)]
+        chaos._plan = [(2, "pause", Phase.COMMIT)]
         seats = {"proposers": (state.nodes[1].wallet,), "voters": (state.nodes[0].wallet,)}
-        round2 = dataclasses.replace(make_view(2, Phase.TRAIN), **seats)
-        chaos.tick(dataclasses.replace(round2, phase=Phase.COMMIT))  # not the drawn phase
+        round2 = dataclasses.replace(make_view(2, Phase.COMMIT), **seats)
+        chaos.tick(dataclasses.replace(round2, phase=Phase.TRAIN))  # before the drawn phase
         assert chaos.faults == []
         chaos.tick(round2)
         assert chaos.active
