@@ -175,6 +175,16 @@ class PeerDialer:
             st.next_at = now + self._backoff.delay(st.failures)
         self.wake()
 
+    def connected_for(self, seconds: float) -> set[ID]:
+        """The members connected now whose connection has lasted ``seconds`` or more."""
+        now = trio.current_time()
+        live = set(self._host.get_connected_peers())
+        return {
+            peer
+            for peer, st in self._state.items()
+            if peer in live and st.connected_at is not None and now - st.connected_at >= seconds
+        }
+
     def tracked_peers(self) -> set[ID]:
         """The peers the dialer keeps state for (current members, and dials in flight)."""
         return set(self._state)

@@ -304,6 +304,10 @@ class P2PHost:
     def connected_peers(self) -> list[ID]:
         return self.host.get_connected_peers()
 
+    def peers_connected_for(self, seconds: float) -> set[ID]:
+        """The members connected now whose connection has lasted ``seconds`` or more."""
+        return self.dialer.connected_for(seconds)
+
     def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
         """Register ``handler``; anything it raises is logged and the stream reset.
 

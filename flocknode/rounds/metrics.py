@@ -145,6 +145,10 @@ COUNTERS = {
         CounterSpec("relay_wrap_failed", "Key relays not wrapped (a box key refused)"),
         CounterSpec("key_relays_published", "Key relays published to the other voters"),
         CounterSpec("votes_base_unavailable", "Votes cast without the base model"),
+        CounterSpec(
+            "votes_abstained_cut_off",
+            "Votes not cast: no base model, and most of the round's seat holders unreachable",
+        ),
         CounterSpec("store_prune_errors", "Store prunes that failed (retried next round)"),
         CounterSpec("store_pruned_objects", "Store objects pruned"),
         CounterSpec("store_pruned_bytes", "Bytes the store pruning freed"),

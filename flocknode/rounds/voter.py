@@ -118,7 +118,10 @@ async def run_voter(ctx: VoterDeps, view: RoundView, seat: int) -> None:
             log.warning("voter gave up round=%d seat=%d: %s", r, seat, action.reason)
             return
         if isinstance(action, m.Decide):
-            vote, notes = await _decide(ctx, ctx.feed.rounds.get(r, view), seat)
+            decided = await _decide(ctx, ctx.feed.rounds.get(r, view), seat)
+            if decided is None:
+                return  # cut off from most of the round: abstains (logged, counted)
+            vote, notes = decided
             await ctx.journal.update_async(r, role="voter", seat=seat, vote=vote, notes=notes)
         elif isinstance(action, m.Commit):
             refused = (await _commit(ctx, r, _journaled_vote(ctx, r)), refused[1])
@@ -201,11 +204,16 @@ async def _reveal(ctx: VoterDeps, r: int, vote: VoteRecord) -> str:
 
 async def _decide(
     ctx: VoterDeps, view: RoundView, seat: int
-) -> tuple[VoteRecord, dict[str, float]]:
-    """The vote: the base model (or "unavailable"), every seat collected, aggregated, scored."""
+) -> tuple[VoteRecord, dict[str, float]] | None:
+    """The vote: the base model (or "unavailable"), every seat collected, aggregated,
+    scored; None to abstain (no base model, and cut off from most of the round)."""
     r = view.round
-    base_hash = await unservable.base_model(ctx, view, _collect_deadline, _news)
-    if base_hash is None:
+    base_hash = await unservable.base_model(
+        ctx, view, _collect_deadline, _news, functools.partial(_reach, ctx)
+    )
+    if base_hash is unservable.Missing.CUT_OFF:
+        return None
+    if base_hash is unservable.Missing.UNAVAILABLE:
         return unservable.unavailable_vote(), {}
     base = await ctx.models.load_async(base_hash)
     shapes = {k: tuple(v.shape) for k, v in base.items()}
@@ -453,6 +461,11 @@ async def _until_collect_deadline(
             with trio.move_on_after(min(left, RETRY_SECONDS)):
                 await ctx.feed.changed()
     return done
+
+
+def _reach(ctx: VoterDeps, v: RoundView) -> unservable.Reach:
+    stable = ctx.p2p.peers_connected_for(unservable.REACH_SECONDS)
+    return unservable.reach(v, ctx.wallet, ctx.membership.peer_of, stable)
 
 
 def _collect_deadline(ctx: VoterDeps, v: RoundView) -> float:

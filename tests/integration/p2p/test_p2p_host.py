@@ -126,8 +126,11 @@ async def test_dropped_member_is_redialed_with_backoff_and_found_again() -> None
         b_addrs = await nursery.start(b.run)
         membership.add(b.peer_id, [strip_p2p(x) for x in b_addrs])
         await wait_until(lambda: b.peer_id in a.connected_peers(), 10)
+        # what a voter's reach counts (docs/protocol.md, "Unservable models")
+        await wait_until(lambda: b.peer_id in a.peers_connected_for(0.5), 10)
         b.stop()
         await b.stopped.wait()
+        await wait_until(lambda: b.peer_id not in a.peers_connected_for(0), 10)
         await wait_until(lambda: a.dialer.failures(b.peer_id) >= 3, 15)
         assert a.metrics.get(DIAL, "failed") >= 2  # + the connection that ended early
         # same key, same port: a finds it again by itself
@@ -135,6 +138,9 @@ async def test_dropped_member_is_redialed_with_backoff_and_found_again() -> None
         b2 = P2PHost(b_key, membership, same_port)
         await nursery.start(b2.run)
         await wait_until(lambda: b2.peer_id in a.connected_peers(), 15)
+        # a new connection: counted from when it began, not from the first one
+        await wait_until(lambda: b2.peer_id in a.peers_connected_for(0), 10)
+        assert b2.peer_id not in a.peers_connected_for(600)
         a.stop()
         b2.stop()
 

@@ -123,3 +123,34 @@ async def test_connections_that_end_at_once_back_off_whatever_the_notification_o
     assert metrics.get(DIAL, "failed") + metrics.get(DIAL, "ok") == len(host.dial_times)
     if order == "disconnect-first":
         assert metrics.get(DIAL, "failed") == len(host.dial_times)
+
+
+class StayingHost(ClosingHost):
+    """Connections stay up until the test ends them (``live``)."""
+
+
+async def test_connected_for_counts_members_whose_connection_lasted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # what a voter's reach counts (docs/protocol.md, "Unservable models")
+    membership = StaticMembership()
+    a, b = PeerKey.generate().peer_id, PeerKey.generate().peer_id
+    for p in (a, b):
+        membership.add(p, ["/ip4/127.0.0.1/tcp/4001"])
+    host = StayingHost(PeerKey.generate().peer_id, "stay")
+    dialer = PeerDialer(host, membership, P2PMetrics())  # type: ignore[arg-type]
+    host.live |= {a, b}
+    dialer.connected(a)
+    await trio.sleep(6)
+    dialer.connected(b)
+    assert dialer.connected_for(0) == {a, b}
+    assert dialer.connected_for(5) == {a}
+    await trio.sleep(5)
+    assert dialer.connected_for(5) == {a, b}
+    host.live.discard(a)  # gone, whether or not its disconnect notice came yet
+    assert dialer.connected_for(5) == {b}
+    dialer.disconnected(b)
+    host.live.discard(b)
+    host.live.add(b)
+    dialer.connected(b)  # back: a new connection, counted from now
+    assert dialer.connected_for(5) == set()

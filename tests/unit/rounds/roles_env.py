@@ -185,6 +185,18 @@ def peer(i: int) -> Peer:
 
 
 @dataclass
+class Links:
+    """A node's connections as ``P2PHost.peers_connected_for`` reports them:
+    every member, connected for as long as asked, but those in ``cut``."""
+
+    membership: ChainMembership
+    cut: set[ID] = field(default_factory=set)
+
+    def peers_connected_for(self, seconds: float) -> set[ID]:
+        return set(self.membership.members()) - self.cut
+
+
+@dataclass
 class Role:
     """One node's round context (the attributes the roles read)."""
 
@@ -200,6 +212,8 @@ class Role:
     p2p: Any = None
 
     def __post_init__(self) -> None:
+        if self.p2p is None:
+            self.p2p = Links(self.membership)
         self.journal = Journal(self.root / "journal")
         self.store = ContentStore(self.root / "store")
         self.models = ModelBook(self.store, None)

@@ -8,14 +8,17 @@ cluster test tests/integration/rounds/test_cluster_unservable.py runs it live.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 import torch
 import trio
 import trio.testing
 
 from flocknode.chain.types import Phase, RoundView
+from flocknode.identity.keys import PeerKey
 from flocknode.rounds import byzantine, unservable
 from flocknode.rounds.byzantine import Behaviour
 from flocknode.store.journal import VoteRecord
@@ -57,6 +60,10 @@ class _Ctx:
     metrics: _Metrics = field(default_factory=_Metrics)
 
 
+def _reaches(connected: int, seats: int = 5) -> Any:
+    return lambda _v: unservable.Reach(connected, seats)
+
+
 def _cutoff(_ctx: Any, _v: RoundView) -> float:
     return CUTOFF
 
@@ -74,8 +81,8 @@ async def test_a_voter_without_the_base_model_votes_unavailable_at_the_cutoff(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     ctx, view = _ctx()
-    got = await unservable.base_model(ctx, view, _cutoff, _news)  # type: ignore[arg-type]
-    assert got is None
+    got = await unservable.base_model(ctx, view, _cutoff, _news, _reaches(3))  # type: ignore[arg-type]
+    assert got is unservable.Missing.UNAVAILABLE
     assert trio.current_time() >= CUTOFF
     assert ctx.metrics.counts == {"votes_base_unavailable": 1}
     vote = unservable.unavailable_vote()
@@ -94,7 +101,7 @@ async def test_a_base_model_that_arrives_before_the_cutoff_is_used(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(arrives)
-        got = await unservable.base_model(ctx, view, _cutoff, _news)  # type: ignore[arg-type]
+        got = await unservable.base_model(ctx, view, _cutoff, _news, _reaches(0))  # type: ignore[arg-type]
     assert got == BASE
     assert CUTOFF / 2 <= trio.current_time() < CUTOFF
     assert ctx.metrics.counts == {}
@@ -103,8 +110,43 @@ async def test_a_base_model_that_arrives_before_the_cutoff_is_used(
 async def test_a_held_base_model_costs_no_wait(autojump_clock: trio.testing.MockClock) -> None:
     ctx, view = _ctx()
     ctx.models.held.add(BASE)
-    assert await unservable.base_model(ctx, view, _cutoff, _news) == BASE  # type: ignore[arg-type]
+    got = await unservable.base_model(ctx, view, _cutoff, _news, _reaches(0))  # type: ignore[arg-type]
+    assert got == BASE
     assert trio.current_time() == 0
+
+
+@pytest.mark.parametrize(("connected", "seats"), [(0, 5), (2, 5), (1, 2), (2, 4)])
+async def test_a_voter_cut_off_from_most_of_the_round_abstains_at_the_cutoff(
+    autojump_clock: trio.testing.MockClock, connected: int, seats: int
+) -> None:
+    # a minority side of a partition: its "unavailable" says nothing of the model,
+    # and a quorum of such votes would get the previous round's winners slashed
+    ctx, view = _ctx()
+    looked: list[float] = []
+
+    def reach_of(v: RoundView) -> unservable.Reach:
+        looked.append(trio.current_time())
+        return unservable.Reach(connected, seats)
+
+    got = await unservable.base_model(ctx, view, _cutoff, _news, reach_of)  # type: ignore[arg-type]
+    assert got is unservable.Missing.CUT_OFF
+    assert looked and min(looked) >= CUTOFF  # judged at the cutoff, not before
+    assert ctx.metrics.counts == {"votes_abstained_cut_off": 1}
+
+
+def test_reach_counts_the_other_seat_holders_connected_long_enough() -> None:
+    me, a, b, c, d = (f"0x{i:040x}" for i in range(1, 6))
+    peers = {w: PeerKey.generate().peer_id for w in (a, b, c, d)}
+    view = dataclasses.replace(make_view(7), proposers=(a, b, me.upper()), voters=(me, c, d, a))
+    stable = {peers[a], peers[c]}
+    # distinct wallets but its own (whatever the case), each seat holder once
+    assert unservable.reach(view, me, peers.get, stable) == unservable.Reach(2, 4)
+    assert not unservable.Reach(2, 4).most and unservable.Reach(3, 4).most
+    # a seat holder whose peer is unknown (not a member) is never reached
+    assert unservable.reach(view, me, {a: peers[a]}.get, set(peers.values())).connected == 1
+    # alone in its round there is nobody to ask: the model is unservable to it
+    alone = dataclasses.replace(make_view(7), voters=(me,))
+    assert unservable.reach(alone, me, peers.get, set()).most
 
 
 def test_colluders_agree_on_a_made_up_hash_per_round() -> None:

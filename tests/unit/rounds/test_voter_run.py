@@ -358,6 +358,25 @@ async def test_base_model_unavailable_until_the_cutoff_votes_all_zero(
     assert v.metrics.counters["votes_base_unavailable"] == 1
 
 
+async def test_a_voter_without_the_base_model_cut_off_from_the_round_abstains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    # the minority side of a partition: it reaches one of the round's three other
+    # seat holders, so it neither votes "unavailable" nor anything else
+    w = _world(tmp_path, monkeypatch, 3, 1)
+    sim, v = w.sim, w.voters[0]
+    sim.feed.global_model_hash = b"\x77" * 32  # a model it could not fetch
+    v.p2p.cut = {p.me.peer for p in w.proposers[1:]}
+    view = sim.to(Phase.COMMIT)
+    with trio.fail_after(COMMIT_SECONDS):
+        await voter.run_voter(v, view, 0)  # returns: the role is over
+    cutoff = view.commit_end - 0.4 * COMMIT_SECONDS
+    assert trio.current_time() >= cutoff
+    assert v.client.calls == [] and v.journal.get(R).vote is None
+    assert v.metrics.counters["votes_abstained_cut_off"] == 1
+    assert v.metrics.counters["votes_base_unavailable"] == 0
+
+
 async def test_a_base_model_arriving_before_the_cutoff_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
 ) -> None:
