@@ -8,7 +8,8 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -55,6 +56,25 @@ def _state(*behaviours: str, rounds: int = 5) -> Any:
     return SimpleNamespace(nodes=nodes, rounds=rounds, node=lambda n: nodes[int(n[5:])])
 
 
+@contextmanager
+def _sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """A live process for the chaos to stop or kill in a node's place."""
+    proc = subprocess.Popen(["sleep", "60"])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _tick_until_undone(chaos: Chaos, view: RoundView, seconds: float = 10.0) -> None:
+    """Tick on ``view`` until the active fault is undone (or ``seconds`` pass)."""
+    deadline = time.monotonic() + seconds
+    while chaos.active and time.monotonic() < deadline:
+        chaos.tick(view)
+        time.sleep(0.02)
+
+
 def test_faults_are_spread_over_the_rounds_between_the_first_and_the_last() -> None:
     for count, rounds, want in [(2, 5, [2, 3]), (3, 5, [2, 3, 4]), (4, 4, [2, 2, 3, 3])]:
         chaos = Chaos(_state("honest"), parse_chaos(f"kill={count}"), rounds, lambda _: None)
@@ -78,8 +98,7 @@ def test_no_fault_without_a_live_honest_seat_holder() -> None:
 
 def test_a_voter_is_faulted_only_while_it_can_still_come_back_and_reveal() -> None:
     state = _state("honest", "honest")
-    sleeper = subprocess.Popen(["sleep", "60"])
-    try:
+    with _sleeper() as sleeper:
         state.nodes[0].pid = state.nodes[1].pid = sleeper.pid
         now = 1_000_000.0
         voter = {"proposers": (), "voters": (state.nodes[1].wallet,)}
@@ -102,15 +121,11 @@ def test_a_voter_is_faulted_only_while_it_can_still_come_back_and_reveal() -> No
         chaos.tick(dataclasses.replace(late, **proposer))
         assert [(f.node, f.role) for f in chaos.faults] == [("node-0", "proposer")]
         os.kill(sleeper.pid, signal.SIGCONT)
-    finally:
-        sleeper.kill()
-        sleeper.wait()
 
 
 def test_a_pause_is_undone_on_time_and_records_the_rounds_it_spanned() -> None:
     state = _state("honest", "honest")
-    sleeper = subprocess.Popen(["sleep", "60"])
-    try:
+    with _sleeper() as sleeper:
         state.nodes[1].pid = sleeper.pid
         chaos = Chaos(state, parse_chaos("pause", down_seconds=0.3), 5, lambda _: None)
         chaos._plan = [(2, "pause", Phase.COMMIT)]
@@ -122,10 +137,7 @@ def test_a_pause_is_undone_on_time_and_records_the_rounds_it_spanned() -> None:
         assert chaos.active
         _wait_for(lambda: _state_of(sleeper.pid) == "T")
         chaos.tick(dataclasses.replace(make_view(3, Phase.TRAIN), **seats))
-        deadline = time.monotonic() + 10
-        while chaos.active and time.monotonic() < deadline:
-            chaos.tick(dataclasses.replace(make_view(3, Phase.COMMIT), **seats))
-            time.sleep(0.05)
+        _tick_until_undone(chaos, dataclasses.replace(make_view(3, Phase.COMMIT), **seats))
         (fault,) = chaos.faults
         assert (fault.kind, fault.node, fault.round, fault.role) == (
             "pause",
@@ -135,9 +147,6 @@ def test_a_pause_is_undone_on_time_and_records_the_rounds_it_spanned() -> None:
         )
         assert fault.undone and 0.3 <= fault.seconds < 5 and fault.out_rounds == [2, 3]
         assert _state_of(sleeper.pid) != "T"
-    finally:
-        sleeper.kill()
-        sleeper.wait()
 
 
 def _wait_for(cond: Callable[[], bool], seconds: float = 10.0) -> None:
@@ -226,8 +235,7 @@ def test_each_broken_promise_is_named() -> None:
 
 def test_a_drawn_phase_that_passed_unseen_moves_the_fault_to_the_next_role_phase() -> None:
     state = _state("honest", "honest")
-    sleeper = subprocess.Popen(["sleep", "60"])
-    try:
+    with _sleeper() as sleeper:
         state.nodes[1].pid = sleeper.pid
         chaos = Chaos(state, parse_chaos("pause", down_seconds=0.3), 5, lambda _: None)
         chaos._plan = [(2, "pause", Phase.TRAIN)]
@@ -237,17 +245,13 @@ def test_a_drawn_phase_that_passed_unseen_moves_the_fault_to_the_next_role_phase
         # the train phase of round 2 passed between two looks: its commit phase takes it
         chaos.tick(dataclasses.replace(make_view(2, Phase.COMMIT), **seats))
         assert [(f.round, f.phase) for f in chaos.faults] == [(2, "commit")]
-    finally:
-        sleeper.kill()
-        sleeper.wait()
 
 
 @pytest.mark.parametrize("kind", ["kill", "pause"])
 def test_a_kill_or_pause_pushed_into_the_last_round_is_left_out(kind: str) -> None:
     state = _state("honest", "honest", rounds=4)
     state.refresh_pids = state.save = lambda: None
-    sleeper = subprocess.Popen(["sleep", "60"])
-    try:
+    with _sleeper() as sleeper:
         state.nodes[0].pid = sleeper.pid
         chaos = Chaos(state, parse_chaos(kind), 4, lambda _: None, wall=lambda: -60.0)
         chaos._plan = [(3, kind, Phase.TRAIN)]  # due in round 3, the one before the last
@@ -257,6 +261,3 @@ def test_a_kill_or_pause_pushed_into_the_last_round_is_left_out(kind: str) -> No
         assert sleeper.poll() is None  # not killed
         chaos.tick(dataclasses.replace(make_view(3, Phase.TRAIN), **seats))  # in time: killed
         assert [f.kind for f in chaos.faults] == [kind]
-    finally:
-        sleeper.kill()
-        sleeper.wait()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
-import time
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ from flocknode.cluster import chaos as chaos_module
 from flocknode.cluster.chaos import Chaos, LatencyFault, invariants, parse_chaos
 from flocknode.cluster.linkfault import ActiveFault, LinkFault
 from flocknode.cluster.relay import parse_delay_ms
-from tests.unit.cli.test_chaos import INITIAL, M1, _round, _state
+from tests.unit.cli.test_chaos import INITIAL, M1, _round, _state, _tick_until_undone
 from tests.unit.rounds.views import make_view
 
 
@@ -59,10 +58,7 @@ def test_a_latency_fault_slows_a_seat_holder_for_its_time_and_never_puts_it_out(
     assert relays.calls == [("fault", "node-1", os.getpid())]
     assert chaos.active
     chaos.tick(dataclasses.replace(make_view(3, Phase.TRAIN), **seats))
-    deadline = time.monotonic() + 10
-    while chaos.active and time.monotonic() < deadline:
-        chaos.tick(dataclasses.replace(make_view(3, Phase.COMMIT), **seats))
-        time.sleep(0.02)
+    _tick_until_undone(chaos, dataclasses.replace(make_view(3, Phase.COMMIT), **seats))
     (fault,) = chaos.faults
     assert isinstance(fault, LatencyFault)
     assert relays.calls[-1] == ("clear", "node-1", 0)
