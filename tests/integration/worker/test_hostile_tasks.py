@@ -67,6 +67,9 @@ async def test_each_hostile_task_is_contained(
         read_only=(str(data), str(bad)),
         python_path=task_import_path("hostile_task:Prober"),
         memory_bytes=3 << 30,
+        # one thread here and in ``honest_update``: with two, a loaded machine can
+        # change how a matmul's sums are split, and the last bits with it
+        threads=1,
     )
     worker = TaskWorker(spec, reasons.append)
 
@@ -136,4 +139,9 @@ def honest_update(data: Path, init: dict[str, torch.Tensor]) -> torch.Tensor:
     from flocknode.learning import Learner
 
     local = Learner.from_settings(TrainingSettings(task="digits-mlp", local_steps=5), data)
-    return local.train(init, seed=1).update["0.weight"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return local.train(init, seed=1).update["0.weight"]
+    finally:
+        torch.set_num_threads(threads)
