@@ -304,6 +304,8 @@ def test_settings_are_validated_naming_the_setting() -> None:
         ({"clip_tau": 0.0}, "clip_tau"),
         ({"clip_iterations": 0}, "clip_iterations"),
         ({"clip_iterations": True}, "clip_iterations"),
+        ({"outer_lr": 0.0}, "outer_lr"),
+        ({"outer_lr": 1.5}, "outer_lr"),
     ]:
         with pytest.raises(SettingsError) as e:
             AggregationSettings(**kwargs)
@@ -315,3 +317,32 @@ def test_settings_are_validated_naming_the_setting() -> None:
     s = AggregationSettings.from_dict({"rule": "median", "norm_factor": 3})
     assert s.norm_factor == 3.0 and isinstance(s.norm_factor, float)
     assert AggregationSettings.from_dict(s.to_dict()) == s
+    # outer_lr is written only when it is not 1 (settings without it keep their hash)
+    assert "outer_lr" not in s.to_dict()
+    half = AggregationSettings(outer_lr=0.5)
+    assert (
+        half.to_dict()["outer_lr"] == 0.5 and AggregationSettings.from_dict(half.to_dict()) == half
+    )
+
+
+def test_the_outer_learning_rate_scales_the_weights_step_not_the_statistics() -> None:
+    g = {
+        "w": torch.tensor([1.0, -2.0, 0.5]),
+        "bn.running_mean": torch.tensor([0.0, 1.0]),
+        "bn.num_batches_tracked": torch.tensor(10, dtype=torch.int64),
+    }
+    ups = [
+        {
+            "w": torch.tensor([0.2, 0.4, -0.1]) * k,
+            "bn.running_mean": torch.tensor([0.5, -0.5]) * k,
+            "bn.num_batches_tracked": torch.tensor(4, dtype=torch.int64),
+        }
+        for k in (1.0, 2.0, 3.0)
+    ]
+    full = aggregate(g, ups, AggregationSettings()).model
+    half = aggregate(g, ups, AggregationSettings(outer_lr=0.5)).model
+    step = full["w"].double() - g["w"].double()
+    assert torch.allclose(step, torch.tensor([0.4, 0.8, -0.2], dtype=torch.float64))
+    assert torch.allclose(half["w"].double() - g["w"].double(), 0.5 * step, atol=1e-7)
+    for name in ("bn.running_mean", "bn.num_batches_tracked"):
+        assert torch.equal(half[name], full[name]) and not torch.equal(full[name], g[name])

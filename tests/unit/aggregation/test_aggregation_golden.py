@@ -63,6 +63,8 @@ def _rule_settings() -> list[AggregationSettings]:
         AggregationSettings(rule="multi_krum", krum_f=2, krum_m=2),
         AggregationSettings(rule="centered_clip", clip_tau=0.05, clip_iterations=3),
         AggregationSettings(rule="centered_clip", clip_tau=1e6, clip_iterations=1),
+        AggregationSettings(rule="fedavg", outer_lr=0.5),
+        AggregationSettings(rule="median", outer_lr=0.3),
     ]
 
 
