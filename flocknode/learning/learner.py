@@ -4,7 +4,7 @@ The round engine builds one per node (``Learner.from_settings``) and calls:
 
     learner.warm_up()                            # optional: pay torch's lazy imports now
     learner.initial_state()                      # the task's initial global model
-    learner.train(global_state, seed=...)        # proposer: TrainResult (update, seconds)
+    learner.train(global_state, seed=..., round_no=r)  # proposer: TrainResult (update, seconds)
     learner.evaluate(state, "val")               # voter: Evaluation on private validation
     await learner.train_async(...)               # same, in a worker thread (trio)
     await learner.evaluate_async(...)
@@ -121,7 +121,11 @@ class RoundLearner(Protocol):
     def initial_state(self) -> State: ...
 
     async def train_async(
-        self, global_state: Mapping[str, torch.Tensor], seed: int, label_flip: bool = False
+        self,
+        global_state: Mapping[str, torch.Tensor],
+        seed: int,
+        label_flip: bool = False,
+        round_no: int = 1,
     ) -> TrainResult: ...
 
     async def evaluate_async(
@@ -235,8 +239,14 @@ class Learner:
         return self.data.train if name == "train" else self.data.val
 
     def train(
-        self, global_state: Mapping[str, torch.Tensor], seed: int, label_flip: bool = False
+        self,
+        global_state: Mapping[str, torch.Tensor],
+        seed: int,
+        label_flip: bool = False,
+        round_no: int = 1,
     ) -> TrainResult:
+        """Train on the node's data from ``global_state`` with round ``round_no``'s
+        settings (``TrainingSettings.for_round``: its learning rate)."""
         start = time.perf_counter()
         data = self.data.train
         if label_flip:  # the test cluster's cheater: classifiers only
@@ -245,7 +255,8 @@ class Learner:
                 raise PluginError(f"task {task_name(self.task)!r} is not a classifier")
             data = Samples(data.x, flipped_labels(data.y, classes))
         model = build_model(self.task.build_model, global_state, self.settings.init_seed)
-        metrics = self.task.train(model, data, self.settings, seed, self.device)
+        settings = self.settings.for_round(round_no)
+        metrics = self.task.train(model, data, settings, seed, self.device)
         trained = model_state(model.cpu(), list(global_state))
         update = state_delta(trained, global_state)
         return TrainResult(update, time.perf_counter() - start, len(data), dict(metrics or {}))
@@ -260,9 +271,13 @@ class Learner:
         return ev
 
     async def train_async(
-        self, global_state: Mapping[str, torch.Tensor], seed: int, label_flip: bool = False
+        self,
+        global_state: Mapping[str, torch.Tensor],
+        seed: int,
+        label_flip: bool = False,
+        round_no: int = 1,
     ) -> TrainResult:
-        fn = functools.partial(self.train, global_state, seed, label_flip)
+        fn = functools.partial(self.train, global_state, seed, label_flip, round_no)
         return await trio.to_thread.run_sync(fn)
 
     async def evaluate_async(

@@ -163,7 +163,7 @@ async def _train_and_seal(
     state = await ctx.models.load_async(ctx.feed.global_model_hash)
     seed = train_seed(view.seed, seat)
     label_flip = ctx.behaviour.flips_labels
-    res = await ctx.learner.train_async(state, seed=seed, label_flip=label_flip)
+    res = await ctx.learner.train_async(state, seed=seed, label_flip=label_flip, round_no=r)
     ctx.metrics.train_seconds.observe(res.seconds)
     update = ctx.behaviour.update(res.update, seed)
 

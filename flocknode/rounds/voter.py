@@ -218,7 +218,7 @@ async def _decide(
     base = await ctx.models.load_async(base_hash)
     shapes = {k: tuple(v.shape) for k, v in base.items()}
     size = update_blob_size(base)
-    t = ctx.settings.training
+    t = ctx.settings.training.for_round(r)  # the round's learning rate
     scale = step_scale(
         t.optimizer, t.learning_rate, t.local_steps, sum(v.numel() for v in base.values())
     )

@@ -70,7 +70,9 @@ def warm_up(tensors: Tensors, args: dict[str, Any]) -> tuple[Tensors, dict[str, 
 
 
 def train(tensors: Tensors, args: dict[str, Any]) -> tuple[Tensors, dict[str, Any]]:
-    res = _learner(args).train(tensors, seed=args["seed"], label_flip=args["label_flip"])
+    res = _learner(args).train(
+        tensors, seed=args["seed"], label_flip=args["label_flip"], round_no=args.get("round", 1)
+    )
     info = {"seconds": res.seconds, "samples": res.samples, "metrics": dict(res.metrics)}
     return res.update, info
 

@@ -133,9 +133,13 @@ class IsolatedLearner:
         return await self._sizes(got)
 
     async def train_async(
-        self, global_state: Mapping[str, torch.Tensor], seed: int, label_flip: bool = False
+        self,
+        global_state: Mapping[str, torch.Tensor],
+        seed: int,
+        label_flip: bool = False,
+        round_no: int = 1,
     ) -> TrainResult:
-        args = self._args(seed=seed, label_flip=label_flip)
+        args = self._args(seed=seed, label_flip=label_flip, round=round_no)
         expect = spec_of(global_state)
         update, info = await self._call("train", global_state, args, expect, self.train_timeout)
         seconds, samples = info.get("seconds"), info.get("samples")

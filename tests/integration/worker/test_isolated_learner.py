@@ -18,7 +18,7 @@ from flocknode.worker.sandbox import IsolationUnavailable, WorkerSpec, probe, ta
 
 FIXTURE_TASKS = Path(__file__).resolve().parents[2] / "fixtures" / "tasks"
 SETTINGS = [
-    TrainingSettings(task="digits-mlp", local_steps=20),
+    TrainingSettings(task="digits-mlp", local_steps=20, lr_decay=0.5, lr_min=0.1),
     TrainingSettings(task="digits-cnn", local_steps=8, batch_size=32),  # BatchNorm: int64 too
     TrainingSettings(task="example_task:TASK", optimizer="sgd", learning_rate=0.5, local_steps=20),
 ]
@@ -82,9 +82,9 @@ async def test_same_bits_as_in_process(tmp_path: Path, on_path: None) -> None:
             }
             assert all(torch.equal(init[k], v) for k, v in built.items())
             assert await iso.warm_up_async() == local.sizes and iso.has_test
-            for seed in (7, 8):
-                want = local.train(init, seed=seed)
-                got = await iso.train_async(init, seed=seed)
+            for seed, round_no in ((7, 1), (8, 3)):  # the round picks the learning rate
+                want = local.train(init, seed=seed, round_no=round_no)
+                got = await iso.train_async(init, seed=seed, round_no=round_no)
                 assert (got.samples, got.metrics) == (want.samples, want.metrics)
                 assert list(got.update) == list(want.update)
                 for k, t in want.update.items():
@@ -95,6 +95,9 @@ async def test_same_bits_as_in_process(tmp_path: Path, on_path: None) -> None:
             if settings.task == "digits-cnn":
                 dtypes = {t.dtype for t in got.update.values()}
                 assert dtypes == {torch.float32, torch.int64}
+            if settings.lr_decay < 1:
+                first = local.train(init, seed=8, round_no=1).update
+                assert any(not torch.equal(first[k], want.update[k]) for k in init)
             if settings.task != "lm-lora":  # label flipping: classifiers only
                 flipped = await iso.train_async(init, seed=8, label_flip=True)
                 assert any(not torch.equal(flipped.update[k], want.update[k]) for k in init)

@@ -78,6 +78,29 @@ async def _restarted_after_wraps_sent(
     return role, role.restarted(), ps, vs
 
 
+class RoundRecorder:
+    """The learner, recording the round each training was for."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.rounds = inner, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def train_async(self, *args: Any, **kwargs: Any) -> Any:
+        self.rounds.append(kwargs.get("round_no"))
+        return await self.inner.train_async(*args, **kwargs)
+
+
+async def test_trains_with_the_rounds_settings(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    role, ps, vs = _proposer(tmp_path)
+    role.learner = recorder = RoundRecorder(role.learner)  # type: ignore[assignment]
+    await _run_until_submitted(role, ps, vs)
+    assert recorder.rounds == [R]  # its learning rate: TrainingSettings.for_round(R)
+
+
 async def test_trains_submits_announces_and_releases_wraps_only_after_train(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:

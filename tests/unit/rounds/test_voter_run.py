@@ -133,6 +133,35 @@ async def test_one_round_proposer_and_voters_agree_commit_and_reveal(
         assert reveal[-1] == bytes.fromhex(rec.vote.salt)
 
 
+async def test_the_norm_band_follows_the_rounds_decayed_learning_rate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    # Round R trains at learning_rate x 0.5^(R-1) = 1/64 of it: the voters' band
+    # must shrink with it, or the honest update would sit below the norm floor
+    # (no work: flagged, unpaid).
+    w = _world(tmp_path, monkeypatch, 1, 3)
+    t = dataclasses.replace(w.voters[0].settings.training, lr_decay=0.5, lr_min=0.001)
+    for n in [*w.proposers, *w.voters]:
+        n.settings = dataclasses.replace(n.settings, training=t)
+        n.learner = dataclasses.replace(n.learner, settings=dataclasses.replace(t, local_steps=5))
+    sim = w.sim
+    view = sim.to(Phase.TRAIN)
+    async with trio.open_nursery() as n:
+        n.start_soon(run_proposer, w.proposers[0], view, 0)
+        for seat, v in enumerate(w.voters):
+            n.start_soon(voter.run_voter, v, view, seat)
+        await _until(lambda: sim.updates[0].submitted, sim.feed)
+        sim.to(Phase.COMMIT)
+        await _until(lambda: all(x.committed for x in sim.votes), sim.feed)
+        sim.to(Phase.REVEAL)
+        await _until(lambda: all(x.revealed for x in sim.votes), sim.feed)
+        sim.to(Phase.FINALIZED)
+    for v in w.voters:
+        rec = v.journal.get(R).vote
+        assert rec is not None
+        assert (rec.included_bits, rec.rejected_bits, rec.flag_bits) == (1, 0, 0)
+
+
 async def test_a_proposer_wrapping_for_one_voter_does_not_split_the_voters(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
 ) -> None:
