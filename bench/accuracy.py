@@ -25,8 +25,9 @@ picks a built-in task (its default settings, score and flag threshold apply
 unless flags override them) and ``--score`` the classifiers' voting score
 (``accuracy``, ``loss`` for minus the mean validation loss, ``brier``); ``lowering_rounds``
 counts accepted rounds that lowered test accuracy by more than one point.
-``--lr-schedule`` gives each round a learning rate every node can compute
-from the round number (``exp``: ``lr x gamma^(r-1)``; ``cosine``: down to
+Each round trains with the task's learning rate for that round
+(``lr_decay``, ``lr_min``: ``TrainingSettings.for_round``); ``--lr-schedule``
+replaces it (``exp``: ``lr x max(floor, gamma^(r-1))``; ``cosine``: down to
 ``lr x floor`` over ``--rounds``) and ``--warm-steps`` more local steps in
 the first ``--warm-rounds``; the norm band's step scale follows the round's
 lr and steps. ``--weight-by-samples`` weights FedAvg by the proposers' own
@@ -83,11 +84,11 @@ def simulate(
     test = learners[0]
     history: list[dict[str, Any]] = []
     for r in range(1, rounds + 1):
-        t = base if schedule is None else schedule.settings(base, r, rounds)
+        t = base.for_round(r) if schedule is None else schedule.settings(base, r, rounds)
         # the norm band follows the round's lr and steps, as every node can compute them
         scale = step_scale(t.optimizer, t.learning_rate, t.local_steps, params)
         trainers = (
-            learners if t is base else [dataclasses.replace(lr, settings=t) for lr in learners]
+            learners if t == base else [dataclasses.replace(lr, settings=t) for lr in learners]
         )
         order = random.Random(seed * 1_000_003 + r).sample(range(n), n)
         props = sorted(order[:proposers])
@@ -214,13 +215,15 @@ class Schedule:
 
     def lr(self, lr: float, r: int, rounds: int) -> float:
         if self.kind == "exp":
-            return lr * self.gamma ** (r - 1)
+            return lr * max(self.floor, self.gamma ** (r - 1))
         if self.kind == "cosine":
             frac = (r - 1) / max(1, rounds - 1)
             return lr * (self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * frac)))
         return lr
 
     def settings(self, base: Any, r: int, rounds: int) -> Any:
+        if self.kind == "const" and not self.warm_rounds:
+            return base.for_round(r)  # the task's own schedule (lr_decay, lr_min)
         steps = self.warm_steps if r <= self.warm_rounds and self.warm_steps else base.local_steps
         return dataclasses.replace(
             base, learning_rate=self.lr(base.learning_rate, r, rounds), local_steps=steps
@@ -390,6 +393,14 @@ def main(argv: list[str] | None = None) -> int:
         choices=["accuracy", "loss", "brier"],
         help="default: the task's",
     )
+    p.add_argument("--label-smoothing", type=float, help="default: the task's")
+    p.add_argument(
+        "--balanced",
+        choices=["on", "off"],
+        help="train with the node's class prior added to the logits (default: the task's)",
+    )
+    p.add_argument("--lr-decay", type=float, help="override lr_decay")
+    p.add_argument("--lr-min", type=float, help="override lr_min")
     p.add_argument("--flag-threshold-ppm", type=int, help="default: the task's")
     p.add_argument("--min-val", type=int, help="override min_val_samples")
     p.add_argument(
@@ -413,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warm-rounds", type=int, default=0, help="rounds using --warm-steps")
     p.add_argument("--warm-steps", type=int, default=0, help="local_steps in the warm rounds")
     p.add_argument("--norm-ceiling", type=float, help="override the task's norm_ceiling")
+    p.add_argument("--outer-lr", type=float, help="override the task's outer_lr")
     p.add_argument(
         "--weight-by-samples",
         action="store_true",
@@ -431,6 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         "val_fraction": args.val_fraction,
         "task": args.task,
         "min_val_samples": args.min_val,
+        "lr_decay": args.lr_decay,
+        "lr_min": args.lr_min,
     }
     task = TaskSettings.from_dict(
         {"training": {k: v for k, v in overrides.items() if v is not None}}
@@ -443,11 +457,17 @@ def main(argv: list[str] | None = None) -> int:
         if len(lr.data.val) < settings.min_val_samples:
             raise SystemExit(f"node {lr} has {len(lr.data.val)} validation samples")
         lr.task.score = args.score or lr.task.score
+        if args.label_smoothing is not None:
+            lr.task.label_smoothing = args.label_smoothing
+        if args.balanced is not None:
+            lr.task.balanced = args.balanced == "on"
     learners[0].train(learners[0].initial_state(), seed=0)  # warm torch up (first call ~1.5 s)
     half = args.proposers or args.nodes // 2
     agg_base = task.aggregation
     if args.norm_ceiling is not None:
         agg_base = dataclasses.replace(agg_base, norm_ceiling=args.norm_ceiling)
+    if args.outer_lr is not None:
+        agg_base = dataclasses.replace(agg_base, outer_lr=args.outer_lr)
     schedule = Schedule(
         args.lr_schedule, args.lr_gamma, args.lr_floor, args.warm_rounds, args.warm_steps
     )
@@ -517,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": dataclasses.asdict(settings),
         "aggregation": agg_base.to_dict(),
         "score": learners[0].task.score,
+        "label_smoothing": getattr(learners[0].task, "label_smoothing", None),
+        "balanced": getattr(learners[0].task, "balanced", None),
         "flag_threshold_ppm": args.flag_threshold_ppm,
         "score_margin_ppm": args.score_margin_ppm,
         "val_sizes": [len(lr.data.val) for lr in learners],

@@ -42,10 +42,16 @@ PIXELS = tuple(f"p{i}" for i in range(64))
 
 
 class ClassifierTask(Task):
-    """Cross-entropy training and accuracy/loss evaluation over ``Samples(x, y)``."""
+    """Cross-entropy training and accuracy/loss evaluation over ``Samples(x, y)``.
+
+    ``label_smoothing`` and ``balanced`` (train with the node's class prior
+    added to the logits) are the training recipe (``train_classifier``).
+    """
 
     num_classes = len(DIGIT_CLASSES)
     score = "accuracy"
+    label_smoothing = 0.0
+    balanced = False
 
     def train(
         self,
@@ -66,6 +72,8 @@ class ClassifierTask(Task):
             momentum=settings.momentum,
             seed=seed,
             device=device,
+            label_smoothing=self.label_smoothing,
+            prior_classes=self.num_classes if self.balanced else 0,
         )
 
     def evaluate(self, model: nn.Module, data: Samples, device: torch.device) -> Evaluation:
@@ -73,7 +81,25 @@ class ClassifierTask(Task):
 
 
 class DigitsMLP(ClassifierTask):
+    """Non-IID shards and 5 of 10 proposers a round make each accepted round a jump
+    in a direction only those 5 shards chose. Four things keep that in check
+    (bench/accuracy.py, 10 nodes, Dirichlet(0.5), voting, seeds 1-30, round 10):
+    the balanced softmax (the node's class prior added to the logits in
+    training), label smoothing 0.1, a learning rate that decays by 0.8 a round
+    down to a tenth of its start, and an outer learning rate of 0.5. Test
+    accuracy min / mean 0.961 / 0.976 with them, 0.922 / 0.953 without;
+    accepted rounds that lowered it by more than a point 1 of 300, against 37.
+    Honest norms then reach 1.61 of the step scale, hence a ceiling of 2
+    (docs/tasks.md).
+    """
+
     name = "digits-mlp"
+    label_smoothing = 0.1
+    balanced = True
+    settings_defaults: ClassVar[Mapping[str, Any]] = {
+        "training": {"lr_decay": 0.8, "lr_min": 0.1},
+        "aggregation": {"outer_lr": 0.5, "norm_ceiling": 2.0},
+    }
 
     def build_model(self) -> nn.Module:
         return digits_mlp()
@@ -105,7 +131,12 @@ class DigitsCNN(ClassifierTask):
     """
 
     name = "digits-cnn"
-    settings_defaults: ClassVar[Mapping[str, Any]] = {"flag_threshold_ppm": -600_000}
+    label_smoothing = 0.1
+    balanced = True
+    settings_defaults: ClassVar[Mapping[str, Any]] = {
+        "flag_threshold_ppm": -600_000,
+        "training": {"lr_decay": 0.8, "lr_min": 0.1},
+    }
 
     def build_model(self) -> nn.Module:
         return digits_cnn()

@@ -37,12 +37,19 @@ def train_classifier(
     momentum: float,
     seed: int,
     device: torch.device | None = None,
+    label_smoothing: float = 0.0,
+    prior_classes: int = 0,
 ) -> dict[str, float]:
     """Train ``model`` in place with cross-entropy on ``data``; returns its metrics.
 
     ``steps`` > 0: exactly that many mini-batches (a new random order after each
     pass over the data); otherwise ``epochs`` full passes. ``optimizer`` is
-    ``"adam"`` or ``"sgd"`` (with ``momentum``).
+    ``"adam"`` or ``"sgd"`` (with ``momentum``). ``label_smoothing`` is
+    cross-entropy's. ``prior_classes`` > 0 (the number of classes) trains with
+    the logits shifted by the log of the node's own class frequencies
+    (add-one smoothed), a "balanced softmax": the model learns the classes'
+    likelihoods rather than this node's label mix, so a node holding mostly a
+    few classes does not pull the global model towards them.
     """
     n = len(data)
     if n == 0:
@@ -54,14 +61,16 @@ def train_classifier(
     model.train()
     x, y = data.x.to(device), data.y.to(device)
     opt = _Optimizer(list(model.parameters()), optimizer, learning_rate, momentum)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+    shift = _log_prior(y, prior_classes) if prior_classes else None
     gen = torch.Generator().manual_seed(seed)
     loss = torch.zeros(())
     for idx in _batches(n, batch_size, steps, epochs, gen):
         for p in opt.params:
             p.grad = None
         idx = idx.to(device)
-        loss = loss_fn(model(x[idx]), y[idx])
+        logits = model(x[idx])
+        loss = loss_fn(logits if shift is None else logits + shift, y[idx])
         loss.backward()
         opt.step()
     model.to("cpu")
@@ -98,6 +107,12 @@ def evaluate_classifier(
     value = {"accuracy": accuracy, "loss": -loss, "brier": -brier}[score]
     metrics = {"accuracy": accuracy, "loss": loss, "brier": brier, "correct": float(correct)}
     return Evaluation(value, n, metrics)
+
+
+def _log_prior(y: torch.Tensor, classes: int) -> torch.Tensor:
+    """log of the add-one smoothed class frequencies of labels ``y`` (``classes`` of them)."""
+    counts = torch.bincount(y, minlength=classes).to(torch.float32) + 1.0
+    return torch.log(counts / counts.sum())
 
 
 class _Optimizer:

@@ -90,6 +90,44 @@ def test_a_base_model_hash_is_covered_when_set() -> None:
     assert [d[0] for d in e.value.differences] == ["training.base_model_hash"]
 
 
+def test_the_learning_rate_decays_per_round_down_to_its_floor() -> None:
+    t = TrainingSettings(learning_rate=0.02, lr_decay=0.8, lr_min=0.1)
+    rates = [t.for_round(r).learning_rate for r in range(1, 15)]
+    assert rates[:3] == [0.02, 0.02 * 0.8, 0.02 * (0.8 * 0.8)]
+    assert rates[10] == pytest.approx(0.02 * 0.8**10)  # 0.107 of the start: above the floor
+    assert rates[11:] == [0.02 * 0.1] * 3  # 0.8^11 = 0.086: the floor
+    assert t.for_round(10**12).learning_rate == 0.02 * 0.1
+    assert t.for_round(0) == t.for_round(1) == t
+    assert all(t.for_round(r).local_steps == t.local_steps for r in (1, 5, 50))
+    assert TrainingSettings().for_round(9) == TrainingSettings()  # no decay: every round alike
+    for changes, name in [
+        ({"lr_decay": 0.0}, "lr_decay"),
+        ({"lr_decay": 1.5}, "lr_decay"),
+        ({"lr_decay": 0.9, "lr_min": 1.5}, "lr_min"),
+        ({"lr_decay": 0.9}, "lr_min"),  # a decay without a floor would end training
+    ]:
+        with pytest.raises(SettingsError) as e:
+            TrainingSettings(**changes)  # type: ignore[arg-type]
+        assert e.value.name == name
+
+
+def test_the_schedule_is_covered_when_used_and_absent_otherwise() -> None:
+    plain = TaskSettings()
+    assert b"lr_decay" not in plain.canonical_json() and b"lr_min" not in plain.canonical_json()
+    mlp = TaskSettings.for_task("digits-mlp")
+    raw = mlp.canonical_json()
+    assert b'"lr_decay":0.8' in raw and b'"lr_min":0.1' in raw
+    assert TaskSettings.from_canonical_json(raw) == mlp
+    assert TaskSettings.from_canonical_json(plain.canonical_json()) == plain
+    assert b'"outer_lr":0.5' in raw and b"outer_lr" not in plain.canonical_json()
+    for name in ("training.lr_decay", "training.lr_min", "aggregation.outer_lr"):
+        node = _with(mlp, name, _changed(flat_settings(mlp)[name]))
+        assert node.config_hash() != mlp.config_hash()
+        with pytest.raises(ConfigMismatchError) as e:
+            check_config(node, mlp.config_hash(), raw)
+        assert [d[0] for d in e.value.differences] == [name]
+
+
 def test_check_config_accepts_matching_settings_and_explains_mismatches() -> None:
     task = TaskSettings(aggregation=AggregationSettings(rule="median"))
     check_config(task, task.config_hash())
@@ -136,8 +174,13 @@ def test_published_settings_must_be_canonical_and_known() -> None:
 
 
 def test_left_out_settings_take_the_tasks_defaults() -> None:
-    # the flag threshold too: `task create` and `cluster up` build settings this way
-    assert TaskSettings.from_dict({}) == TaskSettings() == TaskSettings.for_task("digits-mlp")
+    # the flag threshold too: `task create` and `cluster up` build settings this way;
+    # the dataclasses' defaults are digits-mlp's but for its learning-rate schedule
+    mlp = TaskSettings(
+        training=TrainingSettings(lr_decay=0.8, lr_min=0.1),
+        aggregation=AggregationSettings(outer_lr=0.5, norm_ceiling=2.0),
+    )
+    assert TaskSettings.from_dict({}) == mlp == TaskSettings.for_task("digits-mlp")
     assert TaskSettings.from_dict({"training": {"learning_rate": 0.5}}).flag_threshold_ppm == (
         TaskSettings().flag_threshold_ppm
     )

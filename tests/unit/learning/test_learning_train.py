@@ -25,7 +25,7 @@ from flocknode.learning import (
     write_shards,
 )
 from flocknode.learning.models import digits_mlp
-from flocknode.learning.task import Task
+from flocknode.learning.task import Samples, Task
 
 SETTINGS = TrainingSettings()
 
@@ -221,6 +221,28 @@ def test_batches_by_steps_and_by_epochs() -> None:
     assert [len(b) for b in by_epochs] == [6, 6, 6, 2] * 2
     assert sorted(torch.cat(by_epochs).tolist()) == sorted(list(range(20)) * 2)
     assert [len(b) for b in _batches(4, 16, steps=3, epochs=1, gen=gen)] == [4, 4, 4]
+
+
+def test_the_balanced_loss_learns_likelihoods_not_the_nodes_label_mix() -> None:
+    """9 of 10 samples of class 0 and inputs that say nothing about the class: plain
+    cross-entropy learns to answer 0; with the node's prior on the logits the model
+    itself stays near even odds, so it does not drag a global model towards class 0."""
+    from flocknode.learning.train import train_classifier
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 4, generator=gen)
+    y = (torch.arange(200) % 10 == 0).long()
+    p0 = {}
+    for prior in (0, 2):
+        torch.manual_seed(0)
+        model = nn.Linear(4, 2)
+        train_classifier(
+            model, Samples(x, y), steps=200, epochs=1, batch_size=50, optimizer="adam",
+            learning_rate=0.05, momentum=0.0, seed=1, prior_classes=prior,
+        )  # fmt: skip
+        with torch.no_grad():
+            p0[prior] = float(model(x).softmax(dim=1)[:, 0].mean())
+    assert p0[0] > 0.85 and abs(p0[2] - 0.5) < 0.1, p0
 
 
 def test_sgd_by_epochs_also_trains() -> None:
