@@ -214,7 +214,7 @@ def aggregate(
         delta, chosen = _run_rule(kept, settings, len(rejected))
         if chosen is not None:
             selected = tuple(used[i] for i in chosen)
-        new = base + delta if settings.outer_lr == 1.0 else base + settings.outer_lr * delta
+        new = base + settings.outer_lr * delta  # x 1.0 is exact: the default changes no bit
     ints = _integer_step(_integers(global_model, layout), [counters[i] for i in keep])
     base_stats = _flatten(global_model, layout, "global model", STATS)
     new_stats = base_stats + rules.median([stats[i] for i in keep]) if keep else base_stats

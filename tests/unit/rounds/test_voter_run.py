@@ -99,10 +99,9 @@ async def _drive(sim: RoundSim, run: Callable[[], Awaitable[None]], phases: list
             sim.to(phase)
 
 
-async def test_one_round_proposer_and_voters_agree_commit_and_reveal(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
-) -> None:
-    w = _world(tmp_path, monkeypatch, 1, 3)
+async def _one_round(w: World, in_train: Callable[[], Awaitable[None]] | None = None) -> None:
+    """One proposer and the voters through a round; ``in_train`` runs once the
+    update is submitted, before the commit phase opens."""
     sim = w.sim
     view = sim.to(Phase.TRAIN)
     async with trio.open_nursery() as n:
@@ -110,13 +109,25 @@ async def test_one_round_proposer_and_voters_agree_commit_and_reveal(
         for seat, v in enumerate(w.voters):
             n.start_soon(voter.run_voter, v, view, seat)
         await _until(lambda: sim.updates[0].submitted, sim.feed)
-        await _until(lambda: len(w.net.fetched_at) >= 3, sim.feed)  # prefetched during training
-        assert all(v.journal.get(R).vote is None for v in w.voters)  # nothing opened yet
+        if in_train is not None:
+            await in_train()
         sim.to(Phase.COMMIT)
         await _until(lambda: all(x.committed for x in sim.votes), sim.feed)
         sim.to(Phase.REVEAL)
         await _until(lambda: all(x.revealed for x in sim.votes), sim.feed)
         sim.to(Phase.FINALIZED)
+
+
+async def test_one_round_proposer_and_voters_agree_commit_and_reveal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, autojump_clock: trio.testing.MockClock
+) -> None:
+    w = _world(tmp_path, monkeypatch, 1, 3)
+
+    async def in_train() -> None:
+        await _until(lambda: len(w.net.fetched_at) >= 3, w.sim.feed)  # prefetched while training
+        assert all(v.journal.get(R).vote is None for v in w.voters)  # nothing opened yet
+
+    await _one_round(w, in_train)
     votes = [v.journal.get(R) for v in w.voters]
     assert all(rec.committed and rec.revealed for rec in votes)
     hashes = {rec.vote.aggregate_hash for rec in votes if rec.vote}
@@ -144,18 +155,7 @@ async def test_the_norm_band_follows_the_rounds_decayed_learning_rate(
     for n in [*w.proposers, *w.voters]:
         n.settings = dataclasses.replace(n.settings, training=t)
         n.learner = dataclasses.replace(n.learner, settings=dataclasses.replace(t, local_steps=5))
-    sim = w.sim
-    view = sim.to(Phase.TRAIN)
-    async with trio.open_nursery() as n:
-        n.start_soon(run_proposer, w.proposers[0], view, 0)
-        for seat, v in enumerate(w.voters):
-            n.start_soon(voter.run_voter, v, view, seat)
-        await _until(lambda: sim.updates[0].submitted, sim.feed)
-        sim.to(Phase.COMMIT)
-        await _until(lambda: all(x.committed for x in sim.votes), sim.feed)
-        sim.to(Phase.REVEAL)
-        await _until(lambda: all(x.revealed for x in sim.votes), sim.feed)
-        sim.to(Phase.FINALIZED)
+    await _one_round(w)
     for v in w.voters:
         rec = v.journal.get(R).vote
         assert rec is not None
