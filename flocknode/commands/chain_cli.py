@@ -251,7 +251,7 @@ def _add_task_create(sub: Any) -> None:
                 dest=f"{section}_{f.name}",
                 type=typ,
                 metavar="V",
-                help=f"default {f.default}",
+                help=f"default: the task's own ({f.default} unless the task sets it)",
             )
     g.add_argument("--flag-threshold-ppm", type=int, help="default: the task's own")
     g.add_argument(
