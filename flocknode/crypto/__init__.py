@@ -33,6 +33,7 @@ from flocknode.crypto.canonical import (
     canonical_size,
     iter_canonical,
     parse_canonical,
+    spec_size,
     update_hash,
 )
 from flocknode.crypto.envelope import (
@@ -57,5 +58,6 @@ __all__ = [
     "open_update",
     "parse_canonical",
     "seal_update",
+    "spec_size",
     "update_hash",
 ]

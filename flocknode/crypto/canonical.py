@@ -21,12 +21,14 @@ little-endian::
 A set of float32 tensors is always written as version 1 (so a float32 model's
 hash does not depend on the existence of version 2); a set holding any other
 dtype (float16, bfloat16, int64 or int32: half-precision weights, BatchNorm's
-``num_batches_tracked`` counter) is always written as version 2. A reader
+``num_batches_tracked`` counter; int8, uint8 or int16: the packed form of a
+compressed update) is always written as version 2. A reader
 refuses version 2 bytes whose tensors are all float32, so the choice is not
 free either way.
 
 Encoding (trusted input: a ``TypeError``/``ValueError`` on misuse):
-    ``canonical_size(t)``, ``iter_canonical(t)`` (zero-copy pieces: the header,
+    ``canonical_size(t)``, ``spec_size(spec)`` (the same from names, shapes
+    and dtypes alone), ``iter_canonical(t)`` (zero-copy pieces: the header,
     then a memoryview of each tensor's data), ``update_hash(t)`` (sha256 of the
     canonical bytes, streamed), ``canonical_bytes(t)`` (one bytes object; for
     small models and tests).
@@ -35,7 +37,7 @@ Decoding (untrusted input: only :class:`CanonicalError`):
     them straight into freshly allocated output tensors; ``finish()`` returns
     them. ``parse_canonical(data)`` does both at once.
 
-Tensors are ``torch.Tensor`` (float32, float16, bfloat16, int64, int32) or
+Tensors are ``torch.Tensor`` (float32, float16, bfloat16, int64, int32, int8, uint8, int16) or
 ``numpy.ndarray`` (the same without bfloat16), any device/stride; CPU
 contiguous little-endian data is never copied. Decoded tensors are CPU
 ``torch.Tensor`` of the encoded dtype in canonical (sorted) order; with
@@ -45,6 +47,7 @@ contiguous little-endian data is never copied. Decoded tensors are CPU
 from __future__ import annotations
 
 import hashlib
+import math
 import struct
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -66,6 +69,10 @@ DTYPE_CODES: dict[torch.dtype, int] = {
     torch.bfloat16: 3,
     torch.int64: 4,
     torch.int32: 5,
+    # the packed form of compressed updates (flocknode.aggregation.compression)
+    torch.int8: 6,
+    torch.uint8: 7,
+    torch.int16: 8,
 }
 _CODE_DTYPES = {code: dt for dt, code in DTYPE_CODES.items()}
 _NUMPY_DTYPES = {
@@ -73,6 +80,9 @@ _NUMPY_DTYPES = {
     np.dtype(np.float16): torch.float16,
     np.dtype(np.int64): torch.int64,
     np.dtype(np.int32): torch.int32,
+    np.dtype(np.int8): torch.int8,
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.int16): torch.int16,
 }
 # How each dtype's bytes are viewed in numpy (bfloat16 has no numpy dtype: its
 # raw 16-bit patterns are handled as little-endian int16).
@@ -82,6 +92,9 @@ _LE_VIEW = {
     torch.bfloat16: "<i2",
     torch.int64: "<i8",
     torch.int32: "<i4",
+    torch.int8: "<i1",
+    torch.uint8: "<u1",
+    torch.int16: "<i2",
 }
 MAX_TENSORS = 65_536
 MAX_NAME_BYTES = 1024
@@ -128,10 +141,22 @@ def _prepare(tensors: Tensors) -> tuple[bytes, list[memoryview]]:
     """The header bytes and the data views, in canonical order."""
     if not isinstance(tensors, Mapping):
         raise TypeError("tensors must be a mapping of name -> tensor")
-    if not 1 <= len(tensors) <= MAX_TENSORS:
-        raise ValueError(f"need 1..{MAX_TENSORS} tensors, got {len(tensors)}")
+    prepared = {name: _as_le(name, value) for name, value in tensors.items()}
+    header, order = _header(
+        {name: (tuple(tensors[name].shape), dtype) for name, (dtype, _) in prepared.items()}
+    )
+    return header, [prepared[name][1].data.cast("B") for name in order]
+
+
+Spec = Mapping[str, tuple[Sequence[int], torch.dtype]]
+
+
+def _header(spec: Spec) -> tuple[bytes, list[str]]:
+    """The header of tensors with these names, shapes and dtypes, and the names in order."""
+    if not 1 <= len(spec) <= MAX_TENSORS:
+        raise ValueError(f"need 1..{MAX_TENSORS} tensors, got {len(spec)}")
     entries: list[tuple[bytes, str]] = []
-    for name in tensors:
+    for name in spec:
         if not isinstance(name, str):
             raise TypeError(f"tensor name {name!r} is not a str")
         raw = name.encode("utf-8")
@@ -139,25 +164,33 @@ def _prepare(tensors: Tensors) -> tuple[bytes, list[memoryview]]:
             raise ValueError(f"tensor name {name!r} is empty, too long or not printable")
         entries.append((raw, name))
     entries.sort()
-    prepared = [(raw, tensors[name], *_as_le(name, tensors[name])) for raw, name in entries]
-    mixed = any(dtype != torch.float32 for _, _, dtype, _ in prepared)
+    mixed = any(dtype != torch.float32 for _, dtype in spec.values())
     table = bytearray()
-    views: list[memoryview] = []
-    for raw, value, dtype, data in prepared:
-        shape = tuple(int(d) for d in value.shape)
+    for raw, name in entries:
+        shape = tuple(int(d) for d in spec[name][0])
         if len(shape) > MAX_NDIM or any(not 0 <= d <= MAX_DIM for d in shape):
-            raise ValueError(f"tensor {raw.decode()!r} has an unsupported shape {shape}")
+            raise ValueError(f"tensor {name!r} has an unsupported shape {shape}")
         table += struct.pack(f"<H{len(raw)}sB{len(shape)}I", len(raw), raw, len(shape), *shape)
         if mixed:
-            table.append(DTYPE_CODES[dtype])
-        views.append(data.data.cast("B"))
+            table.append(DTYPE_CODES[spec[name][1]])
     if len(table) > MAX_TABLE_BYTES:
         raise ValueError("tensor table too large")
     version, code = (
         (FORMAT_VERSION_MIXED, DTYPE_PER_TENSOR) if mixed else (FORMAT_VERSION, DTYPE_FLOAT32_LE)
     )
     prefix = _PREFIX.pack(MAGIC, version, code, 0, len(entries), len(table))
-    return prefix + bytes(table), views
+    return prefix + bytes(table), [name for _, name in entries]
+
+
+def spec_size(spec: Spec) -> int:
+    """The canonical size of tensors with these names, shapes and dtypes (none allocated)."""
+    for name, (_, dtype) in spec.items():
+        if dtype not in DTYPE_CODES:
+            raise TypeError(f"tensor {name!r} is {dtype}, expected one of {_dtype_names()}")
+    header, _ = _header(spec)
+    return len(header) + sum(
+        dtype.itemsize * math.prod(int(d) for d in shape) for shape, dtype in spec.values()
+    )
 
 
 def iter_canonical(tensors: Tensors) -> Iterator[memoryview]:
