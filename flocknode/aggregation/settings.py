@@ -14,9 +14,16 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 RULES = ("fedavg", "median", "trimmed_mean", "multi_krum", "centered_clip")
+COMPRESSIONS = ("none", "int8", "topk")
+TOPK_BITS = (8, 2)
 # Left out of the canonical JSON while they hold these values (settings that do
 # not use them keep the bytes and hash they always had).
-OPTIONAL_AGGREGATION: dict[str, object] = {"outer_lr": 1.0}
+OPTIONAL_AGGREGATION: dict[str, object] = {
+    "outer_lr": 1.0,
+    "compression": "none",
+    "topk_fraction": 0.01,
+    "topk_bits": 8,
+}
 
 
 class SettingsError(ValueError):
@@ -65,6 +72,14 @@ class AggregationSettings:
       take their step whole), in (0, 1]. Below 1 a round's proposers move the
       model part of the way their updates point, so one round's non-IID mix
       cannot undo the others' (the digits tasks: 0.5, docs/tasks.md).
+    - ``compression``: the form proposers send updates in (``COMPRESSIONS``,
+      ``flocknode.aggregation.compression``): ``none`` (dense), ``int8`` (every
+      value in 8 bits, one scale per chunk) or ``topk`` (per chunk the
+      ``topk_fraction`` largest values, in ``topk_bits`` bits: 8 or 2). Lossy
+      forms keep what was not sent and add it the next time (error feedback).
+    - ``topk_fraction``: in (0, 1]; ``topk_bits``: 8 or 2. Both only with
+      ``topk`` (otherwise they keep their defaults, so one task has one
+      canonical form).
     """
 
     rule: str = "fedavg"
@@ -77,6 +92,9 @@ class AggregationSettings:
     clip_tau: float = 3.0
     clip_iterations: int = 3
     outer_lr: float = 1.0
+    compression: str = "none"
+    topk_fraction: float = 0.01
+    topk_bits: int = 8
 
     def __post_init__(self) -> None:
         if self.rule not in RULES:
@@ -93,8 +111,31 @@ class AggregationSettings:
         _check_float("outer_lr", self.outer_lr, above=0.0)
         if float(self.outer_lr) > 1.0:
             raise SettingsError("outer_lr", f"must be <= 1, got {self.outer_lr!r}")
+        if self.compression not in COMPRESSIONS:
+            raise SettingsError(
+                "compression",
+                f"unknown compression {self.compression!r}; one of {', '.join(COMPRESSIONS)}",
+            )
+        _check_float("topk_fraction", self.topk_fraction, above=0.0)
+        if float(self.topk_fraction) > 1.0:
+            raise SettingsError("topk_fraction", f"must be <= 1, got {self.topk_fraction!r}")
+        _check_int("topk_bits", self.topk_bits, low=2, high=8)
+        if self.topk_bits not in TOPK_BITS:
+            raise SettingsError("topk_bits", f"must be 8 or 2, got {self.topk_bits!r}")
+        if self.compression != "topk":
+            for name in ("topk_fraction", "topk_bits"):
+                if getattr(self, name) != OPTIONAL_AGGREGATION[name]:
+                    raise SettingsError(name, "applies to compression 'topk' only")
         # Store floats as floats so 3 and 3.0 give one canonical form.
-        floats = ("norm_factor", "norm_floor", "norm_ceiling", "trim_ratio", "clip_tau", "outer_lr")
+        floats = (
+            "norm_factor",
+            "norm_floor",
+            "norm_ceiling",
+            "trim_ratio",
+            "clip_tau",
+            "outer_lr",
+            "topk_fraction",
+        )
         for name in floats:
             object.__setattr__(self, name, float(getattr(self, name)))
 

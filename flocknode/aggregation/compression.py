@@ -1,0 +1,364 @@
+"""Compressed updates: the packed tensors a proposer seals, the dense update voters decode.
+
+docs/protocol.md, "Compressed updates". Pure data in and out, no I/O. An
+update's entries split as in ``core``: the *weights* (floating entries that
+are not running statistics), the *statistics* (``running_mean``,
+``running_var``) and the *counters* (integer entries). Weights and statistics
+are each flattened, in the canonical name order (sorted UTF-8 bytes), into one
+float32 vector; each entry is cut on its own into chunks of ``CHUNK`` values
+(its last chunk shorter), so one scale never spans two entries.
+
+Packed tensors (their names never collide with a model's: each has a prefix):
+
+- ``int8``: ``w/q`` int8 ``[P]`` and ``w/s`` float32 ``[chunks]``: value =
+  ``q x s`` of its chunk, with ``s = max|x| / 127`` and ``q`` in -127..127;
+- ``topk``: per chunk of length ``L`` the ``k = min(L, ceil(topk_fraction x L))``
+  values of largest magnitude: ``w/i`` int16 ``[K]`` (their positions in the
+  chunk, strictly increasing), and for ``topk_bits`` 8 ``w/q`` int8 ``[K]`` and
+  ``w/s`` float32 ``[chunks]`` as above; for 2 bits ``w/q`` uint8
+  ``[ceil(K / 4)]`` (four 2-bit codes a byte, the first in the low bits, unused
+  bits zero) and ``w/s`` float32 ``[chunks, 2]``, a low and a high magnitude:
+  code bit 0 is the sign (1 negative), bit 1 picks the high magnitude;
+- the statistics always as ``int8`` (``s/q``, ``s/s``), the counters whole as
+  ``i/<name>``.
+
+Decoding is one float32 multiplication per value (or a copy, for 2 bits), so
+every voter gets the same bits; each value is then cast to its entry's dtype.
+A scale may be negative (it flips its chunk): ``x k`` on the scales is then
+exactly ``x k`` on the decoded update for a power of two ``k``.
+``decode`` takes untrusted input and raises only :class:`CompressionError`.
+
+Error feedback: ``encode`` sends ``update + residual`` and returns the new
+residual, what that sum holds beyond what the voters will decode. The
+proposer keeps it (``flocknode.rounds.residual``) and adds it the next time it
+proposes, so nothing a proposer trained is dropped, only delayed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+
+from flocknode.aggregation.settings import AggregationSettings
+
+CHUNK = 4096
+F32 = npt.NDArray[np.float32]
+Model = Mapping[str, torch.Tensor]
+Layout = Sequence[tuple[str, tuple[int, ...], torch.dtype]]
+Spec = dict[str, tuple[tuple[int, ...], torch.dtype]]
+_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_INT_DTYPES = (torch.int64, torch.int32)
+_STAT_NAMES = ("running_mean", "running_var")
+# 2-bit codes: bit 0 the sign, bit 1 the magnitude (low/high)
+_SIGNS = np.array([1.0, -1.0, 1.0, -1.0], dtype=np.float32)
+_HIGH = np.array([0, 0, 1, 1], dtype=np.intp)
+
+
+class CompressionError(ValueError):
+    """Packed tensors that do not decode: names the tensor and what is wrong."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    """The compression a task's settings ask for (``codec``)."""
+
+    kind: str  # "int8" or "topk"
+    fraction: float = 1.0
+    bits: int = 8
+
+
+def codec(settings: AggregationSettings) -> Codec | None:
+    """The task's codec, or ``None`` for dense updates."""
+    if settings.compression == "none":
+        return None
+    return Codec(settings.compression, settings.topk_fraction, settings.topk_bits)
+
+
+def layout(model: Model) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """Names, shapes and dtypes of ``model`` in canonical order."""
+    names = sorted(model, key=lambda n: n.encode("utf-8"))
+    return [(n, tuple(int(d) for d in model[n].shape), model[n].dtype) for n in names]
+
+
+def _part(name: str, dtype: torch.dtype) -> str:
+    if dtype in _INT_DTYPES:
+        return "i"
+    if dtype not in _FLOAT_DTYPES:
+        raise CompressionError(f"tensor {name!r} is {dtype}: not compressible")
+    return "s" if name.rsplit(".", 1)[-1] in _STAT_NAMES else "w"
+
+
+def _chunks(lay: Layout, part: str) -> list[int]:
+    """Chunk lengths of a part's vector: each entry cut on its own into ``CHUNK``s."""
+    out: list[int] = []
+    for name, shape, dtype in lay:
+        if _part(name, dtype) == part:
+            n = math.prod(shape)
+            out += [CHUNK] * (n // CHUNK) + ([n % CHUNK] if n % CHUNK else [])
+    return out
+
+
+def _k(length: int, fraction: float) -> int:
+    return min(length, math.ceil(fraction * length))
+
+
+def _blocks(lengths: list[int]) -> list[tuple[int, int, int, int]]:
+    """``(offset, first chunk, rows, length)`` of each run of equal chunk lengths."""
+    runs: list[tuple[int, int, int, int]] = []
+    offset = 0
+    for i, length in enumerate(lengths):
+        if runs and runs[-1][3] == length:
+            o, first, rows, _ = runs[-1]
+            runs[-1] = (o, first, rows + 1, length)
+        else:
+            runs.append((offset, i, 1, length))
+        offset += length
+    return runs
+
+
+def packed_spec(lay: Layout, c: Codec) -> Spec:
+    """Names, shapes and dtypes of the packed tensors of an update of ``lay``."""
+    spec: Spec = {}
+    for part in ("w", "s"):
+        lengths = _chunks(lay, part)
+        if not lengths:
+            continue
+        n = sum(lengths)
+        if part == "s" or c.kind == "int8":
+            spec[f"{part}/q"] = ((n,), torch.int8)
+            spec[f"{part}/s"] = ((len(lengths),), torch.float32)
+            continue
+        k = sum(_k(length, c.fraction) for length in lengths)
+        spec["w/i"] = ((k,), torch.int16)
+        if c.bits == 8:
+            spec["w/q"] = ((k,), torch.int8)
+            spec["w/s"] = ((len(lengths),), torch.float32)
+        else:
+            spec["w/q"] = ((-(-k // 4),), torch.uint8)
+            spec["w/s"] = ((len(lengths), 2), torch.float32)
+    for name, shape, dtype in lay:
+        if _part(name, dtype) == "i":
+            spec[f"i/{name}"] = (shape, dtype)
+    return spec
+
+
+def _flat(model: Model, lay: Layout, part: str) -> F32:
+    parts = [
+        model[name].detach().cpu().to(torch.float32).reshape(-1).numpy()
+        for name, _, dtype in lay
+        if _part(name, dtype) == part
+    ]
+    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+
+
+Residual = dict[str, torch.Tensor]
+
+
+def encode(
+    update: Model, residual: Residual | None, c: Codec, max_norm: float | None = None
+) -> tuple[dict[str, torch.Tensor], Residual]:
+    """The packed tensors of ``update + residual`` and the residual they leave.
+
+    ``residual`` is ``None`` or what an earlier ``encode`` returned for the
+    same layout (one of another size, e.g. after a task's model changed, is
+    not used). With ``max_norm`` the weights' scales are lowered so the decoded
+    weights' L2 norm is at most that; the rest stays in the residual. Error
+    feedback can pile up more than a round's step (a value waits until it is
+    among the largest of its chunk), and the cap keeps an honest proposer's
+    update inside the voters' norm band.
+    """
+    lay = layout(update)
+    packed: dict[str, torch.Tensor] = {}
+    left: Residual = {}
+    for part in ("w", "s"):
+        lengths = _chunks(lay, part)
+        if not lengths:
+            continue
+        x = _flat(update, lay, part)
+        if residual is not None and part in residual and residual[part].numel() == x.size:
+            x = x + residual[part].numpy()
+        if part == "s" or c.kind == "int8":
+            q, s = _int8(x, lengths)
+            packed[f"{part}/q"], packed[f"{part}/s"] = torch.from_numpy(q), torch.from_numpy(s)
+            sent = _int8_values(q, s, lengths)
+        else:
+            tensors, sent = _topk(x, lengths, c)
+            packed.update(tensors)
+        if part == "w" and max_norm is not None:
+            norm = float(np.linalg.norm(sent.astype(np.float64)))
+            if norm > max_norm:
+                factor = np.float32(max_norm / norm)
+                packed["w/s"] = packed["w/s"] * torch.tensor(factor)
+                sent = decode_part(packed, lengths, c)
+        left[part] = torch.from_numpy(x - sent)
+    for name, _, dtype in lay:
+        if _part(name, dtype) == "i":
+            packed[f"i/{name}"] = update[name].detach().cpu().clone()
+    return packed, left
+
+
+def _int8(x: F32, lengths: list[int]) -> tuple[npt.NDArray[np.int8], F32]:
+    """Codes and one scale per chunk of ``x``."""
+    parts = [
+        _int8_rows(x[o : o + rows * length].reshape(rows, length))
+        for o, _, rows, length in _blocks(lengths)
+    ]
+    return np.concatenate([q for q, _ in parts]), np.concatenate([s for _, s in parts])
+
+
+def _int8_rows(vals: F32) -> tuple[npt.NDArray[np.int8], F32]:
+    """Codes (flat) and one scale per row: ``max|v| / 127``, codes ``rint(v / scale)``."""
+    s = (np.abs(vals).max(axis=1) / np.float32(127)).astype(np.float32)
+    safe = np.where(s > 0, s, np.float32(1))[:, None]
+    with np.errstate(over="ignore", invalid="ignore"):
+        q = np.rint(vals / safe)
+    q = np.where(s[:, None] > 0, np.clip(q, -127, 127), 0)
+    return q.astype(np.int8).reshape(-1), s
+
+
+def _int8_values(q: npt.NDArray[np.int8], s: F32, lengths: list[int]) -> F32:
+    out: F32 = q.astype(np.float32) * np.repeat(s, lengths)
+    return out
+
+
+def _topk(x: F32, lengths: list[int], c: Codec) -> tuple[dict[str, torch.Tensor], F32]:
+    idx_parts: list[npt.NDArray[Any]] = []
+    q_parts: list[npt.NDArray[Any]] = []
+    s_parts: list[F32] = []
+    sent = np.zeros_like(x)
+    for offset, _, rows, length in _blocks(lengths):
+        block = x[offset : offset + rows * length].reshape(rows, length)
+        k = _k(length, c.fraction)
+        if k < length:
+            pick = np.argpartition(-np.abs(block), k - 1, axis=1)[:, :k]
+        else:
+            pick = np.broadcast_to(np.arange(length), (rows, length))
+        pick = np.sort(pick, axis=1)
+        vals = np.take_along_axis(block, pick, axis=1)
+        if c.bits == 8:
+            q, s = _int8_rows(vals)
+            decoded = q.astype(np.float32).reshape(rows, k) * s[:, None]
+            q_parts.append(q)
+        else:
+            codes, s = _two_bit(vals)
+            decoded = _SIGNS[codes] * np.take_along_axis(s, _HIGH[codes], axis=1)
+            q_parts.append(codes.reshape(-1))
+        s_parts.append(s)
+        idx_parts.append(pick.astype(np.int16).reshape(-1))
+        where = offset + (np.arange(rows) * length)[:, None] + pick
+        sent[where.reshape(-1)] = decoded.reshape(-1)
+    codes_all = np.concatenate(q_parts)
+    return {
+        "w/i": torch.from_numpy(np.concatenate(idx_parts)),
+        "w/q": torch.from_numpy(codes_all.astype(np.int8) if c.bits == 8 else _pack2(codes_all)),
+        "w/s": torch.from_numpy(np.concatenate(s_parts).astype(np.float32)),
+    }, sent
+
+
+def _two_bit(vals: F32) -> tuple[npt.NDArray[np.uint8], F32]:
+    """Codes and ``[low, high]`` magnitudes per row: the means of the lower and upper halves."""
+    mags = np.abs(vals)
+    srt = np.sort(mags, axis=1)
+    k = vals.shape[1]
+    low_n = k - k // 2
+    low = srt[:, :low_n].mean(axis=1, dtype=np.float64)
+    high = srt[:, low_n:].mean(axis=1, dtype=np.float64) if k // 2 else low
+    scales = np.stack([low, high], axis=1).astype(np.float32)
+    cut = (scales[:, :1] + scales[:, 1:]) / 2
+    codes = (vals < 0).astype(np.uint8) | ((mags > cut).astype(np.uint8) << 1)
+    return codes.astype(np.uint8), scales
+
+
+def _pack2(codes: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    padded = np.zeros(-(-codes.size // 4) * 4, dtype=np.uint8)
+    padded[: codes.size] = codes
+    four = padded.reshape(-1, 4)
+    packed = four[:, 0] | four[:, 1] << 2 | four[:, 2] << 4 | four[:, 3] << 6
+    return np.asarray(packed, dtype=np.uint8)
+
+
+def _unpack2(packed: npt.NDArray[np.uint8], k: int) -> npt.NDArray[np.uint8]:
+    shifts = np.array([0, 2, 4, 6], dtype=np.uint8)
+    codes = np.asarray((packed[:, None] >> shifts) & 3, dtype=np.uint8).reshape(-1)
+    if codes[k:].any():
+        raise CompressionError("w/q: unused 2-bit codes are not zero")
+    return codes[:k]
+
+
+def decode(packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec) -> dict[str, torch.Tensor]:
+    """The dense update of ``lay`` that ``packed`` holds (untrusted: CompressionError)."""
+    spec = packed_spec(lay, c)
+    if set(packed) != set(spec):
+        raise CompressionError("packed tensor names differ from the task's")
+    for name, (shape, dtype) in spec.items():
+        t = packed[name]
+        if not isinstance(t, torch.Tensor) or t.dtype != dtype or tuple(t.shape) != shape:
+            raise CompressionError(f"{name}: expected {dtype} of shape {shape}")
+    flat: dict[str, F32] = {}
+    for part in ("w", "s"):
+        lengths = _chunks(lay, part)
+        if not lengths:
+            continue
+        if not bool(torch.isfinite(packed[f"{part}/s"]).all()):
+            raise CompressionError(f"{part}/s: a scale is not finite")
+        flat[part] = decode_part(packed, lengths, c, part)
+    out: dict[str, torch.Tensor] = {}
+    offsets = {"w": 0, "s": 0}
+    for name, shape, dtype in lay:
+        part = _part(name, dtype)
+        if part == "i":
+            out[name] = packed[f"i/{name}"].clone()
+            continue
+        size = math.prod(shape)
+        values = flat[part][offsets[part] : offsets[part] + size]
+        offsets[part] += size
+        out[name] = torch.from_numpy(values.reshape(shape).copy()).to(dtype)
+    return out
+
+
+def decode_part(
+    packed: Mapping[str, torch.Tensor], lengths: list[int], c: Codec, part: str = "w"
+) -> F32:
+    """One part's float32 vector (shapes and dtypes checked by the caller)."""
+    scales = packed[f"{part}/s"].numpy()
+    q = packed[f"{part}/q"].numpy()
+    if part == "s" or c.kind == "int8":
+        if (q == -128).any():
+            raise CompressionError(f"{part}/q: -128 is not a value")
+        return _int8_values(q, scales, lengths)
+    return _topk_values(packed["w/i"].numpy(), q, scales, lengths, c)
+
+
+def _topk_values(
+    idx: npt.NDArray[np.int16], q: npt.NDArray[Any], scales: F32, lengths: list[int], c: Codec
+) -> F32:
+    out = np.zeros(sum(lengths), dtype=np.float32)
+    if c.bits == 8:
+        if (q == -128).any():
+            raise CompressionError("w/q: -128 is not a value")
+    else:
+        q = _unpack2(q.astype(np.uint8), idx.size)
+    pos = 0
+    for offset, first, rows, length in _blocks(lengths):
+        k = _k(length, c.fraction)
+        pick = idx[pos : pos + rows * k].astype(np.int64).reshape(rows, k)
+        if (pick[:, 0] < 0).any() or (pick[:, -1] >= length).any():
+            raise CompressionError("w/i: a position outside its chunk")
+        if k > 1 and (np.diff(pick, axis=1) <= 0).any():
+            raise CompressionError("w/i: positions not strictly increasing in a chunk")
+        s = scales[first : first + rows]
+        if c.bits == 8:
+            decoded = q[pos : pos + rows * k].astype(np.float32).reshape(rows, k) * s[:, None]
+        else:
+            codes = q[pos : pos + rows * k].astype(np.intp).reshape(rows, k)
+            decoded = _SIGNS[codes] * np.take_along_axis(s, _HIGH[codes], axis=1)
+        where = offset + (np.arange(rows) * length)[:, None] + pick
+        out[where.reshape(-1)] = decoded.reshape(-1)
+        pos += rows * k
+    return out
