@@ -74,6 +74,7 @@ from flocknode.status import (
     Timings,
 )
 from flocknode.store import ContentStore, Journal
+from flocknode.store.residual import ResidualStore
 from flocknode.store.retention import StorePruner
 from flocknode.worker.devices import DeviceUnavailable, resolve_device
 from flocknode.worker.learner import IsolatedLearner
@@ -358,6 +359,7 @@ class FlockNode:
             wallet=self.wallet,
             behaviour=strategy_for(prep.behaviour),
             metrics=self.metrics,
+            residuals=ResidualStore(prep.layout.residual),
         )
         pruner = (
             StorePruner(prep.store, prep.journal, cfg.store.keep_rounds)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 
 import torch
@@ -66,17 +66,27 @@ def behaviour_from_env(cfg: NodeConfig, environ: Mapping[str, str] | None = None
 def tamper_update(
     behaviour: Behaviour, update: dict[str, torch.Tensor], seed: int
 ) -> dict[str, torch.Tensor]:
-    """The update a cheating proposer sends in place of its honest one."""
+    """The update a cheating proposer sends in place of its honest one.
+
+    Only floating entries change (integer counters keep their dtype). On the
+    packed form of a compressed update (``flocknode.aggregation.compression``)
+    the floating entries are the scales, so a sign flip or a zero update is
+    exactly the same change of the update the voters decode.
+    """
     if behaviour is Behaviour.SIGN_FLIP:
-        return {k: (-4.0 * v).contiguous() for k, v in update.items()}
+        return _floats(update, lambda v: -4.0 * v)
     if behaviour is Behaviour.ZERO_UPDATE:
-        return {k: torch.zeros_like(v) for k, v in update.items()}
+        return _floats(update, torch.zeros_like)
     if behaviour is Behaviour.GAUSSIAN_NOISE:
         g = torch.Generator().manual_seed(seed)
-        return {
-            k: torch.randn(v.shape, generator=g, dtype=torch.float32) for k, v in update.items()
-        }
+        return _floats(update, lambda v: torch.randn(v.shape, generator=g, dtype=v.dtype))
     return update
+
+
+def _floats(
+    update: dict[str, torch.Tensor], change: Callable[[torch.Tensor], torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    return {k: change(v).contiguous() if v.is_floating_point() else v for k, v in update.items()}
 
 
 def tamper_wraps(behaviour: Behaviour, wraps: list[T]) -> list[T]:

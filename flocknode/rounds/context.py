@@ -28,6 +28,7 @@ from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
 from flocknode.rounds.snapshot import ChainFeed
 from flocknode.store import ContentStore, Journal
+from flocknode.store.residual import ResidualStore
 
 
 class RoleReads(Protocol):
@@ -55,6 +56,10 @@ class RoleReads(Protocol):
     def metrics(self) -> RoundMetrics: ...
     @property
     def behaviour(self) -> RoleStrategy: ...
+    @property
+    def settings(self) -> TaskSettings: ...
+    @property
+    def residuals(self) -> ResidualStore: ...
 
 
 @dataclass(frozen=True)
@@ -75,3 +80,4 @@ class RoleDeps:
     inbox: Inbox
     membership: ChainMembership
     metrics: RoundMetrics
+    residuals: ResidualStore  # the proposer's error feedback for compressed updates

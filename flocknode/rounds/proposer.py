@@ -5,7 +5,9 @@ A thin loop around ``proposer_machine.decide``: gather the facts, decide,
 perform the action, repeat. Crash-safe through the journal: the sealed blob is
 in the content store and its ids and key wraps are journaled before
 ``submitUpdate`` is sent, so a restarted proposer re-announces the same update
-instead of training a different one.
+instead of training a different one. A task with compressed updates seals the
+packed form of the update plus the error-feedback residual, after saving the
+residual that leaves (``flocknode.store.residual``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import trio
 from nacl.public import PublicKey
 
+from flocknode.aggregation.compression import codec, encode
 from flocknode.chain.errors import ContractRevert
 from flocknode.chain.types import Phase, RoundView
 from flocknode.crypto import KeyWrap as EnvelopeWrap
@@ -24,6 +27,7 @@ from flocknode.crypto import seal_update
 from flocknode.p2p.messages import KeyWraps, UpdateAnnounce, WireKeyWrap
 from flocknode.rounds import proposer_machine as m
 from flocknode.rounds.context import RoleReads
+from flocknode.rounds.update_form import send_cap
 
 log = logging.getLogger(__name__)
 
@@ -165,12 +169,19 @@ async def _train_and_seal(
     label_flip = ctx.behaviour.flips_labels
     res = await ctx.learner.train_async(state, seed=seed, label_flip=label_flip, round_no=r)
     ctx.metrics.train_seconds.observe(res.seconds)
-    update = ctx.behaviour.update(res.update, seed)
+    c = codec(ctx.settings.aggregation)
+    cap = send_cap(ctx.settings, r, state)
 
     def seal() -> tuple[bytes, bytes, int, list[EnvelopeWrap]]:
+        sent = res.update
+        if c is not None:
+            # the residual of the newest earlier round: the same one if this round is retrained
+            sent, left = encode(res.update, ctx.residuals.load(r), c, cap)
+            ctx.residuals.save(r, left)
+        sent = ctx.behaviour.update(sent, seed)  # a cheater changes what it sends
         with ctx.store.writer() as w:
             sealed = seal_update(
-                update,
+                sent,
                 w,
                 sender=ctx.box_key.private,
                 recipients=[PublicKey(b) for b in recipients],

@@ -23,13 +23,12 @@ from libp2p.peer.id import ID
 from nacl.public import PublicKey
 
 from flocknode.aggregation import aggregate
-from flocknode.aggregation.core import apply_update, step_scale
+from flocknode.aggregation.core import apply_update
 from flocknode.chain.errors import ContractRevert
 from flocknode.chain.types import Phase, RoundView, TaskParams
-from flocknode.crypto import EnvelopeError, canonical_size, open_update
+from flocknode.crypto import EnvelopeError, open_update
 from flocknode.crypto import KeyWrap as EnvelopeWrap
-from flocknode.crypto.envelope import ABYTES, DEFAULT_CHUNK_SIZE, HEAD_LEN, unwrap_key, wrap_key
-from flocknode.learning.settings import TaskSettings
+from flocknode.crypto.envelope import unwrap_key, wrap_key
 from flocknode.logs import PeerLog
 from flocknode.p2p.content import FileSink
 from flocknode.p2p.fetch import FetchFailed, fetch
@@ -40,6 +39,7 @@ from flocknode.rounds import unservable
 from flocknode.rounds import voter_machine as m
 from flocknode.rounds.context import RoleReads
 from flocknode.rounds.inbox import Inbox
+from flocknode.rounds.update_form import UpdateForm, round_scale, update_form
 from flocknode.store.journal import VoteRecord
 
 log = logging.getLogger(__name__)
@@ -70,8 +70,6 @@ class VoterDeps(RoleReads, Protocol):
     def wallet(self) -> str: ...
     @property
     def params(self) -> TaskParams: ...
-    @property
-    def settings(self) -> TaskSettings: ...
 
 
 def facts(
@@ -216,17 +214,14 @@ async def _decide(
     if base_hash is unservable.Missing.UNAVAILABLE:
         return unservable.unavailable_vote(), {}
     base = await ctx.models.load_async(base_hash)
-    shapes = {k: tuple(v.shape) for k, v in base.items()}
-    size = update_blob_size(base)
-    t = ctx.settings.training.for_round(r)  # the round's learning rate
-    scale = step_scale(
-        t.optimizer, t.learning_rate, t.local_steps, sum(v.numel() for v in base.values())
-    )
+    form = update_form(base, ctx.settings.aggregation)
+    size = form.blob_size
+    scale = round_scale(ctx.settings, r, base)  # at the round's learning rate
     seats = [SeatInput(i, p) for i, p in enumerate(view.proposers)]
     # Prefetch ciphertext while the proposers train; open once the train phase closed.
     async with trio.open_nursery() as nursery:
         for s in seats:
-            nursery.start_soon(_collect_seat, ctx, r, s, shapes, size)
+            nursery.start_soon(_collect_seat, ctx, r, s, form, size)
     included = [s for s in seats if s.update is not None]
     updates: list[State] = [s.update for s in included if s.update is not None]
     # A size claim other than the envelope size is on chain for every voter to see:
@@ -277,22 +272,7 @@ async def _decide(
     return vote, timings
 
 
-def update_blob_size(model: State) -> int:
-    """The exact size of a sealed update of ``model``'s shapes (docs/protocol.md,
-    "Oversized or stalled update blobs").
-
-    Canonical bytes are fixed by the names and shapes; the envelope adds its
-    head and ``ABYTES`` per chunk of ``DEFAULT_CHUNK_SIZE`` (the chunk size
-    every proposer seals with).
-    """
-    plain = canonical_size(model)
-    chunks = -(-plain // DEFAULT_CHUNK_SIZE)
-    return HEAD_LEN + plain + ABYTES * chunks
-
-
-async def _collect_seat(
-    ctx: VoterDeps, r: int, s: SeatInput, shapes: dict[str, tuple[int, ...]], size: int
-) -> None:
+async def _collect_seat(ctx: VoterDeps, r: int, s: SeatInput, form: UpdateForm, size: int) -> None:
     """Fetch and open one proposer's update (``voter_machine.decide_seat``), until the
     collection deadline; ``s`` ends with the update, or with why it has none."""
     member = ctx.membership.member_by_wallet(s.proposer)
@@ -338,7 +318,7 @@ async def _collect_seat(
             _origin, sender_box, wrapped = action.wrap
             try:
                 s.update, key = await trio.to_thread.run_sync(
-                    _open, ctx, up.blob_id, up.update_hash, wrapped, sender_box, shapes
+                    _open, ctx, up.blob_id, up.update_hash, wrapped, sender_box, form
                 )
             except EnvelopeError as e:
                 # another wrap (a relay) may still open it: not final before the deadline
@@ -504,7 +484,7 @@ def _open(
     update_hash: bytes,
     wrapped: bytes,
     sender_box: bytes,
-    shapes: dict[str, tuple[int, ...]],
+    form: UpdateForm,
 ) -> tuple[State, bytes]:
     """The update and its content key (for ``_relay``); EnvelopeError if it does not open."""
     wrap = EnvelopeWrap(ctx.box_key.public_bytes, wrapped)
@@ -522,10 +502,10 @@ def _open(
             recipient=ctx.box_key.private,
             sender=sender,
             update_hash=update_hash,
-            expected_shapes=shapes,
+            expected_shapes=form.shapes,
             blob_id=blob_id,
         )
-    return update, key
+    return form.dense(update), key
 
 
 async def _score(

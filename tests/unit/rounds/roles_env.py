@@ -39,6 +39,7 @@ from flocknode.rounds.models import ModelBook
 from flocknode.rounds.snapshot import ChainFeed, ChainSnapshot
 from flocknode.store import ContentStore, Journal
 from flocknode.store.journal import VoteRecord
+from flocknode.store.residual import ResidualStore
 from tests.unit.rounds.views import make_view
 
 R = 7
@@ -217,6 +218,7 @@ class Role:
         self.journal = Journal(self.root / "journal")
         self.store = ContentStore(self.root / "store")
         self.models = ModelBook(self.store, None)
+        self.residuals = ResidualStore(self.root / "residual")
         self.inbox = Inbox(self.me.box.public_bytes)
         self.learner = learner()
         self.box_key = self.me.box

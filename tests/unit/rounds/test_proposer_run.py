@@ -8,6 +8,8 @@ restart is a new context over the same journal and store directories.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +18,13 @@ import trio
 import trio.testing
 from nacl.public import PublicKey
 
+from flocknode.aggregation import AggregationSettings
 from flocknode.chain.types import Phase
 from flocknode.crypto import KeyWrap as EnvelopeWrap
-from flocknode.crypto.envelope import unwrap_key
+from flocknode.crypto.envelope import open_update, unwrap_key
 from flocknode.p2p.messages import KeyWraps, UpdateAnnounce
 from flocknode.rounds.proposer import REANNOUNCE_SECONDS, run_proposer
-from flocknode.rounds.voter import update_blob_size
+from flocknode.rounds.update_form import send_cap, update_blob_size, update_form
 from tests.unit.rounds.roles_env import (
     Peer,
     R,
@@ -298,3 +301,38 @@ async def test_a_phase_that_begins_during_a_publish_is_published_for_at_once(
     with trio.move_on_after(REANNOUNCE_SECONDS / 2):
         await run_proposer(again, view, 0)
     assert len(again.gossip.messages(KeyWraps)) == 2  # commit's, then reveal's at once
+
+
+async def test_a_compressed_task_seals_the_packed_update_and_keeps_the_residual(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """docs/protocol.md, "Compressed updates": the blob has the size every voter
+    expects, opens to packed tensors that decode to an update within the send
+    cap, and the residual is kept (mode 0600) for the next round."""
+    role, ps, vs = _proposer(tmp_path)
+    agg = AggregationSettings(compression="topk", topk_bits=2)
+    role.settings = dataclasses.replace(role.settings, aggregation=agg)
+    await _run_until_submitted(role, ps, vs)
+    state = role.learner.initial_state()
+    rec = role.journal.get(R)
+    assert rec.blob_size == update_blob_size(state, agg) < update_blob_size(state) / 50
+    residual = tmp_path / "p" / "residual" / f"{R}.flct"
+    assert residual.stat().st_mode & 0o777 == 0o600
+    assert role.residuals.load(R + 1) is not None and role.residuals.load(R) is None
+
+    form = update_form(state, agg)
+    recipient, sealed = rec.notes["wraps"][0]
+    voter = next(v for v in vs if v.box.public_bytes.hex() == recipient)
+    with role.store.open(bytes.fromhex(rec.blob_id)) as f:
+        opened = open_update(
+            f,
+            EnvelopeWrap(bytes.fromhex(recipient), bytes.fromhex(sealed)),
+            recipient=voter.box.private,
+            sender=PublicKey(role.me.box.public_bytes),
+            update_hash=bytes.fromhex(rec.update_hash),
+            expected_shapes=form.shapes,
+        )
+    update = form.dense(opened)
+    norm = math.sqrt(sum(float((t.double() ** 2).sum()) for t in update.values()))
+    cap = send_cap(role.settings, R, state)
+    assert cap is not None and 0 < norm <= cap * (1 + 1e-6)

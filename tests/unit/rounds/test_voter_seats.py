@@ -20,7 +20,7 @@ import trio.testing
 from libp2p.peer.id import ID
 from nacl.public import PublicKey
 
-from flocknode.aggregation import aggregate
+from flocknode.aggregation import AggregationSettings, aggregate
 from flocknode.chain.registry import Member, Registry
 from flocknode.chain.types import Phase, RoundView, UpdateView, VoteView
 from flocknode.crypto import seal_update
@@ -38,6 +38,7 @@ from flocknode.rounds.membership import ChainMembership
 from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
 from flocknode.rounds.snapshot import ChainFeed
+from flocknode.rounds.update_form import UpdateForm, update_blob_size, update_form
 from flocknode.store import ContentStore
 from flocknode.store.journal import Journal
 from tests.unit.rounds.views import make_view
@@ -125,8 +126,9 @@ def _round(
     )
 
 
-def _shapes(m: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    return {k: tuple(v.shape) for k, v in m.items()}
+def _shapes(m: dict[str, torch.Tensor]) -> UpdateForm:
+    """The dense update form of ``m``'s layout."""
+    return update_form(m, AggregationSettings())
 
 
 def test_finding4_envelope_size_is_exact_for_the_model_shapes(tmp_path: Path) -> None:
@@ -137,7 +139,7 @@ def test_finding4_envelope_size_is_exact_for_the_model_shapes(tmp_path: Path) ->
         with store.writer() as w:
             sealed = seal_update(m, w, sender=box.private, recipients=[box.public])
             w.commit()
-        assert voter.update_blob_size(m) == sealed.size
+        assert update_blob_size(m) == sealed.size
 
 
 def test_finding4_oversized_size_claim_rejects_the_seat_without_fetching(
@@ -145,7 +147,7 @@ def test_finding4_oversized_size_claim_rejects_the_seat_without_fetching(
 ) -> None:
     prop, (v,), chain = _cluster(tmp_path, 1)
     base = _model()
-    size = voter.update_blob_size(base)
+    size = update_blob_size(base)
 
     async def no_fetch(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a seat with a wrong size claim was fetched")
@@ -169,7 +171,7 @@ def test_finding4_stalled_blob_fetch_ends_at_the_collection_deadline(
 ) -> None:
     prop, (v,), chain = _cluster(tmp_path, 1)
     base = _model()
-    size = voter.update_blob_size(base)
+    size = update_blob_size(base)
     started: list[float] = []
 
     async def dribble(*args: Any, **kwargs: Any) -> None:

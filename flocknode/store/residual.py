@@ -1,0 +1,64 @@
+"""The proposer's error-feedback residual (docs/protocol.md, "Compressed updates").
+
+What a compressed update did not carry is kept here and added to the
+proposer's next update. One file per round it was made in,
+``residual/<round>.flct`` (canonical tensor bytes, written atomically); a
+proposer of round ``r`` reads the newest file of a round before ``r``, so a
+proposer that crashes after saving round ``r``'s residual and trains ``r``
+again starts from the same residual, not from one that already lacks what it
+is about to send. Files older than the one read are removed when a newer one is
+saved: at most two are kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+
+import torch
+
+from flocknode.crypto import CanonicalError, canonical_bytes, parse_canonical
+from flocknode.fsutil import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+SUFFIX = ".flct"
+
+
+class ResidualStore:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _rounds(self) -> list[int]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for p in self.root.iterdir():
+            if p.suffix == SUFFIX and p.stem.isdigit():
+                out.append(int(p.stem))
+        return sorted(out)
+
+    def _path(self, round_no: int) -> Path:
+        return self.root / f"{round_no}{SUFFIX}"
+
+    def load(self, before_round: int) -> dict[str, torch.Tensor] | None:
+        """The residual saved in the newest round before ``before_round`` (None: none kept).
+
+        A file that does not parse (a disk fault) is logged and skipped: the
+        proposer then sends without it, which costs accuracy, not correctness.
+        """
+        for r in reversed([r for r in self._rounds() if r < before_round]):
+            try:
+                return parse_canonical(self._path(r).read_bytes())
+            except (OSError, CanonicalError) as e:
+                log.warning("residual unreadable, skipped round=%d error=%s", r, e)
+        return None
+
+    def save(self, round_no: int, residual: dict[str, torch.Tensor]) -> None:
+        """Keep ``residual`` as round ``round_no``'s; drop files older than the one it replaces."""
+        atomic_write_bytes(self._path(round_no), canonical_bytes(residual), mode=0o600)
+        older = [r for r in self._rounds() if r < round_no]
+        for r in older[:-1]:
+            with contextlib.suppress(FileNotFoundError):
+                self._path(r).unlink()
