@@ -57,7 +57,9 @@ from typing import Any
 import torch
 
 from flocknode.aggregation import AggregationSettings, aggregate, apply_update
+from flocknode.aggregation.compression import codec, decode, encode, layout
 from flocknode.aggregation.core import step_scale
+from flocknode.crypto import canonical_size
 from flocknode.learning import Learner, TaskSettings
 
 SIGN_FLIP_SCALE = -4.0
@@ -76,6 +78,7 @@ def simulate(
     margin: int = 0,
     schedule: Schedule | None = None,
     weight_by_samples: bool = False,
+    ef_cap: float = 0.9,
 ) -> dict[str, Any]:
     n = len(learners)
     state = learners[0].initial_state()
@@ -83,6 +86,10 @@ def simulate(
     params = sum(v.numel() for v in state.values())
     test = learners[0]
     history: list[dict[str, Any]] = []
+    c = codec(rule)
+    lay = layout(state)
+    residuals: dict[int, dict[str, torch.Tensor]] = {}  # each node's error feedback
+    update_bytes = 0
     for r in range(1, rounds + 1):
         t = base.for_round(r) if schedule is None else schedule.settings(base, r, rounds)
         # the norm band follows the round's lr and steps, as every node can compute them
@@ -99,9 +106,15 @@ def simulate(
             secs.append(res.seconds)
             counts.append(res.samples)
             up = res.update
-            if node in byzantine:
+            if c is not None:  # what voters decode from the packed update
+                cap = None if scale is None else ef_cap * rule.norm_ceiling * scale
+                up, residuals[node] = encode(up, residuals.get(node), c, cap)
+            update_bytes = canonical_size(up)
+            if node in byzantine:  # a cheater changes what it sends (dense or packed)
                 factor = SIGN_FLIP_SCALE if attack == "sign_flip" else 0.0
-                up = {k: v * factor for k, v in up.items()}
+                up = {k: v * factor if v.is_floating_point() else v for k, v in up.items()}
+            if c is not None:
+                up = decode(up, lay, c)
             updates.append(up)
         t0 = time.perf_counter()
         result = aggregate(state, updates, rule, seats=list(range(len(props))), scale=scale)
@@ -194,6 +207,10 @@ def simulate(
         "honest_norm_over_scale_max": max(
             (x for h in history for x in h["honest_norm_over_scale"] or []), default=None
         ),
+        "honest_norm_over_scale_min": min(
+            (x for h in history for x in h["honest_norm_over_scale"] or []), default=None
+        ),
+        "update_bytes": update_bytes,
         "rounds": history,
     }
 
@@ -425,6 +442,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warm-steps", type=int, default=0, help="local_steps in the warm rounds")
     p.add_argument("--norm-ceiling", type=float, help="override the task's norm_ceiling")
     p.add_argument("--outer-lr", type=float, help="override the task's outer_lr")
+    p.add_argument("--compression", choices=["none", "int8", "topk"], help="default: the task's")
+    p.add_argument("--topk-fraction", type=float, default=0.01)
+    p.add_argument("--topk-bits", type=int, choices=[8, 2], default=8)
+    p.add_argument("--ef-cap", type=float, default=0.9, help="proposer norm cap / ceiling")
     p.add_argument(
         "--weight-by-samples",
         action="store_true",
@@ -468,6 +489,13 @@ def main(argv: list[str] | None = None) -> int:
         agg_base = dataclasses.replace(agg_base, norm_ceiling=args.norm_ceiling)
     if args.outer_lr is not None:
         agg_base = dataclasses.replace(agg_base, outer_lr=args.outer_lr)
+    if args.compression is not None:
+        agg_base = dataclasses.replace(
+            agg_base,
+            compression=args.compression,
+            topk_fraction=args.topk_fraction if args.compression == "topk" else 0.01,
+            topk_bits=args.topk_bits if args.compression == "topk" else 8,
+        )
     schedule = Schedule(
         args.lr_schedule, args.lr_gamma, args.lr_floor, args.warm_rounds, args.warm_steps
     )
@@ -495,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.score_margin_ppm,
                 schedule,
                 args.weight_by_samples,
+                args.ef_cap,
             )
             for sd in seeds
         ]
@@ -528,6 +557,10 @@ def main(argv: list[str] | None = None) -> int:
             "honest_norm_over_scale_max": max(
                 (r["honest_norm_over_scale_max"] or 0.0 for r in runs), default=None
             ),
+            "honest_norm_over_scale_min": min(
+                (r["honest_norm_over_scale_min"] or 0.0 for r in runs), default=None
+            ),
+            "update_bytes": runs[0]["update_bytes"],
         }
         if args.detail:
             scenarios[name]["rounds"] = {
@@ -583,7 +616,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"{v['lowering_rounds']}  paid honest {v['honest_paid']}/"
                 f"{v['honest_proposals']} byz {v['byzantine_paid']}  byzantine rejected "
                 f"{v['byzantine_rejected']}/"
-                f"{v['byzantine_proposals']}  train max {v['train_seconds_max']:.3f}s"
+                f"{v['byzantine_proposals']}  train max {v['train_seconds_max']:.3f}s  "
+                f"norm/scale {v['honest_norm_over_scale_min']}..{v['honest_norm_over_scale_max']}"
+                f"  update bytes {v['update_bytes']}"
             )
         for probe in report["update_probe"]:
             print(json.dumps(probe))

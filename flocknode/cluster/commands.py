@@ -61,6 +61,19 @@ def _interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def _compression(args: argparse.Namespace) -> tuple[tuple[str, str, Any], ...]:
+    """The task's update compression (aggregation settings), when asked for."""
+    if args.compression in (None, "none"):
+        return ()
+    out: list[tuple[str, str, Any]] = [("aggregation", "compression", args.compression)]
+    if args.compression == "topk":
+        out += [
+            ("aggregation", "topk_fraction", args.topk_fraction),
+            ("aggregation", "topk_bits", args.topk_bits),
+        ]
+    return tuple(out)
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     spec = ClusterSpec(
         nodes=args.nodes,
@@ -72,6 +85,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         task=args.task,
         task_package=args.task_package or "",
         isolation=args.isolation or "",
+        settings_overrides=_compression(args),
     )
     progress = _err if args.json else print
     try:
@@ -437,6 +451,24 @@ def register(sub: Any) -> None:
         "--rule",
         default="fedavg",
         choices=["fedavg", "median", "trimmed_mean", "multi_krum", "centered_clip"],
+    )
+    p.add_argument(
+        "--compression",
+        choices=["none", "int8", "topk"],
+        help="how proposers send updates (the task's aggregation.compression; default none)",
+    )
+    p.add_argument(
+        "--topk-fraction",
+        type=float,
+        default=0.01,
+        help="with --compression topk: the share of each chunk's values sent (0.01)",
+    )
+    p.add_argument(
+        "--topk-bits",
+        type=int,
+        choices=[8, 2],
+        default=8,
+        help="with --compression topk: bits per value sent (8)",
     )
     p.add_argument(
         "--byzantine",

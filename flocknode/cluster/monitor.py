@@ -5,9 +5,13 @@ Reads the chain (rounds, roles, finalization, slashes) and each node's
 on the global model (test accuracy for classifiers, ``test_loss`` for
 ``lm-lora``) over the held-out test split (the files ``cluster up`` wrote to
 ``data/test``), evaluated here on the model a node stored. ``update_bytes`` is
-the size of one sealed update (the exchanged entries: every update has their
-shapes); ``model_bytes`` the canonical bytes of the full model state, frozen
-entries included.
+the size of one sealed update (the exchanged entries, in the task's
+compression: every update has that size); ``model_bytes`` the canonical bytes
+of the full model state, frozen entries included. A round's ``bytes_sent`` is
+what the nodes served over their content streams (update blobs and models)
+from the previous round's finalization to this one's, summed over the nodes
+(their ``bytes_served`` counters in ``status.json``; a restarted node counts
+from zero).
 """
 
 from __future__ import annotations
@@ -26,12 +30,13 @@ from flocknode.cluster.resources import Usage, sample
 from flocknode.config import NodeConfig, load_config
 from flocknode.connect import connect
 from flocknode.crypto import canonical_size, parse_canonical
-from flocknode.crypto.envelope import ABYTES, DEFAULT_CHUNK_SIZE, HEAD_LEN
 from flocknode.errors import FlockError
 from flocknode.learning.learner import Learner
 from flocknode.learning.models import build_model, model_state
 from flocknode.learning.settings import TaskSettings
 from flocknode.learning.task import Evaluation
+from flocknode.p2p.metrics import BYTES_SERVED
+from flocknode.rounds.update_form import update_form
 
 
 def _hex(h: bytes) -> str:
@@ -53,6 +58,7 @@ class RoundSummary:
     seconds: float
     voided: bool = False
     update_bytes: int = 0
+    bytes_sent: int = 0
     metric_name: str = "test_accuracy"  # the task's report: test_accuracy, or test_loss (lm-lora)
     metric: float | None = None  # its value for model_after (the accuracy if not given)
     usage: dict[str, Usage] = field(default_factory=dict)  # live nodes' at finalization
@@ -76,6 +82,7 @@ class RoundSummary:
             "voided": self.voided,
             "metric": {"name": self.metric_name, "value": self.metric},
             "update_bytes": self.update_bytes,
+            "bytes_sent": self.bytes_sent,
             "usage": {n: u.to_json() for n, u in self.usage.items()},
         }
 
@@ -155,9 +162,8 @@ class Monitor:
         task = self.learner.task
         full = model_state(build_model(task.build_model, init, settings.training.init_seed))
         self.model_bytes = canonical_size(full)
-        exchanged = canonical_size(init)
-        chunks = -(-exchanged // DEFAULT_CHUNK_SIZE)
-        self.update_bytes = HEAD_LEN + exchanged + ABYTES * chunks
+        self.update_bytes = update_form(init, settings.aggregation).blob_size
+        self._served: dict[str, int] = {}  # each node's bytes_served at the last finalization
         self.names = {n.wallet.lower(): n.name for n in self.state.nodes}
         self.views: dict[int, RoundView] = {}  # finalized rounds
         self.slash_events: list[Slashed] = []
@@ -299,6 +305,7 @@ class Monitor:
             metric=(f"test_{self.metric}", value),
         )
         summary.usage = usage
+        summary.bytes_sent = self._bytes_sent()
         self.rounds.append(summary)
         if view.accepted:
             verdict = "accepted"
@@ -313,6 +320,19 @@ class Monitor:
             f"held by {held}/{len(node_hashes)} live nodes  {summary.seconds:.1f} s"
             + (f"  slashed: {', '.join(slashed)}" if slashed else "")
         )
+
+    def _bytes_sent(self) -> int:
+        """Bytes the nodes served since the last call (a counter that went back: a restart)."""
+        total = 0
+        for n in self.state.nodes:
+            status = node_status(n).status
+            if status is None:
+                continue
+            now = int(status.p2p.events.get(BYTES_SERVED, 0))
+            before = self._served.get(n.name, 0)
+            total += now - before if now >= before else now
+            self._served[n.name] = now
+        return total
 
     def sample_usage(self) -> dict[str, Usage]:
         """Each running node's memory, descriptors and disk (cluster/resources.py)."""
