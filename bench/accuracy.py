@@ -79,6 +79,7 @@ def simulate(
     schedule: Schedule | None = None,
     weight_by_samples: bool = False,
     ef_cap: float = 0.9,
+    momentum: float = 0.0,
 ) -> dict[str, Any]:
     n = len(learners)
     state = learners[0].initial_state()
@@ -89,6 +90,7 @@ def simulate(
     c = codec(rule)
     lay = layout(state)
     residuals: dict[int, dict[str, torch.Tensor]] = {}  # each node's error feedback
+    velocity: dict[str, torch.Tensor] = {}  # the outer momentum, over accepted rounds only
     update_bytes = 0
     for r in range(1, rounds + 1):
         t = base.for_round(r) if schedule is None else schedule.settings(base, r, rounds)
@@ -123,6 +125,9 @@ def simulate(
             result = dataclasses.replace(
                 result, model=_weighted(state, updates, counts, set(result.rejected))
             )
+        if momentum:  # DiLoCo's outer Nesterov step over the aggregate (an experiment)
+            moved, velocity_next = _nesterov(state, result.model, velocity, momentum)
+            result = dataclasses.replace(result, model=moved)
         accepted = True
         flags = [0] * len(props)
         if voters:
@@ -143,6 +148,8 @@ def simulate(
         before_acc = test.evaluate(state, "test").accuracy
         if accepted:
             state = result.model
+            if momentum:
+                velocity = velocity_next
         after_acc = test.evaluate(state, "test").accuracy
         history.append(
             {
@@ -213,6 +220,25 @@ def simulate(
         "update_bytes": update_bytes,
         "rounds": history,
     }
+
+
+def _nesterov(
+    state: dict[str, torch.Tensor],
+    aggregate_model: dict[str, torch.Tensor],
+    velocity: dict[str, torch.Tensor],
+    mu: float,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``v' = mu v + d``, model ``state + d + mu v'`` for the weights (``d``: the aggregate's
+    step, outer_lr included); other entries as the aggregate has them."""
+    moved, nxt = dict(aggregate_model), {}
+    for k, t in state.items():
+        if not t.is_floating_point() or k.rsplit(".", 1)[-1] in ("running_mean", "running_var"):
+            continue
+        d = aggregate_model[k].double() - t.double()
+        v = mu * velocity.get(k, torch.zeros_like(d)) + d
+        nxt[k] = v
+        moved[k] = (t.double() + d + mu * v).to(t.dtype)
+    return moved, nxt
 
 
 @dataclasses.dataclass(frozen=True)
@@ -447,6 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topk-bits", type=int, choices=[8, 2], default=8)
     p.add_argument("--ef-cap", type=float, default=0.9, help="proposer norm cap / ceiling")
     p.add_argument(
+        "--outer-momentum",
+        type=float,
+        default=0.0,
+        help="Nesterov momentum of an outer step over the aggregate (0: none)",
+    )
+    p.add_argument(
         "--weight-by-samples",
         action="store_true",
         help="fedavg weighted by proposers' claimed sample counts (NOT protocol-safe)",
@@ -524,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
                 schedule,
                 args.weight_by_samples,
                 args.ef_cap,
+                args.outer_momentum,
             )
             for sd in seeds
         ]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from flocknode.aggregation.settings import AggregationSettings, SettingsError
 from flocknode.chain.types import RoundView
 from flocknode.cluster.chaos import (
     Chaos,
@@ -62,19 +63,23 @@ def _interrupt_on_sigterm() -> None:
 
 
 def _compression(args: argparse.Namespace) -> tuple[tuple[str, str, Any], ...]:
-    """The task's update compression (aggregation settings), when asked for."""
+    """The task's update compression (aggregation settings), when asked for; a
+    value out of range raises ``SettingsError``."""
     if args.compression in (None, "none"):
         return ()
-    out: list[tuple[str, str, Any]] = [("aggregation", "compression", args.compression)]
+    values = {"compression": args.compression}
     if args.compression == "topk":
-        out += [
-            ("aggregation", "topk_fraction", args.topk_fraction),
-            ("aggregation", "topk_bits", args.topk_bits),
-        ]
-    return tuple(out)
+        values.update(topk_fraction=args.topk_fraction, topk_bits=args.topk_bits)
+    AggregationSettings(**values)
+    return tuple(("aggregation", k, v) for k, v in values.items())
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    try:
+        compression = _compression(args)
+    except SettingsError as e:
+        _err(f"--{e.name.replace('_', '-')}: {e.message}")
+        return 2
     spec = ClusterSpec(
         nodes=args.nodes,
         rounds=args.rounds,
@@ -85,7 +90,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         task=args.task,
         task_package=args.task_package or "",
         isolation=args.isolation or "",
-        settings_overrides=_compression(args),
+        settings_overrides=compression,
     )
     progress = _err if args.json else print
     try:
