@@ -4,7 +4,7 @@ node.toml       the node's config (``flocknode init`` writes it)
 keys/           peer.key, box.key, wallet.json (mode 700)
 store/          the content store: update blobs, aggregates, models by hash
 journal/        the round journal, one record per round
-residual/       a proposer's error feedback for compressed updates (mode 600 files)
+residual/       a proposer's error feedback for compressed updates, per task (mode 600 files)
 packages/       task packages by hash: <hex>.pkg archives and their unpacked <hex>/ trees
 status.json     the running node's NodeStatus, rewritten every second
 node.log        the node's log when a launcher (the cluster) redirects it

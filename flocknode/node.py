@@ -359,7 +359,8 @@ class FlockNode:
             wallet=self.wallet,
             behaviour=strategy_for(prep.behaviour),
             metrics=self.metrics,
-            residuals=ResidualStore(prep.layout.residual),
+            # per task: a residual belongs to the task whose updates it came from
+            residuals=ResidualStore(prep.layout.residual / prep.client.address.lower()),
         )
         pruner = (
             StorePruner(prep.store, prep.journal, cfg.store.keep_rounds)

@@ -25,7 +25,9 @@ Packed tensors (their names never collide with a model's: each has a prefix):
 Decoding is one float32 multiplication per value (or a copy, for 2 bits), so
 every voter gets the same bits; each value is then cast to its entry's dtype.
 A scale may be negative (it flips its chunk): ``x k`` on the scales is then
-exactly ``x k`` on the decoded update for a power of two ``k``.
+exactly ``x k`` on the decoded update for a power of two ``k`` (barring
+overflow). A decoded value that is not finite in its entry's dtype is refused,
+as the canonical reader refuses one in a dense update.
 ``decode`` takes untrusted input and raises only :class:`CompressionError`.
 
 Error feedback: ``encode`` sends ``update + residual`` and returns the new
@@ -168,14 +170,16 @@ def encode(
     ``residual`` is ``None`` or what an earlier ``encode`` returned for the
     same layout (one of another size, e.g. after a task's model changed, is
     not used). With ``max_norm`` the weights' scales are lowered so the decoded
-    weights' L2 norm is at most that; the rest stays in the residual. Error
+    weights' L2 norm (float64, as the norm check computes it) is at most that;
+    the rest stays in the residual, which is measured against the values the
+    voters decode (in each entry's own dtype). Error
     feedback can pile up more than a round's step (a value waits until it is
     among the largest of its chunk), and the cap keeps an honest proposer's
     update inside the voters' norm band.
     """
     lay = layout(update)
     packed: dict[str, torch.Tensor] = {}
-    left: Residual = {}
+    wanted: dict[str, F32] = {}
     for part in ("w", "s"):
         lengths = _chunks(lay, part)
         if not lengths:
@@ -183,24 +187,31 @@ def encode(
         x = _flat(update, lay, part)
         if residual is not None and part in residual and residual[part].numel() == x.size:
             x = x + residual[part].numpy()
+        wanted[part] = x
         if part == "s" or c.kind == "int8":
             q, s = _int8(x, lengths)
             packed[f"{part}/q"], packed[f"{part}/s"] = torch.from_numpy(q), torch.from_numpy(s)
-            sent = _int8_values(q, s, lengths)
         else:
-            tensors, sent = _topk(x, lengths, c)
-            packed.update(tensors)
-        if part == "w" and max_norm is not None:
-            norm = float(np.linalg.norm(sent.astype(np.float64)))
-            if norm > max_norm:
-                factor = np.float32(max_norm / norm)
-                packed["w/s"] = packed["w/s"] * torch.tensor(factor)
-                sent = decode_part(packed, lengths, c)
-        left[part] = torch.from_numpy(x - sent)
+            packed.update(_topk(x, lengths, c))
     for name, _, dtype in lay:
         if _part(name, dtype) == "i":
             packed[f"i/{name}"] = update[name].detach().cpu().clone()
+    sent = _dense(packed, lay, c)  # what the voters will decode, in the entries' dtypes
+    if max_norm is not None and "w/s" in packed:
+        for _ in range(4):  # float32 rounding may leave it a few ulps above: shrink again
+            norm = _norm(sent, lay, "w")
+            if norm <= max_norm:
+                break
+            factor = np.float32(max_norm / norm * (1 - 2.0**-20))
+            packed["w/s"] = packed["w/s"] * torch.tensor(factor)
+            sent = _dense(packed, lay, c)
+    left = {part: torch.from_numpy(x - _flat(sent, lay, part)) for part, x in wanted.items()}
     return packed, left
+
+
+def _norm(model: Model, lay: Layout, part: str) -> float:
+    """L2 norm of a part, in float64 as the voters' norm check computes it."""
+    return float(np.linalg.norm(_flat(model, lay, part).astype(np.float64)))
 
 
 def _int8(x: F32, lengths: list[int]) -> tuple[npt.NDArray[np.int8], F32]:
@@ -227,11 +238,10 @@ def _int8_values(q: npt.NDArray[np.int8], s: F32, lengths: list[int]) -> F32:
     return out
 
 
-def _topk(x: F32, lengths: list[int], c: Codec) -> tuple[dict[str, torch.Tensor], F32]:
+def _topk(x: F32, lengths: list[int], c: Codec) -> dict[str, torch.Tensor]:
     idx_parts: list[npt.NDArray[Any]] = []
     q_parts: list[npt.NDArray[Any]] = []
     s_parts: list[F32] = []
-    sent = np.zeros_like(x)
     for offset, _, rows, length in _blocks(lengths):
         block = x[offset : offset + rows * length].reshape(rows, length)
         k = _k(length, c.fraction)
@@ -243,22 +253,18 @@ def _topk(x: F32, lengths: list[int], c: Codec) -> tuple[dict[str, torch.Tensor]
         vals = np.take_along_axis(block, pick, axis=1)
         if c.bits == 8:
             q, s = _int8_rows(vals)
-            decoded = q.astype(np.float32).reshape(rows, k) * s[:, None]
             q_parts.append(q)
         else:
             codes, s = _two_bit(vals)
-            decoded = _SIGNS[codes] * np.take_along_axis(s, _HIGH[codes], axis=1)
             q_parts.append(codes.reshape(-1))
         s_parts.append(s)
         idx_parts.append(pick.astype(np.int16).reshape(-1))
-        where = offset + (np.arange(rows) * length)[:, None] + pick
-        sent[where.reshape(-1)] = decoded.reshape(-1)
     codes_all = np.concatenate(q_parts)
     return {
         "w/i": torch.from_numpy(np.concatenate(idx_parts)),
         "w/q": torch.from_numpy(codes_all.astype(np.int8) if c.bits == 8 else _pack2(codes_all)),
         "w/s": torch.from_numpy(np.concatenate(s_parts).astype(np.float32)),
-    }, sent
+    }
 
 
 def _two_bit(vals: F32) -> tuple[npt.NDArray[np.uint8], F32]:
@@ -300,14 +306,24 @@ def decode(packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec) -> dict[st
         t = packed[name]
         if not isinstance(t, torch.Tensor) or t.dtype != dtype or tuple(t.shape) != shape:
             raise CompressionError(f"{name}: expected {dtype} of shape {shape}")
+    for part in ("w", "s"):
+        if f"{part}/s" in packed and not bool(torch.isfinite(packed[f"{part}/s"]).all()):
+            raise CompressionError(f"{part}/s: a scale is not finite")
+    out = _dense(packed, lay, c)
+    for name, t in out.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CompressionError(f"{name}: a value overflows {t.dtype}")
+    return out
+
+
+def _dense(packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec) -> dict[str, torch.Tensor]:
+    """The dense update ``packed`` holds (its form already checked; values unchecked)."""
     flat: dict[str, F32] = {}
     for part in ("w", "s"):
         lengths = _chunks(lay, part)
-        if not lengths:
-            continue
-        if not bool(torch.isfinite(packed[f"{part}/s"]).all()):
-            raise CompressionError(f"{part}/s: a scale is not finite")
-        flat[part] = decode_part(packed, lengths, c, part)
+        if lengths:
+            with np.errstate(over="ignore"):  # an overflow is refused by ``decode``
+                flat[part] = decode_part(packed, lengths, c, part)
     out: dict[str, torch.Tensor] = {}
     offsets = {"w": 0, "s": 0}
     for name, shape, dtype in lay:
@@ -316,9 +332,10 @@ def decode(packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec) -> dict[st
             out[name] = packed[f"i/{name}"].clone()
             continue
         size = math.prod(shape)
-        values = flat[part][offsets[part] : offsets[part] + size]
+        values = flat.get(part, np.zeros(0, np.float32))[offsets[part] : offsets[part] + size]
         offsets[part] += size
-        out[name] = torch.from_numpy(values.reshape(shape).copy()).to(dtype)
+        with np.errstate(over="ignore"):
+            out[name] = torch.from_numpy(values.reshape(shape).copy()).to(dtype)
     return out
 
 

@@ -45,15 +45,19 @@ class ResidualStore:
     def load(self, before_round: int) -> dict[str, torch.Tensor] | None:
         """The residual saved in the newest round before ``before_round`` (None: none kept).
 
-        A file that does not parse (a disk fault) is logged and skipped: the
-        proposer then sends without it, which costs accuracy, not correctness.
+        Only that file: an older one holds values that were sent since. One that
+        does not parse (a disk fault, or non-finite values after training
+        diverged) is logged, and the proposer sends without a residual, which
+        costs accuracy, not correctness.
         """
-        for r in reversed([r for r in self._rounds() if r < before_round]):
-            try:
-                return parse_canonical(self._path(r).read_bytes())
-            except (OSError, CanonicalError) as e:
-                log.warning("residual unreadable, skipped round=%d error=%s", r, e)
-        return None
+        older = [r for r in self._rounds() if r < before_round]
+        if not older:
+            return None
+        try:
+            return parse_canonical(self._path(older[-1]).read_bytes())
+        except (OSError, CanonicalError) as e:
+            log.warning("residual unreadable, not used round=%d error=%s", older[-1], e)
+            return None
 
     def save(self, round_no: int, residual: dict[str, torch.Tensor]) -> None:
         """Keep ``residual`` as round ``round_no``'s; drop files older than the one it replaces."""

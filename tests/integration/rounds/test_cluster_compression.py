@@ -48,6 +48,6 @@ def test_top_k_updates_are_agreed_on_paid_and_learn(tmp_path: Path) -> None:
         assert accepted >= 2, h.tails()
         assert h.events(Slashed) == [], h.tails()
         # each proposer kept its residual (mode 0600) for the next time it proposes
-        kept = [p for n in h.state.nodes for p in (Path(n.data_dir) / "residual").glob("*.flct")]
+        kept = [p for n in h.state.nodes for p in (Path(n.data_dir) / "residual").rglob("*.flct")]
         assert kept and all(p.stat().st_mode & 0o777 == 0o600 for p in kept)
         assert h.accuracy(final.global_model_hash_after) > h.initial_accuracy() + 0.3
