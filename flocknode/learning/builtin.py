@@ -10,6 +10,9 @@ from ``[data] path`` with the built-in loaders:
   (8x8; others are resized), pixel values 0-255; two 3x3 convolutions with
   BatchNorm and a linear layer. Its state holds BatchNorm running statistics
   and ``num_batches_tracked`` counters (int64) besides the weights.
+- ``wide-mlp-1mb``, ``wide-mlp-25mb``, ``wide-mlp-100mb``: the digits CSV
+  through one hidden layer wide enough for about 1, 25 or 100 MiB of float32
+  weights, two local steps a round (bench/scale.py).
 
 For testers, ``reference_data`` is scikit-learn's digits (1,797 images, read
 from the CSV inside the scikit-learn wheel, without importing scikit-learn:
@@ -192,8 +195,32 @@ def load_digits_arrays() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+class WideMLP(DigitsMLP):
+    """The digits data through one very wide hidden layer: a model of a set size
+    for measuring what the protocol costs as models grow (bench/scale.py).
+    Two local steps a round, so the protocol, not training, takes the time."""
+
+    name = "wide-mlp"
+    width: ClassVar[int] = 64
+    label_smoothing = 0.0
+    balanced = False
+    settings_defaults: ClassVar[Mapping[str, Any]] = {
+        "training": {"local_steps": 2, "learning_rate": 0.001}
+    }
+
+    def build_model(self) -> nn.Module:
+        return nn.Sequential(nn.Linear(64, self.width), nn.ReLU(), nn.Linear(self.width, 10))
+
+
+def _wide(mb: int) -> type[Task]:
+    """``wide-mlp-<mb>mb``: 75 x width + 10 float32 parameters, about ``mb`` MiB."""
+    width = round(mb * 2**20 / 4 / 75)
+    return type(f"WideMLP{mb}", (WideMLP,), {"name": f"wide-mlp-{mb}mb", "width": width})
+
+
 BUILTIN_TASKS: dict[str, type[Task]] = {
     "digits-mlp": DigitsMLP,
     "digits-cnn": DigitsCNN,
+    **{f"wide-mlp-{mb}mb": _wide(mb) for mb in (1, 25, 100)},
     "lm-lora": LMLoRA,  # imports transformers and peft only once it builds a model or reads data
 }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass
 
 import trio
@@ -191,7 +192,9 @@ async def _train_and_seal(
             raise RuntimeError("sealed blob id mismatch")
         return sealed.update_hash, sealed.blob_id, sealed.size, list(sealed.wraps)
 
+    t0 = time.monotonic()
     update_hash, blob_id, size, env_wraps = await trio.to_thread.run_sync(seal)
+    seal_seconds = time.monotonic() - t0
     await ctx.journal.update_async(
         r,
         role="proposer",
@@ -202,6 +205,7 @@ async def _train_and_seal(
         notes={
             "wraps": [[wr.recipient.hex(), wr.sealed.hex()] for wr in env_wraps],
             "train_seconds": res.seconds,
+            "seal_seconds": seal_seconds,
             "behaviour": ctx.behaviour.name,
         },
     )

@@ -57,6 +57,7 @@ class SeatInput:
     update: State | None = None
     failed: str = ""  # a final reason to leave the seat out
     wrong_size: bool = False  # the size claimed on chain is not the model's envelope size
+    open_seconds: float = 0.0  # decrypting, parsing and decoding its blob
 
 
 class VoterDeps(RoleReads, Protocol):
@@ -244,6 +245,7 @@ async def _decide(
     t_aggregated = time.monotonic()
     score, flags = await _score(ctx, base, result.model, included, set(result.no_work))
     timings = {
+        "open_seconds": sum(s.open_seconds for s in seats),
         "aggregate_seconds": t_aggregated - t_collected,
         "eval_seconds": time.monotonic() - t_aggregated,
         "collected_at": time.time() - (time.monotonic() - t_collected),
@@ -316,6 +318,7 @@ async def _collect_seat(ctx: VoterDeps, r: int, s: SeatInput, form: UpdateForm, 
             fetch_failed = not blob_ready
         elif isinstance(action, m.Open):
             _origin, sender_box, wrapped = action.wrap
+            t0 = time.monotonic()
             try:
                 s.update, key = await trio.to_thread.run_sync(
                     _open, ctx, up.blob_id, up.update_hash, wrapped, sender_box, form
@@ -330,6 +333,8 @@ async def _collect_seat(ctx: VoterDeps, r: int, s: SeatInput, form: UpdateForm, 
                 # replayed): fetch it again, as for any blob not held
                 blob_ready = False
                 continue
+            finally:
+                s.open_seconds += time.monotonic() - t0
             await _relay(ctx, v, up.blob_id, key)
             return
         else:

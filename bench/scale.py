@@ -1,0 +1,179 @@
+"""What the protocol costs as models grow, and what compression saves: real clusters.
+
+    .venv/bin/python bench/scale.py [--sizes 1,25] [--compressions none,int8,topk]
+        [--nodes 6] [--rounds 3] [--digits-rounds 20] [--skip-digits] [--json]
+
+For each model size (the built-in ``wide-mlp-<mb>mb`` tasks: the digits data
+through one wide hidden layer, two local steps a round, so the protocol
+dominates) and each compression, one local cluster (``cluster up`` with the
+nodes' task code in-process), then ``digits-cnn`` with 10 nodes over
+``--digits-rounds`` rounds for each compression (the accuracy side). Top-k is
+1% at 2 bits. Each case records:
+
+- ``update_bytes`` (one sealed update), ``bytes_sent_per_node`` (median over
+  rounds of what the nodes served, blobs and models, divided by the nodes);
+- from the nodes' journals, medians over proposers or voters and rounds:
+  ``train_s_median``, ``seal_s_median`` (packing, error feedback, encrypting,
+  storing), ``open_s_median`` (a voter's decrypting, parsing and decoding,
+  summed over its seats), ``aggregate_s_median`` (the norm check and the rule),
+  ``eval_s_median`` (scoring); ``round_s_median`` (finalization to
+  finalization, monitor clock) and ``protocol_s_median``: a round's time minus
+  the slowest of each of those five in that round (transfers, waiting and the
+  chain's phases);
+- ``idle_rss_mb`` (the largest node RSS once every node is up, before round
+  1) and ``peak_rss_mb_max`` (the largest node peak RSS, VmHWM, at the end);
+- ``accuracy`` (the last round's test accuracy), ``rounds_finalized``,
+  ``rounds_accepted``, ``slashed``.
+
+The phase lengths grow with the model (``--seconds-per-mb``), so a large
+model's transfers fit in them. Prints one JSON object with ``--json``: its
+``"cases"`` list holds one object per case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flocknode.cluster.launcher import ClusterSpec, create_cluster, down, node_status, start_node
+from flocknode.cluster.monitor import Monitor
+
+COMPRESSION = {
+    "none": (),
+    "int8": (("aggregation", "compression", "int8"),),
+    "topk": (
+        ("aggregation", "compression", "topk"),
+        ("aggregation", "topk_fraction", 0.01),
+        ("aggregation", "topk_bits", 2),
+    ),
+}
+
+
+# journal notes: the proposer's training and sealing, the voter's opening
+# (decrypt, parse, decode; summed over seats), aggregation and scoring
+WORK = ("train_seconds", "seal_seconds", "open_seconds", "aggregate_seconds", "eval_seconds")
+
+
+def _proc_mb(pid: int, field: str) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _journal(node_dir: Path, r: int) -> dict[str, Any]:
+    p = node_dir / "journal" / f"round-{r}.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _median(xs: list[float]) -> float | None:
+    return round(statistics.median(xs), 3) if xs else None
+
+
+def run_case(
+    task: str, model_mb: float, compression: str, nodes: int, rounds: int, seconds: int, log: Any
+) -> dict[str, Any]:
+    spec = ClusterSpec(
+        nodes=nodes,
+        rounds=rounds,
+        task=task,
+        isolation="none",
+        train_seconds=20 + seconds,
+        commit_seconds=15 + seconds,
+        reveal_seconds=10,
+        settings_overrides=COMPRESSION[compression],
+    )
+    workdir = Path(tempfile.mkdtemp(prefix="flocknode-scale-"))
+    t0 = time.monotonic()
+    log(f"case {task} {compression}: {nodes} nodes, {rounds} rounds")
+    state = create_cluster(workdir / "cluster", spec, progress=lambda line: None)
+    try:
+        for n in state.nodes:
+            start_node(state, n.name)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(
+            node_status(n).status is not None for n in state.nodes
+        ):
+            time.sleep(0.5)
+        idle = max(_proc_mb(n.pid, "VmRSS") for n in state.nodes)
+        monitor = Monitor(state, progress=log)
+        finished = monitor.run(timeout=120 + (60 + 3 * seconds) * rounds)
+        peak = max(_proc_mb(n.pid, "VmHWM") for n in state.nodes)
+        work: dict[str, list[float]] = {k: [] for k in WORK}
+        protocol: list[float] = []
+        for s in monitor.rounds:
+            notes = [_journal(Path(n.data_dir), s.round).get("notes", {}) for n in state.nodes]
+            slowest = 0.0
+            for k in WORK:
+                found = [float(x[k]) for x in notes if k in x]
+                work[k] += found
+                slowest += max(found, default=0.0)
+            protocol.append(s.seconds - slowest)
+        last = monitor.rounds[-1] if monitor.rounds else None
+        return {
+            "task": task,
+            "model_mb": model_mb,
+            "compression": compression,
+            "nodes": nodes,
+            "rounds": rounds,
+            "finished": finished,
+            "rounds_finalized": len(monitor.rounds),
+            "rounds_accepted": sum(1 for s in monitor.rounds if s.accepted),
+            "accuracy": last.accuracy if last else None,
+            "update_bytes": monitor.update_bytes,
+            "bytes_sent_per_node": _median([s.bytes_sent / nodes for s in monitor.rounds]),
+            **{f"{k.removesuffix('_seconds')}_s_median": _median(v) for k, v in work.items()},
+            "round_s_median": _median([s.seconds for s in monitor.rounds]),
+            "protocol_s_median": _median(protocol),
+            "idle_rss_mb": round(idle, 1),
+            "peak_rss_mb_max": round(peak, 1),
+            "slashed": sum(len(s.slashed) for s in monitor.rounds),
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+    finally:
+        down(state)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="1,25", help="wide-mlp sizes in MB: 1, 25, 100")
+    p.add_argument("--compressions", default="none,int8,topk")
+    p.add_argument("--nodes", type=int, default=6)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--seconds-per-mb", type=float, default=0.4, help="added to train/commit")
+    p.add_argument("--digits-rounds", type=int, default=20)
+    p.add_argument("--skip-digits", action="store_true")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    log = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    compressions = [c for c in args.compressions.split(",") if c]
+    cases = []
+    for mb in [int(x) for x in args.sizes.split(",") if x]:
+        for c in compressions:
+            extra = int(args.seconds_per_mb * mb)
+            cases.append(run_case(f"wide-mlp-{mb}mb", mb, c, args.nodes, args.rounds, extra, log))
+    if not args.skip_digits:
+        for c in compressions:
+            cases.append(run_case("digits-cnn", 0.04, c, 10, args.digits_rounds, 0, log))
+    if args.json:
+        print(json.dumps({"cases": cases}))
+    else:
+        for case in cases:
+            print(json.dumps(case))
+
+
+if __name__ == "__main__":
+    main()
