@@ -58,7 +58,7 @@ import torch
 
 from flocknode.aggregation import AggregationSettings, aggregate, apply_update
 from flocknode.aggregation.compression import codec, decode, encode, layout
-from flocknode.aggregation.core import step_scale
+from flocknode.aggregation.core import STAT_NAMES, step_scale
 from flocknode.crypto import canonical_size
 from flocknode.learning import Learner, TaskSettings
 
@@ -232,7 +232,7 @@ def _nesterov(
     step, outer_lr included); other entries as the aggregate has them."""
     moved, nxt = dict(aggregate_model), {}
     for k, t in state.items():
-        if not t.is_floating_point() or k.rsplit(".", 1)[-1] in ("running_mean", "running_var"):
+        if not t.is_floating_point() or k.rsplit(".", 1)[-1] in STAT_NAMES:
             continue
         d = aggregate_model[k].double() - t.double()
         v = mu * velocity.get(k, torch.zeros_like(d)) + d

@@ -39,10 +39,11 @@ from flocknode.cluster.launcher import (
 from flocknode.cluster.monitor import Monitor
 
 
-def peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int, field: str = "VmHWM") -> float:
+    """A process's peak RSS in MB (``field="VmRSS"``: its current RSS)."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     except OSError:
         pass

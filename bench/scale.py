@@ -43,6 +43,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.cluster import journal, peak_rss_mb
 from flocknode.cluster.launcher import ClusterSpec, create_cluster, down, node_status, start_node
 from flocknode.cluster.monitor import Monitor
 
@@ -60,21 +61,6 @@ COMPRESSION = {
 # journal notes: the proposer's training and sealing, the voter's opening
 # (decrypt, parse, decode; summed over seats), aggregation and scoring
 WORK = ("train_seconds", "seal_seconds", "open_seconds", "aggregate_seconds", "eval_seconds")
-
-
-def _proc_mb(pid: int, field: str) -> float:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def _journal(node_dir: Path, r: int) -> dict[str, Any]:
-    p = node_dir / "journal" / f"round-{r}.json"
-    return json.loads(p.read_text()) if p.exists() else {}
 
 
 def _median(xs: list[float]) -> float | None:
@@ -106,13 +92,13 @@ def run_case(
             node_status(n).status is not None for n in state.nodes
         ):
             time.sleep(0.5)
-        idle = max(_proc_mb(n.pid, "VmRSS") for n in state.nodes)
+        idle = max(peak_rss_mb(n.pid, "VmRSS") for n in state.nodes)
         monitor = Monitor(state, progress=log)
         finished = monitor.run(timeout=120 + (60 + 3 * seconds) * rounds)
-        peak = max(_proc_mb(n.pid, "VmHWM") for n in state.nodes)
+        peak = max(peak_rss_mb(n.pid) for n in state.nodes)
         work: dict[str, list[float]] = {k: [] for k in WORK}
         for s in monitor.rounds:
-            notes = [_journal(Path(n.data_dir), s.round).get("notes", {}) for n in state.nodes]
+            notes = [journal(Path(n.data_dir), s.round).get("notes", {}) for n in state.nodes]
             for k in WORK:
                 work[k] += [float(x[k]) for x in notes if k in x]
         last = monitor.rounds[-1] if monitor.rounds else None

@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from flocknode.aggregation.core import FLOAT_DTYPES, INT_DTYPES, STAT_NAMES
 from flocknode.aggregation.settings import AggregationSettings
 
 CHUNK = 4096
@@ -54,9 +55,6 @@ F32 = npt.NDArray[np.float32]
 Model = Mapping[str, torch.Tensor]
 Layout = Sequence[tuple[str, tuple[int, ...], torch.dtype]]
 Spec = dict[str, tuple[tuple[int, ...], torch.dtype]]
-_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-_INT_DTYPES = (torch.int64, torch.int32)
-_STAT_NAMES = ("running_mean", "running_var")
 # 2-bit codes: bit 0 the sign, bit 1 the magnitude (low/high)
 _SIGNS = np.array([1.0, -1.0, 1.0, -1.0], dtype=np.float32)
 _HIGH = np.array([0, 0, 1, 1], dtype=np.intp)
@@ -89,11 +87,12 @@ def layout(model: Model) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
 
 
 def _part(name: str, dtype: torch.dtype) -> str:
-    if dtype in _INT_DTYPES:
+    """The part of an entry, split as ``core`` splits a model: weights, statistics, counters."""
+    if dtype in INT_DTYPES:
         return "i"
-    if dtype not in _FLOAT_DTYPES:
+    if dtype not in FLOAT_DTYPES:
         raise CompressionError(f"tensor {name!r} is {dtype}: not compressible")
-    return "s" if name.rsplit(".", 1)[-1] in _STAT_NAMES else "w"
+    return "s" if name.rsplit(".", 1)[-1] in STAT_NAMES else "w"
 
 
 def _chunks(lay: Layout, part: str) -> list[int]:
@@ -323,7 +322,7 @@ def _dense(packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec) -> dict[st
         lengths = _chunks(lay, part)
         if lengths:
             with np.errstate(over="ignore"):  # an overflow is refused by ``decode``
-                flat[part] = decode_part(packed, lengths, c, part)
+                flat[part] = _decode_part(packed, lengths, c, part)
     out: dict[str, torch.Tensor] = {}
     offsets = {"w": 0, "s": 0}
     for name, shape, dtype in lay:
@@ -339,7 +338,7 @@ def _dense(packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec) -> dict[st
     return out
 
 
-def decode_part(
+def _decode_part(
     packed: Mapping[str, torch.Tensor], lengths: list[int], c: Codec, part: str = "w"
 ) -> F32:
     """One part's float32 vector (shapes and dtypes checked by the caller)."""
