@@ -3,12 +3,22 @@
 Plain data in, plain data out, no I/O: a model or an update is an ordered
 mapping ``name -> tensor``; the updates come as a list in proposer-seat order
 with their seat numbers. An update holds the global model's names, shapes and
-dtypes. Every floating tensor (float32, float16, bfloat16) is flattened in the
-global model's name order into one float64 vector (each of them -> float64 is
+dtypes. Every floating tensor (float32, float16, bfloat16) is read in the
+global model's name order as one float64 vector (each of them -> float64 is
 exact), the norm check and the rule run on those vectors (see ``rules``), and
 each entry of the new global is rounded once to its own dtype (float32 and
 float16 straight from float64, round to nearest even; bfloat16 through float32,
 two such roundings, the same on every machine).
+
+Memory: the vectors are never whole. An input is anything with ``read(kind,
+start, stop)`` (``Flat``: a model in memory, or ``flocknode.store.spill``'s
+update on disk), and every pass works on ``BLOCK`` coordinates of every
+update at a time. Each rule but multi_krum and centered_clip is
+coordinate-wise; their whole-vector sums (norms, distances) are exact
+(``numeric``), so a sum fed block by block has the same bits as one over the
+whole vector. Beyond its inputs, ``aggregate`` holds the new model (its own
+dtypes), a few blocks of every update in float64, and centered_clip's centre
+(``Scratch``: in memory, or on disk from the caller).
 
 Two kinds of entries are state rather than trained weights, and take no part
 in the norm check or the rule (neither is a step of the optimizer: BatchNorm's
@@ -68,18 +78,28 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 import torch
 
 from flocknode.aggregation import rules
-from flocknode.aggregation.numeric import F64, l2_norm, lower_median
+from flocknode.aggregation.numeric import F64, SORT_BLOCK, exact_sum_of, lower_median
 from flocknode.aggregation.settings import AggregationSettings
 
 Model = Mapping[str, torch.Tensor]
+Ints = list[npt.NDArray[np.int64]]
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+INT_DTYPES = (torch.int64, torch.int32)
+STAT_NAMES = ("running_mean", "running_var")
+WEIGHTS, STATS = "weights", "stats"
+# Coordinates of every update a pass holds at once (float64): 8 MB an update.
+# Results do not depend on it (see the module doc).
+BLOCK = 16 * SORT_BLOCK
 
 
 class AggregationInputError(ValueError):
@@ -114,6 +134,104 @@ class AggregationResult:
     no_work: tuple[int, ...]
     norms: tuple[float, ...]
     median_norm: float | None
+
+
+@dataclass(frozen=True)
+class Span:
+    """One floating entry's place in its kind's vector."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    offset: int
+    size: int
+
+
+class Layout:
+    """The global model's entries: names, shapes, dtypes, and where each floating
+    entry sits in the weights or the running-statistics vector."""
+
+    def __init__(self, entries: Sequence[tuple[str, tuple[int, ...], torch.dtype]]) -> None:
+        self.entries = list(entries)
+        self.spans: dict[str, list[Span]] = {WEIGHTS: [], STATS: []}
+        sizes = {WEIGHTS: 0, STATS: 0}
+        for name, shape, dtype in self.entries:
+            kind = entry_kind(name, dtype)
+            if kind == "int":
+                continue
+            n = math.prod(shape)
+            self.spans[kind].append(Span(name, shape, dtype, sizes[kind], n))
+            sizes[kind] += n
+        self.sizes = sizes
+
+    def pieces(self, kind: str, start: int, stop: int) -> Iterator[tuple[Span, int, int]]:
+        """The entries coordinates ``start:stop`` of ``kind`` cover, with the covered
+        range inside each entry (flattened), in order."""
+        for span in self.spans[kind]:
+            a, b = max(start, span.offset), min(stop, span.offset + span.size)
+            if a < b:
+                yield span, a - span.offset, b - span.offset
+
+    def name_at(self, kind: str, index: int) -> str:
+        for span in self.spans[kind]:
+            if span.offset <= index < span.offset + span.size:
+                return span.name
+        raise IndexError(index)
+
+
+class Flat(Protocol):
+    """A model or an update as the aggregation reads it, checked against the layout."""
+
+    def read(self, kind: str, start: int, stop: int) -> F64:
+        """Coordinates ``start:stop`` of the weights or running statistics, as float64."""
+        ...
+
+    def integers(self) -> Ints:
+        """The integer entries, in layout order, as int64 arrays."""
+        ...
+
+
+class Scratch(Protocol):
+    """A float64 vector the caller keeps where it likes (centered_clip's centre)."""
+
+    def read(self, start: int, stop: int) -> F64: ...
+    def write(self, start: int, values: F64) -> None: ...
+
+
+class MemoryScratch:
+    def __init__(self, size: int) -> None:
+        self._v = np.zeros(size, dtype=np.float64)
+
+    def read(self, start: int, stop: int) -> F64:
+        return self._v[start:stop].copy()
+
+    def write(self, start: int, values: F64) -> None:
+        self._v[start : start + values.shape[0]] = values
+
+
+class ModelFlat:
+    """A ``Flat`` over tensors in memory (checked: names, shapes, dtypes)."""
+
+    def __init__(self, model: Model, layout: Layout, who: str) -> None:
+        check_model(model, layout, who)
+        self._layout = layout
+        self._flat = {name: model[name].detach().cpu().reshape(-1) for name, _, _ in layout.entries}
+
+    def read(self, kind: str, start: int, stop: int) -> F64:
+        parts: list[F64] = [np.zeros(0)]
+        for span, a, b in self._layout.pieces(kind, start, stop):
+            t = self._flat[span.name][a:b]
+            if span.dtype == torch.bfloat16:
+                t = t.to(torch.float32)
+            parts.append(t.numpy().astype(np.float64))
+        return np.concatenate(parts)
+
+    def integers(self) -> Ints:
+        return [
+            self._flat[name].numpy().astype(np.int64)
+            for name, _, dtype in self._layout.entries
+            if dtype in INT_DTYPES
+        ]
 
 
 def step_scale(
@@ -167,19 +285,23 @@ def norm_band(settings: AggregationSettings, scale: float | None) -> tuple[float
 
 def aggregate(
     global_model: Model,
-    updates: Sequence[Model],
+    updates: Sequence[Model | Flat],
     settings: AggregationSettings,
     seats: Sequence[int] | None = None,
     scale: float | None = None,
+    scratch: Callable[[int], Scratch] = MemoryScratch,
 ) -> AggregationResult:
     """Apply the norm check and ``settings.rule`` to ``updates`` (in seat order).
 
     ``seats`` are the proposer seat numbers of ``updates`` (strictly
     increasing; default ``0 .. len - 1``); ``scale`` is the task's
-    ``step_scale`` (``None``: no band, see the module doc). Raises ``AggregationInputError`` for
-    mismatched names, shapes or dtypes and ``NonFiniteUpdateError`` for NaN or
-    infinite values, before any arithmetic. No updates, or none left after the
-    norm check: the model stays (returned as a copy).
+    ``step_scale`` (``None``: no band, see the module doc); ``scratch(size)``
+    gives centered_clip a float64 vector of ``size``. An update is a mapping
+    name -> tensor or a ``Flat`` already checked against the global model's
+    layout. Raises ``AggregationInputError`` for mismatched names, shapes or
+    dtypes and ``NonFiniteUpdateError`` for NaN or infinite values, before any
+    arithmetic. No updates, or none left after the norm check: the model stays
+    (returned as a copy).
     """
     seat_list = list(range(len(updates))) if seats is None else [int(s) for s in seats]
     if len(seat_list) != len(updates):
@@ -187,39 +309,46 @@ def aggregate(
     if any(s < 0 for s in seat_list) or any(b <= a for a, b in itertools.pairwise(seat_list)):
         raise AggregationInputError(f"seats must be increasing and >= 0: {seat_list}")
 
-    layout = _layout(global_model)
-    base = _flatten(global_model, layout, "global model")
-    vectors = [_flatten(u, layout, f"seat {s}") for s, u in zip(seat_list, updates, strict=True)]
-    counters = [_integers(u, layout) for u in updates]
-    stats = [
-        _flatten(u, layout, f"seat {s}", STATS) for s, u in zip(seat_list, updates, strict=True)
-    ]
+    layout = layout_of(global_model)
+    base = ModelFlat(global_model, layout, "global model")
+    flats = [_as_flat(u, layout, f"seat {s}") for s, u in zip(seat_list, updates, strict=True)]
+    _check_finite(base, layout, "global model", WEIGHTS)
+    _check_finite(base, layout, "global model", STATS)
+    norms = [_norm(f, layout, f"seat {s}") for s, f in zip(seat_list, flats, strict=True)]
+    for s, f in zip(seat_list, flats, strict=True):
+        _check_finite(f, layout, f"seat {s}", STATS)
 
-    norms = [l2_norm(v) for v in vectors]
     band = norm_band(settings, scale)
     bad = set(norm_check(norms, settings.norm_factor, band))
     idle = set(no_work(norms, band))
     inside = [norms[i] for i in _in_band(norms, band)]
     rejected = tuple(seat_list[i] for i in sorted(bad))
-    keep = [i for i in range(len(vectors)) if i not in bad and i not in idle]
+    keep = [i for i in range(len(flats)) if i not in bad and i not in idle]
     used = tuple(seat_list[i] for i in keep)
-    kept = [vectors[i] for i in keep]
+    kept = [flats[i] for i in keep]
 
     selected: tuple[int, ...] | None = None
     if settings.rule == "multi_krum":
         selected = ()
-    if not kept:
-        new = base
-    else:
-        delta, chosen = _run_rule(kept, settings, len(rejected))
-        if chosen is not None:
-            selected = tuple(used[i] for i in chosen)
-        new = base + settings.outer_lr * delta  # x 1.0 is exact: the default changes no bit
-    ints = _integer_step(_integers(global_model, layout), [counters[i] for i in keep])
-    base_stats = _flatten(global_model, layout, "global model", STATS)
-    new_stats = base_stats + rules.median([stats[i] for i in keep]) if keep else base_stats
+    delta = _rule(kept, layout, settings, len(rejected), scratch) if kept else None
+    if delta is not None and delta[1] is not None:
+        selected = tuple(used[i] for i in delta[1])
+
+    def new_weights(start: int, stop: int) -> F64:
+        old = base.read(WEIGHTS, start, stop)
+        if delta is None:
+            return old
+        return old + settings.outer_lr * delta[0](start, stop)  # x 1.0 changes no bit
+
+    def new_stats(start: int, stop: int) -> F64:
+        old = base.read(STATS, start, stop)
+        if not kept:
+            return old
+        return old + rules.median([f.read(STATS, start, stop) for f in kept])
+
+    ints = _integer_step(base.integers(), [f.integers() for f in kept])
     return AggregationResult(
-        model=_unflatten(new, new_stats, layout, ints),
+        model=_build(layout, new_weights, new_stats, ints),
         rule=settings.rule,
         included=tuple(seat_list),
         rejected=rejected,
@@ -231,18 +360,23 @@ def aggregate(
     )
 
 
-def apply_update(global_model: Model, update: Model) -> dict[str, torch.Tensor]:
+def apply_update(global_model: Model, update: Model | Flat) -> dict[str, torch.Tensor]:
     """``global + update`` with the same float64-then-float32 arithmetic as ``aggregate``.
 
     For a voter's "this update alone" evaluation (docs/protocol.md, step 6).
     """
-    layout = _layout(global_model)
-    base = _flatten(global_model, layout, "global model")
-    new = base + _flatten(update, layout, "update")
-    stats = _flatten(global_model, layout, "global model", STATS)
-    stats = stats + _flatten(update, layout, "update", STATS)
-    ints = _integer_step(_integers(global_model, layout), [_integers(update, layout)])
-    return _unflatten(new, stats, layout, ints)
+    layout = layout_of(global_model)
+    base = ModelFlat(global_model, layout, "global model")
+    u = _as_flat(update, layout, "update")
+    for f, who in ((base, "global model"), (u, "update")):
+        _check_finite(f, layout, who, WEIGHTS)
+        _check_finite(f, layout, who, STATS)
+
+    def plus(kind: str) -> Callable[[int, int], F64]:
+        return lambda start, stop: base.read(kind, start, stop) + u.read(kind, start, stop)
+
+    ints = _integer_step(base.integers(), [u.integers()])
+    return _build(layout, plus(WEIGHTS), plus(STATS), ints)
 
 
 def krum_budget(krum_f: int, rejected: int) -> int:
@@ -276,56 +410,92 @@ def krum_budget(krum_f: int, rejected: int) -> int:
     return max(0, krum_f - rejected)
 
 
-def _run_rule(
-    vectors: list[F64], s: AggregationSettings, rejected: int
-) -> tuple[F64, list[int] | None]:
+Blocks = Callable[[int, int], F64]
+
+
+def _rule(
+    kept: list[Flat],
+    layout: Layout,
+    s: AggregationSettings,
+    rejected: int,
+    scratch: Callable[[int], Scratch],
+) -> tuple[Blocks, list[int] | None]:
+    """The aggregate update as a block reader, and multi_krum's chosen positions."""
+
+    def each(start: int, stop: int) -> list[F64]:
+        return [f.read(WEIGHTS, start, stop) for f in kept]
+
     if s.rule == "fedavg":
-        return rules.fedavg(vectors), None
+        return (lambda a, b: rules.fedavg(each(a, b))), None
     if s.rule == "median":
-        return rules.median(vectors), None
+        return (lambda a, b: rules.median(each(a, b))), None
     if s.rule == "trimmed_mean":
-        return rules.trimmed_mean(vectors, s.trim_ratio), None
+        return (lambda a, b: rules.trimmed_mean(each(a, b), s.trim_ratio)), None
+    size = layout.sizes[WEIGHTS]
     if s.rule == "multi_krum":
-        delta, chosen = rules.multi_krum(vectors, krum_budget(s.krum_f, rejected), s.krum_m)
-        return delta, chosen
+        n = len(kept)
+        dist = [[0.0] * n for _ in range(n)]
+        for i, j in itertools.combinations(range(n), 2):
+            pairs = (
+                (kept[i].read(WEIGHTS, a, b), kept[j].read(WEIGHTS, a, b)) for a, b in _blocks(size)
+            )
+            dist[i][j] = dist[j][i] = exact_sum_of((x - y) ** 2 for x, y in pairs)
+        chosen = rules.krum_select_from(dist, krum_budget(s.krum_f, rejected), s.krum_m)
+        picked = [kept[i] for i in chosen]
+        return (lambda a, b: rules.fedavg([f.read(WEIGHTS, a, b) for f in picked])), chosen
     if s.rule == "centered_clip":
-        return rules.centered_clip(vectors, s.clip_tau, s.clip_iterations), None
+        centre = scratch(size)
+        for a, b in _blocks(size):
+            centre.write(a, rules.median(each(a, b)))
+        for _ in range(s.clip_iterations):
+            norms = [
+                math.sqrt(
+                    exact_sum_of(
+                        (f.read(WEIGHTS, a, b) - centre.read(a, b)) ** 2 for a, b in _blocks(size)
+                    )
+                )
+                for f in kept
+            ]
+            for a, b in _blocks(size):
+                centre.write(a, rules.clip_step(each(a, b), centre.read(a, b), norms, s.clip_tau))
+        return centre.read, None
     raise AssertionError(f"unhandled rule {s.rule!r}")  # settings validated the name
 
 
-_Layout = list[tuple[str, tuple[int, ...], torch.dtype]]
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-INT_DTYPES = (torch.int64, torch.int32)
-STAT_NAMES = ("running_mean", "running_var")
-WEIGHTS, STATS = "weights", "stats"
+def _blocks(size: int) -> Iterator[tuple[int, int]]:
+    for start in range(0, size, BLOCK):
+        yield start, min(start + BLOCK, size)
 
 
-def _kind(name: str, dtype: torch.dtype) -> str:
+def entry_kind(name: str, dtype: torch.dtype) -> str:
+    """``"int"``, ``STATS`` (running statistics) or ``WEIGHTS`` (see the module doc)."""
     if dtype in INT_DTYPES:
         return "int"
     return STATS if name.rsplit(".", 1)[-1] in STAT_NAMES else WEIGHTS
 
 
-def _layout(model: Model) -> _Layout:
+def layout_of(model: Model) -> Layout:
+    """The global model's layout; AggregationInputError for an empty model or another dtype."""
     if not model:
         raise AggregationInputError("global model has no tensors")
-    layout: _Layout = []
+    entries = []
     for name, t in model.items():
         if not isinstance(t, torch.Tensor) or t.dtype not in FLOAT_DTYPES + INT_DTYPES:
             kind = t.dtype if isinstance(t, torch.Tensor) else type(t).__name__
             raise AggregationInputError(f"global model: tensor {name!r} is {kind}")
-        layout.append((name, tuple(t.shape), t.dtype))
-    return layout
+        entries.append((name, tuple(t.shape), t.dtype))
+    return Layout(entries)
 
 
-def _checked(model: Model, layout: _Layout, who: str) -> None:
+def check_model(model: Model, layout: Layout, who: str) -> None:
+    """AggregationInputError unless ``model`` has exactly the layout's names, shapes, dtypes."""
     if not isinstance(model, Mapping):
         raise AggregationInputError(f"{who}: expected a mapping name -> tensor")
-    names = {name for name, _, _ in layout}
+    names = {name for name, _, _ in layout.entries}
     extra = sorted(set(model) - names)
     if extra:
         raise AggregationInputError(f"{who}: unexpected tensor {extra[0]!r}")
-    for name, shape, dtype in layout:
+    for name, shape, dtype in layout.entries:
         t = model.get(name)
         if t is None:
             raise AggregationInputError(f"{who}: missing tensor {name!r}")
@@ -338,34 +508,38 @@ def _checked(model: Model, layout: _Layout, who: str) -> None:
             )
 
 
-def _flatten(model: Model, layout: _Layout, who: str, kind: str = WEIGHTS) -> F64:
-    """The floating entries of ``kind`` (weights or running statistics), in layout order,
-    as one float64 vector (checks every entry)."""
-    _checked(model, layout, who)
-    parts: list[F64] = [np.zeros(0)]
-    for name, _, dtype in layout:
-        if _kind(name, dtype) != kind:
-            continue
-        t = model[name].detach().cpu().contiguous()
-        a = (t.to(torch.float32) if dtype == torch.bfloat16 else t).numpy().reshape(-1)
-        if not np.isfinite(a).all():
-            raise NonFiniteUpdateError(f"{who}: tensor {name!r} holds NaN or infinity")
-        parts.append(a.astype(np.float64))
-    return np.concatenate(parts)
+def _as_flat(u: Model | Flat, layout: Layout, who: str) -> Flat:
+    if isinstance(u, Mapping):
+        return ModelFlat(u, layout, who)
+    if not hasattr(u, "read"):
+        raise AggregationInputError(f"{who}: expected a mapping name -> tensor")
+    return u
 
 
-def _integers(model: Model, layout: _Layout) -> list[npt.NDArray[np.int64]]:
-    """The integer entries, in layout order, as int64 arrays (``_flatten`` checked them)."""
-    return [
-        model[name].detach().cpu().contiguous().numpy().astype(np.int64).reshape(-1)
-        for name, _, dtype in layout
-        if dtype in INT_DTYPES
-    ]
+def _finite(v: F64, layout: Layout, kind: str, start: int, who: str) -> None:
+    if not np.isfinite(v).all():
+        name = layout.name_at(kind, start + int(np.argmin(np.isfinite(v))))
+        raise NonFiniteUpdateError(f"{who}: tensor {name!r} holds NaN or infinity")
 
 
-def _integer_step(
-    base: list[npt.NDArray[np.int64]], deltas: list[list[npt.NDArray[np.int64]]]
-) -> list[npt.NDArray[np.int64]]:
+def _check_finite(f: Flat, layout: Layout, who: str, kind: str) -> None:
+    for a, b in _blocks(layout.sizes[kind]):
+        _finite(f.read(kind, a, b), layout, kind, a, who)
+
+
+def _norm(f: Flat, layout: Layout, who: str) -> float:
+    """The weights' L2 norm (exact sum of squares), checking every value is finite."""
+
+    def squares() -> Iterator[F64]:
+        for a, b in _blocks(layout.sizes[WEIGHTS]):
+            v = f.read(WEIGHTS, a, b)
+            _finite(v, layout, WEIGHTS, a, who)
+            yield v * v
+
+    return math.sqrt(exact_sum_of(squares()))
+
+
+def _integer_step(base: Ints, deltas: list[Ints]) -> Ints:
     """Each integer entry plus the lower median of the deltas (unchanged without any)."""
     if not deltas:
         return base
@@ -382,30 +556,29 @@ def _integer_step(
     return out
 
 
-def _unflatten(
-    flat: F64, stats: F64, layout: _Layout, ints: list[npt.NDArray[np.int64]]
-) -> dict[str, torch.Tensor]:
-    model: dict[str, torch.Tensor] = {}
-    offsets = {WEIGHTS: 0, STATS: 0}
-    vectors = {WEIGHTS: flat, STATS: stats}
+def _build(layout: Layout, weights: Blocks, stats: Blocks, ints: Ints) -> dict[str, torch.Tensor]:
+    """The new model: every entry in its own dtype, filled block by block."""
+    out = {name: torch.empty(shape, dtype=dtype) for name, shape, dtype in layout.entries}
+    for kind, values in ((WEIGHTS, weights), (STATS, stats)):
+        for start, stop in _blocks(layout.sizes[kind]):
+            block = values(start, stop)
+            for span, a, b in layout.pieces(kind, start, stop):
+                part = block[span.offset + a - start : span.offset + b - start]
+                with np.errstate(over="ignore"):  # one round-to-nearest-even per value
+                    rounded = part.astype(np.float16 if span.dtype == torch.float16 else np.float32)
+                t = torch.from_numpy(rounded)
+                if span.dtype == torch.bfloat16:
+                    t = t.to(torch.bfloat16)
+                if not bool(torch.isfinite(t).all()):
+                    # Only reachable when at least half the updates are near the dtype's range.
+                    raise NonFiniteUpdateError(
+                        f"the aggregated model overflows {span.dtype} in {span.name!r}"
+                    )
+                out[span.name].view(-1)[a:b] = t
     counters = iter(ints)
-    for name, shape, dtype in layout:
-        size = math.prod(shape)
-        kind = _kind(name, dtype)
-        if kind == "int":
+    for name, shape, dtype in layout.entries:
+        if dtype in INT_DTYPES:
             info = torch.iinfo(dtype)
-            values = np.clip(next(counters), info.min, info.max)
-            model[name] = torch.from_numpy(values.reshape(shape).copy()).to(dtype)
-            continue
-        part = vectors[kind][offsets[kind] : offsets[kind] + size]
-        offsets[kind] += size
-        with np.errstate(over="ignore"):  # one round-to-nearest-even per value
-            rounded = part.astype(np.float16 if dtype == torch.float16 else np.float32)
-        t = torch.from_numpy(rounded.reshape(shape).copy())
-        if dtype == torch.bfloat16:
-            t = t.to(torch.bfloat16)
-        if not bool(torch.isfinite(t).all()):
-            # Only reachable when at least half the updates are near the dtype's range.
-            raise NonFiniteUpdateError(f"the aggregated model overflows {dtype} in {name!r}")
-        model[name] = t
-    return model
+            clipped = np.clip(next(counters), info.min, info.max)
+            out[name] = torch.from_numpy(clipped.reshape(shape).copy()).to(dtype)
+    return {name: out[name] for name, _, _ in layout.entries}

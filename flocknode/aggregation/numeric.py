@@ -21,8 +21,9 @@ pairwise distance, never inside a loop over coordinates.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +37,18 @@ SORT_BLOCK = 1 << 16
 
 def exact_sum(values: F64) -> float:
     """The correctly rounded sum of a float64 vector, independent of order."""
-    return math.fsum(values.tolist())
+    return exact_sum_of([values])
+
+
+def exact_sum_of(blocks: Iterable[F64]) -> float:
+    """The correctly rounded sum of all values of all ``blocks`` (one exact sum, so
+    the same bits however a vector is cut into blocks); holds one list of
+    ``SORT_BLOCK`` Python floats at a time, not one of the whole vector."""
+    return math.fsum(
+        itertools.chain.from_iterable(
+            b[i : i + SORT_BLOCK].tolist() for b in blocks for i in range(0, b.shape[0], SORT_BLOCK)
+        )
+    )
 
 
 def l2_norm(v: F64) -> float:

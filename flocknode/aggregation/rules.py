@@ -87,22 +87,38 @@ def trimmed_mean(vectors: Sequence[F64], trim_ratio: float) -> F64:
 def krum_scores(vectors: Sequence[F64], f: int) -> list[float]:
     """Each update's Krum score: the exact sum of its ``k`` smallest squared distances."""
     n = len(vectors)
-    if n < 2:
-        return [0.0] * n
-    k = min(max(n - f - 2, 1), n - 1)
     dist = [[0.0] * n for _ in range(n)]
     for i in range(n):
         for j in range(i + 1, n):
             dist[i][j] = dist[j][i] = sq_distance(vectors[i], vectors[j])
+    return krum_scores_from(dist, f)
+
+
+def krum_scores_from(dist: Sequence[Sequence[float]], f: int) -> list[float]:
+    """Krum scores from the squared distances between the updates (``dist[i][j]``)."""
+    n = len(dist)
+    if n < 2:
+        return [0.0] * n
+    k = min(max(n - f - 2, 1), n - 1)
     return [math.fsum(sorted(dist[i][j] for j in range(n) if j != i)[:k]) for i in range(n)]
 
 
 def krum_select(vectors: Sequence[F64], f: int, m: int | None) -> list[int]:
     """Positions (ascending) of the updates multi-Krum averages."""
     n = len(vectors)
+    dist = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            dist[i][j] = dist[j][i] = sq_distance(vectors[i], vectors[j])
+    return krum_select_from(dist, f, m)
+
+
+def krum_select_from(dist: Sequence[Sequence[float]], f: int, m: int | None) -> list[int]:
+    """``krum_select`` from the squared distances between the updates."""
+    n = len(dist)
     if n == 0:
         return []
-    scores = krum_scores(vectors, f)
+    scores = krum_scores_from(dist, f)
     count = min(max(m if m is not None else n - f, 1), n)
     best = sorted(range(n), key=lambda i: (scores[i], i))[:count]
     return sorted(best)
@@ -114,25 +130,32 @@ def multi_krum(vectors: Sequence[F64], f: int, m: int | None) -> tuple[F64, list
 
 
 def centered_clip(vectors: Sequence[F64], tau: float, iterations: int) -> F64:
-    n = len(vectors)
     v = median(vectors)
     for _ in range(iterations):
-        acc = np.zeros_like(v)
-        for x in vectors:
-            d = x - v
-            norm = l2_norm(d)
-            if norm > tau:
-                d *= tau / norm
-            acc += d
-        v = v + acc / float(n)
+        v = clip_step(vectors, v, [l2_norm(x - v) for x in vectors], tau)
     return v
+
+
+def clip_step(vectors: Sequence[F64], v: F64, norms: Sequence[float], tau: float) -> F64:
+    """One centered_clip iteration on coordinates of ``v``, given each
+    ``||x_i - v||`` over the whole vectors (coordinate-wise, so it runs on blocks)."""
+    acc = np.zeros_like(v)
+    for x, norm in zip(vectors, norms, strict=True):
+        d = x - v
+        if norm > tau:
+            d *= tau / norm
+        acc += d
+    return v + acc / float(len(vectors))
 
 
 __all__ = [
     "centered_clip",
+    "clip_step",
     "fedavg",
     "krum_scores",
+    "krum_scores_from",
     "krum_select",
+    "krum_select_from",
     "median",
     "multi_krum",
     "trim_count",
