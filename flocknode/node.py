@@ -76,6 +76,7 @@ from flocknode.status import (
 from flocknode.store import ContentStore, Journal
 from flocknode.store.residual import ResidualStore
 from flocknode.store.retention import StorePruner
+from flocknode.store.spill import SpillDir
 from flocknode.worker.devices import DeviceUnavailable, resolve_device
 from flocknode.worker.learner import IsolatedLearner
 from flocknode.worker.protocol import Reason, WorkerFailure
@@ -361,6 +362,7 @@ class FlockNode:
             metrics=self.metrics,
             # per task: a residual belongs to the task whose updates it came from
             residuals=ResidualStore(prep.layout.residual / prep.client.address.lower()),
+            spill=SpillDir(prep.layout.spill),
         )
         pruner = (
             StorePruner(prep.store, prep.journal, cfg.store.keep_rounds)

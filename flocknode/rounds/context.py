@@ -29,6 +29,7 @@ from flocknode.rounds.models import ModelBook
 from flocknode.rounds.snapshot import ChainFeed
 from flocknode.store import ContentStore, Journal
 from flocknode.store.residual import ResidualStore
+from flocknode.store.spill import SpillDir
 
 
 class RoleReads(Protocol):
@@ -81,3 +82,4 @@ class RoleDeps:
     membership: ChainMembership
     metrics: RoundMetrics
     residuals: ResidualStore  # the proposer's error feedback for compressed updates
+    spill: SpillDir  # the voter's opened updates, on disk

@@ -36,7 +36,11 @@ log = logging.getLogger(__name__)
 
 State = dict[str, torch.Tensor]
 MAX_MODEL_BYTES = 2 << 30
+# Parsed models kept in memory: at most CACHE, and beyond the newest one at most
+# CACHE_BYTES of tensors (a 100 MB model is kept once; the others are read
+# from the store again when needed).
 CACHE = 3
+CACHE_BYTES = 128 << 20
 # A holder has SETUP seconds to answer (dial, negotiate, the size and hash) and
 # must then deliver the model at HOLDER_RATE on average; it never gets more
 # than SHARE of the time left, so one bad holder cannot use up the deadline.
@@ -156,5 +160,11 @@ class ModelBook:
     def _remember(self, h: bytes, state: State) -> None:
         self._cache[h] = state
         self._cache.move_to_end(h)
-        while len(self._cache) > CACHE:
+        while len(self._cache) > CACHE or (
+            len(self._cache) > 1 and sum(map(_nbytes, self._cache.values())) > CACHE_BYTES
+        ):
             self._cache.popitem(last=False)
+
+
+def _nbytes(state: State) -> int:
+    return sum(t.numel() * t.element_size() for t in state.values())

@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -22,10 +23,10 @@ import trio
 from libp2p.peer.id import ID
 from nacl.public import PublicKey
 
-from flocknode.aggregation import aggregate
-from flocknode.aggregation.core import apply_update
+from flocknode.aggregation import AggregationInputError, aggregate
+from flocknode.aggregation.core import Layout, apply_update, layout_of
 from flocknode.chain.errors import ContractRevert
-from flocknode.chain.types import Phase, RoundView, TaskParams
+from flocknode.chain.types import Phase, RoundView, TaskParams, UpdateView
 from flocknode.crypto import EnvelopeError, open_update
 from flocknode.crypto import KeyWrap as EnvelopeWrap
 from flocknode.crypto.envelope import unwrap_key, wrap_key
@@ -41,6 +42,7 @@ from flocknode.rounds.context import RoleReads
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.update_form import UpdateForm, round_scale, update_form
 from flocknode.store.journal import VoteRecord
+from flocknode.store.spill import SpillDir, SpilledUpdate
 
 log = logging.getLogger(__name__)
 peer_log = PeerLog(log)
@@ -54,7 +56,7 @@ Candidate = tuple[ID, bytes, bytes]  # (origin, sender box key, wrapped content 
 class SeatInput:
     seat: int
     proposer: str
-    update: State | None = None
+    update: SpilledUpdate | None = None  # opened, on disk (flocknode.store.spill)
     failed: str = ""  # a final reason to leave the seat out
     wrong_size: bool = False  # the size claimed on chain is not the model's envelope size
     open_seconds: float = 0.0  # decrypting, parsing and decoding its blob
@@ -71,6 +73,8 @@ class VoterDeps(RoleReads, Protocol):
     def wallet(self) -> str: ...
     @property
     def params(self) -> TaskParams: ...
+    @property
+    def spill(self) -> SpillDir: ...
 
 
 def facts(
@@ -214,17 +218,29 @@ async def _decide(
         return None
     if base_hash is unservable.Missing.UNAVAILABLE:
         return unservable.unavailable_vote(), {}
-    base = await ctx.models.load_async(base_hash)
+    ctx.spill.clear(r)  # a restarted voter opens every update again
+    try:
+        return await _decide_on(ctx, view, await ctx.models.load_async(base_hash))
+    finally:
+        ctx.spill.clear(r)
+
+
+async def _decide_on(
+    ctx: VoterDeps, view: RoundView, base: State
+) -> tuple[VoteRecord, dict[str, float]]:
+    """The vote on ``base``: every seat collected (opened to disk), aggregated, scored."""
+    r = view.round
     form = update_form(base, ctx.settings.aggregation)
+    layout = layout_of(base)
     size = form.blob_size
     scale = round_scale(ctx.settings, r, base)  # at the round's learning rate
     seats = [SeatInput(i, p) for i, p in enumerate(view.proposers)]
     # Prefetch ciphertext while the proposers train; open once the train phase closed.
     async with trio.open_nursery() as nursery:
         for s in seats:
-            nursery.start_soon(_collect_seat, ctx, r, s, form, size)
+            nursery.start_soon(_collect_seat, ctx, r, s, Opening(form, layout, size))
     included = [s for s in seats if s.update is not None]
-    updates: list[State] = [s.update for s in included if s.update is not None]
+    updates = [s.update for s in included if s.update is not None]
     # A size claim other than the envelope size is on chain for every voter to see:
     # the seat is included and rejected (slashed like a norm rejection), never fetched.
     wrong_size = [s.seat for s in seats if s.wrong_size]
@@ -239,6 +255,7 @@ async def _decide(
             ctx.settings.aggregation,
             seats=[s.seat for s in included],
             scale=scale,
+            scratch=ctx.spill.scratch(r),
         )
     )
     agg_hash = await ctx.models.put_async(result.model)
@@ -274,7 +291,16 @@ async def _decide(
     return vote, timings
 
 
-async def _collect_seat(ctx: VoterDeps, r: int, s: SeatInput, form: UpdateForm, size: int) -> None:
+@dataclass(frozen=True)
+class Opening:
+    """What every seat's update of the round must be: its form, layout and blob size."""
+
+    form: UpdateForm
+    layout: Layout
+    size: int
+
+
+async def _collect_seat(ctx: VoterDeps, r: int, s: SeatInput, expect: Opening) -> None:
     """Fetch and open one proposer's update (``voter_machine.decide_seat``), until the
     collection deadline; ``s`` ends with the update, or with why it has none."""
     member = ctx.membership.member_by_wallet(s.proposer)
@@ -296,7 +322,7 @@ async def _collect_seat(ctx: VoterDeps, r: int, s: SeatInput, form: UpdateForm, 
                 member=member is not None,
                 submitted=up.submitted,
                 claimed_size=up.size,
-                expected_size=size,
+                expected_size=expect.size,
                 blob_held=blob_ready,
                 fetch_failed=fetch_failed,
                 untried=untried,
@@ -309,11 +335,13 @@ async def _collect_seat(ctx: VoterDeps, r: int, s: SeatInput, form: UpdateForm, 
             s.failed = action.reason
             if action.wrong_size:
                 s.wrong_size = True
-                _count_wrong_size(ctx, r, s.seat, up.size, size)
+                _count_wrong_size(ctx, r, s.seat, up.size, expect.size)
             return
         assert member is not None  # decide_seat left out a seat without one
         if isinstance(action, m.Fetch):
-            fetch_one = functools.partial(_fetch_blob, ctx, r, up.blob_id, size, member.peer_id)
+            fetch_one = functools.partial(
+                _fetch_blob, ctx, r, up.blob_id, expect.size, member.peer_id
+            )
             blob_ready = await _until_collect_deadline(ctx, r, fetch_one)
             fetch_failed = not blob_ready
         elif isinstance(action, m.Open):
@@ -321,7 +349,7 @@ async def _collect_seat(ctx: VoterDeps, r: int, s: SeatInput, form: UpdateForm, 
             t0 = time.monotonic()
             try:
                 s.update, key = await trio.to_thread.run_sync(
-                    _open, ctx, up.blob_id, up.update_hash, wrapped, sender_box, form
+                    _open, ctx, up, wrapped, sender_box, expect, ctx.spill.seat(r, s.seat)
                 )
             except EnvelopeError as e:
                 # another wrap (a relay) may still open it: not final before the deadline
@@ -485,13 +513,14 @@ async def _fetch_blob(ctx: VoterDeps, r: int, blob_id: bytes, size: int, propose
 
 def _open(
     ctx: VoterDeps,
-    blob_id: bytes,
-    update_hash: bytes,
+    up: UpdateView,
     wrapped: bytes,
     sender_box: bytes,
-    form: UpdateForm,
-) -> tuple[State, bytes]:
-    """The update and its content key (for ``_relay``); EnvelopeError if it does not open."""
+    expect: Opening,
+    spill_to: Path,
+) -> tuple[SpilledUpdate, bytes]:
+    """The update, written to ``spill_to``, and its content key (for ``_relay``);
+    EnvelopeError if it does not open, or is not an update of the layout."""
     wrap = EnvelopeWrap(ctx.box_key.public_bytes, wrapped)
     try:
         sender = PublicKey(sender_box)
@@ -500,17 +529,22 @@ def _open(
         raise
     except Exception as e:  # a box key nacl refuses
         raise EnvelopeError(f"bad sender key: {type(e).__name__}") from None
-    with ctx.store.open(blob_id) as f:
+    with ctx.store.open(up.blob_id) as f:
         update = open_update(
             f,
             wrap,
             recipient=ctx.box_key.private,
             sender=sender,
-            update_hash=update_hash,
-            expected_shapes=form.shapes,
-            blob_id=blob_id,
+            update_hash=up.update_hash,
+            expected_shapes=expect.form.shapes,
+            blob_id=up.blob_id,
         )
-    return form.dense(update), key
+    try:
+        # dense updates: the canonical bytes fix names and shapes, not dtypes
+        spilled = SpilledUpdate.write(spill_to, expect.form.dense(update), expect.layout, "update")
+    except AggregationInputError as e:
+        raise EnvelopeError(f"not an update of the model: {e}") from None
+    return spilled, key
 
 
 async def _score(

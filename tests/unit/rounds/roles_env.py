@@ -40,6 +40,7 @@ from flocknode.rounds.snapshot import ChainFeed, ChainSnapshot
 from flocknode.store import ContentStore, Journal
 from flocknode.store.journal import VoteRecord
 from flocknode.store.residual import ResidualStore
+from flocknode.store.spill import SpillDir
 from tests.unit.rounds.views import make_view
 
 R = 7
@@ -219,6 +220,7 @@ class Role:
         self.store = ContentStore(self.root / "store")
         self.models = ModelBook(self.store, None)
         self.residuals = ResidualStore(self.root / "residual")
+        self.spill = SpillDir(self.root / "spill")
         self.inbox = Inbox(self.me.box.public_bytes)
         self.learner = learner()
         self.box_key = self.me.box

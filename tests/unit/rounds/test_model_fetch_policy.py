@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import trio
@@ -10,6 +11,7 @@ import trio.testing
 
 from flocknode.crypto import canonical_size
 from flocknode.identity.keys import PeerKey
+from flocknode.rounds import models as models_mod
 from flocknode.rounds.models import (
     ATTEMPT_SETUP_SECONDS,
     HOLDER_RATE,
@@ -67,3 +69,19 @@ async def test_finding3_waiting_for_another_fetch_of_the_model_ends_at_the_deadl
         assert not await book.fetch(h, [PeerKey.generate().peer_id], deadline=t0 + 5)
         assert trio.current_time() - t0 == 5
         nursery.cancel_scope.cancel()
+
+
+def test_large_models_are_kept_in_memory_once(tmp_path: Path, monkeypatch: Any) -> None:
+    """Beyond the newest model, the cache keeps at most CACHE_BYTES of tensors."""
+    book = ModelBook(ContentStore(tmp_path), None)
+    a, b = ({"w": torch.full((100,), float(i))} for i in range(2))  # 400 bytes each
+    monkeypatch.setattr(models_mod, "CACHE_BYTES", 600)
+    ha, hb = book.put(a), book.put(b)  # a is dropped from memory, b kept
+    first_b = book.load(hb)
+    assert book.load(hb) is first_b
+    first_a = book.load(ha)  # read from the store again; b is dropped now
+    assert torch.equal(first_a["w"], a["w"]) and book.load(ha) is first_a
+    assert book.load(hb) is not first_b
+    monkeypatch.setattr(models_mod, "CACHE_BYTES", 10_000)
+    book.load(ha), book.load(hb)
+    assert book.load(ha) is book.load(ha) and book.load(hb) is book.load(hb)  # small: both kept

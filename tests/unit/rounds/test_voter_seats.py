@@ -13,6 +13,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import trio
@@ -21,6 +22,7 @@ from libp2p.peer.id import ID
 from nacl.public import PublicKey
 
 from flocknode.aggregation import AggregationSettings, aggregate
+from flocknode.aggregation.core import WEIGHTS, ModelFlat, layout_of
 from flocknode.chain.registry import Member, Registry
 from flocknode.chain.types import Phase, RoundView, UpdateView, VoteView
 from flocknode.crypto import seal_update
@@ -38,9 +40,10 @@ from flocknode.rounds.membership import ChainMembership
 from flocknode.rounds.metrics import RoundMetrics
 from flocknode.rounds.models import ModelBook
 from flocknode.rounds.snapshot import ChainFeed
-from flocknode.rounds.update_form import UpdateForm, update_blob_size, update_form
+from flocknode.rounds.update_form import update_blob_size, update_form
 from flocknode.store import ContentStore
 from flocknode.store.journal import Journal
+from flocknode.store.spill import SpillDir
 from tests.unit.rounds.views import make_view
 
 R = 5
@@ -85,6 +88,7 @@ def _node(tmp: Path, name: str, chain: TrioChainView, membership: ChainMembershi
         membership=membership,
         inbox=Inbox(box.public_bytes),
         store=ContentStore(tmp / name),
+        spill=SpillDir(tmp / f"{name}-spill"),
         box_key=box,
         metrics=RoundMetrics(),
         gossip=Recorder(),
@@ -126,9 +130,10 @@ def _round(
     )
 
 
-def _shapes(m: dict[str, torch.Tensor]) -> UpdateForm:
-    """The dense update form of ``m``'s layout."""
-    return update_form(m, AggregationSettings())
+def _shapes(m: dict[str, torch.Tensor]) -> voter.Opening:
+    """What a dense update of ``m``'s layout must be."""
+    form = update_form(m, AggregationSettings())
+    return voter.Opening(form, layout_of(m), form.blob_size)
 
 
 def test_finding4_envelope_size_is_exact_for_the_model_shapes(tmp_path: Path) -> None:
@@ -159,7 +164,7 @@ def test_finding4_oversized_size_claim_rejects_the_seat_without_fetching(
             up = UpdateView(True, b"\x01" * 32, b"\x02" * 32, claim)
             _round(chain, prop, [v], Phase.TRAIN, up, trio.current_time() + 100)
             s = voter.SeatInput(0, prop.wallet)
-            await voter._collect_seat(v.ctx, R, s, _shapes(base), size)
+            await voter._collect_seat(v.ctx, R, s, _shapes(base))
             assert s.wrong_size and s.update is None and s.failed == "wrong_size"
 
     trio.run(main)
@@ -188,7 +193,7 @@ def test_finding4_stalled_blob_fetch_ends_at_the_collection_deadline(
         commit_end = trio.current_time() + 10 + COMMIT_SECONDS
         deadline = commit_end - max(4.0, 0.4 * COMMIT_SECONDS)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(voter._collect_seat, v.ctx, R, s, _shapes(base), size)
+            nursery.start_soon(voter._collect_seat, v.ctx, R, s, _shapes(base))
             await trio.sleep(10)
             # ... and is still running when the commit phase begins
             _round(chain, prop, [v], Phase.COMMIT, up, commit_end)
@@ -232,7 +237,7 @@ def test_finding9_a_relayed_key_opens_a_seat_the_proposer_did_not_wrap_for(
     async def collect(n: Node) -> voter.SeatInput:
         s = voter.SeatInput(0, prop.wallet)
         with trio.move_on_after(5):
-            await voter._collect_seat(n.ctx, R, s, _shapes(update), sealed.size)
+            await voter._collect_seat(n.ctx, R, s, _shapes(update))
         return s
 
     async def main() -> None:
@@ -248,7 +253,41 @@ def test_finding9_a_relayed_key_opens_a_seat_the_proposer_did_not_wrap_for(
             n.ctx.inbox.on_message(Received(a.peer, relay))
             s = await collect(n)
             assert s.update is not None, s.failed
-            assert all(torch.equal(s.update[k], update[k]) for k in update)
+            layout = layout_of(update)
+            n = layout.sizes[WEIGHTS]
+            sent = ModelFlat(update, layout, "sent").read(WEIGHTS, 0, n)
+            assert np.array_equal(s.update.read(WEIGHTS, 0, n), sent)
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def test_a_dense_update_with_another_dtype_is_left_out_not_aggregated(tmp_path: Path) -> None:
+    """In a model with a counter (mixed dtypes), int32 in a float32 entry has the
+    same blob size and shapes; without the dtype check every voter's aggregation
+    raised, and no honest vote was cast."""
+    prop, (a,), chain = _cluster(tmp_path, 1)
+    base = {**_model(), "bn.num_batches_tracked": torch.tensor(3)}
+    name = "0.weight"
+    update = {k: torch.zeros_like(t) for k, t in base.items()}
+    update[name] = torch.ones(base[name].shape, dtype=torch.int32)
+    with a.ctx.store.writer() as w:
+        sealed = seal_update(
+            update, w, sender=prop.box.private, recipients=[PublicKey(a.box.public_bytes)]
+        )
+        w.commit()
+    assert sealed.size == update_blob_size(base)
+    up = UpdateView(True, sealed.update_hash, sealed.blob_id, sealed.size)
+    wraps = KeyWraps(
+        R, sealed.blob_id, tuple(WireKeyWrap(x.recipient, x.sealed) for x in sealed.wraps)
+    )
+
+    async def main() -> None:
+        _round(chain, prop, [a], Phase.COMMIT, up, trio.current_time() + 30)
+        a.ctx.inbox.on_message(Received(prop.peer, wraps))
+        s = voter.SeatInput(0, prop.wallet)
+        await voter._collect_seat(a.ctx, R, s, _shapes(base))  # ends at the deadline
+        assert s.update is None
+        assert s.failed.startswith("envelope: not an update of the model") and name in s.failed
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
@@ -282,7 +321,7 @@ def test_relays_from_non_voters_and_bad_relays_are_not_used(tmp_path: Path) -> N
             )
         )
         s = voter.SeatInput(0, prop.wallet)
-        await voter._collect_seat(b.ctx, R, s, _shapes(update), sealed.size)  # ends at the deadline
+        await voter._collect_seat(b.ctx, R, s, _shapes(update))  # ends at the deadline
         assert s.update is None and s.failed.startswith("envelope")
         assert b.ctx.gossip.sent == []
 
