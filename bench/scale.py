@@ -1,7 +1,7 @@
 """What the protocol costs as models grow, and what compression saves: real clusters.
 
     .venv/bin/python bench/scale.py [--sizes 1,25] [--compressions none,int8,topk]
-        [--nodes 6] [--rounds 3] [--digits-rounds 20] [--skip-digits] [--json]
+        [--nodes 6] [--rounds 3] [--digits-rounds 20] [--skip-digits] [--keep] [--json]
 
 For each model size (the built-in ``wide-mlp-<mb>mb`` tasks: the digits data
 through one wide hidden layer, two local steps a round, so the protocol
@@ -68,7 +68,14 @@ def _median(xs: list[float]) -> float | None:
 
 
 def run_case(
-    task: str, model_mb: float, compression: str, nodes: int, rounds: int, seconds: int, log: Any
+    task: str,
+    model_mb: float,
+    compression: str,
+    nodes: int,
+    rounds: int,
+    seconds: int,
+    log: Any,
+    keep: bool = False,
 ) -> dict[str, Any]:
     spec = ClusterSpec(
         nodes=nodes,
@@ -123,7 +130,10 @@ def run_case(
         }
     finally:
         down(state)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if keep:
+            log(f"case {task} {compression}: nodes' data dirs and logs kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main() -> None:
@@ -135,6 +145,7 @@ def main() -> None:
     p.add_argument("--seconds-per-mb", type=float, default=0.4, help="added to train/commit")
     p.add_argument("--digits-rounds", type=int, default=20)
     p.add_argument("--skip-digits", action="store_true")
+    p.add_argument("--keep", action="store_true", help="keep each case's cluster directory")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
@@ -143,10 +154,11 @@ def main() -> None:
     for mb in [int(x) for x in args.sizes.split(",") if x]:
         for c in compressions:
             extra = int(args.seconds_per_mb * mb)
-            cases.append(run_case(f"wide-mlp-{mb}mb", mb, c, args.nodes, args.rounds, extra, log))
+            task = f"wide-mlp-{mb}mb"
+            cases.append(run_case(task, mb, c, args.nodes, args.rounds, extra, log, args.keep))
     if not args.skip_digits:
         for c in compressions:
-            cases.append(run_case("digits-cnn", 0.04, c, 10, args.digits_rounds, 0, log))
+            cases.append(run_case("digits-cnn", 0.04, c, 10, args.digits_rounds, 0, log, args.keep))
     if args.json:
         print(json.dumps({"cases": cases}))
     else:
