@@ -257,8 +257,9 @@ class Learner:
         model = build_model(self.task.build_model, global_state, self.settings.init_seed)
         settings = self.settings.for_round(round_no)
         metrics = self.task.train(model, data, settings, seed, self.device)
-        trained = model_state(model.cpu(), list(global_state))
-        update = state_delta(trained, global_state)
+        # the model's own tensors: the delta is the only new copy of the model
+        update = state_delta(model_state(model.cpu(), list(global_state), copy=False), global_state)
+        del model
         return TrainResult(update, time.perf_counter() - start, len(data), dict(metrics or {}))
 
     def evaluate(self, state: Mapping[str, torch.Tensor], split: SplitName = "val") -> Evaluation:

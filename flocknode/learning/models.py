@@ -44,8 +44,10 @@ def load_model_factory(spec: str) -> ModelFactory:
     return factory
 
 
-def model_state(model: nn.Module, names: Sequence[str] | None = None) -> State:
-    """A detached copy of the model's state (``names`` only, if given); refuses other dtypes."""
+def model_state(model: nn.Module, names: Sequence[str] | None = None, copy: bool = True) -> State:
+    """A detached copy of the model's state (``names`` only, if given); refuses other dtypes.
+
+    ``copy=False``: the model's own tensors, detached (they change with the model)."""
     full = model.state_dict()
     state: State = {}
     for name in full if names is None else names:
@@ -55,7 +57,7 @@ def model_state(model: nn.Module, names: Sequence[str] | None = None) -> State:
         if t.dtype not in STATE_DTYPES:
             allowed = ", ".join(str(d).removeprefix("torch.") for d in STATE_DTYPES)
             raise PluginError(f"model state {name!r} is {t.dtype}; state entries must be {allowed}")
-        state[name] = t.detach().clone()
+        state[name] = t.detach().clone() if copy else t.detach()
     if not state:
         raise PluginError("model has no state to exchange")
     return state

@@ -25,7 +25,7 @@ import torch
 import trio
 from libp2p.peer.id import ID
 
-from flocknode.crypto import iter_canonical, parse_canonical
+from flocknode.crypto import CanonicalReader, iter_canonical
 from flocknode.p2p.content import FileSink
 from flocknode.p2p.fetch import FetchFailed, fetch
 from flocknode.p2p.framing import PROTOCOL_MODEL
@@ -41,6 +41,7 @@ MAX_MODEL_BYTES = 2 << 30
 # from the store again when needed).
 CACHE = 3
 CACHE_BYTES = 128 << 20
+READ_PIECE = 1 << 20
 # A holder has SETUP seconds to answer (dial, negotiate, the size and hash) and
 # must then deliver the model at HOLDER_RATE on average; it never gets more
 # than SHARE of the time left, so one bad holder cannot use up the deadline.
@@ -91,7 +92,12 @@ class ModelBook:
         if model_hash in self._cache:
             self._cache.move_to_end(model_hash)
             return self._cache[model_hash]
-        state = parse_canonical(self.store.read_bytes(model_hash), max_bytes=MAX_MODEL_BYTES)
+        # fed in pieces: the bytes land in the tensors, never all in memory twice
+        reader = CanonicalReader(max_bytes=MAX_MODEL_BYTES)
+        with self.store.open(model_hash) as f:
+            while piece := f.read(READ_PIECE):
+                reader.feed(piece)
+        state = reader.finish()
         self._remember(model_hash, state)
         return state
 

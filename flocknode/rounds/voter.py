@@ -14,7 +14,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -235,10 +235,11 @@ async def _decide_on(
     size = form.blob_size
     scale = round_scale(ctx.settings, r, base)  # at the round's learning rate
     seats = [SeatInput(i, p) for i, p in enumerate(view.proposers)]
+    opening = Opening(form, layout, size)
     # Prefetch ciphertext while the proposers train; open once the train phase closed.
     async with trio.open_nursery() as nursery:
         for s in seats:
-            nursery.start_soon(_collect_seat, ctx, r, s, Opening(form, layout, size))
+            nursery.start_soon(_collect_seat, ctx, r, s, opening)
     included = [s for s in seats if s.update is not None]
     updates = [s.update for s in included if s.update is not None]
     # A size claim other than the envelope size is on chain for every voter to see:
@@ -298,6 +299,8 @@ class Opening:
     form: UpdateForm
     layout: Layout
     size: int
+    # one update decoded in memory at a time (each is written to disk, then dropped)
+    limiter: trio.Lock = field(default_factory=trio.Lock)
 
 
 async def _collect_seat(ctx: VoterDeps, r: int, s: SeatInput, expect: Opening) -> None:
@@ -346,23 +349,25 @@ async def _collect_seat(ctx: VoterDeps, r: int, s: SeatInput, expect: Opening) -
             fetch_failed = not blob_ready
         elif isinstance(action, m.Open):
             _origin, sender_box, wrapped = action.wrap
-            t0 = time.monotonic()
-            try:
-                s.update, key = await trio.to_thread.run_sync(
-                    _open, ctx, up, wrapped, sender_box, expect, ctx.spill.seat(r, s.seat)
-                )
-            except EnvelopeError as e:
-                # another wrap (a relay) may still open it: not final before the deadline
-                s.failed = f"envelope: {e}"
-                tried.add(action.wrap)
-                continue
-            except (KeyError, FileNotFoundError):
-                # the blob left the store since the fetch (pruned: an old blob id
-                # replayed): fetch it again, as for any blob not held
-                blob_ready = False
-                continue
-            finally:
-                s.open_seconds += time.monotonic() - t0
+            spill_to = ctx.spill.seat(r, s.seat)
+            async with expect.limiter:
+                t0 = time.monotonic()
+                try:
+                    s.update, key = await trio.to_thread.run_sync(
+                        _open, ctx, up, wrapped, sender_box, expect, spill_to
+                    )
+                except EnvelopeError as e:
+                    # another wrap (a relay) may still open it: not final before the deadline
+                    s.failed = f"envelope: {e}"
+                    tried.add(action.wrap)
+                    continue
+                except (KeyError, FileNotFoundError):
+                    # the blob left the store since the fetch (pruned: an old blob id
+                    # replayed): fetch it again, as for any blob not held
+                    blob_ready = False
+                    continue
+                finally:
+                    s.open_seconds += time.monotonic() - t0
             await _relay(ctx, v, up.blob_id, key)
             return
         else:
