@@ -20,7 +20,10 @@ nodes' task code in-process), then ``digits-cnn`` with 10 nodes over
   the round open to its finalization). Transfers and the chain's share are
   not separated yet: they are the rest of a round, with waits in between;
 - ``idle_rss_mb`` (the largest node RSS once every node is up, before round
-  1) and ``peak_rss_mb_max`` (the largest node peak RSS, VmHWM, at the end);
+  1) and ``peak_rss_mb_max`` (the largest node peak RSS, VmHWM, at the end),
+  also over the nodes that proposed in some round (``peak_rss_mb_proposers``:
+  training, Adam's state included) and those that only voted
+  (``peak_rss_mb_voters_only``; ``null`` when every node proposed);
 - ``accuracy`` (the last round's test accuracy), ``rounds_finalized``,
   ``rounds_accepted``, ``slashed``.
 
@@ -67,6 +70,10 @@ def _median(xs: list[float]) -> float | None:
     return round(statistics.median(xs), 3) if xs else None
 
 
+def _peak(xs: list[float]) -> float | None:
+    return round(max(xs), 1) if xs else None
+
+
 def run_case(
     task: str,
     model_mb: float,
@@ -102,7 +109,13 @@ def run_case(
         idle = max(peak_rss_mb(n.pid, "VmRSS") for n in state.nodes)
         monitor = Monitor(state, progress=log)
         finished = monitor.run(timeout=120 + (60 + 3 * seconds) * rounds)
-        peak = max(peak_rss_mb(n.pid) for n in state.nodes)
+        peaks = {n.name: peak_rss_mb(n.pid) for n in state.nodes}
+        proposed = {
+            n.name
+            for n in state.nodes
+            for s in monitor.rounds
+            if journal(Path(n.data_dir), s.round).get("role") == "proposer"
+        }
         work: dict[str, list[float]] = {k: [] for k in WORK}
         for s in monitor.rounds:
             notes = [journal(Path(n.data_dir), s.round).get("notes", {}) for n in state.nodes]
@@ -124,7 +137,9 @@ def run_case(
             **{f"{k.removesuffix('_seconds')}_s_median": _median(v) for k, v in work.items()},
             "round_s_median": _median([s.seconds for s in monitor.rounds]),
             "idle_rss_mb": round(idle, 1),
-            "peak_rss_mb_max": round(peak, 1),
+            "peak_rss_mb_max": round(max(peaks.values()), 1),
+            "peak_rss_mb_proposers": _peak([v for k, v in peaks.items() if k in proposed]),
+            "peak_rss_mb_voters_only": _peak([v for k, v in peaks.items() if k not in proposed]),
             "slashed": sum(len(s.slashed) for s in monitor.rounds),
             "seconds": round(time.monotonic() - t0, 1),
         }
