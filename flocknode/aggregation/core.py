@@ -87,7 +87,7 @@ import numpy.typing as npt
 import torch
 
 from flocknode.aggregation import rules
-from flocknode.aggregation.numeric import F64, SORT_BLOCK, exact_sum_of, lower_median
+from flocknode.aggregation.numeric import F64, SORT_BLOCK, lower_median, square_sum
 from flocknode.aggregation.settings import AggregationSettings
 
 Model = Mapping[str, torch.Tensor]
@@ -218,13 +218,15 @@ class ModelFlat:
         self._flat = {name: model[name].detach().cpu().reshape(-1) for name, _, _ in layout.entries}
 
     def read(self, kind: str, start: int, stop: int) -> F64:
-        parts: list[F64] = [np.zeros(0)]
+        parts: list[F64] = []
         for span, a, b in self._layout.pieces(kind, start, stop):
             t = self._flat[span.name][a:b]
             if span.dtype == torch.bfloat16:
                 t = t.to(torch.float32)
             parts.append(t.numpy().astype(np.float64))
-        return np.concatenate(parts)
+        if len(parts) == 1:  # a block inside one entry: no second copy
+            return parts[0]
+        return np.concatenate(parts) if parts else np.zeros(0)
 
     def integers(self) -> Ints:
         return [
@@ -436,11 +438,11 @@ def _rule(
         n = len(kept)
         dist = [[0.0] * n for _ in range(n)]
         for i, j in itertools.combinations(range(n), 2):
-            pairs = (
-                (kept[i].read(WEIGHTS, a, b), kept[j].read(WEIGHTS, a, b)) for a, b in _blocks(size)
+            diffs = (
+                kept[i].read(WEIGHTS, a, b) - kept[j].read(WEIGHTS, a, b) for a, b in _blocks(size)
             )
-            dist[i][j] = dist[j][i] = exact_sum_of((x - y) ** 2 for x, y in pairs)
-        chosen = rules.krum_select_from(dist, krum_budget(s.krum_f, rejected), s.krum_m)
+            dist[i][j] = dist[j][i] = square_sum(diffs)
+        chosen = rules.krum_select(dist, krum_budget(s.krum_f, rejected), s.krum_m)
         picked = [kept[i] for i in chosen]
         return (lambda a, b: rules.fedavg([f.read(WEIGHTS, a, b) for f in picked])), chosen
     if s.rule == "centered_clip":
@@ -450,9 +452,7 @@ def _rule(
         for _ in range(s.clip_iterations):
             norms = [
                 math.sqrt(
-                    exact_sum_of(
-                        (f.read(WEIGHTS, a, b) - centre.read(a, b)) ** 2 for a, b in _blocks(size)
-                    )
+                    square_sum(f.read(WEIGHTS, a, b) - centre.read(a, b) for a, b in _blocks(size))
                 )
                 for f in kept
             ]
@@ -528,15 +528,15 @@ def _check_finite(f: Flat, layout: Layout, who: str, kind: str) -> None:
 
 
 def _norm(f: Flat, layout: Layout, who: str) -> float:
-    """The weights' L2 norm (exact sum of squares), checking every value is finite."""
+    """The weights' L2 norm, checking every value is finite."""
 
-    def squares() -> Iterator[F64]:
+    def values() -> Iterator[F64]:
         for a, b in _blocks(layout.sizes[WEIGHTS]):
             v = f.read(WEIGHTS, a, b)
             _finite(v, layout, WEIGHTS, a, who)
-            yield v * v
+            yield v
 
-    return math.sqrt(exact_sum_of(squares()))
+    return math.sqrt(square_sum(values()))
 
 
 def _integer_step(base: Ints, deltas: list[Ints]) -> Ints:

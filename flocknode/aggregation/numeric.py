@@ -35,11 +35,6 @@ F64 = npt.NDArray[np.float64]
 SORT_BLOCK = 1 << 16
 
 
-def exact_sum(values: F64) -> float:
-    """The correctly rounded sum of a float64 vector, independent of order."""
-    return exact_sum_of([values])
-
-
 def exact_sum_of(blocks: Iterable[F64]) -> float:
     """The correctly rounded sum of all values of all ``blocks`` (one exact sum, so
     the same bits however a vector is cut into blocks); holds one list of
@@ -51,15 +46,10 @@ def exact_sum_of(blocks: Iterable[F64]) -> float:
     )
 
 
-def l2_norm(v: F64) -> float:
-    """L2 norm: squares elementwise (exact for float32-origin values), exact sum, sqrt."""
-    return math.sqrt(exact_sum(v * v))
-
-
-def sq_distance(a: F64, b: F64) -> float:
-    """Squared Euclidean distance with an exactly rounded sum of the squared differences."""
-    d = a - b
-    return exact_sum(d * d)
+def square_sum(blocks: Iterable[F64]) -> float:
+    """The exact sum of the squares of all values of all ``blocks`` (each square
+    correctly rounded): a squared L2 norm or distance, fed a block at a time."""
+    return exact_sum_of(b * b for b in blocks)
 
 
 def lower_median(values: Sequence[float]) -> float:

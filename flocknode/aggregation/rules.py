@@ -1,8 +1,12 @@
-"""The aggregation rules on flat float64 vectors, one per update, in seat order.
+"""The aggregation rules' arithmetic on float64 coordinates, one array per update, in seat order.
 
-Each rule takes the updates that survived the norm check and returns the
-aggregate update (float64; the caller adds it to the old global and rounds to
-float32). Definitions, fixed here so that every voter computes the same bits:
+The coordinate-wise rules take the same coordinates (a block) of each update
+that survived the norm check and return the aggregate update's coordinates
+(float64; the caller adds them to the old global and rounds to float32).
+multi_krum and centered_clip also need sums over whole vectors (distances,
+norms): ``core`` computes those exactly, block by block, and hands them to
+``krum_select`` and ``clip_step``. Definitions, fixed here so that every voter
+computes the same bits:
 
 - ``fedavg``: the mean with equal weights, summed in seat order.
 - ``median``: coordinate-wise; for an even count the mean of the two middle
@@ -34,10 +38,8 @@ import numpy as np
 from flocknode.aggregation.numeric import (
     F64,
     SORT_BLOCK,
-    l2_norm,
     seat_order_mean,
     sorted_block,
-    sq_distance,
 )
 
 
@@ -84,17 +86,7 @@ def trimmed_mean(vectors: Sequence[F64], trim_ratio: float) -> F64:
     return out
 
 
-def krum_scores(vectors: Sequence[F64], f: int) -> list[float]:
-    """Each update's Krum score: the exact sum of its ``k`` smallest squared distances."""
-    n = len(vectors)
-    dist = [[0.0] * n for _ in range(n)]
-    for i in range(n):
-        for j in range(i + 1, n):
-            dist[i][j] = dist[j][i] = sq_distance(vectors[i], vectors[j])
-    return krum_scores_from(dist, f)
-
-
-def krum_scores_from(dist: Sequence[Sequence[float]], f: int) -> list[float]:
+def krum_scores(dist: Sequence[Sequence[float]], f: int) -> list[float]:
     """Krum scores from the squared distances between the updates (``dist[i][j]``)."""
     n = len(dist)
     if n < 2:
@@ -103,37 +95,16 @@ def krum_scores_from(dist: Sequence[Sequence[float]], f: int) -> list[float]:
     return [math.fsum(sorted(dist[i][j] for j in range(n) if j != i)[:k]) for i in range(n)]
 
 
-def krum_select(vectors: Sequence[F64], f: int, m: int | None) -> list[int]:
-    """Positions (ascending) of the updates multi-Krum averages."""
-    n = len(vectors)
-    dist = [[0.0] * n for _ in range(n)]
-    for i in range(n):
-        for j in range(i + 1, n):
-            dist[i][j] = dist[j][i] = sq_distance(vectors[i], vectors[j])
-    return krum_select_from(dist, f, m)
-
-
-def krum_select_from(dist: Sequence[Sequence[float]], f: int, m: int | None) -> list[int]:
-    """``krum_select`` from the squared distances between the updates."""
+def krum_select(dist: Sequence[Sequence[float]], f: int, m: int | None) -> list[int]:
+    """Positions (ascending) of the updates multi-Krum averages, from the squared
+    distances between the updates."""
     n = len(dist)
     if n == 0:
         return []
-    scores = krum_scores_from(dist, f)
+    scores = krum_scores(dist, f)
     count = min(max(m if m is not None else n - f, 1), n)
     best = sorted(range(n), key=lambda i: (scores[i], i))[:count]
     return sorted(best)
-
-
-def multi_krum(vectors: Sequence[F64], f: int, m: int | None) -> tuple[F64, list[int]]:
-    chosen = krum_select(vectors, f, m)
-    return seat_order_mean([vectors[i] for i in chosen]), chosen
-
-
-def centered_clip(vectors: Sequence[F64], tau: float, iterations: int) -> F64:
-    v = median(vectors)
-    for _ in range(iterations):
-        v = clip_step(vectors, v, [l2_norm(x - v) for x in vectors], tau)
-    return v
 
 
 def clip_step(vectors: Sequence[F64], v: F64, norms: Sequence[float], tau: float) -> F64:
@@ -149,15 +120,11 @@ def clip_step(vectors: Sequence[F64], v: F64, norms: Sequence[float], tau: float
 
 
 __all__ = [
-    "centered_clip",
     "clip_step",
     "fedavg",
     "krum_scores",
-    "krum_scores_from",
     "krum_select",
-    "krum_select_from",
     "median",
-    "multi_krum",
     "trim_count",
     "trimmed_mean",
 ]

@@ -67,7 +67,7 @@ class SpilledUpdate:
         return values.astype(np.float64)
 
     def integers(self) -> Ints:
-        return [a.copy() for a in self._ints]
+        return self._ints
 
 
 class FileScratch:
