@@ -251,3 +251,19 @@ def test_sgd_by_epochs_also_trains() -> None:
     g = lr.initial_state()
     after = lr.evaluate(apply_update(g, lr.train(g, seed=0).update), "train")
     assert after.accuracy > lr.evaluate(g, "train").accuracy + 0.4
+
+
+def test_evaluation_in_batches_counts_every_sample_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The split goes through the model EVAL_BATCH samples at a time (activations,
+    not the split, bound memory); the figures are those of one pass."""
+    from flocknode.learning import train as train_mod
+
+    torch.manual_seed(0)
+    model = digits_mlp()
+    data = Samples(torch.randn(45, 64), torch.randint(0, 10, (45,)))
+    whole = train_mod.evaluate_classifier(model, data)
+    monkeypatch.setattr(train_mod, "EVAL_BATCH", 7)  # 6 full batches and one of 3
+    parts = train_mod.evaluate_classifier(model, data)
+    assert parts.metrics["correct"] == whole.metrics["correct"] and parts.samples == 45
+    for k in ("loss", "brier"):
+        assert parts.metrics[k] == pytest.approx(whole.metrics[k], rel=1e-6)
