@@ -300,7 +300,7 @@ class Opening:
     layout: Layout
     size: int
     # one update decoded in memory at a time (each is written to disk, then dropped)
-    limiter: trio.Lock = field(default_factory=trio.Lock)
+    open_lock: trio.Lock = field(default_factory=trio.Lock)
 
 
 async def _collect_seat(ctx: VoterDeps, r: int, s: SeatInput, expect: Opening) -> None:
@@ -350,7 +350,7 @@ async def _collect_seat(ctx: VoterDeps, r: int, s: SeatInput, expect: Opening) -
         elif isinstance(action, m.Open):
             _origin, sender_box, wrapped = action.wrap
             spill_to = ctx.spill.seat(r, s.seat)
-            async with expect.limiter:
+            async with expect.open_lock:
                 t0 = time.monotonic()
                 try:
                     s.update, key = await trio.to_thread.run_sync(
