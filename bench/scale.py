@@ -14,11 +14,14 @@ nodes' task code in-process), then ``digits-cnn`` with 10 nodes over
   rounds of what the nodes served, blobs and models, divided by the nodes);
 - from the nodes' journals, medians over proposers or voters and rounds:
   ``train_s_median``, ``seal_s_median`` (packing, error feedback, encrypting,
-  storing), ``open_s_median`` (a voter's decrypting, parsing and decoding,
-  summed over its seats), ``aggregate_s_median`` (the norm check and the rule),
-  ``eval_s_median`` (scoring); ``round_s_median`` (from the monitor seeing
-  the round open to its finalization). Transfers and the chain's share are
-  not separated yet: they are the rest of a round, with waits in between;
+  storing), ``transfer_s_median`` (a voter's fetches of the round's blobs,
+  side by side: the first fetch's start to the last blob's arrival),
+  ``open_s_median`` (a voter's decrypting, parsing and decoding, summed over
+  its seats), ``aggregate_s_median`` (the norm check and the rule),
+  ``eval_s_median`` (scoring), ``chain_s_median`` (a node's own transactions
+  of the round until mined: submitUpdate, or commitVote plus revealVote);
+  ``round_s_median`` (from the monitor seeing the round open to its
+  finalization; the rest of a round is waiting for a phase to end);
 - ``idle_rss_mb`` (the largest node RSS once every node is up, before round
   1) and ``peak_rss_mb_max`` (the largest node peak RSS, VmHWM, at the end),
   also over the nodes that proposed in some round (``peak_rss_mb_proposers``:
@@ -61,9 +64,18 @@ COMPRESSION = {
 }
 
 
-# journal notes: the proposer's training and sealing, the voter's opening
+# journal notes: the proposer's training and sealing, the voter's fetching, opening
 # (decrypt, parse, decode; summed over seats), aggregation and scoring
-WORK = ("train_seconds", "seal_seconds", "open_seconds", "aggregate_seconds", "eval_seconds")
+WORK = (
+    "train_seconds",
+    "seal_seconds",
+    "transfer_seconds",
+    "open_seconds",
+    "aggregate_seconds",
+    "eval_seconds",
+)
+# and the role's transactions of the round, summed into "chain"
+CHAIN = ("submit_seconds", "commit_seconds", "reveal_seconds")
 
 
 def _median(xs: list[float]) -> float | None:
@@ -116,11 +128,16 @@ def run_case(
             for s in monitor.rounds
             if journal(Path(n.data_dir), s.round).get("role") == "proposer"
         }
-        work: dict[str, list[float]] = {k: [] for k in WORK}
+        work: dict[str, list[float]] = {k: [] for k in (*WORK, "chain_seconds")}
         for s in monitor.rounds:
             notes = [journal(Path(n.data_dir), s.round).get("notes", {}) for n in state.nodes]
             for k in WORK:
                 work[k] += [float(x[k]) for x in notes if k in x]
+            work["chain_seconds"] += [
+                sum(float(x[k]) for k in CHAIN if k in x)
+                for x in notes
+                if any(k in x for k in CHAIN)
+            ]
         last = monitor.rounds[-1] if monitor.rounds else None
         return {
             "task": task,

@@ -29,6 +29,7 @@ from flocknode.p2p.messages import KeyWraps, UpdateAnnounce, WireKeyWrap
 from flocknode.rounds import proposer_machine as m
 from flocknode.rounds.context import RoleReads
 from flocknode.rounds.update_form import send_cap
+from flocknode.store.journal import noted_seconds
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ async def _submit(ctx: ProposerDeps, r: int, seat: int) -> tuple[str, bool]:
     """Send submitUpdate for the journaled update; the refusal reason ("" on success)
     and whether it was WrongPhase."""
     rec = ctx.journal.get(r)
+    t0 = time.monotonic()
     try:
         await ctx.client.submit_update(
             r, bytes.fromhex(rec.update_hash), bytes.fromhex(rec.blob_id), rec.blob_size
@@ -141,7 +143,8 @@ async def _submit(ctx: ProposerDeps, r: int, seat: int) -> tuple[str, bool]:
     except ContractRevert as e:
         if e.name != "AlreadySubmitted":
             return str(e), e.name == "WrongPhase"
-    await ctx.journal.update_async(r, submitted=True)
+    noted = noted_seconds(rec.notes, "submit_seconds", t0)
+    await ctx.journal.update_async(r, submitted=True, notes=noted)
     log.info("update submitted round=%d seat=%d blob=%s", r, seat, rec.blob_id[:12])
     return "", False
 

@@ -41,7 +41,7 @@ from flocknode.rounds import voter_machine as m
 from flocknode.rounds.context import RoleReads
 from flocknode.rounds.inbox import Inbox
 from flocknode.rounds.update_form import UpdateForm, round_scale, update_form
-from flocknode.store.journal import VoteRecord
+from flocknode.store.journal import VoteRecord, noted_seconds
 from flocknode.store.spill import SpillDir, SpilledUpdate
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,9 @@ class SeatInput:
     failed: str = ""  # a final reason to leave the seat out
     wrong_size: bool = False  # the size claimed on chain is not the model's envelope size
     open_seconds: float = 0.0  # decrypting, parsing and decoding its blob
+    # monotonic times of its first fetch's start and its blob's arrival (None: never fetched)
+    fetch_started: float | None = None
+    fetched_at: float | None = None
 
 
 class VoterDeps(RoleReads, Protocol):
@@ -182,25 +185,29 @@ def _vote_args(vote: VoteRecord) -> tuple[bytes, int, int, int, int, bytes]:
 
 async def _commit(ctx: VoterDeps, r: int, vote: VoteRecord) -> str:
     """Send commitVote; the refusal reason, or "" once committed (journaled)."""
+    t0 = time.monotonic()
     try:
         c = await ctx.client.vote_commitment(r, ctx.wallet, *_vote_args(vote))
         await ctx.client.commit_vote(r, c)
     except ContractRevert as e:
         if e.name != "AlreadyCommitted":
             return str(e)
-    await ctx.journal.update_async(r, committed=True)
+    noted = noted_seconds(ctx.journal.get(r).notes, "commit_seconds", t0)
+    await ctx.journal.update_async(r, committed=True, notes=noted)
     log.info("vote committed round=%d hash=%s", r, vote.aggregate_hash[:12])
     return ""
 
 
 async def _reveal(ctx: VoterDeps, r: int, vote: VoteRecord) -> str:
     """Send revealVote; the refusal reason, or "" once revealed (journaled)."""
+    t0 = time.monotonic()
     try:
         await ctx.client.reveal_vote(r, *_vote_args(vote))
     except ContractRevert as e:
         if e.name != "AlreadyRevealed":
             return str(e)
-    await ctx.journal.update_async(r, revealed=True)
+    noted = noted_seconds(ctx.journal.get(r).notes, "reveal_seconds", t0)
+    await ctx.journal.update_async(r, revealed=True, notes=noted)
     log.info("vote revealed round=%d", r)
     return ""
 
@@ -263,6 +270,7 @@ async def _decide_on(
     t_aggregated = time.monotonic()
     score, flags = await _score(ctx, base, result.model, included, set(result.no_work))
     timings = {
+        "transfer_seconds": transfer_seconds(seats),
         "open_seconds": sum(s.open_seconds for s in seats),
         "aggregate_seconds": t_aggregated - t_collected,
         "eval_seconds": time.monotonic() - t_aggregated,
@@ -290,6 +298,14 @@ async def _decide_on(
         agg_hash.hex()[:12],
     )
     return vote, timings
+
+
+def transfer_seconds(seats: Iterable[SeatInput]) -> float:
+    """Wall time the round's fetched blobs took to arrive: from the first fetch's
+    start to the last blob held (fetches run side by side; 0 if none was fetched)."""
+    spans = [(s.fetch_started, s.fetched_at) for s in seats]
+    done = [(a, b) for a, b in spans if a is not None and b is not None]
+    return max(b for _, b in done) - min(a for a, _ in done) if done else 0.0
 
 
 @dataclass(frozen=True)
@@ -345,8 +361,12 @@ async def _collect_seat(ctx: VoterDeps, r: int, s: SeatInput, expect: Opening) -
             fetch_one = functools.partial(
                 _fetch_blob, ctx, r, up.blob_id, expect.size, member.peer_id
             )
+            if s.fetch_started is None:
+                s.fetch_started = time.monotonic()
             blob_ready = await _until_collect_deadline(ctx, r, fetch_one)
             fetch_failed = not blob_ready
+            if blob_ready:
+                s.fetched_at = time.monotonic()
         elif isinstance(action, m.Open):
             _origin, sender_box, wrapped = action.wrap
             spill_to = ctx.spill.seat(r, s.seat)

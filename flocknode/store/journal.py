@@ -19,6 +19,7 @@ import json
 import os
 import re
 import threading
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,12 @@ class RoundRecord:
         vote = doc.pop("vote", None)
         rec = cls(**doc)
         return replace(rec, vote=VoteRecord(**vote)) if vote else rec
+
+
+def noted_seconds(notes: dict[str, Any], key: str, since: float) -> dict[str, Any]:
+    """``notes`` plus ``key``: the seconds since ``since`` (``time.monotonic``), a timing
+    for reports (bench/scale.py), never decided on."""
+    return {**notes, key: time.monotonic() - since}
 
 
 class Journal:

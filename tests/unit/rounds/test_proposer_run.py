@@ -131,6 +131,7 @@ async def test_trains_submits_announces_and_releases_wraps_only_after_train(
         assert times == pytest.approx([i * REANNOUNCE_SECONDS for i in range(5)])
         assert role.gossip.messages(KeyWraps) == []
         assert role.journal.get(R).submitted
+        assert role.journal.get(R).notes["submit_seconds"] >= 0  # for bench/scale.py
 
         role.gossip.sent.clear()
         set_round(role.feed, Phase.COMMIT, ps, vs)

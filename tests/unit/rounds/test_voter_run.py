@@ -135,6 +135,10 @@ async def test_one_round_proposer_and_voters_agree_commit_and_reveal(
     for rec in votes:
         assert rec.vote is not None
         assert (rec.vote.included_bits, rec.vote.rejected_bits) == (1, 0)
+    # the timings bench/scale.py reports: fetching, opening, aggregating, scoring, the chain
+    for rec in votes:
+        timed = ("transfer", "open", "aggregate", "eval", "commit", "reveal")
+        assert all(rec.notes[f"{k}_seconds"] >= 0 for k in timed)
     # each voter revealed what it committed
     for v, rec in zip(w.voters, votes, strict=True):
         assert rec.vote is not None
@@ -556,3 +560,14 @@ async def test_reveal_retries_end_at_the_reveal_deadline_of_a_view_that_never_mo
             blocks.cancel_scope.cancel()
     assert not v.journal.get(R).revealed
     assert 2 <= len(attempts) <= 25 and attempts[-1] - t0 >= 19
+
+
+def test_transfer_time_spans_the_first_fetch_to_the_last_blob() -> None:
+    seats = [
+        voter.SeatInput(0, "a", fetch_started=10.0, fetched_at=14.0),
+        voter.SeatInput(1, "b", fetch_started=11.0, fetched_at=17.5),
+        voter.SeatInput(2, "c", fetch_started=9.0),  # never arrived: not a transfer
+        voter.SeatInput(3, "d"),  # held already, or left out before fetching
+    ]
+    assert voter.transfer_seconds(seats) == 7.5
+    assert voter.transfer_seconds(seats[2:]) == 0.0
