@@ -257,6 +257,7 @@ class Learner:
         model = build_model(self.task.build_model, global_state, self.settings.init_seed)
         settings = self.settings.for_round(round_no)
         metrics = self.task.train(model, data, settings, seed, self.device)
+        model.zero_grad(set_to_none=True)  # gradients left by the task: a model's worth
         # the model's own tensors: the delta is the only new copy of the model
         update = state_delta(model_state(model.cpu(), list(global_state), copy=False), global_state)
         del model

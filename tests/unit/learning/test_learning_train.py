@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch import nn
 
+import flocknode.learning.train as train
 from flocknode.aggregation import apply_update
 from flocknode.learning import (
     DataError,
@@ -267,3 +268,25 @@ def test_evaluation_in_batches_counts_every_sample_once(monkeypatch: pytest.Monk
     assert parts.metrics["correct"] == whole.metrics["correct"] and parts.samples == 45
     for k in ("loss", "brier"):
         assert parts.metrics[k] == pytest.approx(whole.metrics[k], rel=1e-6)
+
+
+def test_adam_gives_torch_optims_bits_a_piece_of_a_parameter_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # the node's own Adam (no torch._dynamo import) steps a parameter in pieces so its
+    # temporaries stay small; elementwise, so the bits are torch.optim.Adam's
+    monkeypatch.setattr(train, "ADAM_PIECE", 7)
+    torch.manual_seed(0)
+    ours = nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 3))
+    theirs = nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 3))
+    theirs.load_state_dict(ours.state_dict())
+    opt = train._Optimizer(list(ours.parameters()), "adam", 0.01, 0.0)
+    ref = torch.optim.Adam(theirs.parameters(), lr=0.01, foreach=False)
+    x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
+    for _ in range(4):
+        for model, step in ((ours, opt.step), (theirs, ref.step)):
+            model.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(model(x), y).backward()
+            step()
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b)
