@@ -14,8 +14,8 @@ nodes' task code in-process), then ``digits-cnn`` with 10 nodes over
   rounds of what the nodes served, blobs and models, divided by the nodes);
 - from the nodes' journals, medians over proposers or voters and rounds:
   ``train_s_median``, ``seal_s_median`` (packing, error feedback, encrypting,
-  storing), ``transfer_s_median`` (a voter's fetches of the round's blobs,
-  side by side: the first fetch's start to the last blob's arrival),
+  storing), ``transfer_s_median`` (a voter's longest fetch of a blob of the
+  round, first attempt to arrival; the fetches run side by side),
   ``open_s_median`` (a voter's decrypting, parsing and decoding, summed over
   its seats), ``aggregate_s_median`` (the norm check and the rule),
   ``eval_s_median`` (scoring), ``chain_s_median`` (a node's own transactions

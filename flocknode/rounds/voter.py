@@ -301,11 +301,15 @@ async def _decide_on(
 
 
 def transfer_seconds(seats: Iterable[SeatInput]) -> float:
-    """Wall time the round's fetched blobs took to arrive: from the first fetch's
-    start to the last blob held (fetches run side by side; 0 if none was fetched)."""
-    spans = [(s.fetch_started, s.fetched_at) for s in seats]
-    done = [(a, b) for a, b in spans if a is not None and b is not None]
-    return max(b for _, b in done) - min(a for a, _ in done) if done else 0.0
+    """The longest fetch of the round's blobs, from its first attempt to the blob
+    held (fetches run side by side, each starting once its update is on chain;
+    0 if none was fetched)."""
+    spans = [
+        s.fetched_at - s.fetch_started
+        for s in seats
+        if s.fetch_started is not None and s.fetched_at is not None
+    ]
+    return max(spans, default=0.0)
 
 
 @dataclass(frozen=True)

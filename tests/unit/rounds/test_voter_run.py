@@ -562,12 +562,12 @@ async def test_reveal_retries_end_at_the_reveal_deadline_of_a_view_that_never_mo
     assert 2 <= len(attempts) <= 25 and attempts[-1] - t0 >= 19
 
 
-def test_transfer_time_spans_the_first_fetch_to_the_last_blob() -> None:
+def test_transfer_time_is_the_longest_fetch() -> None:
     seats = [
         voter.SeatInput(0, "a", fetch_started=10.0, fetched_at=14.0),
-        voter.SeatInput(1, "b", fetch_started=11.0, fetched_at=17.5),
+        voter.SeatInput(1, "b", fetch_started=12.0, fetched_at=17.5),
         voter.SeatInput(2, "c", fetch_started=9.0),  # never arrived: not a transfer
         voter.SeatInput(3, "d"),  # held already, or left out before fetching
     ]
-    assert voter.transfer_seconds(seats) == 7.5
+    assert voter.transfer_seconds(seats) == 5.5
     assert voter.transfer_seconds(seats[2:]) == 0.0
