@@ -23,6 +23,7 @@ from typing import Any
 import trio
 from eth_account.signers.local import LocalAccount
 
+from flocknode import malloc
 from flocknode.chain.client import AsyncTaskClient, TaskClient
 from flocknode.chain.errors import ChainError, ContractRevert
 from flocknode.chain.registry import multiaddr_text
@@ -581,6 +582,7 @@ class FlockNode:
 
 
 def run_node(cfg: NodeConfig) -> int:
+    malloc.tune()  # before any model-sized array (flocknode.malloc)
     prep = prepare(cfg)
     node = FlockNode(prep)
     try:

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO
 import torch
 from safetensors.torch import load, save
 
+from flocknode import malloc
 from flocknode.learning.factory import PluginError, load_callable
 from flocknode.learning.task import DataError
 from flocknode.worker.sandbox import WorkerSpec
@@ -103,6 +104,7 @@ def serve(spec: WorkerSpec, inp: BinaryIO, out: BinaryIO) -> None:
 
 
 def main() -> None:
+    malloc.tune()
     spec = WorkerSpec.from_json(sys.argv[1])
     _limit(spec)
     out = os.fdopen(os.dup(1), "wb")

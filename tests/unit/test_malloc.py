@@ -1,0 +1,61 @@
+"""``flocknode.malloc.tune``: model-sized blocks go back to the system when freed,
+even after a larger block raised glibc's dynamic mmap threshold."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from flocknode import malloc
+
+# a freed 30 MB block raises glibc's threshold to 30 MB; then 10 blocks of 20 MB
+# are made, all but the last freed: left in a heap, they cannot be given back
+# (the last one sits on top); each its own mapping, they all are
+_RETAINED = """
+import sys
+import numpy as np
+from flocknode import malloc
+if sys.argv[1] == "tuned":
+    assert malloc.tune()
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+big = np.ones(30 << 17)
+del big
+start = rss_mb()
+blocks = [np.ones(20 << 17) for _ in range(10)]
+last = blocks.pop()
+del blocks
+print(rss_mb() - start)
+"""
+
+
+def _retained_mb(mode: str) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run(
+        [sys.executable, "-c", _RETAINED, mode], env=env, capture_output=True, text=True, check=True
+    )
+    return float(out.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+def test_freed_temporaries_go_back_to_the_system() -> None:
+    if not _glibc():
+        pytest.skip("not glibc")
+    assert _retained_mb("default") > 150  # the heap kept the freed blocks
+    assert _retained_mb("tuned") < 30  # only the last block is still held
+
+
+def test_an_operators_own_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
+    assert malloc.tune() is False
+
+
+def _glibc() -> bool:
+    import ctypes.util
+
+    return (ctypes.util.find_library("c") or "").startswith("libc.so")
