@@ -3,7 +3,7 @@
     .venv/bin/python bench/exact_sum.py [--values 1000000] [--repeat 5]
 
 Every norm and pairwise distance the voters compute is one exact sum of
-squares (docs/protocol.md, "Aggregation determinism"); a 100 MB update's norm
+squares (docs/protocol.md, step 5); a 100 MB update's norm
 is 25M values. This times, on the same random float64 values, the best of
 ``--repeat`` runs of: ``exact_sum_of`` (per-exponent integer sums), the
 ``math.fsum`` it gives the same bits as (including the conversion to Python
