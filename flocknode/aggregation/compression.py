@@ -39,7 +39,7 @@ proposes, so nothing a proposer trained is dropped, only delayed.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +48,7 @@ import numpy.typing as npt
 import torch
 
 from flocknode.aggregation.core import FLOAT_DTYPES, INT_DTYPES, STAT_NAMES
+from flocknode.aggregation.numeric import square_sum
 from flocknode.aggregation.settings import AggregationSettings
 
 CHUNK = 4096
@@ -155,7 +156,9 @@ def _flat(model: Model, lay: Layout, part: str) -> F32:
         for name, _, dtype in lay
         if _part(name, dtype) == part
     ]
-    return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+    if not parts:
+        return np.zeros(0, np.float32)
+    return np.concatenate(parts).astype(np.float32, copy=False)
 
 
 Residual = dict[str, torch.Tensor]
@@ -183,9 +186,9 @@ def encode(
         lengths = _chunks(lay, part)
         if not lengths:
             continue
-        x = _flat(update, lay, part)
+        x = _flat(update, lay, part)  # a new array: the sums below work in it
         if residual is not None and part in residual and residual[part].numel() == x.size:
-            x = x + residual[part].numpy()
+            x += residual[part].numpy()
         wanted[part] = x
         if part == "s" or c.kind == "int8":
             q, s = _int8(x, lengths)
@@ -204,20 +207,56 @@ def encode(
             factor = np.float32(max_norm / norm * (1 - 2.0**-20))
             packed["w/s"] = packed["w/s"] * torch.tensor(factor)
             sent = _dense(packed, lay, c)
-    left = {part: torch.from_numpy(x - _flat(sent, lay, part)) for part, x in wanted.items()}
-    return packed, left
+    for part, x in wanted.items():  # what is left: the sum minus what the voters decode
+        for name, span in _spans(lay, part):
+            x[span] -= sent[name].detach().reshape(-1).to(torch.float32).numpy()
+    return packed, {part: torch.from_numpy(x) for part, x in wanted.items()}
+
+
+def _spans(lay: Layout, part: str) -> list[tuple[str, slice]]:
+    """Each entry of a part and its place in the part's vector."""
+    out, offset = [], 0
+    for name, shape, dtype in lay:
+        if _part(name, dtype) == part:
+            n = math.prod(shape)
+            out.append((name, slice(offset, offset + n)))
+            offset += n
+    return out
 
 
 def _norm(model: Model, lay: Layout, part: str) -> float:
-    """L2 norm of a part, in float64 as the voters' norm check computes it."""
-    return float(np.linalg.norm(_flat(model, lay, part).astype(np.float64)))
+    """L2 norm of a part as the voters' norm check computes it: each value widened
+    to float64, one exact sum of the squares (taken ``ROWS_PIECE`` values at a time)."""
+
+    def blocks() -> Iterator[npt.NDArray[np.float64]]:
+        for name, _ in _spans(lay, part):
+            flat = model[name].detach().reshape(-1)
+            for i in range(0, flat.numel(), ROWS_PIECE):
+                yield flat[i : i + ROWS_PIECE].to(torch.float64).numpy()
+
+    return math.sqrt(square_sum(blocks()))
+
+
+# Values a chunk-wise step (selection, quantisation) works on at a time: the rows
+# are independent, so pieces change no result, and the temporaries (magnitudes,
+# argpartition's int64 positions) stay at a few MB instead of several copies of
+# the largest entry.
+ROWS_PIECE = 1 << 20
+
+
+def _row_pieces(offset: int, rows: int, length: int) -> Iterator[tuple[int, int]]:
+    """``(start, rows)`` of consecutive whole-row pieces of a run of ``rows`` chunks."""
+    step = max(1, ROWS_PIECE // length)
+    for r in range(0, rows, step):
+        yield offset + r * length, min(step, rows - r)
 
 
 def _int8(x: F32, lengths: list[int]) -> tuple[npt.NDArray[np.int8], F32]:
     """Codes and one scale per chunk of ``x``."""
     parts = [
-        _int8_rows(x[o : o + rows * length].reshape(rows, length))
-        for o, _, rows, length in _blocks(lengths)
+        _int8_rows(x[o : o + n * length].reshape(n, length))
+        for offset, _, rows, length in _blocks(lengths)
+        for o, n in _row_pieces(offset, rows, length)
     ]
     return np.concatenate([q for q, _ in parts]), np.concatenate([s for _, s in parts])
 
@@ -241,23 +280,24 @@ def _topk(x: F32, lengths: list[int], c: Codec) -> dict[str, torch.Tensor]:
     idx_parts: list[npt.NDArray[Any]] = []
     q_parts: list[npt.NDArray[Any]] = []
     s_parts: list[F32] = []
-    for offset, _, rows, length in _blocks(lengths):
-        block = x[offset : offset + rows * length].reshape(rows, length)
+    for offset, _, all_rows, length in _blocks(lengths):
         k = _k(length, c.fraction)
-        if k < length:
-            pick = np.argpartition(-np.abs(block), k - 1, axis=1)[:, :k]
-        else:
-            pick = np.broadcast_to(np.arange(length), (rows, length))
-        pick = np.sort(pick, axis=1)
-        vals = np.take_along_axis(block, pick, axis=1)
-        if c.bits == 8:
-            q, s = _int8_rows(vals)
-            q_parts.append(q)
-        else:
-            codes, s = _two_bit(vals)
-            q_parts.append(codes.reshape(-1))
-        s_parts.append(s)
-        idx_parts.append(pick.astype(np.int16).reshape(-1))
+        for o, rows in _row_pieces(offset, all_rows, length):
+            block = x[o : o + rows * length].reshape(rows, length)
+            if k < length:
+                pick = np.argpartition(-np.abs(block), k - 1, axis=1)[:, :k]
+            else:
+                pick = np.broadcast_to(np.arange(length), (rows, length))
+            pick = np.sort(pick, axis=1)
+            vals = np.take_along_axis(block, pick, axis=1)
+            if c.bits == 8:
+                q, s = _int8_rows(vals)
+                q_parts.append(q)
+            else:
+                codes, s = _two_bit(vals)
+                q_parts.append(codes.reshape(-1))
+            s_parts.append(s)
+            idx_parts.append(pick.astype(np.int16).reshape(-1))
     codes_all = np.concatenate(q_parts)
     return {
         "w/i": torch.from_numpy(np.concatenate(idx_parts)),
@@ -333,8 +373,8 @@ def _dense(packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec) -> dict[st
         size = math.prod(shape)
         values = flat.get(part, np.zeros(0, np.float32))[offsets[part] : offsets[part] + size]
         offsets[part] += size
-        with np.errstate(over="ignore"):
-            out[name] = torch.from_numpy(values.reshape(shape).copy()).to(dtype)
+        with np.errstate(over="ignore"):  # float32 entries: views of the part's vector
+            out[name] = torch.from_numpy(values.reshape(shape)).to(dtype)
     return out
 
 
