@@ -153,8 +153,7 @@ def packed_spec(lay: Layout, c: Codec) -> Spec:
 def _flat(model: Model, lay: Layout, part: str) -> F32:
     parts = [
         model[name].detach().cpu().to(torch.float32).reshape(-1).numpy()
-        for name, _, dtype in lay
-        if _part(name, dtype) == part
+        for name, _ in _spans(lay, part)
     ]
     if not parts:
         return np.zeros(0, np.float32)
@@ -363,16 +362,15 @@ def _dense(packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec) -> dict[st
         if lengths:
             with np.errstate(over="ignore"):  # an overflow is refused by ``decode``
                 flat[part] = _decode_part(packed, lengths, c, part)
+    # a part without chunks holds only empty entries
+    where = {name: (part, span) for part in ("w", "s") for name, span in _spans(lay, part)}
     out: dict[str, torch.Tensor] = {}
-    offsets = {"w": 0, "s": 0}
     for name, shape, dtype in lay:
-        part = _part(name, dtype)
-        if part == "i":
+        if name not in where:  # a counter
             out[name] = packed[f"i/{name}"].clone()
             continue
-        size = math.prod(shape)
-        values = flat.get(part, np.zeros(0, np.float32))[offsets[part] : offsets[part] + size]
-        offsets[part] += size
+        part, span = where[name]
+        values = flat.get(part, np.zeros(0, np.float32))[span]
         with np.errstate(over="ignore"):  # float32 entries: views of the part's vector
             out[name] = torch.from_numpy(values.reshape(shape)).to(dtype)
     return out
