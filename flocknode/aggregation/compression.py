@@ -233,7 +233,10 @@ def _norm(model: Model, lay: Layout, part: str) -> float:
             for i in range(0, flat.numel(), ROWS_PIECE):
                 yield flat[i : i + ROWS_PIECE].to(torch.float64).numpy()
 
-    return math.sqrt(square_sum(blocks()))
+    try:
+        return math.sqrt(square_sum(blocks()))
+    except ValueError:  # a value that is not finite: so is the norm (inf or nan)
+        return math.sqrt(sum(float(np.dot(b, b)) for b in blocks()))
 
 
 # Values a chunk-wise step (selection, quantisation) works on at a time: the rows

@@ -258,3 +258,16 @@ def test_compression_settings_are_checked_and_left_out_when_neutral() -> None:
     ):
         with pytest.raises(SettingsError):
             AggregationSettings(**bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_a_proposer_with_a_value_that_is_not_finite_still_seals_what_voters_refuse(
+    bad: float,
+) -> None:
+    # training that diverged: the cap's norm is not finite, the scales follow, and
+    # the voters leave the update out as they do a dense one with such a value
+    up = {"a.weight": torch.full((5000,), 1e-3)}
+    up["a.weight"][7] = bad
+    packed, _ = encode(up, None, INT8, max_norm=0.01)
+    with pytest.raises(CompressionError, match="not finite"):
+        decode(packed, layout(up), INT8)
