@@ -232,13 +232,14 @@ class LMLoRA(Task):
             loss = torch.zeros(())
             with torch.random.fork_rng(devices=[]):  # any dropout draws from the seed
                 torch.manual_seed(seed)
-                for idx in batches:
-                    for p in params:
-                        p.grad = None
-                    x, y = data.x[idx].to(device), data.y[idx].to(device)
-                    loss = _lm_loss(model, x, y)[0]
-                    loss.backward()
-                    opt.step()
+                with opt.in_backward():  # a parameter's gradient lives until its update
+                    for idx in batches:
+                        for p in params:
+                            p.grad = None
+                        x, y = data.x[idx].to(device), data.y[idx].to(device)
+                        loss = _lm_loss(model, x, y)[0]
+                        opt.begin()
+                        loss.backward()
             model.to("cpu")
         return {"final_loss": float(loss.detach()), "samples": float(n)}
 

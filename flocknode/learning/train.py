@@ -11,6 +11,7 @@ update against its on-chain hash, never retrain it.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator
 
@@ -65,14 +66,15 @@ def train_classifier(
     shift = _log_prior(y, prior_classes) if prior_classes else None
     gen = torch.Generator().manual_seed(seed)
     loss = torch.zeros(())
-    for idx in _batches(n, batch_size, steps, epochs, gen):
-        for p in opt.params:
-            p.grad = None
-        idx = idx.to(device)
-        logits = model(x[idx])
-        loss = loss_fn(logits if shift is None else logits + shift, y[idx])
-        loss.backward()
-        opt.step()
+    with opt.in_backward():  # a parameter's gradient is held only until its update
+        for idx in _batches(n, batch_size, steps, epochs, gen):
+            for p in opt.params:
+                p.grad = None
+            idx = idx.to(device)
+            logits = model(x[idx])
+            loss = loss_fn(logits if shift is None else logits + shift, y[idx])
+            opt.begin()
+            loss.backward()
     model.to("cpu")
     return {"final_loss": float(loss.detach()), "samples": float(n)}
 
@@ -130,6 +132,14 @@ class _Optimizer:
     Written out because ``torch.optim``'s first ``step()`` imports torch._dynamo
     (measured: +67 MB of resident memory in every node process, for a few lines
     of arithmetic); ten nodes on one machine must fit in a few GB.
+
+    ``step()`` updates every parameter from its gradient. Inside
+    ``in_backward()`` a parameter is updated instead as soon as backward has
+    accumulated its gradient, and the gradient is dropped, so one parameter's
+    gradient is held at a time rather than a model's worth: call ``begin()``
+    before each ``backward()``. The update is elementwise and per parameter, so
+    the bits are the same either way (backward has used a parameter's value
+    before it accumulates that parameter's gradient).
     """
 
     def __init__(self, params: list[nn.Parameter], kind: str, lr: float, momentum: float) -> None:
@@ -138,29 +148,51 @@ class _Optimizer:
         self.v = [torch.zeros_like(p) for p in params] if kind == "adam" else []
         self.t = 0
 
+    def begin(self) -> None:
+        """Start a step (its bias corrections); ``in_backward``'s hooks then update."""
+        self.t += 1
+
     @torch.no_grad()
     def step(self) -> None:
-        self.t += 1
+        self.begin()
+        for i in range(len(self.params)):
+            self._update(i)
+
+    @contextlib.contextmanager
+    def in_backward(self) -> Iterator[None]:
+        index = {id(p): i for i, p in enumerate(self.params)}
+
+        @torch.no_grad()
+        def hook(p: torch.Tensor) -> None:
+            self._update(index[id(p)])
+            p.grad = None
+
+        handles = [p.register_post_accumulate_grad_hook(hook) for p in self.params]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _update(self, i: int) -> None:
+        p = self.params[i]
+        if p.grad is None:
+            return
         if self.kind == "sgd":
-            for p, buf in zip(self.params, self.m, strict=True):
-                if p.grad is None:
-                    continue
-                if self.momentum:
-                    g = buf.mul_(self.momentum).add_(p.grad) if self.t > 1 else buf.copy_(p.grad)
-                else:
-                    g = p.grad
-                p.add_(g, alpha=-self.lr)
+            buf = self.m[i]
+            if self.momentum:
+                g = buf.mul_(self.momentum).add_(p.grad) if self.t > 1 else buf.copy_(p.grad)
+            else:
+                g = p.grad
+            p.add_(g, alpha=-self.lr)
             return
         b1, b2, eps = 0.9, 0.999, 1e-8
         c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        for p, m, v in zip(self.params, self.m, self.v, strict=True):
-            if p.grad is None:
-                continue
-            for pp, mm, vv, g in _pieces(p, m, v, p.grad):
-                mm.lerp_(g, 1 - b1)
-                vv.mul_(b2).addcmul_(g, g, value=1 - b2)
-                denom = (vv.sqrt() / c2**0.5).add_(eps)
-                pp.addcdiv_(mm, denom, value=-self.lr / c1)
+        for pp, mm, vv, g in _pieces(p, self.m[i], self.v[i], p.grad):
+            mm.lerp_(g, 1 - b1)
+            vv.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (vv.sqrt() / c2**0.5).add_(eps)
+            pp.addcdiv_(mm, denom, value=-self.lr / c1)
 
 
 # Elements of a parameter updated at a time: Adam's step is elementwise, so the

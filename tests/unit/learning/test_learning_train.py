@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import os
 import subprocess
 import sys
@@ -270,23 +272,41 @@ def test_evaluation_in_batches_counts_every_sample_once(monkeypatch: pytest.Monk
         assert parts.metrics[k] == pytest.approx(whole.metrics[k], rel=1e-6)
 
 
-def test_adam_gives_torch_optims_bits_a_piece_of_a_parameter_at_a_time(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("kind", ["adam", "sgd"])
+@pytest.mark.parametrize("in_backward", [False, True])
+def test_optimizer_gives_torch_optims_bits_a_piece_of_a_parameter_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, kind: str, in_backward: bool
 ) -> None:
-    # the node's own Adam (no torch._dynamo import) steps a parameter in pieces so its
-    # temporaries stay small; elementwise, so the bits are torch.optim.Adam's
+    # the node's own optimizer (no torch._dynamo import) steps a parameter in pieces so
+    # its temporaries stay small, and inside in_backward() as soon as the parameter's
+    # gradient is accumulated (then drops it); elementwise, so the bits are torch.optim's
     monkeypatch.setattr(train, "ADAM_PIECE", 7)
     torch.manual_seed(0)
-    ours = nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 3))
-    theirs = nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 3))
-    theirs.load_state_dict(ours.state_dict())
-    opt = train._Optimizer(list(ours.parameters()), "adam", 0.01, 0.0)
-    ref = torch.optim.Adam(theirs.parameters(), lr=0.01, foreach=False)
+    ours = nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 9), nn.ReLU(), nn.Linear(9, 3))
+    theirs = copy.deepcopy(ours)
+    opt = train._Optimizer(list(ours.parameters()), kind, 0.01, 0.9)
+    ref: torch.optim.Optimizer = (
+        torch.optim.Adam(theirs.parameters(), lr=0.01, foreach=False)
+        if kind == "adam"
+        else torch.optim.SGD(theirs.parameters(), lr=0.01, momentum=0.9, foreach=False)
+    )
     x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
-    for _ in range(4):
-        for model, step in ((ours, opt.step), (theirs, ref.step)):
-            model.zero_grad(set_to_none=True)
-            nn.functional.cross_entropy(model(x), y).backward()
-            step()
-    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
-        assert torch.equal(a, b)
+    with opt.in_backward() if in_backward else contextlib.nullcontext():
+        for _ in range(4):
+            ours.zero_grad(set_to_none=True)
+            if in_backward:
+                opt.begin()
+            nn.functional.cross_entropy(ours(x), y).backward()
+            if not in_backward:
+                opt.step()
+            theirs.zero_grad(set_to_none=True)
+            nn.functional.cross_entropy(theirs(x), y).backward()
+            ref.step()
+            for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+                assert torch.equal(a, b)
+                assert (a.grad is None) == in_backward  # dropped once used
+    ours(x).sum().backward()  # the hooks are gone: nothing is stepped any more
+    assert all(p.grad is not None for p in ours.parameters())
+    assert all(
+        torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters(), strict=True)
+    )
