@@ -20,11 +20,12 @@ exchanged entries; an update has the same names, shapes and dtypes.
 from __future__ import annotations
 
 import functools
+import threading
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 import torch
 import trio
@@ -37,6 +38,7 @@ from flocknode.learning.task import DataError, Evaluation, Samples, as_device, p
 from flocknode.learning.train import flipped_labels
 
 SplitName = Literal["train", "val", "test"]
+T = TypeVar("T")
 CPU = torch.device("cpu")
 
 
@@ -141,6 +143,9 @@ class Learner:
     names: tuple[str, ...]  # the exchanged state entries
     device: torch.device = CPU
     package_dir: Path | None = None  # the task package's checked tree the task came from
+    # one training or evaluation at a time, as in the task worker: their memory
+    # (a proposer's optimizer state, a scoring's model copy) never adds up
+    compute: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def from_settings(
@@ -280,12 +285,17 @@ class Learner:
         round_no: int = 1,
     ) -> TrainResult:
         fn = functools.partial(self.train, global_state, seed, label_flip, round_no)
-        return await trio.to_thread.run_sync(fn)
+        return await trio.to_thread.run_sync(self._serialized, fn)
 
     async def evaluate_async(
         self, state: Mapping[str, torch.Tensor], split: SplitName = "val"
     ) -> Evaluation:
-        return await trio.to_thread.run_sync(functools.partial(self.evaluate, state, split))
+        fn = functools.partial(self.evaluate, state, split)
+        return await trio.to_thread.run_sync(self._serialized, fn)
+
+    def _serialized(self, fn: Callable[[], T]) -> T:
+        with self.compute:
+            return fn()
 
 
 def exchanged_names(task: Any, init_seed: int) -> tuple[str, ...]:
