@@ -185,9 +185,7 @@ def encode(
         lengths = _chunks(lay, part)
         if not lengths:
             continue
-        x = _flat(update, lay, part)  # a new array: the sums below work in it
-        if residual is not None and part in residual and residual[part].numel() == x.size:
-            x += residual[part].numpy()
+        x = _with_residual(update, lay, part, residual)  # the sums below work in it
         wanted[part] = x
         if part == "s" or c.kind == "int8":
             q, s = _int8(x, lengths)
@@ -197,19 +195,91 @@ def encode(
     for name, _, dtype in lay:
         if _part(name, dtype) == "i":
             packed[f"i/{name}"] = update[name].detach().cpu().clone()
-    sent = _dense(packed, lay, c)  # what the voters will decode, in the entries' dtypes
     if max_norm is not None and "w/s" in packed:
         for _ in range(4):  # float32 rounding may leave it a few ulps above: shrink again
-            norm = _norm(sent, lay, "w")
+            norm = _sent_norm(_sent(packed, lay, c, "w"))
             if norm <= max_norm:
                 break
             factor = np.float32(max_norm / norm * (1 - 2.0**-20))
             packed["w/s"] = packed["w/s"] * torch.tensor(factor)
-            sent = _dense(packed, lay, c)
     for part, x in wanted.items():  # what is left: the sum minus what the voters decode
-        for name, span in _spans(lay, part):
-            x[span] -= sent[name].detach().reshape(-1).to(torch.float32).numpy()
+        for where, values in _sent(packed, lay, c, part):
+            x[where] -= values
     return packed, {part: torch.from_numpy(x) for part, x in wanted.items()}
+
+
+def _with_residual(update: Model, lay: Layout, part: str, residual: Residual | None) -> F32:
+    """A part of ``update`` plus the residual's, as a float32 vector the caller may change.
+
+    A usable residual (same size, writable) is added to in place: ``encode``
+    consumes it, and the proposer holds no third copy of the part.
+    """
+    r = None if residual is None else residual.get(part)
+    spans = _spans(lay, part)
+    n = spans[-1][1].stop if spans else 0
+    if r is None or r.numel() != n or r.dtype != torch.float32 or not r.is_contiguous():
+        x = _flat(update, lay, part)
+        if r is not None and r.numel() == n:
+            x += r.reshape(-1).to(torch.float32).numpy()
+        return x
+    x = r.reshape(-1).numpy()
+    if not x.flags.writeable:
+        x = x.copy()
+    for name, span in spans:  # the sum is commutative: the same bits as update + residual
+        x[span] += update[name].detach().cpu().reshape(-1).to(torch.float32).numpy()
+    return x
+
+
+Where = slice | npt.NDArray[np.int64]
+
+
+def _sent(
+    packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec, part: str
+) -> list[tuple[Where, F32]]:
+    """What the voters decode of a part, entry by entry: the places in the part's
+    vector and the values there, cast to the entry's dtype and back to float32.
+
+    Top-k weights come as the sent positions only (the rest decode to zero), so
+    no dense copy of the part is made; the others as the entry's whole span.
+    """
+    spans = _spans(lay, part)
+    dtypes = {name: dtype for name, _, dtype in lay}
+    lengths = _chunks(lay, part)
+    out: list[tuple[Where, F32]] = []
+    with np.errstate(over="ignore"):
+        if part == "w" and c.kind == "topk":
+            pos, vals = _topk_sparse(packed, lengths, c)
+            for name, span in spans:
+                lo, hi = np.searchsorted(pos, [span.start, span.stop])
+                out.append((pos[lo:hi], _as_dtype(vals[lo:hi], dtypes[name])))
+        else:
+            dense = _decode_part(packed, lengths, c, part)
+            for name, span in spans:
+                out.append((span, _as_dtype(dense[span], dtypes[name])))
+    return out
+
+
+def _as_dtype(values: F32, dtype: torch.dtype) -> F32:
+    if dtype == torch.float32:
+        return values
+    out: F32 = torch.from_numpy(values).to(dtype).to(torch.float32).numpy()
+    return out
+
+
+def _sent_norm(sent: list[tuple[Where, F32]]) -> float:
+    """L2 norm of what the voters decode, as their norm check computes it: each value
+    widened to float64, one exact sum of the squares. Values decoded to zero add
+    exactly nothing to an exact sum, so the sent values alone give the same bits."""
+
+    def blocks() -> Iterator[npt.NDArray[np.float64]]:
+        for _, values in sent:
+            for i in range(0, values.size, ROWS_PIECE):
+                yield values[i : i + ROWS_PIECE].astype(np.float64)
+
+    try:
+        return math.sqrt(square_sum(blocks()))
+    except ValueError:  # a value that is not finite: so is the norm (inf or nan)
+        return math.sqrt(sum(float(np.dot(b, b)) for b in blocks()))
 
 
 def _spans(lay: Layout, part: str) -> list[tuple[str, slice]]:
@@ -221,22 +291,6 @@ def _spans(lay: Layout, part: str) -> list[tuple[str, slice]]:
             out.append((name, slice(offset, offset + n)))
             offset += n
     return out
-
-
-def _norm(model: Model, lay: Layout, part: str) -> float:
-    """L2 norm of a part as the voters' norm check computes it: each value widened
-    to float64, one exact sum of the squares (taken ``ROWS_PIECE`` values at a time)."""
-
-    def blocks() -> Iterator[npt.NDArray[np.float64]]:
-        for name, _ in _spans(lay, part):
-            flat = model[name].detach().reshape(-1)
-            for i in range(0, flat.numel(), ROWS_PIECE):
-                yield flat[i : i + ROWS_PIECE].to(torch.float64).numpy()
-
-    try:
-        return math.sqrt(square_sum(blocks()))
-    except ValueError:  # a value that is not finite: so is the norm (inf or nan)
-        return math.sqrt(sum(float(np.dot(b, b)) for b in blocks()))
 
 
 # Values a chunk-wise step (selection, quantisation) works on at a time: the rows
@@ -396,11 +450,30 @@ def _topk_values(
     idx: npt.NDArray[np.int16], q: npt.NDArray[Any], scales: F32, lengths: list[int], c: Codec
 ) -> F32:
     out = np.zeros(sum(lengths), dtype=np.float32)
+    pos, vals = _topk_positions(idx, q, scales, lengths, c)
+    out[pos] = vals
+    return out
+
+
+def _topk_sparse(
+    packed: Mapping[str, torch.Tensor], lengths: list[int], c: Codec
+) -> tuple[npt.NDArray[np.int64], F32]:
+    return _topk_positions(
+        packed["w/i"].numpy(), packed["w/q"].numpy(), packed["w/s"].numpy(), lengths, c
+    )
+
+
+def _topk_positions(
+    idx: npt.NDArray[np.int16], q: npt.NDArray[Any], scales: F32, lengths: list[int], c: Codec
+) -> tuple[npt.NDArray[np.int64], F32]:
+    """The sent values' places in the part's vector (increasing) and their float32 values."""
     if c.bits == 8:
         if (q == -128).any():
             raise CompressionError("w/q: -128 is not a value")
     else:
         q = _unpack2(q.astype(np.uint8), idx.size)
+    places: list[npt.NDArray[np.int64]] = []
+    values: list[F32] = []
     pos = 0
     for offset, first, rows, length in _blocks(lengths):
         k = _k(length, c.fraction)
@@ -415,7 +488,9 @@ def _topk_values(
         else:
             codes = q[pos : pos + rows * k].astype(np.intp).reshape(rows, k)
             decoded = _SIGNS[codes] * np.take_along_axis(s, _HIGH[codes], axis=1)
-        where = offset + (np.arange(rows) * length)[:, None] + pick
-        out[where.reshape(-1)] = decoded.reshape(-1)
+        places.append((offset + (np.arange(rows) * length)[:, None] + pick).reshape(-1))
+        values.append(decoded.reshape(-1).astype(np.float32, copy=False))
         pos += rows * k
-    return out
+    if not places:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return np.concatenate(places), np.concatenate(values)

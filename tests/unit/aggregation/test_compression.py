@@ -140,6 +140,35 @@ def test_the_cap_bounds_the_decoded_norm_and_keeps_the_rest(c: Codec) -> None:
     np.testing.assert_allclose(half, up["half.weight"].float().reshape(-1).numpy(), atol=1e-7)
 
 
+@pytest.mark.parametrize("capped", [False, True], ids=["uncapped", "capped"])
+@pytest.mark.parametrize("c", CODECS, ids=lambda c: f"{c.kind}-{c.fraction}-{c.bits}")
+def test_the_residual_is_the_sum_minus_what_the_voters_decode_bit_for_bit(
+    c: Codec, capped: bool
+) -> None:
+    # encode adds the update to the residual in place and, for top-k, takes what the
+    # voters decode at the sent places only: the bits are those of the dense sums
+    parts = {
+        "w": ["conv.weight", "fc.bias", "half.weight"],
+        "s": ["bn.running_mean", "bn.running_var"],
+    }
+
+    def flat(m: dict[str, torch.Tensor], part: str) -> np.ndarray:
+        return np.concatenate([m[n].float().reshape(-1).numpy() for n in parts[part]])
+
+    up = _update(1)
+    lay = layout(up)
+    left0 = encode(_update(0), None, c)[1]
+    want_sum = {p: flat(up, p) + left0[p].numpy() for p in parts}
+    cap = _weights_norm(decode(encode(up, None, c)[0], lay, c)) / 3 if capped else None
+    packed, left = encode(up, left0, c, max_norm=cap)
+    sent = decode(packed, lay, c)
+    for p in parts:
+        want = want_sum[p] - flat(sent, p)
+        assert left[p].numpy().tobytes() == want.tobytes()
+    if cap is not None:
+        assert cap * 0.99 <= _weights_norm(sent) <= cap
+
+
 @pytest.mark.parametrize("c", [INT8, TOPK8, TOPK2], ids=["int8", "topk8", "topk2"])
 def test_a_sign_flip_of_the_packed_form_flips_the_decoded_update_exactly(c: Codec) -> None:
     up = _update()
