@@ -11,6 +11,7 @@ import ctypes
 import errno
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +26,21 @@ def fsync_dir(path: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` atomically with file mode ``mode``."""
+    atomic_write_pieces(path, [data], mode)
+
+
+def atomic_write_pieces(
+    path: Path, pieces: Iterable[bytes | memoryview], mode: int = 0o644
+) -> None:
+    """Write the ``pieces`` one after the other to ``path`` atomically (no joined copy)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            for piece in pieces:
+                f.write(piece)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

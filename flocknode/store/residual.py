@@ -18,12 +18,13 @@ from pathlib import Path
 
 import torch
 
-from flocknode.crypto import CanonicalError, canonical_bytes, parse_canonical
-from flocknode.fsutil import atomic_write_bytes
+from flocknode.crypto import CanonicalError, CanonicalReader, iter_canonical
+from flocknode.fsutil import atomic_write_pieces
 
 log = logging.getLogger(__name__)
 
 SUFFIX = ".flct"
+READ_PIECE = 1 << 20
 
 
 class ResidualStore:
@@ -54,14 +55,18 @@ class ResidualStore:
         if not older:
             return None
         try:
-            return parse_canonical(self._path(older[-1]).read_bytes())
+            reader = CanonicalReader()  # piece by piece: no second copy of the file in memory
+            with self._path(older[-1]).open("rb") as f:
+                while piece := f.read(READ_PIECE):
+                    reader.feed(piece)
+            return reader.finish()
         except (OSError, CanonicalError) as e:
             log.warning("residual unreadable, not used round=%d error=%s", older[-1], e)
             return None
 
     def save(self, round_no: int, residual: dict[str, torch.Tensor]) -> None:
         """Keep ``residual`` as round ``round_no``'s; drop files older than the one it replaces."""
-        atomic_write_bytes(self._path(round_no), canonical_bytes(residual), mode=0o600)
+        atomic_write_pieces(self._path(round_no), iter_canonical(residual), mode=0o600)
         older = [r for r in self._rounds() if r < round_no]
         for r in older[:-1]:
             with contextlib.suppress(FileNotFoundError):
