@@ -47,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from flocknode.aggregation import core
 from flocknode.aggregation.core import FLOAT_DTYPES, INT_DTYPES, STAT_NAMES
 from flocknode.aggregation.numeric import square_sum
 from flocknode.aggregation.settings import AggregationSettings
@@ -203,7 +204,7 @@ def encode(
             factor = np.float32(max_norm / norm * (1 - 2.0**-20))
             packed["w/s"] = packed["w/s"] * torch.tensor(factor)
     for part, x in wanted.items():  # what is left: the sum minus what the voters decode
-        for where, values in _sent(packed, lay, c, part):
+        for _, where, values in _sent(packed, lay, c, part):
             x[where] -= values
     return packed, {part: torch.from_numpy(x) for part, x in wanted.items()}
 
@@ -235,9 +236,10 @@ Where = slice | npt.NDArray[np.int64]
 
 def _sent(
     packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec, part: str
-) -> list[tuple[Where, F32]]:
-    """What the voters decode of a part, entry by entry: the places in the part's
-    vector and the values there, cast to the entry's dtype and back to float32.
+) -> list[tuple[str, Where, F32]]:
+    """What the voters decode of a part, entry by entry: its name, the places in
+    the part's vector and the values there, cast to the entry's dtype and back
+    to float32.
 
     Top-k weights come as the sent positions only (the rest decode to zero), so
     no dense copy of the part is made; the others as the entry's whole span.
@@ -245,17 +247,20 @@ def _sent(
     spans = _spans(lay, part)
     dtypes = {name: dtype for name, _, dtype in lay}
     lengths = _chunks(lay, part)
-    out: list[tuple[Where, F32]] = []
+    out: list[tuple[str, Where, F32]] = []
     with np.errstate(over="ignore"):
-        if part == "w" and c.kind == "topk":
+        if not lengths:  # a part without chunks holds only empty entries
+            none = np.zeros(0, np.int64)
+            out = [(name, none, np.zeros(0, np.float32)) for name, _ in spans]
+        elif part == "w" and c.kind == "topk":
             pos, vals = _topk_sparse(packed, lengths, c)
             for name, span in spans:
                 lo, hi = np.searchsorted(pos, [span.start, span.stop])
-                out.append((pos[lo:hi], _as_dtype(vals[lo:hi], dtypes[name])))
+                out.append((name, pos[lo:hi], _as_dtype(vals[lo:hi], dtypes[name])))
         else:
             dense = _decode_part(packed, lengths, c, part)
             for name, span in spans:
-                out.append((span, _as_dtype(dense[span], dtypes[name])))
+                out.append((name, span, _as_dtype(dense[span], dtypes[name])))
     return out
 
 
@@ -266,13 +271,13 @@ def _as_dtype(values: F32, dtype: torch.dtype) -> F32:
     return out
 
 
-def _sent_norm(sent: list[tuple[Where, F32]]) -> float:
+def _sent_norm(sent: list[tuple[str, Where, F32]]) -> float:
     """L2 norm of what the voters decode, as their norm check computes it: each value
     widened to float64, one exact sum of the squares. Values decoded to zero add
     exactly nothing to an exact sum, so the sent values alone give the same bits."""
 
     def blocks() -> Iterator[npt.NDArray[np.float64]]:
-        for _, values in sent:
+        for _, _, values in sent:
             for i in range(0, values.size, ROWS_PIECE):
                 yield values[i : i + ROWS_PIECE].astype(np.float64)
 
@@ -394,6 +399,15 @@ def _unpack2(packed: npt.NDArray[np.uint8], k: int) -> npt.NDArray[np.uint8]:
 
 def decode(packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec) -> dict[str, torch.Tensor]:
     """The dense update of ``lay`` that ``packed`` holds (untrusted: CompressionError)."""
+    _check_form(packed, lay, c)
+    out = _dense(packed, lay, c)
+    for name, t in out.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CompressionError(f"{name}: a value overflows {t.dtype}")
+    return out
+
+
+def _check_form(packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec) -> None:
     spec = packed_spec(lay, c)
     if set(packed) != set(spec):
         raise CompressionError("packed tensor names differ from the task's")
@@ -404,11 +418,70 @@ def decode(packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec) -> dict[st
     for part in ("w", "s"):
         if f"{part}/s" in packed and not bool(torch.isfinite(packed[f"{part}/s"]).all()):
             raise CompressionError(f"{part}/s: a scale is not finite")
-    out = _dense(packed, lay, c)
-    for name, t in out.items():
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CompressionError(f"{name}: a value overflows {t.dtype}")
-    return out
+
+
+class PackedFlat:
+    """A top-k update kept packed, read as ``core.Flat`` reads: a block of
+    coordinates at a time, the values not sent as zeros.
+
+    The same float64 values as the dense update ``decode`` gives (each sent
+    value cast to its entry's dtype, then widened), without a dense copy: a
+    voter holds the sent values and their places (12 bytes each) and the
+    decoded statistics. ``open_packed`` builds one from untrusted tensors.
+    """
+
+    def __init__(
+        self,
+        layout: core.Layout,
+        weights: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]],
+        stats: dict[str, npt.NDArray[np.float64]],
+        ints: core.Ints,
+    ) -> None:
+        self._layout, self._weights, self._stats, self._ints = layout, weights, stats, ints
+
+    def read(self, kind: str, start: int, stop: int) -> npt.NDArray[np.float64]:
+        out = np.zeros(stop - start, dtype=np.float64)
+        for span, a, b in self._layout.pieces(kind, start, stop):
+            at = span.offset + a - start  # where the entry's ``a`` lands in ``out``
+            if kind == core.STATS:
+                out[at : at + b - a] = self._stats[span.name][a:b]
+                continue
+            places, values = self._weights[span.name]
+            i, j = np.searchsorted(places, [a, b])
+            out[places[i:j] - a + at] = values[i:j]
+        return out
+
+    def integers(self) -> core.Ints:
+        return self._ints
+
+
+def open_packed(packed: Mapping[str, torch.Tensor], layout: core.Layout, c: Codec) -> PackedFlat:
+    """The ``PackedFlat`` of a top-k update of ``layout`` (untrusted: CompressionError,
+    on the same grounds as ``decode``)."""
+    if c.kind != "topk":
+        raise ValueError("only top-k updates are read packed")
+    lay = [(name, shape, dtype) for name, shape, dtype in layout.entries]
+    lay.sort(key=lambda e: e[0].encode("utf-8"))
+    _check_form(packed, lay, c)
+    dtypes = {name: dtype for name, _, dtype in lay}
+    weights: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = {}
+    stats: dict[str, npt.NDArray[np.float64]] = {}
+    for part in ("w", "s"):
+        starts = {name: span.start for name, span in _spans(lay, part)}
+        for name, where, values in _sent(packed, lay, c, part):
+            if not np.isfinite(values).all():
+                raise CompressionError(f"{name}: a value overflows {dtypes[name]}")
+            if part == "s":
+                stats[name] = values.astype(np.float64)
+            else:  # top-k: the sent places, from the entry's start
+                local = np.asarray(where, dtype=np.int64) - starts[name]
+                weights[name] = (local, values.astype(np.float64))
+    ints = [
+        packed[f"i/{name}"].reshape(-1).numpy().astype(np.int64)
+        for name, _, dtype in layout.entries
+        if _part(name, dtype) == "i"
+    ]
+    return PackedFlat(layout, weights, stats, ints)
 
 
 def _dense(packed: Mapping[str, torch.Tensor], lay: Layout, c: Codec) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from flocknode.aggregation import compression as comp
-from flocknode.aggregation.core import step_scale
+from flocknode.aggregation.core import Layout, step_scale
 from flocknode.aggregation.settings import AggregationSettings
 from flocknode.crypto import EnvelopeError, spec_size
 from flocknode.crypto.envelope import ABYTES, DEFAULT_CHUNK_SIZE, HEAD_LEN
@@ -52,6 +52,16 @@ class UpdateForm:
             return dict(opened)
         try:
             return comp.decode(opened, self.layout, self.codec)
+        except comp.CompressionError as e:
+            raise EnvelopeError(f"packed update: {e}") from None
+
+    def packed(self, opened: Mapping[str, torch.Tensor], layout: Layout) -> comp.PackedFlat | None:
+        """A top-k update as the aggregation reads it, kept packed (a voter writes no
+        dense copy); ``None`` for the other forms. Untrusted, as ``dense``."""
+        if self.codec is None or self.codec.kind != "topk":
+            return None
+        try:
+            return comp.open_packed(opened, layout, self.codec)
         except comp.CompressionError as e:
             raise EnvelopeError(f"packed update: {e}") from None
 

@@ -24,7 +24,7 @@ from libp2p.peer.id import ID
 from nacl.public import PublicKey
 
 from flocknode.aggregation import AggregationInputError, aggregate
-from flocknode.aggregation.core import Layout, apply_update, layout_of
+from flocknode.aggregation.core import Flat, Layout, apply_update, layout_of
 from flocknode.chain.errors import ContractRevert
 from flocknode.chain.types import Phase, RoundView, TaskParams, UpdateView
 from flocknode.crypto import EnvelopeError, open_update
@@ -56,7 +56,7 @@ Candidate = tuple[ID, bytes, bytes]  # (origin, sender box key, wrapped content 
 class SeatInput:
     seat: int
     proposer: str
-    update: SpilledUpdate | None = None  # opened, on disk (flocknode.store.spill)
+    update: Flat | None = None  # opened: on disk (flocknode.store.spill), or packed top-k
     failed: str = ""  # a final reason to leave the seat out
     wrong_size: bool = False  # the size claimed on chain is not the model's envelope size
     open_seconds: float = 0.0  # decrypting, parsing and decoding its blob
@@ -547,8 +547,9 @@ def _open(
     sender_box: bytes,
     expect: Opening,
     spill_to: Path,
-) -> tuple[SpilledUpdate, bytes]:
-    """The update, written to ``spill_to``, and its content key (for ``_relay``);
+) -> tuple[Flat, bytes]:
+    """The update, written to ``spill_to`` (a top-k one kept packed in memory), and
+    its content key (for ``_relay``);
     EnvelopeError if it does not open, or is not an update of the layout."""
     wrap = EnvelopeWrap(ctx.box_key.public_bytes, wrapped)
     try:
@@ -568,6 +569,9 @@ def _open(
             expected_shapes=expect.form.shapes,
             blob_id=up.blob_id,
         )
+    packed = expect.form.packed(update, expect.layout)  # top-k: read as sent
+    if packed is not None:
+        return packed, key
     try:
         # dense updates: the canonical bytes fix names and shapes, not dtypes
         spilled = SpilledUpdate.write(spill_to, expect.form.dense(update), expect.layout, "update")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 
 import numpy as np
 import pytest
@@ -17,8 +19,10 @@ from flocknode.aggregation.compression import (
     decode,
     encode,
     layout,
+    open_packed,
     packed_spec,
 )
+from flocknode.aggregation.core import STATS, WEIGHTS, ModelFlat, layout_of
 from flocknode.aggregation.settings import SettingsError
 from flocknode.crypto import canonical_bytes, canonical_size, parse_canonical, spec_size
 from flocknode.rounds.byzantine import Behaviour, tamper_update
@@ -228,6 +232,9 @@ def _bad(c: Codec, change: str) -> dict[str, torch.Tensor]:
 def test_malformed_packed_tensors_are_refused(c: Codec, change: str) -> None:
     with pytest.raises(CompressionError):
         decode(_bad(c, change), layout(_update()), c)
+    if c.kind == "topk":  # a voter reading it packed refuses it as well
+        with pytest.raises(CompressionError):
+            open_packed(_bad(c, change), layout_of(_update()), c)
 
 
 @pytest.mark.parametrize("c", [INT8, TOPK8, TOPK2], ids=["int8", "topk8", "topk2"])
@@ -241,6 +248,10 @@ def test_values_that_overflow_their_dtype_are_refused(c: Codec) -> None:
     big["w/s"][0] = 3e38  # the chunk of "h.weight" (first in canonical order)
     with pytest.raises(CompressionError):
         decode(big, layout(small), c)
+    if c.kind == "topk":
+        with pytest.raises(CompressionError):
+            open_packed(big, layout_of(small), c)
+        open_packed(packed, layout_of(small), c)
     decode(packed, layout(small), c)  # the honest one decodes
 
 
@@ -300,3 +311,47 @@ def test_a_proposer_with_a_value_that_is_not_finite_still_seals_what_voters_refu
     packed, _ = encode(up, None, INT8, max_norm=0.01)
     with pytest.raises(CompressionError, match="not finite"):
         decode(packed, layout(up), INT8)
+
+
+TOPKS = [TOPK8, TOPK2, Codec("topk", 0.3, 2), Codec("topk", 1.0, 8)]
+
+
+def _shuffled(m: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """The same entries in another insertion order (the aggregation's layout follows it)."""
+    names = list(m)
+    random.Random(seed).shuffle(names)
+    return {n: m[n] for n in names}
+
+
+@pytest.mark.parametrize("c", TOPKS, ids=lambda c: f"{c.kind}-{c.fraction}-{c.bits}")
+def test_a_packed_top_k_update_reads_as_its_dense_decoding(c: Codec) -> None:
+    # a voter reads a top-k update block by block from its sent values: every block,
+    # in any entry order, is what the dense decoding gives
+    up = _update(3)
+    up["h16.weight"] = (torch.randn(CHUNK + 3) * 0.01).to(torch.float16)
+    up["empty.weight"] = torch.zeros(0)
+    packed, _ = encode(up, None, c)
+    lay = layout_of(_shuffled(up, 1))
+    dense = ModelFlat(_shuffled(decode(packed, layout(up), c), 2), lay, "dense")
+    flat = open_packed(packed, lay, c)
+    rng = random.Random(0)
+    for kind in (WEIGHTS, STATS):
+        n = lay.sizes[kind]
+        cuts = sorted({0, n, *(rng.randrange(n + 1) for _ in range(20))})
+        for a, b in itertools.pairwise(cuts):
+            assert flat.read(kind, a, b).tobytes() == dense.read(kind, a, b).tobytes()
+        assert flat.read(kind, 0, n).tobytes() == dense.read(kind, 0, n).tobytes()
+    assert [x.tolist() for x in flat.integers()] == [x.tolist() for x in dense.integers()]
+
+
+@pytest.mark.parametrize("rule", ["fedavg", "median", "multi_krum", "centered_clip"])
+def test_aggregating_packed_top_k_updates_gives_the_dense_bits(rule: str) -> None:
+    base = {k: torch.zeros_like(v) for k, v in _update().items()}
+    lay = layout_of(base)
+    packed = [encode(_update(i), None, TOPK2)[0] for i in range(5)]
+    settings = AggregationSettings(rule=rule, krum_f=1)
+    dense = aggregate(base, [decode(p, layout(base), TOPK2) for p in packed], settings)
+    read = aggregate(base, [open_packed(p, lay, TOPK2) for p in packed], settings)
+    assert read.norms == dense.norms and read.rejected == dense.rejected
+    for name, t in dense.model.items():
+        assert torch.equal(read.model[name], t), name
