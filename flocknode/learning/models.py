@@ -79,12 +79,44 @@ def build_model(
     """A fresh model from ``factory`` (seeded with ``seed``) holding ``state``.
 
     ``state`` may be a subset of the model's entries (the exchanged ones); the
-    rest keep their seeded initial values.
+    rest keep their seeded initial values. When ``state`` holds every entry,
+    the seeded initialisation would be overwritten anyway and is skipped
+    (``_unseeded``): same model, without drawing a model's worth of random
+    numbers (0.3-0.5 s at 100 MB, for each evaluation a voter makes).
     """
+    model = _unseeded(factory, state)
+    if model is not None:
+        return model
     model = seeded_model(factory, seed)
     _, unexpected = model.load_state_dict(dict(state), strict=False)
     if unexpected:
         raise PluginError(f"state entry {unexpected[0]!r} is not in the task's model")
+    return model
+
+
+def _unseeded(factory: ModelFactory, state: Mapping[str, torch.Tensor]) -> nn.Module | None:
+    """The model built on the meta device, then given empty CPU memory and ``state``;
+    ``None`` unless that is certainly the seeded model holding ``state``: every
+    tensor the model holds is a parameter or buffer the factory made on the meta
+    device and ``state`` has a value for each (no buffer left out of the state,
+    no plain tensor attribute), and the factory runs there at all."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            model = factory()
+    except Exception:  # a factory that needs real tensors: the seeded way
+        return None
+    if not isinstance(model, nn.Module):
+        return None
+    named = dict(model.named_parameters()) | dict(model.named_buffers())
+    if set(named) != set(state) or set(model.state_dict()) != set(state):
+        return None
+    if not all(t.is_meta for t in named.values()):
+        return None
+    for m in model.modules():
+        if any(isinstance(v, torch.Tensor) for v in vars(m).values()):
+            return None  # a tensor outside _parameters/_buffers
+    model = model.to_empty(device="cpu")
+    model.load_state_dict(dict(state), strict=True)
     return model
 
 

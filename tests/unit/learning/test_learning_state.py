@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 
 from flocknode.aggregation import AggregationSettings, aggregate, apply_update
 from flocknode.aggregation.core import NonFiniteUpdateError
 from flocknode.crypto import CanonicalError, canonical_bytes, parse_canonical, update_hash
 from flocknode.crypto.canonical import CanonicalReader
-from flocknode.learning import Learner, TrainingSettings, model_hash, state_delta
+from flocknode.learning import Learner, TrainingSettings, model_hash, models, state_delta
+from flocknode.learning.models import build_model, load_task, model_state, seeded_model
 
 FEDAVG = AggregationSettings(rule="fedavg")
 
@@ -147,3 +149,54 @@ def test_wide_mlp_tasks_have_the_model_size_their_name_gives() -> None:
     assert abs(size - 2**20) < 2**20 * 0.001
     res = learner.train(state, seed=1)
     assert set(res.update) == set(state) and res.samples > 0
+
+
+class _Extra(nn.Module):
+    """A linear layer and one more tensor of the kind ``how`` names."""
+
+    def __init__(self, how: str) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+        if how == "non_persistent":
+            self.register_buffer("scale", torch.rand(2), persistent=False)
+        elif how == "attribute":
+            self.scale = torch.rand(2)
+        elif how == "needs_values":
+            self.scale = nn.Parameter(torch.rand(2) * float(torch.rand(()).item()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) * getattr(self, "scale", 1.0)
+
+
+@pytest.mark.parametrize("task", ["digits-mlp", "digits-cnn", "wide-mlp-1mb"])
+def test_a_model_given_every_entry_skips_the_seeded_init_and_is_the_same(task: str) -> None:
+    factory = load_task(task).build_model
+    state = model_state(seeded_model(factory, 7))
+    assert models._unseeded(factory, state) is not None  # the fast way is taken
+    fast = build_model(factory, state, seed=0)
+    slow = seeded_model(factory, 0)
+    slow.load_state_dict(state)
+    for (n, a), (m, b) in zip(fast.state_dict().items(), slow.state_dict().items(), strict=True):
+        assert n == m and a.dtype == b.dtype and torch.equal(a, b), n
+    assert [p.requires_grad for p in fast.parameters()] == [
+        p.requires_grad for p in slow.parameters()
+    ]
+
+
+@pytest.mark.parametrize("how", ["partial", "non_persistent", "attribute", "needs_values"])
+def test_a_model_the_state_does_not_fully_fix_is_built_seeded(how: str) -> None:
+    # entries the state lacks, and tensors outside the state, keep their seeded values
+    def factory() -> nn.Module:
+        return _Extra(how)
+
+    seeded = seeded_model(factory, 3)
+    state = model_state(seeded)
+    if how == "partial":
+        del state["fc.bias"]
+    assert models._unseeded(factory, state) is None
+    state = {k: torch.zeros_like(v) for k, v in state.items()}
+    built = build_model(factory, state, seed=3)
+    x = torch.ones(1, 3)
+    want = seeded_model(factory, 3)
+    want.load_state_dict(state, strict=False)
+    assert torch.equal(built(x), want(x))
