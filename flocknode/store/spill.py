@@ -1,6 +1,7 @@
 """A voter's opened updates on disk, so that aggregation holds blocks, not models.
 
-Each update a voter opens for a round is written once, as float32 in the
+Each dense or int8 update a voter opens for a round (a top-k one stays packed
+in memory: ``compression.open_packed``) is written once, as float32 in the
 aggregation layout's order (the weights, then the running statistics; float16
 and bfloat16 widen to float32 exactly), to ``spill/<round>/<seat>.f32`` (mode
 600), and read back a block of coordinates at a time (``core.Flat``). Its
