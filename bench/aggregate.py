@@ -1,12 +1,15 @@
 """What one aggregation costs in time and memory, updates in memory or on disk.
 
     .venv/bin/python bench/aggregate.py [--mb 100] [--updates 3] [--rules fedavg,median]
+        [--where memory,disk,packed]
 
 For each rule, two fresh processes aggregate ``--updates`` random updates of a
 ``--mb`` MB float32 model: ``memory`` (the updates as tensors, what
 ``bench/accuracy.py`` and tests pass) and ``disk`` (each update written with
 ``flocknode.store.spill`` first, and centered_clip's centre on disk, as a
-voter does; only the base model stays in memory). Each case records
+voter does; only the base model stays in memory) and ``packed`` (each update
+encoded top-k 1% at 2 bits and kept packed, ``compression.open_packed``, as a
+voter keeps a top-k update; ``--where`` picks them). Each case records
 ``seconds``, ``rss_before_mb`` (the process once its inputs are ready),
 ``peak_mb`` (VmHWM, reset just before aggregating) and
 ``above_inputs_x_model`` = (peak - before) / model size: what aggregation
@@ -49,6 +52,12 @@ def _case(mb: int, updates: int, rule: str, where: str) -> dict[str, Any]:
     ]
     tmp = tempfile.TemporaryDirectory()
     scratch: Callable[[int], Scratch] = MemoryScratch
+    if where == "packed":
+        from flocknode.aggregation.compression import Codec, encode, open_packed
+
+        topk = Codec("topk", 0.01, 2)
+        layout = layout_of(base)
+        inputs = [open_packed(encode(u, None, topk)[0], layout, topk) for u in inputs]  # type: ignore[arg-type]
     if where == "disk":
         scratch = SpillDir(Path(tmp.name) / "spill").scratch(1)
         layout = layout_of(base)
@@ -82,6 +91,7 @@ def main() -> None:
     p.add_argument("--mb", type=int, default=100)
     p.add_argument("--updates", type=int, default=3)
     p.add_argument("--rules", default="fedavg,median")
+    p.add_argument("--where", default="memory,disk", help="memory, disk, packed (top-k)")
     p.add_argument("--case", help=argparse.SUPPRESS)  # "rule:where", in a child process
     args = p.parse_args()
     if args.case:
@@ -90,7 +100,7 @@ def main() -> None:
         return
     cases = []
     for rule in [r for r in args.rules.split(",") if r]:
-        for where in ("memory", "disk"):
+        for where in [w for w in args.where.split(",") if w]:
             argv = ["--mb", str(args.mb), "--updates", str(args.updates)]
             out = subprocess.run(
                 [sys.executable, __file__, *argv, "--case", f"{rule}:{where}"],

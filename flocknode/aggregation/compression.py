@@ -454,6 +454,12 @@ class PackedFlat:
     def integers(self) -> core.Ints:
         return self._ints
 
+    def nonzero_values(self, kind: str) -> npt.NDArray[np.float64]:
+        """Every value of ``kind`` that may be other than zero (the rest are)."""
+        if kind == core.STATS:
+            return np.concatenate([np.zeros(0), *self._stats.values()])
+        return np.concatenate([np.zeros(0), *(v for _, v in self._weights.values())])
+
 
 def open_packed(packed: Mapping[str, torch.Tensor], layout: core.Layout, c: Codec) -> PackedFlat:
     """The ``PackedFlat`` of a top-k update of ``layout`` (untrusted: CompressionError,

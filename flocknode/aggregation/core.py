@@ -528,7 +528,17 @@ def _check_finite(f: Flat, layout: Layout, who: str, kind: str) -> None:
 
 
 def _norm(f: Flat, layout: Layout, who: str) -> float:
-    """The weights' L2 norm, checking every value is finite."""
+    """The weights' L2 norm, checking every value is finite.
+
+    An input with ``nonzero_values(kind)`` (a packed top-k update) gives the
+    values that can be other than zero: the zeros add exactly nothing to the
+    exact sum, so the norm has the same bits from those alone."""
+    sparse = getattr(f, "nonzero_values", None)
+    if sparse is not None:
+        v = sparse(WEIGHTS)
+        if not np.isfinite(v).all():
+            raise NonFiniteUpdateError(f"{who}: a weight is NaN or infinite")
+        return math.sqrt(square_sum([v]))
 
     def values() -> Iterator[F64]:
         for a, b in _blocks(layout.sizes[WEIGHTS]):
