@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/scale.py [--sizes 1,25] [--compressions none,int8,topk]
         [--nodes 6] [--rounds 3] [--digits-rounds 20] [--skip-digits] [--keep] [--json]
+        [--optimizer adam|sgd]
 
 For each model size (the built-in ``wide-mlp-<mb>mb`` tasks: the digits data
 through one wide hidden layer, two local steps a round, so the protocol
@@ -25,7 +26,8 @@ nodes' task code in-process), then ``digits-cnn`` with 10 nodes over
 - ``idle_rss_mb`` (the largest node RSS once every node is up, before round
   1) and ``peak_rss_mb_max`` (the largest node peak RSS, VmHWM, at the end),
   also over the nodes that proposed in some round (``peak_rss_mb_proposers``:
-  training, Adam's state included) and those that only voted
+  training, the optimizer's state included: ``--optimizer sgd`` has none) and
+  those that only voted
   (``peak_rss_mb_voters_only``; ``null`` when every node proposed);
 - ``accuracy`` (the last round's test accuracy), ``rounds_finalized``,
   ``rounds_accepted``, ``slashed``.
@@ -95,6 +97,7 @@ def run_case(
     seconds: int,
     log: Any,
     keep: bool = False,
+    optimizer: str = "",
 ) -> dict[str, Any]:
     spec = ClusterSpec(
         nodes=nodes,
@@ -104,7 +107,10 @@ def run_case(
         train_seconds=20 + seconds,
         commit_seconds=15 + seconds,
         reveal_seconds=10,
-        settings_overrides=COMPRESSION[compression],
+        settings_overrides=(
+            *COMPRESSION[compression],
+            *((("training", "optimizer", optimizer),) if optimizer else ()),
+        ),
     )
     workdir = Path(tempfile.mkdtemp(prefix="flocknode-scale-"))
     t0 = time.monotonic()
@@ -143,6 +149,7 @@ def run_case(
             "task": task,
             "model_mb": model_mb,
             "compression": compression,
+            "optimizer": optimizer or "task's",
             "nodes": nodes,
             "rounds": rounds,
             "finished": finished,
@@ -178,6 +185,9 @@ def main() -> None:
     p.add_argument("--digits-rounds", type=int, default=20)
     p.add_argument("--skip-digits", action="store_true")
     p.add_argument("--keep", action="store_true", help="keep each case's cluster directory")
+    p.add_argument(
+        "--optimizer", choices=["adam", "sgd"], help="the wide-mlp tasks' (default: Adam)"
+    )
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
@@ -187,7 +197,11 @@ def main() -> None:
         for c in compressions:
             extra = int(args.seconds_per_mb * mb)
             task = f"wide-mlp-{mb}mb"
-            cases.append(run_case(task, mb, c, args.nodes, args.rounds, extra, log, args.keep))
+            cases.append(
+                run_case(
+                    task, mb, c, args.nodes, args.rounds, extra, log, args.keep, args.optimizer
+                )
+            )
     if not args.skip_digits:
         for c in compressions:
             cases.append(run_case("digits-cnn", 0.04, c, 10, args.digits_rounds, 0, log, args.keep))
