@@ -454,6 +454,10 @@ class PackedFlat:
     def integers(self) -> core.Ints:
         return self._ints
 
+    def sparse_weights(self, name: str) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """A weight entry's sent places (flat, increasing) and values (the rest are zero)."""
+        return self._weights[name]
+
     def nonzero_values(self, kind: str) -> npt.NDArray[np.float64]:
         """Every value of ``kind`` that may be other than zero (the rest are)."""
         if kind == core.STATS:

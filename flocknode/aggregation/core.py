@@ -220,10 +220,7 @@ class ModelFlat:
     def read(self, kind: str, start: int, stop: int) -> F64:
         parts: list[F64] = []
         for span, a, b in self._layout.pieces(kind, start, stop):
-            t = self._flat[span.name][a:b]
-            if span.dtype == torch.bfloat16:
-                t = t.to(torch.float32)
-            parts.append(t.numpy().astype(np.float64))
+            parts.append(_widened(self._flat[span.name][a:b]))
         if len(parts) == 1:  # a block inside one entry: no second copy
             return parts[0]
         return np.concatenate(parts) if parts else np.zeros(0)
@@ -370,15 +367,32 @@ def apply_update(global_model: Model, update: Model | Flat) -> dict[str, torch.T
     layout = layout_of(global_model)
     base = ModelFlat(global_model, layout, "global model")
     u = _as_flat(update, layout, "update")
-    for f, who in ((base, "global model"), (u, "update")):
-        _check_finite(f, layout, who, WEIGHTS)
-        _check_finite(f, layout, who, STATS)
+    sparse = getattr(u, "sparse_weights", None)
+    for kind in (WEIGHTS, STATS):
+        _check_finite(base, layout, "global model", kind)
+        if sparse is None or kind == STATS:
+            _check_finite(u, layout, "update", kind)
 
     def plus(kind: str) -> Callable[[int, int], F64]:
         return lambda start, stop: base.read(kind, start, stop) + u.read(kind, start, stop)
 
     ints = _integer_step(base.integers(), [u.integers()])
-    return _build(layout, plus(WEIGHTS), plus(STATS), ints)
+    if sparse is None:
+        return _build(layout, plus(WEIGHTS), plus(STATS), ints)
+    # a packed top-k update: ``b + 0.0`` rounds back to ``b`` (``-0.0`` to ``+0.0``),
+    # so only the places it sent need the arithmetic
+    out = _build(layout, _zeros, plus(STATS), ints, kinds=(STATS,))
+    for span in layout.spans[WEIGHTS]:
+        t = global_model[span.name].detach().cpu().clone().contiguous()
+        flat = t.view(-1)
+        flat[flat == 0] = 0
+        places, values = sparse(span.name)
+        if not np.isfinite(values).all():
+            raise NonFiniteUpdateError(f"update: tensor {span.name!r} holds NaN or infinity")
+        at = torch.from_numpy(places)
+        flat[at] = _rounded(_widened(flat[at]) + values, span)
+        out[span.name] = t
+    return {name: out[name] for name, _, _ in layout.entries}
 
 
 def krum_budget(krum_f: int, rejected: int) -> int:
@@ -566,25 +580,50 @@ def _integer_step(base: Ints, deltas: list[Ints]) -> Ints:
     return out
 
 
-def _build(layout: Layout, weights: Blocks, stats: Blocks, ints: Ints) -> dict[str, torch.Tensor]:
-    """The new model: every entry in its own dtype, filled block by block."""
+def _rounded(values: F64, span: Span) -> torch.Tensor:
+    """``values`` in the entry's dtype: one round-to-nearest-even per value (bfloat16
+    through float32); NonFiniteUpdateError if one overflows."""
+    with np.errstate(over="ignore"):
+        rounded = values.astype(np.float16 if span.dtype == torch.float16 else np.float32)
+    t = torch.from_numpy(rounded)
+    if span.dtype == torch.bfloat16:
+        t = t.to(torch.bfloat16)
+    if not bool(torch.isfinite(t).all()):
+        # Only reachable when at least half the updates are near the dtype's range.
+        raise NonFiniteUpdateError(f"the aggregated model overflows {span.dtype} in {span.name!r}")
+    return t
+
+
+def _widened(t: torch.Tensor) -> F64:
+    """A float entry's values as float64 (exact; bfloat16 through float32)."""
+    if t.dtype == torch.bfloat16:
+        t = t.to(torch.float32)
+    out: F64 = t.numpy().astype(np.float64)
+    return out
+
+
+def _zeros(start: int, stop: int) -> F64:
+    return np.zeros(stop - start)
+
+
+def _build(
+    layout: Layout,
+    weights: Blocks,
+    stats: Blocks,
+    ints: Ints,
+    kinds: tuple[str, ...] = (WEIGHTS, STATS),
+) -> dict[str, torch.Tensor]:
+    """The new model: every entry in its own dtype, filled block by block (the
+    entries of ``kinds``; the others are left empty)."""
     out = {name: torch.empty(shape, dtype=dtype) for name, shape, dtype in layout.entries}
     for kind, values in ((WEIGHTS, weights), (STATS, stats)):
+        if kind not in kinds:
+            continue
         for start, stop in _blocks(layout.sizes[kind]):
             block = values(start, stop)
             for span, a, b in layout.pieces(kind, start, stop):
                 part = block[span.offset + a - start : span.offset + b - start]
-                with np.errstate(over="ignore"):  # one round-to-nearest-even per value
-                    rounded = part.astype(np.float16 if span.dtype == torch.float16 else np.float32)
-                t = torch.from_numpy(rounded)
-                if span.dtype == torch.bfloat16:
-                    t = t.to(torch.bfloat16)
-                if not bool(torch.isfinite(t).all()):
-                    # Only reachable when at least half the updates are near the dtype's range.
-                    raise NonFiniteUpdateError(
-                        f"the aggregated model overflows {span.dtype} in {span.name!r}"
-                    )
-                out[span.name].view(-1)[a:b] = t
+                out[span.name].view(-1)[a:b] = _rounded(part, span)
     counters = iter(ints)
     for name, shape, dtype in layout.entries:
         if dtype in INT_DTYPES:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from flocknode.aggregation import AggregationSettings, aggregate
+from flocknode.aggregation import AggregationSettings, aggregate, apply_update
 from flocknode.aggregation.compression import (
     CHUNK,
     Codec,
@@ -355,3 +355,23 @@ def test_aggregating_packed_top_k_updates_gives_the_dense_bits(rule: str) -> Non
     assert read.norms == dense.norms and read.rejected == dense.rejected
     for name, t in dense.model.items():
         assert torch.equal(read.model[name], t), name
+
+
+@pytest.mark.parametrize("c", TOPKS, ids=lambda c: f"{c.kind}-{c.fraction}-{c.bits}")
+def test_a_packed_top_k_update_applied_alone_gives_the_dense_bits(c: Codec) -> None:
+    # a voter's "this update alone" model from the sent places only: the same bits as
+    # the dense sum, -0.0 weights of the global included (they come out as +0.0)
+    up = _update(4)
+    up["h16.weight"] = (torch.randn(CHUNK + 3) * 0.01).to(torch.float16)
+    base = {k: (v * 50).to(v.dtype) for k, v in _update(5).items()}
+    base["h16.weight"] = torch.randn(CHUNK + 3).to(torch.float16)
+    base["conv.weight"][:300] = -0.0
+    base["half.weight"][0, :2] = -0.0
+    base = _shuffled(base, 3)
+    packed, _ = encode(up, None, c)
+    dense = apply_update(base, decode(packed, layout(up), c))
+    read = apply_update(base, open_packed(packed, layout_of(base), c))
+    assert list(read) == list(dense)
+    for name, t in dense.items():
+        assert t.dtype == read[name].dtype and t.shape == read[name].shape, name
+        assert t.view(-1).view(torch.uint8).equal(read[name].view(-1).view(torch.uint8)), name
