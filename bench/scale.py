@@ -32,6 +32,11 @@ nodes' task code in-process), then ``digits-cnn`` with 10 nodes over
 - ``accuracy`` (the last round's test accuracy), ``rounds_finalized``,
   ``rounds_accepted``, ``slashed``.
 
+The nodes get no test split (``ClusterSpec.node_test_split``): the
+monitor's evaluation of each global model is the accuracy, and ten nodes
+evaluating it too would add ten test passes to each round's load, which a
+participant, who has no test split, never runs.
+
 The phase lengths grow with the model (``--seconds-per-mb``), so a large
 model's transfers fit in them. Prints one JSON object with ``--json``: its
 ``"cases"`` list holds one object per case.
@@ -107,6 +112,7 @@ def run_case(
         train_seconds=20 + seconds,
         commit_seconds=15 + seconds,
         reveal_seconds=10,
+        node_test_split=False,  # the monitor's evaluation is the accuracy; none on the nodes
         settings_overrides=(
             *COMPRESSION[compression],
             *((("training", "optimizer", optimizer),) if optimizer else ()),

@@ -210,6 +210,9 @@ class ClusterSpec:
     confirmations: int = 0  # every node's chain.confirmations (docs/protocol.md)
     # every node registers a relay's port (p2p.announce) for ``--chaos latency``
     relays: bool = False
+    # every node gets the shared test split and reports each global model's
+    # accuracy on it (status, metrics); without, only the monitor evaluates
+    node_test_split: bool = True
 
 
 def node_settings(
@@ -408,7 +411,7 @@ def _deploy(
                 http_ports[i],
                 settings_file,
                 str(shards.nodes[i]),
-                str(shards.test),
+                str(shards.test) if spec.node_test_split else "",
                 base_model,
                 package_src if i < spec.nodes - 1 else "",
                 host,
