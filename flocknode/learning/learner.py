@@ -31,6 +31,7 @@ import torch
 import trio
 
 from flocknode.learning.base_model import attach_base_model
+from flocknode.learning.builtin import ClassifierTask
 from flocknode.learning.factory import PluginError
 from flocknode.learning.models import State, build_model, initial_state, load_task, model_state
 from flocknode.learning.settings import TrainingSettings
@@ -269,7 +270,10 @@ class Learner:
         return TrainResult(update, time.perf_counter() - start, len(data), dict(metrics or {}))
 
     def evaluate(self, state: Mapping[str, torch.Tensor], split: SplitName = "val") -> Evaluation:
-        model = build_model(self.task.build_model, state, self.settings.init_seed)
+        # the built-in evaluation changes no tensor of the model (eval mode, no_grad):
+        # it may run on the state's own tensors rather than a copy of the model
+        share = type(self.task).evaluate is ClassifierTask.evaluate
+        model = build_model(self.task.build_model, state, self.settings.init_seed, share=share)
         ev = self.task.evaluate(model, self.split(split), self.device)
         if not isinstance(ev, Evaluation):
             raise PluginError(

@@ -74,7 +74,7 @@ def seeded_model(factory: ModelFactory, seed: int) -> nn.Module:
 
 
 def build_model(
-    factory: ModelFactory, state: Mapping[str, torch.Tensor], seed: int = 0
+    factory: ModelFactory, state: Mapping[str, torch.Tensor], seed: int = 0, share: bool = False
 ) -> nn.Module:
     """A fresh model from ``factory`` (seeded with ``seed``) holding ``state``.
 
@@ -82,9 +82,11 @@ def build_model(
     rest keep their seeded initial values. When ``state`` holds every entry,
     the seeded initialisation would be overwritten anyway and is skipped
     (``_unseeded``): same model, without drawing a model's worth of random
-    numbers (0.3-0.5 s at 100 MB, for each evaluation a voter makes).
+    numbers (0.3-0.5 s at 100 MB, for each evaluation a voter makes). With
+    ``share`` the model then holds ``state``'s own tensors, not copies: for a
+    caller that only evaluates it (and will not change ``state`` meanwhile).
     """
-    model = _unseeded(factory, state)
+    model = _unseeded(factory, state, share)
     if model is not None:
         return model
     model = seeded_model(factory, seed)
@@ -94,7 +96,9 @@ def build_model(
     return model
 
 
-def _unseeded(factory: ModelFactory, state: Mapping[str, torch.Tensor]) -> nn.Module | None:
+def _unseeded(
+    factory: ModelFactory, state: Mapping[str, torch.Tensor], share: bool = False
+) -> nn.Module | None:
     """The model built on the meta device, then given empty CPU memory and ``state``;
     ``None`` unless that is certainly the seeded model holding ``state``: every
     tensor the model holds is a parameter or buffer the factory made on the meta
@@ -115,8 +119,9 @@ def _unseeded(factory: ModelFactory, state: Mapping[str, torch.Tensor]) -> nn.Mo
     for m in model.modules():
         if any(isinstance(v, torch.Tensor) for v in vars(m).values()):
             return None  # a tensor outside _parameters/_buffers
-    model = model.to_empty(device="cpu")
-    model.load_state_dict(dict(state), strict=True)
+    if not share:
+        model = model.to_empty(device="cpu")
+    model.load_state_dict(dict(state), strict=True, assign=share)
     return model
 
 

@@ -200,3 +200,18 @@ def test_a_model_the_state_does_not_fully_fix_is_built_seeded(how: str) -> None:
     want = seeded_model(factory, 3)
     want.load_state_dict(state, strict=False)
     assert torch.equal(built(x), want(x))
+
+
+def test_a_built_in_evaluation_runs_on_the_states_own_tensors_and_leaves_them() -> None:
+    # a voter evaluates ~7 models a round: the built-in evaluation (eval mode, no_grad)
+    # runs on the state's tensors, with BatchNorm's running statistics untouched
+    learner = Learner.for_shard(TrainingSettings(task="digits-cnn"), 0, 3)
+    state = learner.initial_state()
+    kept = {k: v.clone() for k, v in state.items()}
+    shared = build_model(learner.task.build_model, state, 0, share=True)
+    assert all(t.data_ptr() == state[n].data_ptr() for n, t in shared.state_dict().items())
+    got = learner.evaluate(state, "val")
+    copied = build_model(learner.task.build_model, state, 0)
+    assert all(t.data_ptr() != state[n].data_ptr() for n, t in copied.state_dict().items())
+    assert got == learner.task.evaluate(copied, learner.split("val"), learner.device)
+    assert all(torch.equal(kept[k], state[k]) for k in state)
