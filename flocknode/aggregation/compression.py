@@ -426,7 +426,7 @@ class PackedFlat:
 
     The same float64 values as the dense update ``decode`` gives (each sent
     value cast to its entry's dtype, then widened), without a dense copy: a
-    voter holds the sent values and their places (12 bytes each) and the
+    voter holds the sent values and their places (16 bytes each) and the
     decoded statistics. ``open_packed`` builds one from untrusted tensors.
     """
 
