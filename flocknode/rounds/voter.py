@@ -597,6 +597,7 @@ async def _score(
             continue
         alone = await trio.to_thread.run_sync(apply_update, base, s.update)
         gain = (await ctx.learner.evaluate_async(alone, "val")).ppm - before
+        del alone  # before the next seat's is built: one such model at a time
         if gain < ctx.settings.flag_threshold_ppm:
             flags.append(s.seat)
     ctx.metrics.eval_seconds.observe(time.monotonic() - t0)
