@@ -58,8 +58,9 @@ def _case(mb: int, updates: int, rule: str, where: str) -> dict[str, Any]:
         topk = Codec("topk", 0.01, 2)
         layout = layout_of(base)
         inputs = [open_packed(encode(u, None, topk)[0], layout, topk) for u in inputs]  # type: ignore[arg-type]
-    if where == "disk":
+    if where in ("disk", "packed"):  # centered_clip's centre on disk, as a voter keeps it
         scratch = SpillDir(Path(tmp.name) / "spill").scratch(1)
+    if where == "disk":
         layout = layout_of(base)
         inputs = [
             SpilledUpdate.write(Path(tmp.name) / f"{i}.f32", u, layout, f"seat {i}")  # type: ignore[arg-type]
