@@ -7,10 +7,12 @@ import copy
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 import torch
+import trio
 from torch import nn
 
 import flocknode.learning.train as train
@@ -310,3 +312,35 @@ def test_optimizer_gives_torch_optims_bits_a_piece_of_a_parameter_at_a_time(
     assert all(
         torch.equal(a, b) for a, b in zip(ours.parameters(), theirs.parameters(), strict=True)
     )
+
+
+async def test_task_code_in_the_daemon_runs_one_call_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # as in the task worker: a tester's evaluation never runs beside a proposer's
+    # training, so their memory never adds up. The first call waits up to 2 s for a
+    # second one to start beside it; one at a time, none does.
+    learner = Learner.from_settings(SETTINGS, 0, 3)
+    lock = threading.Lock()
+    active, peak, calls = [0], [0], [0]
+    second = threading.Event()
+
+    def fake(self: Learner, state: object, split: str = "val") -> Evaluation:
+        with lock:
+            active[0] += 1
+            calls[0] += 1
+            peak[0] = max(peak[0], active[0])
+            first = calls[0] == 1
+        if first:
+            second.wait(2.0)
+        else:
+            second.set()
+        with lock:
+            active[0] -= 1
+        return Evaluation(0.0, 0, {})
+
+    monkeypatch.setattr(Learner, "evaluate", fake)
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            nursery.start_soon(learner.evaluate_async, {})
+    assert peak[0] == 1
