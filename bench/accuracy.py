@@ -61,6 +61,7 @@ from flocknode.aggregation.compression import codec, decode, encode, layout
 from flocknode.aggregation.core import STAT_NAMES, step_scale
 from flocknode.crypto import canonical_size
 from flocknode.learning import Learner, TaskSettings
+from flocknode.rounds.update_form import EF_DECAY
 
 SIGN_FLIP_SCALE = -4.0
 
@@ -80,6 +81,7 @@ def simulate(
     weight_by_samples: bool = False,
     ef_cap: float = 0.9,
     momentum: float = 0.0,
+    ef_decay: float = EF_DECAY,
 ) -> dict[str, Any]:
     n = len(learners)
     state = learners[0].initial_state()
@@ -110,7 +112,7 @@ def simulate(
             up = res.update
             if c is not None:  # what voters decode from the packed update
                 cap = None if scale is None else ef_cap * rule.norm_ceiling * scale
-                up, residuals[node] = encode(up, residuals.get(node), c, cap)
+                up, residuals[node] = encode(up, residuals.get(node), c, cap, ef_decay)
             update_bytes = canonical_size(up)
             if node in byzantine:  # a cheater changes what it sends (dense or packed)
                 factor = SIGN_FLIP_SCALE if attack == "sign_flip" else 0.0
@@ -473,6 +475,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--topk-bits", type=int, choices=[8, 2], default=8)
     p.add_argument("--ef-cap", type=float, default=0.9, help="proposer norm cap / ceiling")
     p.add_argument(
+        "--ef-decay",
+        type=float,
+        default=EF_DECAY,
+        help="the residual's factor when a proposer adds it (1: plain error feedback)",
+    )
+    p.add_argument(
         "--outer-momentum",
         type=float,
         default=0.0,
@@ -557,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.weight_by_samples,
                 args.ef_cap,
                 args.outer_momentum,
+                args.ef_decay,
             )
             for sd in seeds
         ]

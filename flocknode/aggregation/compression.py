@@ -30,10 +30,12 @@ overflow). A decoded value that is not finite in its entry's dtype is refused,
 as the canonical reader refuses one in a dense update.
 ``decode`` takes untrusted input and raises only :class:`CompressionError`.
 
-Error feedback: ``encode`` sends ``update + residual`` and returns the new
-residual, what that sum holds beyond what the voters will decode. The
-proposer keeps it (``flocknode.rounds.residual``) and adds it the next time it
-proposes, so nothing a proposer trained is dropped, only delayed.
+Error feedback: ``encode`` sends ``update + decay x residual`` and returns the
+new residual, what that sum holds beyond what the voters will decode. The
+proposer keeps it (``flocknode.rounds.residual``) and adds it, decayed
+(``flocknode.rounds.update_form.EF_DECAY``), the next time it proposes: what
+waited longest, trained on an older global model, fades instead of arriving
+late at full size.
 """
 
 from __future__ import annotations
@@ -165,9 +167,13 @@ Residual = dict[str, torch.Tensor]
 
 
 def encode(
-    update: Model, residual: Residual | None, c: Codec, max_norm: float | None = None
+    update: Model,
+    residual: Residual | None,
+    c: Codec,
+    max_norm: float | None = None,
+    decay: float = 1.0,
 ) -> tuple[dict[str, torch.Tensor], Residual]:
-    """The packed tensors of ``update + residual`` and the residual they leave.
+    """The packed tensors of ``update + decay x residual`` and the residual they leave.
 
     ``residual`` is ``None`` or what an earlier ``encode`` returned for the
     same layout (one of another size, e.g. after a task's model changed, is
@@ -186,7 +192,7 @@ def encode(
         lengths = _chunks(lay, part)
         if not lengths:
             continue
-        x = _with_residual(update, lay, part, residual)  # the sums below work in it
+        x = _with_residual(update, lay, part, residual, decay)  # the sums below work in it
         wanted[part] = x
         if part == "s" or c.kind == "int8":
             q, s = _int8(x, lengths)
@@ -209,8 +215,11 @@ def encode(
     return packed, {part: torch.from_numpy(x) for part, x in wanted.items()}
 
 
-def _with_residual(update: Model, lay: Layout, part: str, residual: Residual | None) -> F32:
-    """A part of ``update`` plus the residual's, as a float32 vector the caller may change.
+def _with_residual(
+    update: Model, lay: Layout, part: str, residual: Residual | None, decay: float = 1.0
+) -> F32:
+    """A part of ``update`` plus ``decay`` x the residual's, as a float32 vector the
+    caller may change.
 
     A usable residual (same size, writable) is added to in place: ``encode``
     consumes it, and the proposer holds no third copy of the part.
@@ -221,11 +230,13 @@ def _with_residual(update: Model, lay: Layout, part: str, residual: Residual | N
     if r is None or r.numel() != n or r.dtype != torch.float32 or not r.is_contiguous():
         x = _flat(update, lay, part)
         if r is not None and r.numel() == n:
-            x += r.reshape(-1).to(torch.float32).numpy()
+            x += r.reshape(-1).to(torch.float32).numpy() * np.float32(decay)
         return x
     x = r.reshape(-1).numpy()
     if not x.flags.writeable:
         x = x.copy()
+    if decay != 1.0:
+        x *= np.float32(decay)  # rounded once, as in the other branch
     for name, span in spans:  # the sum is commutative: the same bits as update + residual
         x[span] += update[name].detach().cpu().reshape(-1).to(torch.float32).numpy()
     return x

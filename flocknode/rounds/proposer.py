@@ -28,7 +28,7 @@ from flocknode.crypto import seal_update
 from flocknode.p2p.messages import KeyWraps, UpdateAnnounce, WireKeyWrap
 from flocknode.rounds import proposer_machine as m
 from flocknode.rounds.context import RoleReads
-from flocknode.rounds.update_form import send_cap
+from flocknode.rounds.update_form import EF_DECAY, send_cap
 from flocknode.store.journal import noted_seconds
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ async def _train_and_seal(
         sent = res.update
         if c is not None:
             # the residual of the newest earlier round: the same one if this round is retrained
-            sent, left = encode(res.update, ctx.residuals.load(r), c, cap)
+            sent, left = encode(res.update, ctx.residuals.load(r), c, cap, EF_DECAY)
             ctx.residuals.save(r, left)
         sent = ctx.behaviour.update(sent, seed)  # a cheater changes what it sends
         with ctx.store.writer() as w:

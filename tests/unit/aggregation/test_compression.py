@@ -375,3 +375,16 @@ def test_a_packed_top_k_update_applied_alone_gives_the_dense_bits(c: Codec) -> N
     for name, t in dense.items():
         assert t.dtype == read[name].dtype and t.shape == read[name].shape, name
         assert t.view(-1).view(torch.uint8).equal(read[name].view(-1).view(torch.uint8)), name
+
+
+@pytest.mark.parametrize("c", [INT8, TOPK2], ids=["int8", "topk2"])
+def test_a_decayed_residual_is_added_times_the_decay(c: Codec) -> None:
+    _, left = encode(_update(), None, c)  # encode consumes a residual: copies below
+    want, want_rest = encode(_update(1), {k: v * 0.5 for k, v in left.items()}, c)
+    packed, rest = encode(_update(1), {k: v.clone() for k, v in left.items()}, c, decay=0.5)
+    assert all(torch.equal(packed[k], want[k]) for k in want)
+    assert all(torch.equal(rest[k], want_rest[k]) for k in want_rest)
+    # decay 1 is plain error feedback, bit for bit
+    same, _ = encode(_update(1), {k: v.clone() for k, v in left.items()}, c, decay=1.0)
+    plain, _ = encode(_update(1), {k: v.clone() for k, v in left.items()}, c)
+    assert all(torch.equal(same[k], plain[k]) for k in plain)
