@@ -2,14 +2,14 @@
 
     .venv/bin/python bench/scale.py [--sizes 1,25] [--compressions none,int8,topk]
         [--nodes 6] [--rounds 3] [--digits-rounds 20] [--skip-digits] [--keep] [--json]
-        [--optimizer adam|sgd]
+        [--optimizer adam|sgd] [--topk-fraction 0.01]
 
 For each model size (the built-in ``wide-mlp-<mb>mb`` tasks: the digits data
 through one wide hidden layer, two local steps a round, so the protocol
 dominates) and each compression, one local cluster (``cluster up`` with the
 nodes' task code in-process), then ``digits-cnn`` with 10 nodes over
 ``--digits-rounds`` rounds for each compression (the accuracy side). Top-k is
-1% at 2 bits. Each case records:
+``--topk-fraction`` (default 1%) at 2 bits. Each case records:
 
 - ``update_bytes`` (one sealed update), ``bytes_sent_per_node`` (median over
   rounds of what the nodes served, blobs and models, divided by the nodes);
@@ -103,7 +103,13 @@ def run_case(
     log: Any,
     keep: bool = False,
     optimizer: str = "",
+    topk_fraction: float = 0.01,
 ) -> dict[str, Any]:
+    overrides = [o for o in COMPRESSION[compression] if o[1] != "topk_fraction"]
+    if compression == "topk":
+        overrides.append(("aggregation", "topk_fraction", topk_fraction))
+    if optimizer:
+        overrides.append(("training", "optimizer", optimizer))
     spec = ClusterSpec(
         nodes=nodes,
         rounds=rounds,
@@ -113,10 +119,7 @@ def run_case(
         commit_seconds=15 + seconds,
         reveal_seconds=10,
         node_test_split=False,  # the monitor's evaluation is the accuracy; none on the nodes
-        settings_overrides=(
-            *COMPRESSION[compression],
-            *((("training", "optimizer", optimizer),) if optimizer else ()),
-        ),
+        settings_overrides=tuple(overrides),
     )
     workdir = Path(tempfile.mkdtemp(prefix="flocknode-scale-"))
     t0 = time.monotonic()
@@ -155,6 +158,7 @@ def run_case(
             "task": task,
             "model_mb": model_mb,
             "compression": compression,
+            "topk_fraction": topk_fraction if compression == "topk" else None,
             "optimizer": optimizer or "task's",
             "nodes": nodes,
             "rounds": rounds,
@@ -191,6 +195,7 @@ def main() -> None:
     p.add_argument("--digits-rounds", type=int, default=20)
     p.add_argument("--skip-digits", action="store_true")
     p.add_argument("--keep", action="store_true", help="keep each case's cluster directory")
+    p.add_argument("--topk-fraction", type=float, default=0.01, help="top-k's share (2 bits)")
     p.add_argument(
         "--optimizer", choices=["adam", "sgd"], help="the wide-mlp tasks' (default: Adam)"
     )
@@ -205,12 +210,33 @@ def main() -> None:
             task = f"wide-mlp-{mb}mb"
             cases.append(
                 run_case(
-                    task, mb, c, args.nodes, args.rounds, extra, log, args.keep, args.optimizer
+                    task,
+                    mb,
+                    c,
+                    args.nodes,
+                    args.rounds,
+                    extra,
+                    log,
+                    args.keep,
+                    args.optimizer,
+                    args.topk_fraction,
                 )
             )
     if not args.skip_digits:
         for c in compressions:
-            cases.append(run_case("digits-cnn", 0.04, c, 10, args.digits_rounds, 0, log, args.keep))
+            cases.append(
+                run_case(
+                    "digits-cnn",
+                    0.04,
+                    c,
+                    10,
+                    args.digits_rounds,
+                    0,
+                    log,
+                    args.keep,
+                    topk_fraction=args.topk_fraction,
+                )
+            )
     if args.json:
         print(json.dumps({"cases": cases}))
     else:
