@@ -144,7 +144,9 @@ class _Optimizer:
 
     def __init__(self, params: list[nn.Parameter], kind: str, lr: float, momentum: float) -> None:
         self.params, self.kind, self.lr, self.momentum = params, kind, lr, momentum
-        self.m = [torch.zeros_like(p) for p in params]
+        # state only where the update reads it: SGD without momentum keeps none
+        stateful = kind == "adam" or momentum != 0
+        self.m = [torch.zeros_like(p) for p in params] if stateful else []
         self.v = [torch.zeros_like(p) for p in params] if kind == "adam" else []
         self.t = 0
 
@@ -179,8 +181,8 @@ class _Optimizer:
         if p.grad is None:
             return
         if self.kind == "sgd":
-            buf = self.m[i]
             if self.momentum:
+                buf = self.m[i]
                 g = buf.mul_(self.momentum).add_(p.grad) if self.t > 1 else buf.copy_(p.grad)
             else:
                 g = p.grad

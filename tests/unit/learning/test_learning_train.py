@@ -274,10 +274,10 @@ def test_evaluation_in_batches_counts_every_sample_once(monkeypatch: pytest.Monk
         assert parts.metrics[k] == pytest.approx(whole.metrics[k], rel=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["adam", "sgd"])
+@pytest.mark.parametrize(("kind", "momentum"), [("adam", 0.0), ("sgd", 0.9), ("sgd", 0.0)])
 @pytest.mark.parametrize("in_backward", [False, True])
 def test_optimizer_gives_torch_optims_bits_a_piece_of_a_parameter_at_a_time(
-    monkeypatch: pytest.MonkeyPatch, kind: str, in_backward: bool
+    monkeypatch: pytest.MonkeyPatch, kind: str, momentum: float, in_backward: bool
 ) -> None:
     # the node's own optimizer (no torch._dynamo import) steps a parameter in pieces so
     # its temporaries stay small, and inside in_backward() as soon as the parameter's
@@ -286,11 +286,11 @@ def test_optimizer_gives_torch_optims_bits_a_piece_of_a_parameter_at_a_time(
     torch.manual_seed(0)
     ours = nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 9), nn.ReLU(), nn.Linear(9, 3))
     theirs = copy.deepcopy(ours)
-    opt = train._Optimizer(list(ours.parameters()), kind, 0.01, 0.9)
+    opt = train._Optimizer(list(ours.parameters()), kind, 0.01, momentum)
     ref: torch.optim.Optimizer = (
         torch.optim.Adam(theirs.parameters(), lr=0.01, foreach=False)
         if kind == "adam"
-        else torch.optim.SGD(theirs.parameters(), lr=0.01, momentum=0.9, foreach=False)
+        else torch.optim.SGD(theirs.parameters(), lr=0.01, momentum=momentum, foreach=False)
     )
     x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
     with opt.in_backward() if in_backward else contextlib.nullcontext():
@@ -307,6 +307,8 @@ def test_optimizer_gives_torch_optims_bits_a_piece_of_a_parameter_at_a_time(
             for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
                 assert torch.equal(a, b)
                 assert (a.grad is None) == in_backward  # dropped once used
+    plain = train._Optimizer(list(ours.parameters()), "sgd", 0.01, 0.0)
+    assert plain.m == [] and plain.v == []  # SGD without momentum holds no state
     ours(x).sum().backward()  # the hooks are gone: nothing is stepped any more
     assert all(p.grad is not None for p in ours.parameters())
     assert all(
