@@ -86,8 +86,12 @@ def codec(settings: AggregationSettings) -> Codec | None:
 
 def layout(model: Model) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
     """Names, shapes and dtypes of ``model`` in canonical order."""
-    names = sorted(model, key=lambda n: n.encode("utf-8"))
-    return [(n, tuple(int(d) for d in model[n].shape), model[n].dtype) for n in names]
+    return _canonical([(n, tuple(int(d) for d in t.shape), t.dtype) for n, t in model.items()])
+
+
+def _canonical(entries: Layout) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+    """``entries`` in canonical order: their names' UTF-8 bytes, sorted."""
+    return sorted(entries, key=lambda e: e[0].encode("utf-8"))
 
 
 def _part(name: str, dtype: torch.dtype) -> str:
@@ -469,20 +473,13 @@ class PackedFlat:
         """A weight entry's sent places (flat, increasing) and values (the rest are zero)."""
         return self._weights[name]
 
-    def nonzero_values(self, kind: str) -> npt.NDArray[np.float64]:
-        """Every value of ``kind`` that may be other than zero (the rest are)."""
-        if kind == core.STATS:
-            return np.concatenate([np.zeros(0), *self._stats.values()])
-        return np.concatenate([np.zeros(0), *(v for _, v in self._weights.values())])
-
 
 def open_packed(packed: Mapping[str, torch.Tensor], layout: core.Layout, c: Codec) -> PackedFlat:
     """The ``PackedFlat`` of a top-k update of ``layout`` (untrusted: CompressionError,
     on the same grounds as ``decode``)."""
     if c.kind != "topk":
         raise ValueError("only top-k updates are read packed")
-    lay = [(name, shape, dtype) for name, shape, dtype in layout.entries]
-    lay.sort(key=lambda e: e[0].encode("utf-8"))
+    lay = _canonical(layout.entries)
     _check_form(packed, lay, c)
     dtypes = {name: dtype for name, _, dtype in lay}
     weights: dict[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]] = {}

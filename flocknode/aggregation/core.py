@@ -182,7 +182,13 @@ class Layout:
 
 
 class Flat(Protocol):
-    """A model or an update as the aggregation reads it, checked against the layout."""
+    """A model or an update as the aggregation reads it, checked against the layout.
+
+    An input whose weights are mostly zero (a packed top-k update) may also have
+    ``sparse_weights(name) -> (places, values)``: a weight entry's flat places
+    that may be other than zero, increasing, and their finite float64 values.
+    The norm and ``apply_update`` then work on those alone (``_sparse_of``).
+    """
 
     def read(self, kind: str, start: int, stop: int) -> F64:
         """Coordinates ``start:stop`` of the weights or running statistics, as float64."""
@@ -369,7 +375,7 @@ def apply_update(global_model: Model, update: Model | Flat) -> dict[str, torch.T
     layout = layout_of(global_model)
     base = ModelFlat(global_model, layout, "global model")
     u = _as_flat(update, layout, "update")
-    sparse = getattr(u, "sparse_weights", None)
+    sparse = _sparse_of(u)
     for kind in (WEIGHTS, STATS):
         _check_finite(base, layout, "global model", kind)
         if sparse is None or kind == STATS:
@@ -538,6 +544,14 @@ def _finite(v: F64, layout: Layout, kind: str, start: int, who: str) -> None:
         raise NonFiniteUpdateError(f"{who}: tensor {name!r} holds NaN or infinity")
 
 
+def _sparse_of(f: Flat) -> Callable[[str], tuple[npt.NDArray[np.int64], F64]] | None:
+    """The input's ``sparse_weights`` (``Flat``), or None for a dense input."""
+    sparse: Callable[[str], tuple[npt.NDArray[np.int64], F64]] | None = getattr(
+        f, "sparse_weights", None
+    )
+    return sparse
+
+
 def _check_finite(f: Flat, layout: Layout, who: str, kind: str) -> None:
     for a, b in _blocks(layout.sizes[kind]):
         _finite(f.read(kind, a, b), layout, kind, a, who)
@@ -546,12 +560,13 @@ def _check_finite(f: Flat, layout: Layout, who: str, kind: str) -> None:
 def _norm(f: Flat, layout: Layout, who: str) -> float:
     """The weights' L2 norm, checking every value is finite.
 
-    An input with ``nonzero_values(kind)`` (a packed top-k update) gives the
-    values that can be other than zero: the zeros add exactly nothing to the
-    exact sum, so the norm has the same bits from those alone."""
-    sparse = getattr(f, "nonzero_values", None)
+    A sparse input (``Flat``) gives its values that may be other than zero:
+    the zeros add exactly nothing to the exact sum, so the norm has the same
+    bits from those alone."""
+    sparse = _sparse_of(f)
     if sparse is not None:
-        v = sparse(WEIGHTS)
+        spans = layout.spans[WEIGHTS]
+        v = np.concatenate([np.zeros(0), *(sparse(span.name)[1] for span in spans)])
         if not np.isfinite(v).all():
             raise NonFiniteUpdateError(f"{who}: a weight is NaN or infinite")
         return math.sqrt(square_sum([v]))
