@@ -86,39 +86,67 @@ def build_model(
     ``share`` the model then holds ``state``'s own tensors, not copies: for a
     caller that only evaluates it (and will not change ``state`` meanwhile).
     """
-    model = _unseeded(factory, state, share)
-    if model is not None:
-        return model
-    model = seeded_model(factory, seed)
+    key = _shape_key(factory, state)
+    seeded = None
+    if key is not None and key not in _UNSEEDED_OK:
+        seeded = seeded_model(factory, seed)  # the factory's first run is a real one
+        _UNSEEDED_OK[key] = _fully_set(seeded, state)
+    if key is not None and _UNSEEDED_OK[key]:
+        model = _unseeded(factory, state, share)
+        if model is not None:
+            return model
+        _UNSEEDED_OK[key] = False
+    model = seeded if seeded is not None else seeded_model(factory, seed)
     _, unexpected = model.load_state_dict(dict(state), strict=False)
     if unexpected:
         raise PluginError(f"state entry {unexpected[0]!r} is not in the task's model")
     return model
 
 
+# Per factory and state names: whether ``state`` sets every tensor of the model,
+# learnt from a seeded build the first time. The meta-device build is tried
+# only then: a factory whose state is partial (lm-lora's adapters) runs once a
+# build, and its first run, which may fill a lazy cache (a base model), is
+# never on the meta device.
+_UNSEEDED_OK: dict[tuple[ModelFactory, frozenset[str]], bool] = {}
+
+
+def _shape_key(
+    factory: ModelFactory, state: Mapping[str, torch.Tensor]
+) -> tuple[ModelFactory, frozenset[str]] | None:
+    key = (factory, frozenset(state))
+    try:
+        hash(key)
+    except TypeError:  # a factory that is not hashable: always the seeded way
+        return None
+    return key
+
+
+def _fully_set(model: nn.Module, state: Mapping[str, torch.Tensor]) -> bool:
+    """Every tensor the model holds is a parameter or buffer of its state dict that
+    ``state`` has a value for (no buffer left out, no plain tensor attribute)."""
+    named = dict(model.named_parameters()) | dict(model.named_buffers())
+    if set(named) != set(state) or set(model.state_dict()) != set(state):
+        return False
+    return not any(isinstance(v, torch.Tensor) for m in model.modules() for v in vars(m).values())
+
+
 def _unseeded(
     factory: ModelFactory, state: Mapping[str, torch.Tensor], share: bool = False
 ) -> nn.Module | None:
     """The model built on the meta device, then given empty CPU memory and ``state``;
-    ``None`` unless that is certainly the seeded model holding ``state``: every
-    tensor the model holds is a parameter or buffer the factory made on the meta
-    device and ``state`` has a value for each (no buffer left out of the state,
-    no plain tensor attribute), and the factory runs there at all."""
+    ``None`` unless that is certainly the seeded model holding ``state``: the
+    factory runs there at all, ``state`` sets every tensor (``_fully_set``),
+    and the factory made each of them on the meta device."""
     try:
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             model = factory()
     except Exception:  # a factory that needs real tensors: the seeded way
         return None
-    if not isinstance(model, nn.Module):
+    if not isinstance(model, nn.Module) or not _fully_set(model, state):
         return None
-    named = dict(model.named_parameters()) | dict(model.named_buffers())
-    if set(named) != set(state) or set(model.state_dict()) != set(state):
+    if not all(t.is_meta for t in (*model.parameters(), *model.buffers())):
         return None
-    if not all(t.is_meta for t in named.values()):
-        return None
-    for m in model.modules():
-        if any(isinstance(v, torch.Tensor) for v in vars(m).values()):
-            return None  # a tensor outside _parameters/_buffers
     if not share:
         model = model.to_empty(device="cpu")
     model.load_state_dict(dict(state), strict=True, assign=share)

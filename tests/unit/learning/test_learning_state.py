@@ -215,3 +215,20 @@ def test_a_built_in_evaluation_runs_on_the_states_own_tensors_and_leaves_them() 
     assert all(t.data_ptr() != state[n].data_ptr() for n, t in copied.state_dict().items())
     assert got == learner.task.evaluate(copied, learner.split("val"), learner.device)
     assert all(torch.equal(kept[k], state[k]) for k in state)
+
+
+def test_a_partial_state_runs_the_factory_once_a_build_and_never_first_on_meta() -> None:
+    # lm-lora's factory fills a lazy cache (its base model) and exchanges a part of
+    # the state: its first run must be a real one, and later builds run it once
+    calls: list[bool] = []
+
+    def factory() -> nn.Module:
+        calls.append(torch.empty(0).is_meta)
+        return _Extra("none")
+
+    state = model_state(seeded_model(factory, 0))
+    del state["fc.bias"]
+    calls.clear()
+    for _ in range(3):
+        build_model(factory, state, seed=0)
+    assert calls == [False, False, False]
