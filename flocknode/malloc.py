@@ -19,14 +19,23 @@ and one wide-mlp-100mb training (13.2 s) took as long (0.94 s, 13.6 s). A
 It runs once, at the start of ``flocknode run`` and of a task worker. An
 operator's own ``MALLOC_*`` environment settings (glibc's tunables) win;
 other C libraries are left alone.
+
+The heap still only shrinks from its top on its own: freed blocks below a
+live one stay resident. ``trim()`` (glibc's ``malloc_trim(0)``) gives every
+free page of the heaps back; a node calls it after each task call (training,
+scoring) and after a voter's aggregation. In a 6-node wide-mlp-100mb cluster
+a node held 60-77 MB of such pages when its next training began (534 -> 457
+MB after one trim), which counted against that training's peak.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 import os
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +45,32 @@ M_ARENA_MAX = -8
 SETTINGS = ((M_MMAP_THRESHOLD, 16 << 20), (M_TRIM_THRESHOLD, 64 << 20), (M_ARENA_MAX, 2))
 
 
+@functools.cache
+def _glibc() -> Any:
+    """glibc, or None for any other C library."""
+    name = ctypes.util.find_library("c")
+    if not name or "libc.so" not in name:
+        return None
+    try:
+        lib = ctypes.CDLL(name)
+    except OSError:
+        return None
+    return lib if hasattr(lib, "mallopt") and hasattr(lib, "malloc_trim") else None
+
+
 def tune() -> bool:
     """Fix glibc's mmap and trim thresholds and its number of heaps; whether set."""
     if any(k.startswith("MALLOC_") for k in os.environ):
         return False
-    name = ctypes.util.find_library("c")
-    if not name or "libc.so" not in name:
+    lib = _glibc()
+    if lib is None:
         return False
-    try:
-        mallopt = ctypes.CDLL(name).mallopt
-    except (OSError, AttributeError):  # not glibc
-        return False
-    done = all([bool(mallopt(param, value)) for param, value in SETTINGS])
+    done = all([bool(lib.mallopt(param, value)) for param, value in SETTINGS])
     log.debug("malloc settings fixed: %s", done)
     return done
+
+
+def trim() -> bool:
+    """Give the free pages of glibc's heaps back to the system; whether any were."""
+    lib = _glibc()
+    return lib is not None and bool(lib.malloc_trim(0))

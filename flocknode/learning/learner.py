@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol, TypeVar
 import torch
 import trio
 
+from flocknode import malloc
 from flocknode.learning.base_model import attach_base_model
 from flocknode.learning.builtin import ClassifierTask
 from flocknode.learning.factory import PluginError
@@ -299,7 +300,13 @@ class Learner:
 
     def _serialized(self, fn: Callable[[], T]) -> T:
         with self.compute:
-            return fn()
+            # pages freed by what ran since (a fetch, an aggregation) and by the
+            # call itself go back before and after it (flocknode.malloc.trim)
+            malloc.trim()
+            try:
+                return fn()
+            finally:
+                malloc.trim()
 
 
 def exchanged_names(task: Any, init_seed: int) -> tuple[str, ...]:

@@ -101,6 +101,8 @@ def serve(spec: WorkerSpec, inp: BinaryIO, out: BinaryIO) -> None:
             body["kind"] = kind
             result = b""
         _answer(out, body, result)
+        del blob, result
+        malloc.trim()  # the call's freed temporaries (flocknode.malloc)
 
 
 def main() -> None:

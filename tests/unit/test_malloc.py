@@ -50,6 +50,39 @@ def test_freed_temporaries_go_back_to_the_system() -> None:
     assert _retained_mb("tuned") < 30  # only the last block is still held
 
 
+# 100 blocks of 2 MB, under the tuned mmap threshold: in the heap; all but the
+# last (on the heap's top) freed, which the heap cannot give back by shrinking
+_TRIMMED = """
+import numpy as np
+from flocknode import malloc
+assert malloc.tune()
+def rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+start = rss_mb()
+blocks = [np.ones(2 << 17) for _ in range(100)]
+last = blocks.pop()
+del blocks
+kept = rss_mb() - start
+assert malloc.trim()
+print(kept, rss_mb() - start)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+def test_trim_gives_freed_heap_pages_back() -> None:
+    if not _glibc():
+        pytest.skip("not glibc")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run(
+        [sys.executable, "-c", _TRIMMED], env=env, capture_output=True, text=True, check=True
+    )
+    kept, trimmed = map(float, out.stdout.split())
+    assert kept > 150  # freed but below a live block: still resident
+    assert trimmed < 30
+
+
 def test_an_operators_own_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert malloc.tune() is False
