@@ -130,6 +130,7 @@ class RoundLearner(Protocol):
         seed: int,
         label_flip: bool = False,
         round_no: int = 1,
+        reread: Callable[[], Mapping[str, torch.Tensor]] | None = None,
     ) -> TrainResult: ...
 
     async def evaluate_async(
@@ -251,9 +252,18 @@ class Learner:
         seed: int,
         label_flip: bool = False,
         round_no: int = 1,
+        reread: Callable[[], Mapping[str, torch.Tensor]] | None = None,
     ) -> TrainResult:
         """Train on the node's data from ``global_state`` with round ``round_no``'s
-        settings (``TrainingSettings.for_round``: its learning rate)."""
+        settings (``TrainingSettings.for_round``: its learning rate).
+
+        With ``reread`` (a function that reads the same model again, from the
+        content store) the caller hands ``global_state``'s tensors over: the
+        model trains on them rather than on a copy (they end up holding the
+        update), and the update is taken against ``reread()``'s tensors, one
+        entry at a time. Same update, one model's worth less memory while
+        training.
+        """
         start = time.perf_counter()
         data = self.data.train
         if label_flip:  # the test cluster's cheater: classifiers only
@@ -261,13 +271,24 @@ class Learner:
             if not classes:
                 raise PluginError(f"task {task_name(self.task)!r} is not a classifier")
             data = Samples(data.x, flipped_labels(data.y, classes))
-        model = build_model(self.task.build_model, global_state, self.settings.init_seed)
+        share = reread is not None
+        model = build_model(
+            self.task.build_model, global_state, self.settings.init_seed, share=share
+        )
+        names = list(global_state)
+        if share:
+            global_state = {}  # the model holds its tensors now
         settings = self.settings.for_round(round_no)
         metrics = self.task.train(model, data, settings, seed, self.device)
         model.zero_grad(set_to_none=True)  # gradients left by the task: a model's worth
         # the model's own tensors: the delta is the only new copy of the model
-        update = state_delta(model_state(model.cpu(), list(global_state), copy=False), global_state)
+        trained = model_state(model.cpu(), names, copy=False)
         del model
+        if reread is None:
+            update = state_delta(trained, global_state)
+        else:
+            update = delta_in_place(trained, dict(reread()))
+        del trained
         return TrainResult(update, time.perf_counter() - start, len(data), dict(metrics or {}))
 
     def evaluate(self, state: Mapping[str, torch.Tensor], split: SplitName = "val") -> Evaluation:
@@ -288,8 +309,9 @@ class Learner:
         seed: int,
         label_flip: bool = False,
         round_no: int = 1,
+        reread: Callable[[], Mapping[str, torch.Tensor]] | None = None,
     ) -> TrainResult:
-        fn = functools.partial(self.train, global_state, seed, label_flip, round_no)
+        fn = functools.partial(self.train, global_state, seed, label_flip, round_no, reread)
         return await trio.to_thread.run_sync(self._serialized, fn)
 
     async def evaluate_async(
@@ -354,6 +376,25 @@ def state_delta(trained: Mapping[str, torch.Tensor], base: Mapping[str, torch.Te
         else:
             d = t.detach() - g.detach()
         out[name] = d.to(g.dtype).contiguous()
+    return out
+
+
+def delta_in_place(trained: Mapping[str, torch.Tensor], base: dict[str, torch.Tensor]) -> State:
+    """``state_delta(trained, base)``, written into ``trained``'s own tensors where
+    that gives the same bits (float32 and integer entries of the base's dtype
+    and shape, each with storage of its own), taking ``base``'s entries out as
+    it goes so that each is freed once used."""
+    storages = [t.untyped_storage().data_ptr() for t in trained.values()]
+    alone = len(set(storages)) == len(storages)  # tied entries: subtracting twice would be wrong
+    out: State = {}
+    for name, t in trained.items():
+        g = base.pop(name)
+        same = t.dtype == g.dtype and t.shape == g.shape and t.is_contiguous()
+        if alone and same and (t.dtype == torch.float32 or not t.dtype.is_floating_point):
+            out[name] = t.detach().sub_(g)
+        else:
+            out[name] = state_delta({name: t}, {name: g})[name]
+        del g
     return out
 
 

@@ -92,17 +92,33 @@ class ModelBook:
         if model_hash in self._cache:
             self._cache.move_to_end(model_hash)
             return self._cache[model_hash]
+        state = self.read(model_hash)
+        self._remember(model_hash, state)
+        return state
+
+    def read(self, model_hash: bytes) -> State:
+        """The model's tensors read from the store, never cached (blocking)."""
         # fed in pieces: the bytes land in the tensors, never all in memory twice
         reader = CanonicalReader(max_bytes=MAX_MODEL_BYTES)
         with self.store.open(model_hash) as f:
             while piece := f.read(READ_PIECE):
                 reader.feed(piece)
-        state = reader.finish()
-        self._remember(model_hash, state)
-        return state
+        return reader.finish()
+
+    def take(self, model_hash: bytes) -> State:
+        """The model's tensors for the caller to change (a proposer trains on them),
+        read from the store. The cache is emptied first: the caller is about to
+        use the most memory a node uses, and the cached models (this one, or a
+        voter's candidate that did not become the global model) are one read
+        away. Later ``load`` calls read the store again."""
+        self._cache.clear()
+        return self.read(model_hash)
 
     async def load_async(self, model_hash: bytes) -> State:
         return await trio.to_thread.run_sync(self.load, model_hash)
+
+    async def take_async(self, model_hash: bytes) -> State:
+        return await trio.to_thread.run_sync(self.take, model_hash)
 
     async def put_async(self, state: Mapping[str, torch.Tensor]) -> bytes:
         return await trio.to_thread.run_sync(self.put, state)

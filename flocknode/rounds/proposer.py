@@ -12,6 +12,7 @@ residual that leaves (``flocknode.store.residual``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -168,13 +169,20 @@ async def _train_and_seal(
     ctx: ProposerDeps, view: RoundView, seat: int, recipients: tuple[bytes, ...]
 ) -> None:
     r = view.round
-    state = await ctx.models.load_async(ctx.feed.global_model_hash)
+    base = ctx.feed.global_model_hash
+    # the training works on the model's tensors themselves, not on a copy of
+    # the cached ones, and reads the model again for the update (Learner.train)
+    state = await ctx.models.take_async(base)
+    cap = send_cap(ctx.settings, r, state)
     seed = train_seed(view.seed, seat)
     label_flip = ctx.behaviour.flips_labels
-    res = await ctx.learner.train_async(state, seed=seed, label_flip=label_flip, round_no=r)
+    reread = functools.partial(ctx.models.read, base)
+    res = await ctx.learner.train_async(
+        state, seed=seed, label_flip=label_flip, round_no=r, reread=reread
+    )
+    del state
     ctx.metrics.train_seconds.observe(res.seconds)
     c = codec(ctx.settings.aggregation)
-    cap = send_cap(ctx.settings, r, state)
 
     def seal() -> tuple[bytes, bytes, int, list[EnvelopeWrap]]:
         sent = res.update

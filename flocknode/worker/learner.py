@@ -138,7 +138,10 @@ class IsolatedLearner:
         seed: int,
         label_flip: bool = False,
         round_no: int = 1,
+        reread: Callable[[], Mapping[str, torch.Tensor]] | None = None,
     ) -> TrainResult:
+        """The worker trains on its own copy of ``global_state`` (``reread`` is
+        not needed: the daemon's tensors are not changed)."""
         args = self._args(seed=seed, label_flip=label_flip, round=round_no)
         expect = spec_of(global_state)
         update, info = await self._call("train", global_state, args, expect, self.train_timeout)

@@ -11,6 +11,7 @@ from flocknode.aggregation.core import NonFiniteUpdateError
 from flocknode.crypto import CanonicalError, canonical_bytes, parse_canonical, update_hash
 from flocknode.crypto.canonical import CanonicalReader
 from flocknode.learning import Learner, TrainingSettings, model_hash, models, state_delta
+from flocknode.learning.learner import delta_in_place
 from flocknode.learning.models import build_model, load_task, model_state, seeded_model
 
 FEDAVG = AggregationSettings(rule="fedavg")
@@ -109,6 +110,42 @@ def test_state_delta_is_in_the_global_dtypes() -> None:
     d = state_delta(trained, g)
     assert all(d[n].dtype == g[n].dtype for n in g)
     assert int(d["count"]) == 1 and torch.equal(d["w16"], torch.ones(3, dtype=torch.float16))
+
+
+def test_an_update_taken_in_place_has_state_deltas_bits_and_memory_where_it_can() -> None:
+    g = _mixed()
+    trained = {n: (t * 3 + 1).to(t.dtype) for n, t in g.items()}
+    want = state_delta(trained, g)
+    ptrs = {n: t.data_ptr() for n, t in trained.items()}
+    got = delta_in_place(trained, {n: t.clone() for n, t in g.items()})
+    for n in g:
+        assert got[n].dtype == want[n].dtype and torch.equal(got[n], want[n]), n
+    # float32 and integers in place; half precision through float32 as state_delta does
+    assert {n for n in g if got[n].data_ptr() == ptrs[n]} == {"w32", "count", "idx"}
+
+
+def test_tied_entries_are_not_subtracted_twice() -> None:
+    w = torch.tensor([5.0, 7.0])
+    trained = {"a": w, "b": w}  # one tensor under two names, as tied weights are
+    base = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([1.0, 2.0])}
+    got = delta_in_place(trained, dict(base))
+    assert torch.equal(got["a"], torch.tensor([4.0, 5.0])) and torch.equal(got["b"], got["a"])
+
+
+@pytest.mark.parametrize(("task", "optimizer"), [("digits-cnn", "adam"), ("digits-mlp", "sgd")])
+def test_training_on_the_handed_over_state_gives_the_same_update(task: str, optimizer: str) -> None:
+    """A proposer hands the global model's tensors over (``reread``): the model
+    trains on them instead of a copy, and the update has the same bits."""
+    settings = TrainingSettings(task=task, local_steps=5, optimizer=optimizer)
+    learner = Learner.for_shard(settings, 0, 3)
+    g = learner.initial_state()
+    want = learner.train({n: t.clone() for n, t in g.items()}, seed=4).update
+    handed = {n: t.clone() for n, t in g.items()}
+    got = learner.train(handed, seed=4, reread=lambda: {n: t.clone() for n, t in g.items()}).update
+    for n in want:
+        assert got[n].dtype == want[n].dtype and torch.equal(got[n], want[n]), n
+    # no copy was made: the handed-over tensors hold the update now
+    assert all(handed[n].data_ptr() == got[n].data_ptr() for n in g)
 
 
 def test_digits_cnn_trains_batchnorm_state_through_the_whole_path() -> None:

@@ -85,3 +85,20 @@ def test_large_models_are_kept_in_memory_once(tmp_path: Path, monkeypatch: Any) 
     monkeypatch.setattr(models_mod, "CACHE_BYTES", 10_000)
     book.load(ha), book.load(hb)
     assert book.load(ha) is book.load(ha) and book.load(hb) is book.load(hb)  # small: both kept
+
+
+def test_a_taken_model_is_the_callers_own_and_empties_the_cache(tmp_path: Path) -> None:
+    """A proposer trains on the tensors ``take`` gives: changing them changes no
+    cached model, no model stays cached meanwhile, and the next ``load`` reads
+    the store again."""
+    book = ModelBook(ContentStore(tmp_path), None)
+    book.load(book.put({"w": torch.zeros(4)}))  # a voter's candidate, say
+    h = book.put({"w": torch.arange(4.0)})
+    cached = book.load(h)
+    mine = book.take(h)
+    assert book._cache == {}  # nothing cached while the caller trains
+    assert mine["w"].data_ptr() != cached["w"].data_ptr()
+    mine["w"].add_(100.0)
+    again = book.load(h)
+    assert again is not cached and torch.equal(again["w"], torch.arange(4.0))
+    assert torch.equal(book.read(h)["w"], torch.arange(4.0)) and book.read(h) is not again
