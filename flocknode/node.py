@@ -584,6 +584,7 @@ class FlockNode:
 def run_node(cfg: NodeConfig) -> int:
     malloc.tune()  # before any model-sized array (flocknode.malloc)
     prep = prepare(cfg)
+    malloc.trim()  # the start-up's models (the seeded initial one, its checks) are gone
     node = FlockNode(prep)
     try:
         trio.run(node.run)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import trio
 from nacl.public import PublicKey
 
+from flocknode import malloc
 from flocknode.aggregation.compression import codec, encode
 from flocknode.chain.errors import ContractRevert
 from flocknode.chain.types import Phase, RoundView
@@ -29,7 +30,7 @@ from flocknode.crypto import seal_update
 from flocknode.p2p.messages import KeyWraps, UpdateAnnounce, WireKeyWrap
 from flocknode.rounds import proposer_machine as m
 from flocknode.rounds.context import RoleReads
-from flocknode.rounds.update_form import EF_DECAY, send_cap
+from flocknode.rounds.update_form import EF_DECAY, State, send_cap
 from flocknode.store.journal import noted_seconds
 
 log = logging.getLogger(__name__)
@@ -184,11 +185,11 @@ async def _train_and_seal(
     ctx.metrics.train_seconds.observe(res.seconds)
     c = codec(ctx.settings.aggregation)
 
-    def seal() -> tuple[bytes, bytes, int, list[EnvelopeWrap]]:
-        sent = res.update
+    def seal(update: State) -> tuple[bytes, bytes, int, list[EnvelopeWrap]]:
+        sent = update
         if c is not None:
             # the residual of the newest earlier round: the same one if this round is retrained
-            sent, left = encode(res.update, ctx.residuals.load(r), c, cap, EF_DECAY)
+            sent, left = encode(update, ctx.residuals.load(r), c, cap, EF_DECAY)
             ctx.residuals.save(r, left)
         sent = ctx.behaviour.update(sent, seed)  # a cheater changes what it sends
         with ctx.store.writer() as w:
@@ -204,8 +205,11 @@ async def _train_and_seal(
         return sealed.update_hash, sealed.blob_id, sealed.size, list(sealed.wraps)
 
     t0 = time.monotonic()
-    update_hash, blob_id, size, env_wraps = await trio.to_thread.run_sync(seal)
+    update_hash, blob_id, size, env_wraps = await trio.to_thread.run_sync(seal, res.update)
     seal_seconds = time.monotonic() - t0
+    train_seconds = res.seconds
+    del res  # the update: sealed and stored; its pages go back (flocknode.malloc)
+    await trio.to_thread.run_sync(malloc.trim)
     await ctx.journal.update_async(
         r,
         role="proposer",
@@ -215,7 +219,7 @@ async def _train_and_seal(
         blob_size=size,
         notes={
             "wraps": [[wr.recipient.hex(), wr.sealed.hex()] for wr in env_wraps],
-            "train_seconds": res.seconds,
+            "train_seconds": train_seconds,
             "seal_seconds": seal_seconds,
             "behaviour": ctx.behaviour.name,
         },
@@ -224,7 +228,7 @@ async def _train_and_seal(
         "update trained and sealed round=%d seat=%d seconds=%.2f bytes=%d",
         r,
         seat,
-        res.seconds,
+        train_seconds,
         size,
     )
 

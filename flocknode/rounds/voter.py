@@ -23,6 +23,7 @@ import trio
 from libp2p.peer.id import ID
 from nacl.public import PublicKey
 
+from flocknode import malloc
 from flocknode.aggregation import AggregationInputError, aggregate
 from flocknode.aggregation.core import Flat, Layout, apply_update, layout_of
 from flocknode.chain.errors import ContractRevert
@@ -230,6 +231,8 @@ async def _decide(
         return await _decide_on(ctx, view, await ctx.models.load_async(base_hash))
     finally:
         ctx.spill.clear(r)
+        # the round's models but the cached new one are freed: give their pages back
+        await trio.to_thread.run_sync(malloc.trim)
 
 
 async def _decide_on(
