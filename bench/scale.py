@@ -2,12 +2,14 @@
 
     .venv/bin/python bench/scale.py [--sizes 1,25] [--compressions none,int8,topk]
         [--nodes 6] [--rounds 3] [--digits-rounds 20] [--skip-digits] [--keep] [--json]
-        [--optimizer adam|sgd] [--topk-fraction 0.01]
+        [--optimizer adam|sgd] [--topk-fraction 0.01] [--shape wide|deep]
 
 For each model size (the built-in ``wide-mlp-<mb>mb`` tasks: the digits data
 through one wide hidden layer, two local steps a round, so the protocol
-dominates) and each compression, one local cluster (``cluster up`` with the
-nodes' task code in-process), then ``digits-cnn`` with 10 nodes over
+dominates; with ``--shape deep`` the ``deep-mlp-<mb>mb`` tasks, eight hidden
+layers of one width, whose largest tensor is 14% of the model, not 85%) and
+each compression, one local cluster (``cluster up`` with the nodes' task
+code in-process), then ``digits-cnn`` with 10 nodes over
 ``--digits-rounds`` rounds for each compression (the accuracy side). Top-k is
 ``--topk-fraction`` (default 1%) at 2 bits. Each case records:
 
@@ -26,7 +28,7 @@ nodes' task code in-process), then ``digits-cnn`` with 10 nodes over
 - ``idle_rss_mb`` (the largest node RSS once every node is up, before round
   1) and ``peak_rss_mb_max`` (the largest node peak RSS, VmHWM, at the end),
   also over the nodes that proposed in some round (``peak_rss_mb_proposers``:
-  training, the optimizer's state included: ``--optimizer sgd`` has none) and
+  training, the optimizer's state included: Adam's two moments, SGD's momentum) and
   those that only voted
   (``peak_rss_mb_voters_only``; ``null`` when every node proposed);
 - ``accuracy`` (the last round's test accuracy), ``rounds_finalized``,
@@ -187,7 +189,14 @@ def run_case(
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sizes", default="1,25", help="wide-mlp sizes in MB: 1, 25, 100")
+    p.add_argument("--sizes", default="1,25", help="model sizes in MB: 1, 25, 100")
+    p.add_argument(
+        "--shape",
+        choices=["wide", "deep"],
+        default="wide",
+        help="wide-mlp (one hidden layer, 85%% of the model in one tensor) or deep-mlp "
+        "(8 hidden layers, the largest tensor 14%%)",
+    )
     p.add_argument("--compressions", default="none,int8,topk")
     p.add_argument("--nodes", type=int, default=6)
     p.add_argument("--rounds", type=int, default=3)
@@ -196,9 +205,7 @@ def main() -> None:
     p.add_argument("--skip-digits", action="store_true")
     p.add_argument("--keep", action="store_true", help="keep each case's cluster directory")
     p.add_argument("--topk-fraction", type=float, default=0.01, help="top-k's share (2 bits)")
-    p.add_argument(
-        "--optimizer", choices=["adam", "sgd"], help="the wide-mlp tasks' (default: Adam)"
-    )
+    p.add_argument("--optimizer", choices=["adam", "sgd"], help="the sized tasks' (default: Adam)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
@@ -207,7 +214,7 @@ def main() -> None:
     for mb in [int(x) for x in args.sizes.split(",") if x]:
         for c in compressions:
             extra = int(args.seconds_per_mb * mb)
-            task = f"wide-mlp-{mb}mb"
+            task = f"{args.shape}-mlp-{mb}mb"
             cases.append(
                 run_case(
                     task,

@@ -23,6 +23,7 @@ node's shard in the task's format.
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
@@ -212,15 +213,41 @@ class WideMLP(DigitsMLP):
         return nn.Sequential(nn.Linear(64, self.width), nn.ReLU(), nn.Linear(self.width, 10))
 
 
+class DeepMLP(WideMLP):
+    """The digits data through ``DEPTH`` hidden layers of one width: a model of a
+    set size whose largest tensor is a seventh of it, where wide-mlp's first
+    layer is 85% of it. What a node holds beyond the weights scales with the
+    largest tensor (a gradient at a time, docs/protocol.md step 3), so the two
+    shapes bracket that part of the memory (bench/scale.py ``--shape``)."""
+
+    name = "deep-mlp"
+    DEPTH: ClassVar[int] = 8
+
+    def build_model(self) -> nn.Module:
+        layers: list[nn.Module] = [nn.Linear(64, self.width), nn.ReLU()]
+        for _ in range(self.DEPTH - 1):
+            layers += [nn.Linear(self.width, self.width), nn.ReLU()]
+        return nn.Sequential(*layers, nn.Linear(self.width, 10))
+
+
 def _wide(mb: int) -> type[Task]:
     """``wide-mlp-<mb>mb``: 75 x width + 10 float32 parameters, about ``mb`` MiB."""
     width = round(mb * 2**20 / 4 / 75)
     return type(f"WideMLP{mb}", (WideMLP,), {"name": f"wide-mlp-{mb}mb", "width": width})
 
 
+def _deep(mb: int) -> type[Task]:
+    """``deep-mlp-<mb>mb``: 7 w^2 + 82 w + 10 float32 parameters (w the width), about
+    ``mb`` MiB."""
+    n = mb * 2**20 / 4
+    width = round((-82 + math.sqrt(82**2 + 28 * (n - 10))) / 14)
+    return type(f"DeepMLP{mb}", (DeepMLP,), {"name": f"deep-mlp-{mb}mb", "width": width})
+
+
 BUILTIN_TASKS: dict[str, type[Task]] = {
     "digits-mlp": DigitsMLP,
     "digits-cnn": DigitsCNN,
     **{f"wide-mlp-{mb}mb": _wide(mb) for mb in (1, 25, 100)},
+    **{f"deep-mlp-{mb}mb": _deep(mb) for mb in (1, 25, 100)},
     "lm-lora": LMLoRA,  # imports transformers and peft only once it builds a model or reads data
 }
