@@ -125,7 +125,11 @@ async def run_voter(ctx: VoterDeps, view: RoundView, seat: int) -> None:
             log.warning("voter gave up round=%d seat=%d: %s", r, seat, action.reason)
             return
         if isinstance(action, m.Decide):
-            decided = await _decide(ctx, ctx.feed.rounds.get(r, view), seat)
+            try:
+                decided = await _decide(ctx, ctx.feed.rounds.get(r, view), seat)
+            except _PhaseOver as e:
+                log.warning("voter gave up round=%d seat=%d: %s", r, seat, e)
+                return
             if decided is None:
                 return  # cut off from most of the round: abstains (logged, counted)
             vote, notes = decided
@@ -149,6 +153,19 @@ async def run_voter(ctx: VoterDeps, view: RoundView, seat: int) -> None:
         else:
             await ctx.feed.wait_for(r, functools.partial(_moved_past, action.phase))
             refused = ("", "")  # a refusal in one phase says nothing about the next
+
+
+class _PhaseOver(Exception):
+    """The commit phase ended while the vote was being decided: no vote could be
+    committed any more, so the rest of the work (aggregation, scoring) is skipped
+    and its time and memory go to the round under way."""
+
+
+def _in_time(ctx: VoterDeps, view: RoundView) -> None:
+    """Raise ``_PhaseOver`` once the round's view is past the phases a vote is decided in."""
+    phase = ctx.feed.rounds.get(view.round, view).phase
+    if phase not in m.DECIDE_PHASES:
+        raise _PhaseOver(f"the commit phase ended while deciding (phase={phase.label})")
 
 
 def _fresh(ctx: VoterDeps, sent_at: float | None) -> bool:
@@ -259,6 +276,7 @@ async def _decide_on(
         if s.update is None:
             log.info("seat left out round=%d seat=%d reason=%s", r, s.seat, s.failed or "timeout")
     t_collected = time.monotonic()
+    _in_time(ctx, view)
     result = await trio.to_thread.run_sync(
         lambda: aggregate(
             base,
@@ -269,9 +287,11 @@ async def _decide_on(
             scratch=ctx.spill.scratch(r),
         )
     )
+    _in_time(ctx, view)
     agg_hash = await ctx.models.put_async(result.model)
     t_aggregated = time.monotonic()
-    score, flags = await _score(ctx, base, result.model, included, set(result.no_work))
+    in_time = functools.partial(_in_time, ctx, view)
+    score, flags = await _score(ctx, base, result.model, included, set(result.no_work), in_time)
     timings = {
         "transfer_seconds": transfer_seconds(seats),
         "open_seconds": sum(s.open_seconds for s in seats),
@@ -584,20 +604,30 @@ def _open(
 
 
 async def _score(
-    ctx: VoterDeps, base: State, new: State, included: list[SeatInput], no_work: set[int]
+    ctx: VoterDeps,
+    base: State,
+    new: State,
+    included: list[SeatInput],
+    no_work: set[int],
+    in_time: Callable[[], None],
 ) -> tuple[int, list[int]]:
     """Accuracy change (ppm) of the new model on private validation data, and flags.
 
     "No work" seats (below the norm floor) are flagged without an evaluation:
     every honest voter flags them, so they are not paid, and not slashed.
+    ``in_time`` is called before each evaluation (``_in_time``: it raises once
+    the vote can no longer be committed).
     """
     t0 = time.monotonic()
+    in_time()
     before = (await ctx.learner.evaluate_async(base, "val")).ppm
+    in_time()
     after = (await ctx.learner.evaluate_async(new, "val")).ppm
     flags = sorted(no_work)
     for s in included:  # every included update is judged, rejected ones too
         if s.update is None or s.seat in no_work:
             continue
+        in_time()
         alone = await trio.to_thread.run_sync(apply_update, base, s.update)
         gain = (await ctx.learner.evaluate_async(alone, "val")).ppm - before
         del alone  # before the next seat's is built: one such model at a time

@@ -476,3 +476,72 @@ def test_a_vote_decided_in_the_train_phase_is_committed_once_the_commit_phase_op
     rec = Journal(tmp_path / "journal").get(R)
     assert rec.committed and rec.revealed and rec.vote is not None
     assert client.reveals == [bytes.fromhex(rec.vote.aggregate_hash)]
+
+
+class _CountingLearner:
+    """The learner, counting the evaluations the voter asks for."""
+
+    def __init__(self, learner: Learner) -> None:
+        self.learner, self.evaluations = learner, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.learner, name)
+
+    async def evaluate_async(self, state: Any, split: Any = "val") -> Any:
+        self.evaluations += 1
+        return await self.learner.evaluate_async(state, split)
+
+
+def test_a_voter_stops_deciding_once_the_commit_phase_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The round moves past the commit phase while the voter decides (a slow
+    voter, a large model): it gives up before aggregating and scoring, which
+    could no longer be committed, and journals no vote."""
+    chain = TrioChainView()
+    membership = ChainMembership()
+    v = _node(tmp_path, "0xb0", chain, membership)
+    membership.update_registry(
+        Registry((Member(v.wallet, v.peer, v.box.public_bytes, (), 100, True),), 0)
+    )
+    settings = TaskSettings()
+    learner = _CountingLearner(Learner.from_settings(settings.training, 0, 5))
+    v.ctx.learner, v.ctx.settings = learner, settings
+    v.ctx.journal = Journal(tmp_path / "journal")
+    v.ctx.client = client = VoteClient()
+    v.ctx.wallet = v.wallet
+    aggregated: list[int] = []
+
+    def set_phase(phase: Phase, commit_end: float) -> None:
+        chain.put_round(
+            dataclasses.replace(
+                make_view(R, phase),
+                proposers=("0x00000000000000000000000000000000000000aa",),
+                voters=(v.wallet,),
+                updates=(UpdateView(False, bytes(32), bytes(32), 0),),
+                commit_end=int(commit_end),
+            )
+        )
+
+    class LateBook(ModelBook):
+        async def load_async(self, model_hash: bytes) -> dict[str, torch.Tensor]:
+            # the voter has its base model: the round ends while it works on the vote
+            set_phase(Phase.FINALIZED, trio.current_time() + 600)
+            return await super().load_async(model_hash)
+
+    v.ctx.models = LateBook(v.ctx.store, None)
+    chain.put_model(v.ctx.models.put(learner.initial_state()))
+
+    def counted_aggregate(*args: Any, **kwargs: Any) -> Any:
+        aggregated.append(1)
+        return aggregate(*args, **kwargs)
+
+    async def main() -> None:
+        set_phase(Phase.TRAIN, trio.current_time() + 600)
+        with trio.fail_after(60):
+            await voter.run_voter(v.ctx, chain.rounds[R], 0)
+
+    monkeypatch.setattr(voter, "aggregate", counted_aggregate)
+    trio.run(main)
+    assert aggregated == [] and learner.evaluations == 0 and client.commits == []
+    assert Journal(tmp_path / "journal").get(R).vote is None
