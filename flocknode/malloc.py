@@ -22,8 +22,9 @@ other C libraries are left alone.
 
 The heap still only shrinks from its top on its own: freed blocks below a
 live one stay resident. ``trim()`` (glibc's ``malloc_trim(0)``) gives every
-free page of the heaps back; a node calls it after each task call (training,
-scoring) and after a voter's aggregation. In a 6-node wide-mlp-100mb cluster
+free page of the heaps back; a node calls it once start-up is done, before
+and after each task call (training, scoring), after a proposer has sealed
+and after a voter has decided. In a 6-node wide-mlp-100mb cluster
 a node held 60-77 MB of such pages when its next training began (534 -> 457
 MB after one trim), which counted against that training's peak.
 """
