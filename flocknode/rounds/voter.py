@@ -161,10 +161,15 @@ class _PhaseOver(Exception):
     and its time and memory go to the round under way."""
 
 
+# Phases after the commit phase. Seeding is not among them: a view that shows it
+# again is a reorganisation the voter machine waits out (its election may come back).
+_PAST_COMMIT = (Phase.REVEAL, Phase.FINALIZABLE, Phase.FINALIZED, Phase.VOIDED)
+
+
 def _in_time(ctx: VoterDeps, view: RoundView) -> None:
-    """Raise ``_PhaseOver`` once the round's view is past the phases a vote is decided in."""
+    """Raise ``_PhaseOver`` once the round's view is past the commit phase."""
     phase = ctx.feed.rounds.get(view.round, view).phase
-    if phase not in m.DECIDE_PHASES:
+    if phase in _PAST_COMMIT:
         raise _PhaseOver(f"the commit phase ended while deciding (phase={phase.label})")
 
 

@@ -492,12 +492,14 @@ class _CountingLearner:
         return await self.learner.evaluate_async(state, split)
 
 
+@pytest.mark.parametrize("then", [Phase.FINALIZED, Phase.REVEAL, Phase.SEEDING])
 def test_a_voter_stops_deciding_once_the_commit_phase_is_over(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, then: Phase
 ) -> None:
     """The round moves past the commit phase while the voter decides (a slow
     voter, a large model): it gives up before aggregating and scoring, which
-    could no longer be committed, and journals no vote."""
+    could no longer be committed, and journals no vote. A view back in the
+    seeding phase (a reorganisation) is not the end of the round: it decides."""
     chain = TrioChainView()
     membership = ChainMembership()
     v = _node(tmp_path, "0xb0", chain, membership)
@@ -525,8 +527,8 @@ def test_a_voter_stops_deciding_once_the_commit_phase_is_over(
 
     class LateBook(ModelBook):
         async def load_async(self, model_hash: bytes) -> dict[str, torch.Tensor]:
-            # the voter has its base model: the round ends while it works on the vote
-            set_phase(Phase.FINALIZED, trio.current_time() + 600)
+            # the voter has its base model: the round moves on while it works on the vote
+            set_phase(then, trio.current_time() + 600)
             return await super().load_async(model_hash)
 
     v.ctx.models = LateBook(v.ctx.store, None)
@@ -539,9 +541,18 @@ def test_a_voter_stops_deciding_once_the_commit_phase_is_over(
     async def main() -> None:
         set_phase(Phase.TRAIN, trio.current_time() + 600)
         with trio.fail_after(60):
-            await voter.run_voter(v.ctx, chain.rounds[R], 0)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(voter.run_voter, v.ctx, chain.rounds[R], 0)
+                if then is Phase.SEEDING:
+                    while v.ctx.journal.get(R).vote is None:  # decided and journaled
+                        await trio.sleep(0.05)
+                    set_phase(Phase.FINALIZED, trio.current_time() + 600)  # ends the run
 
     monkeypatch.setattr(voter, "aggregate", counted_aggregate)
     trio.run(main)
-    assert aggregated == [] and learner.evaluations == 0 and client.commits == []
-    assert Journal(tmp_path / "journal").get(R).vote is None
+    vote = Journal(tmp_path / "journal").get(R).vote
+    if then is Phase.SEEDING:
+        assert aggregated == [1] and learner.evaluations == 2 and vote is not None
+    else:
+        assert aggregated == [] and learner.evaluations == 0 and vote is None
+    assert client.commits == []
