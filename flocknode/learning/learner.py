@@ -384,8 +384,10 @@ def delta_in_place(trained: Mapping[str, torch.Tensor], base: dict[str, torch.Te
     that gives the same bits (float32 and integer entries of the base's dtype
     and shape, each with storage of its own), taking ``base``'s entries out as
     it goes so that each is freed once used."""
-    storages = [t.untyped_storage().data_ptr() for t in trained.values()]
-    alone = len(set(storages)) == len(storages)  # tied entries: subtracting twice would be wrong
+    # tied entries (one storage under two names) would be subtracted twice; empty
+    # tensors all report storage address 0 and hold nothing to subtract
+    storages = [t.untyped_storage().data_ptr() for t in trained.values() if t.numel()]
+    alone = len(set(storages)) == len(storages)
     out: State = {}
     for name, t in trained.items():
         g = base.pop(name)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 
@@ -69,6 +70,8 @@ class ModelBook:
         self.store = store
         self.p2p = p2p
         self._cache: OrderedDict[bytes, State] = OrderedDict()
+        # loads run in worker threads (load_async, take_async): one cache change at a time
+        self._cache_lock = threading.Lock()
         self._locks: dict[bytes, trio.Lock] = {}
         self.model_size: int | None = None  # canonical bytes of the task's models
 
@@ -89,9 +92,11 @@ class ModelBook:
 
     def load(self, model_hash: bytes) -> State:
         """The model's tensors (blocking; cached). KeyError if the store lacks it."""
-        if model_hash in self._cache:
-            self._cache.move_to_end(model_hash)
-            return self._cache[model_hash]
+        with self._cache_lock:
+            state = self._cache.get(model_hash)
+            if state is not None:
+                self._cache.move_to_end(model_hash)
+                return state
         state = self.read(model_hash)
         self._remember(model_hash, state)
         return state
@@ -111,7 +116,8 @@ class ModelBook:
         use the most memory a node uses, and the cached models (this one, or a
         voter's candidate that did not become the global model) are one read
         away. Later ``load`` calls read the store again."""
-        self._cache.clear()
+        with self._cache_lock:
+            self._cache.clear()
         return self.read(model_hash)
 
     async def load_async(self, model_hash: bytes) -> State:
@@ -174,18 +180,20 @@ class ModelBook:
     def forget(self, hashes: Iterable[bytes]) -> None:
         """Drop cached tensors of models removed from the store (has() then says no)."""
         for h in hashes:
-            self._cache.pop(h, None)
+            with self._cache_lock:
+                self._cache.pop(h, None)
             lock = self._locks.get(h)
             if lock is not None and not lock.locked():
                 del self._locks[h]
 
     def _remember(self, h: bytes, state: State) -> None:
-        self._cache[h] = state
-        self._cache.move_to_end(h)
-        while len(self._cache) > CACHE or (
-            len(self._cache) > 1 and sum(map(_nbytes, self._cache.values())) > CACHE_BYTES
-        ):
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[h] = state
+            self._cache.move_to_end(h)
+            while len(self._cache) > CACHE or (
+                len(self._cache) > 1 and sum(map(_nbytes, self._cache.values())) > CACHE_BYTES
+            ):
+                self._cache.popitem(last=False)
 
 
 def _nbytes(state: State) -> int:

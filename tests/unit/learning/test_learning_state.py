@@ -124,6 +124,15 @@ def test_an_update_taken_in_place_has_state_deltas_bits_and_memory_where_it_can(
     assert {n for n in g if got[n].data_ptr() == ptrs[n]} == {"w32", "count", "idx"}
 
 
+def test_empty_entries_do_not_count_as_tied() -> None:
+    # every empty tensor reports storage address 0: that is no tie
+    trained = {"a": torch.zeros(0), "b": torch.zeros(0, 3), "w": torch.tensor([5.0, 7.0])}
+    ptr = trained["w"].data_ptr()
+    got = delta_in_place(trained, {"a": torch.zeros(0), "b": torch.zeros(0, 3), "w": torch.ones(2)})
+    assert torch.equal(got["w"], torch.tensor([4.0, 6.0])) and got["w"].data_ptr() == ptr
+    assert got["a"].shape == (0,) and got["b"].shape == (0, 3)
+
+
 def test_tied_entries_are_not_subtracted_twice() -> None:
     w = torch.tensor([5.0, 7.0])
     trained = {"a": w, "b": w}  # one tensor under two names, as tied weights are
