@@ -1,5 +1,6 @@
-"""``flocknode.malloc.tune``: model-sized blocks go back to the system when freed,
-even after a larger block raised glibc's dynamic mmap threshold."""
+"""``flocknode.malloc``: model-sized blocks go back to the system when freed,
+even after a larger block raised glibc's dynamic mmap threshold (``tune``), and
+freed heap blocks below a live one go back on ``trim``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,16 @@ import sys
 import pytest
 
 from flocknode import malloc
+
+glibc_only = pytest.mark.skipif(malloc._glibc() is None, reason="glibc only")
+
+
+def _run(script: str, *args: str) -> str:
+    """``script``'s output in a fresh interpreter, without the caller's ``MALLOC_*``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    cmd = [sys.executable, "-c", script, *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+
 
 # a freed 30 MB block raises glibc's threshold to 30 MB; then 10 blocks of 20 MB
 # are made, all but the last freed: left in a heap, they cannot be given back
@@ -35,17 +46,11 @@ print(rss_mb() - start)
 
 
 def _retained_mb(mode: str) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    out = subprocess.run(
-        [sys.executable, "-c", _RETAINED, mode], env=env, capture_output=True, text=True, check=True
-    )
-    return float(out.stdout)
+    return float(_run(_RETAINED, mode))
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+@glibc_only
 def test_freed_temporaries_go_back_to_the_system() -> None:
-    if not _glibc():
-        pytest.skip("not glibc")
     assert _retained_mb("default") > 150  # the heap kept the freed blocks
     assert _retained_mb("tuned") < 30  # only the last block is still held
 
@@ -70,15 +75,9 @@ print(kept, rss_mb() - start)
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+@glibc_only
 def test_trim_gives_freed_heap_pages_back() -> None:
-    if not _glibc():
-        pytest.skip("not glibc")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    out = subprocess.run(
-        [sys.executable, "-c", _TRIMMED], env=env, capture_output=True, text=True, check=True
-    )
-    kept, trimmed = map(float, out.stdout.split())
+    kept, trimmed = map(float, _run(_TRIMMED).split())
     assert kept > 150  # freed but below a live block: still resident
     assert trimmed < 30
 
@@ -86,9 +85,3 @@ def test_trim_gives_freed_heap_pages_back() -> None:
 def test_an_operators_own_setting_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")
     assert malloc.tune() is False
-
-
-def _glibc() -> bool:
-    import ctypes.util
-
-    return (ctypes.util.find_library("c") or "").startswith("libc.so")

@@ -415,6 +415,38 @@ class VoteClient:
         self.reveals.append(h)
 
 
+def _lone_voter(tmp: Path, chain: TrioChainView) -> tuple[Node, VoteClient]:
+    """The task's only member, elected voter; a journal, and a client that records
+    its commit and reveal. Its models and learner are the test's to set."""
+    membership = ChainMembership()
+    v = _node(tmp, "0xb0", chain, membership)
+    membership.update_registry(
+        Registry((Member(v.wallet, v.peer, v.box.public_bytes, (), 100, True),), 0)
+    )
+    v.ctx.settings = TaskSettings()
+    v.ctx.journal = Journal(tmp / "journal")
+    v.ctx.client = client = VoteClient()
+    v.ctx.wallet = v.wallet
+    return v, client
+
+
+def _lone_round(
+    chain: TrioChainView, v: Node, phase: Phase, commit_end: float, **more: Any
+) -> None:
+    """Round R with ``v`` as its voter and one proposer that is not a member (its
+    seat cannot be fetched)."""
+    chain.put_round(
+        dataclasses.replace(
+            make_view(R, phase),
+            proposers=("0x00000000000000000000000000000000000000aa",),
+            voters=(v.wallet,),
+            updates=(UpdateView(False, bytes(32), bytes(32), 0),),
+            commit_end=int(commit_end),
+            **more,
+        )
+    )
+
+
 def test_a_vote_decided_in_the_train_phase_is_committed_once_the_commit_phase_opens(
     tmp_path: Path,
 ) -> None:
@@ -422,33 +454,17 @@ def test_a_vote_decided_in_the_train_phase_is_committed_once_the_commit_phase_op
     decided while the train phase is still open: it commits once the commit phase
     opens and reveals in the reveal phase, instead of leaving its seat idle."""
     chain = TrioChainView()
-    membership = ChainMembership()
-    v = _node(tmp_path, "0xb0", chain, membership)
-    membership.update_registry(
-        Registry((Member(v.wallet, v.peer, v.box.public_bytes, (), 100, True),), 0)
-    )
-    settings = TaskSettings()
-    learner = Learner.from_settings(settings.training, 0, 5)
+    v, client = _lone_voter(tmp_path, chain)
+    learner = Learner.from_settings(v.ctx.settings.training, 0, 5)
     v.ctx.models = ModelBook(v.ctx.store, None)
     chain.put_model(v.ctx.models.put(learner.initial_state()))
-    v.ctx.learner, v.ctx.settings = learner, settings
-    v.ctx.journal = Journal(tmp_path / "journal")
-    v.ctx.client = client = VoteClient()
-    v.ctx.wallet = v.wallet
+    v.ctx.learner = learner
     no_vote = VoteView(False, False, bytes(32), bytes(32), 0, 0, 0, 0)
     committed = dataclasses.replace(no_vote, committed=True)
 
     def set_phase(phase: Phase, commit_end: float) -> None:
-        chain.put_round(
-            dataclasses.replace(
-                make_view(R, phase),
-                proposers=("0x00000000000000000000000000000000000000aa",),
-                voters=(v.wallet,),
-                updates=(UpdateView(False, bytes(32), bytes(32), 0),),
-                votes=(committed if client.commits else no_vote,),
-                commit_end=int(commit_end),
-            )
-        )
+        votes = (committed if client.commits else no_vote,)
+        _lone_round(chain, v, phase, commit_end, votes=votes)
 
     async def main() -> None:
         # the real clock: aggregation and scoring run in worker threads, and a
@@ -501,29 +517,13 @@ def test_a_voter_stops_deciding_once_the_commit_phase_is_over(
     could no longer be committed, and journals no vote. A view back in the
     seeding phase (a reorganisation) is not the end of the round: it decides."""
     chain = TrioChainView()
-    membership = ChainMembership()
-    v = _node(tmp_path, "0xb0", chain, membership)
-    membership.update_registry(
-        Registry((Member(v.wallet, v.peer, v.box.public_bytes, (), 100, True),), 0)
-    )
-    settings = TaskSettings()
-    learner = _CountingLearner(Learner.from_settings(settings.training, 0, 5))
-    v.ctx.learner, v.ctx.settings = learner, settings
-    v.ctx.journal = Journal(tmp_path / "journal")
-    v.ctx.client = client = VoteClient()
-    v.ctx.wallet = v.wallet
+    v, client = _lone_voter(tmp_path, chain)
+    learner = _CountingLearner(Learner.from_settings(v.ctx.settings.training, 0, 5))
+    v.ctx.learner = learner
     aggregated: list[int] = []
 
     def set_phase(phase: Phase, commit_end: float) -> None:
-        chain.put_round(
-            dataclasses.replace(
-                make_view(R, phase),
-                proposers=("0x00000000000000000000000000000000000000aa",),
-                voters=(v.wallet,),
-                updates=(UpdateView(False, bytes(32), bytes(32), 0),),
-                commit_end=int(commit_end),
-            )
-        )
+        _lone_round(chain, v, phase, commit_end)
 
     class LateBook(ModelBook):
         async def load_async(self, model_hash: bytes) -> dict[str, torch.Tensor]:
