@@ -79,10 +79,23 @@ def train_classifier(
     return {"final_loss": float(loss.detach()), "samples": float(n)}
 
 
-# Samples a forward pass of evaluation takes: its activations, not the split,
-# bound the memory (wide-mlp-100mb's hidden layer: 64 x 350k floats = 90 MB;
-# its 359 test samples at once took 1 GB more than the model).
+# Samples a forward pass of evaluation takes at most: its activations, not the
+# split, bound the memory (wide-mlp-100mb's 359 test samples at once took 1 GB
+# more than the model).
 EVAL_BATCH = 64
+# Values a fully connected layer's output may hold in evaluation: fewer samples
+# a pass for wider layers. wide-mlp-100mb's hidden layer (350k wide) takes 12 a
+# pass: its output and the ReLU's, 90 MB each at 64 samples, are 17 MB each;
+# scoring 359 samples rose from 0.50 to 0.67 s and its peak above the model fell
+# from 178 to 40 MB.
+EVAL_VALUES = 1 << 22
+
+
+def eval_batch(model: nn.Module) -> int:
+    """Samples a pass of evaluation takes: ``EVAL_BATCH``, fewer if a linear
+    layer's output would hold more than ``EVAL_VALUES`` values."""
+    widest = max((m.out_features for m in model.modules() if isinstance(m, nn.Linear)), default=1)
+    return max(1, min(EVAL_BATCH, EVAL_VALUES // max(1, widest)))
 
 
 def evaluate_classifier(
@@ -104,10 +117,11 @@ def evaluate_classifier(
     model.to(device)
     model.eval()
     correct, loss, brier = 0, 0.0, 0.0
+    batch = eval_batch(model)
     with torch.no_grad():
-        for start in range(0, n, EVAL_BATCH):
-            out = model(data.x[start : start + EVAL_BATCH].to(device))
-            y = data.y[start : start + EVAL_BATCH].to(device)
+        for start in range(0, n, batch):
+            out = model(data.x[start : start + batch].to(device))
+            y = data.y[start : start + batch].to(device)
             correct += int((out.argmax(dim=1) == y).sum())
             loss += float(nn.functional.cross_entropy(out, y, reduction="sum"))
             onehot = nn.functional.one_hot(y, out.shape[1]).to(out.dtype)

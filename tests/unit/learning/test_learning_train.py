@@ -258,20 +258,36 @@ def test_sgd_by_epochs_also_trains() -> None:
     assert after.accuracy > lr.evaluate(g, "train").accuracy + 0.4
 
 
-def test_evaluation_in_batches_counts_every_sample_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The split goes through the model EVAL_BATCH samples at a time (activations,
+@pytest.mark.parametrize(("limit", "value"), [("EVAL_BATCH", 7), ("EVAL_VALUES", 64 * 7 + 63)])
+def test_evaluation_in_batches_counts_every_sample_once(
+    monkeypatch: pytest.MonkeyPatch, limit: str, value: int
+) -> None:
+    """The split goes through the model EVAL_BATCH samples at a time, fewer when
+    a linear layer's output would hold more than EVAL_VALUES values (activations,
     not the split, bound memory); the figures are those of one pass."""
     from flocknode.learning import train as train_mod
 
     torch.manual_seed(0)
-    model = digits_mlp()
+    model = digits_mlp()  # its widest linear layer: 64 outputs
     data = Samples(torch.randn(45, 64), torch.randint(0, 10, (45,)))
     whole = train_mod.evaluate_classifier(model, data)
-    monkeypatch.setattr(train_mod, "EVAL_BATCH", 7)  # 6 full batches and one of 3
+    monkeypatch.setattr(train_mod, limit, value)
+    assert train_mod.eval_batch(model) == 7  # 6 full batches and one of 3
     parts = train_mod.evaluate_classifier(model, data)
     assert parts.metrics["correct"] == whole.metrics["correct"] and parts.samples == 45
     for k in ("loss", "brier"):
         assert parts.metrics[k] == pytest.approx(whole.metrics[k], rel=1e-6)
+
+
+def test_a_wide_model_is_evaluated_a_few_samples_at_a_time() -> None:
+    # wide-mlp-100mb's 350k hidden units: 64 samples' outputs would be 90 MB a layer
+    from flocknode.learning.builtin import BUILTIN_TASKS
+
+    names = ["wide-mlp-100mb", "wide-mlp-25mb", "wide-mlp-1mb", "deep-mlp-100mb", "digits-cnn"]
+    with torch.device("meta"):  # shapes only
+        batches = {t: train.eval_batch(BUILTIN_TASKS[t]().build_model()) for t in names}
+    assert batches["wide-mlp-100mb"] == 12 and batches["wide-mlp-25mb"] == 48
+    assert batches["digits-cnn"] == batches["deep-mlp-100mb"] == batches["wide-mlp-1mb"] == 64
 
 
 @pytest.mark.parametrize(("kind", "momentum"), [("adam", 0.0), ("sgd", 0.9), ("sgd", 0.0)])
