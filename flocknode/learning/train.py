@@ -11,11 +11,16 @@ update against its on-chain hash, never retrain it.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from flocknode.learning.task import Evaluation, Samples
@@ -66,7 +71,9 @@ def train_classifier(
     shift = _log_prior(y, prior_classes) if prior_classes else None
     gen = torch.Generator().manual_seed(seed)
     loss = torch.zeros(())
-    with opt.in_backward():  # a parameter's gradient is held only until its update
+    # a parameter's gradient is held only until its update; a large linear
+    # layer's weight gradient only a block of rows at a time (_streamed)
+    with opt.in_backward(), _streamed(model, opt) as sites:
         for idx in _batches(n, batch_size, steps, epochs, gen):
             for p in opt.params:
                 p.grad = None
@@ -74,6 +81,7 @@ def train_classifier(
             logits = model(x[idx])
             loss = loss_fn(logits if shift is None else logits + shift, y[idx])
             opt.begin()
+            _check_sole_use(loss, sites)
             loss.backward()
     model.to("cpu")
     return {"final_loss": float(loss.detach()), "samples": float(n)}
@@ -191,20 +199,25 @@ class _Optimizer:
                 h.remove()
 
     def _update(self, i: int) -> None:
-        p = self.params[i]
-        if p.grad is None:
-            return
+        grad = self.params[i].grad
+        if grad is not None:
+            self.update_rows(i, slice(None), grad)
+
+    @torch.no_grad()
+    def update_rows(self, i: int, rows: slice, grad: torch.Tensor) -> None:
+        """Update rows ``rows`` of parameter ``i`` (and of its state) from their gradient."""
+        p = self.params[i][rows]
         if self.kind == "sgd":
             if self.momentum:
-                buf = self.m[i]
-                g = buf.mul_(self.momentum).add_(p.grad) if self.t > 1 else buf.copy_(p.grad)
+                buf = self.m[i][rows]
+                g = buf.mul_(self.momentum).add_(grad) if self.t > 1 else buf.copy_(grad)
             else:
-                g = p.grad
+                g = grad
             p.add_(g, alpha=-self.lr)
             return
         b1, b2, eps = 0.9, 0.999, 1e-8
         c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        for pp, mm, vv, g in _pieces(p, self.m[i], self.v[i], p.grad):
+        for pp, mm, vv, g in _pieces(p, self.m[i][rows], self.v[i][rows], grad):
             mm.lerp_(g, 1 - b1)
             vv.mul_(b2).addcmul_(g, g, value=1 - b2)
             denom = (vv.sqrt() / c2**0.5).add_(eps)
@@ -216,6 +229,113 @@ class _Optimizer:
 # square root and the denominator) stay at ADAM_PIECE values instead of two
 # copies of the largest parameter (wide-mlp-100mb's: 90 MB each).
 ADAM_PIECE = 1 << 20
+
+
+# Weights of a linear layer with at least STREAM_MIN values get their gradient
+# a block of rows (of at most ADAM_PIECE values) at a time, each block updated
+# as soon as it is computed: wide-mlp-100mb's first layer (85% of the model)
+# no longer holds a whole gradient beside the weights and Adam's two moments.
+STREAM_MIN = 1 << 22
+
+
+@dataclass
+class _Site:
+    """A linear layer whose weight is updated block by block in backward."""
+
+    opt: _Optimizer
+    index: int  # the weight's place in ``opt.params``
+    whole: bool = False  # this step: a plain gradient instead (the weight has other uses)
+
+
+class _StreamedLinear(torch.autograd.Function):
+    """``F.linear`` whose backward updates the weight block by block (``_Site``)
+    instead of returning its gradient. The input's gradient is computed first,
+    from the weight before its update, as ``nn.Linear``'s backward would."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, site: _Site
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.site, ctx.has_bias = site, bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx: Any, *grads: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight = ctx.saved_tensors
+        site: _Site = ctx.site
+        g2 = grads[0].reshape(-1, grads[0].shape[-1])
+        x2 = x.reshape(-1, x.shape[-1])
+        gx = grads[0] @ weight if ctx.needs_input_grad[0] else None
+        gb = g2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        if site.whole:
+            return gx, g2.t() @ x2, gb, None
+        rows = max(1, ADAM_PIECE // weight.shape[1])
+        for r in range(0, weight.shape[0], rows):
+            site.opt.update_rows(site.index, slice(r, r + rows), g2[:, r : r + rows].t() @ x2)
+        return gx, None, gb, None
+
+
+@contextlib.contextmanager
+def _streamed(model: nn.Module, opt: _Optimizer) -> Iterator[dict[int, _Site]]:
+    """Route the large linear layers of ``model`` through ``_StreamedLinear``
+    while inside; yields the sites by ``id`` of their weight. Only plain
+    ``nn.Linear`` modules (a subclass may compute something else), and not one
+    whose weight another module shares."""
+    index = {id(p): i for i, p in enumerate(opt.params)}
+    uses = collections.Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    sites: dict[int, _Site] = {}
+    patched: list[nn.Module] = []
+    for m in model.modules():
+        if type(m) is not nn.Linear or "forward" in vars(m):
+            continue
+        w = m.weight
+        if id(w) not in index or uses[id(w)] != 1 or w.numel() < STREAM_MIN:
+            continue
+        if not w.requires_grad or w.dim() != 2 or not w.is_contiguous():
+            continue
+        site = sites[id(w)] = _Site(opt, index[id(w)])
+        m.forward = functools.partial(_streamed_forward, m, site)  # type: ignore[method-assign]
+        patched.append(m)
+    try:
+        yield sites
+    finally:
+        for m in patched:
+            del m.forward
+
+
+def _streamed_forward(m: nn.Linear, site: _Site, x: torch.Tensor) -> torch.Tensor:
+    out: torch.Tensor = _StreamedLinear.apply(x, m.weight, m.bias, site)
+    return out
+
+
+def _check_sole_use(loss: torch.Tensor, sites: dict[int, _Site]) -> None:
+    """Mark each site whose weight this step's graph uses other than through one
+    ``_StreamedLinear`` (its layer called twice, the weight read directly): that
+    step it gets a whole gradient, and the usual update of the sum."""
+    if not sites or loss.grad_fn is None:
+        return
+    streamed: collections.Counter[int] = collections.Counter()
+    other: set[int] = set()
+    seen: set[Any] = {loss.grad_fn}
+    todo = [loss.grad_fn]
+    while todo:
+        node = todo.pop()
+        for nxt, _ in node.next_functions:
+            if nxt is None:
+                continue
+            variable = getattr(nxt, "variable", None)
+            if variable is not None:  # AccumulateGrad: a leaf
+                key = id(variable)
+                if type(node).__name__ == "_StreamedLinearBackward":
+                    streamed[key] += 1
+                else:
+                    other.add(key)
+            elif nxt not in seen:
+                seen.add(nxt)
+                todo.append(nxt)
+    for key, site in sites.items():
+        site.whole = streamed[key] != 1 or key in other
 
 
 def _pieces(*tensors: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:

@@ -362,3 +362,90 @@ async def test_task_code_in_the_daemon_runs_one_call_at_a_time(
         for _ in range(2):
             nursery.start_soon(learner.evaluate_async, {})
     assert peak[0] == 1
+
+
+def _train_both(
+    monkeypatch: pytest.MonkeyPatch, make: object, kind: str, momentum: float
+) -> tuple[nn.Module, nn.Module, list[tuple[int, slice]], list[bool]]:
+    """``make()`` trained twice from the same start: with STREAM_MIN at 40 values
+    (blocks of 21) and without streaming. Returns both models, the row blocks
+    the first training updated and, per call of its first weight's accumulate
+    hook, whether it saw a gradient."""
+    assert callable(make)
+    monkeypatch.setattr(train, "ADAM_PIECE", 21)
+    torch.manual_seed(0)
+    ours: nn.Module = make()
+    theirs = copy.deepcopy(ours)
+    x, y = torch.randn(64, 7), torch.randint(0, 3, (64,))
+    blocks: list[tuple[int, slice]] = []
+    real = train._Optimizer.update_rows
+
+    def record(self: train._Optimizer, i: int, rows: slice, grad: torch.Tensor) -> None:
+        blocks.append((i, rows))
+        real(self, i, rows, grad)
+
+    monkeypatch.setattr(train._Optimizer, "update_rows", record)
+    seen: list[bool] = []
+    first = next(ours.parameters())
+    first.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad is not None))
+    for model, stream_min in ((ours, 40), (theirs, 10**9)):
+        monkeypatch.setattr(train, "STREAM_MIN", stream_min)
+        train.train_classifier(
+            model, Samples(x, y), steps=3, epochs=1, batch_size=16, optimizer=kind,
+            learning_rate=0.01, momentum=momentum, seed=1,
+        )  # fmt: skip
+        if model is ours:
+            mine = list(blocks)
+    return ours, theirs, mine, seen
+
+
+@pytest.mark.parametrize(("kind", "momentum"), [("adam", 0.0), ("sgd", 0.9), ("sgd", 0.0)])
+def test_a_large_linear_weight_is_updated_a_block_of_rows_at_a_time(
+    monkeypatch: pytest.MonkeyPatch, kind: str, momentum: float
+) -> None:
+    # wide-mlp's first layer is 85% of the model: its whole gradient beside the
+    # weights and Adam's moments would be the proposer's peak (docs/protocol.md, step 3)
+    def make() -> nn.Module:
+        return nn.Sequential(nn.Linear(7, 40), nn.ReLU(), nn.Linear(40, 3))
+
+    ours, theirs, blocks, seen = _train_both(monkeypatch, make, kind, momentum)
+    assert not any(seen)  # the 40 x 7 weight never held a whole gradient
+    mine = [rows for i, rows in blocks if i == 0]
+    assert mine[:14] == [slice(r, r + 3) for r in range(0, 40, 3)]  # 21 values a block
+    assert len(mine) == 3 * 14  # every step, every block
+    torch.manual_seed(0)
+    start = make()
+    for a, b, c in zip(ours.parameters(), theirs.parameters(), start.parameters(), strict=True):
+        assert not torch.equal(a, c)  # trained
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+class _TwiceUsed(nn.Module):
+    """One linear layer called twice, its weight also read directly."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(7, 7)
+        self.out = nn.Linear(7, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(torch.relu(self.fc(x)))
+        return self.out(h + x @ self.fc.weight.t())
+
+
+class _Direct(_TwiceUsed):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(torch.relu(self.fc(x)) + x @ self.fc.weight.t())
+
+
+@pytest.mark.parametrize("make", [_TwiceUsed, _Direct])
+def test_a_weight_used_more_than_once_gets_its_whole_gradient(
+    monkeypatch: pytest.MonkeyPatch, make: type[nn.Module]
+) -> None:
+    # block updates from one use's gradient would step on the partial sums:
+    # such a step takes the plain way, the same training as without streaming
+    ours, theirs, blocks, seen = _train_both(monkeypatch, make, "adam", 0.0)
+    assert seen == [True, True, True]
+    assert all(rows == slice(None) for _, rows in blocks)
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
