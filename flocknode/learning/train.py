@@ -234,8 +234,12 @@ ADAM_PIECE = 1 << 20
 # Weights of a linear layer with at least STREAM_MIN values get their gradient
 # a block of rows (of at most ADAM_PIECE values) at a time, each block updated
 # as soon as it is computed: wide-mlp-100mb's first layer (85% of the model)
-# no longer holds a whole gradient beside the weights and Adam's two moments.
-STREAM_MIN = 1 << 22
+# no longer holds a whole gradient beside the weights and Adam's two moments,
+# and no layer of deep-mlp-100mb a 15 MB one. In-process, 2 Adam steps from a
+# node's idle state, three runs each: peak above idle 3.49 models without
+# streaming; 3.04-3.26 streaming from 4M values, 2.99-3.04 from 1M; deep-mlp
+# 2.44-2.70 and 2.44-2.48.
+STREAM_MIN = ADAM_PIECE
 
 
 @dataclass
