@@ -31,6 +31,10 @@ code in-process), then ``digits-cnn`` with 10 nodes over
   training, the optimizer's state included: Adam's two moments, SGD's momentum) and
   those that only voted
   (``peak_rss_mb_voters_only``; ``null`` when every node proposed);
+  ``above_idle_models_max`` (each node's peak minus its own idle RSS, in
+  model sizes, the largest over the nodes: docs/tasks.md sets 3 as the
+  bound), and the same over proposers and over nodes that only voted
+  (``above_idle_models_proposers``, ``above_idle_models_voters_only``);
 - ``accuracy`` (the last round's test accuracy), ``rounds_finalized``,
   ``rounds_accepted``, ``slashed``.
 
@@ -95,6 +99,23 @@ def _peak(xs: list[float]) -> float | None:
     return round(max(xs), 1) if xs else None
 
 
+def _above_idle(
+    peaks: dict[str, float], idle_of: dict[str, float], proposed: set[str], model_mb: float
+) -> dict[str, float | None]:
+    """Each node's peak minus its own idle RSS, in model sizes: the largest over
+    all nodes, over those that proposed and over those that only voted."""
+    above = {k: (peaks[k] - idle_of[k]) / model_mb for k in peaks}
+
+    def worst(names: list[str]) -> float | None:
+        return round(max(above[k] for k in names), 2) if names else None
+
+    return {
+        "above_idle_models_max": worst(list(above)),
+        "above_idle_models_proposers": worst([k for k in above if k in proposed]),
+        "above_idle_models_voters_only": worst([k for k in above if k not in proposed]),
+    }
+
+
 def run_case(
     task: str,
     model_mb: float,
@@ -135,7 +156,7 @@ def run_case(
             node_status(n).status is not None for n in state.nodes
         ):
             time.sleep(0.5)
-        idle = max(peak_rss_mb(n.pid, "VmRSS") for n in state.nodes)
+        idle_of = {n.name: peak_rss_mb(n.pid, "VmRSS") for n in state.nodes}
         monitor = Monitor(state, progress=log)
         finished = monitor.run(timeout=120 + (60 + 3 * seconds) * rounds)
         peaks = {n.name: peak_rss_mb(n.pid) for n in state.nodes}
@@ -172,10 +193,11 @@ def run_case(
             "bytes_sent_per_node": _median([s.bytes_sent / nodes for s in monitor.rounds]),
             **{f"{k.removesuffix('_seconds')}_s_median": _median(v) for k, v in work.items()},
             "round_s_median": _median([s.seconds for s in monitor.rounds]),
-            "idle_rss_mb": round(idle, 1),
+            "idle_rss_mb": round(max(idle_of.values()), 1),
             "peak_rss_mb_max": round(max(peaks.values()), 1),
             "peak_rss_mb_proposers": _peak([v for k, v in peaks.items() if k in proposed]),
             "peak_rss_mb_voters_only": _peak([v for k, v in peaks.items() if k not in proposed]),
+            **_above_idle(peaks, idle_of, proposed, model_mb),
             "slashed": sum(len(s.slashed) for s in monitor.rounds),
             "seconds": round(time.monotonic() - t0, 1),
         }
