@@ -101,7 +101,9 @@ EVAL_VALUES = 1 << 22
 
 def eval_batch(model: nn.Module) -> int:
     """Samples a pass of evaluation takes: ``EVAL_BATCH``, fewer if a linear
-    layer's output would hold more than ``EVAL_VALUES`` values."""
+    layer's output would hold more than ``EVAL_VALUES`` values (one output row
+    a sample: a layer applied to each of a sample's tokens, or a convolution's
+    feature maps, hold more)."""
     widest = max((m.out_features for m in model.modules() if isinstance(m, nn.Linear)), default=1)
     return max(1, min(EVAL_BATCH, EVAL_VALUES // max(1, widest)))
 
@@ -201,15 +203,20 @@ class _Optimizer:
     def _update(self, i: int) -> None:
         grad = self.params[i].grad
         if grad is not None:
-            self.update_rows(i, slice(None), grad)
+            self.update_rows(i, None, grad)
 
     @torch.no_grad()
-    def update_rows(self, i: int, rows: slice, grad: torch.Tensor) -> None:
-        """Update rows ``rows`` of parameter ``i`` (and of its state) from their gradient."""
-        p = self.params[i][rows]
+    def update_rows(self, i: int, rows: slice | None, grad: torch.Tensor) -> None:
+        """Update rows ``rows`` (``None``: all of it) of parameter ``i`` and of its
+        state from their gradient."""
+
+        def part(t: torch.Tensor) -> torch.Tensor:
+            return t if rows is None else t[rows]  # a 0-dim parameter has no rows
+
+        p = part(self.params[i])
         if self.kind == "sgd":
             if self.momentum:
-                buf = self.m[i][rows]
+                buf = part(self.m[i])
                 g = buf.mul_(self.momentum).add_(grad) if self.t > 1 else buf.copy_(grad)
             else:
                 g = grad
@@ -217,7 +224,7 @@ class _Optimizer:
             return
         b1, b2, eps = 0.9, 0.999, 1e-8
         c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        for pp, mm, vv, g in _pieces(p, self.m[i][rows], self.v[i][rows], grad):
+        for pp, mm, vv, g in _pieces(p, part(self.m[i]), part(self.v[i]), grad):
             mm.lerp_(g, 1 - b1)
             vv.mul_(b2).addcmul_(g, g, value=1 - b2)
             denom = (vv.sqrt() / c2**0.5).add_(eps)
@@ -298,6 +305,8 @@ def _streamed(model: nn.Module, opt: _Optimizer) -> Iterator[dict[int, _Site]]:
             continue
         if not w.requires_grad or w.dim() != 2 or not w.is_contiguous():
             continue
+        if _hooked(w):  # hooks of the task's expect the weight's whole gradient
+            continue
         site = sites[id(w)] = _Site(opt, index[id(w)])
         m.forward = functools.partial(_streamed_forward, m, site)  # type: ignore[method-assign]
         patched.append(m)
@@ -308,7 +317,17 @@ def _streamed(model: nn.Module, opt: _Optimizer) -> Iterator[dict[int, _Site]]:
             del m.forward
 
 
+def _hooked(w: torch.Tensor) -> bool:
+    """Whether ``w`` has gradient hooks besides ``_Optimizer.in_backward``'s one."""
+    post = getattr(w, "_post_accumulate_grad_hooks", None) or {}
+    return bool(getattr(w, "_backward_hooks", None)) or len(post) > 1
+
+
 def _streamed_forward(m: nn.Linear, site: _Site, x: torch.Tensor) -> torch.Tensor:
+    if torch.is_autocast_enabled(x.device.type):
+        # the gradient would come back in autocast's dtype; the cast is a second
+        # use of the weight in the graph, so the step takes the usual way
+        return F.linear(x, m.weight, m.bias)
     out: torch.Tensor = _StreamedLinear.apply(x, m.weight, m.bias, site)
     return out
 

@@ -365,29 +365,34 @@ async def test_task_code_in_the_daemon_runs_one_call_at_a_time(
 
 
 def _train_both(
-    monkeypatch: pytest.MonkeyPatch, make: object, kind: str, momentum: float
-) -> tuple[nn.Module, nn.Module, list[tuple[int, slice]], list[bool]]:
+    monkeypatch: pytest.MonkeyPatch, make: object, kind: str = "adam", momentum: float = 0.0
+) -> tuple[nn.Module, nn.Module, list[tuple[int, slice | None]], list[bool]]:
     """``make()`` trained twice from the same start: with STREAM_MIN at 40 values
-    (blocks of 21) and without streaming. Returns both models, the row blocks
-    the first training updated and, per call of its first weight's accumulate
-    hook, whether it saw a gradient."""
+    (blocks of 21) and without streaming. Returns both models, the rows the first
+    training updated at a time (``None``: all) by parameter index, and for each
+    hook call on its first parameter whether it found a whole gradient."""
     assert callable(make)
     monkeypatch.setattr(train, "ADAM_PIECE", 21)
     torch.manual_seed(0)
     ours: nn.Module = make()
-    theirs = copy.deepcopy(ours)
+    torch.manual_seed(0)
+    theirs: nn.Module = make()  # built, not copied: with the task's hooks
     x, y = torch.randn(64, 7), torch.randint(0, 3, (64,))
-    blocks: list[tuple[int, slice]] = []
-    real = train._Optimizer.update_rows
-
-    def record(self: train._Optimizer, i: int, rows: slice, grad: torch.Tensor) -> None:
-        blocks.append((i, rows))
-        real(self, i, rows, grad)
-
-    monkeypatch.setattr(train._Optimizer, "update_rows", record)
+    blocks: list[tuple[int, slice | None]] = []
     seen: list[bool] = []
-    first = next(ours.parameters())
-    first.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad is not None))
+    real_rows, real_update = train._Optimizer.update_rows, train._Optimizer._update
+
+    def rows(self: train._Optimizer, i: int, rows: slice | None, grad: torch.Tensor) -> None:
+        blocks.append((i, rows))
+        real_rows(self, i, rows, grad)
+
+    def update(self: train._Optimizer, i: int) -> None:
+        if i == 0:
+            seen.append(self.params[0].grad is not None)
+        real_update(self, i)
+
+    monkeypatch.setattr(train._Optimizer, "update_rows", rows)
+    monkeypatch.setattr(train._Optimizer, "_update", update)
     for model, stream_min in ((ours, 40), (theirs, 10**9)):
         monkeypatch.setattr(train, "STREAM_MIN", stream_min)
         train.train_classifier(
@@ -395,18 +400,25 @@ def _train_both(
             learning_rate=0.01, momentum=momentum, seed=1,
         )  # fmt: skip
         if model is ours:
-            mine = list(blocks)
-    return ours, theirs, mine, seen
+            mine, hooked = list(blocks), list(seen)
+        assert not any("forward" in vars(m) for m in model.modules())  # the patches are gone
+    return ours, theirs, mine, hooked
+
+
+def _same_training(ours: nn.Module, theirs: nn.Module) -> None:
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize(("kind", "momentum"), [("adam", 0.0), ("sgd", 0.9), ("sgd", 0.0)])
+@pytest.mark.parametrize("bias", [True, False])
 def test_a_large_linear_weight_is_updated_a_block_of_rows_at_a_time(
-    monkeypatch: pytest.MonkeyPatch, kind: str, momentum: float
+    monkeypatch: pytest.MonkeyPatch, kind: str, momentum: float, bias: bool
 ) -> None:
     # wide-mlp's first layer is 85% of the model: its whole gradient beside the
     # weights and Adam's moments would be the proposer's peak (docs/protocol.md, step 3)
     def make() -> nn.Module:
-        return nn.Sequential(nn.Linear(7, 40), nn.ReLU(), nn.Linear(40, 3))
+        return nn.Sequential(nn.Linear(7, 40, bias=bias), nn.ReLU(), nn.Linear(40, 3))
 
     ours, theirs, blocks, seen = _train_both(monkeypatch, make, kind, momentum)
     assert not any(seen)  # the 40 x 7 weight never held a whole gradient
@@ -415,9 +427,9 @@ def test_a_large_linear_weight_is_updated_a_block_of_rows_at_a_time(
     assert len(mine) == 3 * 14  # every step, every block
     torch.manual_seed(0)
     start = make()
-    for a, b, c in zip(ours.parameters(), theirs.parameters(), start.parameters(), strict=True):
+    for a, c in zip(ours.parameters(), start.parameters(), strict=True):
         assert not torch.equal(a, c)  # trained
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+    _same_training(ours, theirs)
 
 
 class _TwiceUsed(nn.Module):
@@ -433,19 +445,130 @@ class _TwiceUsed(nn.Module):
         return self.out(h + x @ self.fc.weight.t())
 
 
+class _TwiceCalled(_TwiceUsed):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.fc(torch.relu(self.fc(x))))
+
+
 class _Direct(_TwiceUsed):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.out(torch.relu(self.fc(x)) + x @ self.fc.weight.t())
 
 
-@pytest.mark.parametrize("make", [_TwiceUsed, _Direct])
+class _Autocast(_TwiceUsed):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            h = torch.relu(self.fc(x))
+        return self.out(h.float())
+
+
+@pytest.mark.parametrize("make", [_TwiceUsed, _TwiceCalled, _Direct, _Autocast])
 def test_a_weight_used_more_than_once_gets_its_whole_gradient(
     monkeypatch: pytest.MonkeyPatch, make: type[nn.Module]
 ) -> None:
     # block updates from one use's gradient would step on the partial sums:
     # such a step takes the plain way, the same training as without streaming
-    ours, theirs, blocks, seen = _train_both(monkeypatch, make, "adam", 0.0)
+    ours, theirs, blocks, seen = _train_both(monkeypatch, make)
     assert seen == [True, True, True]
-    assert all(rows == slice(None) for _, rows in blocks)
+    assert all(rows is None for _, rows in blocks)
+    _same_training(ours, theirs)
+
+
+class _Shared(nn.Module):
+    """Two linear layers holding one weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(7, 7), nn.Linear(7, 7)
+        self.b.weight = self.a.weight
+        self.out = nn.Linear(7, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.b(torch.relu(self.a(x))))
+
+
+class _OwnLinear(nn.Linear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x) * 2.0
+
+
+def _own() -> nn.Module:
+    return nn.Sequential(_OwnLinear(7, 7), nn.ReLU(), nn.Linear(7, 3))
+
+
+def _hooked() -> nn.Module:
+    model = nn.Sequential(nn.Linear(7, 7), nn.ReLU(), nn.Linear(7, 3))
+    mask = torch.ones(7, 7)
+    mask[:3] = 0  # the task freezes the first rows through the gradient
+    model[0].weight.register_hook(lambda g: g * mask)
+    return model
+
+
+@pytest.mark.parametrize("make", [_Shared, _own, _hooked])
+def test_weights_that_stay_whole(monkeypatch: pytest.MonkeyPatch, make: object) -> None:
+    # a weight two modules share, a subclass's own forward, a gradient hook of
+    # the task's: the usual training, no blocks
+    ours, theirs, blocks, seen = _train_both(monkeypatch, make)
+    assert seen == [True, True, True]
+    assert all(rows is None for _, rows in blocks)
+    _same_training(ours, theirs)
+    if make is _hooked:
+        torch.manual_seed(0)
+        assert torch.equal(next(ours.parameters())[:3], next(_hooked().parameters())[:3])
+
+
+def test_training_after_an_error_leaves_no_layer_patched() -> None:
+    class Broken(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(7, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise RuntimeError("task bug")
+
+    model = Broken()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train, "STREAM_MIN", 1)
+        with pytest.raises(RuntimeError, match="task bug"):
+            train.train_classifier(
+                model, Samples(torch.randn(8, 7), torch.randint(0, 3, (8,))), steps=1,
+                epochs=1, batch_size=4, optimizer="adam", learning_rate=0.01, momentum=0.0,
+                seed=1,
+            )  # fmt: skip
+    assert "forward" not in vars(model.fc)
+
+
+class _Tempered(nn.Module):
+    """A learnt temperature: a parameter with no dimensions, hence no rows."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(7, 3)
+        self.temperature = nn.Parameter(torch.tensor(1.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x) / self.temperature
+
+
+@pytest.mark.parametrize(("kind", "momentum"), [("adam", 0.0), ("sgd", 0.9), ("sgd", 0.0)])
+def test_a_parameter_without_dimensions_trains_as_torch_optim_does(
+    kind: str, momentum: float
+) -> None:
+    torch.manual_seed(0)
+    ours = _Tempered()
+    theirs = copy.deepcopy(ours)
+    x, y = torch.randn(16, 7), torch.randint(0, 3, (16,))
+    train.train_classifier(
+        ours, Samples(x, y), steps=1, epochs=1, batch_size=16, optimizer=kind,
+        learning_rate=0.01, momentum=momentum, seed=1,
+    )  # fmt: skip
+    ref: torch.optim.Optimizer = (
+        torch.optim.Adam(theirs.parameters(), lr=0.01, foreach=False)
+        if kind == "adam"
+        else torch.optim.SGD(theirs.parameters(), lr=0.01, momentum=momentum, foreach=False)
+    )
+    nn.functional.cross_entropy(theirs(x), y).backward()
+    ref.step()
+    assert float(ours.temperature.detach()) != 1.5
     for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+        assert torch.equal(a, b)
