@@ -103,11 +103,12 @@ def _above_idle(
     peaks: dict[str, float], idle_of: dict[str, float], proposed: set[str], model_mb: float
 ) -> dict[str, float | None]:
     """Each node's peak minus its own idle RSS, in model sizes: the largest over
-    all nodes, over those that proposed and over those that only voted."""
+    all nodes, over those that proposed and over those that only voted (``None``
+    for a model under 1 MB, whose size is no measure of a node's memory)."""
     above = {k: (peaks[k] - idle_of[k]) / model_mb for k in peaks}
 
     def worst(names: list[str]) -> float | None:
-        return round(max(above[k] for k in names), 2) if names else None
+        return round(max(above[k] for k in names), 2) if names and model_mb >= 1 else None
 
     return {
         "above_idle_models_max": worst(list(above)),
