@@ -83,15 +83,22 @@ def test_int8_keeps_each_value_within_half_a_step_of_its_chunk() -> None:
 
 def test_topk_sends_the_largest_values_of_every_chunk() -> None:
     up = _update()
-    dense = decode(encode(up, None, TOPK8)[0], layout(up), TOPK8)
+    packed = encode(up, None, TOPK8)[0]
+    dense = decode(packed, layout(up), TOPK8)
     x, y = up["conv.weight"], dense["conv.weight"]
-    for start, length in ((0, CHUNK), (CHUNK, CHUNK), (2 * CHUNK, 100)):
+    for start, length in ((0, CHUNK), (CHUNK, CHUNK)):
         sent = y[start : start + length] != 0
         k = math.ceil(0.01 * length)
         assert int(sent.sum()) == k
         smallest_sent = float(x[start : start + length][sent].abs().min())
         largest_left = float(x[start : start + length][~sent].abs().max())
         assert smallest_sent >= largest_left
+    # a chunk of at most WHOLE values (the last 100, the biases) goes whole, without
+    # positions: each value within half an int8 step of its chunk
+    for want, got in ((x[2 * CHUNK :], y[2 * CHUNK :]), (up["fc.bias"], dense["fc.bias"])):
+        step = float(want.abs().max()) / 127
+        assert float((want - got).abs().max()) <= step / 2 * 1.0001
+    assert packed["w/i"].numel() == 2 * math.ceil(0.01 * CHUNK)
 
 
 def test_decoding_is_the_float32_product_of_codes_and_scales() -> None:
@@ -197,7 +204,7 @@ def _bad(c: Codec, change: str) -> dict[str, torch.Tensor]:
     elif change == "position":
         packed["w/i"][40] = CHUNK
     elif change == "tail_position":
-        packed["w/i"][-1] = 100
+        packed["w/i"][-1] = CHUNK  # the second chunk's last position
     elif change == "minus128":
         packed["w/q"][0] = -128
     elif change == "padding":
@@ -221,7 +228,7 @@ def _bad(c: Codec, change: str) -> dict[str, torch.Tensor]:
         (TOPK2, "tail_position"),
         (TOPK8, "minus128"),
         (INT8, "minus128"),
-        (TOPK2, "padding"),
+        (Codec("topk", 0.02, 2), "padding"),  # 286 codes: two unused in the last byte
         (INT8, "nan"),
         (TOPK2, "nan"),
         (INT8, "dtype"),
