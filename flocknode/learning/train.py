@@ -338,6 +338,7 @@ def _check_sole_use(loss: torch.Tensor, sites: dict[int, _Site]) -> None:
     step it gets a whole gradient, and the usual update of the sum."""
     if not sites or loss.grad_fn is None:
         return
+    ours = _StreamedLinear._backward_cls  # the node type of a _StreamedLinear call
     streamed: collections.Counter[int] = collections.Counter()
     other: set[int] = set()
     seen: set[Any] = {loss.grad_fn}
@@ -350,7 +351,7 @@ def _check_sole_use(loss: torch.Tensor, sites: dict[int, _Site]) -> None:
             variable = getattr(nxt, "variable", None)
             if variable is not None:  # AccumulateGrad: a leaf
                 key = id(variable)
-                if type(node).__name__ == "_StreamedLinearBackward":
+                if isinstance(node, ours):
                     streamed[key] += 1
                 else:
                     other.add(key)

@@ -290,6 +290,13 @@ def test_a_wide_model_is_evaluated_a_few_samples_at_a_time() -> None:
     assert batches["digits-cnn"] == batches["deep-mlp-100mb"] == batches["wide-mlp-1mb"] == 64
 
 
+def _torch_optim(model: nn.Module, kind: str, momentum: float) -> torch.optim.Optimizer:
+    """torch.optim's Adam or SGD at learning rate 0.01, one parameter at a time."""
+    if kind == "adam":
+        return torch.optim.Adam(model.parameters(), lr=0.01, foreach=False)
+    return torch.optim.SGD(model.parameters(), lr=0.01, momentum=momentum, foreach=False)
+
+
 @pytest.mark.parametrize(("kind", "momentum"), [("adam", 0.0), ("sgd", 0.9), ("sgd", 0.0)])
 @pytest.mark.parametrize("in_backward", [False, True])
 def test_optimizer_gives_torch_optims_bits_a_piece_of_a_parameter_at_a_time(
@@ -303,11 +310,7 @@ def test_optimizer_gives_torch_optims_bits_a_piece_of_a_parameter_at_a_time(
     ours = nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 9), nn.ReLU(), nn.Linear(9, 3))
     theirs = copy.deepcopy(ours)
     opt = train._Optimizer(list(ours.parameters()), kind, 0.01, momentum)
-    ref: torch.optim.Optimizer = (
-        torch.optim.Adam(theirs.parameters(), lr=0.01, foreach=False)
-        if kind == "adam"
-        else torch.optim.SGD(theirs.parameters(), lr=0.01, momentum=momentum, foreach=False)
-    )
+    ref = _torch_optim(theirs, kind, momentum)
     x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
     with opt.in_backward() if in_backward else contextlib.nullcontext():
         for _ in range(4):
@@ -562,11 +565,7 @@ def test_a_parameter_without_dimensions_trains_as_torch_optim_does(
         ours, Samples(x, y), steps=1, epochs=1, batch_size=16, optimizer=kind,
         learning_rate=0.01, momentum=momentum, seed=1,
     )  # fmt: skip
-    ref: torch.optim.Optimizer = (
-        torch.optim.Adam(theirs.parameters(), lr=0.01, foreach=False)
-        if kind == "adam"
-        else torch.optim.SGD(theirs.parameters(), lr=0.01, momentum=momentum, foreach=False)
-    )
+    ref = _torch_optim(theirs, kind, momentum)
     nn.functional.cross_entropy(theirs(x), y).backward()
     ref.step()
     assert float(ours.temperature.detach()) != 1.5
