@@ -103,6 +103,7 @@ bench: setup
 	$(PY) bench/cluster.py --nodes 10 --rounds 10 --json
 	$(PY) bench/soak.py --nodes 4 --rounds 60 --json
 	$(PY) bench/chaos.py --nodes 6 --rounds 200 --json
+	$(PY) bench/train_memory.py --json
 
 clean:
 	rm -rf .venv node_modules .pytest_cache .mypy_cache .ruff_cache

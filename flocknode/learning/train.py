@@ -93,9 +93,9 @@ def train_classifier(
 EVAL_BATCH = 64
 # Values a fully connected layer's output may hold in evaluation: fewer samples
 # a pass for wider layers. wide-mlp-100mb's hidden layer (350k wide) takes 12 a
-# pass: its output and the ReLU's, 90 MB each at 64 samples, are 17 MB each;
-# scoring 359 samples rose from 0.50 to 0.67 s and its peak above the model fell
-# from 178 to 40 MB.
+# pass: its output and the ReLU's, 90 MB each at 64 samples, are 17 MB each.
+# bench/train_memory.py: scoring 359 samples peaked 178 MB above the model at 64
+# samples a pass and 41 MB at 12, and took 0.48 and 0.64 s.
 EVAL_VALUES = 1 << 22
 
 
@@ -242,10 +242,10 @@ ADAM_PIECE = 1 << 20
 # a block of rows (of at most ADAM_PIECE values) at a time, each block updated
 # as soon as it is computed: wide-mlp-100mb's first layer (85% of the model)
 # no longer holds a whole gradient beside the weights and Adam's two moments,
-# and no layer of deep-mlp-100mb a 15 MB one. In-process, 2 Adam steps from a
-# node's idle state, three runs each: peak above idle 3.49 models without
-# streaming; 3.04-3.26 streaming from 4M values, 2.99-3.04 from 1M; deep-mlp
-# 2.44-2.70 and 2.44-2.48.
+# and no layer of deep-mlp-100mb a 15 MB one. bench/train_memory.py --reps 5,
+# two steps from a node's idle state, peak above it in model sizes (median):
+# wide-mlp-100mb with Adam 3.60 whole, 3.06 in blocks; with SGD and momentum
+# 2.47 and 2.04; deep-mlp-100mb with Adam 2.70 and 2.47.
 STREAM_MIN = ADAM_PIECE
 
 
