@@ -6,10 +6,12 @@ freed pages given back), then:
 
 - ``train``: reads the model anew and drops the cached copy (``ModelBook.take``),
   builds the task's model on those tensors and runs ``train_classifier``
-  (``--steps`` steps of the task's batch size, ``--optimizer``), with the
-  large linear weights stepped a block of rows at a time (``streamed``) or,
-  with ``STREAM_MIN`` out of reach, each weight's gradient whole
-  (``whole``; docs/protocol.md, step 3);
+  (``--steps`` steps of the task's batch size, ``--optimizer``) as a node
+  does (``file_state``): the large linear weights stepped a block of rows at
+  a time and the optimizer state of large parameters in a file of the
+  system's temporary directory; or with that state in memory (``SPILL_MIN``
+  out of reach: ``streamed``); or that and each weight's gradient whole
+  (``STREAM_MIN`` out of reach too: ``whole``; docs/protocol.md, step 3);
 - ``eval``: scores the cached model on 359 samples with ``eval_batch``'s
   passes (``batched``) or 64 samples a pass (``at_64``; step 6).
 
@@ -75,6 +77,8 @@ def child(task_name: str, kind: str, variant: str, optimizer: str, steps: int) -
     threading.Thread(target=poll, daemon=True).start()
     t0 = time.perf_counter()
     if kind == "train":
+        if variant in ("streamed", "whole"):
+            train.SPILL_MIN = 1 << 62
         if variant == "whole":
             train.STREAM_MIN = 1 << 62
         fresh = {k: v.clone() for k, v in cached.items()}  # ModelBook.take: read, cache dropped
@@ -136,7 +140,7 @@ def main() -> None:
     cases = []
     for task in [t for t in args.tasks.split(",") if t]:
         for opt in [o for o in args.optimizers.split(",") if o]:
-            for variant in ("streamed", "whole"):
+            for variant in ("file_state", "streamed", "whole"):
                 cases.append(measure(task, "train", variant, opt, args.steps, args.reps))
         for variant in ("batched", "at_64"):
             cases.append(measure(task, "eval", variant, "", args.steps, args.reps))
@@ -145,7 +149,7 @@ def main() -> None:
         return
     for c in cases:
         print(
-            f"{c['task']:16s} {c['kind']:5s} {c['variant']:8s} {c['optimizer'] or '':4s} "
+            f"{c['task']:16s} {c['kind']:5s} {c['variant']:10s} {c['optimizer'] or '':4s} "
             f"models {c['models_min']}-{c['models_max']} (median {c['models_median']}) "
             f"{c['seconds_median']} s"
         )

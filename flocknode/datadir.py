@@ -6,6 +6,7 @@ store/          the content store: update blobs, aggregates, models by hash
 journal/        the round journal, one record per round
 residual/       a proposer's error feedback for compressed updates, per task (mode 600 files)
 spill/          a voter's opened updates of the round it votes on (mode 600, removed after)
+optim/          a proposer's optimizer state of large weights while it trains (unnamed files)
 packages/       task packages by hash: <hex>.pkg archives and their unpacked <hex>/ trees
 status.json     the running node's NodeStatus, rewritten every second
 node.log        the node's log when a launcher (the cluster) redirects it
@@ -60,6 +61,10 @@ class DataDir:
     @property
     def spill(self) -> Path:
         return self.root / "spill"
+
+    @property
+    def optim(self) -> Path:
+        return self.root / "optim"
 
     @property
     def packages(self) -> Path:

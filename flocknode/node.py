@@ -173,7 +173,13 @@ def node_learner(
     base = cfg.path(cfg.task.base_model) if cfg.task.base_model else None
     if c.isolation == "none":
         return Learner.from_settings(
-            settings.training, data, test, device, base_model=base, package_dir=package_dir
+            settings.training,
+            data,
+            test,
+            device,
+            base_model=base,
+            package_dir=package_dir,
+            state_dir=DataDir(cfg.data_path).optim,
         )
     if c.isolation == "namespace":
         try:

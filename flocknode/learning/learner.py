@@ -19,11 +19,12 @@ exchanged entries; an update has the same names, shapes and dtypes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -37,7 +38,7 @@ from flocknode.learning.factory import PluginError
 from flocknode.learning.models import State, build_model, initial_state, load_task, model_state
 from flocknode.learning.settings import TrainingSettings
 from flocknode.learning.task import DataError, Evaluation, Samples, as_device, private_split
-from flocknode.learning.train import flipped_labels
+from flocknode.learning.train import flipped_labels, optimizer_state_dir
 
 SplitName = Literal["train", "val", "test"]
 T = TypeVar("T")
@@ -146,6 +147,8 @@ class Learner:
     names: tuple[str, ...]  # the exchanged state entries
     device: torch.device = CPU
     package_dir: Path | None = None  # the task package's checked tree the task came from
+    # where training keeps large parameters' optimizer state (train.optimizer_state_dir)
+    state_dir: Path | None = None
     # one training or evaluation at a time, as in the task worker: their memory
     # (a proposer's optimizer state, a scoring's model copy) never adds up
     compute: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -159,12 +162,14 @@ class Learner:
         device: str = "cpu",
         base_model: str | Path | None = None,
         package_dir: Path | None = None,
+        state_dir: Path | None = None,
     ) -> Learner:
         """Resolve the task and load this node's files (``PluginError``/``DataError``);
         ``base_model`` is the node's copy of the task's base model (``[task] base_model``).
 
         ``package_dir``: the checked tree of the settings' task package, if any
-        (``load_task``).
+        (``load_task``). ``state_dir``: where training keeps the optimizer state
+        of large parameters (``train.optimizer_state_dir``; created when needed).
 
         Testers' shorthand: ``from_settings(settings, node_index, num_nodes)``
         is ``for_shard`` (the node's part of the task's reference data, in memory).
@@ -178,7 +183,9 @@ class Learner:
         task = load_task(settings.task, _checked_package(settings, package_dir))
         attach_base_model(task, settings.base_model_hash, _opt_path(base_model))
         data = load_node_data(task, settings, Path(data_path), _opt_path(test_path))
-        return cls.from_data(settings, task, data, device, package_dir)
+        return replace(
+            cls.from_data(settings, task, data, device, package_dir), state_dir=state_dir
+        )
 
     @classmethod
     def for_shard(
@@ -222,7 +229,13 @@ class Learner:
         s = self.settings
         one = TrainingSettings(**{**_fields(s), "local_steps": 1, "local_epochs": 1})
         model = build_model(self.task.build_model, self.initial_state(), s.init_seed)
-        self.task.train(model, self.data.train, one, 0, self.device)
+        with self._state_dir():
+            self.task.train(model, self.data.train, one, 0, self.device)
+
+    def _state_dir(self) -> contextlib.AbstractContextManager[None]:
+        if self.state_dir is not None:
+            self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return optimizer_state_dir(self.state_dir)
 
     def initial_state(self) -> State:
         return initial_state(self.task.build_model, self.settings.init_seed, self.names)
@@ -279,7 +292,8 @@ class Learner:
         if share:
             global_state = {}  # the model holds its tensors now
         settings = self.settings.for_round(round_no)
-        metrics = self.task.train(model, data, settings, seed, self.device)
+        with self._state_dir():
+            metrics = self.task.train(model, data, settings, seed, self.device)
         model.zero_grad(set_to_none=True)  # gradients left by the task: a model's worth
         # the model's own tensors: the delta is the only new copy of the model
         trained = model_state(model.cpu(), names, copy=False)

@@ -232,7 +232,8 @@ class LMLoRA(Task):
             loss = torch.zeros(())
             with torch.random.fork_rng(devices=[]):  # any dropout draws from the seed
                 torch.manual_seed(seed)
-                with opt.in_backward():  # a parameter's gradient lives until its update
+                # a parameter's gradient lives until its update
+                with contextlib.closing(opt), opt.in_backward():
                     for idx in batches:
                         for p in params:
                             p.grad = None

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import functools
 import math
+import os
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,7 +77,7 @@ def train_classifier(
     loss = torch.zeros(())
     # a parameter's gradient is held only until its update; a large linear
     # layer's weight gradient only a block of rows at a time (_streamed)
-    with opt.in_backward(), _streamed(model, opt) as sites:
+    with contextlib.closing(opt), opt.in_backward(), _streamed(model, opt) as sites:
         for idx in _batches(n, batch_size, steps, epochs, gen):
             for p in opt.params:
                 p.grad = None
@@ -164,15 +168,37 @@ class _Optimizer:
     before each ``backward()``. The update is elementwise and per parameter, so
     the bits are the same either way (backward has used a parameter's value
     before it accumulates that parameter's gradient).
+
+    The state of a parameter with ``SPILL_MIN`` values or more (on the CPU) is
+    kept in a file instead of memory, same arithmetic; ``close()`` frees it.
     """
 
     def __init__(self, params: list[nn.Parameter], kind: str, lr: float, momentum: float) -> None:
         self.params, self.kind, self.lr, self.momentum = params, kind, lr, momentum
         # state only where the update reads it: SGD without momentum keeps none
         stateful = kind == "adam" or momentum != 0
-        self.m = [torch.zeros_like(p) for p in params] if stateful else []
-        self.v = [torch.zeros_like(p) for p in params] if kind == "adam" else []
+        slots = (2 if kind == "adam" else 1) if stateful else 0
+        # a large parameter's state goes to a file (``_StateFile``), the others' in memory
+        self.spilled: dict[int, int] = {}  # parameter index -> its first slot's offset
+        total = 0
+        for i, p in enumerate(params):
+            if slots and p.numel() >= SPILL_MIN and p.device.type == "cpu" and p.is_contiguous():
+                self.spilled[i] = total
+                total += slots * p.numel()
+        self.file = _StateFile(total, _STATE_DIR.get()) if self.spilled else None
+        self.m = [self._memory(i) for i in range(len(params))] if stateful else []
+        self.v = [self._memory(i) for i in range(len(params))] if kind == "adam" else []
         self.t = 0
+
+    def _memory(self, i: int) -> torch.Tensor:
+        """Parameter ``i``'s state in memory (zeros; empty where it is in the file)."""
+        p = self.params[i]
+        return p.new_empty(0) if i in self.spilled else torch.zeros_like(p)
+
+    def close(self) -> None:
+        """Release the state file (if any); the optimizer steps no more."""
+        if self.file is not None:
+            self.file.close()
 
     def begin(self) -> None:
         """Start a step (its bias corrections); ``in_backward``'s hooks then update."""
@@ -209,26 +235,92 @@ class _Optimizer:
     def update_rows(self, i: int, rows: slice | None, grad: torch.Tensor) -> None:
         """Update rows ``rows`` (``None``: all of it) of parameter ``i`` and of its
         state from their gradient."""
+        if i in self.spilled:
+            self._update_spilled(i, rows, grad)
+            return
 
         def part(t: torch.Tensor) -> torch.Tensor:
             return t if rows is None else t[rows]  # a 0-dim parameter has no rows
 
         p = part(self.params[i])
         if self.kind == "sgd":
-            if self.momentum:
-                buf = part(self.m[i])
-                g = buf.mul_(self.momentum).add_(grad) if self.t > 1 else buf.copy_(grad)
-            else:
-                g = grad
-            p.add_(g, alpha=-self.lr)
+            self._sgd(p, part(self.m[i]) if self.momentum else None, grad)
             return
+        for pp, mm, vv, g in _pieces(p, part(self.m[i]), part(self.v[i]), grad):
+            self._adam(pp, mm, vv, g)
+
+    def _update_spilled(self, i: int, rows: slice | None, grad: torch.Tensor) -> None:
+        """``update_rows`` for a parameter whose state is in the file: a piece of
+        ``ADAM_PIECE`` values at a time is read, updated and written back."""
+        assert self.file is not None
+        p = self.params[i].view(-1)
+        first, size = 0, p.numel()
+        if rows is not None:  # contiguous rows of a contiguous parameter: one flat range
+            row = self.params[i][0].numel()
+            start, stop, _ = rows.indices(self.params[i].shape[0])
+            first, size = start * row, max(0, stop - start) * row
+        g = grad.reshape(-1)
+        at = self.spilled[i] + first  # the first slot's offset; the second's is numel() on
+        for a in range(0, size, ADAM_PIECE):
+            n = min(ADAM_PIECE, size - a)
+            pp, gg = p[first + a : first + a + n], g[a : a + n]
+            mm = self.file.read(at + a, n, 0)
+            if self.kind == "sgd":
+                self._sgd(pp, mm, gg)
+                self.file.write(at + a, mm)
+                continue
+            vv = self.file.read(at + p.numel() + a, n, 1)
+            self._adam(pp, mm, vv, gg)
+            self.file.write(at + a, mm)
+            self.file.write(at + p.numel() + a, vv)
+
+    def _sgd(self, p: torch.Tensor, buf: torch.Tensor | None, grad: torch.Tensor) -> None:
+        g = grad
+        if buf is not None:
+            g = buf.mul_(self.momentum).add_(grad) if self.t > 1 else buf.copy_(grad)
+        p.add_(g, alpha=-self.lr)
+
+    def _adam(self, p: torch.Tensor, m: torch.Tensor, v: torch.Tensor, g: torch.Tensor) -> None:
         b1, b2, eps = 0.9, 0.999, 1e-8
         c1, c2 = 1 - b1**self.t, 1 - b2**self.t
-        for pp, mm, vv, g in _pieces(p, part(self.m[i]), part(self.v[i]), grad):
-            mm.lerp_(g, 1 - b1)
-            vv.mul_(b2).addcmul_(g, g, value=1 - b2)
-            denom = (vv.sqrt() / c2**0.5).add_(eps)
-            pp.addcdiv_(mm, denom, value=-self.lr / c1)
+        m.lerp_(g, 1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        denom = (v.sqrt() / c2**0.5).add_(eps)
+        p.addcdiv_(m, denom, value=-self.lr / c1)
+
+
+class _StateFile:
+    """float32 values in an unlinked file of ``directory`` (the system's temporary
+    directory if ``None``): the optimizer state of large parameters, read and
+    written ``ADAM_PIECE`` values at a time through two buffers. The kernel
+    keeps it in its page cache while memory allows, where it counts towards no
+    process; it has no name, so closing it (or the process ending) frees it."""
+
+    def __init__(self, values: int, directory: Path | None) -> None:
+        self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (close())
+        os.ftruncate(self._file.fileno(), values * 4)  # zeros, as the state starts
+        self._buffers = [torch.empty(min(values, ADAM_PIECE)) for _ in range(2)]
+
+    def read(self, at: int, n: int, buffer: int) -> torch.Tensor:
+        """Values ``at`` to ``at + n`` into buffer ``buffer`` (0 or 1), which is returned."""
+        out = self._buffers[buffer][:n]
+        view = out.numpy().data.cast("B")
+        done = 0
+        while done < len(view):
+            got = os.preadv(self._file.fileno(), [view[done:]], at * 4 + done)
+            if got == 0:
+                raise OSError(f"optimizer state file: no value at {at + done // 4}")
+            done += got
+        return out
+
+    def write(self, at: int, values: torch.Tensor) -> None:
+        view = values.numpy().data.cast("B")
+        done = 0
+        while done < len(view):
+            done += os.pwrite(self._file.fileno(), view[done:], at * 4 + done)
+
+    def close(self) -> None:
+        self._file.close()
 
 
 # Elements of a parameter updated at a time: Adam's step is elementwise, so the
@@ -247,6 +339,26 @@ ADAM_PIECE = 1 << 20
 # wide-mlp-100mb with Adam 3.60 whole, 3.06 in blocks; with SGD and momentum
 # 2.47 and 2.04; deep-mlp-100mb with Adam 2.70 and 2.47.
 STREAM_MIN = ADAM_PIECE
+
+# Parameters with at least SPILL_MIN values keep their optimizer state (Adam's
+# two moments, SGD's momentum) in a file rather than in memory (``_StateFile``),
+# in the directory ``optimizer_state_dir`` names: for wide-mlp-100mb with Adam
+# that is two model sizes, most of what a proposer held above its idle memory.
+SPILL_MIN = ADAM_PIECE
+_STATE_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "flocknode_optimizer_state_dir", default=None
+)
+
+
+@contextlib.contextmanager
+def optimizer_state_dir(directory: Path | None) -> Iterator[None]:
+    """Large parameters' optimizer state goes to ``directory`` while inside
+    (``None``: the system's temporary directory, as outside)."""
+    token = _STATE_DIR.set(directory)
+    try:
+        yield
+    finally:
+        _STATE_DIR.reset(token)
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import os
 import subprocess
 import sys
@@ -299,17 +300,23 @@ def _torch_optim(model: nn.Module, kind: str, momentum: float) -> torch.optim.Op
 
 @pytest.mark.parametrize(("kind", "momentum"), [("adam", 0.0), ("sgd", 0.9), ("sgd", 0.0)])
 @pytest.mark.parametrize("in_backward", [False, True])
+@pytest.mark.parametrize("spill", [False, True])
 def test_optimizer_gives_torch_optims_bits_a_piece_of_a_parameter_at_a_time(
-    monkeypatch: pytest.MonkeyPatch, kind: str, momentum: float, in_backward: bool
+    monkeypatch: pytest.MonkeyPatch, kind: str, momentum: float, in_backward: bool, spill: bool
 ) -> None:
     # the node's own optimizer (no torch._dynamo import) steps a parameter in pieces so
     # its temporaries stay small, and inside in_backward() as soon as the parameter's
-    # gradient is accumulated (then drops it); elementwise, so the bits are torch.optim's
+    # gradient is accumulated (then drops it); elementwise, so the bits are torch.optim's,
+    # with a large parameter's state in a file (spill: the 27 to 81-value weights) too
     monkeypatch.setattr(train, "ADAM_PIECE", 7)
+    monkeypatch.setattr(train, "SPILL_MIN", 27 if spill else 10**9)
     torch.manual_seed(0)
     ours = nn.Sequential(nn.Linear(5, 9), nn.ReLU(), nn.Linear(9, 9), nn.ReLU(), nn.Linear(9, 3))
     theirs = copy.deepcopy(ours)
     opt = train._Optimizer(list(ours.parameters()), kind, 0.01, momentum)
+    stateful = kind == "adam" or momentum != 0
+    assert sorted(opt.spilled) == ([0, 2, 4] if spill and stateful else [])
+    assert (opt.file is not None) == bool(opt.spilled)
     ref = _torch_optim(theirs, kind, momentum)
     x, y = torch.randn(16, 5), torch.randint(0, 3, (16,))
     with opt.in_backward() if in_backward else contextlib.nullcontext():
@@ -326,8 +333,10 @@ def test_optimizer_gives_torch_optims_bits_a_piece_of_a_parameter_at_a_time(
             for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
                 assert torch.equal(a, b)
                 assert (a.grad is None) == in_backward  # dropped once used
+    opt.close()
     plain = train._Optimizer(list(ours.parameters()), "sgd", 0.01, 0.0)
     assert plain.m == [] and plain.v == []  # SGD without momentum holds no state
+    assert plain.file is None
     ours(x).sum().backward()  # the hooks are gone: nothing is stepped any more
     assert all(p.grad is not None for p in ours.parameters())
     assert all(
@@ -433,6 +442,77 @@ def test_a_large_linear_weight_is_updated_a_block_of_rows_at_a_time(
     for a, c in zip(ours.parameters(), start.parameters(), strict=True):
         assert not torch.equal(a, c)  # trained
     _same_training(ours, theirs)
+
+
+@pytest.mark.parametrize(("kind", "momentum"), [("adam", 0.0), ("sgd", 0.9)])
+def test_state_in_a_file_gives_the_same_bits_as_in_memory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str, momentum: float
+) -> None:
+    # a large parameter's optimizer state lives in an unnamed file of the given
+    # directory (mode 600), read and written back a piece at a time, also when
+    # the weight is stepped a block of rows at a time in backward; same bits
+    monkeypatch.setattr(train, "ADAM_PIECE", 13)
+    monkeypatch.setattr(train, "STREAM_MIN", 40)
+    x, y = torch.randn(64, 7), torch.randint(0, 3, (64,))
+    opened: list[tuple[str, int]] = []
+    real_read = train._StateFile.read
+
+    def read(self: train._StateFile, at: int, n: int, buffer: int) -> torch.Tensor:
+        fd = self._file.fileno()
+        opened.append((os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_mode & 0o777))
+        return real_read(self, at, n, buffer)
+
+    monkeypatch.setattr(train._StateFile, "read", read)
+    files: list[train._StateFile] = []
+    real_init = train._StateFile.__init__
+
+    def init(self: train._StateFile, values: int, directory: Path | None) -> None:
+        files.append(self)
+        real_init(self, values, directory)
+
+    monkeypatch.setattr(train._StateFile, "__init__", init)
+    models = []
+    for spill_min in (40, 10**9):
+        monkeypatch.setattr(train, "SPILL_MIN", spill_min)
+        torch.manual_seed(0)
+        model = nn.Sequential(nn.Linear(7, 40), nn.ReLU(), nn.Linear(40, 3))
+        with train.optimizer_state_dir(tmp_path):
+            train.train_classifier(
+                model, Samples(x, y), steps=3, epochs=1, batch_size=16, optimizer=kind,
+                learning_rate=0.01, momentum=momentum, seed=1,
+            )  # fmt: skip
+        models.append(model)
+    assert len(files) == 1 and files[0]._file.closed  # freed once training returns
+    assert opened and all(path.startswith(f"{tmp_path}/") for path, _ in opened)
+    assert {mode for _, mode in opened} == {0o600}
+    assert list(tmp_path.iterdir()) == []  # nothing named is left behind
+    for a, b in zip(*(m.parameters() for m in models), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_the_learner_keeps_optimizer_state_in_its_state_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # the node gives its learner a directory of its data dir (created, mode 700)
+    # for the state of large parameters; the same training as without one
+    monkeypatch.setattr(train, "SPILL_MIN", 500)
+    dirs: list[Path | None] = []
+    real_init = train._StateFile.__init__
+
+    def init(self: train._StateFile, values: int, directory: Path | None) -> None:
+        dirs.append(directory)
+        real_init(self, values, directory)
+
+    monkeypatch.setattr(train._StateFile, "__init__", init)
+    plain = Learner.from_settings(SETTINGS, 0, 3)
+    state_dir = tmp_path / "optim"
+    learner = dataclasses.replace(plain, state_dir=state_dir)
+    start = learner.initial_state()
+    ours = learner.train(start, seed=3).update
+    assert dirs == [state_dir] and state_dir.stat().st_mode & 0o777 == 0o700
+    theirs = plain.train(start, seed=3).update
+    assert dirs == [state_dir, None]  # digits-mlp's weights: 4,096 and 640 values
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 class _TwiceUsed(nn.Module):
