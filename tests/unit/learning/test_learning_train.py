@@ -450,17 +450,20 @@ def test_state_in_a_file_gives_the_same_bits_as_in_memory(
 ) -> None:
     # a large parameter's optimizer state lives in an unnamed file of the given
     # directory (mode 600), read and written back a piece at a time, also when
-    # the weight is stepped a block of rows at a time in backward; same bits
+    # the weight is stepped a block of rows at a time in backward; same bits.
+    # The file is kept for the next training, which reads none of its old values
     monkeypatch.setattr(train, "ADAM_PIECE", 13)
     monkeypatch.setattr(train, "STREAM_MIN", 40)
     x, y = torch.randn(64, 7), torch.randint(0, 3, (64,))
     opened: list[tuple[str, int]] = []
+    fresh: list[bool] = []  # per read: zeros rather than the file (nothing written yet)
     real_read = train._StateFile.read
 
-    def read(self: train._StateFile, at: int, n: int, buffer: int) -> torch.Tensor:
+    def read(self: train._StateFile, at: int, n: int, buffer: int, zeros: bool) -> torch.Tensor:
         fd = self._file.fileno()
         opened.append((os.readlink(f"/proc/self/fd/{fd}"), os.fstat(fd).st_mode & 0o777))
-        return real_read(self, at, n, buffer)
+        fresh.append(zeros)
+        return real_read(self, at, n, buffer, zeros)
 
     monkeypatch.setattr(train._StateFile, "read", read)
     files: list[train._StateFile] = []
@@ -472,7 +475,7 @@ def test_state_in_a_file_gives_the_same_bits_as_in_memory(
 
     monkeypatch.setattr(train._StateFile, "__init__", init)
     models = []
-    for spill_min in (40, 10**9):
+    for spill_min in (40, 40, 10**9):
         monkeypatch.setattr(train, "SPILL_MIN", spill_min)
         torch.manual_seed(0)
         model = nn.Sequential(nn.Linear(7, 40), nn.ReLU(), nn.Linear(40, 3))
@@ -482,12 +485,18 @@ def test_state_in_a_file_gives_the_same_bits_as_in_memory(
                 learning_rate=0.01, momentum=momentum, seed=1,
             )  # fmt: skip
         models.append(model)
-    assert len(files) == 1 and files[0]._file.closed  # freed once training returns
+    assert len(files) == 1  # one file, kept open for the next training
+    assert train._StateFile._idle.pop(tmp_path) is files[0] and not files[0]._file.closed
+    files[0].close()
     assert opened and all(path.startswith(f"{tmp_path}/") for path, _ in opened)
     assert {mode for _, mode in opened} == {0o600}
+    # each training, three steps with the same reads: the first gets zeros, the others the file
+    k = len(fresh) // 6
+    assert k and fresh == 2 * ([True] * k + [False] * (2 * k))
     assert list(tmp_path.iterdir()) == []  # nothing named is left behind
-    for a, b in zip(*(m.parameters() for m in models), strict=True):
-        assert torch.equal(a, b)
+    for other in models[1:]:
+        for a, b in zip(models[0].parameters(), other.parameters(), strict=True):
+            assert torch.equal(a, b)
 
 
 def test_the_learner_keeps_optimizer_state_in_its_state_dir(
@@ -497,13 +506,13 @@ def test_the_learner_keeps_optimizer_state_in_its_state_dir(
     # for the state of large parameters; the same training as without one
     monkeypatch.setattr(train, "SPILL_MIN", 500)
     dirs: list[Path | None] = []
-    real_init = train._StateFile.__init__
+    real_take = train._StateFile.take
 
-    def init(self: train._StateFile, values: int, directory: Path | None) -> None:
+    def take(values: int, directory: Path | None) -> train._StateFile:
         dirs.append(directory)
-        real_init(self, values, directory)
+        return real_take(values, directory)
 
-    monkeypatch.setattr(train._StateFile, "__init__", init)
+    monkeypatch.setattr(train._StateFile, "take", take)
     plain = Learner.from_settings(SETTINGS, 0, 3)
     state_dir = tmp_path / "optim"
     learner = dataclasses.replace(plain, state_dir=state_dir)
@@ -513,6 +522,7 @@ def test_the_learner_keeps_optimizer_state_in_its_state_dir(
     theirs = plain.train(start, seed=3).update
     assert dirs == [state_dir, None]  # digits-mlp's weights: 4,096 and 640 values
     assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    train._StateFile._idle.pop(state_dir).close()  # kept open for a next training
 
 
 class _TwiceUsed(nn.Module):
