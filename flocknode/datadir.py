@@ -6,7 +6,7 @@ store/          the content store: update blobs, aggregates, models by hash
 journal/        the round journal, one record per round
 residual/       a proposer's error feedback for compressed updates, per task (mode 600 files)
 spill/          a voter's opened updates of the round it votes on (mode 600, removed after)
-optim/          a proposer's optimizer state of large weights while it trains (unnamed files)
+optim/          a proposer's optimizer state of large weights (an unnamed file, kept open)
 packages/       task packages by hash: <hex>.pkg archives and their unpacked <hex>/ trees
 status.json     the running node's NodeStatus, rewritten every second
 node.log        the node's log when a launcher (the cluster) redirects it
