@@ -171,7 +171,8 @@ class _Optimizer:
     before it accumulates that parameter's gradient).
 
     The state of a parameter with ``SPILL_MIN`` values or more (on the CPU) is
-    kept in a file instead of memory, same arithmetic; ``close()`` frees it.
+    kept in a file instead of memory, same arithmetic; ``close()`` gives the
+    file back for the process's next training.
     """
 
     def __init__(self, params: list[nn.Parameter], kind: str, lr: float, momentum: float) -> None:
@@ -265,8 +266,8 @@ class _Optimizer:
             first, size = start * row, max(0, stop - start) * row
         g = grad.reshape(-1)
         at = self.spilled[i] + first  # the first slot's offset; the second's is numel() on
-        # the state starts at zero: before its first write it is not read (reading
-        # the file's unwritten extent costs more than the step: page allocation)
+        # the state starts at zero, and the file may hold an earlier training's
+        # values: a parameter's state is read only once this training wrote it
         fresh = i not in self.written
         for a in range(0, size, ADAM_PIECE):
             n = min(ADAM_PIECE, size - a)
