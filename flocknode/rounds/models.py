@@ -78,8 +78,9 @@ class ModelBook:
     def has(self, model_hash: bytes) -> bool:
         return model_hash in self._cache or self.store.has(model_hash)
 
-    def put(self, state: Mapping[str, torch.Tensor]) -> bytes:
-        """Store a model (blocking); returns its hash."""
+    def put(self, state: Mapping[str, torch.Tensor], cache: bool = True) -> bytes:
+        """Store a model (blocking); returns its hash. ``cache``: also keep its
+        tensors in memory (else ``load`` reads it from the store)."""
         size = 0
         with self.store.writer() as w:
             for piece in iter_canonical(state):
@@ -87,7 +88,8 @@ class ModelBook:
                 size += piece.nbytes
             h = w.commit()
         self.model_size = size
-        self._remember(h, dict(state))
+        if cache:
+            self._remember(h, dict(state))
         return h
 
     def load(self, model_hash: bytes) -> State:
@@ -126,8 +128,8 @@ class ModelBook:
     async def take_async(self, model_hash: bytes) -> State:
         return await trio.to_thread.run_sync(self.take, model_hash)
 
-    async def put_async(self, state: Mapping[str, torch.Tensor]) -> bytes:
-        return await trio.to_thread.run_sync(self.put, state)
+    async def put_async(self, state: Mapping[str, torch.Tensor], cache: bool = True) -> bytes:
+        return await trio.to_thread.run_sync(self.put, state, cache)
 
     async def fetch(
         self,

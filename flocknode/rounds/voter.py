@@ -9,6 +9,7 @@ voter restarted at any point commits or reveals exactly what it journaled.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -293,10 +294,21 @@ async def _decide_on(
         )
     )
     _in_time(ctx, view)
-    agg_hash = await ctx.models.put_async(result.model)
+    # the new model is held here only until it is scored: stored, not cached (a
+    # node reads it from the store once it is the global model), so that each
+    # seat's "alone" model takes its place in memory rather than its side
+    new, result = result.model, dataclasses.replace(result, model={})
+    agg_hash = await ctx.models.put_async(new, cache=False)
     t_aggregated = time.monotonic()
     in_time = functools.partial(_in_time, ctx, view)
-    score, flags = await _score(ctx, base, result.model, included, set(result.no_work), in_time)
+    in_time()
+    before = (await ctx.learner.evaluate_async(base, "val")).ppm
+    in_time()
+    after = (await ctx.learner.evaluate_async(new, "val")).ppm
+    del new
+    flags = await _flags(ctx, base, before, included, set(result.no_work), in_time)
+    score = after - before
+    ctx.metrics.eval_seconds.observe(time.monotonic() - t_aggregated)
     timings = {
         "transfer_seconds": transfer_seconds(seats),
         "open_seconds": sum(s.open_seconds for s in seats),
@@ -605,41 +617,49 @@ def _open(
         spilled = SpilledUpdate.write(spill_to, expect.form.dense(update), expect.layout, "update")
     except AggregationInputError as e:
         raise EnvelopeError(f"not an update of the model: {e}") from None
+    finally:
+        # the decoded update's tensors under glibc's mmap threshold (every layer
+        # of deep-mlp) would stay resident, freed, through the aggregation
+        del update
+        malloc.trim()
     return spilled, key
 
 
-async def _score(
+async def _flags(
     ctx: VoterDeps,
     base: State,
-    new: State,
+    before: int,
     included: list[SeatInput],
     no_work: set[int],
     in_time: Callable[[], None],
-) -> tuple[int, list[int]]:
-    """Accuracy change (ppm) of the new model on private validation data, and flags.
+) -> list[int]:
+    """The seats to flag: those whose update alone changes the accuracy on private
+    validation data (``before``, in ppm) by less than the flag threshold.
 
     "No work" seats (below the norm floor) are flagged without an evaluation:
     every honest voter flags them, so they are not paid, and not slashed.
     ``in_time`` is called before each evaluation (``_in_time``: it raises once
     the vote can no longer be committed).
     """
-    t0 = time.monotonic()
-    in_time()
-    before = (await ctx.learner.evaluate_async(base, "val")).ppm
-    in_time()
-    after = (await ctx.learner.evaluate_async(new, "val")).ppm
     flags = sorted(no_work)
+
+    def alone_with(update: Flat) -> State:
+        # the previous seat's model, freed after its scoring's own trim, goes back
+        # first: its blocks under glibc's mmap threshold (every layer of
+        # deep-mlp) may sit in a heap this thread would not reuse
+        malloc.trim()
+        return apply_update(base, update)
+
     for s in included:  # every included update is judged, rejected ones too
         if s.update is None or s.seat in no_work:
             continue
         in_time()
-        alone = await trio.to_thread.run_sync(apply_update, base, s.update)
+        alone = await trio.to_thread.run_sync(alone_with, s.update)
         gain = (await ctx.learner.evaluate_async(alone, "val")).ppm - before
         del alone  # before the next seat's is built: one such model at a time
         if gain < ctx.settings.flag_threshold_ppm:
             flags.append(s.seat)
-    ctx.metrics.eval_seconds.observe(time.monotonic() - t0)
-    return after - before, flags
+    return flags
 
 
 def _bits(seats: Iterable[int]) -> int:

@@ -87,6 +87,15 @@ def test_large_models_are_kept_in_memory_once(tmp_path: Path, monkeypatch: Any) 
     assert book.load(ha) is book.load(ha) and book.load(hb) is book.load(hb)  # small: both kept
 
 
+def test_a_model_stored_without_caching_is_read_from_the_store(tmp_path: Path) -> None:
+    """``put(cache=False)`` (a voter's new model): stored, the cache left as it was."""
+    book = ModelBook(ContentStore(tmp_path), None)
+    old = book.load(book.put({"w": torch.zeros(4)}))
+    h = book.put({"w": torch.arange(4.0)}, cache=False)
+    assert list(book._cache.values()) == [old] and book.has(h)
+    assert torch.equal(book.load(h)["w"], torch.arange(4.0))
+
+
 def test_a_taken_model_is_the_callers_own_and_empties_the_cache(tmp_path: Path) -> None:
     """A proposer trains on the tensors ``take`` gives: changing them changes no
     cached model, no model stays cached meanwhile, and the next ``load`` reads

@@ -393,6 +393,10 @@ def test_finding4_wrong_size_seat_is_included_and_rejected_in_the_vote(tmp_path:
     assert vote.rejected_bits == 0b001  # ... and rejected; the zero update is "no work":
     assert vote.flag_bits & 0b010  # flagged (not paid), not rejected (not slashed)
     expected = aggregate(base, [trained], settings.aggregation, seats=[2]).model
+    agg_hash = bytes.fromhex(vote.aggregate_hash)
+    # stored, not cached: the voter's memory holds the new model only while scoring it
+    assert v.ctx.models.store.has(agg_hash) and agg_hash not in v.ctx.models._cache
+    assert v.ctx.models.load(agg_hash).keys() == expected.keys()
     assert vote.aggregate_hash == v.ctx.models.put(expected).hex()
 
 
