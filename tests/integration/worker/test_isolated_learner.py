@@ -4,6 +4,7 @@ tasks and a third-party task package imported from its own directory."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +22,8 @@ SETTINGS = [
     TrainingSettings(task="digits-mlp", local_steps=20, lr_decay=0.5, lr_min=0.1),
     TrainingSettings(task="digits-cnn", local_steps=8, batch_size=32),  # BatchNorm: int64 too
     TrainingSettings(task="example_task:TASK", optimizer="sgd", learning_rate=0.5, local_steps=20),
+    # a 5.6M-value first layer: its Adam moments live in a file of the worker's scratch
+    TrainingSettings(task="wide-mlp-25mb", local_steps=2),
 ]
 
 
@@ -44,6 +47,21 @@ def _lm_lora(tmp_path: Path) -> tuple[TrainingSettings, Path] | None:
     LMLoRA().write_base_model(tiny)
     base = {"task": "lm-lora", "base_model_hash": dir_hash(tiny), **LMLoRA.tester_training}
     return TrainingSettings(**{**base, "local_steps": 4}), tiny  # type: ignore[arg-type]
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the jail's helper starts the worker's Python)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").iterdir():
+            todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def _fds(pid: int) -> list[Path]:
+    return list(Path(f"/proc/{pid}/fd").iterdir())
 
 
 async def test_same_bits_as_in_process(tmp_path: Path, on_path: None) -> None:
@@ -102,6 +120,10 @@ async def test_same_bits_as_in_process(tmp_path: Path, on_path: None) -> None:
                 flipped = await iso.train_async(init, seed=8, label_flip=True)
                 assert any(not torch.equal(flipped.update[k], want.update[k]) for k in init)
         assert reasons == [] and worker.starts == 1
+        # the worker keeps its optimizer state file, unnamed, in its scratch directory
+        assert worker.pid is not None
+        links = [os.readlink(fd) for pid in _tree(worker.pid) for fd in _fds(pid)]
+        assert any(link.endswith("(deleted)") and "/scratch/" in link for link in links), links
 
         # A task error is counted and leaves the worker serving; a DataError in the
         # worker is one in the daemon too; a split the node does not have is refused
