@@ -24,7 +24,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -183,9 +183,7 @@ class Learner:
         task = load_task(settings.task, _checked_package(settings, package_dir))
         attach_base_model(task, settings.base_model_hash, _opt_path(base_model))
         data = load_node_data(task, settings, Path(data_path), _opt_path(test_path))
-        return replace(
-            cls.from_data(settings, task, data, device, package_dir), state_dir=state_dir
-        )
+        return cls.from_data(settings, task, data, device, package_dir, state_dir)
 
     @classmethod
     def for_shard(
@@ -219,9 +217,10 @@ class Learner:
         data: NodeData,
         device: str = "cpu",
         package_dir: Path | None = None,
+        state_dir: Path | None = None,
     ) -> Learner:
         names = exchanged_names(task, settings.init_seed)
-        return cls(settings, task, data, names, as_device(device), package_dir)
+        return cls(settings, task, data, names, as_device(device), package_dir, state_dir)
 
     def warm_up(self) -> None:
         """One throw-away training step: the first optimizer in a process costs about

@@ -258,12 +258,13 @@ class _Optimizer:
         """``update_rows`` for a parameter whose state is in the file: a piece of
         ``ADAM_PIECE`` values at a time is read, updated and written back."""
         assert self.file is not None
-        p = self.params[i].view(-1)
-        first, size = 0, p.numel()
+        whole = self.params[i]
+        p = whole.view(-1)
+        first, size, last = 0, p.numel(), True
         if rows is not None:  # contiguous rows of a contiguous parameter: one flat range
-            row = self.params[i][0].numel()
-            start, stop, _ = rows.indices(self.params[i].shape[0])
-            first, size = start * row, max(0, stop - start) * row
+            start, stop, _ = rows.indices(whole.shape[0])
+            first, size = start * whole[0].numel(), max(0, stop - start) * whole[0].numel()
+            last = stop >= whole.shape[0]
         g = grad.reshape(-1)
         at = self.spilled[i] + first  # the first slot's offset; the second's is numel() on
         # the state starts at zero, and the file may hold an earlier training's
@@ -281,7 +282,7 @@ class _Optimizer:
             self._adam(pp, mm, vv, gg)
             self.file.write(at + a, mm)
             self.file.write(at + p.numel() + a, vv)
-        if rows is None or rows.indices(self.params[i].shape[0])[1] >= self.params[i].shape[0]:
+        if last:
             self.written.add(i)  # the whole parameter, or its last block of rows
 
     def _sgd(self, p: torch.Tensor, buf: torch.Tensor | None, grad: torch.Tensor) -> None:
@@ -394,8 +395,9 @@ STREAM_MIN = ADAM_PIECE
 # in the directory ``optimizer_state_dir`` names: for wide-mlp-100mb with Adam
 # that is two model sizes, most of what a proposer held above its idle memory.
 # bench/train_memory.py --reps 5, two Adam steps, peak above idle in model
-# sizes (median): wide-mlp-100mb 1.22 in a file, 3.05 in memory (0.43 and
-# 0.37 s); deep-mlp-100mb 1.20 and 2.48 (0.42 and 0.32 s).
+# sizes (median, two runs): wide-mlp-100mb 1.13-1.22 in a file, 3.05-3.26 in
+# memory (0.43-1.12 s and 0.33-0.37 s: a process's first writes to the file
+# are slow); deep-mlp-100mb 1.20-1.22 and 2.47-2.48.
 SPILL_MIN = ADAM_PIECE
 _STATE_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "flocknode_optimizer_state_dir", default=None
