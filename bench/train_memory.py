@@ -15,9 +15,10 @@ freed pages given back), then:
 - ``eval``: scores the cached model on 359 samples with ``eval_batch``'s
   passes (``batched``) or 64 samples a pass (``at_64``; step 6).
 
-RSS is sampled every 2 ms; a case reports the peak above the process's RSS
-just before, in model sizes (``models``: min, median and max over ``--reps``
-processes) and the seconds the work took (median).
+The kernel's peak RSS (VmHWM) is reset to the RSS just before the work (as
+``bench/aggregate.py`` does); a case reports the peak above it, in model
+sizes (``models``: min, median and max over ``--reps`` processes), and the
+seconds the work took (median).
 
     .venv/bin/python bench/train_memory.py --json [--tasks wide-mlp-100mb,deep-mlp-100mb]
 """
@@ -26,23 +27,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+from bench.cluster import peak_rss_mb
 
 
 def child(task_name: str, kind: str, variant: str, optimizer: str, steps: int) -> dict[str, Any]:
@@ -66,15 +61,8 @@ def child(task_name: str, kind: str, variant: str, optimizer: str, steps: int) -
     x, y = torch.rand(359, 64, generator=gen), torch.randint(0, 10, (359,), generator=gen)
     model_mb = sum(t.numel() * t.element_size() for t in cached.values()) / 2**20
     malloc.trim()
-    idle = _rss_mb()
-    peak, done = [idle], threading.Event()
-
-    def poll() -> None:
-        while not done.is_set():
-            peak[0] = max(peak[0], _rss_mb())
-            time.sleep(0.002)
-
-    threading.Thread(target=poll, daemon=True).start()
+    idle = peak_rss_mb(os.getpid(), "VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS
     t0 = time.perf_counter()
     if kind == "train":
         if variant in ("streamed", "whole"):
@@ -95,9 +83,7 @@ def child(task_name: str, kind: str, variant: str, optimizer: str, steps: int) -
         model = build_model(task.build_model, cached, 0, share=True)
         train.evaluate_classifier(model, Samples(x, y))
     seconds = time.perf_counter() - t0
-    time.sleep(0.05)
-    done.set()
-    above = peak[0] - idle
+    above = peak_rss_mb(os.getpid()) - idle
     return {"above_mb": round(above, 1), "models": above / model_mb, "seconds": seconds}
 
 
